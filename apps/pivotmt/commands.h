@@ -1,0 +1,13 @@
+// Each subcommand lives in its own file and registers itself on the CLI11 app. Command
+// callbacks may throw; main() turns exceptions into a message and an exit code.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace pivotmt::cli {
+
+void register_inspect(CLI::App& app);
+void register_download(CLI::App& app);
+void register_dev(CLI::App& app);
+void register_info(CLI::App& app);
+
+}  // namespace pivotmt::cli

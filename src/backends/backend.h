@@ -1,0 +1,38 @@
+// The per-device op interface. Each op is declared once here with its shape/dtype checks
+// in backend.cpp; backends/cpu/*.cpp and backends/cuda/*.cu implement it. Without CUDA at
+// build time the CUDA entry points throw UnsupportedError ("built without CUDA"), so model
+// code never needs #ifdef.
+#pragma once
+#include <cstddef>
+#include <string>
+
+#include "core/device.h"
+#include "core/dtype.h"
+
+namespace pivotmt {
+
+struct CudaDeviceInfo {
+  int index = 0;
+  std::string name;
+  int sm_major = 0, sm_minor = 0;
+  size_t total_memory = 0, free_memory = 0;
+};
+
+bool cuda_compiled();    // the CUDA backend is part of this build
+int cuda_device_count();  // 0 without CUDA, a driver or a GPU
+CudaDeviceInfo cuda_device_info(int index);
+
+// Converts float elements (F32 / F16 / BF16) on `device`: host memory in, host memory out.
+// On the GPU this is the loader's path for TowerInstruct's F32 shards (staged, converted
+// to F16 on the device). The CPU implementation is the reference.
+void convert_floats_on(const Device& device, DType from, const void* src, DType to, void* dst, size_t count);
+
+namespace cuda {
+// Implemented in backends/cuda (or by the stub when CUDA is off).
+bool compiled();
+int device_count();
+CudaDeviceInfo device_info(int index);
+void convert_floats(int device, DType from, const void* src, DType to, void* dst, size_t count);
+}  // namespace cuda
+
+}  // namespace pivotmt

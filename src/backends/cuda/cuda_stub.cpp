@@ -1,0 +1,16 @@
+// Compiled when the build has no CUDA: every CUDA entry point says so clearly.
+#include "backends/backend.h"
+#include "core/error.h"
+
+namespace pivotmt::cuda {
+
+[[noreturn]] static void no_cuda() {
+  throw UnsupportedError("device cuda: this pivotmt was built without CUDA (reconfigure with -DPIVOTMT_CUDA=ON)");
+}
+
+bool compiled() { return false; }
+int device_count() { return 0; }
+CudaDeviceInfo device_info(int) { no_cuda(); }
+void convert_floats(int, DType, const void*, DType, void*, size_t) { no_cuda(); }
+
+}  // namespace pivotmt::cuda

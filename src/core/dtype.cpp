@@ -1,0 +1,131 @@
+#include "core/dtype.h"
+
+#include <array>
+#include <bit>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace pivotmt {
+namespace {
+struct DTypeInfo {
+  std::string_view name;
+  size_t size;
+  bool is_float;
+};
+constexpr std::array<DTypeInfo, 12> kInfo = {{
+    {"F64", 8, true},  {"F32", 4, true}, {"F16", 2, true}, {"BF16", 2, true},
+    {"I64", 8, false}, {"I32", 4, false}, {"I16", 2, false}, {"I8", 1, false},
+    {"U8", 1, false},  {"BOOL", 1, false}, {"F8_E4M3", 1, true}, {"F8_E5M2", 1, true},
+}};
+
+template <typename T>
+T load(const void* p, size_t i) {
+  T v;
+  std::memcpy(&v, static_cast<const char*>(p) + i * sizeof(T), sizeof(T));
+  return v;
+}
+template <typename T>
+void store(void* p, size_t i, T v) {
+  std::memcpy(static_cast<char*>(p) + i * sizeof(T), &v, sizeof(T));
+}
+}  // namespace
+
+std::optional<DType> dtype_from_name(std::string_view name) {
+  for (size_t i = 0; i < kInfo.size(); ++i)
+    if (kInfo[i].name == name) return static_cast<DType>(i);
+  return std::nullopt;
+}
+std::string_view dtype_name(DType t) { return kInfo[static_cast<size_t>(t)].name; }
+size_t dtype_size(DType t) { return kInfo[static_cast<size_t>(t)].size; }
+bool dtype_is_float(DType t) { return kInfo[static_cast<size_t>(t)].is_float; }
+
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal half: normalise
+      int e = -1;
+      do {
+        ++e;
+        mant <<= 1;
+      } while ((mant & 0x400) == 0);
+      bits = sign | uint32_t(127 - 15 - e) << 23 | (mant & 0x3ff) << 13;
+    }
+  } else if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | mant << 13;
+  } else {
+    bits = sign | (exp + 127 - 15) << 23 | mant << 13;
+  }
+  return std::bit_cast<float>(bits);
+}
+
+uint16_t f32_to_f16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  const uint16_t sign = uint16_t((x >> 16) & 0x8000);
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs >= 0x7f800000u) {  // inf or NaN (keep a quiet NaN)
+    return sign | 0x7c00 | (abs > 0x7f800000u ? 0x200 | ((abs >> 13) & 0x3ff) : 0);
+  }
+  if (abs >= 0x477ff000u) return sign | 0x7c00;  // rounds to >= 65520: overflow to inf
+  if (abs < 0x38800000u) {                        // result is subnormal or zero
+    if (abs < 0x33000000u) return sign;            // below half the smallest subnormal
+    const uint32_t e = abs >> 23;
+    const uint32_t m = (abs & 0x7fffff) | 0x800000;
+    const uint32_t shift = 126 - e;  // 14 + (113 - e)
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1);
+    const uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) ++r;
+    return sign | uint16_t(r);
+  }
+  uint32_t r = ((abs >> 13) - (112u << 10));
+  const uint32_t rem = abs & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) ++r;
+  return sign | uint16_t(r);
+}
+
+float bf16_to_f32(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
+
+uint16_t f32_to_bf16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40);  // quiet NaN
+  const uint32_t rounding = 0x7fff + ((x >> 16) & 1);
+  return uint16_t((x + rounding) >> 16);
+}
+
+void convert_floats(DType from, const void* src, DType to, void* dst, size_t count) {
+  auto read = [&](size_t i) -> float {
+    switch (from) {
+      case DType::F32: return load<float>(src, i);
+      case DType::F16: return f16_to_f32(load<uint16_t>(src, i));
+      case DType::BF16: return bf16_to_f32(load<uint16_t>(src, i));
+      case DType::F64: return static_cast<float>(load<double>(src, i));
+      default: break;
+    }
+    throw UnsupportedError("cannot convert from dtype " + std::string(dtype_name(from)));
+  };
+  if (from == to) {
+    std::memcpy(dst, src, count * dtype_size(from));
+    return;
+  }
+  switch (to) {
+    case DType::F32:
+      for (size_t i = 0; i < count; ++i) store<float>(dst, i, read(i));
+      return;
+    case DType::F16:
+      for (size_t i = 0; i < count; ++i) store<uint16_t>(dst, i, f32_to_f16(read(i)));
+      return;
+    case DType::BF16:
+      for (size_t i = 0; i < count; ++i) store<uint16_t>(dst, i, f32_to_bf16(read(i)));
+      return;
+    default:
+      throw UnsupportedError("cannot convert to dtype " + std::string(dtype_name(to)));
+  }
+}
+
+}  // namespace pivotmt

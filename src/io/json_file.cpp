@@ -1,0 +1,36 @@
+#include "io/json_file.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace pivotmt {
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot open", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw FormatError(fmt::format("{}: invalid JSON at byte {}: {}", path, e.byte, e.what()));
+  }
+}
+
+void write_json_file(const std::string& path, const nlohmann::json& value) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error(fmt::format("{}: cannot create", tmp));
+    out << value.dump(2) << '\n';
+    if (!out) throw Error(fmt::format("{}: write failed", tmp));
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace pivotmt

@@ -1,0 +1,228 @@
+#include "models/model_config.h"
+
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "io/json_file.h"
+
+namespace pivotmt {
+namespace {
+using json = nlohmann::json;
+
+[[noreturn]] void unsupported(const std::string& label, const std::string& field, const json& value,
+                              const std::string& expected) {
+  throw UnsupportedError(fmt::format("{}: unsupported {} = {} (supported: {})", label, field, value.dump(), expected));
+}
+
+// Reads a positive integer field; `fallback` when absent (nullopt: required).
+int64_t get_positive(const json& j, const char* field, const std::string& label,
+                     std::optional<int64_t> fallback = std::nullopt) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) {
+    if (fallback) return *fallback;
+    throw FormatError(fmt::format("{}: missing required field '{}'", label, field));
+  }
+  if (!it->is_number_integer() || it->get<int64_t>() <= 0)
+    throw FormatError(fmt::format("{}: field '{}' = {} must be a positive integer", label, field, it->dump()));
+  return it->get<int64_t>();
+}
+
+double get_number(const json& j, const char* field, const std::string& label, double fallback) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number()) throw FormatError(fmt::format("{}: field '{}' = {} must be a number", label, field, it->dump()));
+  return it->get<double>();
+}
+
+std::optional<int64_t> get_optional_id(const json& j, const char* field, const std::string& label) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number_integer()) throw FormatError(fmt::format("{}: field '{}' = {} must be an integer", label, field, it->dump()));
+  return it->get<int64_t>();
+}
+
+// eos_token_id may be an integer or a list of integers.
+std::vector<int64_t> get_id_list(const json& j, const char* field, const std::string& label) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return {};
+  if (it->is_number_integer()) return {it->get<int64_t>()};
+  std::vector<int64_t> ids;
+  if (it->is_array()) {
+    for (const auto& v : *it) {
+      if (!v.is_number_integer()) break;
+      ids.push_back(v.get<int64_t>());
+    }
+    if (ids.size() == it->size()) return ids;
+  }
+  throw FormatError(fmt::format("{}: field '{}' = {} must be an integer or a list of integers", label, field, it->dump()));
+}
+
+bool get_bool(const json& j, const char* field, const std::string& label, bool fallback) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) throw FormatError(fmt::format("{}: field '{}' = {} must be true or false", label, field, it->dump()));
+  return it->get<bool>();
+}
+
+void require_false(const json& j, const char* field, const std::string& label) {
+  if (get_bool(j, field, label, false)) unsupported(label, field, j[field], "false");
+}
+
+void parse_rope_scaling(const json& j, ModelConfig& c, const std::string& label) {
+  auto it = j.find("rope_scaling");
+  if (it == j.end() || it->is_null()) return;
+  if (!it->is_object()) unsupported(label, "rope_scaling", *it, "null or an object of type llama3");
+  // transformers renamed "type" to "rope_type"; checkpoints carry either.
+  std::string type;
+  if (it->contains("rope_type") && (*it)["rope_type"].is_string()) type = (*it)["rope_type"];
+  else if (it->contains("type") && (*it)["type"].is_string()) type = (*it)["type"];
+  if (type == "default") return;
+  if (type != "llama3") unsupported(label, "rope_scaling.type", json(type), "\"llama3\", \"default\"");
+  RopeScaling r;
+  r.type = type;
+  const std::string sub = label + " rope_scaling";
+  r.factor = get_number(*it, "factor", sub, 8.0);
+  r.low_freq_factor = get_number(*it, "low_freq_factor", sub, 1.0);
+  r.high_freq_factor = get_number(*it, "high_freq_factor", sub, 4.0);
+  r.original_max_position_embeddings = get_positive(*it, "original_max_position_embeddings", sub, 8192);
+  if (r.factor <= 0 || r.low_freq_factor <= 0 || r.high_freq_factor <= r.low_freq_factor)
+    unsupported(label, "rope_scaling", *it, "factor > 0 and high_freq_factor > low_freq_factor > 0");
+  c.rope_scaling = r;
+}
+
+void parse_decoder(const json& j, ModelConfig& c, const std::string& label) {
+  c.vocab_size = get_positive(j, "vocab_size", label);
+  c.hidden_size = get_positive(j, "hidden_size", label);
+  c.num_layers = get_positive(j, "num_hidden_layers", label);
+  c.num_heads = get_positive(j, "num_attention_heads", label);
+  c.num_kv_heads = get_positive(j, "num_key_value_heads", label, c.num_heads);
+  if (c.hidden_size % c.num_heads != 0 && !j.contains("head_dim"))
+    throw FormatError(fmt::format("{}: hidden_size {} is not divisible by num_attention_heads {}", label,
+                                  c.hidden_size, c.num_heads));
+  c.head_dim = get_positive(j, "head_dim", label, c.hidden_size / c.num_heads);
+  if (c.num_heads % c.num_kv_heads != 0)
+    throw FormatError(fmt::format("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", label,
+                                  c.num_heads, c.num_kv_heads));
+  c.intermediate_size = get_positive(j, "intermediate_size", label);
+  c.max_position_embeddings = get_positive(j, "max_position_embeddings", label, 2048);
+  c.norm_eps = get_number(j, "rms_norm_eps", label, 1e-6);
+  c.rope_theta = get_number(j, "rope_theta", label, 10000.0);
+  if (c.rope_theta <= 0) unsupported(label, "rope_theta", j["rope_theta"], "a positive number");
+  c.hidden_act = j.value("hidden_act", std::string("silu"));
+  if (c.hidden_act != "silu") unsupported(label, "hidden_act", json(c.hidden_act), "\"silu\"");
+  require_false(j, "attention_bias", label);
+  require_false(j, "mlp_bias", label);
+  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", label, false);
+  parse_rope_scaling(j, c, label);
+  if (c.arch == Architecture::Mistral) {
+    if (auto sw = get_optional_id(j, "sliding_window", label)) {
+      if (*sw <= 0) unsupported(label, "sliding_window", j["sliding_window"], "null or a positive integer");
+      c.sliding_window = *sw;
+    }
+  }
+  c.bos_token_id = get_optional_id(j, "bos_token_id", label);
+  c.eos_token_ids = get_id_list(j, "eos_token_id", label);
+  c.pad_token_id = get_optional_id(j, "pad_token_id", label);
+}
+
+void parse_bert(const json& j, ModelConfig& c, const std::string& label) {
+  c.vocab_size = get_positive(j, "vocab_size", label);
+  c.hidden_size = get_positive(j, "hidden_size", label);
+  c.num_layers = get_positive(j, "num_hidden_layers", label);
+  c.num_heads = get_positive(j, "num_attention_heads", label);
+  c.num_kv_heads = c.num_heads;
+  if (c.hidden_size % c.num_heads != 0)
+    throw FormatError(fmt::format("{}: hidden_size {} is not divisible by num_attention_heads {}", label,
+                                  c.hidden_size, c.num_heads));
+  c.head_dim = c.hidden_size / c.num_heads;
+  c.intermediate_size = get_positive(j, "intermediate_size", label);
+  c.max_position_embeddings = get_positive(j, "max_position_embeddings", label, 512);
+  c.type_vocab_size = get_positive(j, "type_vocab_size", label, 2);
+  c.norm_eps = get_number(j, "layer_norm_eps", label, 1e-12);
+  c.hidden_act = j.value("hidden_act", std::string("gelu"));
+  if (c.hidden_act != "gelu") unsupported(label, "hidden_act", json(c.hidden_act), "\"gelu\"");
+  const std::string pos = j.value("position_embedding_type", std::string("absolute"));
+  if (pos != "absolute") unsupported(label, "position_embedding_type", json(pos), "\"absolute\"");
+  c.pad_token_id = get_optional_id(j, "pad_token_id", label);
+  c.tie_word_embeddings = false;  // no output layer in an encoder
+}
+}  // namespace
+
+const char* architecture_name(Architecture a) {
+  switch (a) {
+    case Architecture::Llama: return "llama";
+    case Architecture::Mistral: return "mistral";
+    case Architecture::Bert: return "bert";
+  }
+  return "?";
+}
+
+std::string ModelConfig::describe() const {
+  if (arch == Architecture::Bert)
+    return fmt::format("bert encoder ({} layers, hidden {}, {} heads)", num_layers, hidden_size, num_heads);
+  std::string s = fmt::format("{} ({} {}/{}, rope {}", architecture_name(arch), is_gqa() ? "GQA" : "MHA", num_heads,
+                              num_kv_heads, rope_theta);
+  if (rope_scaling) s += fmt::format(", rope_scaling llama3 x{}", rope_scaling->factor);
+  if (sliding_window) s += fmt::format(", sliding window {}", *sliding_window);
+  if (tie_word_embeddings) s += ", tied embeddings";
+  return s + ")";
+}
+
+ModelConfig parse_model_config(const json& j, const std::string& label) {
+  if (!j.is_object()) throw FormatError(fmt::format("{}: expected a JSON object", label));
+  ModelConfig c;
+  auto mt = j.find("model_type");
+  if (mt == j.end() || !mt->is_string()) throw FormatError(fmt::format("{}: missing string field 'model_type'", label));
+  c.model_type = mt->get<std::string>();
+  if (auto a = j.find("architectures"); a != j.end() && a->is_array() && !a->empty() && (*a)[0].is_string())
+    c.architecture_class = (*a)[0].get<std::string>();
+  if (auto d = j.find("torch_dtype"); d != j.end() && d->is_string()) c.torch_dtype = d->get<std::string>();
+
+  if (c.model_type == "llama") {
+    c.arch = Architecture::Llama;
+    parse_decoder(j, c, label);
+  } else if (c.model_type == "mistral") {
+    c.arch = Architecture::Mistral;
+    parse_decoder(j, c, label);
+  } else if (c.model_type == "bert") {
+    c.arch = Architecture::Bert;
+    parse_bert(j, c, label);
+  } else {
+    unsupported(label, "model_type", *mt, "\"llama\", \"mistral\", \"bert\"");
+  }
+  return c;
+}
+
+ModelConfig load_model_config(const std::string& model_dir) {
+  const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
+  if (!std::filesystem::exists(path)) throw Error(fmt::format("{}: no config.json (is this a model directory?)", model_dir));
+  return parse_model_config(read_json_file(path), path);
+}
+
+GenerationConfig parse_generation_config(const json& j, const ModelConfig& model, const std::string& label) {
+  if (!j.is_object()) throw FormatError(fmt::format("{}: expected a JSON object", label));
+  GenerationConfig g;
+  g.bos_token_id = j.contains("bos_token_id") ? get_optional_id(j, "bos_token_id", label) : model.bos_token_id;
+  g.eos_token_ids = j.contains("eos_token_id") ? get_id_list(j, "eos_token_id", label) : model.eos_token_ids;
+  g.pad_token_id = j.contains("pad_token_id") ? get_optional_id(j, "pad_token_id", label) : model.pad_token_id;
+  g.do_sample = get_bool(j, "do_sample", label, false);
+  g.temperature = get_number(j, "temperature", label, 1.0);
+  g.top_p = get_number(j, "top_p", label, 1.0);
+  g.top_k = static_cast<int64_t>(get_number(j, "top_k", label, 50));
+  if (g.temperature < 0 || g.top_p < 0 || g.top_p > 1 || g.top_k < 0)
+    throw FormatError(fmt::format("{}: temperature {} / top_p {} / top_k {} out of range", label, g.temperature, g.top_p,
+                                  g.top_k));
+  if (j.contains("max_new_tokens") && !j["max_new_tokens"].is_null()) g.max_new_tokens = get_positive(j, "max_new_tokens", label);
+  if (j.contains("max_length") && !j["max_length"].is_null()) g.max_length = get_positive(j, "max_length", label);
+  return g;
+}
+
+GenerationConfig load_generation_config(const std::string& model_dir, const ModelConfig& model) {
+  const std::string path = (std::filesystem::path(model_dir) / "generation_config.json").string();
+  if (!std::filesystem::exists(path)) return parse_generation_config(json::object(), model, path);
+  return parse_generation_config(read_json_file(path), model, path);
+}
+
+}  // namespace pivotmt

@@ -1,0 +1,46 @@
+#include "models/weights.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "io/checkpoint.h"
+
+namespace pivotmt {
+
+uint64_t WeightSpec::numel() const {
+  uint64_t n = 1;
+  for (auto d : shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+std::vector<WeightSpec> expected_weights(const ModelConfig& c, const Checkpoint& ckpt) {
+  if (c.arch != Architecture::Bert) return llama_weights(c);
+  // BertModel checkpoints store "embeddings...", BertFor* ones "bert.embeddings...".
+  const bool prefixed = ckpt.find("bert.embeddings.word_embeddings.weight") != nullptr;
+  return bert_weights(c, prefixed ? "bert." : "");
+}
+
+void verify_weights(const ModelConfig& c, const Checkpoint& ckpt) {
+  for (const auto& w : expected_weights(c, ckpt)) {
+    const TensorInfo* t = ckpt.find(w.name);
+    if (!t) {
+      if (w.optional) continue;
+      throw FormatError(fmt::format("{}: missing tensor '{}' (expected shape {})", ckpt.dir(), w.name,
+                                    shape_to_string(w.shape)));
+    }
+    if (t->shape != w.shape)
+      throw FormatError(fmt::format("{}: tensor '{}' has shape {}, the config implies {}", ckpt.dir(), w.name,
+                                    shape_to_string(t->shape), shape_to_string(w.shape)));
+    if (!dtype_is_float(t->dtype))
+      throw FormatError(fmt::format("{}: tensor '{}' is stored as {}, expected a float type", ckpt.dir(), w.name,
+                                    dtype_name(t->dtype)));
+  }
+}
+
+uint64_t parameter_count(const std::vector<WeightSpec>& weights) {
+  uint64_t n = 0;
+  for (const auto& w : weights) n += w.numel();
+  return n;
+}
+
+}  // namespace pivotmt

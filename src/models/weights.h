@@ -1,0 +1,41 @@
+// The tensors an architecture needs, with their shapes; checks a checkpoint against them.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "models/model_config.h"
+
+namespace pivotmt {
+
+class Checkpoint;
+
+enum class WeightRole {
+  Embedding,  // token / position / type embeddings
+  Linear,     // a projection matrix: the weights quantisation (INT8, NF4) applies to
+  Output,     // the lm_head (kept in FP16 by bitsandbytes-style quantisation)
+  Norm,       // norm scales
+  Bias,
+};
+
+struct WeightSpec {
+  std::string name;
+  std::vector<int64_t> shape;  // as stored by Hugging Face ([out, in] for linear layers)
+  WeightRole role;
+  bool optional = false;  // counted by transformers but allowed to be absent (BERT pooler)
+  uint64_t numel() const;
+};
+
+// Expected tensors for the configuration (architecture files: llama.cpp, bert.cpp).
+std::vector<WeightSpec> llama_weights(const ModelConfig& c);
+std::vector<WeightSpec> bert_weights(const ModelConfig& c, const std::string& prefix);
+std::vector<WeightSpec> expected_weights(const ModelConfig& c, const Checkpoint& ckpt);
+
+// Throws FormatError naming the first tensor that is missing or has the wrong shape.
+void verify_weights(const ModelConfig& c, const Checkpoint& ckpt);
+
+// Parameter count as transformers' model.num_parameters() reports it: every parameter of
+// the module once (tied embeddings counted once; BERT's pooler included).
+uint64_t parameter_count(const std::vector<WeightSpec>& weights);
+
+}  // namespace pivotmt
