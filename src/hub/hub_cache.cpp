@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "io/temp_path.h"
 
 namespace pivotmt {
 namespace fs = std::filesystem;
@@ -47,7 +48,7 @@ void HubCache::write_ref(const RepoRef& repo, const std::string& commit) const {
   if (repo.revision == commit) return;
   const fs::path ref = fs::path(repo_dir(repo)) / "refs" / repo.revision;
   fs::create_directories(ref.parent_path());
-  const fs::path tmp = ref.string() + ".tmp";
+  const fs::path tmp = unique_temp_path(ref.string());
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << commit;  // huggingface_hub writes the hash without a newline
@@ -62,10 +63,10 @@ void HubCache::link_snapshot_file(const RepoRef& repo, const std::string& commit
   fs::create_directories(link.parent_path());
   const fs::path target = fs::relative(blob_path(repo, etag), link.parent_path());
   std::error_code ec;
-  if (fs::is_symlink(link, ec) || fs::exists(link, ec)) fs::remove(link);
-  // Create beside and rename, so a concurrent reader never sees a missing link.
-  const fs::path tmp = link.string() + ".link-tmp";
-  fs::remove(tmp, ec);
+  if (fs::is_symlink(link, ec) && fs::read_symlink(link, ec) == target) return;
+  // Create beside and rename over any old entry (rename replaces atomically), so a
+  // concurrent reader never sees a missing link.
+  const fs::path tmp = unique_temp_path(link.string());
   fs::create_symlink(target, tmp);
   fs::rename(tmp, link);
 }

@@ -71,6 +71,13 @@ std::vector<std::string> default_model_patterns() {
 
 HubClient::HubClient(HubConfig config) : config_(std::move(config)), cache_(config_.cache_dir) {}
 
+void HubClient::backoff(int attempt, const std::string& why) const {
+  const int delay_ms = config_.retry_base_ms * (1 << std::min(attempt, 5));
+  fmt::print(stderr, "{}; retrying in {:.1f} s (attempt {} of {})\n", why, delay_ms / 1000.0, attempt + 2,
+             config_.max_retries + 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+}
+
 std::string HubClient::file_url(const RepoRef& repo, const std::string& revision, const std::string& filename) const {
   return fmt::format("{}/{}{}/resolve/{}/{}", config_.endpoint, repo.type == RepoType::Dataset ? "datasets/" : "",
                      repo.id, url_encode_component(revision), url_encode_path(filename));
@@ -99,7 +106,19 @@ std::string HubClient::download_file(const RepoRef& repo, const std::string& fil
   const std::string url = file_url(repo, repo.revision, filename);
   HttpResponse head;
   try {
-    head = http.head(url);
+    for (int attempt = 0;; ++attempt) {
+      try {
+        head = http.head(url);
+        if ((head.status == 429 || head.status >= 500) && attempt < config_.max_retries) {
+          backoff(attempt, fmt::format("{}: HTTP {}", filename, head.status));
+          continue;
+        }
+        break;
+      } catch (const HttpTransportError& e) {
+        if (!e.retryable || attempt >= config_.max_retries) throw;
+        backoff(attempt, fmt::format("{}: {}", filename, e.what()));
+      }
+    }
   } catch (const HttpTransportError& e) {
     // Like huggingface_hub: with no connection, fall back to what the cache has.
     try {
@@ -199,10 +218,7 @@ void HubClient::fetch_blob(const RepoRef& repo, const std::string& url, const st
       throw HubError(fmt::format("{}: download of {} failed after {} attempt(s): {} (partial data kept in {}; rerun "
                                  "to resume)",
                                  repo.id, filename, attempt + 1, failure, incomplete));
-    const int delay_ms = config_.retry_base_ms * (1 << std::min(attempt, 5));
-    fmt::print(stderr, "{}: {}; retrying in {:.1f} s (attempt {} of {})\n", filename, failure, delay_ms / 1000.0,
-               attempt + 2, config_.max_retries + 1);
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    backoff(attempt, fmt::format("{}: {}", filename, failure));
   }
   progress.set(fs::file_size(incomplete));
   progress.finish();
@@ -217,10 +233,10 @@ void HubClient::fetch_blob(const RepoRef& repo, const std::string& url, const st
     throw HubError(fmt::format("{}: {} is corrupt: checksum {} but the hub announced {}; not installed", repo.id,
                                filename, actual, etag));
   }
-  if (size_known && fs::file_size(incomplete) != size) {
+  if (const uint64_t got = fs::file_size(incomplete); size_known && got != size) {
     fs::remove(incomplete);
-    throw HubError(fmt::format("{}: {} has {} bytes but the hub announced {}; not installed", repo.id, filename,
-                               fs::file_size(incomplete), size));
+    throw HubError(fmt::format("{}: {} has {} bytes but the hub announced {}; not installed", repo.id, filename, got,
+                               size));
   }
   fs::rename(incomplete, blob);
 }
@@ -235,13 +251,13 @@ HubClient::RepoInfo HubClient::repo_info(const RepoRef& repo) {
     try {
       r = http.get_string(url);
       if ((r.status == 429 || r.status >= 500) && attempt < config_.max_retries) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(config_.retry_base_ms * (1 << std::min(attempt, 5))));
+        backoff(attempt, fmt::format("{}: HTTP {}", url, r.status));
         continue;
       }
       break;
     } catch (const HttpTransportError& e) {
       if (!e.retryable || attempt >= config_.max_retries) throw HubError(fmt::format("{}: {}", repo.id, e.what()));
-      std::this_thread::sleep_for(std::chrono::milliseconds(config_.retry_base_ms * (1 << std::min(attempt, 5))));
+      backoff(attempt, e.what());
     }
   }
   if (r.status != 200) throw_status(repo, "repository information", r, config_.token.has_value());

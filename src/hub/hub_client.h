@@ -33,6 +33,7 @@ class HubClient {
   RepoInfo repo_info(const RepoRef& repo);
 
  private:
+  void backoff(int attempt, const std::string& why) const;
   std::string file_url(const RepoRef& repo, const std::string& revision, const std::string& filename) const;
   std::string from_cache_or_throw(const RepoRef& repo, const std::string& filename, const std::string& why) const;
   void fetch_blob(const RepoRef& repo, const std::string& url, const std::string& etag, uint64_t size,

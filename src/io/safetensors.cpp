@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/temp_path.h"
 
 namespace pivotmt {
 namespace {
@@ -202,8 +203,8 @@ void write_safetensors(const std::string& path, const std::vector<TensorSpec>& t
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // data section starts 8-byte aligned
 
-  const std::string tmp = path + ".tmp";
-  {
+  const std::string tmp = unique_temp_path(path);
+  try {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) throw Error(fmt::format("{}: cannot create", tmp));
     unsigned char len[8];
@@ -219,8 +220,13 @@ void write_safetensors(const std::string& path, const std::vector<TensorSpec>& t
     }
     out.flush();
     if (!out) throw Error(fmt::format("{}: write failed (disk full?)", tmp));
+    out.close();
+    std::filesystem::rename(tmp, path);
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);  // never leave a half-written file behind
+    throw;
   }
-  std::filesystem::rename(tmp, path);
 }
 
 void write_safetensors(const std::string& path, const std::vector<TensorData>& tensors,

@@ -110,8 +110,12 @@ json make_model_config_json(const MakeModelOptions& o) {
       {"vocab_size", vocab},
   };
   if (o.arch == "mistral") c["sliding_window"] = nullptr;
-  if (vocab <= std::max(c["bos_token_id"].get<int64_t>(), c["eos_token_id"].get<int64_t>()))
-    throw Error(fmt::format("--vocab {} is too small for the special token ids of --arch {}", vocab, o.arch));
+  if (vocab <= std::max(c["bos_token_id"].get<int64_t>(), c["eos_token_id"].get<int64_t>())) {
+    // A reduced vocabulary cannot hold the real special ids: use Llama-2's <s>=1, </s>=2.
+    if (vocab <= 2) throw Error(fmt::format("--vocab {} is too small (bos 1 and eos 2 need at least 3)", vocab));
+    c["bos_token_id"] = 1;
+    c["eos_token_id"] = 2;
+  }
   return c;
 }
 
