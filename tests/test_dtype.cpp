@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "core/device.h"
@@ -123,6 +124,23 @@ TEST(DType, ConvertBuffers) {
   for (size_t i = 0; i < src.size(); ++i) EXPECT_EQ(bf[i], f32_to_bf16(f16_to_f32(half[i])));
   int32_t ints[2] = {1, 2};
   EXPECT_THROW(convert_floats(DType::I32, ints, DType::F32, back.data(), 2), UnsupportedError);
+}
+
+TEST(DType, FastPathsMatchScalarReference) {
+  auto values = interesting_floats();
+  values.push_back(NAN);
+  values.push_back(-INFINITY);
+  for (size_t offset : {size_t(0), size_t(1), size_t(3)}) {  // unaligned starts too
+    const size_t n = values.size() - offset;
+    std::vector<uint16_t> fast(n), slow(n);
+    convert_floats(DType::F32, values.data() + offset, DType::F16, fast.data(), n);
+    convert_floats_scalar(DType::F32, values.data() + offset, DType::F16, slow.data(), n);
+    ASSERT_EQ(fast, slow);
+    std::vector<float> back_fast(n), back_slow(n);
+    convert_floats(DType::F16, fast.data(), DType::F32, back_fast.data(), n);
+    convert_floats_scalar(DType::F16, fast.data(), DType::F32, back_slow.data(), n);
+    ASSERT_EQ(0, std::memcmp(back_fast.data(), back_slow.data(), n * 4));
+  }
 }
 
 TEST(Device, Parse) {

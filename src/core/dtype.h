@@ -28,6 +28,9 @@ uint16_t f32_to_bf16(float f);
 // Converts `count` elements of float type `from` (F32, F16, BF16, F64) at `src` into
 // `to` (F32, F16, BF16) at `dst`. Throws UnsupportedError for other pairs.
 // src and dst may be unaligned; they must not overlap.
+// Uses F16C instructions when the CPU has them.
 void convert_floats(DType from, const void* src, DType to, void* dst, size_t count);
+// The portable element-by-element path: the reference the SIMD path is tested against.
+void convert_floats_scalar(DType from, const void* src, DType to, void* dst, size_t count);
 
 }  // namespace pivotmt

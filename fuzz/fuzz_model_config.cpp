@@ -1,0 +1,23 @@
+// libFuzzer target: arbitrary bytes as config.json. Either a valid config or an Error.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "models/model_config.h"
+#include "models/weights.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const auto json = nlohmann::json::parse(std::string_view(reinterpret_cast<const char*>(data), size), nullptr, false);
+  if (json.is_discarded()) return 0;
+  try {
+    const auto config = pivotmt::parse_model_config(json, "fuzz-config");
+    // Expected-weight lists are built from the parsed numbers: keep them small enough.
+    if (config.num_layers < 1000) (void)pivotmt::parameter_count(pivotmt::llama_weights(config));
+    (void)pivotmt::parse_generation_config(json, config, "fuzz-generation");
+  } catch (const pivotmt::Error&) {
+  }
+  return 0;
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what is needed, builds, passes the tests.
+#  1. main build (g++, CUDA on when the toolkit is there; GPU tests skip without a GPU)
+#  2. sanitizer build (clang, ASan + UBSan, CPU) running the same unit tests
+#  3. the libFuzzer targets, each for FUZZ_SECONDS on its seed corpus
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+JOBS="$(nproc)"
+
+bash scripts/setup.sh
+
+echo "== main build"
+bash scripts/build.sh
+(cd build && ctest --output-on-failure -j "$JOBS")
+
+echo "== sanitizer build (ASan + UBSan, clang) with fuzz targets"
+CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPIVOTMT_CUDA=OFF \
+  -DPIVOTMT_SANITIZE=ON -DPIVOTMT_FUZZ=ON -DPIVOTMT_BENCH=OFF >/dev/null
+ninja -C build-asan
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+(cd build-asan && ctest --output-on-failure -j "$JOBS" -L "unit|cli")
+
+echo "== fuzzing (${FUZZ_SECONDS}s per target)"
+corpus="$(mktemp -d)"
+trap 'rm -rf "$corpus"' EXIT
+mkdir -p "$corpus/safetensors" "$corpus/model_config"
+cp fuzz/corpus/safetensors/* "$corpus/safetensors/"
+cp fuzz/corpus/model_config/* "$corpus/model_config/"
+# Real checkpoints written by Hugging Face's library as extra seeds (when ../shared is there).
+for f in ../shared/fixtures/models/*/model.safetensors; do
+  [[ -f "$f" ]] && head -c 65536 "$f" >"$corpus/safetensors/$(basename "$(dirname "$f")").safetensors"
+done
+for target in safetensors model_config; do
+  ./build-asan/fuzz/fuzz_$target -max_total_time="$FUZZ_SECONDS" -max_len=65536 -print_final_stats=1 \
+    "$corpus/$target" 2>&1 | tail -n 4
+done
+echo "all test stages passed"
