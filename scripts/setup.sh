@@ -9,6 +9,8 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libcurl4-openssl-dev libssl-dev   # hub client (HTTP, sha256)
   libcpp-httplib-dev                # test server standing in for the hub
+  libicu-dev                        # Unicode categories and lowercasing (metrics)
+  libsentencepiece-dev              # FLORES tokenizers (metrics), SentencePiece models
   libgtest-dev libbenchmark-dev
 )
 
