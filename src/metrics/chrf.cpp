@@ -10,7 +10,7 @@ namespace pivotmt::metrics {
 namespace {
 
 struct ChrfReference {
-  std::vector<NgramCounts> orders;  // char orders 1..nc, then word orders 1..nw
+  std::vector<PackedNgrams> orders;  // char orders 1..nc, then word orders 1..nw
 };
 struct ChrfReferences : ReferenceInfo {
   WordIds words;
@@ -32,8 +32,8 @@ std::u32string char_sequence(const std::u32string& s, bool whitespace) {
 }  // namespace
 
 Chrf::Chrf(ChrfOptions options) : o_(options) {
-  if (o_.char_order < 0 || o_.word_order < 0 || o_.char_order + o_.word_order == 0 || o_.char_order > 32 ||
-      o_.word_order > 32)
+  if (o_.char_order < 0 || o_.word_order < 0 || o_.char_order + o_.word_order == 0 ||
+      size_t(o_.char_order) > PackedNgrams::kMaxOrder || size_t(o_.word_order) > PackedNgrams::kMaxOrder)
     throw Error(fmt::format("chrF orders out of range: char {}, word {}", o_.char_order, o_.word_order));
   if (o_.beta < 0) throw Error(fmt::format("chrF beta must be non-negative, got {}", o_.beta));
 }
@@ -64,10 +64,10 @@ std::unique_ptr<ReferenceInfo> Chrf::prepare_references(const std::vector<std::u
     const std::u32string ref = o_.lowercase ? py_lower(raw) : raw;
     ChrfReference r;
     const std::u32string chars = char_sequence(ref, o_.whitespace);
-    for (int n = 1; n <= o_.char_order; ++n) r.orders.push_back(count_ngrams(chars, size_t(n)));
+    for (int n = 1; n <= o_.char_order; ++n) r.orders.emplace_back(chars, size_t(n));
     if (o_.word_order > 0) {
       const std::u32string ids = info->words.ids(split_punctuation(ref));
-      for (int n = 1; n <= o_.word_order; ++n) r.orders.push_back(count_ngrams(ids, size_t(n)));
+      for (int n = 1; n <= o_.word_order; ++n) r.orders.emplace_back(ids, size_t(n));
     }
     info->refs.push_back(std::move(r));
   }
@@ -77,12 +77,12 @@ std::unique_ptr<ReferenceInfo> Chrf::prepare_references(const std::vector<std::u
 std::vector<double> Chrf::segment_stats(const std::u32string& raw_hyp, const ReferenceInfo& ref_info) const {
   const auto& refs = static_cast<const ChrfReferences&>(ref_info);
   const std::u32string hyp = o_.lowercase ? py_lower(raw_hyp) : raw_hyp;
-  std::vector<NgramCounts> h;
+  std::vector<PackedNgrams> h;
   const std::u32string chars = char_sequence(hyp, o_.whitespace);
-  for (int n = 1; n <= o_.char_order; ++n) h.push_back(count_ngrams(chars, size_t(n)));
+  for (int n = 1; n <= o_.char_order; ++n) h.emplace_back(chars, size_t(n));
   if (o_.word_order > 0) {
     const std::u32string ids = refs.words.lookup(split_punctuation(hyp));
-    for (int n = 1; n <= o_.word_order; ++n) h.push_back(count_ngrams(ids, size_t(n)));
+    for (int n = 1; n <= o_.word_order; ++n) h.emplace_back(ids, size_t(n));
   }
   // The reference with the best sentence-level score wins; the first on a tie.
   std::vector<double> best;
@@ -91,9 +91,9 @@ std::vector<double> Chrf::segment_stats(const std::u32string& raw_hyp, const Ref
     std::vector<double> stats;
     stats.reserve(stats_size());
     for (size_t i = 0; i < h.size(); ++i) {
-      const long ref_total = total(r.orders[i]);
+      const long ref_total = r.orders[i].total();
       // A hypothesis n-gram only counts when the reference has n-grams of that order.
-      stats.push_back(r.orders[i].empty() ? 0.0 : double(total(h[i])));
+      stats.push_back(r.orders[i].empty() ? 0.0 : double(h[i].total()));
       stats.push_back(double(ref_total));
       stats.push_back(double(matched(h[i], r.orders[i])));
     }

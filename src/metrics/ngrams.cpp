@@ -2,6 +2,10 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
+#include "core/error.h"
+
 namespace pivotmt::metrics {
 
 std::u32string WordIds::ids(const std::vector<std::u32string>& words) {
@@ -51,6 +55,49 @@ long total(const NgramCounts& counts) {
   long t = 0;
   for (const auto& [g, c] : counts) t += c;
   return t;
+}
+
+}  // namespace pivotmt::metrics
+
+namespace pivotmt::metrics {
+
+PackedNgrams::PackedNgrams(const std::u32string& symbols, size_t n) {
+  if (n == 0 || n > kMaxOrder) throw Error(fmt::format("n-gram order {} outside 1..{}", n, kMaxOrder));
+  if (symbols.size() < n) return;
+  std::vector<unsigned __int128> keys;
+  keys.reserve(symbols.size() - n + 1);
+  for (char32_t c : symbols)
+    if (c >= (1u << 21)) throw Error("n-gram symbol out of range (a segment with over two million distinct words?)");
+  for (size_t i = 0; i + n <= symbols.size(); ++i) {
+    unsigned __int128 key = 0;
+    for (size_t k = 0; k < n; ++k) key = (key << 21) | symbols[i + k];
+    keys.push_back(key);
+  }
+  std::sort(keys.begin(), keys.end());
+  for (size_t i = 0; i < keys.size();) {
+    size_t j = i;
+    while (j < keys.size() && keys[j] == keys[i]) ++j;
+    counts_.emplace_back(keys[i], int(j - i));
+    i = j;
+  }
+  total_ = long(keys.size());
+}
+
+long matched(const PackedNgrams& hyp, const PackedNgrams& ref) {
+  long m = 0;
+  auto a = hyp.counts_.begin(), b = ref.counts_.begin();
+  while (a != hyp.counts_.end() && b != ref.counts_.end()) {
+    if (a->first < b->first) {
+      ++a;
+    } else if (b->first < a->first) {
+      ++b;
+    } else {
+      m += std::min(a->second, b->second);
+      ++a;
+      ++b;
+    }
+  }
+  return m;
 }
 
 }  // namespace pivotmt::metrics

@@ -31,4 +31,23 @@ NgramCounts count_ngrams(const std::u32string& symbols, size_t n);
 long matched(const NgramCounts& hyp, const NgramCounts& ref);
 long total(const NgramCounts& counts);
 
+
+// Counts of the n-grams of one order, for n <= 6 and symbols below 2^21 (every code
+// point; word ids of any real sentence): each n-gram is packed exactly into 126 bits and
+// the counts kept as a sorted vector, so counting and matching (a merge) allocate once.
+// Written for chrF, whose character n-grams are the hot path of the metrics.
+class PackedNgrams {
+ public:
+  static constexpr size_t kMaxOrder = 6;
+  PackedNgrams() = default;
+  PackedNgrams(const std::u32string& symbols, size_t n);  // throws when n > 6 or a symbol >= 2^21
+  long total() const { return total_; }
+  bool empty() const { return counts_.empty(); }
+  friend long matched(const PackedNgrams& hyp, const PackedNgrams& ref);
+
+ private:
+  std::vector<std::pair<unsigned __int128, int>> counts_;  // sorted by key
+  long total_ = 0;
+};
+
 }  // namespace pivotmt::metrics
