@@ -9,5 +9,6 @@ void register_inspect(CLI::App& app);
 void register_download(CLI::App& app);
 void register_dev(CLI::App& app);
 void register_info(CLI::App& app);
+void register_score(CLI::App& app);
 
 }  // namespace pivotmt::cli

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   pivotmt::cli::register_download(app);
   pivotmt::cli::register_dev(app);
   pivotmt::cli::register_info(app);
+  pivotmt::cli::register_score(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
