@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "io/json_file.h"
 #include "metrics/bleu.h"
 #include "metrics/chrf.h"
@@ -131,6 +132,28 @@ TEST(MetricsEdgeCases, Scores) {
     ++checked;
   }
   EXPECT_EQ(checked, 108u);
+}
+
+}  // namespace
+}  // namespace pivotmt::metrics
+
+namespace pivotmt::metrics {
+namespace {
+
+// The FLORES tokenizers run any SentencePiece model; here the Llama-2 one, whose pieces
+// for this sentence are known ("▁Hello", "▁world").
+TEST(MetricsTokenizers, SentencePieceTokenizer) {
+  const auto tok = make_bleu_tokenizer("flores200", test::fixture("tokenizers/llama-2/tokenizer.model"));
+  EXPECT_EQ(tok->signature(), "flores200");
+  EXPECT_EQ(u32_to_utf8((*tok)(U"Hello world")), "▁Hello ▁world");
+  try {
+    make_bleu_tokenizer("flores101");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--spm-model"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(make_bleu_tokenizer("flores101", "/nonexistent.model"), Error);
+  EXPECT_THROW(make_bleu_tokenizer("moses"), Error);
 }
 
 }  // namespace
