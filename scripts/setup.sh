@@ -11,6 +11,7 @@ PACKAGES=(
   libcpp-httplib-dev                # test server standing in for the hub
   libicu-dev                        # Unicode categories and lowercasing (metrics)
   libsentencepiece-dev              # FLORES tokenizers (metrics), SentencePiece models
+  libpcre2-dev                      # Unicode regexes of byte-level BPE pre-tokenizers
   libgtest-dev libbenchmark-dev
 )
 

@@ -1,0 +1,51 @@
+// Tokenizers that give the same token ids as Hugging Face's, natively: tokenizer.json
+// pipelines (SentencePiece-style BPE with byte fallback, byte-level BPE, WordPiece), a
+// plain SentencePiece tokenizer.model, and Meta's tiktoken-format tokenizer.model (Llama-3).
+// Added and special tokens are split out first, as transformers does.
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tokenizer/bpe.h"
+
+namespace pivotmt {
+
+struct AddedToken {
+  std::string content;
+  TokenId id = 0;
+  bool special = false;
+  bool lstrip = false, rstrip = false, single_word = false, normalized = false;
+};
+
+enum class TokenizerKind { Bpe, ByteLevelBpe, WordPiece, SentencePiece, Tiktoken };
+const char* tokenizer_kind_name(TokenizerKind k);
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // add_special_tokens: the post-processor's BOS/EOS/CLS/SEP, as HF's default.
+  virtual std::vector<TokenId> encode(const std::string& text, bool add_special_tokens = true) const = 0;
+  // skip_special_tokens drops special tokens; clean-up follows tokenizer_config.json.
+  virtual std::string decode(const std::vector<TokenId>& ids, bool skip_special_tokens = false) const = 0;
+
+  virtual TokenizerKind kind() const = 0;
+  virtual size_t vocab_size() const = 0;  // including added tokens
+  virtual std::optional<TokenId> token_to_id(const std::string& token) const = 0;
+  virtual std::string id_to_token(TokenId id) const = 0;
+  virtual bool is_special(TokenId id) const = 0;
+
+  std::optional<TokenId> bos_id, eos_id, pad_id, unk_id;
+  std::string bos_token, eos_token;
+  std::string chat_template;  // from tokenizer_config.json (empty when none)
+  size_t model_max_length = 0;
+};
+
+// Loads the tokenizer of a model directory: tokenizer.json when present, else
+// tokenizer.model (SentencePiece protobuf or tiktoken ranks), else vocab.txt (WordPiece);
+// plus tokenizer_config.json, special_tokens_map.json and added_tokens.json.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
+
+}  // namespace pivotmt

@@ -1,0 +1,155 @@
+// Token ids against Hugging Face's, from independent golden files in
+// ../shared/fixtures/tokenizers (see SOURCES.md there): llama.cpp's vocab tests (Llama-2
+// SentencePiece, Llama-3 byte-level BPE, BERT WordPiece), swift-transformers' vectors and
+// its multilingual conformance set (transformers 4.57.1), decoding included.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "io/json_file.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+namespace pivotmt {
+namespace {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// Model directories assembled from the fixture files (HF layout: tokenizer.json etc.).
+const std::string& llama2_json_dir() {
+  static const std::string dir = [] {
+    static test::TempDir tmp;
+    const std::string d = tmp.str("llama2-json");
+    fs::create_directories(d);
+    fs::copy_file(test::fixture("tokenizers/llama-2/llama_tokenizer.json"), d + "/tokenizer.json");
+    fs::copy_file(test::fixture("tokenizers/llama-2/llama_tokenizer_config.json"), d + "/tokenizer_config.json");
+    return d;
+  }();
+  return dir;
+}
+const std::string& llama2_spm_dir() {
+  static const std::string dir = [] {
+    static test::TempDir tmp;
+    const std::string d = tmp.str("llama2-spm");
+    fs::create_directories(d);
+    fs::copy_file(test::fixture("tokenizers/llama-2/tokenizer.model"), d + "/tokenizer.model");
+    fs::copy_file(test::fixture("tokenizers/llama-2/llama_tokenizer_config.json"), d + "/tokenizer_config.json");
+    return d;
+  }();
+  return dir;
+}
+std::string llama3_dir() { return test::fixture("tokenizers/llama-3"); }
+std::string minilm_dir() { return test::fixture("tokenizers/all-MiniLM-L6-v2"); }
+
+const Tokenizer& cached(const std::string& dir) {
+  static std::map<std::string, std::unique_ptr<Tokenizer>> cache;
+  auto& t = cache[dir];
+  if (!t) t = load_tokenizer(dir);
+  return *t;
+}
+
+// llama.cpp's .inp/.out pairs: tests separated by "\n__ggml_vocab_test__\n".
+std::vector<std::pair<std::string, std::vector<TokenId>>> ggml_cases(const std::string& name) {
+  const std::string inp = test::read_file(test::fixture("tokenizers/llama.cpp-vocab-tests/" + name + ".gguf.inp"));
+  const std::string out = test::read_file(test::fixture("tokenizers/llama.cpp-vocab-tests/" + name + ".gguf.out"));
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  std::vector<std::string> inputs;
+  for (size_t pos = 0;;) {
+    const size_t hit = inp.find(sep, pos);
+    if (hit == std::string::npos) break;
+    inputs.push_back(inp.substr(pos, hit - pos));
+    pos = hit + sep.size();
+  }
+  std::vector<std::pair<std::string, std::vector<TokenId>>> cases;
+  std::istringstream lines(out);
+  std::string line;
+  for (const auto& input : inputs) {
+    std::getline(lines, line);
+    std::vector<TokenId> ids;
+    std::istringstream nums(line);
+    TokenId id;
+    while (nums >> id) ids.push_back(id);
+    cases.emplace_back(input, ids);
+  }
+  return cases;
+}
+
+void check_ggml(const Tokenizer& tok, const std::string& name) {
+  const auto cases = ggml_cases(name);
+  ASSERT_EQ(cases.size(), 46u);
+  for (const auto& [text, ids] : cases) EXPECT_EQ(tok.encode(text, false), ids) << name << " input: [" << text << "]";
+}
+
+TEST(TokenizerGolden, LlamaSpmTokenizerJson) { check_ggml(cached(llama2_json_dir()), "ggml-vocab-llama-spm"); }
+TEST(TokenizerGolden, LlamaSpmSentencePieceModel) { check_ggml(cached(llama2_spm_dir()), "ggml-vocab-llama-spm"); }
+TEST(TokenizerGolden, Llama3Tiktoken) { check_ggml(cached(llama3_dir()), "ggml-vocab-llama-bpe"); }
+TEST(TokenizerGolden, BertWordPiece) { check_ggml(cached(minilm_dir()), "ggml-vocab-bert-bge"); }
+
+std::vector<TokenId> parse_ids(const json& v) {
+  if (v.is_string()) return parse_ids(json::parse(v.get<std::string>()));
+  return v.get<std::vector<TokenId>>();
+}
+
+TEST(TokenizerGolden, SwiftTransformersLongParagraph) {
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {"llama_encoded.json", llama2_json_dir()}, {"llama_3.2_encoded.json", llama3_dir()},
+      {"bert_uncased_encoded.json", minilm_dir()}};
+  for (const auto& [file, dir] : files) {
+    const json g = read_json_file(test::fixture("tokenizers/swift-transformers-test-vectors/" + file));
+    const auto& tok = cached(dir);
+    const std::string text = g["text"];
+    const auto ids = tok.encode(text, true);
+    EXPECT_EQ(ids, parse_ids(g["token_ids"])) << file;
+    if (g.contains("decoded_text")) EXPECT_EQ(tok.decode(ids, false), g["decoded_text"].get<std::string>()) << file;
+  }
+}
+
+TEST(TokenizerGolden, SwiftTransformersTokenizerTests) {
+  const json g = read_json_file(test::fixture("tokenizers/swift-transformers-test-vectors/tokenizer_tests.json"));
+  const std::vector<std::pair<std::string, std::string>> models = {
+      {"bert-base-uncased", minilm_dir()},
+      {"google-bert/bert-base-uncased", minilm_dir()},
+      {"coreml-projects/Llama-2-7b-chat-coreml", llama2_json_dir()},
+      {"pcuenq/Llama-3.2-1B-Instruct-tokenizer", llama3_dir()}};
+  size_t checked = 0;
+  for (const auto& [model, dir] : models) {
+    const auto& tok = cached(dir);
+    for (const auto& c : g[model]) {
+      const std::string input = c["input"];
+      const auto ids = tok.encode(input, true);
+      EXPECT_EQ(ids, c["encoded"]["input_ids"].get<std::vector<TokenId>>()) << model << ": " << input;
+      EXPECT_EQ(tok.decode(ids, false), c["decoded_with_special"].get<std::string>()) << model << ": " << input;
+      EXPECT_EQ(tok.decode(ids, true), c["decoded_without_special"].get<std::string>()) << model << ": " << input;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 40u);
+}
+
+TEST(TokenizerGolden, MultilingualConformance) {
+  const std::string base = test::fixture("tokenizers/swift-transformers-test-vectors/MultilingualConformance/");
+  const json inputs = read_json_file(base + "inputs.json");
+  std::map<std::string, std::string> texts;
+  for (const auto& i : inputs) texts[i["id"]] = i["text"];
+  for (const auto& [file, dir] : std::vector<std::pair<std::string, std::string>>{
+           {"tinyllama_multilingual.json", llama2_json_dir()}, {"bge_small_multilingual.json", minilm_dir()}}) {
+    const json g = read_json_file(base + "baselines/" + file);
+    const auto& tok = cached(dir);
+    size_t n = 0;
+    for (const auto& e : g["entries"]) {
+      const std::string& text = texts.at(e["id"]);
+      const auto ids = tok.encode(text, true);
+      EXPECT_EQ(ids, e["input_ids"].get<std::vector<TokenId>>()) << file << " " << e["id"] << ": " << text;
+      EXPECT_EQ(tok.decode(ids, false), e["decoded_with_special"].get<std::string>()) << file << " " << e["id"];
+      EXPECT_EQ(tok.decode(ids, true), e["decoded_skip_special"].get<std::string>()) << file << " " << e["id"];
+      ++n;
+    }
+    EXPECT_EQ(n, 83u) << file;
+  }
+}
+
+}  // namespace
+}  // namespace pivotmt
