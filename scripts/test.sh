@@ -26,7 +26,7 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktra
 echo "== fuzzing (${FUZZ_SECONDS}s per target)"
 corpus="$(mktemp -d)"
 trap 'rm -rf "$corpus"' EXIT
-for target in safetensors model_config metrics table; do
+for target in safetensors model_config metrics table tokenizer; do
   mkdir -p "$corpus/$target"
   cp fuzz/corpus/$target/* "$corpus/$target/"
 done
@@ -34,7 +34,7 @@ done
 for f in ../shared/fixtures/models/*/model.safetensors; do
   [[ -f "$f" ]] && head -c 65536 "$f" >"$corpus/safetensors/$(basename "$(dirname "$f")").safetensors"
 done
-for target in safetensors model_config metrics table; do
+for target in safetensors model_config metrics table tokenizer; do
   ./build-asan/fuzz/fuzz_$target -max_total_time="$FUZZ_SECONDS" -max_len=65536 -print_final_stats=1 \
     "$corpus/$target" 2>&1 | tail -n 4
 done

@@ -10,5 +10,7 @@ void register_download(CLI::App& app);
 void register_dev(CLI::App& app);
 void register_info(CLI::App& app);
 void register_score(CLI::App& app);
+void register_tokenize(CLI::App& app);
+void register_tokens(CLI::App& app);
 
 }  // namespace pivotmt::cli

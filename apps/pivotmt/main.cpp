@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "chat/jinja.h"
 #include "core/progress.h"
 
 int main(int argc, char** argv) {
@@ -20,10 +21,15 @@ int main(int argc, char** argv) {
   pivotmt::cli::register_dev(app);
   pivotmt::cli::register_info(app);
   pivotmt::cli::register_score(app);
+  pivotmt::cli::register_tokenize(app);
+  pivotmt::cli::register_tokens(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const pivotmt::jinja::TemplateError& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
   } catch (const pivotmt::Error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

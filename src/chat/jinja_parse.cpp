@@ -117,7 +117,13 @@ std::vector<Tok> lex_expr(const std::string& s, int line) {
       }
       std::string digits = s.substr(i, j - i);
       digits.erase(std::remove(digits.begin(), digits.end(), '_'), digits.end());
-      out.push_back({Tok::Kind::Number, digits, is_float ? Value(std::stod(digits)) : Value(int64_t(std::stoll(digits)))});
+      Value number;
+      try {
+        number = is_float ? Value(std::stod(digits)) : Value(int64_t(std::stoll(digits)));
+      } catch (const std::exception&) {
+        fail(line, fmt::format("number {} is out of range", digits));
+      }
+      out.push_back({Tok::Kind::Number, digits, number});
       i = j;
       continue;
     }

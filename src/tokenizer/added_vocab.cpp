@@ -30,6 +30,8 @@ AddedVocabulary::AddedVocabulary(std::vector<AddedToken> tokens) : tokens_(std::
   // Longest first, so the first match at a position is the leftmost-longest one.
   std::stable_sort(tokens_.begin(), tokens_.end(),
                    [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
+  for (size_t i = 0; i < tokens_.size(); ++i)
+    if (!tokens_[i].content.empty()) by_first_byte_[static_cast<unsigned char>(tokens_[i].content[0])].push_back(i);
 }
 
 const AddedToken* AddedVocabulary::find(TokenId id) const {
@@ -50,8 +52,9 @@ std::vector<Segment> AddedVocabulary::split(const std::string& text, bool normal
   size_t pos = 0;
   while (pos < text.size()) {
     const AddedToken* hit = nullptr;
-    for (const auto& t : tokens_) {
-      if (t.content.empty() || t.normalized != normalized) continue;
+    for (size_t index : by_first_byte_[static_cast<unsigned char>(text[pos])]) {
+      const AddedToken& t = tokens_[index];
+      if (t.normalized != normalized) continue;
       if (text.compare(pos, t.content.size(), t.content) != 0) continue;
       if (t.single_word && (is_word_char(char_before(text, pos)) || is_word_char(char_at(text, pos + t.content.size()))))
         continue;

@@ -27,6 +27,7 @@ class AddedVocabulary {
 
  private:
   std::vector<AddedToken> tokens_;
+  std::vector<size_t> by_first_byte_[256];  // candidates per first byte, longest first
 };
 
 }  // namespace pivotmt

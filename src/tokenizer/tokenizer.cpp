@@ -65,7 +65,11 @@ TokenizerConfig read_config(const std::string& dir) {
   if (c.config.contains("added_tokens_decoder") && c.config["added_tokens_decoder"].is_object()) {
     for (const auto& [id, t] : c.config["added_tokens_decoder"].items()) {
       AddedToken a;
-      a.id = std::stoi(id);
+      try {
+        a.id = std::stoi(id);
+      } catch (const std::exception&) {
+        throw FormatError(fmt::format("{}: added_tokens_decoder key '{}' is not a token id", cfg.string(), id));
+      }
       a.content = t.value("content", "");
       a.special = t.value("special", false);
       a.lstrip = t.value("lstrip", false);
@@ -137,6 +141,12 @@ class BaseTokenizer : public Tokenizer {
     return out;
   }
 
+  // Text must be UTF-8 (Hugging Face's tokenizers only ever see valid strings).
+  static void check_utf8(const std::string& text) {
+    if (const size_t bad = utf8_invalid_offset(text); bad != std::string::npos)
+      throw FormatError(fmt::format("cannot tokenize: the text is not valid UTF-8 (byte {})", bad));
+  }
+
   std::string finish_decode(std::string text) const { return clean_up_ ? clean_up_tokenization(std::move(text)) : text; }
 
   std::unique_ptr<AddedVocabulary> added_;
@@ -164,6 +174,7 @@ class PipelineTokenizer : public BaseTokenizer {
   void configure(const TokenizerConfig& cfg, std::vector<AddedToken> added) { finish(cfg, std::move(added)); }
 
   std::vector<TokenId> encode(const std::string& text, bool add_special_tokens) const override {
+    check_utf8(text);
     std::vector<TokenId> ids;
     for (const auto& seg : added_->split(text, false)) {
       if (seg.id >= 0) {
@@ -488,6 +499,7 @@ class SentencePieceTokenizer : public BaseTokenizer {
     if (!cfg.add_bos && !cfg.add_eos && bos_id) prefix_ = {*bos_id};  // LlamaTokenizer's default
   }
   std::vector<TokenId> encode(const std::string& text, bool add_special_tokens) const override {
+    check_utf8(text);
     std::vector<TokenId> ids;
     for (const auto& seg : added_->split(text, false)) {
       if (seg.id >= 0) {
@@ -546,6 +558,17 @@ class SentencePieceTokenizer : public BaseTokenizer {
   sentencepiece::SentencePieceProcessor sp_;
 };
 }  // namespace
+
+std::unique_ptr<Tokenizer> tokenizer_from_json_text(const std::string& text, const std::string& label) {
+  json t;
+  try {
+    t = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw FormatError(fmt::format("{}: invalid JSON at byte {}", label, e.byte));
+  }
+  if (!t.is_object()) throw FormatError(fmt::format("{}: expected a JSON object", label));
+  return build_pipeline(t, label, TokenizerConfig{});
+}
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   if (!fs::is_directory(dir)) throw Error(fmt::format("{}: not a directory", dir));

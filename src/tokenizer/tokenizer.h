@@ -48,4 +48,8 @@ class Tokenizer {
 // plus tokenizer_config.json, special_tokens_map.json and added_tokens.json.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
 
+// A tokenizer from tokenizer.json text alone (no tokenizer_config.json); for tests and
+// fuzzing. `label` names the source in errors.
+std::unique_ptr<Tokenizer> tokenizer_from_json_text(const std::string& text, const std::string& label);
+
 }  // namespace pivotmt
