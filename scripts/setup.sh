@@ -12,6 +12,7 @@ PACKAGES=(
   libicu-dev                        # Unicode categories and lowercasing (metrics)
   libsentencepiece-dev              # FLORES tokenizers (metrics), SentencePiece models
   libpcre2-dev                      # Unicode regexes of byte-level BPE pre-tokenizers
+  libopenblas-dev                   # SGEMM for CPU prefill
   libgtest-dev libbenchmark-dev
 )
 

@@ -1,0 +1,60 @@
+// CPU operations of the Llama-family forward pass. Each op has a plain reference
+// implementation (namespace ref: obviously correct loops, F32) that the fast one
+// (namespace fast: OpenBLAS GEMM for prefill, AVX2/F16C GEMV for decode, threads) is
+// tested against. Shapes: T rows (tokens), row-major.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace pivotmt::cpu {
+
+// A weight matrix W [out, in] as stored by Hugging Face (y = x W^T), F32 or F16.
+struct Matrix {
+  DType dtype = DType::F32;
+  size_t out = 0, in = 0;
+  std::vector<float> f32;      // [out, in] when dtype == F32
+  std::vector<uint16_t> f16;   // [out, in] when dtype == F16
+  const float* row_f32(size_t o) const { return f32.data() + o * in; }
+  const uint16_t* row_f16(size_t o) const { return f16.data() + o * in; }
+  size_t bytes() const { return dtype == DType::F32 ? f32.size() * 4 : f16.size() * 2; }
+};
+
+// Rotary embedding tables for one model: inv_freq per pair (already rope_scaling-adjusted).
+struct Rope {
+  std::vector<float> inv_freq;  // [head_dim / 2]
+};
+
+namespace ref {
+// y[T, out] = x[T, in] · W^T
+void linear(const float* x, size_t T, const Matrix& w, float* y);
+// y = w * x / sqrt(mean(x^2) + eps), per row of [T, H]
+void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, float* y);
+// Rotate-half RoPE in place on [T, heads, head_dim] at the given positions.
+void rope(float* x, size_t T, size_t heads, size_t head_dim, const int64_t* positions, const Rope& rope);
+// gate[T, F] = silu(gate) * up
+void silu_mul(float* gate, const float* up, size_t n);
+// Causal attention of T new query rows against the sequence's cache.
+//   q [T, n_heads, d]; k, v [L, n_kv, d] (L = cached + T, new rows last);
+//   query t sits at cache position L - T + t; out [T, n_heads, d].
+//   window > 0: only the last `window` positions are visible (Mistral).
+void attention(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads, size_t n_kv,
+               size_t d, size_t window, float* out);
+}  // namespace ref
+
+namespace fast {
+void linear(const float* x, size_t T, const Matrix& w, float* y);
+void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, float* y);
+void rope(float* x, size_t T, size_t heads, size_t head_dim, const int64_t* positions, const Rope& rope);
+void silu_mul(float* gate, const float* up, size_t n);
+void attention(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads, size_t n_kv,
+               size_t d, size_t window, float* out);
+}  // namespace fast
+
+// Threads used by the fast kernels (default: all cores).
+void set_num_threads(int n);
+int num_threads();
+
+}  // namespace pivotmt::cpu

@@ -1,0 +1,186 @@
+// Fast CPU kernels. Prefill (many rows): OpenBLAS SGEMM, F16 weights converted block by
+// block with F16C. Decode (few rows): a hand-written GEMV over F16 or F32 weights with
+// AVX2/FMA chosen at run time (portable loop otherwise), threads over output rows —
+// because a GEMV is memory-bound and BLAS libraries do not read F16.
+#include <cblas.h>
+
+#include <cmath>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+#include "backends/cpu/ops.h"
+#include "backends/cpu/thread_pool.h"
+
+namespace pivotmt::cpu::fast {
+namespace {
+
+bool cpu_has_avx2_fma_f16c() {
+#if defined(__x86_64__)
+  static const bool has = [] {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool fma = c & (1u << 12), f16c = c & (1u << 29), osxsave = c & (1u << 27), avx = c & (1u << 28);
+    if (!(fma && f16c && osxsave && avx)) return false;
+    unsigned lo, hi;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6) != 6) return false;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return (b & (1u << 5)) != 0;  // AVX2
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+constexpr size_t kGemvMaxRows = 8;  // up to this many rows: GEMV path
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma,f16c"))) float hsum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 h = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+}
+
+// y[t, o] = sum_i x[t, i] * w[o, i] for rows o in [o0, o1), all T (<= kGemvMaxRows) rows.
+__attribute__((target("avx2,fma,f16c"))) void gemv_avx2(const float* x, size_t T, const Matrix& w, float* y,
+                                                         size_t o0, size_t o1) {
+  const size_t in = w.in, in8 = in & ~size_t(7);
+  for (size_t o = o0; o < o1; ++o) {
+    __m256 acc[kGemvMaxRows];
+    for (size_t t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (size_t i = 0; i < in8; i += 8) {
+      const __m256 wv = w.dtype == DType::F16
+                            ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.row_f16(o) + i)))
+                            : _mm256_loadu_ps(w.row_f32(o) + i);
+      for (size_t t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(x + t * in + i), wv, acc[t]);
+    }
+    for (size_t t = 0; t < T; ++t) {
+      float s = hsum(acc[t]);
+      for (size_t i = in8; i < in; ++i)
+        s += x[t * in + i] * (w.dtype == DType::F16 ? f16_to_f32(w.row_f16(o)[i]) : w.row_f32(o)[i]);
+      y[t * w.out + o] = s;
+    }
+  }
+}
+#endif
+
+void gemv_portable(const float* x, size_t T, const Matrix& w, float* y, size_t o0, size_t o1) {
+  std::vector<float> row(w.in);
+  for (size_t o = o0; o < o1; ++o) {
+    const float* wr = w.row_f32(o);
+    if (w.dtype == DType::F16) {
+      convert_floats(DType::F16, w.row_f16(o), DType::F32, row.data(), w.in);
+      wr = row.data();
+    }
+    for (size_t t = 0; t < T; ++t) {
+      float s = 0.0f;
+      for (size_t i = 0; i < w.in; ++i) s += x[t * w.in + i] * wr[i];
+      y[t * w.out + o] = s;
+    }
+  }
+}
+}  // namespace
+
+void linear(const float* x, size_t T, const Matrix& w, float* y) {
+  if (T == 0) return;
+  if (T <= kGemvMaxRows) {
+    parallel_for(w.out, [&](size_t o0, size_t o1) {
+#if defined(__x86_64__)
+      if (cpu_has_avx2_fma_f16c()) return gemv_avx2(x, T, w, y, o0, o1);
+#endif
+      gemv_portable(x, T, w, y, o0, o1);
+    });
+    return;
+  }
+  if (w.dtype == DType::F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(w.out), int(w.in), 1.0f, x, int(w.in),
+                w.f32.data(), int(w.in), 0.0f, y, int(w.out));
+    return;
+  }
+  // F16 weights: convert a block of rows to F32, multiply it, next block.
+  constexpr size_t kBlock = 256;
+  std::vector<float> block(kBlock * w.in);
+  for (size_t o0 = 0; o0 < w.out; o0 += kBlock) {
+    const size_t rows = std::min(kBlock, w.out - o0);
+    convert_floats(DType::F16, w.row_f16(o0), DType::F32, block.data(), rows * w.in);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(rows), int(w.in), 1.0f, x, int(w.in),
+                block.data(), int(w.in), 0.0f, y + o0, int(w.out));
+  }
+}
+
+void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, float* y) {
+  parallel_for(T, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t) {
+      float ss = 0.0f;
+      for (size_t h = 0; h < H; ++h) ss += x[t * H + h] * x[t * H + h];
+      const float inv = 1.0f / std::sqrt(ss / float(H) + eps);
+      for (size_t h = 0; h < H; ++h) y[t * H + h] = w[h] * (x[t * H + h] * inv);
+    }
+  });
+}
+
+void rope(float* x, size_t T, size_t heads, size_t d, const int64_t* positions, const Rope& r) {
+  const size_t half = d / 2;
+  parallel_for(T, [&](size_t t0, size_t t1) {
+    std::vector<float> c(half), s(half);
+    for (size_t t = t0; t < t1; ++t) {
+      for (size_t i = 0; i < half; ++i) {
+        const float angle = float(positions[t]) * r.inv_freq[i];
+        c[i] = std::cos(angle);
+        s[i] = std::sin(angle);
+      }
+      for (size_t h = 0; h < heads; ++h) {
+        float* v = x + (t * heads + h) * d;
+        for (size_t i = 0; i < half; ++i) {
+          const float a = v[i], b = v[i + half];
+          v[i] = a * c[i] - b * s[i];
+          v[i + half] = b * c[i] + a * s[i];
+        }
+      }
+    }
+  });
+}
+
+void silu_mul(float* gate, const float* up, size_t n) {
+  for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void attention(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads, size_t n_kv,
+               size_t d, size_t window, float* out) {
+  const size_t group = n_heads / n_kv;
+  const float scale = 1.0f / std::sqrt(float(d));
+  parallel_for(T * n_heads, [&](size_t b, size_t e) {
+    std::vector<float> scores(L);
+    for (size_t job = b; job < e; ++job) {
+      const size_t t = job / n_heads, h = job % n_heads, kv = h / group;
+      const size_t pos = L - T + t;
+      const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
+      const float* qv = q + (t * n_heads + h) * d;
+      float max_score = -INFINITY;
+      for (size_t j = first; j <= pos; ++j) {
+        const float* kr = k + (j * n_kv + kv) * d;
+        float s = 0.0f;
+        for (size_t i = 0; i < d; ++i) s += qv[i] * kr[i];
+        scores[j] = s * scale;
+        max_score = std::max(max_score, scores[j]);
+      }
+      float sum = 0.0f;
+      for (size_t j = first; j <= pos; ++j) sum += (scores[j] = std::exp(scores[j] - max_score));
+      const float inv = 1.0f / sum;
+      float* o = out + (t * n_heads + h) * d;
+      for (size_t i = 0; i < d; ++i) o[i] = 0.0f;
+      for (size_t j = first; j <= pos; ++j) {
+        const float p = scores[j] * inv;
+        const float* vr = v + (j * n_kv + kv) * d;
+        for (size_t i = 0; i < d; ++i) o[i] += p * vr[i];
+      }
+    }
+  });
+}
+
+}  // namespace pivotmt::cpu::fast

@@ -1,0 +1,80 @@
+// Reference implementations: straightforward loops in F32 (double accumulation where
+// it makes the reference more exact), the specification the fast kernels are tested against.
+#include <cmath>
+#include <vector>
+
+#include "backends/cpu/ops.h"
+
+namespace pivotmt::cpu::ref {
+
+void linear(const float* x, size_t T, const Matrix& w, float* y) {
+  for (size_t t = 0; t < T; ++t)
+    for (size_t o = 0; o < w.out; ++o) {
+      double acc = 0.0;
+      for (size_t i = 0; i < w.in; ++i) {
+        const float wv = w.dtype == DType::F32 ? w.row_f32(o)[i] : f16_to_f32(w.row_f16(o)[i]);
+        acc += double(x[t * w.in + i]) * double(wv);
+      }
+      y[t * w.out + o] = float(acc);
+    }
+}
+
+void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, float* y) {
+  for (size_t t = 0; t < T; ++t) {
+    double ss = 0.0;
+    for (size_t h = 0; h < H; ++h) ss += double(x[t * H + h]) * double(x[t * H + h]);
+    const float inv = 1.0f / std::sqrt(float(ss / double(H)) + eps);
+    for (size_t h = 0; h < H; ++h) y[t * H + h] = w[h] * (x[t * H + h] * inv);
+  }
+}
+
+void rope(float* x, size_t T, size_t heads, size_t d, const int64_t* positions, const Rope& r) {
+  const size_t half = d / 2;
+  for (size_t t = 0; t < T; ++t)
+    for (size_t h = 0; h < heads; ++h) {
+      float* v = x + (t * heads + h) * d;
+      for (size_t i = 0; i < half; ++i) {
+        const float angle = float(positions[t]) * r.inv_freq[i];
+        const float c = std::cos(angle), s = std::sin(angle);
+        const float a = v[i], b = v[i + half];
+        v[i] = a * c - b * s;         // x1 * cos + (-x2) * sin
+        v[i + half] = b * c + a * s;  // x2 * cos + x1 * sin
+      }
+    }
+}
+
+void silu_mul(float* gate, const float* up, size_t n) {
+  for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void attention(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads, size_t n_kv,
+               size_t d, size_t window, float* out) {
+  const size_t group = n_heads / n_kv;
+  const float scale = 1.0f / std::sqrt(float(d));
+  std::vector<double> scores(L);
+  for (size_t t = 0; t < T; ++t) {
+    const size_t pos = L - T + t;  // this query's position in the cache
+    const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
+    for (size_t h = 0; h < n_heads; ++h) {
+      const size_t kv = h / group;
+      const float* qv = q + (t * n_heads + h) * d;
+      double max_score = -INFINITY;
+      for (size_t j = first; j <= pos; ++j) {
+        double s = 0.0;
+        for (size_t i = 0; i < d; ++i) s += double(qv[i]) * double(k[(j * n_kv + kv) * d + i]);
+        scores[j] = s * scale;
+        max_score = std::max(max_score, scores[j]);
+      }
+      double sum = 0.0;
+      for (size_t j = first; j <= pos; ++j) sum += (scores[j] = std::exp(scores[j] - max_score));
+      float* o = out + (t * n_heads + h) * d;
+      for (size_t i = 0; i < d; ++i) {
+        double acc = 0.0;
+        for (size_t j = first; j <= pos; ++j) acc += scores[j] / sum * double(v[(j * n_kv + kv) * d + i]);
+        o[i] = float(acc);
+      }
+    }
+  }
+}
+
+}  // namespace pivotmt::cpu::ref
