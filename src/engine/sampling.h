@@ -1,0 +1,39 @@
+// Next-token selection as Hugging Face orders its logits processors: temperature, then
+// top-k (every token scoring at least the k-th best survives, ties included), then top-p
+// (drop the lowest tokens whose cumulative probability stays <= 1 - p, keeping at least
+// one), then a draw from the softmax. Greedy is argmax (first maximum on ties).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "tokenizer/bpe.h"
+
+namespace pivotmt {
+
+struct SamplingParams {
+  bool greedy = true;
+  float temperature = 1.0f;
+  int top_k = 0;       // 0: off
+  float top_p = 1.0f;  // 1: off
+  uint64_t seed = 0;
+};
+
+// A small, portable generator (xoshiro256**), seeded per request so that what a request
+// draws never depends on the other requests it is batched with.
+class SamplerRng {
+ public:
+  explicit SamplerRng(uint64_t seed);
+  uint64_t next();
+  double uniform();  // [0, 1)
+
+ private:
+  uint64_t s_[4];
+};
+
+TokenId argmax(std::span<const float> logits);
+// The probabilities after temperature / top-k / top-p (zeros for removed tokens).
+std::vector<float> sampling_distribution(std::span<const float> logits, const SamplingParams& p);
+TokenId sample_token(std::span<const float> logits, const SamplingParams& p, SamplerRng& rng);
+
+}  // namespace pivotmt
