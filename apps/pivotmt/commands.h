@@ -12,5 +12,6 @@ void register_info(CLI::App& app);
 void register_score(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_tokens(CLI::App& app);
+void register_generate(CLI::App& app);
 
 }  // namespace pivotmt::cli

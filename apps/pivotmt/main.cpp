@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   pivotmt::cli::register_score(app);
   pivotmt::cli::register_tokenize(app);
   pivotmt::cli::register_tokens(app);
+  pivotmt::cli::register_generate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,140 @@
+// `pivotmt generate`: run the engine on a prompt, a chat or token ids.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "chat/chat_template.h"
+#include "commands.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "engine/generate.h"
+#include "hub/hub_client.h"
+#include "io/json_file.h"
+#include "models/model_config.h"
+
+namespace pivotmt::cli {
+
+void register_generate(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate", "Generate text with a Llama-family model on the CPU");
+  static std::string model, prompt, messages, ids_file, context = "allow", dtype = "f16", device = "cpu";
+  static bool greedy = false, ignore_eos = false, as_json = false, no_special = false;
+  static size_t max_new = 600, max_batch = 32;
+  static uint64_t seed = 0;
+  static std::optional<float> temperature, top_p;
+  static std::optional<int> top_k;
+  static std::vector<std::string> stops;
+  cmd->add_option("--model,-m", model, "Model directory or hub id")->required();
+  auto* p = cmd->add_option("--prompt", prompt, "Prompt text (tokenized with special tokens)");
+  auto* m = cmd->add_option("--messages", messages, "Chat messages JSON, rendered with the chat template");
+  auto* i = cmd->add_option("--ids", ids_file, "JSON: [[ids...], ...] or [{\"name\", \"ids\"}, ...]");
+  p->excludes(m)->excludes(i);
+  m->excludes(i);
+  cmd->add_flag("--greedy", greedy, "Greedy decoding (default: the model's generation_config)");
+  cmd->add_option("--max-new-tokens", max_new, "Tokens to generate at most")->capture_default_str();
+  cmd->add_flag("--ignore-eos", ignore_eos, "Do not stop at EOS");
+  cmd->add_option("--seed", seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--temperature", temperature, "Sampling temperature");
+  cmd->add_option("--top-k", top_k, "Top-k");
+  cmd->add_option("--top-p", top_p, "Top-p");
+  cmd->add_option("--stop", stops, "Stop string (repeatable)");
+  cmd->add_option("--context-policy", context, "error | truncate-left | allow")
+      ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
+      ->capture_default_str();
+  cmd->add_option("--dtype", dtype, "Weight storage: f32 | f16")->check(CLI::IsMember({"f32", "f16"}))->capture_default_str();
+  cmd->add_option("--device", device, "cpu (cuda with the CUDA engine)")->capture_default_str();
+  cmd->add_option("--max-batch", max_batch, "Sequences decoded together")->capture_default_str();
+  cmd->add_flag("--json", as_json, "One JSON object per prompt");
+  cmd->callback([] {
+    if (Device::parse(device).kind != DeviceKind::CPU)
+      throw UnsupportedError("device " + device + ": the CUDA engine is not available yet; use --device cpu");
+    const std::string dir = resolve_repo_path(model, RepoType::Model);
+    const ModelConfig cfg = load_model_config(dir);
+    const GenerationConfig gen = load_generation_config(dir, cfg);
+    std::unique_ptr<Tokenizer> tok;
+    try {
+      tok = load_tokenizer(dir);
+    } catch (const Error& e) {
+      if (ids_file.empty()) throw;
+    }
+    std::vector<std::string> names;
+    std::vector<std::vector<TokenId>> inputs;
+    if (!ids_file.empty()) {
+      const auto j = read_json_file(ids_file);
+      if (!j.is_array()) throw FormatError(ids_file + ": expected a JSON array");
+      for (size_t k = 0; k < j.size(); ++k) {
+        const auto& e = j[k];
+        if (e.is_object()) {
+          names.push_back(e.value("name", std::to_string(k)));
+          inputs.push_back(e.at("ids").get<std::vector<TokenId>>());
+        } else {
+          names.push_back(std::to_string(k));
+          inputs.push_back(e.get<std::vector<TokenId>>());
+        }
+      }
+    } else if (!messages.empty()) {
+      const auto rendered = apply_chat_template(*tok, messages_from_json(read_json_file(messages), messages), true);
+      const auto enc = encode_rendered_prompt(*tok, rendered, DuplicateBos::Reproduce);
+      if (enc.duplicate_bos) fmt::print(stderr, "warning: the chat template writes BOS and the tokenizer adds one: two BOS tokens\n");
+      names.push_back("messages");
+      inputs.push_back(enc.ids);
+    } else if (!prompt.empty()) {
+      names.push_back("prompt");
+      inputs.push_back(tok->encode(prompt, true));
+    } else {
+      throw Error("give --prompt, --messages or --ids");
+    }
+    LlamaModel lm(dir, {dtype == "f32" ? DType::F32 : DType::F16, OpsImpl::Fast});
+    std::vector<GenerationRequest> requests;
+    for (const auto& ids : inputs) {
+      GenerationRequest r;
+      r.prompt = ids;
+      r.max_new_tokens = max_new;
+      r.sampling.greedy = greedy || (!gen.do_sample && !temperature && !top_k && !top_p);
+      r.sampling.temperature = float(temperature.value_or(float(gen.temperature)));
+      r.sampling.top_k = top_k.value_or(int(gen.top_k));
+      r.sampling.top_p = top_p.value_or(float(gen.top_p));
+      r.sampling.seed = seed;
+      r.eos_ids.assign(gen.eos_token_ids.begin(), gen.eos_token_ids.end());
+      r.ignore_eos = ignore_eos;
+      r.stop_strings = stops;
+      requests.push_back(r);
+    }
+    EngineOptions options;
+    options.max_batch = max_batch;
+    options.context = context == "error" ? ContextPolicy::Error : context == "truncate-left" ? ContextPolicy::TruncateLeft : ContextPolicy::Allow;
+    const bool stream = !as_json && requests.size() == 1 && tok;
+    std::vector<TokenId> streamed;
+    std::string printed;
+    const auto results = Engine(lm, tok.get()).generate(requests, options, [&](size_t, TokenId t) {
+      if (!stream) return;
+      streamed.push_back(t);
+      const std::string text = tok->decode(streamed, true);
+      if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0 &&
+          text.find("\xEF\xBF\xBD", printed.size()) == std::string::npos) {  // wait for whole characters
+        fmt::print("{}", text.substr(printed.size()));
+        std::fflush(stdout);
+        printed = text;
+      }
+    });
+    for (size_t k = 0; k < results.size(); ++k) {
+      const auto& r = results[k];
+      if (results[k].context_overflow)
+        fmt::print(stderr, "warning: {}: prompt + max_new_tokens exceed the model's {} positions (policy allow)\n",
+                   names[k], cfg.max_position_embeddings);
+      if (as_json) {
+        nlohmann::json j = {{"name", names[k]}, {"ids", r.tokens}, {"text", r.text},
+                            {"finish_reason", finish_reason_name(r.finish)}, {"prompt_tokens", r.prompt_tokens},
+                            {"context_overflow", r.context_overflow}, {"truncated_tokens", r.truncated_tokens},
+                            {"prefill_seconds", r.prefill_seconds}, {"decode_seconds", r.decode_seconds}};
+        fmt::print("{}\n", j.dump());
+      } else if (stream) {
+        fmt::print("{}\n", r.text.substr(std::min(printed.size(), r.text.size())));
+        fmt::print(stderr, "[{} tokens, {}; prefill {:.3f} s, decode {:.3f} s]\n", r.tokens.size(),
+                   finish_reason_name(r.finish), r.prefill_seconds, r.decode_seconds);
+      } else {
+        fmt::print("{}\t{}\n", names[k], r.text);
+      }
+    }
+  });
+}
+
+}  // namespace pivotmt::cli
