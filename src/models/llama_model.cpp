@@ -51,6 +51,12 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
   m.out = size_t(info.shape.at(0));
   m.in = info.shape.size() > 1 ? size_t(info.shape[1]) : 1;
   m.dtype = storage;
+  const auto raw = ckpt.raw(name);
+  const size_t align = storage == DType::F32 ? 4 : 2;
+  if (info.dtype == storage && reinterpret_cast<uintptr_t>(raw.data()) % align == 0) {
+    m.borrowed = raw.data();  // stored as wanted: use the mapped pages in place
+    return m;
+  }
   if (storage == DType::F32) {
     m.f32 = ckpt.load_f32(name);
   } else {
@@ -66,7 +72,8 @@ LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(o
   if (!cfg_.is_decoder()) throw UnsupportedError(fmt::format("{}: {} is not a decoder model", dir, architecture_name(cfg_.arch)));
   if (options.weights != DType::F32 && options.weights != DType::F16)
     throw UnsupportedError("weights can be stored as F32 or F16");
-  const Checkpoint ckpt(dir);
+  checkpoint_ = std::make_unique<Checkpoint>(dir);
+  const Checkpoint& ckpt = *checkpoint_;
   verify_weights(cfg_, ckpt);
   embed_ = load_matrix(ckpt, "model.embed_tokens.weight", options.weights);
   if (!cfg_.tie_word_embeddings) lm_head_ = load_matrix(ckpt, "lm_head.weight", options.weights);
@@ -87,6 +94,8 @@ LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(o
   }
   rope_ = make_rope(cfg_);
 }
+
+LlamaModel::~LlamaModel() = default;
 
 KvCache LlamaModel::new_cache() const {
   KvCache c;
@@ -122,8 +131,11 @@ std::vector<float> LlamaModel::forward(std::vector<Input>& batch) {
     T += in.tokens.size();
   }
   // Activations: x [T, H]; positions [T].
+  // xn doubles as the output of the o / down projections (its normed input is consumed
+  // by then): one [T, H] buffer less at long prefills.
   std::vector<float> x(T * H), xn(T * H), q(T * nh * d), k(T * nkv * d), v(T * nkv * d), attn(T * nh * d),
-      g(T * F), u(T * F), proj(T * H);
+      g(T * F), u(T * F);
+  std::vector<float>& proj = xn;
   std::vector<int64_t> positions(T);
   size_t row = 0;
   for (const auto& in : batch)

@@ -13,6 +13,8 @@
 
 namespace pivotmt {
 
+class Checkpoint;
+
 enum class OpsImpl { Reference, Fast };
 
 struct LoadOptions {
@@ -30,6 +32,7 @@ struct KvCache {
 class LlamaModel {
  public:
   LlamaModel(const std::string& dir, LoadOptions options = {});
+  ~LlamaModel();
   const ModelConfig& config() const { return cfg_; }
   KvCache new_cache() const;
   size_t weight_bytes() const;
@@ -52,6 +55,7 @@ class LlamaModel {
 
   ModelConfig cfg_;
   LoadOptions options_;
+  std::unique_ptr<Checkpoint> checkpoint_;  // kept mapped: matrices may borrow its pages
   cpu::Matrix embed_, lm_head_;  // [vocab, hidden]; lm_head_ empty when tied
   std::vector<float> final_norm_;
   std::vector<Layer> layers_;

@@ -12,14 +12,20 @@
 namespace pivotmt::cpu {
 
 // A weight matrix W [out, in] as stored by Hugging Face (y = x W^T), F32 or F16.
+// The data either lives in the matrix (converted at load) or is borrowed from a memory
+// map of the checkpoint when it is stored in the wanted dtype (zero copy: the weights
+// cost their file pages once, not twice).
 struct Matrix {
   DType dtype = DType::F32;
   size_t out = 0, in = 0;
-  std::vector<float> f32;      // [out, in] when dtype == F32
-  std::vector<uint16_t> f16;   // [out, in] when dtype == F16
-  const float* row_f32(size_t o) const { return f32.data() + o * in; }
-  const uint16_t* row_f16(size_t o) const { return f16.data() + o * in; }
-  size_t bytes() const { return dtype == DType::F32 ? f32.size() * 4 : f16.size() * 2; }
+  std::vector<float> f32;      // [out, in] when dtype == F32 and owned
+  std::vector<uint16_t> f16;   // [out, in] when dtype == F16 and owned
+  const void* borrowed = nullptr;  // [out, in] in the checkpoint mapping, else null
+  const float* data_f32() const { return borrowed ? static_cast<const float*>(borrowed) : f32.data(); }
+  const uint16_t* data_f16() const { return borrowed ? static_cast<const uint16_t*>(borrowed) : f16.data(); }
+  const float* row_f32(size_t o) const { return data_f32() + o * in; }
+  const uint16_t* row_f16(size_t o) const { return data_f16() + o * in; }
+  size_t bytes() const { return out * in * (dtype == DType::F32 ? 4 : 2); }
 };
 
 // Rotary embedding tables for one model: inv_freq per pair (already rope_scaling-adjusted).

@@ -46,6 +46,41 @@ __attribute__((target("avx2,fma,f16c"))) float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 
+// One input row: four independent accumulators keep the FMA pipes busy, so the loop is
+// limited by memory bandwidth, not by FMA latency.
+__attribute__((target("avx2,fma,f16c"))) void gemv1_avx2(const float* x, const Matrix& w, float* y, size_t o0,
+                                                          size_t o1) {
+  const size_t in = w.in, in32 = in & ~size_t(31);
+  const bool half = w.dtype == DType::F16;
+  for (size_t o = o0; o < o1; ++o) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    if (half) {
+      const uint16_t* r = w.row_f16(o);
+      for (; i < in32; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + i))), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + i + 8))), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + i + 16))), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + i + 24))), a3);
+      }
+      for (; i + 8 <= in; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + i))), a0);
+    } else {
+      const float* r = w.row_f32(o);
+      for (; i < in32; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(r + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(r + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(r + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(r + i + 24), a3);
+      }
+      for (; i + 8 <= in; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(r + i), a0);
+    }
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < in; ++i) s += x[i] * (half ? f16_to_f32(w.row_f16(o)[i]) : w.row_f32(o)[i]);
+    y[o] = s;
+  }
+}
+
 // y[t, o] = sum_i x[t, i] * w[o, i] for rows o in [o0, o1), all T (<= kGemvMaxRows) rows.
 __attribute__((target("avx2,fma,f16c"))) void gemv_avx2(const float* x, size_t T, const Matrix& w, float* y,
                                                          size_t o0, size_t o1) {
@@ -91,7 +126,7 @@ void linear(const float* x, size_t T, const Matrix& w, float* y) {
   if (T <= kGemvMaxRows) {
     parallel_for(w.out, [&](size_t o0, size_t o1) {
 #if defined(__x86_64__)
-      if (cpu_has_avx2_fma_f16c()) return gemv_avx2(x, T, w, y, o0, o1);
+      if (cpu_has_avx2_fma_f16c()) return T == 1 ? gemv1_avx2(x, w, y, o0, o1) : gemv_avx2(x, T, w, y, o0, o1);
 #endif
       gemv_portable(x, T, w, y, o0, o1);
     });
@@ -99,7 +134,7 @@ void linear(const float* x, size_t T, const Matrix& w, float* y) {
   }
   if (w.dtype == DType::F32) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(w.out), int(w.in), 1.0f, x, int(w.in),
-                w.f32.data(), int(w.in), 0.0f, y, int(w.out));
+                w.data_f32(), int(w.in), 0.0f, y, int(w.out));
     return;
   }
   // F16 weights: convert a block of rows to F32, multiply it, next block.
@@ -150,8 +185,44 @@ void silu_mul(float* gate, const float* up, size_t n) {
   for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+namespace {
+// Prefill: per head, S = Q K^T and O = softmax(S) V as two SGEMMs over the cache (K and V
+// rows are strided by n_kv * d), with the causal / window mask applied between them.
+void attention_gemm(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
+                    size_t n_kv, size_t d, size_t window, float* out) {
+  const size_t group = n_heads / n_kv;
+  const float scale = 1.0f / std::sqrt(float(d));
+  std::vector<float> scores(T * L);
+  for (size_t h = 0; h < n_heads; ++h) {
+    const size_t kv = h / group;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(L), int(d), scale, q + h * d, int(n_heads * d),
+                k + kv * d, int(n_kv * d), 0.0f, scores.data(), int(L));
+    parallel_for(T, [&](size_t t0, size_t t1) {
+      for (size_t t = t0; t < t1; ++t) {
+        float* row = &scores[t * L];
+        const size_t pos = L - T + t;
+        const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
+        float max_score = -INFINITY;
+        for (size_t j = first; j <= pos; ++j) max_score = std::max(max_score, row[j]);
+        float sum = 0.0f;
+        for (size_t j = 0; j < L; ++j) {
+          const bool visible = j >= first && j <= pos;
+          row[j] = visible ? std::exp(row[j] - max_score) : 0.0f;
+          sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (size_t j = first; j <= pos; ++j) row[j] *= inv;
+      }
+    });
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(d), int(L), 1.0f, scores.data(), int(L),
+                v + kv * d, int(n_kv * d), 0.0f, out + h * d, int(n_heads * d));
+  }
+}
+}  // namespace
+
 void attention(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads, size_t n_kv,
                size_t d, size_t window, float* out) {
+  if (T >= 16) return attention_gemm(q, k, v, T, L, n_heads, n_kv, d, window, out);
   const size_t group = n_heads / n_kv;
   const float scale = 1.0f / std::sqrt(float(d));
   parallel_for(T * n_heads, [&](size_t b, size_t e) {

@@ -1,0 +1,101 @@
+// Fast CPU kernels against the reference ops on odd sizes and random data (never zeros).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backends/cpu/ops.h"
+
+namespace pivotmt::cpu {
+namespace {
+
+std::vector<float> random(size_t n, unsigned seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+Matrix matrix(size_t out, size_t in, DType dtype, unsigned seed) {
+  Matrix m;
+  m.out = out;
+  m.in = in;
+  m.dtype = dtype;
+  auto values = random(out * in, seed, 0.1f);
+  if (dtype == DType::F32) {
+    m.f32 = values;
+  } else {
+    m.f16.resize(values.size());
+    convert_floats(DType::F32, values.data(), DType::F16, m.f16.data(), values.size());
+  }
+  return m;
+}
+
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, float tol, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tol * std::max(1.0f, std::fabs(b[i]))) << what << " at " << i;
+}
+
+TEST(CpuOps, LinearAllPathsMatchReference) {
+  for (DType dtype : {DType::F32, DType::F16})
+    for (size_t T : {size_t(1), size_t(3), size_t(8), size_t(9), size_t(33)})
+      for (auto [out, in] : {std::pair<size_t, size_t>{7, 13}, {769, 65}, {64, 769}}) {
+        const Matrix w = matrix(out, in, dtype, unsigned(out * 31 + in));
+        const auto x = random(T * in, unsigned(T));
+        std::vector<float> want(T * out), got(T * out);
+        ref::linear(x.data(), T, w, want.data());
+        fast::linear(x.data(), T, w, got.data());
+        expect_close(got, want, 1e-4f, "linear T=" + std::to_string(T) + " out=" + std::to_string(out));
+      }
+}
+
+TEST(CpuOps, NormRopeSiluMatchReference) {
+  const size_t T = 7, H = 769;
+  const auto x = random(T * H, 1), w = random(H, 2);
+  std::vector<float> a(T * H), b(T * H);
+  ref::rmsnorm(x.data(), w.data(), T, H, 1e-5f, a.data());
+  fast::rmsnorm(x.data(), w.data(), T, H, 1e-5f, b.data());
+  expect_close(b, a, 1e-5f, "rmsnorm");
+  Rope r;
+  for (size_t i = 0; i < 32; ++i) r.inv_freq.push_back(std::pow(10000.0f, -float(2 * i) / 64.0f));
+  auto q1 = random(T * 3 * 64, 3), q2 = q1;
+  const std::vector<int64_t> pos = {0, 1, 2, 100, 1000, 4095, 7};
+  ref::rope(q1.data(), T, 3, 64, pos.data(), r);
+  fast::rope(q2.data(), T, 3, 64, pos.data(), r);
+  expect_close(q2, q1, 1e-5f, "rope");
+  auto g1 = random(1000, 4), g2 = g1;
+  const auto up = random(1000, 5);
+  ref::silu_mul(g1.data(), up.data(), 1000);
+  fast::silu_mul(g2.data(), up.data(), 1000);
+  expect_close(g2, g1, 1e-6f, "silu_mul");
+}
+
+TEST(CpuOps, AttentionGqaWindowAndPrefillPaths) {
+  for (size_t T : {size_t(1), size_t(5), size_t(40)})  // 40: the SGEMM prefill path
+    for (size_t window : {size_t(0), size_t(3), size_t(17)}) {
+      const size_t L = T + 11, nh = 6, nkv = 2, d = 16;
+      const auto q = random(T * nh * d, 7), k = random(L * nkv * d, 8), v = random(L * nkv * d, 9);
+      std::vector<float> a(T * nh * d), b(T * nh * d);
+      ref::attention(q.data(), k.data(), v.data(), T, L, nh, nkv, d, window, a.data());
+      fast::attention(q.data(), k.data(), v.data(), T, L, nh, nkv, d, window, b.data());
+      expect_close(b, a, 1e-5f, "attention T=" + std::to_string(T) + " window=" + std::to_string(window));
+    }
+}
+
+// A window wider than the sequence changes nothing; a window of 1 attends to itself only.
+TEST(CpuOps, WindowSemantics) {
+  const size_t T = 6, L = 6, nh = 2, nkv = 1, d = 8;
+  const auto q = random(T * nh * d, 1), k = random(L * nkv * d, 2), v = random(L * nkv * d, 3);
+  std::vector<float> full(T * nh * d), wide(T * nh * d), one(T * nh * d);
+  ref::attention(q.data(), k.data(), v.data(), T, L, nh, nkv, d, 0, full.data());
+  ref::attention(q.data(), k.data(), v.data(), T, L, nh, nkv, d, 100, wide.data());
+  ref::attention(q.data(), k.data(), v.data(), T, L, nh, nkv, d, 1, one.data());
+  EXPECT_EQ(full, wide);
+  for (size_t t = 0; t < T; ++t)
+    for (size_t h = 0; h < nh; ++h)
+      for (size_t i = 0; i < d; ++i) EXPECT_NEAR(one[(t * nh + h) * d + i], v[t * d + i], 1e-6);
+}
+
+}  // namespace
+}  // namespace pivotmt::cpu
