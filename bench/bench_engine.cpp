@@ -97,7 +97,7 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
   std::vector<TokenId> prompt(P);
   for (size_t i = 0; i < P; ++i) prompt[i] = TokenId(1 + (i * 7919) % size_t(c.vocab_size - 1));
   double prefill_s = 1e9;
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < 5; ++rep) {
     KvCache cache = model.new_cache();
     std::vector<LlamaModel::Input> b = {{&cache, prompt, false}};
     const auto t0 = Clock::now();

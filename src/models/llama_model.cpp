@@ -133,8 +133,11 @@ std::vector<float> LlamaModel::forward(std::vector<Input>& batch) {
   // Activations: x [T, H]; positions [T].
   // xn doubles as the output of the o / down projections (its normed input is consumed
   // by then): one [T, H] buffer less at long prefills.
+  // The MLP runs over chunks of rows, so its [rows, F] buffers stay small at long prefills.
+  constexpr size_t kMlpRows = 256;
+  const size_t mlp_rows = std::min(T, kMlpRows);
   std::vector<float> x(T * H), xn(T * H), q(T * nh * d), k(T * nkv * d), v(T * nkv * d), attn(T * nh * d),
-      g(T * F), u(T * F);
+      g(mlp_rows * F), u(mlp_rows * F), down(mlp_rows * H);
   std::vector<float>& proj = xn;
   std::vector<int64_t> positions(T);
   size_t row = 0;
@@ -168,11 +171,14 @@ std::vector<float> LlamaModel::forward(std::vector<Input>& batch) {
     linear(attn.data(), T, L.o, proj.data());
     for (size_t i = 0; i < T * H; ++i) x[i] += proj[i];
     (ref ? cpu::ref::rmsnorm : cpu::fast::rmsnorm)(x.data(), L.mlp_norm.data(), T, H, float(cfg_.norm_eps), xn.data());
-    linear(xn.data(), T, L.gate, g.data());
-    linear(xn.data(), T, L.up, u.data());
-    (ref ? cpu::ref::silu_mul : cpu::fast::silu_mul)(g.data(), u.data(), T * F);
-    linear(g.data(), T, L.down, proj.data());
-    for (size_t i = 0; i < T * H; ++i) x[i] += proj[i];
+    for (size_t r = 0; r < T; r += mlp_rows) {
+      const size_t n = std::min(mlp_rows, T - r);
+      linear(&xn[r * H], n, L.gate, g.data());
+      linear(&xn[r * H], n, L.up, u.data());
+      (ref ? cpu::ref::silu_mul : cpu::fast::silu_mul)(g.data(), u.data(), n * F);
+      linear(g.data(), n, L.down, down.data());
+      for (size_t i = 0; i < n * H; ++i) x[r * H + i] += down[i];
+    }
   }
   for (auto& in : batch) in.cache->length += in.tokens.size();
 

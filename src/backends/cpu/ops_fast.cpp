@@ -182,7 +182,9 @@ void rope(float* x, size_t T, size_t heads, size_t d, const int64_t* positions, 
 }
 
 void silu_mul(float* gate, const float* up, size_t n) {
-  for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  parallel_for(n, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  });
 }
 
 namespace {
