@@ -1,0 +1,51 @@
+// The BERT encoder of sentence-transformers models (all-MiniLM-L12-v2 by default, any
+// BERT-family encoder such as LaBSE): WordPiece, the encoder, then the pooling and
+// normalisation that modules.json and 1_Pooling/config.json ask for.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/ops.h"
+#include "models/model_config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace pivotmt {
+
+class Checkpoint;
+
+enum class Pooling { Mean, Cls, Max, MeanSqrtLen };
+
+class BertEncoder {
+ public:
+  explicit BertEncoder(const std::string& dir);
+  ~BertEncoder();
+  const ModelConfig& config() const { return cfg_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  size_t dimension() const { return size_t(cfg_.hidden_size); }
+  size_t max_tokens() const { return max_tokens_; }
+
+  // Token ids with [CLS] / [SEP], truncated to the model's maximum.
+  std::vector<TokenId> tokenize(const std::string& text) const;
+  // Last hidden states [T, hidden] of one sequence.
+  std::vector<float> hidden_states(const std::vector<TokenId>& ids) const;
+  // Sentence embeddings [n, dimension], pooled and (when modules.json says) normalised;
+  // threaded over sentences.
+  std::vector<float> embed(const std::vector<std::string>& texts) const;
+
+ private:
+  struct Layer {
+    cpu::Matrix q, k, v, o, inter, out;
+    std::vector<float> q_b, k_b, v_b, o_b, inter_b, out_b, ln1_w, ln1_b, ln2_w, ln2_b;
+  };
+  ModelConfig cfg_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::vector<float> word_, position_, token_type_, emb_ln_w_, emb_ln_b_;
+  std::vector<Layer> layers_;
+  Pooling pooling_ = Pooling::Mean;
+  bool normalize_ = true;
+  size_t max_tokens_ = 512;
+};
+
+}  // namespace pivotmt
