@@ -13,5 +13,6 @@ void register_score(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_tokens(CLI::App& app);
 void register_generate(CLI::App& app);
+void register_retrieval(CLI::App& app);
 
 }  // namespace pivotmt::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   pivotmt::cli::register_tokenize(app);
   pivotmt::cli::register_tokens(app);
   pivotmt::cli::register_generate(app);
+  pivotmt::cli::register_retrieval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,40 @@
+// A persistent retrieval index: the filtered pool (rows.jsonl), the pool's embeddings for
+// the embedding retriever (vectors.f32, little-endian float32 [rows, dim]) and a
+// manifest naming the data (path and sha256), columns, retriever and model. Building
+// again with the same inputs reuses the index; a change rebuilds it.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "models/bert_model.h"
+#include "retrieval/retriever.h"
+
+namespace pivotmt {
+
+struct IndexSpec {
+  std::string data;  // a table file, or a directory holding {split}.csv / .tsv / .jsonl
+  std::string split = "train";
+  std::string pivot, source, target;
+  std::string retriever = "minilm";  // minilm | bm25 | bm25-char | chrf | random
+  std::string model;                 // the encoder directory (minilm)
+  uint64_t seed = 0;                 // random
+};
+
+struct LoadedIndex {
+  nlohmann::json manifest;
+  ParallelCorpus pool;
+  std::unique_ptr<BertEncoder> encoder;
+  std::unique_ptr<Retriever> retriever;
+};
+
+// The table file a (data, split) pair names.
+std::string resolve_split_file(const std::string& data, const std::string& split);
+
+// Builds the index in `dir`, or reuses it when its manifest matches; `rebuilt` says which.
+LoadedIndex build_index(const IndexSpec& spec, const std::string& dir, bool* rebuilt = nullptr);
+LoadedIndex load_index(const std::string& dir);
+
+}  // namespace pivotmt
