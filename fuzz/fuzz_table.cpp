@@ -1,4 +1,4 @@
-// libFuzzer target: arbitrary bytes as CSV, TSV and JSON Lines. Either a table whose
+// libFuzzer target: arbitrary bytes as CSV, TSV, JSON Lines and Parquet. Either a table whose
 // every row has one value per column, or a FormatError.
 #include <cstddef>
 #include <cstdint>
@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "io/parquet.h"
 #include "io/table.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -24,6 +25,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     check(pivotmt::parse_jsonl(text, "fuzz.jsonl"));
   } catch (const pivotmt::FormatError&) {
+  }
+  try {
+    check(pivotmt::parse_parquet(std::span(data, size), "fuzz.parquet"));
+  } catch (const pivotmt::Error&) {  // FormatError, or UnsupportedError for codecs/encodings
   }
   return 0;
 }

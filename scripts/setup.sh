@@ -13,6 +13,7 @@ PACKAGES=(
   libsentencepiece-dev              # FLORES tokenizers (metrics), SentencePiece models
   libpcre2-dev                      # Unicode regexes of byte-level BPE pre-tokenizers
   libopenblas-dev                   # SGEMM for CPU prefill
+  libsnappy-dev libzstd-dev zlib1g-dev  # Parquet page compression
   libgtest-dev libbenchmark-dev
 )
 

@@ -31,6 +31,10 @@ for target in safetensors model_config metrics table tokenizer; do
   cp fuzz/corpus/$target/* "$corpus/$target/"
 done
 # Real checkpoints written by Hugging Face's library as extra seeds (when ../shared is there).
+# Parquet files written by other implementations (Apache parquet-testing) seed the table fuzzer.
+for f in ../shared/fixtures/parquet-testing/*.parquet; do
+  [[ -f "$f" && $(stat -c %s "$f") -lt 65536 ]] && cp "$f" "$corpus/table/"
+done
 for f in ../shared/fixtures/models/*/model.safetensors; do
   [[ -f "$f" ]] && head -c 65536 "$f" >"$corpus/safetensors/$(basename "$(dirname "$f")").safetensors"
 done

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/parquet.h"
 #include "text/unicode.h"
 
 namespace pivotmt {
@@ -26,7 +27,8 @@ TableFormat table_format_for(const std::string& path) {
   if (ext == ".csv") return TableFormat::Csv;
   if (ext == ".tsv" || ext == ".tab") return TableFormat::Tsv;
   if (ext == ".jsonl" || ext == ".ndjson" || ext == ".json") return TableFormat::Jsonl;
-  throw Error(fmt::format("{}: unknown table format (expected .csv, .tsv or .jsonl)", path));
+  if (ext == ".parquet") return TableFormat::Parquet;
+  throw Error(fmt::format("{}: unknown table format (expected .csv, .tsv, .jsonl or .parquet)", path));
 }
 
 namespace {
@@ -171,6 +173,7 @@ Table parse_jsonl(std::string_view text, const std::string& source) {
 Table read_table(const std::string& path) { return read_table(path, table_format_for(path)); }
 
 Table read_table(const std::string& path, TableFormat format) {
+  if (format == TableFormat::Parquet) return read_parquet(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(fmt::format("{}: cannot open", path));
   std::stringstream ss;
@@ -180,6 +183,7 @@ Table read_table(const std::string& path, TableFormat format) {
     case TableFormat::Csv: return parse_delimited(text, ',', path);
     case TableFormat::Tsv: return parse_delimited(text, '\t', path);
     case TableFormat::Jsonl: return parse_jsonl(text, path);
+    case TableFormat::Parquet: break;
   }
   throw Error("unreachable");
 }

@@ -17,9 +17,9 @@ struct Table {
   size_t column(const std::string& name) const;
 };
 
-enum class TableFormat { Csv, Tsv, Jsonl };
+enum class TableFormat { Csv, Tsv, Jsonl, Parquet };
 
-// By extension: .csv, .tsv/.tab, .jsonl/.ndjson/.json (one object per line).
+// By extension: .csv, .tsv/.tab, .jsonl/.ndjson/.json (one object per line), .parquet.
 TableFormat table_format_for(const std::string& path);
 
 // RFC 4180: a header row, fields separated by `delimiter`, quoted fields may hold the

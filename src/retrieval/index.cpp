@@ -1,5 +1,6 @@
 #include "retrieval/index.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -14,25 +15,47 @@ namespace pivotmt {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string resolve_split_file(const std::string& data, const std::string& split) {
-  if (fs::is_regular_file(data)) return data;
+std::vector<std::string> resolve_split_files(const std::string& data, const std::string& split) {
+  if (fs::is_regular_file(data)) return {data};
   if (!fs::is_directory(data)) throw Error(fmt::format("{}: no such file or directory", data));
-  std::vector<std::string> found;
-  for (const char* ext : {".jsonl", ".csv", ".tsv", ".json"})
+  for (const char* ext : {".jsonl", ".csv", ".tsv", ".json", ".parquet"})
     for (const fs::path p : {fs::path(data) / (split + ext), fs::path(data) / "data" / (split + ext)})
-      if (fs::exists(p)) found.push_back(p.string());
-  for (const auto& e : fs::recursive_directory_iterator(data))
-    if (e.path().extension() == ".parquet" && e.path().filename().string().starts_with(split))
-      throw UnsupportedError(fmt::format("{}: Parquet splits are not readable yet (convert to JSONL/CSV)", e.path().string()));
-  if (found.empty()) throw Error(fmt::format("{}: no '{}' split ({}.jsonl / .csv / .tsv)", data, split, split));
-  return found.front();
+      if (fs::exists(p)) return {p.string()};
+  std::vector<std::string> shards;
+  for (const auto& e : fs::recursive_directory_iterator(data)) {
+    if (e.path().extension() != ".parquet") continue;
+    const std::string name = e.path().filename().string(), parent = e.path().parent_path().filename().string();
+    if (name.starts_with(split + "-") || name.starts_with(split + ".") || parent == split) shards.push_back(e.path().string());
+  }
+  std::sort(shards.begin(), shards.end());
+  if (shards.empty()) throw Error(fmt::format("{}: no '{}' split ({}.jsonl / .csv / .tsv / .parquet, data/{}-*.parquet, {}/*.parquet)", data, split, split, split, split));
+  return shards;
+}
+
+std::string resolve_split_file(const std::string& data, const std::string& split) {
+  return resolve_split_files(data, split).front();
+}
+
+Table read_split(const std::string& data, const std::string& split) {
+  const auto files = resolve_split_files(data, split);
+  Table all = read_table(files.front());
+  for (size_t i = 1; i < files.size(); ++i) {
+    Table t = read_table(files[i]);
+    if (t.columns != all.columns) throw FormatError(fmt::format("{}: columns differ from {}", files[i], files.front()));
+    for (auto& r : t.rows) all.rows.push_back(std::move(r));
+    for (auto l : t.row_lines) all.row_lines.push_back(l);
+  }
+  return all;
 }
 
 namespace {
-json expected_manifest(const IndexSpec& spec, const std::string& file) {
+json expected_manifest(const IndexSpec& spec, const std::vector<std::string>& files) {
+  std::string digest;
+  for (const auto& f : files) digest += sha256_file_hex(f);
   json m = {{"format", "pivotmt-index/1"},
-            {"data", fs::absolute(file).string()},
-            {"data_sha256", sha256_file_hex(file)},
+            {"data", fs::absolute(files.front()).string()},
+            {"data_files", files.size()},
+            {"data_sha256", files.size() == 1 ? digest : sha256_hex(digest)},
             {"split", spec.split},
             {"columns", {{"pivot", spec.pivot}, {"source", spec.source}, {"target", spec.target}}},
             {"retriever", spec.retriever}};
@@ -83,8 +106,9 @@ LoadedIndex load_index(const std::string& dir) {
 }
 
 LoadedIndex build_index(const IndexSpec& spec, const std::string& dir, bool* rebuilt) {
-  const std::string file = resolve_split_file(spec.data, spec.split);
-  json manifest = expected_manifest(spec, file);
+  const auto files = resolve_split_files(spec.data, spec.split);
+  const std::string file = files.front();
+  json manifest = expected_manifest(spec, files);
   const fs::path mpath = fs::path(dir) / "manifest.json";
   if (fs::exists(mpath)) {
     json old = read_json_file(mpath.string());
@@ -98,7 +122,7 @@ LoadedIndex build_index(const IndexSpec& spec, const std::string& dir, bool* reb
   }
   if (rebuilt) *rebuilt = true;
   fs::create_directories(dir);
-  const Table table = read_table(file);
+  const Table table = read_split(spec.data, spec.split);
   ParallelCorpus pool = load_parallel(table, spec.pivot, spec.source, spec.target);
   if (pool.rows.empty()) throw Error(fmt::format("{}: no row with pivot, source and target all present", file));
   {

@@ -30,8 +30,13 @@ struct LoadedIndex {
   std::unique_ptr<Retriever> retriever;
 };
 
-// The table file a (data, split) pair names.
+// The table files a (data, split) pair names: the file itself, or in a directory
+// {split}.jsonl/.csv/.tsv, or the hub's Parquet layouts data/{split}-*.parquet,
+// {split}/*.parquet, {config}/{split}/*.parquet (several shards, in name order).
+std::vector<std::string> resolve_split_files(const std::string& data, const std::string& split);
 std::string resolve_split_file(const std::string& data, const std::string& split);
+// The rows of all of a split's files, as one table.
+Table read_split(const std::string& data, const std::string& split);
 
 // Builds the index in `dir`, or reuses it when its manifest matches; `rebuilt` says which.
 LoadedIndex build_index(const IndexSpec& spec, const std::string& dir, bool* rebuilt = nullptr);
