@@ -14,6 +14,7 @@ PACKAGES=(
   libpcre2-dev                      # Unicode regexes of byte-level BPE pre-tokenizers
   libopenblas-dev                   # SGEMM for CPU prefill
   libsnappy-dev libzstd-dev zlib1g-dev  # Parquet page compression
+  libfaiss-dev                      # HNSW vector search for large retrieval pools
   libgtest-dev libbenchmark-dev
 )
 

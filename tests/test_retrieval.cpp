@@ -148,3 +148,29 @@ TEST(RetrievalIndex, BuildReuseRebuildAndDamage) {
 
 }  // namespace
 }  // namespace pivotmt
+
+namespace pivotmt {
+namespace {
+
+// HNSW (FAISS) returns what the exact scan returns on a pool of this size.
+TEST(Retrieval, HnswAgreesWithExactSearch) {
+  const BertEncoder encoder(test::fixture("models/tiny-minilm"));
+  const auto pool = load_parallel(read_table(test::fixture("original/arabic_train_pool_reconstructed.jsonl")), "msa", "en", "tn");
+  std::vector<std::string> texts;
+  for (const auto& r : pool.rows) texts.push_back(r.pivot);
+  const auto vectors = encoder.embed(texts);
+  const auto exact = make_embedding_retriever(encoder, vectors);
+  const auto hnsw = make_hnsw_retriever(encoder, vectors);
+  size_t same = 0, total = 0;
+  for (size_t q = 0; q < 40; ++q) {
+    const auto a = exact->nearest(pool.rows[q * 7].pivot, 5), b = hnsw->nearest(pool.rows[q * 7].pivot, 5);
+    for (const auto& x : a) {
+      ++total;
+      for (const auto& y : b) same += std::fabs(x.distance - y.distance) < 1e-5;
+    }
+  }
+  EXPECT_GE(double(same) / double(total), 0.95);
+}
+
+}  // namespace
+}  // namespace pivotmt

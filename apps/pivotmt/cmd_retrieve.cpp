@@ -17,13 +17,13 @@ void register_retrieval(CLI::App& app) {
     auto* cmd = app.add_subcommand("index", "Build (or reuse) a retrieval index of a corpus split");
     static IndexSpec spec;
     static std::string out;
-    cmd->add_option("--data", spec.data, "A CSV/TSV/JSONL file, or a directory with {split}.jsonl/.csv/.tsv")->required();
+    cmd->add_option("--data", spec.data, "A CSV/TSV/JSONL/Parquet file, a directory of splits, or a hub dataset id")->required();
     cmd->add_option("--split", spec.split, "Split")->capture_default_str();
     cmd->add_option("--pivot", spec.pivot, "Pivot column (e.g. hin, msa or translation.msa)")->required();
     cmd->add_option("--source", spec.source, "Source column")->required();
     cmd->add_option("--target", spec.target, "Target column")->required();
-    cmd->add_option("--retriever", spec.retriever, "minilm | bm25 | bm25-char | chrf | random")
-        ->check(CLI::IsMember({"minilm", "bm25", "bm25-char", "chrf", "random"}))
+    cmd->add_option("--retriever", spec.retriever, "minilm (exact L2) | minilm-hnsw (FAISS HNSW) | bm25 | bm25-char | chrf | random")
+        ->check(CLI::IsMember({"minilm", "minilm-hnsw", "bm25", "bm25-char", "chrf", "random"}))
         ->capture_default_str();
     cmd->add_option("--model", spec.model, "Sentence encoder for minilm (directory or hub id, e.g. "
                                            "sentence-transformers/all-MiniLM-L12-v2)");
@@ -32,6 +32,9 @@ void register_retrieval(CLI::App& app) {
     cmd->callback([] {
       IndexSpec s = spec;
       if (!s.model.empty()) s.model = resolve_repo_path(s.model, RepoType::Model);
+      // A hub dataset id: its Parquet / JSON / CSV files, fetched into the cache.
+      if (!std::filesystem::exists(s.data))
+        s.data = resolve_repo_path(s.data, RepoType::Dataset, {"*.parquet", "*.jsonl", "*.json", "*.csv", "*.tsv"});
       bool rebuilt = false;
       const auto ix = build_index(s, out, &rebuilt);
       fmt::print("{} {}: {} rows ({} dropped with an empty pivot, source or target), retriever {}\n",
@@ -68,14 +71,17 @@ void register_retrieval(CLI::App& app) {
     auto* describe = data->add_subcommand("describe", "Columns, row counts and sample rows of a dataset file");
     static std::string path;
     static size_t samples = 3;
-    describe->add_option("DATA", path, "CSV / TSV / JSONL file, or a directory of splits")->required();
+    describe->add_option("DATA", path, "CSV / TSV / JSONL / Parquet file, a directory of splits, or a hub dataset id")->required();
     describe->add_option("--samples", samples, "Rows to show")->capture_default_str();
     describe->callback([] {
+      if (!std::filesystem::exists(path))
+        path = resolve_repo_path(path, RepoType::Dataset, {"*.parquet", "*.jsonl", "*.json", "*.csv", "*.tsv"});
       std::vector<std::pair<std::string, std::string>> splits;
       if (std::filesystem::is_directory(path)) {
         for (const char* s : {"train", "validation", "dev", "test"}) {
           try {
-            splits.emplace_back(s, resolve_split_file(path, s));
+            resolve_split_files(path, s);
+            splits.emplace_back(s, s);
           } catch (const Error&) {
           }
         }
@@ -84,8 +90,8 @@ void register_retrieval(CLI::App& app) {
       }
       if (splits.empty()) throw Error(fmt::format("{}: no split files found", path));
       for (const auto& [name, file] : splits) {
-        const Table t = read_table(file);
-        fmt::print("split {}: {} — {} rows\ncolumns: {}\n", name, file, t.rows.size(), fmt::join(t.columns, ", "));
+        const Table t = name == "(file)" ? read_table(file) : read_split(path, name);
+        fmt::print("split {}: {} — {} rows\ncolumns: {}\n", name, name == "(file)" ? file : path, t.rows.size(), fmt::join(t.columns, ", "));
         for (size_t r = 0; r < std::min(samples, t.rows.size()); ++r) {
           fmt::print("  row {}:\n", r);
           for (size_t c = 0; c < t.columns.size(); ++c) {

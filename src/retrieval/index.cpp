@@ -59,7 +59,7 @@ json expected_manifest(const IndexSpec& spec, const std::vector<std::string>& fi
             {"split", spec.split},
             {"columns", {{"pivot", spec.pivot}, {"source", spec.source}, {"target", spec.target}}},
             {"retriever", spec.retriever}};
-  if (spec.retriever == "minilm") {
+  if (spec.retriever == "minilm" || spec.retriever == "minilm-hnsw") {
     if (spec.model.empty()) throw Error("the minilm retriever needs --model (a sentence-transformers BERT directory)");
     const fs::path cfg = fs::path(spec.model) / "config.json", weights = fs::path(spec.model) / "model.safetensors";
     m["model"] = fs::absolute(spec.model).string();
@@ -74,11 +74,12 @@ std::unique_ptr<Retriever> make_retriever(const json& m, const ParallelCorpus& p
                                           std::vector<float> vectors) {
   const std::string r = m.at("retriever");
   if (r == "minilm") return make_embedding_retriever(*encoder, std::move(vectors));
+  if (r == "minilm-hnsw") return make_hnsw_retriever(*encoder, std::move(vectors));
   if (r == "bm25") return make_bm25_retriever(pool, false);
   if (r == "bm25-char") return make_bm25_retriever(pool, true);
   if (r == "chrf") return make_chrf_retriever(pool);
   if (r == "random") return make_random_retriever(pool, m.value("seed", uint64_t(0)));
-  throw Error(fmt::format("unknown retriever '{}' (expected minilm, bm25, bm25-char, chrf or random)", r));
+  throw Error(fmt::format("unknown retriever '{}' (expected minilm, minilm-hnsw, bm25, bm25-char, chrf or random)", r));
 }
 }  // namespace
 
@@ -91,7 +92,7 @@ LoadedIndex load_index(const std::string& dir) {
   ix.pool = load_parallel(rows, "pivot", "source", "target");
   ix.pool.source = m.at("data");
   std::vector<float> vectors;
-  if (m.at("retriever") == "minilm") {
+  if (m.at("retriever") == "minilm" || m.at("retriever") == "minilm-hnsw") {
     ix.encoder = std::make_unique<BertEncoder>(m.at("model").get<std::string>());
     const fs::path vf = fs::path(dir) / "vectors.f32";
     const size_t expect = ix.pool.rows.size() * ix.encoder->dimension() * 4;
@@ -134,7 +135,7 @@ LoadedIndex build_index(const IndexSpec& spec, const std::string& dir, bool* reb
     out.close();
     fs::rename(tmp, fs::path(dir) / "rows.jsonl");
   }
-  if (spec.retriever == "minilm") {
+  if (spec.retriever == "minilm" || spec.retriever == "minilm-hnsw") {
     const BertEncoder encoder(spec.model);
     std::vector<std::string> texts;
     for (const auto& r : pool.rows) texts.push_back(r.pivot);

@@ -18,7 +18,7 @@ struct IndexSpec {
   std::string data;  // a table file, or a directory holding {split}.csv / .tsv / .jsonl
   std::string split = "train";
   std::string pivot, source, target;
-  std::string retriever = "minilm";  // minilm | bm25 | bm25-char | chrf | random
+  std::string retriever = "minilm";  // minilm | minilm-hnsw | bm25 | bm25-char | chrf | random
   std::string model;                 // the encoder directory (minilm)
   uint64_t seed = 0;                 // random
 };

@@ -5,6 +5,8 @@
 #include <numeric>
 #include <unordered_map>
 
+#include <faiss/IndexHNSW.h>
+
 #include "engine/sampling.h"
 #include "metrics/chrf.h"
 #include "metrics/corpus.h"
@@ -13,18 +15,23 @@
 
 namespace pivotmt {
 
-std::vector<Neighbor> retrieve(const Retriever& r, const ParallelCorpus& pool, const std::string& query_pivot,
-                               size_t k, size_t candidates) {
-  const auto d = r.distances(query_pivot);
+std::vector<Neighbor> Retriever::nearest(const std::string& query_pivot, size_t n) const {
+  const auto d = distances(query_pivot);
   std::vector<size_t> order(d.size());
   std::iota(order.begin(), order.end(), 0);
   // Ascending distance, row order on ties: stable_sort keeps pool order.
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return d[a] < d[b]; });
   std::vector<Neighbor> out;
-  for (size_t i = 0; i < std::min(candidates, order.size()); ++i) {
-    const auto& row = pool.rows[order[i]];
-    if (row.pivot == query_pivot) continue;  // the query itself (or a duplicate of it)
-    out.push_back({order[i], d[order[i]]});
+  for (size_t i = 0; i < std::min(n, order.size()); ++i) out.push_back({order[i], d[order[i]]});
+  return out;
+}
+
+std::vector<Neighbor> retrieve(const Retriever& r, const ParallelCorpus& pool, const std::string& query_pivot,
+                               size_t k, size_t candidates) {
+  std::vector<Neighbor> out;
+  for (const auto& n : r.nearest(query_pivot, candidates)) {
+    if (pool.rows[n.index].pivot == query_pivot) continue;  // the query itself (or a duplicate of it)
+    out.push_back(n);
   }
   if (out.size() > k) out.resize(k);
   return out;
@@ -65,6 +72,33 @@ std::vector<std::u32string> bm25_terms(const std::string& text, bool char_ngrams
   for (size_t i = 0; i + n <= s.size(); ++i) out.push_back(s.substr(i, n));
   return out;
 }
+
+class HnswRetriever : public EmbeddingRetriever {
+ public:
+  HnswRetriever(const BertEncoder& e, std::vector<float> vectors)
+      : EmbeddingRetriever(e, vectors), encoder_(e), index_(int(e.dimension()), 32) {
+    index_.add(faiss::Index::idx_t(vectors.size() / e.dimension()), vectors.data());
+  }
+  std::string name() const override { return "minilm-hnsw"; }
+  std::vector<Neighbor> nearest(const std::string& query, size_t n) const override {
+    const auto q = encoder_.embed({query});
+    n = std::min<size_t>(n, size_t(index_.ntotal));
+    std::vector<float> dist(n);
+    std::vector<faiss::Index::idx_t> ids(n);
+    if (n) index_.search(1, q.data(), faiss::Index::idx_t(n), dist.data(), ids.data());
+    std::vector<Neighbor> out;
+    for (size_t i = 0; i < n; ++i)
+      if (ids[i] >= 0) out.push_back({size_t(ids[i]), double(dist[i])});
+    std::stable_sort(out.begin(), out.end(), [](const Neighbor& a, const Neighbor& b) {
+      return a.distance != b.distance ? a.distance < b.distance : a.index < b.index;
+    });
+    return out;
+  }
+
+ private:
+  const BertEncoder& encoder_;
+  faiss::IndexHNSWFlat index_;
+};
 
 class Bm25Retriever : public Retriever {
  public:
@@ -152,6 +186,9 @@ std::unique_ptr<Retriever> make_embedding_retriever(const BertEncoder& encoder, 
 }
 std::unique_ptr<Retriever> make_embedding_retriever(const BertEncoder& encoder, std::vector<float> pool_vectors) {
   return std::make_unique<EmbeddingRetriever>(encoder, std::move(pool_vectors));
+}
+std::unique_ptr<Retriever> make_hnsw_retriever(const BertEncoder& encoder, std::vector<float> pool_vectors) {
+  return std::make_unique<HnswRetriever>(encoder, std::move(pool_vectors));
 }
 std::unique_ptr<Retriever> make_bm25_retriever(const ParallelCorpus& pool, bool char_ngrams) {
   return std::make_unique<Bm25Retriever>(pool, char_ngrams);

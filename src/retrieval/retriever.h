@@ -25,6 +25,8 @@ class Retriever {
   virtual std::string name() const = 0;
   // Every pool row with its distance to the query, in pool order.
   virtual std::vector<double> distances(const std::string& query_pivot) const = 0;
+  // The n nearest rows, ascending (ties by row order). Approximate indexes override it.
+  virtual std::vector<Neighbor> nearest(const std::string& query_pivot, size_t n) const;
 };
 
 // The study's query: candidates = the `candidates` nearest, then the filters, then first k.
@@ -36,6 +38,9 @@ std::vector<Neighbor> retrieve(const Retriever& r, const ParallelCorpus& pool, c
 // encoder sees mostly [UNK] pieces in Devanagari) are ordered by row, deterministically.
 std::unique_ptr<Retriever> make_embedding_retriever(const BertEncoder& encoder, const ParallelCorpus& pool);
 std::unique_ptr<Retriever> make_embedding_retriever(const BertEncoder& encoder, std::vector<float> pool_vectors);
+// The same embeddings searched with a FAISS HNSW graph (M = 32): approximate, for pools
+// too large to scan per query.
+std::unique_ptr<Retriever> make_hnsw_retriever(const BertEncoder& encoder, std::vector<float> pool_vectors);
 // Okapi BM25 (k1 1.5, b 0.75) over lowercased words, or over character n-grams (n = 3,
 // spaces kept) for scripts an English encoder cannot read.
 std::unique_ptr<Retriever> make_bm25_retriever(const ParallelCorpus& pool, bool char_ngrams);
