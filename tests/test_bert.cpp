@@ -18,10 +18,7 @@ namespace {
 
 template <typename T>
 std::vector<T> tensor(const SafetensorsFile& f, const std::string& name) {
-  const auto& t = f.at(name);
-  std::vector<T> v(t.numel());
-  std::memcpy(v.data(), f.data(t).data(), t.nbytes());
-  return v;
+  return test::read_tensor<T>(f, name);
 }
 
 TEST(BertEncoder, MatchesTransformers) {

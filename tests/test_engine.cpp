@@ -14,12 +14,7 @@
 namespace pivotmt {
 namespace {
 
-std::vector<int64_t> i64(const SafetensorsFile& f, const std::string& name) {
-  const auto& t = f.at(name);
-  std::vector<int64_t> v(t.numel());
-  std::memcpy(v.data(), f.data(t).data(), t.nbytes());
-  return v;
-}
+std::vector<int64_t> i64(const SafetensorsFile& f, const std::string& name) { return test::read_tensor<int64_t>(f, name); }
 
 TEST(Sampling, HuggingFaceOrder) {
   const std::vector<float> logits = {1, 2, 3, 4};

@@ -17,18 +17,8 @@
 namespace pivotmt {
 namespace {
 
-std::vector<int64_t> i64(const SafetensorsFile& f, const std::string& name) {
-  const auto& t = f.at(name);
-  std::vector<int64_t> v(t.numel());
-  std::memcpy(v.data(), f.data(t).data(), t.nbytes());
-  return v;
-}
-std::vector<float> f32(const SafetensorsFile& f, const std::string& name) {
-  const auto& t = f.at(name);
-  std::vector<float> v(t.numel());
-  std::memcpy(v.data(), f.data(t).data(), t.nbytes());
-  return v;
-}
+std::vector<int64_t> i64(const SafetensorsFile& f, const std::string& name) { return test::read_tensor<int64_t>(f, name); }
+std::vector<float> f32(const SafetensorsFile& f, const std::string& name) { return test::read_tensor<float>(f, name); }
 
 size_t argmax(const float* row, size_t n) {
   size_t best = 0;

@@ -58,6 +58,32 @@ TEST(Retrieval, Bm25Formula) {
   EXPECT_EQ(d[2], 0.0);
 }
 
+// The reconstructed pools as CSV (RFC 4180 quoting written here) load to the same rows.
+TEST(Retrieval, PoolsFromCsv) {
+  for (const auto& [file, cols] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"konkani_train_pool_reconstructed.jsonl", {"hin", "mar", "gom"}},
+           {"arabic_train_pool_reconstructed.jsonl", {"msa", "en", "tn"}}}) {
+    const Table jsonl = read_table(test::fixture("original/" + file));
+    std::string csv = cols[0] + "," + cols[1] + "," + cols[2] + "\r\n";
+    auto quote = [](const std::string& v) {
+      std::string q = "\"";
+      for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+      return q + "\"";
+    };
+    for (const auto& r : jsonl.rows)
+      csv += quote(*r[jsonl.column(cols[0])]) + "," + quote(*r[jsonl.column(cols[1])]) + "," + quote(*r[jsonl.column(cols[2])]) + "\r\n";
+    test::TempDir tmp;
+    test::write_file(tmp.str("pool.csv"), csv);
+    const auto a = load_parallel(jsonl, cols[0], cols[1], cols[2]);
+    const auto b = load_parallel(read_table(tmp.str("pool.csv")), cols[0], cols[1], cols[2]);
+    ASSERT_EQ(a.rows.size(), b.rows.size());
+    for (size_t i = 0; i < a.rows.size(); ++i) {
+      EXPECT_EQ(a.rows[i].pivot, b.rows[i].pivot);
+      EXPECT_EQ(a.rows[i].target, b.rows[i].target);
+    }
+  }
+}
+
 TEST(Retrieval, NestedColumnsAndEmptyRows) {
   test::TempDir tmp;
   test::write_file(tmp.str("tn.jsonl"),

@@ -2,10 +2,24 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <stdexcept>
 #include <string>
+#include <cstring>
 #include <vector>
 
+#include "io/safetensors.h"
+
 namespace pivotmt::test {
+
+// A tensor of a golden file as a vector of T (the stored dtype must have T's size).
+template <typename T>
+std::vector<T> read_tensor(const SafetensorsFile& f, const std::string& name) {
+  const auto& t = f.at(name);
+  std::vector<T> v(t.numel());
+  if (t.nbytes() != v.size() * sizeof(T)) throw std::runtime_error(name + ": element size mismatch");
+  std::memcpy(v.data(), f.data(t).data(), t.nbytes());
+  return v;
+}
 
 std::string shared_dir();                     // ../shared (CI has it at the same place)
 std::string fixture(const std::string& rel);  // shared_dir()/fixtures/rel

@@ -147,6 +147,19 @@ class BaseTokenizer : public Tokenizer {
       throw FormatError(fmt::format("cannot tokenize: the text is not valid UTF-8 (byte {})", bad));
   }
 
+  // The shared outer loop of encode: added tokens become their ids, text between them
+  // goes to `encode_text(segment, ids)`.
+  template <typename F>
+  std::vector<TokenId> encode_segments(const std::string& text, bool add_special_tokens, F&& encode_text) const {
+    check_utf8(text);
+    std::vector<TokenId> ids;
+    for (const auto& seg : added_->split(text, false)) {
+      if (seg.id >= 0) ids.push_back(seg.id);
+      else encode_text(seg, ids);
+    }
+    return with_specials(std::move(ids), add_special_tokens);
+  }
+
   std::string finish_decode(std::string text) const { return clean_up_ ? clean_up_tokenization(std::move(text)) : text; }
 
   std::unique_ptr<AddedVocabulary> added_;
@@ -174,13 +187,7 @@ class PipelineTokenizer : public BaseTokenizer {
   void configure(const TokenizerConfig& cfg, std::vector<AddedToken> added) { finish(cfg, std::move(added)); }
 
   std::vector<TokenId> encode(const std::string& text, bool add_special_tokens) const override {
-    check_utf8(text);
-    std::vector<TokenId> ids;
-    for (const auto& seg : added_->split(text, false)) {
-      if (seg.id >= 0) {
-        ids.push_back(seg.id);
-        continue;
-      }
+    return encode_segments(text, add_special_tokens, [&](const Segment& seg, std::vector<TokenId>& ids) {
       const std::string normalized = normalizer_ ? normalizer_->normalize(seg.text) : seg.text;
       for (const auto& part : added_->split(normalized, true)) {
         if (part.id >= 0) {
@@ -194,8 +201,7 @@ class PipelineTokenizer : public BaseTokenizer {
           else wordpiece_->encode_word(p.text, ids);
         }
       }
-    }
-    return with_specials(std::move(ids), add_special_tokens);
+    });
   }
 
   std::string decode(const std::vector<TokenId>& ids, bool skip_special_tokens) const override {
@@ -499,19 +505,12 @@ class SentencePieceTokenizer : public BaseTokenizer {
     if (!cfg.add_bos && !cfg.add_eos && bos_id) prefix_ = {*bos_id};  // LlamaTokenizer's default
   }
   std::vector<TokenId> encode(const std::string& text, bool add_special_tokens) const override {
-    check_utf8(text);
-    std::vector<TokenId> ids;
-    for (const auto& seg : added_->split(text, false)) {
-      if (seg.id >= 0) {
-        ids.push_back(seg.id);
-        continue;
-      }
+    return encode_segments(text, add_special_tokens, [&](const Segment& seg, std::vector<TokenId>& ids) {
       std::vector<int> piece_ids;
       const auto status = sp_.Encode(seg.text, &piece_ids);
       if (!status.ok()) throw Error("SentencePiece encoding failed: " + status.ToString());
       ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
-    }
-    return with_specials(std::move(ids), add_special_tokens);
+    });
   }
   std::string decode(const std::vector<TokenId>& ids, bool skip_special_tokens) const override {
     std::string out;
