@@ -99,3 +99,27 @@ TEST(CpuOps, WindowSemantics) {
 
 }  // namespace
 }  // namespace pivotmt::cpu
+
+namespace pivotmt::cpu {
+namespace {
+
+TEST(CpuOps, Int8WeightOnly) {
+  const auto w = random(769 * 65, 11, 0.1f);
+  const Matrix q = quantize_int8(w.data(), 769, 65);
+  std::vector<float> row(65);
+  for (size_t o = 0; o < 769; ++o) {  // each weight within half a quantisation step
+    q.row_to_f32(o, row.data());
+    for (size_t i = 0; i < 65; ++i) ASSERT_LE(std::fabs(row[i] - w[o * 65 + i]), q.scale[o] * 0.5f + 1e-7f);
+  }
+  for (size_t T : {size_t(1), size_t(5), size_t(20)}) {
+    const auto x = random(T * 65, unsigned(T));
+    std::vector<float> want(T * 769), got(T * 769);
+    ref::linear(x.data(), T, q, want.data());
+    fast::linear(x.data(), T, q, got.data());
+    expect_close(got, want, 1e-4f, "int8 linear T=" + std::to_string(T));
+  }
+  EXPECT_EQ(q.bytes(), 769u * 65u + 769u * 4u);
+}
+
+}  // namespace
+}  // namespace pivotmt::cpu

@@ -148,3 +148,25 @@ TEST(LlamaModel, RejectsBadTokens) {
 
 }  // namespace
 }  // namespace pivotmt
+
+namespace pivotmt {
+namespace {
+
+// Weight-only INT8 stays close to F32 (per-row absmax quantisation of random weights).
+TEST(LlamaModel, Int8WeightsStayClose) {
+  LlamaModel f32(test::fixture("models/tiny-sharded")), i8(test::fixture("models/tiny-sharded"), {DType::I8, OpsImpl::Fast});
+  KvCache a = f32.new_cache(), b = i8.new_cache();
+  const std::vector<TokenId> ids = {1, 20, 300, 4000 % 2002, 55, 66, 77};
+  std::vector<LlamaModel::Input> x = {{&a, ids, true}}, y = {{&b, ids, true}};
+  const auto la = f32.forward(x), lb = i8.forward(y);
+  double max_abs = 0, max_err = 0;
+  for (size_t i = 0; i < la.size(); ++i) {
+    max_abs = std::max(max_abs, double(std::fabs(la[i])));
+    max_err = std::max(max_err, double(std::fabs(la[i] - lb[i])));
+  }
+  EXPECT_LT(max_err, 0.05 * max_abs) << "max error " << max_err << " of " << max_abs;
+  EXPECT_LT(i8.weight_bytes(), f32.weight_bytes() / 2);
+}
+
+}  // namespace
+}  // namespace pivotmt

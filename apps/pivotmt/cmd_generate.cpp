@@ -39,7 +39,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--context-policy", context, "error | truncate-left | allow")
       ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
       ->capture_default_str();
-  cmd->add_option("--dtype", dtype, "Weight storage: f32 | f16")->check(CLI::IsMember({"f32", "f16"}))->capture_default_str();
+  cmd->add_option("--dtype", dtype, "Weight storage: f32 | f16 | int8 (weight-only, per output channel)")->check(CLI::IsMember({"f32", "f16", "int8"}))->capture_default_str();
   cmd->add_option("--device", device, "cpu (cuda with the CUDA engine)")->capture_default_str();
   cmd->add_option("--max-batch", max_batch, "Sequences decoded together")->capture_default_str();
   cmd->add_flag("--json", as_json, "One JSON object per prompt");
@@ -82,7 +82,7 @@ void register_generate(CLI::App& app) {
     } else {
       throw Error("give --prompt, --messages or --ids");
     }
-    LlamaModel lm(dir, {dtype == "f32" ? DType::F32 : DType::F16, OpsImpl::Fast});
+    LlamaModel lm(dir, {dtype == "f32" ? DType::F32 : dtype == "int8" ? DType::I8 : DType::F16, OpsImpl::Fast});
     std::vector<GenerationRequest> requests;
     for (const auto& ids : inputs) {
       GenerationRequest r;

@@ -51,6 +51,10 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
   m.out = size_t(info.shape.at(0));
   m.in = info.shape.size() > 1 ? size_t(info.shape[1]) : 1;
   m.dtype = storage;
+  if (storage == DType::I8) {
+    const auto f = ckpt.load_f32(name);
+    return cpu::quantize_int8(f.data(), m.out, m.in);
+  }
   const auto raw = ckpt.raw(name);
   const size_t align = storage == DType::F32 ? 4 : 2;
   if (info.dtype == storage && reinterpret_cast<uintptr_t>(raw.data()) % align == 0) {
@@ -70,12 +74,14 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
 LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(options) {
   cfg_ = load_model_config(dir);
   if (!cfg_.is_decoder()) throw UnsupportedError(fmt::format("{}: {} is not a decoder model", dir, architecture_name(cfg_.arch)));
-  if (options.weights != DType::F32 && options.weights != DType::F16)
-    throw UnsupportedError("weights can be stored as F32 or F16");
+  if (options.weights != DType::F32 && options.weights != DType::F16 && options.weights != DType::I8)
+    throw UnsupportedError("weights can be stored as F32, F16 or INT8 (I8)");
   checkpoint_ = std::make_unique<Checkpoint>(dir);
   const Checkpoint& ckpt = *checkpoint_;
   verify_weights(cfg_, ckpt);
-  embed_ = load_matrix(ckpt, "model.embed_tokens.weight", options.weights);
+  // INT8 applies to the projections and the output layer; the embedding table is only
+  // gathered from, so it stays F16.
+  embed_ = load_matrix(ckpt, "model.embed_tokens.weight", options.weights == DType::I8 ? DType::F16 : options.weights);
   if (!cfg_.tie_word_embeddings) lm_head_ = load_matrix(ckpt, "lm_head.weight", options.weights);
   final_norm_ = ckpt.load_f32("model.norm.weight");
   for (int64_t l = 0; l < cfg_.num_layers; ++l) {
@@ -145,8 +151,7 @@ std::vector<float> LlamaModel::forward(std::vector<Input>& batch) {
     for (size_t i = 0; i < in.tokens.size(); ++i, ++row) {
       positions[row] = int64_t(in.cache->length + i);
       const size_t id = size_t(in.tokens[i]);
-      if (embed_.dtype == DType::F32) std::memcpy(&x[row * H], embed_.row_f32(id), H * 4);
-      else convert_floats(DType::F16, embed_.row_f16(id), DType::F32, &x[row * H], H);
+      embed_.row_to_f32(id, &x[row * H]);
     }
 
   for (size_t l = 0; l < layers_.size(); ++l) {

@@ -18,7 +18,7 @@ class Checkpoint;
 enum class OpsImpl { Reference, Fast };
 
 struct LoadOptions {
-  DType weights = DType::F32;  // F32 or F16 storage; compute is always F32
+  DType weights = DType::F32;  // F32, F16 or I8 (weight-only INT8) storage; compute is always F32
   OpsImpl ops = OpsImpl::Fast;
 };
 

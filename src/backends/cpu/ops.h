@@ -15,18 +15,30 @@ namespace pivotmt::cpu {
 // The data either lives in the matrix (converted at load) or is borrowed from a memory
 // map of the checkpoint when it is stored in the wanted dtype (zero copy: the weights
 // cost their file pages once, not twice).
+// I8: weight-only INT8, one F32 scale per output row (w ≈ scale[o] * q[o, i]), so a 7B
+// model fits in 24 GiB; activations and accumulation stay F32.
 struct Matrix {
   DType dtype = DType::F32;
   size_t out = 0, in = 0;
   std::vector<float> f32;      // [out, in] when dtype == F32 and owned
   std::vector<uint16_t> f16;   // [out, in] when dtype == F16 and owned
+  std::vector<int8_t> i8;      // [out, in] when dtype == I8
+  std::vector<float> scale;    // [out] when dtype == I8
   const void* borrowed = nullptr;  // [out, in] in the checkpoint mapping, else null
   const float* data_f32() const { return borrowed ? static_cast<const float*>(borrowed) : f32.data(); }
   const uint16_t* data_f16() const { return borrowed ? static_cast<const uint16_t*>(borrowed) : f16.data(); }
   const float* row_f32(size_t o) const { return data_f32() + o * in; }
   const uint16_t* row_f16(size_t o) const { return data_f16() + o * in; }
-  size_t bytes() const { return out * in * (dtype == DType::F32 ? 4 : 2); }
+  const int8_t* row_i8(size_t o) const { return i8.data() + o * in; }
+  size_t bytes() const {
+    return dtype == DType::I8 ? out * in + out * 4 : out * in * (dtype == DType::F32 ? 4 : 2);
+  }
+  // Row o as F32 (dequantised / converted).
+  void row_to_f32(size_t o, float* dst) const;
 };
+
+// Per-row absmax quantisation of an F32 [out, in] matrix to I8.
+Matrix quantize_int8(const float* w, size_t out, size_t in);
 
 // Rotary embedding tables for one model: inv_freq per pair (already rope_scaling-adjusted).
 struct Rope {

@@ -81,6 +81,26 @@ __attribute__((target("avx2,fma,f16c"))) void gemv1_avx2(const float* x, const M
   }
 }
 
+// INT8 weights: widen 8 bytes to 8 floats, accumulate, scale the row's sum at the end.
+__attribute__((target("avx2,fma,f16c"))) void gemv_i8_avx2(const float* x, size_t T, const Matrix& w, float* y,
+                                                            size_t o0, size_t o1) {
+  const size_t in = w.in, in8 = in & ~size_t(7);
+  for (size_t o = o0; o < o1; ++o) {
+    const int8_t* r = w.row_i8(o);
+    __m256 acc[kGemvMaxRows];
+    for (size_t t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (size_t i = 0; i < in8; i += 8) {
+      const __m256 wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(r + i))));
+      for (size_t t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(x + t * in + i), wv, acc[t]);
+    }
+    for (size_t t = 0; t < T; ++t) {
+      float s = hsum(acc[t]);
+      for (size_t i = in8; i < in; ++i) s += x[t * in + i] * float(r[i]);
+      y[t * w.out + o] = s * w.scale[o];
+    }
+  }
+}
+
 // y[t, o] = sum_i x[t, i] * w[o, i] for rows o in [o0, o1), all T (<= kGemvMaxRows) rows.
 __attribute__((target("avx2,fma,f16c"))) void gemv_avx2(const float* x, size_t T, const Matrix& w, float* y,
                                                          size_t o0, size_t o1) {
@@ -107,11 +127,8 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_avx2(const float* x, size_t T
 void gemv_portable(const float* x, size_t T, const Matrix& w, float* y, size_t o0, size_t o1) {
   std::vector<float> row(w.in);
   for (size_t o = o0; o < o1; ++o) {
-    const float* wr = w.row_f32(o);
-    if (w.dtype == DType::F16) {
-      convert_floats(DType::F16, w.row_f16(o), DType::F32, row.data(), w.in);
-      wr = row.data();
-    }
+    const float* wr = w.dtype == DType::F32 ? w.row_f32(o) : row.data();
+    if (w.dtype != DType::F32) w.row_to_f32(o, row.data());
     for (size_t t = 0; t < T; ++t) {
       float s = 0.0f;
       for (size_t i = 0; i < w.in; ++i) s += x[t * w.in + i] * wr[i];
@@ -126,7 +143,10 @@ void linear(const float* x, size_t T, const Matrix& w, float* y) {
   if (T <= kGemvMaxRows) {
     parallel_for(w.out, [&](size_t o0, size_t o1) {
 #if defined(__x86_64__)
-      if (cpu_has_avx2_fma_f16c()) return T == 1 ? gemv1_avx2(x, w, y, o0, o1) : gemv_avx2(x, T, w, y, o0, o1);
+      if (cpu_has_avx2_fma_f16c()) {
+        if (w.dtype == DType::I8) return gemv_i8_avx2(x, T, w, y, o0, o1);
+        return T == 1 ? gemv1_avx2(x, w, y, o0, o1) : gemv_avx2(x, T, w, y, o0, o1);
+      }
 #endif
       gemv_portable(x, T, w, y, o0, o1);
     });
@@ -137,12 +157,14 @@ void linear(const float* x, size_t T, const Matrix& w, float* y) {
                 w.data_f32(), int(w.in), 0.0f, y, int(w.out));
     return;
   }
-  // F16 weights: convert a block of rows to F32, multiply it, next block.
+  // F16 / I8 weights: convert a block of rows to F32, multiply it, next block.
   constexpr size_t kBlock = 256;
   std::vector<float> block(kBlock * w.in);
   for (size_t o0 = 0; o0 < w.out; o0 += kBlock) {
     const size_t rows = std::min(kBlock, w.out - o0);
-    convert_floats(DType::F16, w.row_f16(o0), DType::F32, block.data(), rows * w.in);
+    if (w.dtype == DType::F16) convert_floats(DType::F16, w.row_f16(o0), DType::F32, block.data(), rows * w.in);
+    else
+      for (size_t r = 0; r < rows; ++r) w.row_to_f32(o0 + r, &block[r * w.in]);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(rows), int(w.in), 1.0f, x, int(w.in),
                 block.data(), int(w.in), 0.0f, y + o0, int(w.out));
   }

@@ -1,22 +1,53 @@
 // Reference implementations: straightforward loops in F32 (double accumulation where
 // it makes the reference more exact), the specification the fast kernels are tested against.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "backends/cpu/ops.h"
 
+namespace pivotmt::cpu {
+
+void Matrix::row_to_f32(size_t o, float* dst) const {
+  switch (dtype) {
+    case DType::F32: std::copy(row_f32(o), row_f32(o) + in, dst); return;
+    case DType::F16: convert_floats(DType::F16, row_f16(o), DType::F32, dst, in); return;
+    default:
+      for (size_t i = 0; i < in; ++i) dst[i] = scale[o] * float(row_i8(o)[i]);
+  }
+}
+
+Matrix quantize_int8(const float* w, size_t out, size_t in) {
+  Matrix m;
+  m.dtype = DType::I8;
+  m.out = out;
+  m.in = in;
+  m.i8.resize(out * in);
+  m.scale.resize(out);
+  for (size_t o = 0; o < out; ++o) {
+    float absmax = 0.0f;
+    for (size_t i = 0; i < in; ++i) absmax = std::max(absmax, std::fabs(w[o * in + i]));
+    const float s = absmax > 0 ? absmax / 127.0f : 1.0f;
+    m.scale[o] = s;
+    for (size_t i = 0; i < in; ++i) m.i8[o * in + i] = int8_t(std::lrint(std::clamp(w[o * in + i] / s, -127.0f, 127.0f)));
+  }
+  return m;
+}
+
+}  // namespace pivotmt::cpu
+
 namespace pivotmt::cpu::ref {
 
 void linear(const float* x, size_t T, const Matrix& w, float* y) {
-  for (size_t t = 0; t < T; ++t)
-    for (size_t o = 0; o < w.out; ++o) {
+  std::vector<float> row(w.in);
+  for (size_t o = 0; o < w.out; ++o) {
+    w.row_to_f32(o, row.data());
+    for (size_t t = 0; t < T; ++t) {
       double acc = 0.0;
-      for (size_t i = 0; i < w.in; ++i) {
-        const float wv = w.dtype == DType::F32 ? w.row_f32(o)[i] : f16_to_f32(w.row_f16(o)[i]);
-        acc += double(x[t * w.in + i]) * double(wv);
-      }
+      for (size_t i = 0; i < w.in; ++i) acc += double(x[t * w.in + i]) * double(row[i]);
       y[t * w.out + o] = float(acc);
     }
+  }
 }
 
 void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, float* y) {
