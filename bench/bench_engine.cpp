@@ -41,7 +41,7 @@ size_t peak_rss_bytes() { return status_kb("VmHWM:") * 1024; }
 size_t baseline_rss = 0;  // the process before any model is loaded
 
 struct Figures {
-  std::string preset;
+  std::string preset;  // with the weight storage, e.g. "small f16"
   double params = 0, weight_mb = 0, prefill_tps = 0, prefill_gflops = 0, sgemm = 0, decode_tps[3] = {0, 0, 0},
          decode_gbs = 0, rss_mb = 0, expected_mb = 0, baseline_mb = 0;
 };
@@ -72,7 +72,7 @@ double sgemm_gflops(size_t M, size_t N, size_t K) {
   return best;
 }
 
-Figures run(const std::string& preset, const std::filesystem::path& dir, bool measure_rss) {
+Figures run(const std::string& preset, const std::filesystem::path& dir, bool measure_rss, DType weights) {
   MakeModelOptions o;
   o.preset = preset;
   o.out_dir = (dir / preset).string();
@@ -87,11 +87,15 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
     int status = 0;
     waitpid(pid, &status, 0);
   }
-  LlamaModel model(o.out_dir, {DType::F16, OpsImpl::Fast});
+  LlamaModel model(o.out_dir, {weights, OpsImpl::Fast});
   const auto& c = model.config();
   Figures f;
-  f.preset = preset;
-  f.params = double(model.weight_bytes()) / 2;
+  f.preset = preset + (weights == DType::I8 ? " int8" : " f16");
+  // The checkpoint is F16 on disk: 2 bytes per parameter, whatever the in-memory storage.
+  size_t file_bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(o.out_dir))
+    if (e.path().extension() == ".safetensors") file_bytes += e.file_size();
+  f.params = double(file_bytes) / 2;
   f.weight_mb = model.weight_bytes() / 1e6;
 
   // Prefill: one 512-token prompt.
@@ -156,12 +160,13 @@ int main(int argc, char** argv) {
   const auto dir = std::filesystem::temp_directory_path() / "pivotmt-bench-engine";
   std::filesystem::create_directories(dir);
   // The small model first, so its peak RSS is not inflated by the ceiling measurements.
-  const Figures small = run("small", dir, true), tiny = run("tiny", dir, false);
+  const Figures small = run("small", dir, true, DType::F16), tiny = run("tiny", dir, false, DType::F16);
+  const Figures small_int8 = run("small", dir, false, DType::I8);
   const double triad = triad_gbs();
   fmt::print("threads {}; STREAM triad ceiling {:.2f} GB/s\n\n", threads, triad);
   fmt::print("| preset | params | prefill tok/s | prefill GFLOP/s | SGEMM ceiling | % | decode b1 tok/s | b1 GB/s | % of triad | b8 tok/s | b32 tok/s |\n");
   fmt::print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  for (const auto& f : {small, tiny})
+  for (const auto& f : {small, small_int8, tiny})
     fmt::print("| {} | {:.1f}M | {:.0f} | {:.1f} | {:.1f} | {:.0f}% | {:.1f} | {:.2f} | {:.0f}%{} | {:.1f} | {:.1f} |\n", f.preset,
                f.params / 1e6, f.prefill_tps, f.prefill_gflops, f.sgemm, 100 * f.prefill_gflops / f.sgemm, f.decode_tps[0],
                f.decode_gbs, 100 * f.decode_gbs / triad, f.weight_mb < 32 ? " (weights in cache)" : "", f.decode_tps[1],

@@ -22,6 +22,7 @@ void register_dev(CLI::App& app) {
   make->add_option("--seed", o.seed, "Random seed");
   make->add_option("--vocab", vocab, "Vocabulary size (default: the architecture's real one)");
   make->add_option("--tokenizer", o.tokenizer_dir, "Copy tokenizer files from this directory");
+  make->add_flag("--byte-tokenizer", o.byte_tokenizer, "Write a self-contained byte-level tokenizer (262 tokens, TowerInstruct chat template) and size the vocabulary to it");
   make->callback([] {
     o.dtype = dtype == "f32" ? DType::F32 : dtype == "bf16" ? DType::BF16 : DType::F16;
     if (vocab > 0) o.vocab_size = vocab;

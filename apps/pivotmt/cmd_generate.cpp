@@ -16,7 +16,7 @@ namespace pivotmt::cli {
 void register_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text with a Llama-family model on the CPU");
   static std::string model, prompt, messages, ids_file, context = "allow", dtype = "f16", device = "cpu";
-  static bool greedy = false, ignore_eos = false, as_json = false, no_special = false;
+  static bool greedy = false, ignore_eos = false, as_json = false;
   static size_t max_new = 600, max_batch = 32;
   static uint64_t seed = 0;
   static std::optional<float> temperature, top_p;

@@ -14,5 +14,6 @@ void register_tokenize(CLI::App& app);
 void register_tokens(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_retrieval(CLI::App& app);
+void register_ablate(CLI::App& app);
 
 }  // namespace pivotmt::cli

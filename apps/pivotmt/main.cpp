@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   pivotmt::cli::register_tokens(app);
   pivotmt::cli::register_generate(app);
   pivotmt::cli::register_retrieval(app);
+  pivotmt::cli::register_ablate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -64,6 +64,58 @@ void fill_normal(uint64_t seed, float mean, float std, float* out, size_t count)
   }
 }
 
+constexpr int64_t kByteTokenizerImEnd = 260, kByteTokenizerVocab = 262;
+
+// See MakeModelOptions::byte_tokenizer. The structure (normalizer, decoder, post-processor)
+// is Llama-2's tokenizer.json with an empty merge list.
+void write_byte_tokenizer(const std::string& dir) {
+  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) vocab[fmt::format("<0x{:02X}>", b)] = 3 + b;
+  vocab["\u2581"] = 259;
+  const auto added = [](int id, const char* text) {
+    return json{{"id", id}, {"content", text}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                {"normalized", false}, {"special", true}};
+  };
+  const json tokenizer = {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens", {added(0, "<unk>"), added(1, "<s>"), added(2, "</s>"), added(260, "<|im_end|>"), added(261, "<|im_start|>")}},
+      {"normalizer", {{"type", "Sequence"}, {"normalizers", {{{"type", "Prepend"}, {"prepend", "\u2581"}},
+                                                             {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}}}}},
+      {"pre_tokenizer", nullptr},
+      {"post_processor", {{"type", "TemplateProcessing"},
+                          {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+                          {"pair", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                                    {{"SpecialToken", {{"id", "<s>"}, {"type_id", 1}}}}, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+                          {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
+      {"decoder", {{"type", "Sequence"}, {"decoders", {{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
+                                                       {{"type", "ByteFallback"}}, {{"type", "Fuse"}},
+                                                       {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+      {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", "<unk>"}, {"continuing_subword_prefix", nullptr},
+                 {"end_of_word_suffix", nullptr}, {"fuse_unk", true}, {"byte_fallback", true}, {"vocab", vocab},
+                 {"merges", json::array()}}},
+  };
+  write_json_file((fs::path(dir) / "tokenizer.json").string(), tokenizer);
+  const json config = {
+      {"add_bos_token", true},
+      {"add_eos_token", false},
+      {"bos_token", "<s>"},
+      {"eos_token", "<|im_end|>"},
+      {"unk_token", "<unk>"},
+      {"legacy", true},
+      {"model_max_length", 4096},
+      {"tokenizer_class", "LlamaTokenizer"},
+      {"clean_up_tokenization_spaces", false},
+      // TowerInstruct's template (REFERENCE §4).
+      {"chat_template",
+       "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']}}{% if (loop.last "
+       "and add_generation_prompt) or not loop.last %}{{ '<|im_end|>' + '\n'}}{% endif %}{% endfor %}{% if "
+       "add_generation_prompt and messages[-1]['role'] != 'assistant' %}{{ '<|im_start|>assistant\n' }}{% endif %}"},
+  };
+  write_json_file((fs::path(dir) / "tokenizer_config.json").string(), config);
+}
+
 void copy_tokenizer(const std::string& from, const std::string& to) {
   if (!fs::is_directory(from)) throw Error(fmt::format("{}: tokenizer directory not found", from));
   size_t copied = 0;
@@ -84,7 +136,7 @@ json make_model_config_json(const MakeModelOptions& o) {
   if (o.arch != "llama" && o.arch != "mistral" && o.arch != "llama3")
     throw Error(fmt::format("unknown --arch '{}' (expected llama, mistral or llama3)", o.arch));
   const Shape s = preset_shape(o);
-  const int64_t vocab = o.vocab_size.value_or(s.vocab);
+  const int64_t vocab = o.vocab_size.value_or(o.byte_tokenizer ? kByteTokenizerVocab : s.vocab);
   const char* dtype = o.dtype == DType::F32 ? "float32" : o.dtype == DType::BF16 ? "bfloat16" : "float16";
   json c = {
       {"architectures", {o.arch == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM"}},
@@ -116,6 +168,11 @@ json make_model_config_json(const MakeModelOptions& o) {
     c["bos_token_id"] = 1;
     c["eos_token_id"] = 2;
   }
+  if (o.byte_tokenizer) {
+    if (vocab < kByteTokenizerVocab)
+      throw Error(fmt::format("--vocab {} cannot hold the byte tokenizer's {} tokens", vocab, kByteTokenizerVocab));
+    c["eos_token_id"] = kByteTokenizerImEnd;  // chat turns end with <|im_end|>, as in TowerInstruct
+  }
   return c;
 }
 
@@ -134,7 +191,9 @@ uint64_t make_model(const MakeModelOptions& o) {
   write_json_file((fs::path(o.out_dir) / "config.json").string(), config);
   json gen = {{"bos_token_id", config["bos_token_id"]}, {"eos_token_id", config["eos_token_id"]}, {"do_sample", false}};
   write_json_file((fs::path(o.out_dir) / "generation_config.json").string(), gen);
+  if (!o.tokenizer_dir.empty() && o.byte_tokenizer) throw Error("make-model: --tokenizer and --byte-tokenizer exclude each other");
   if (!o.tokenizer_dir.empty()) copy_tokenizer(o.tokenizer_dir, o.out_dir);
+  if (o.byte_tokenizer) write_byte_tokenizer(o.out_dir);
 
   // Shards: consecutive tensors, balanced by bytes.
   uint64_t total_bytes = 0;

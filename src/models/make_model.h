@@ -19,6 +19,11 @@ struct MakeModelOptions {
   uint64_t seed = 0;
   std::optional<int64_t> vocab_size;  // overrides the preset's
   std::string tokenizer_dir;          // tokenizer files copied from here when set
+  // Writes a Llama-2-style tokenizer whose vocabulary is only the 256 byte tokens (plus
+  // <unk> <s> </s> ▁ <|im_end|> <|im_start|>, 262 in all) with TowerInstruct's chat
+  // template, and sizes the model to it: a self-contained demo model that needs no
+  // downloaded tokenizer. Every text is encoded through byte fallback.
+  bool byte_tokenizer = false;
   float std = 0.02f;                  // weights ~ N(0, std); norms ~ 1 + N(0, std)
 };
 
