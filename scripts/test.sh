@@ -39,7 +39,9 @@ for f in ../shared/fixtures/models/*/model.safetensors; do
   [[ -f "$f" ]] && head -c 65536 "$f" >"$corpus/safetensors/$(basename "$(dirname "$f")").safetensors"
 done
 for target in safetensors model_config metrics table tokenizer; do
+  mkdir -p build-asan/fuzz-artifacts
   ./build-asan/fuzz/fuzz_$target -max_total_time="$FUZZ_SECONDS" -max_len=65536 -print_final_stats=1 \
+    -artifact_prefix=build-asan/fuzz-artifacts/$target- \
     "$corpus/$target" 2>&1 | tail -n 4
 done
 echo "all test stages passed"
