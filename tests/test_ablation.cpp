@@ -4,12 +4,16 @@
 
 #include <fstream>
 
+#include <fmt/format.h>
+
 #include "experiment/ablation.h"
+#include "experiment/cross_report.h"
 #include "io/table.h"
 #include "test_util.h"
 
 namespace pivotmt {
 namespace {
+namespace fs = std::filesystem;
 
 TEST(Ablation, CsvFieldsQuoteLikePandas) {
   EXPECT_EQ(csv_field("plain text"), "plain text");
@@ -76,6 +80,35 @@ TEST(Ablation, PromptsOfTheOriginalTestRowsAreReproduced) {
   }
   // A rerun finds every row done and generates nothing.
   EXPECT_EQ(run_ablation(c, false).rows_generated, 0u);
+}
+
+// Known scores: a perfect k = 1 (BLEU/chrF 100, TER 0) must be the bold best of its row
+// and the best k; an empty translation is left out and counted.
+TEST(CrossReport, BestValuesAndBestK) {
+  test::TempDir dir;
+  const fs::path run = dir.path() / "my_run";
+  const auto write_k = [&](size_t k, const std::vector<std::pair<std::string, std::string>>& rows) {
+    fs::create_directories(run / fmt::format("k_{}", k));
+    std::string csv = "hin,gom,prompt,response\n";
+    for (const auto& [ref, hyp] : rows) csv += "x," + csv_field(ref) + ",p," + csv_field(hyp) + "\n";
+    test::write_file((run / fmt::format("k_{}/results_k{}.csv", k, k)).string(), csv);
+  };
+  write_k(0, {{"the cat sat on the mat", "a dog sat on a rug"}, {"hello world again", "hello there"}, {"one", ""}});
+  write_k(1, {{"the cat sat on the mat", " the cat sat on the mat\n"}, {"hello world again", "hello world again"}});
+  const RunScores r = score_run_folder(run.string());
+  EXPECT_EQ(r.target, "gom");
+  EXPECT_EQ(r.failed.at(0), 1u);
+  EXPECT_DOUBLE_EQ(r.by_k.at(1).at("BLEU"), 100.0);
+  EXPECT_DOUBLE_EQ(r.by_k.at(1).at("chrF"), 100.0);
+  EXPECT_DOUBLE_EQ(r.by_k.at(1).at("TER"), 0.0);
+  EXPECT_LT(r.by_k.at(0).at("BLEU"), 100.0);
+  const std::string md = cross_run_markdown({r});
+  // The BLEU row: k = 0 plain, k = 1 bold.
+  const size_t bleu_row = md.find("| my_run |", md.find("## BLEU"));
+  const std::string row = md.substr(bleu_row, md.find('\n', bleu_row) - bleu_row);
+  EXPECT_EQ(row.find("**"), row.find("| **100.00** |") + 2) << row;
+  EXPECT_TRUE(row.ends_with("| **100.00** |")) << row;
+  EXPECT_NE(md.find("| my_run | k=1 (100.00) | k=1 (100.00) | k=1 (100.00) | k=1 (0.00) |"), std::string::npos) << md;
 }
 
 }  // namespace

@@ -4,12 +4,14 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "experiment/ablation.h"
+#include "experiment/cross_report.h"
 #include "hub/hub_client.h"
 
 namespace pivotmt::cli {
@@ -125,6 +127,28 @@ void register_ablate(CLI::App& app) {
     if (bar) bar->finish();
     fmt::print("{}: {} rows generated, {} resumed from earlier runs; summary in {}/ablation_summary.csv\n", config.out,
                outcome.rows_generated, outcome.rows_resumed, config.out);
+  });
+}
+
+void register_report(CLI::App& app) {
+  auto* cmd = app.add_subcommand("report", "Cross-run tables (per metric: runs x k, best in bold; best k) from ablation folders");
+  static std::vector<std::string> dirs;
+  static std::string target, out;
+  cmd->add_option("DIR", dirs, "Ablation output folders (pivotmt's or the original pipeline's)")->required();
+  cmd->add_option("--target", target, "Reference column (default: from the folder's config, else gom / tn)");
+  cmd->add_option("--out,-o", out, "Also write the Markdown here");
+  cmd->callback([] {
+    std::vector<RunScores> runs;
+    for (const auto& d : dirs) runs.push_back(score_run_folder(d, target));
+    const std::string md = "# Cross-run analysis\n\nScores recomputed from each folder's results_k*.csv "
+                           "(sacrebleu defaults; rows with an empty translation or reference left out).\n\n" +
+                           cross_run_markdown(runs);
+    fmt::print("{}", md);
+    if (!out.empty()) {
+      std::ofstream f(out);
+      f << md;
+      if (!f) throw Error("cannot write " + out);
+    }
   });
 }
 

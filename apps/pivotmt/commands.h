@@ -15,5 +15,6 @@ void register_tokens(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_retrieval(CLI::App& app);
 void register_ablate(CLI::App& app);
+void register_report(CLI::App& app);
 
 }  // namespace pivotmt::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   pivotmt::cli::register_generate(app);
   pivotmt::cli::register_retrieval(app);
   pivotmt::cli::register_ablate(app);
+  pivotmt::cli::register_report(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

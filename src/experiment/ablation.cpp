@@ -144,7 +144,9 @@ std::vector<std::string> flat_columns(const Table& t) {
   return out;
 }
 
-nlohmann::json score_run(const std::vector<std::string>& responses, const std::vector<std::string>& targets,
+}  // namespace
+
+nlohmann::json score_translations(const std::vector<std::string>& responses, const std::vector<std::string>& targets,
                          size_t* failed) {
   metrics::ScoreRequest req;
   *failed = 0;
@@ -161,8 +163,6 @@ nlohmann::json score_run(const std::vector<std::string>& responses, const std::v
   if (req.hyps.empty()) return nullptr;
   return metrics::run_scoring(req);
 }
-
-}  // namespace
 
 AblationOutcome run_ablation(const AblationConfig& config, bool force,
                              const std::function<void(const AblationProgress&)>& on_progress) {
@@ -313,7 +313,7 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
     write_file_atomically(kdir / fmt::format("results_k{}.csv", k), csv);
 
     size_t failed = 0;
-    const auto scores = score_run(responses, targets, &failed);
+    const auto scores = score_translations(responses, targets, &failed);
     const auto metric = [&](const std::string& key) -> nlohmann::json {
       return scores.is_null() ? nlohmann::json(nullptr) : scores[key]["score"];
     };

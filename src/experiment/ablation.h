@@ -59,6 +59,12 @@ struct AblationOutcome {
 AblationOutcome run_ablation(const AblationConfig& config, bool force,
                              const std::function<void(const AblationProgress&)>& on_progress = {});
 
+// BLEU, chrF, chrF++ and TER of translations against one reference each, as
+// `pivotmt score` reports them (run_scoring's JSON); rows with an empty translation or
+// reference are left out and counted in `failed` (REFERENCE §6). Null when none is left.
+nlohmann::json score_translations(const std::vector<std::string>& translations, const std::vector<std::string>& references,
+                                  size_t* failed);
+
 // RFC 4180 CSV field as pandas writes it (quoted only when it holds , " \r or \n).
 std::string csv_field(const std::string& value);
 

@@ -1,0 +1,28 @@
+// `pivotmt report`: the cross-run analysis of REFERENCE §7 from any set of ablation output
+// folders — pivotmt's or the original pipeline's. Scores are recomputed from each
+// k_{k}/results_k{k}.csv (response against the target column) rather than read from the
+// folders' summaries, so runs scored with the original's faulty BLEU are corrected too.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+namespace pivotmt {
+
+struct RunScores {
+  std::string name;    // the folder's name
+  std::string target;  // the reference column used
+  // k -> metric (BLEU, chrF, chrF++, TER) -> score
+  std::map<size_t, std::map<std::string, double>> by_k;
+  std::map<size_t, size_t> failed;  // k -> rows left out (empty translation or reference)
+};
+
+// `target` empty: from the folder's ablation_config.json, else the first of gom / tn / the
+// columns the study used that the results file has.
+RunScores score_run_folder(const std::string& dir, const std::string& target = "");
+
+// One Markdown table per metric (rows: runs, columns: k, the best value of each row in
+// bold; TER is better when lower), then a best-k table.
+std::string cross_run_markdown(const std::vector<RunScores>& runs);
+
+}  // namespace pivotmt
