@@ -15,6 +15,7 @@ PACKAGES=(
   libopenblas-dev                   # SGEMM for CPU prefill
   libsnappy-dev libzstd-dev zlib1g-dev  # Parquet page compression
   libfaiss-dev                      # HNSW vector search for large retrieval pools
+  libcairo2-dev                     # ablation plots (PNG and SVG)
   libgtest-dev libbenchmark-dev
 )
 

@@ -78,6 +78,11 @@ TEST(Ablation, PromptsOfTheOriginalTestRowsAreReproduced) {
       ++turns;
     EXPECT_EQ(turns, 2u) << "row " << r;
   }
+  // The figures: a PNG (its signature) and an SVG for the panel and the bars.
+  for (const char* stem : {"out/ablation_plots", "out/ablation_bars"}) {
+    EXPECT_EQ(test::read_file(dir.str(std::string(stem) + ".png")).substr(0, 8), "\x89PNG\r\n\x1a\n") << stem;
+    EXPECT_NE(test::read_file(dir.str(std::string(stem) + ".svg")).find("<svg"), std::string::npos) << stem;
+  }
   // A rerun finds every row done and generates nothing.
   EXPECT_EQ(run_ablation(c, false).rows_generated, 0u);
 }

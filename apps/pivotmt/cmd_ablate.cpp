@@ -12,6 +12,7 @@
 #include "core/progress.h"
 #include "experiment/ablation.h"
 #include "experiment/cross_report.h"
+#include "experiment/plots.h"
 #include "hub/hub_client.h"
 
 namespace pivotmt::cli {
@@ -133,13 +134,31 @@ void register_ablate(CLI::App& app) {
 void register_report(CLI::App& app) {
   auto* cmd = app.add_subcommand("report", "Cross-run tables (per metric: runs x k, best in bold; best k) from ablation folders");
   static std::vector<std::string> dirs;
-  static std::string target, out;
+  static std::string target, out, plots;
   cmd->add_option("DIR", dirs, "Ablation output folders (pivotmt's or the original pipeline's)")->required();
   cmd->add_option("--target", target, "Reference column (default: from the folder's config, else gom / tn)");
   cmd->add_option("--out,-o", out, "Also write the Markdown here");
+  cmd->add_option("--plots", plots, "Write each run's figures here ({run}_plots / {run}_bars, PNG and SVG)");
   cmd->callback([] {
     std::vector<RunScores> runs;
     for (const auto& d : dirs) runs.push_back(score_run_folder(d, target));
+    if (!plots.empty()) {
+      std::filesystem::create_directories(plots);
+      for (const auto& r : runs) {
+        std::vector<MetricSeries> series;
+        for (const char* metric : {"BLEU", "chrF", "chrF++"}) {
+          MetricSeries m{metric, {}, {}};
+          for (const auto& [k, scores] : r.by_k) {
+            m.ks.push_back(double(k));
+            m.values.push_back(scores.at(metric));
+          }
+          series.push_back(std::move(m));
+        }
+        const std::string stem = (std::filesystem::path(plots) / r.name).string();
+        plot_metrics_vs_k(series, r.name + " (target " + r.target + ")", stem + "_plots");
+        plot_grouped_bars(series, r.name + " (target " + r.target + ")", stem + "_bars");
+      }
+    }
     const std::string md = "# Cross-run analysis\n\nScores recomputed from each folder's results_k*.csv "
                            "(sacrebleu defaults; rows with an empty translation or reference left out).\n\n" +
                            cross_run_markdown(runs);

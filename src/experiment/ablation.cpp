@@ -1,4 +1,5 @@
 #include "experiment/ablation.h"
+#include "experiment/plots.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -348,6 +349,25 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
           detailed["change_over_k0"][k][key] = s[key].get<double>() - base[key].get<double>();
   }
   write_file_atomically(out / "ablation_detailed_results.json", detailed.dump(2) + "\n");
+
+  // The original's figures: metrics against k (2x2) and grouped bars.
+  std::vector<MetricSeries> series;
+  for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
+           {"BLEU", "BLEU Score"}, {"chrF", "chrF Score"}, {"chrF++", "CHRF++ Score"}}) {
+    MetricSeries m{name, {}, {}};
+    for (size_t k : config.ks)
+      if (!per_k[std::to_string(k)][key].is_null()) {
+        m.ks.push_back(double(k));
+        m.values.push_back(per_k[std::to_string(k)][key].get<double>());
+      }
+    if (!m.ks.empty()) series.push_back(std::move(m));
+  }
+  if (series.size() == 3 && series[0].ks.size() == series[1].ks.size() && series[1].ks.size() == series[2].ks.size()) {
+    const std::string title = fmt::format("{} → {} via {} ({})", config.source, config.target, config.pivot,
+                                          fs::path(config.model).filename().string());
+    plot_metrics_vs_k(series, title, (out / "ablation_plots").string());
+    plot_grouped_bars(series, title, (out / "ablation_bars").string());
+  }
   return outcome;
 }
 

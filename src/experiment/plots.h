@@ -1,0 +1,20 @@
+// The ablation's figures, as PNG and SVG (cairo): the original's 2x2 panel (BLEU, chrF,
+// chrF++ against k, then the three together) and a grouped bar chart (one group per k).
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+namespace pivotmt {
+
+struct MetricSeries {
+  std::string name;        // "BLEU", "chrF", "chrF++"
+  std::vector<double> ks;  // x values
+  std::vector<double> values;
+};
+
+// Writes {path_stem}.png and {path_stem}.svg.
+void plot_metrics_vs_k(const std::vector<MetricSeries>& series, const std::string& title, const std::string& path_stem);
+void plot_grouped_bars(const std::vector<MetricSeries>& series, const std::string& title, const std::string& path_stem);
+
+}  // namespace pivotmt
