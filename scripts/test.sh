@@ -19,6 +19,7 @@ CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug 
   -DPIVOTMT_SANITIZE=ON -DPIVOTMT_FUZZ=ON -DPIVOTMT_BENCH=OFF >/dev/null
 ninja -C build-asan
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS=suppressions=$PWD/scripts/lsan.supp:print_suppressions=0
 # The 3004-segment WMT17 suites run in the main build; under ASan they add minutes and
 # exercise the same code paths as the edge-case and mini-set goldens that do run here.
 (cd build-asan && ctest --output-on-failure -j "$JOBS" -L "unit|cli" -E "Wmt17Systems|Significance\.")
