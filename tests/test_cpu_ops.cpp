@@ -111,12 +111,17 @@ TEST(CpuOps, Int8WeightOnly) {
     q.row_to_f32(o, row.data());
     for (size_t i = 0; i < 65; ++i) ASSERT_LE(std::fabs(row[i] - w[o * 65 + i]), q.scale[o] * 0.5f + 1e-7f);
   }
-  for (size_t T : {size_t(1), size_t(5), size_t(20)}) {
-    const auto x = random(T * 65, unsigned(T));
-    std::vector<float> want(T * 769), got(T * 769);
-    ref::linear(x.data(), T, q, want.data());
-    fast::linear(x.data(), T, q, got.data());
-    expect_close(got, want, 1e-4f, "int8 linear T=" + std::to_string(T));
+  // Input widths that exercise every loop of the fast kernels: 32-wide steps, 8-wide steps, scalar tail.
+  for (size_t in : {size_t(65), size_t(109)}) {
+    const auto wi = random(769 * in, 12, 0.1f);
+    const Matrix qi = quantize_int8(wi.data(), 769, in);
+    for (size_t T : {size_t(1), size_t(5), size_t(20)}) {
+      const auto x = random(T * in, unsigned(T));
+      std::vector<float> want(T * 769), got(T * 769);
+      ref::linear(x.data(), T, qi, want.data());
+      fast::linear(x.data(), T, qi, got.data());
+      expect_close(got, want, 1e-4f, "int8 linear in=" + std::to_string(in) + " T=" + std::to_string(T));
+    }
   }
   EXPECT_EQ(q.bytes(), 769u * 65u + 769u * 4u);
 }
