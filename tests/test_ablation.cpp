@@ -83,6 +83,13 @@ TEST(Ablation, PromptsOfTheOriginalTestRowsAreReproduced) {
     EXPECT_EQ(test::read_file(dir.str(std::string(stem) + ".png")).substr(0, 8), "\x89PNG\r\n\x1a\n") << stem;
     EXPECT_NE(test::read_file(dir.str(std::string(stem) + ".svg")).find("<svg"), std::string::npos) << stem;
   }
+  // report.md: one scores row per k, the change over k = 0 for k = 2; manifest.json names the model's files.
+  const std::string report = test::read_file(dir.str("out/report.md"));
+  EXPECT_NE(report.find("## Change over k = 0"), std::string::npos) << report;
+  EXPECT_NE(report.find("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| 2 | "), std::string::npos) << report;
+  const std::string manifest = test::read_file(dir.str("out/manifest.json"));
+  EXPECT_NE(manifest.find("\"config.json\""), std::string::npos);
+  EXPECT_NE(manifest.find("\"data_sha256\""), std::string::npos);
   // A rerun finds every row done and generates nothing.
   EXPECT_EQ(run_ablation(c, false).rows_generated, 0u);
 }

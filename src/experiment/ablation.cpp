@@ -1,5 +1,6 @@
 #include "experiment/ablation.h"
 #include "experiment/plots.h"
+#include "experiment/run_report.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -27,6 +28,11 @@
 namespace pivotmt {
 namespace fs = std::filesystem;
 
+namespace {
+// A float as the decimal it was written as (0.1, not 0.10000000149011612).
+double shortest(float v) { return std::stod(fmt::format("{}", v)); }
+}  // namespace
+
 nlohmann::json AblationConfig::identity() const {
   return {{"data", data},
           {"train_split", train_split},
@@ -40,9 +46,9 @@ nlohmann::json AblationConfig::identity() const {
           {"encoder", encoder},
           {"model", model},
           {"greedy", greedy},
-          {"temperature", temperature},
+          {"temperature", shortest(temperature)},
           {"top_k", top_k},
-          {"top_p", top_p},
+          {"top_p", shortest(top_p)},
           {"max_new_tokens", max_new_tokens},
           {"seed", seed},
           {"context_policy", context_policy},
@@ -227,6 +233,7 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
   AblationOutcome outcome;
   nlohmann::json per_k = nlohmann::json::object();
   std::string summary = "k,BLEU,chrF,chrF++,Normalized_BLEU,time_minutes,TER\n";
+  std::vector<KRun> k_runs;
 
   for (size_t k : config.ks) {
     const fs::path kdir = out / fmt::format("k_{}", k);
@@ -301,6 +308,8 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
     std::vector<std::string> responses, targets;
     double seconds = 0;
     size_t overflows = 0;
+    KRun k_run;
+    k_run.k = k;
     for (size_t i = 0; i < test.rows.size(); ++i) {
       const auto& rec = log.rows().at(i);
       const auto& table_row = test_table.rows[test.rows[i].row];
@@ -310,6 +319,8 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
       targets.push_back(test.rows[i].target);
       seconds += rec.value("seconds", 0.0);
       overflows += rec.value("context_overflow", false) ? 1 : 0;
+      k_run.prompt_tokens.push_back(rec.value("prompt_tokens", size_t(0)));
+      k_run.new_tokens += rec.value("new_tokens", size_t(0));
     }
     write_file_atomically(kdir / fmt::format("results_k{}.csv", k), csv);
 
@@ -333,6 +344,11 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
       for (const auto& key : metric_keys) s["signatures"][key] = scores[key]["signature"];
     write_file_atomically(kdir / fmt::format("scores_k{}.json", k), s.dump(4) + "\n");
     per_k[std::to_string(k)] = s;
+    k_run.responses = responses;
+    k_run.overflows = overflows;
+    k_run.seconds = seconds;
+    k_run.scores = s;
+    k_runs.push_back(std::move(k_run));
     const auto num = [](const nlohmann::json& v) { return v.is_null() ? std::string() : fmt::format("{}", v.get<double>()); };
     summary += fmt::format("{},{},{},{},{},{},{}\n", k, num(s["BLEU Score"]), num(s["chrF Score"]), num(s["CHRF++ Score"]),
                            num(s["Normalized BLEU Score"]), seconds / 60, num(s["TER Score"]));
@@ -349,6 +365,25 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
           detailed["change_over_k0"][k][key] = s[key].get<double>() - base[key].get<double>();
   }
   write_file_atomically(out / "ablation_detailed_results.json", detailed.dump(2) + "\n");
+
+  std::vector<std::string> targets;
+  for (const auto& row : test.rows) targets.push_back(row.target);
+  write_file_atomically(out / "report.md", ablation_report_markdown(config, targets, k_runs, size_t(model_config.max_position_embeddings)));
+
+  // What produced these files.
+  nlohmann::json manifest = {{"pivotmt_version", PIVOTMT_VERSION},
+                             {"config", config.identity()},
+                             {"k", config.ks},
+                             {"model_files", model_files_manifest(config.model)},
+                             {"tokenizer", {{"bos", tokenizer->bos_token}, {"eos", tokenizer->eos_token}}},
+                             {"chat_template", tokenizer->chat_template},
+                             {"index", index.manifest},
+                             {"test_rows", test.rows.size()},
+                             {"test_rows_dropped", test.dropped},
+                             {"per_row_seed", "seed + test row index"}};
+  for (const auto& [k, s] : per_k.items())
+    if (s.contains("signatures")) manifest["metric_signatures"] = s["signatures"];
+  write_file_atomically(out / "manifest.json", manifest.dump(2) + "\n");
 
   // The original's figures: metrics against k (2x2) and grouped bars.
   std::vector<MetricSeries> series;

@@ -1,0 +1,111 @@
+#include "experiment/run_report.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "hub/file_hash.h"
+#include "metrics/report.h"
+#include "text/unicode.h"
+
+namespace pivotmt {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Nearest-rank percentile of a sorted list.
+size_t percentile(const std::vector<size_t>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const size_t rank = size_t(std::ceil(p / 100.0 * double(sorted.size())));
+  return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
+}
+
+std::string num(const nlohmann::json& v, int digits = 2) {
+  return v.is_null() ? std::string("—") : fmt::format("{:.{}f}", v.get<double>(), digits);
+}
+
+}  // namespace
+
+std::string ablation_report_markdown(const AblationConfig& config, const std::vector<std::string>& targets,
+                                     const std::vector<KRun>& runs, size_t context_length) {
+  std::string md = fmt::format("# Ablation: {} → {} via {}\n\nmodel `{}`, data `{}` ({} test rows), retriever {}, {}\n\n",
+                               config.source, config.target, config.pivot, config.model, config.data, targets.size(),
+                               config.retriever,
+                               config.greedy ? std::string("greedy decoding")
+                                             : fmt::format("sampling T = {}, top-k {}, top-p {}, seed {}", config.temperature,
+                                                           config.top_k, config.top_p, config.seed));
+  md += "## Scores\n\n| k | BLEU | chrF | chrF++ | TER | rows scored | rows left out |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& r : runs)
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} |\n", r.k, num(r.scores["BLEU Score"]), num(r.scores["chrF Score"]),
+                      num(r.scores["CHRF++ Score"]), num(r.scores["TER Score"]), r.scores["samples_processed"].get<size_t>(),
+                      r.scores["samples_failed"].get<size_t>());
+
+  // Change over k = 0: paired bootstrap on the rows both runs translated.
+  const auto base = std::find_if(runs.begin(), runs.end(), [](const KRun& r) { return r.k == 0; });
+  if (base != runs.end() && runs.size() > 1) {
+    md += "\n## Change over k = 0 (paired bootstrap, 1000 resamples, seed 12345; * a non-zero change with p < 0.05)\n\n"
+          "| k | ΔBLEU | p | ΔchrF | p | ΔchrF++ | p | ΔTER | p |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for (const auto& r : runs) {
+      if (r.k == 0) continue;
+      metrics::ScoreRequest req;
+      req.refs.resize(1);
+      std::vector<std::u32string> baseline;
+      for (size_t i = 0; i < targets.size(); ++i) {
+        if (targets[i].empty() || r.responses[i].empty() || base->responses[i].empty()) continue;
+        req.hyps.push_back(utf8_to_u32(r.responses[i]));
+        baseline.push_back(utf8_to_u32(base->responses[i]));
+        req.refs[0].push_back(utf8_to_u32(targets[i]));
+      }
+      if (req.hyps.empty()) {
+        md += fmt::format("| {} | no rows both runs translated |||||||| \n", r.k);
+        continue;
+      }
+      req.baseline = std::move(baseline);
+      req.paired = metrics::ScoreRequest::Paired::Bootstrap;
+      const auto result = metrics::run_scoring(req);
+      md += fmt::format("| {} |", r.k);
+      for (const char* key : {"BLEU", "chrF", "chrF++", "TER"}) {
+        const auto& m = result["paired"]["metrics"][key];
+        const double delta = m["system"]["score"].get<double>() - m["baseline"]["score"].get<double>();
+        const auto& p = m["system"]["p_value"];
+        md += fmt::format(" {:+.2f} | {}{} |", delta, num(p, 4), delta != 0 && !p.is_null() && p.get<double>() < 0.05 ? " *" : "");
+      }
+      md += "\n";
+    }
+  }
+
+  md += fmt::format("\n## Prompts and generation\n\n| k | prompt tokens p50 | p90 | p99 | max | over {} positions | new tokens | "
+                    "seconds | rows/s | new tokens/s |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                    context_length);
+  for (const auto& r : runs) {
+    std::vector<size_t> sorted = r.prompt_tokens;
+    std::sort(sorted.begin(), sorted.end());
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {:.1f} | {:.2f} | {:.1f} |\n", r.k, percentile(sorted, 50),
+                      percentile(sorted, 90), percentile(sorted, 99), sorted.empty() ? 0 : sorted.back(), r.overflows,
+                      r.new_tokens, r.seconds, r.seconds > 0 ? double(sorted.size()) / r.seconds : 0.0,
+                      r.seconds > 0 ? double(r.new_tokens) / r.seconds : 0.0);
+  }
+  md += "\nTimes are those of the process that generated each row (a resumed run adds the earlier processes' times).\n";
+  return md;
+}
+
+nlohmann::json model_files_manifest(const std::string& model_dir) {
+  nlohmann::json files = nlohmann::json::object();
+  for (const auto& e : fs::directory_iterator(model_dir)) {
+    const std::string name = e.path().filename().string();
+    const bool relevant = name.ends_with(".json") || name.ends_with(".safetensors") || name == "tokenizer.model";
+    if (!relevant || !e.is_regular_file()) continue;
+    nlohmann::json f = {{"bytes", e.file_size()}};
+    // In the hub cache, an LFS file is a symlink to blobs/<sha256>.
+    if (e.is_symlink()) {
+      const std::string blob = fs::read_symlink(e.path()).filename().string();
+      if (blob.size() == 64 && blob.find_first_not_of("0123456789abcdef") == std::string::npos) f["sha256"] = blob;
+    }
+    if (!f.contains("sha256") && e.file_size() < (size_t(64) << 20)) f["sha256"] = sha256_file_hex(e.path().string());
+    files[name] = f;
+  }
+  return files;
+}
+
+}  // namespace pivotmt
