@@ -39,6 +39,7 @@ $PIVOTMT ablate --data data/demo --pivot hin --source mar --target gom --model "
 echo
 cat "$OUT/ablation/ablation_summary.csv"
 echo
-echo "outputs in $OUT/ (the ablation in $OUT/ablation: k_*/results_k*.csv, k_*/scores_k*.json,"
-echo "ablation_summary.csv, ablation_detailed_results.json). For the real study:"
+echo "outputs in $OUT/ (the ablation in $OUT/ablation: k_*/results_k*.csv, k_*/scores_k*.json, report.md,"
+echo "manifest.json, ablation_summary.csv, ablation_detailed_results.json, ablation_plots.png/.svg,"
+echo "ablation_bars.png/.svg). For the real study:"
 echo "  pivotmt download Unbabel/TowerInstruct-7B-v0.1 && ./build/apps/pivotmt/pivotmt ablate configs/konkani-tower.toml"
