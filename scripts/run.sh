@@ -42,4 +42,4 @@ echo
 echo "outputs in $OUT/ (the ablation in $OUT/ablation: k_*/results_k*.csv, k_*/scores_k*.json, report.md,"
 echo "manifest.json, ablation_summary.csv, ablation_detailed_results.json, ablation_plots.png/.svg,"
 echo "ablation_bars.png/.svg). For the real study:"
-echo "  pivotmt download Unbabel/TowerInstruct-7B-v0.1 && ./build/apps/pivotmt/pivotmt ablate configs/konkani-tower.toml"
+echo "  ./build/apps/pivotmt/pivotmt download Unbabel/TowerInstruct-7B-v0.1 && bash scripts/run.sh"
