@@ -105,9 +105,8 @@ void register_ablate(CLI::App& app) {
   cmd->add_flag("--force", force, "Replace a run of another configuration in --out");
   cmd->callback([cmd] {
     if (!config_file.empty()) apply_config_file(*cmd, config_file);
-    for (const char* name : {"--data", "--model", "--out"})
-      if (cmd->get_option(name)->empty() && cmd->get_option(name)->as<std::string>().empty())
-        throw Error(fmt::format("ablate: {} is required (on the command line or in the config file)", name));
+    for (const auto& [name, value] : {std::pair<const char*, const std::string&>{"--data", c.data}, {"--model", c.model}, {"--out", c.out}})
+      if (value.empty()) throw Error(fmt::format("ablate: {} is required (on the command line or in the config file)", name));
     AblationConfig config = c;
     config.ks = quick ? std::vector<size_t>{0, 5, 10} : parse_ks(ks);
     config.variant = variant == "pivot" ? PromptVariant::Pivot : PromptVariant::NoPivot;
@@ -145,15 +144,7 @@ void register_report(CLI::App& app) {
     if (!plots.empty()) {
       std::filesystem::create_directories(plots);
       for (const auto& r : runs) {
-        std::vector<MetricSeries> series;
-        for (const char* metric : {"BLEU", "chrF", "chrF++"}) {
-          MetricSeries m{metric, {}, {}};
-          for (const auto& [k, scores] : r.by_k) {
-            m.ks.push_back(double(k));
-            m.values.push_back(scores.at(metric));
-          }
-          series.push_back(std::move(m));
-        }
+        const auto series = bleu_chrf_series(r.by_k);
         const std::string stem = (std::filesystem::path(plots) / r.name).string();
         plot_metrics_vs_k(series, r.name + " (target " + r.target + ")", stem + "_plots");
         plot_grouped_bars(series, r.name + " (target " + r.target + ")", stem + "_bars");

@@ -18,6 +18,7 @@
 #include "engine/generate.h"
 #include "io/json_file.h"
 #include "io/table.h"
+#include "io/temp_path.h"
 #include "metrics/report.h"
 #include "models/llama_model.h"
 #include "models/model_config.h"
@@ -66,19 +67,6 @@ std::string csv_field(const std::string& value) {
 }
 
 namespace {
-
-// Written beside the target and renamed over it: readers never see half a file.
-void write_file_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw Error("cannot write " + tmp.string());
-    f << text;
-    f.flush();
-    if (!f) throw Error("cannot write " + tmp.string());
-  }
-  fs::rename(tmp, path);
-}
 
 // The durable per-k row log.
 class RowLog {
@@ -135,11 +123,6 @@ class RowLog {
   int fd_ = -1;
   std::map<size_t, nlohmann::json> rows_;
 };
-
-std::string strip(const std::string& s) {
-  const auto u = py_strip(utf8_to_u32(s));
-  return u32_to_utf8(u);
-}
 
 // Output column names: nested "translation.en" becomes "en" as the original flattened it.
 std::vector<std::string> flat_columns(const Table& t) {
@@ -198,7 +181,7 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
         if (e.path().filename().string().rfind("k_", 0) == 0) fs::remove_all(e.path());
     }
   }
-  write_file_atomically(config_path, config.identity().dump(2) + "\n");
+  write_json_file(config_path.string(), config.identity());
 
   // Test rows and the example pool.
   const Table test_table = read_split(config.data, config.test_split);
@@ -286,7 +269,7 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
         records.push_back({{"i", pending[begin + j]},
                            {"row", test.rows[pending[begin + j]].row},
                            {"prompt", prompts[j]},
-                           {"response", strip(res.text)},
+                           {"response", py_strip_utf8(res.text)},
                            {"prompt_tokens", res.prompt_tokens},
                            {"new_tokens", res.tokens.size()},
                            {"finish", finish_reason_name(res.finish)},
@@ -322,7 +305,7 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
       k_run.prompt_tokens.push_back(rec.value("prompt_tokens", size_t(0)));
       k_run.new_tokens += rec.value("new_tokens", size_t(0));
     }
-    write_file_atomically(kdir / fmt::format("results_k{}.csv", k), csv);
+    write_file_atomically((kdir / fmt::format("results_k{}.csv", k)).string(), csv);
 
     size_t failed = 0;
     const auto scores = score_translations(responses, targets, &failed);
@@ -342,7 +325,7 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
                         {"k", k}};
     if (!scores.is_null())
       for (const auto& key : metric_keys) s["signatures"][key] = scores[key]["signature"];
-    write_file_atomically(kdir / fmt::format("scores_k{}.json", k), s.dump(4) + "\n");
+    write_file_atomically((kdir / fmt::format("scores_k{}.json", k)).string(), s.dump(4) + "\n");
     per_k[std::to_string(k)] = s;
     k_run.responses = responses;
     k_run.overflows = overflows;
@@ -353,7 +336,7 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
     summary += fmt::format("{},{},{},{},{},{},{}\n", k, num(s["BLEU Score"]), num(s["chrF Score"]), num(s["CHRF++ Score"]),
                            num(s["Normalized BLEU Score"]), seconds / 60, num(s["TER Score"]));
   }
-  write_file_atomically(out / "ablation_summary.csv", summary);
+  write_file_atomically((out / "ablation_summary.csv").string(), summary);
 
   // The change of each metric over k = 0 (when k = 0 was run).
   nlohmann::json detailed = {{"config", config.identity()}, {"results", per_k}};
@@ -364,11 +347,11 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
         if (!s[key].is_null() && !base[key].is_null())
           detailed["change_over_k0"][k][key] = s[key].get<double>() - base[key].get<double>();
   }
-  write_file_atomically(out / "ablation_detailed_results.json", detailed.dump(2) + "\n");
+  write_json_file((out / "ablation_detailed_results.json").string(), detailed);
 
   std::vector<std::string> targets;
   for (const auto& row : test.rows) targets.push_back(row.target);
-  write_file_atomically(out / "report.md", ablation_report_markdown(config, targets, k_runs, size_t(model_config.max_position_embeddings)));
+  write_file_atomically((out / "report.md").string(), ablation_report_markdown(config, targets, k_runs, size_t(model_config.max_position_embeddings)));
 
   // What produced these files.
   nlohmann::json manifest = {{"pivotmt_version", PIVOTMT_VERSION},
@@ -383,21 +366,15 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
                              {"per_row_seed", "seed + test row index"}};
   for (const auto& [k, s] : per_k.items())
     if (s.contains("signatures")) manifest["metric_signatures"] = s["signatures"];
-  write_file_atomically(out / "manifest.json", manifest.dump(2) + "\n");
+  write_json_file((out / "manifest.json").string(), manifest);
 
   // The original's figures: metrics against k (2x2) and grouped bars.
-  std::vector<MetricSeries> series;
-  for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
-           {"BLEU", "BLEU Score"}, {"chrF", "chrF Score"}, {"chrF++", "CHRF++ Score"}}) {
-    MetricSeries m{name, {}, {}};
-    for (size_t k : config.ks)
-      if (!per_k[std::to_string(k)][key].is_null()) {
-        m.ks.push_back(double(k));
-        m.values.push_back(per_k[std::to_string(k)][key].get<double>());
-      }
-    if (!m.ks.empty()) series.push_back(std::move(m));
-  }
-  if (series.size() == 3 && series[0].ks.size() == series[1].ks.size() && series[1].ks.size() == series[2].ks.size()) {
+  std::map<size_t, std::map<std::string, double>> scores_by_k;
+  for (const auto& r : k_runs)
+    for (const auto& [name, key] : {std::pair<const char*, const char*>{"BLEU", "BLEU Score"}, {"chrF", "chrF Score"}, {"chrF++", "CHRF++ Score"}})
+      if (!r.scores[key].is_null()) scores_by_k[r.k][name] = r.scores[key].get<double>();
+  const auto series = bleu_chrf_series(scores_by_k);
+  if (!series[0].ks.empty()) {
     const std::string title = fmt::format("{} → {} via {} ({})", config.source, config.target, config.pivot,
                                           fs::path(config.model).filename().string());
     plot_metrics_vs_k(series, title, (out / "ablation_plots").string());

@@ -52,7 +52,7 @@ RunScores score_run_folder(const std::string& dir, const std::string& target) {
     const size_t ref_col = t.column(run.target), hyp_col = t.column("response");
     std::vector<std::string> hyps, refs;
     for (const auto& row : t.rows) {
-      hyps.push_back(u32_to_utf8(py_strip(utf8_to_u32(row[hyp_col].value_or("")))));
+      hyps.push_back(py_strip_utf8(row[hyp_col].value_or("")));
       refs.push_back(row[ref_col].value_or(""));
     }
     size_t failed = 0;

@@ -129,6 +129,20 @@ void check(const std::vector<MetricSeries>& series) {
 
 }  // namespace
 
+std::vector<MetricSeries> bleu_chrf_series(const std::map<size_t, std::map<std::string, double>>& scores_by_k) {
+  std::vector<MetricSeries> series;
+  for (const char* metric : {"BLEU", "chrF", "chrF++"}) {
+    MetricSeries m{metric, {}, {}};
+    for (const auto& [k, scores] : scores_by_k)
+      if (const auto it = scores.find(metric); it != scores.end()) {
+        m.ks.push_back(double(k));
+        m.values.push_back(it->second);
+      }
+    series.push_back(std::move(m));
+  }
+  return series;
+}
+
 void plot_metrics_vs_k(const std::vector<MetricSeries>& series, const std::string& title, const std::string& path_stem) {
   check(series);
   double xmin = 1e300, xmax = -1e300, yall = 0;

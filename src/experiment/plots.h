@@ -13,6 +13,10 @@ struct MetricSeries {
   std::vector<double> values;
 };
 
+// BLEU, chrF and chrF++ against k from per-k scores (k -> metric name -> score); a k
+// without a metric is left out of that series.
+std::vector<MetricSeries> bleu_chrf_series(const std::map<size_t, std::map<std::string, double>>& scores_by_k);
+
 // Writes {path_stem}.png and {path_stem}.svg.
 void plot_metrics_vs_k(const std::vector<MetricSeries>& series, const std::string& title, const std::string& path_stem);
 void plot_grouped_bars(const std::vector<MetricSeries>& series, const std::string& title, const std::string& path_stem);

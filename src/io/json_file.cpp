@@ -24,14 +24,7 @@ nlohmann::json read_json_file(const std::string& path) {
 }
 
 void write_json_file(const std::string& path, const nlohmann::json& value) {
-  const std::string tmp = unique_temp_path(path);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(fmt::format("{}: cannot create", tmp));
-    out << value.dump(2) << '\n';
-    if (!out) throw Error(fmt::format("{}: write failed", tmp));
-  }
-  std::filesystem::rename(tmp, path);
+  write_file_atomically(path, value.dump(2) + "\n");
 }
 
 }  // namespace pivotmt

@@ -167,6 +167,8 @@ std::string py_rstrip_utf8(std::string_view s) {
   return u32_to_utf8(py_rstrip(utf8_to_u32(s)));
 }
 
+std::string py_strip_utf8(std::string_view s) { return u32_to_utf8(py_strip(utf8_to_u32(s))); }
+
 std::u32string py_normalize_spaces(std::u32string_view s) {
   std::u32string out;
   out.reserve(s.size());

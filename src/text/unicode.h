@@ -21,6 +21,7 @@ std::vector<std::u32string> py_split(std::u32string_view s);  // str.split()
 std::u32string py_strip(std::u32string_view s);
 std::u32string py_rstrip(std::u32string_view s);
 std::string py_rstrip_utf8(std::string_view s);
+std::string py_strip_utf8(std::string_view s);  // str.strip() on UTF-8 text
 // ' '.join(s.split()): whitespace runs to one space, no leading or trailing space.
 std::u32string py_normalize_spaces(std::u32string_view s);
 
