@@ -148,6 +148,78 @@ TEST_F(EngineTest, EdgeCasesAndContextPolicies) {
   EXPECT_EQ(allowed.tokens.size(), 4u);
 }
 
+// A family of prompts like one test row's at k = 10, 5, 0: a shared head (system prompt and
+// the first examples), then different tails.
+std::vector<GenerationRequest> prompt_family(size_t rows) {
+  std::vector<GenerationRequest> out;
+  for (size_t row = 0; row < rows; ++row)
+    for (size_t examples : {10, 5, 0}) {
+      GenerationRequest r;
+      r.prompt = {1};
+      for (int t = 0; t < 20; ++t) r.prompt.push_back(TokenId(30 + t));  // system prompt
+      for (size_t e = 0; e < examples; ++e)
+        for (int t = 0; t < 9; ++t) r.prompt.push_back(TokenId(100 + 37 * row + 13 * e + t));
+      for (int t = 0; t < 6; ++t) r.prompt.push_back(TokenId(900 + 11 * row + t));  // the query
+      r.max_new_tokens = 10;
+      r.sampling = {.greedy = false, .temperature = 1.0f, .top_k = 50, .top_p = 0.9f, .seed = 500 + row};
+      out.push_back(r);
+    }
+  return out;
+}
+
+TEST_F(EngineTest, PrefixCopiesMatchRecomputation) {
+  // The keys and values of a copied prefix give the same logits as computing the whole prompt.
+  auto requests = prompt_family(1);
+  const auto& longer = requests[0].prompt;
+  const auto& shorter = requests[1].prompt;  // shares 1 + 20 + 5 * 9 tokens with `longer`
+  KvCache full = model().new_cache(), donor = model().new_cache();
+  std::vector<LlamaModel::Input> a = {{&full, shorter, true}};
+  const auto expected = model().forward(a);
+  std::vector<LlamaModel::Input> b = {{&donor, longer, false}};
+  model().forward(b);
+  const size_t shared = 66;
+  ASSERT_EQ(std::vector<TokenId>(shorter.begin(), shorter.begin() + shared),
+            std::vector<TokenId>(longer.begin(), longer.begin() + shared));
+  KvCache copy = model().prefix_of(donor, shared);
+  EXPECT_EQ(copy.length, shared);
+  std::vector<LlamaModel::Input> c = {{&copy, std::vector<TokenId>(shorter.begin() + shared, shorter.end()), true}};
+  const auto got = model().forward(c);
+  const size_t V = size_t(model().config().vocab_size);
+  ASSERT_EQ(got.size(), (shorter.size() - shared) * V);
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], expected[shared * V + i], 1e-5) << i;
+  EXPECT_THROW(model().prefix_of(donor, donor.length + 1), Error);
+}
+
+TEST_F(EngineTest, PrefixReuseChangesNoOutput) {
+  const auto requests = prompt_family(3);
+  Engine engine(model());
+  const auto plain = engine.generate(requests, {.max_batch = 4, .reuse_prefixes = false});
+  for (const auto& r : plain) EXPECT_EQ(r.reused_prompt_tokens, 0u);
+  // Same round (batch 9: the k = 5 and k = 0 prompts wait one pass for their k = 10 row-mate),
+  // running donors (batch 4) and finished donors (batch 1).
+  for (size_t max_batch : {9, 4, 1}) {
+    std::vector<int> reported(requests.size(), 0);
+    GenerationHooks hooks;
+    hooks.on_finished = [&](const std::vector<size_t>& done, const std::vector<GenerationResult>& results) {
+      for (size_t i : done) {
+        ++reported[i];
+        EXPECT_EQ(results[i].tokens.size(), 10u);  // complete when reported
+      }
+    };
+    const auto reused = engine.generate(requests, {.max_batch = max_batch}, hooks);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      EXPECT_EQ(reused[i].tokens, plain[i].tokens) << "request " << i << " max_batch " << max_batch;
+      EXPECT_EQ(reported[i], 1) << i;
+      // k = 5 shares its head and 5 examples (66 tokens) with its row's k = 10, waited for in
+      // the same round when needed; other pairs share the head only (21 tokens: copied from a
+      // donor already there, never waited for).
+      if (i % 3 == 1) EXPECT_EQ(reused[i].reused_prompt_tokens, 66u) << i << " max_batch " << max_batch;
+      else EXPECT_LE(reused[i].reused_prompt_tokens, 21u) << i;
+      if (max_batch == 1 && i % 3 != 1 && i > 0) EXPECT_EQ(reused[i].reused_prompt_tokens, 21u) << i;
+    }
+  }
+}
+
 TEST(EngineText, StopStringsCutTheText) {
   LlamaModel model(test::fixture("models/tiny-tower"));
   const auto tok = load_tokenizer(test::fixture("models/tiny-tower"));

@@ -104,7 +104,8 @@ void register_generate(CLI::App& app) {
     const bool stream = !as_json && requests.size() == 1 && tok;
     std::vector<TokenId> streamed;
     std::string printed;
-    const auto results = Engine(lm, tok.get()).generate(requests, options, [&](size_t, TokenId t) {
+    GenerationHooks hooks;
+    hooks.on_token = [&](size_t, TokenId t) {
       if (!stream) return;
       streamed.push_back(t);
       const std::string text = tok->decode(streamed, true);
@@ -114,7 +115,8 @@ void register_generate(CLI::App& app) {
         std::fflush(stdout);
         printed = text;
       }
-    });
+    };
+    const auto results = Engine(lm, tok.get()).generate(requests, options, hooks);
     for (size_t k = 0; k < results.size(); ++k) {
       const auto& r = results[k];
       if (results[k].context_overflow)

@@ -29,13 +29,22 @@ const char* finish_reason_name(FinishReason r) {
   return "?";
 }
 
+namespace {
+size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
+  const size_t n = std::min(a.size(), b.size());
+  size_t i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+}  // namespace
+
 std::vector<GenerationResult> Engine::generate(const std::vector<GenerationRequest>& requests,
-                                               const EngineOptions& options,
-                                               const std::function<void(size_t, TokenId)>& on_token) {
+                                               const EngineOptions& options, const GenerationHooks& hooks) {
   const size_t context = size_t(model_.config().max_position_embeddings);
   std::vector<GenerationResult> results(requests.size());
   std::vector<std::vector<TokenId>> prompts(requests.size());
   std::deque<size_t> waiting;
+  std::vector<size_t> finished_now;  // reported through hooks.on_finished after each step
   for (size_t i = 0; i < requests.size(); ++i) {
     const auto& r = requests[i];
     if (r.prompt.empty()) throw Error(fmt::format("request {}: empty prompt (at least one token, e.g. BOS, is needed)", i + 1));
@@ -62,16 +71,36 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
         case ContextPolicy::Allow: results[i].context_overflow = true; break;
       }
     }
-    if (r.max_new_tokens == 0) continue;  // nothing to generate
+    if (r.max_new_tokens == 0) {  // nothing to generate
+      finished_now.push_back(i);
+      continue;
+    }
     waiting.push_back(i);
   }
+
+  // The text of a finished request, cut before a stop string.
+  auto finish_text = [&](size_t i) {
+    if (!tokenizer_) return;
+    auto& res = results[i];
+    res.text = tokenizer_->decode(res.tokens, true);
+    if (res.finish == FinishReason::StopString)
+      for (const auto& s : requests[i].stop_strings)
+        if (auto pos = res.text.find(s); !s.empty() && pos != std::string::npos) res.text.erase(pos);
+  };
+  auto report_finished = [&] {
+    if (finished_now.empty()) return;
+    for (size_t i : finished_now) finish_text(i);
+    if (hooks.on_finished) hooks.on_finished(finished_now, results);
+    finished_now.clear();
+  };
+  report_finished();
 
   std::vector<Active> active;
   auto accept = [&](Active& a, TokenId token) {
     const auto& r = requests[a.index];
     auto& res = results[a.index];
     res.tokens.push_back(token);
-    if (on_token) on_token(a.index, token);
+    if (hooks.on_token) hooks.on_token(a.index, token);
     bool is_eos = false;
     for (TokenId e : r.eos_ids) is_eos = is_eos || e == token;
     if (is_eos && !r.ignore_eos) {
@@ -90,32 +119,92 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       a.done = true;
     }
     a.pending = a.done ? -1 : token;
+    if (a.done) finished_now.push_back(a.index);
   };
   const size_t V = size_t(model_.config().vocab_size);
 
+  // Prompt caches of recently finished requests, kept as prefix donors.
+  struct Retired {
+    size_t index;
+    KvCache cache;  // its prompt's positions only
+  };
+  std::deque<Retired> retired;
+
+  // Runs the prefill of `members` (indices into `active`) as one forward pass; each
+  // copies its donor's prefix first.
+  struct Plan {
+    size_t member;               // index into active
+    const KvCache* donor = nullptr;  // resolved just before the pass
+    size_t shared = 0;
+  };
+  auto prefill = [&](std::vector<Plan>& plans) {
+    if (plans.empty()) return;
+    std::vector<LlamaModel::Input> batch;
+    for (auto& p : plans) {
+      Active& a = active[p.member];
+      const auto& prompt = prompts[a.index];
+      if (p.donor && p.shared > 0) {
+        a.cache = model_.prefix_of(*p.donor, p.shared);
+        results[a.index].reused_prompt_tokens = p.shared;
+      }
+      batch.push_back({&a.cache, std::vector<TokenId>(prompt.begin() + long(p.shared), prompt.end()), false});
+    }
+    const auto t0 = Clock::now();
+    const auto logits = model_.forward(batch);
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    for (size_t j = 0; j < plans.size(); ++j) {
+      Active& a = active[plans[j].member];
+      results[a.index].prefill_seconds += seconds;
+      accept(a, sample_token(std::span(&logits[j * V], V), requests[a.index].sampling, a.rng));
+    }
+  };
+
   while (!waiting.empty() || !active.empty()) {
     // Admit waiting requests into free slots and prefill them together.
-    std::vector<size_t> admitted;
+    const size_t first_new = active.size();
     size_t budget = options.max_prefill_tokens;
     while (!waiting.empty() && active.size() < options.max_batch &&
-           (admitted.empty() || prompts[waiting.front()].size() <= budget)) {
+           (active.size() == first_new || prompts[waiting.front()].size() <= budget)) {
       const size_t i = waiting.front();
       waiting.pop_front();
       active.push_back({i, model_.new_cache(), SamplerRng(requests[i].sampling.seed)});
-      admitted.push_back(active.size() - 1);
       budget -= std::min(budget, prompts[i].size());
     }
-    if (!admitted.empty()) {
-      std::vector<LlamaModel::Input> batch;
-      for (size_t a : admitted) batch.push_back({&active[a].cache, prompts[active[a].index], false});
-      const auto t0 = Clock::now();
-      const auto logits = model_.forward(batch);
-      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-      for (size_t j = 0; j < admitted.size(); ++j) {
-        Active& a = active[admitted[j]];
-        results[a.index].prefill_seconds += seconds;
-        accept(a, sample_token(std::span(&logits[j * V], V), requests[a.index].sampling, a.rng));
+    if (active.size() > first_new) {
+      // Donors: sequences already running, recently finished ones, and (one pass later)
+      // members of this round's first pass. At least one prompt token is always computed:
+      // its logits choose the first new token.
+      std::vector<Plan> first_pass, second_pass;
+      std::vector<size_t> second_donor;  // per second_pass entry: index into active
+      for (size_t m = first_new; m < active.size(); ++m) {
+        const auto& prompt = prompts[active[m].index];
+        const size_t most = prompt.size() - 1;
+        Plan here{m};
+        size_t round_best = 0, round_donor = 0;
+        if (options.reuse_prefixes) {
+          for (size_t a = 0; a < first_new; ++a) {
+            const size_t n = std::min(most, common_prefix(prompt, prompts[active[a].index]));
+            if (n > here.shared) here = {m, &active[a].cache, n};
+          }
+          for (const auto& r : retired) {
+            const size_t n = std::min({most, r.cache.length, common_prefix(prompt, prompts[r.index])});
+            if (n > here.shared) here = {m, &r.cache, n};
+          }
+          for (const auto& p : first_pass) {
+            const size_t n = std::min(most, common_prefix(prompt, prompts[active[p.member].index]));
+            if (n > round_best) round_best = n, round_donor = p.member;
+          }
+        }
+        if (round_best >= here.shared + options.min_shared_prefix) {
+          second_pass.push_back({m, nullptr, round_best});
+          second_donor.push_back(round_donor);
+        } else {
+          first_pass.push_back(here);
+        }
       }
+      prefill(first_pass);
+      for (size_t j = 0; j < second_pass.size(); ++j) second_pass[j].donor = &active[second_donor[j]].cache;
+      prefill(second_pass);
     }
     // One decode step for every sequence with a pending token.
     std::vector<LlamaModel::Input> step;
@@ -135,21 +224,21 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
         accept(a, sample_token(std::span(&logits[j * V], V), requests[a.index].sampling, a.rng));
       }
     }
-    // Finished sequences leave (their slot goes to the next waiting request).
+    // Finished sequences leave (their slot goes to the next waiting request); their prompt
+    // caches stay a while as donors.
     std::vector<Active> still;
-    for (auto& a : active)
-      if (!a.done) still.push_back(std::move(a));
-    active.swap(still);
-  }
-
-  if (tokenizer_)
-    for (size_t i = 0; i < results.size(); ++i) {
-      auto& res = results[i];
-      res.text = tokenizer_->decode(res.tokens, true);
-      if (res.finish == FinishReason::StopString)
-        for (const auto& s : requests[i].stop_strings)
-          if (auto pos = res.text.find(s); !s.empty() && pos != std::string::npos) res.text.erase(pos);
+    for (auto& a : active) {
+      if (!a.done) {
+        still.push_back(std::move(a));
+      } else if (options.reuse_prefixes && !waiting.empty()) {
+        model_.truncate(a.cache, std::min(a.cache.length, prompts[a.index].size()));
+        retired.push_back({a.index, std::move(a.cache)});
+        if (retired.size() > options.max_batch) retired.pop_front();
+      }
     }
+    active.swap(still);
+    report_finished();
+  }
   return results;
 }
 

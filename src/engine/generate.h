@@ -2,6 +2,15 @@
 // then decode step by step as one batch; a finished request's slot is given to the next
 // waiting one (continuous batching). Stops on any EOS id, a stop string, or the token
 // budget; reports why and how long each phase took.
+//
+// Prefix reuse: a request whose prompt starts like another's copies that one's keys and
+// values for the common prefix instead of recomputing them (the prompts of one test row
+// at k = 3, 5, 10 share the system prompt and their first examples). Donors are the
+// running sequences, recently finished ones (their prompt part), and requests admitted
+// earlier in the same round; a request waits one extra prefill pass for a same-round donor
+// only when that saves at least `min_shared_prefix` tokens more than a donor already there.
+// Requests are considered in the order given, so a caller that puts the longest prompt of a
+// family first (k = 10 before k = 5) lets all the others copy from it.
 #pragma once
 #include <functional>
 #include <string>
@@ -35,6 +44,7 @@ struct GenerationResult {
   size_t prompt_tokens = 0;
   bool context_overflow = false;  // ran past max_position_embeddings (policy allow)
   size_t truncated_tokens = 0;    // dropped from the left (policy truncate-left)
+  size_t reused_prompt_tokens = 0;  // prompt positions copied from another sequence's cache
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
@@ -42,14 +52,23 @@ struct EngineOptions {
   ContextPolicy context = ContextPolicy::Allow;
   size_t max_batch = 32;             // sequences decoding together
   size_t max_prefill_tokens = 4096;  // tokens per prefill forward
+  bool reuse_prefixes = true;
+  size_t min_shared_prefix = 32;  // tokens a same-round donor must save to be waited for
+};
+
+// Hooks into a generate() call. on_token(request index, token): streaming, called as
+// tokens are chosen. on_finished(request indices, results): after each model step, the
+// requests that finished in it; their results (text included) are complete.
+struct GenerationHooks {
+  std::function<void(size_t, TokenId)> on_token;
+  std::function<void(const std::vector<size_t>&, const std::vector<GenerationResult>&)> on_finished;
 };
 
 class Engine {
  public:
   Engine(LlamaModel& model, const Tokenizer* tokenizer = nullptr) : model_(model), tokenizer_(tokenizer) {}
-  // on_token(request index, token): streaming hook, called as tokens are chosen.
   std::vector<GenerationResult> generate(const std::vector<GenerationRequest>& requests, const EngineOptions& options,
-                                         const std::function<void(size_t, TokenId)>& on_token = {});
+                                         const GenerationHooks& hooks = {});
 
  private:
   LlamaModel& model_;

@@ -110,6 +110,30 @@ KvCache LlamaModel::new_cache() const {
   return c;
 }
 
+KvCache LlamaModel::prefix_of(const KvCache& from, size_t n) const {
+  if (n > from.length) throw Error(fmt::format("prefix of {} positions from a cache of {}", n, from.length));
+  const size_t width = size_t(cfg_.num_kv_heads) * size_t(cfg_.head_dim);  // floats per position
+  KvCache c = new_cache();
+  for (size_t l = 0; l < c.k.size(); ++l) {
+    c.k[l].assign(from.k[l].begin(), from.k[l].begin() + long(n * width));
+    c.v[l].assign(from.v[l].begin(), from.v[l].begin() + long(n * width));
+  }
+  c.length = n;
+  return c;
+}
+
+void LlamaModel::truncate(KvCache& cache, size_t n) const {
+  if (n >= cache.length) return;
+  const size_t width = size_t(cfg_.num_kv_heads) * size_t(cfg_.head_dim);
+  for (size_t l = 0; l < cache.k.size(); ++l) {
+    cache.k[l].resize(n * width);
+    cache.v[l].resize(n * width);
+    cache.k[l].shrink_to_fit();
+    cache.v[l].shrink_to_fit();
+  }
+  cache.length = n;
+}
+
 size_t LlamaModel::weight_bytes() const {
   size_t b = embed_.bytes() + lm_head_.bytes() + final_norm_.size() * 4;
   for (const auto& l : layers_)

@@ -35,6 +35,10 @@ class LlamaModel {
   ~LlamaModel();
   const ModelConfig& config() const { return cfg_; }
   KvCache new_cache() const;
+  // A cache holding the first n positions of `from` (n <= from.length): the keys and
+  // values of a shared prompt prefix, copied instead of recomputed.
+  KvCache prefix_of(const KvCache& from, size_t n) const;
+  void truncate(KvCache& cache, size_t n) const;  // keep the first n positions
   size_t weight_bytes() const;
 
   struct Input {
