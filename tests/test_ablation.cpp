@@ -6,9 +6,13 @@
 
 #include <fmt/format.h>
 
+#include "core/error.h"
 #include "experiment/ablation.h"
 #include "experiment/cross_report.h"
+#include "experiment/translate.h"
+#include "io/json_file.h"
 #include "io/table.h"
+#include "models/make_model.h"
 #include "test_util.h"
 
 namespace pivotmt {
@@ -59,7 +63,7 @@ TEST(Ablation, PromptsOfTheOriginalTestRowsAreReproduced) {
   c.greedy = true;
   c.max_new_tokens = 3;
   c.out = dir.str("out");
-  const auto outcome = run_ablation(c, false);
+  const auto outcome = run_ablation(c);
   EXPECT_EQ(outcome.rows_generated, 2 * rows);
 
   const Table ours = read_table(dir.str("out/k_0/results_k0.csv"));
@@ -91,7 +95,138 @@ TEST(Ablation, PromptsOfTheOriginalTestRowsAreReproduced) {
   EXPECT_NE(manifest.find("\"config.json\""), std::string::npos);
   EXPECT_NE(manifest.find("\"data_sha256\""), std::string::npos);
   // A rerun finds every row done and generates nothing.
-  EXPECT_EQ(run_ablation(c, false).rows_generated, 0u);
+  EXPECT_EQ(run_ablation(c).rows_generated, 0u);
+}
+
+// The first `rows` test rows of an original folder as a test split beside a pool of 30
+// reconstructed training rows.
+void write_original_rows(const fs::path& data, const std::string& folder, size_t rows) {
+  const Table original = read_table(test::fixture("original/" + folder + "/k_0/results_k0.csv"));
+  fs::create_directories(data);
+  {
+    std::ifstream in(test::fixture("original/konkani_train_pool_reconstructed.jsonl"));
+    std::ofstream out(data / "train.jsonl");
+    std::string line;
+    for (int i = 0; i < 30 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  std::string test_csv = "hin,gom,mar,eng\n";
+  for (size_t r = 0; r < rows; ++r)
+    for (const char* col : {"hin", "gom", "mar", "eng"})
+      test_csv += csv_field(*original.rows[r][original.column(col)]) + (std::string(col) == "eng" ? "\n" : ",");
+  test::write_file((data / "test.csv").string(), test_csv);
+}
+
+// Hermes-2-Pro through the runner: a tiny Llama-3 model with Llama-3's tokenizer and
+// Hermes' ChatML template (REFERENCE §4) writes the original Hermes run's k = 0 prompts.
+TEST(Ablation, HermesPromptsOfTheOriginalTestRowsAreReproduced) {
+  test::TempDir dir;
+  MakeModelOptions m;
+  m.arch = "llama3";
+  m.out_dir = dir.str("tiny-hermes");
+  m.tokenizer_dir = test::fixture("tokenizers/llama-3");
+  m.seed = 5;
+  make_model(m);
+  auto tok_config = read_json_file(dir.str("tiny-hermes/tokenizer_config.json"));
+  tok_config["chat_template"] =
+      "{{bos_token}}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+      "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  write_json_file(dir.str("tiny-hermes/tokenizer_config.json"), tok_config);
+
+  const size_t rows = 6;
+  write_original_rows(dir.path() / "data", "konkani_hermes_600tokens", rows);
+  AblationConfig c;
+  c.data = dir.str("data");
+  c.model = dir.str("tiny-hermes");
+  c.ks = {0};
+  c.greedy = true;
+  c.max_new_tokens = 2;
+  c.out = dir.str("out");
+  run_ablation(c);
+  const Table original = read_table(test::fixture("original/konkani_hermes_600tokens/k_0/results_k0.csv"));
+  const Table ours = read_table(dir.str("out/k_0/results_k0.csv"));
+  ASSERT_EQ(ours.rows.size(), rows);
+  for (size_t r = 0; r < rows; ++r)
+    EXPECT_EQ(*ours.rows[r][ours.column("prompt")], *original.rows[r][original.column("prompt")]) << "row " << r;
+}
+
+// Outputs that do not depend on how the rows were scheduled (timings left out).
+std::string stable_outputs(const fs::path& out, const std::vector<size_t>& ks) {
+  std::string all;
+  for (size_t k : ks) {
+    all += test::read_file((out / fmt::format("k_{}/results_k{}.csv", k, k)).string());
+    auto scores = read_json_file((out / fmt::format("k_{}/scores_k{}.json", k, k)).string());
+    scores.erase("inference_time_minutes");
+    all += scores.dump();
+  }
+  return all;
+}
+
+// `--shard i/N` runs joined by merge_ablation give the single run's outputs; `translate`
+// of a test row with k examples gives that run's k response; the custom prompt variant
+// puts the template's text in the prompt column.
+TEST(Ablation, ShardsMergeAndTranslateAgreeWithOneRun) {
+  test::TempDir dir;
+  const size_t rows = 7;
+  write_original_rows(dir.path() / "data", "konkani_full", rows);
+  AblationConfig c;
+  c.data = dir.str("data");
+  c.model = test::fixture("models/tiny-tower");
+  c.retriever = "bm25";
+  c.ks = {0, 1, 3};
+  c.greedy = true;
+  c.max_new_tokens = 6;
+  c.out = dir.str("single");
+  const auto single = run_ablation(c);
+  EXPECT_TRUE(single.outputs_written);
+  EXPECT_GT(single.reused_prompt_tokens, 0u);  // the k = 1 and k = 0 prompts copy from k = 3's
+
+  std::vector<std::string> shards;
+  for (size_t i = 1; i <= 3; ++i) {
+    AblationConfig s = c;
+    s.shard_index = i;
+    s.shard_count = 3;
+    s.max_batch = i;  // batching differs per shard
+    s.out = dir.str(fmt::format("shard{}", i));
+    const auto outcome = run_ablation(s);
+    EXPECT_FALSE(outcome.outputs_written);
+    EXPECT_EQ(outcome.rows_generated, 3 * ((rows - i) / 3 + 1)) << i;
+    EXPECT_FALSE(fs::exists(dir.path() / fmt::format("shard{}/ablation_summary.csv", i)));
+    shards.push_back(s.out);
+  }
+  EXPECT_THROW(merge_ablation({shards[0], shards[2]}, dir.str("merged"), false), Error);  // shard 2/3 missing
+  EXPECT_THROW(merge_ablation({shards[0], shards[0], shards[1], shards[2]}, dir.str("merged"), false), Error);
+  merge_ablation(shards, dir.str("merged"), false);
+  EXPECT_EQ(stable_outputs(dir.path() / "merged", c.ks), stable_outputs(dir.path() / "single", c.ks));
+  EXPECT_EQ(test::read_file(dir.str("merged/ablation_config.json")), test::read_file(dir.str("single/ablation_config.json")));
+
+  // translate: the test rows with 1 example each give the k = 1 responses.
+  const ParallelCorpus test_rows = load_parallel(read_table(dir.str("data/test.csv")), "hin", "mar", "gom");
+  std::vector<TranslationQuery> queries;
+  for (const auto& r : test_rows.rows) queries.push_back({r.pivot, r.source});
+  Translator translator(c, dir.str("translate-index"));
+  const auto translations = translator.translate(queries, 1);
+  const Table k1 = read_table(dir.str("single/k_1/results_k1.csv"));
+  ASSERT_EQ(translations.size(), k1.rows.size());
+  for (size_t r = 0; r < translations.size(); ++r) {
+    EXPECT_EQ(translations[r].text, *k1.rows[r][k1.column("response")]) << "row " << r;
+    EXPECT_EQ(translations[r].examples.size(), 1u);
+  }
+
+  // The custom variant: the template's text, with the placeholders filled, is the user turn.
+  AblationConfig custom = c;
+  custom.variant = PromptVariant::Custom;
+  custom.labels.custom_template = "{P} {{literal}}: {pivot} | {S}: {source} -> {T}:";
+  custom.ks = {0};
+  custom.out = dir.str("custom");
+  run_ablation(custom);
+  const Table k0 = read_table(dir.str("custom/k_0/results_k0.csv"));
+  const std::string& prompt = *k0.rows[0][k0.column("prompt")];
+  EXPECT_NE(prompt.find("Hin {literal}: " + test_rows.rows[0].pivot + " | MAR: " + test_rows.rows[0].source + " -> Gom:"),
+            std::string::npos)
+      << prompt;
+  custom.labels.custom_template = "{pivot} {unknown}";
+  custom.out = dir.str("custom-bad");
+  EXPECT_THROW(run_ablation(custom), Error);
 }
 
 // Known scores: a perfect k = 1 (BLEU/chrF 100, TER 0) must be the bold best of its row

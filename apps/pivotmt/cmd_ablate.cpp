@@ -1,19 +1,20 @@
-// `pivotmt ablate [CONFIG.toml] [options]`: the k-ablation study, resumable. A TOML file
-// (parsed by CLI11's own config reader) sets any option by its long name; the command
-// line overrides the file.
+// `pivotmt ablate [CONFIG.toml] [options]`: the k-ablation study, resumable and shardable.
+// A TOML file (parsed by CLI11's own config reader) sets any option by its long name; the
+// command line overrides the file. `pivotmt report DIR...`: the cross-run tables.
 #include <fmt/format.h>
 
 #include <filesystem>
 #include <fstream>
 #include <memory>
 
+#include "ablation_view.h"
 #include "commands.h"
+#include "study_options.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "experiment/ablation.h"
 #include "experiment/cross_report.h"
 #include "experiment/plots.h"
-#include "hub/hub_client.h"
 
 namespace pivotmt::cli {
 namespace {
@@ -38,95 +39,68 @@ std::vector<size_t> parse_ks(const std::vector<std::string>& items) {
   return ks;
 }
 
-// Options from a TOML file, for every option the command line did not give.
-void apply_config_file(CLI::App& cmd, const std::string& path) {
-  std::vector<CLI::ConfigItem> items;
+// "2/8" into (2, 8).
+std::pair<size_t, size_t> parse_shard(const std::string& text) {
+  const auto slash = text.find('/');
   try {
-    items = CLI::ConfigTOML().from_file(path);
-  } catch (const CLI::Error& e) {
-    throw Error(fmt::format("{}: {}", path, e.what()));
-  }
-  for (const auto& item : items) {
-    if (item.name == "++" || item.name == "--") continue;  // section markers
-    CLI::Option* opt = cmd.get_option_no_throw("--" + item.name);
-    if (!opt || item.name == "CONFIG")
-      throw Error(fmt::format("{}: unknown key '{}' (keys are the long option names of pivotmt ablate --help)", path,
-                              item.fullname()));
-    if (opt->count() > 0) continue;  // the command line wins
-    try {
-      opt->add_result(item.inputs);
-      opt->run_callback();
-    } catch (const CLI::Error& e) {
-      throw Error(fmt::format("{}: {}: {}", path, item.name, e.what()));
+    if (slash != std::string::npos) {
+      const size_t i = std::stoul(text.substr(0, slash)), n = std::stoul(text.substr(slash + 1));
+      if (n >= 1 && i >= 1 && i <= n) return {i, n};
     }
+  } catch (const std::exception&) {
   }
+  throw Error(fmt::format("--shard {}: expected i/N with 1 <= i <= N, e.g. 2/8", text));
 }
 
 }  // namespace
 
 void register_ablate(CLI::App& app) {
   auto* cmd = app.add_subcommand("ablate", "Run the k-ablation study (retrieve, prompt, generate, score), resumable");
-  static AblationConfig c;
+  static StudyArgs args;
   static std::vector<std::string> ks = {"0", "1", "3", "5", "7", "10"};
-  static std::string variant = "pivot";
-  static bool quick = false, force = false;
-  static std::string config_file;
-  cmd->add_option("CONFIG", config_file, "TOML file of options (keys: the long option names, e.g. max-new-tokens = 200)");
-  cmd->add_option("--data", c.data, "Corpus: a directory of splits, a table file or a hub dataset id");
-  cmd->add_option("--train-split", c.train_split, "Split the examples come from")->capture_default_str();
-  cmd->add_option("--test-split", c.test_split, "Split that is translated")->capture_default_str();
-  cmd->add_option("--pivot", c.pivot, "Pivot column")->capture_default_str();
-  cmd->add_option("--source", c.source, "Source column")->capture_default_str();
-  cmd->add_option("--target", c.target, "Target column")->capture_default_str();
-  cmd->add_option("--pivot-label", c.labels.pivot, "{P} in the prompt")->capture_default_str();
-  cmd->add_option("--target-label", c.labels.target, "{T} in the prompt")->capture_default_str();
-  cmd->add_option("--source-code", c.labels.source_code, "{S} of the no-pivot prompt")->capture_default_str();
-  cmd->add_option("--target-code", c.labels.target_code, "{T} of the no-pivot prompt")->capture_default_str();
-  cmd->add_option("--variant", variant, "pivot | no-pivot")->check(CLI::IsMember({"pivot", "no-pivot"}))->capture_default_str();
-  cmd->add_option("--retriever", c.retriever, "minilm | minilm-hnsw | bm25 | bm25-char | chrf | random")
-      ->check(CLI::IsMember({"minilm", "minilm-hnsw", "bm25", "bm25-char", "chrf", "random"}))
-      ->capture_default_str();
-  cmd->add_option("--encoder", c.encoder, "Sentence encoder for minilm (directory or hub id)");
-  cmd->add_option("--model,-m", c.model, "Model directory or hub id");
+  static bool quick = false, force = false, quiet = false, log_json = false;
+  static std::string shard;
+  static std::vector<std::string> merge;
+  cmd->add_option("CONFIG", args.config_file, "TOML file of options (keys: the long option names, e.g. max-new-tokens = 200)");
+  add_study_options(cmd, args);
   cmd->add_option("-k,--k", ks, "k values: numbers and ranges (0..10)")->capture_default_str();
   cmd->add_flag("--quick", quick, "k = 0 5 10");
-  cmd->add_flag("--greedy", c.greedy, "Greedy decoding instead of the original's sampling");
-  cmd->add_option("--temperature", c.temperature, "Sampling temperature")->capture_default_str();
-  cmd->add_option("--top-k", c.top_k, "Top-k")->capture_default_str();
-  cmd->add_option("--top-p", c.top_p, "Top-p")->capture_default_str();
-  cmd->add_option("--max-new-tokens", c.max_new_tokens, "Tokens per translation at most")->capture_default_str();
-  cmd->add_option("--seed", c.seed, "Seed (row r samples with seed + r)")->capture_default_str();
-  cmd->add_option("--context-policy", c.context_policy, "error | truncate-left | allow")
-      ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
-      ->capture_default_str();
-  cmd->add_option("--limit", c.limit, "Test rows (0: all)")->capture_default_str();
-  cmd->add_option("--max-batch", c.max_batch, "Rows generated together (and stored together)")->capture_default_str();
-  cmd->add_option("--out,-o", c.out, "Output directory");
+  cmd->add_option("--limit", args.config.limit, "Test rows (0: all)")->capture_default_str();
+  cmd->add_option("--out,-o", args.config.out, "Output directory");
   cmd->add_flag("--force", force, "Replace a run of another configuration in --out");
+  cmd->add_option("--shard", shard, "Run slice i of N (rows i-1, i-1+N, ...), e.g. 2/8; join with --merge");
+  cmd->add_option("--merge", merge, "Join these --shard folders into --out (the outputs of a single run)");
+  cmd->add_flag("--quiet", quiet, "No progress output");
+  cmd->add_flag("--log-json", log_json, "Progress as JSON lines on stderr (for clusters)");
   cmd->callback([cmd] {
-    if (!config_file.empty()) apply_config_file(*cmd, config_file);
-    for (const auto& [name, value] : {std::pair<const char*, const std::string&>{"--data", c.data}, {"--model", c.model}, {"--out", c.out}})
-      if (value.empty()) throw Error(fmt::format("ablate: {} is required (on the command line or in the config file)", name));
-    AblationConfig config = c;
+    if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file);
+    if (!merge.empty()) {
+      if (args.config.out.empty()) throw Error("ablate --merge: --out is required");
+      const auto outcome = merge_ablation(merge, args.config.out, force);
+      fmt::print("{}: merged {} shards ({} rows); summary in {}/ablation_summary.csv\n", args.config.out, merge.size(),
+                 outcome.rows_resumed + outcome.rows_generated, args.config.out);
+      return;
+    }
+    AblationConfig config = resolve_study(args, {"data", "model", "out"});
     config.ks = quick ? std::vector<size_t>{0, 5, 10} : parse_ks(ks);
-    config.variant = variant == "pivot" ? PromptVariant::Pivot : PromptVariant::NoPivot;
-    config.model = resolve_repo_path(config.model, RepoType::Model);
-    if (!config.encoder.empty()) config.encoder = resolve_repo_path(config.encoder, RepoType::Model);
-    if (!std::filesystem::exists(config.data))
-      config.data = resolve_repo_path(config.data, RepoType::Dataset, {"*.parquet", "*.jsonl", "*.json", "*.csv", "*.tsv"});
-    std::unique_ptr<Progress> bar;
-    size_t bar_k = size_t(-1);
-    const auto outcome = run_ablation(config, force, [&](const AblationProgress& p) {
-      if (p.k != bar_k) {
-        if (bar) bar->finish();
-        bar = std::make_unique<Progress>(fmt::format("k={}", p.k), p.total, ProgressUnit::Items);
-        bar_k = p.k;
-      }
-      bar->set(p.done);
-    });
-    if (bar) bar->finish();
-    fmt::print("{}: {} rows generated, {} resumed from earlier runs; summary in {}/ablation_summary.csv\n", config.out,
-               outcome.rows_generated, outcome.rows_resumed, config.out);
+    if (!shard.empty()) std::tie(config.shard_index, config.shard_count) = parse_shard(shard);
+    AblationView view(choose_view_mode(quiet, log_json), std::filesystem::path(config.out).filename().string());
+    AblationRunOptions options;
+    options.force = force;
+    options.on_progress = [&](const AblationProgress& p) { view.update(p); };
+    const auto outcome = run_ablation(config, options);
+    view.finish(outcome);
+    const std::string reuse = outcome.prompt_tokens > 0
+                                  ? fmt::format(" ({:.0f}% of prompt tokens copied from shared prefixes)",
+                                                100.0 * double(outcome.reused_prompt_tokens) / double(outcome.prompt_tokens))
+                                  : "";
+    if (outcome.outputs_written)
+      fmt::print("{}: {} rows generated{}, {} resumed from earlier runs; summary in {}/ablation_summary.csv\n", config.out,
+                 outcome.rows_generated, reuse, outcome.rows_resumed, config.out);
+    else
+      fmt::print("{}: shard {}/{}: {} rows generated{}, {} resumed; join the shards with pivotmt ablate --merge "
+                 "DIR... --out DIR\n",
+                 config.out, config.shard_index, config.shard_count, outcome.rows_generated, reuse, outcome.rows_resumed);
   });
 }
 

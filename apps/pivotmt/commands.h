@@ -16,5 +16,6 @@ void register_generate(CLI::App& app);
 void register_retrieval(CLI::App& app);
 void register_ablate(CLI::App& app);
 void register_report(CLI::App& app);
+void register_translate(CLI::App& app);
 
 }  // namespace pivotmt::cli

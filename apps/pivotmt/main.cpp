@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   pivotmt::cli::register_retrieval(app);
   pivotmt::cli::register_ablate(app);
   pivotmt::cli::register_report(app);
+  pivotmt::cli::register_translate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -30,6 +30,7 @@ std::string format_duration(double s) {
 }
 
 void Progress::set_quiet(bool quiet) { g_quiet = quiet; }
+bool Progress::quiet() { return g_quiet; }
 
 Progress::Progress(std::string label, uint64_t total, ProgressUnit unit, FILE* out)
     : label_(std::move(label)), total_(total), unit_(unit), out_(out), tty_(isatty(fileno(out)) != 0) {

@@ -22,6 +22,7 @@ class Progress {
   void set(uint64_t done);  // absolute amount done so far
   void finish();            // prints the final line once
   static void set_quiet(bool quiet);  // process-wide: no progress output at all
+  static bool quiet();
 
  private:
   void draw(bool final);

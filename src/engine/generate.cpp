@@ -152,9 +152,12 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     const auto t0 = Clock::now();
     const auto logits = model_.forward(batch);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    size_t fed = 0;
+    for (const auto& in : batch) fed += in.tokens.size();
     for (size_t j = 0; j < plans.size(); ++j) {
       Active& a = active[plans[j].member];
       results[a.index].prefill_seconds += seconds;
+      results[a.index].compute_seconds += seconds * double(batch[j].tokens.size()) / double(fed);
       accept(a, sample_token(std::span(&logits[j * V], V), requests[a.index].sampling, a.rng));
     }
   };
@@ -221,6 +224,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       for (size_t j = 0; j < stepping.size(); ++j) {
         Active& a = active[stepping[j]];
         results[a.index].decode_seconds += seconds;
+        results[a.index].compute_seconds += seconds / double(stepping.size());
         accept(a, sample_token(std::span(&logits[j * V], V), requests[a.index].sampling, a.rng));
       }
     }

@@ -45,7 +45,10 @@ struct GenerationResult {
   bool context_overflow = false;  // ran past max_position_embeddings (policy allow)
   size_t truncated_tokens = 0;    // dropped from the left (policy truncate-left)
   size_t reused_prompt_tokens = 0;  // prompt positions copied from another sequence's cache
-  double prefill_seconds = 0, decode_seconds = 0;
+  double prefill_seconds = 0, decode_seconds = 0;  // wall time of the passes it took part in
+  // Its share of those passes (a pass's time split by the tokens each sequence fed it): the
+  // shares of all requests add up to the call's compute time, however they were batched.
+  double compute_seconds = 0;
 };
 
 struct EngineOptions {

@@ -1,14 +1,14 @@
 #include "experiment/ablation.h"
-#include "experiment/plots.h"
-#include "experiment/run_report.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -16,10 +16,10 @@
 #include "chat/chat_template.h"
 #include "core/error.h"
 #include "engine/generate.h"
+#include "experiment/ablation_outputs.h"
 #include "io/json_file.h"
 #include "io/table.h"
 #include "io/temp_path.h"
-#include "metrics/report.h"
 #include "models/llama_model.h"
 #include "models/model_config.h"
 #include "retrieval/index.h"
@@ -35,35 +35,72 @@ double shortest(float v) { return std::stod(fmt::format("{}", v)); }
 }  // namespace
 
 nlohmann::json AblationConfig::identity() const {
-  return {{"data", data},
-          {"train_split", train_split},
-          {"test_split", test_split},
-          {"pivot", pivot},
-          {"source", source},
-          {"target", target},
-          {"labels", {labels.pivot, labels.target, labels.source_code, labels.target_code}},
-          {"variant", variant == PromptVariant::Pivot ? "pivot" : "no-pivot"},
-          {"retriever", retriever},
-          {"encoder", encoder},
-          {"model", model},
-          {"greedy", greedy},
-          {"temperature", shortest(temperature)},
-          {"top_k", top_k},
-          {"top_p", shortest(top_p)},
-          {"max_new_tokens", max_new_tokens},
-          {"seed", seed},
-          {"context_policy", context_policy},
-          {"limit", limit}};
+  nlohmann::json j = {{"data", data},
+                      {"train_split", train_split},
+                      {"test_split", test_split},
+                      {"pivot", pivot},
+                      {"source", source},
+                      {"target", target},
+                      {"labels", {labels.pivot, labels.target, labels.source_code, labels.target_code}},
+                      {"variant", prompt_variant_name(variant)},
+                      {"retriever", retriever},
+                      {"encoder", encoder},
+                      {"model", model},
+                      {"greedy", greedy},
+                      {"temperature", shortest(temperature)},
+                      {"top_k", top_k},
+                      {"top_p", shortest(top_p)},
+                      {"max_new_tokens", max_new_tokens},
+                      {"seed", seed},
+                      {"context_policy", context_policy},
+                      {"limit", limit}};
+  if (variant == PromptVariant::Custom) j["prompt_template"] = labels.custom_template;
+  if (shard_count > 1) j["shard"] = {shard_index, shard_count};
+  return j;
 }
 
-std::string csv_field(const std::string& value) {
-  if (value.find_first_of(",\"\r\n") == std::string::npos) return value;
-  std::string out = "\"";
-  for (char c : value) {
-    if (c == '"') out += '"';
-    out += c;
+AblationConfig AblationConfig::from_identity(const nlohmann::json& j) {
+  AblationConfig c;
+  try {
+    c.data = j.at("data");
+    c.train_split = j.at("train_split");
+    c.test_split = j.at("test_split");
+    c.pivot = j.at("pivot");
+    c.source = j.at("source");
+    c.target = j.at("target");
+    const auto& l = j.at("labels");
+    c.labels = {l.at(0), l.at(1), l.at(2), l.at(3), j.value("prompt_template", std::string())};
+    c.variant = parse_prompt_variant(j.at("variant"));
+    c.retriever = j.at("retriever");
+    c.encoder = j.at("encoder");
+    c.model = j.at("model");
+    c.greedy = j.at("greedy");
+    c.temperature = j.at("temperature");
+    c.top_k = j.at("top_k");
+    c.top_p = j.at("top_p");
+    c.max_new_tokens = j.at("max_new_tokens");
+    c.seed = j.at("seed");
+    c.context_policy = j.at("context_policy");
+    c.limit = j.at("limit");
+    if (j.contains("shard")) {
+      c.shard_index = j["shard"].at(0);
+      c.shard_count = j["shard"].at(1);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(fmt::format("ablation configuration: {}", e.what()));
   }
-  return out + "\"";
+  return c;
+}
+
+size_t AblationProgress::all_done() const {
+  size_t n = 0;
+  for (size_t d : done) n += d;
+  return n;
+}
+size_t AblationProgress::all_total() const {
+  size_t n = 0;
+  for (size_t t : total) n += t;
+  return n;
 }
 
 namespace {
@@ -72,7 +109,7 @@ namespace {
 class RowLog {
  public:
   // Reads the finished rows; a torn last line (the process died mid-write) is cut off.
-  explicit RowLog(fs::path path) : path_(std::move(path)) {
+  RowLog(fs::path path, bool writable) : path_(std::move(path)) {
     std::ifstream in(path_, std::ios::binary);
     if (in) {
       std::stringstream ss;
@@ -83,7 +120,7 @@ class RowLog {
         const size_t nl = text.find('\n', start);
         if (nl == std::string::npos) break;  // torn: no newline yet
         const auto entry = nlohmann::json::parse(text.begin() + long(start), text.begin() + long(nl), nullptr, false);
-        if (entry.is_discarded() || !entry.contains("i"))
+        if (entry.is_discarded() || !entry.contains("i") || !entry["i"].is_number_unsigned())
           throw FormatError(fmt::format("{}:{}: not a row record (the log is damaged; delete it to regenerate this k)",
                                         path_.string(), line));
         rows_[entry["i"].get<size_t>()] = entry;
@@ -91,8 +128,9 @@ class RowLog {
         good_end = start;
         ++line;
       }
-      if (good_end < text.size()) fs::resize_file(path_, good_end);
+      if (writable && good_end < text.size()) fs::resize_file(path_, good_end);
     }
+    if (!writable) return;
     fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd_ < 0) throw Error("cannot open " + path_.string() + " for appending");
   }
@@ -124,55 +162,27 @@ class RowLog {
   std::map<size_t, nlohmann::json> rows_;
 };
 
-// Output column names: nested "translation.en" becomes "en" as the original flattened it.
-std::vector<std::string> flat_columns(const Table& t) {
-  std::vector<std::string> out;
-  for (const auto& c : t.columns) {
-    const auto dot = c.rfind('.');
-    out.push_back(dot == std::string::npos ? c : c.substr(dot + 1));
-  }
-  return out;
-}
+// One prompt to generate: test row i at config.ks[run].
+struct Job {
+  size_t run, i;
+  std::string prompt;
+};
 
-}  // namespace
-
-nlohmann::json score_translations(const std::vector<std::string>& responses, const std::vector<std::string>& targets,
-                         size_t* failed) {
-  metrics::ScoreRequest req;
-  *failed = 0;
-  for (size_t i = 0; i < responses.size(); ++i) {
-    // Rows with an empty hypothesis or reference are left out (REFERENCE §6).
-    if (responses[i].empty() || targets[i].empty()) {
-      ++*failed;
-      continue;
-    }
-    req.hyps.push_back(utf8_to_u32(responses[i]));
-    if (req.refs.empty()) req.refs.resize(1);
-    req.refs[0].push_back(utf8_to_u32(targets[i]));
-  }
-  if (req.hyps.empty()) return nullptr;
-  return metrics::run_scoring(req);
-}
-
-AblationOutcome run_ablation(const AblationConfig& config, bool force,
-                             const std::function<void(const AblationProgress&)>& on_progress) {
-  if (config.out.empty()) throw Error("ablation: no output directory");
-  if (config.ks.empty()) throw Error("ablation: no k values");
-  for (size_t k : config.ks)
-    if (k > 10) throw Error(fmt::format("ablation: k = {}: the study retrieves at most 10 examples", k));
+// Refuses a folder of another configuration (or clears it when forced), then records ours.
+void claim_folder(const AblationConfig& config, bool force) {
   const fs::path out = config.out;
   fs::create_directories(out);
-
-  // One folder, one configuration.
   const fs::path config_path = out / "ablation_config.json";
   if (fs::exists(config_path)) {
     const auto previous = read_json_file(config_path.string());
-    if (previous != config.identity()) {
+    const auto current = config.identity();
+    if (previous != current) {
       if (!force) {
         std::vector<std::string> changed;
-        const auto current = config.identity();
         for (const auto& [key, value] : current.items())
           if (!previous.contains(key) || previous[key] != value) changed.push_back(key);
+        for (const auto& [key, value] : previous.items())
+          if (!current.contains(key)) changed.push_back(key);
         throw Error(fmt::format("{} holds a run of another configuration (differs in: {}); use another --out or "
                                 "--force to replace it",
                                 out.string(), fmt::join(changed, ", ")));
@@ -182,204 +192,265 @@ AblationOutcome run_ablation(const AblationConfig& config, bool force,
     }
   }
   write_json_file(config_path.string(), config.identity());
+}
 
-  // Test rows and the example pool.
-  const Table test_table = read_split(config.data, config.test_split);
-  const bool pivot_prompt = config.variant == PromptVariant::Pivot;
-  ParallelCorpus test = load_parallel(test_table, config.pivot, config.source, config.target);
-  if (config.limit > 0 && test.rows.size() > config.limit) test.rows.resize(config.limit);
-  if (test.rows.empty()) throw Error(fmt::format("{} ({}): no test rows", config.data, config.test_split));
+}  // namespace
+
+bool retrieves_by_pivot(const AblationConfig& c) {
+  return c.variant == PromptVariant::Pivot ||
+         (c.variant == PromptVariant::Custom && c.labels.custom_template.find("{pivot}") != std::string::npos);
+}
+
+IndexSpec study_index_spec(const AblationConfig& config) {
   IndexSpec spec;
   spec.data = config.data;
   spec.split = config.train_split;
-  // The no-pivot variant retrieves by the source text (REFERENCE §3).
-  spec.pivot = pivot_prompt ? config.pivot : config.source;
+  spec.pivot = retrieves_by_pivot(config) ? config.pivot : config.source;
   spec.source = config.source;
   spec.target = config.target;
   spec.retriever = config.retriever;
   spec.model = config.encoder;
   spec.seed = config.seed;
-  const LoadedIndex index = build_index(spec, (out / "index").string());
+  return spec;
+}
+
+std::vector<Example> study_examples(const AblationConfig& config, const LoadedIndex& index, const std::string& query_pivot,
+                                    const std::string& query_source, size_t k) {
+  std::vector<Example> examples;
+  if (k == 0) return examples;
+  const std::string& query = retrieves_by_pivot(config) ? query_pivot : query_source;
+  for (const auto& n : retrieve(*index.retriever, index.pool, query, k)) {
+    const auto& ex = index.pool.rows[n.index];
+    examples.push_back({ex.pivot, ex.source, ex.target});
+  }
+  return examples;
+}
+
+std::string study_prompt(const AblationConfig& config, const Tokenizer& tokenizer, const std::vector<Example>& examples,
+                         const std::string& query_pivot, const std::string& query_source) {
+  return apply_chat_template(tokenizer, build_messages(config.labels, examples, query_pivot, query_source, config.variant),
+                             false);
+}
+
+GenerationRequest study_request(const AblationConfig& config, const GenerationConfig& generation,
+                                const Tokenizer& tokenizer, const std::string& prompt, uint64_t seed) {
+  GenerationRequest r;
+  r.prompt = encode_rendered_prompt(tokenizer, prompt, DuplicateBos::Reproduce).ids;
+  r.max_new_tokens = config.max_new_tokens;
+  r.sampling.greedy = config.greedy;
+  r.sampling.temperature = config.temperature;
+  r.sampling.top_k = config.top_k;
+  r.sampling.top_p = config.top_p;
+  r.sampling.seed = seed;
+  r.eos_ids.assign(generation.eos_token_ids.begin(), generation.eos_token_ids.end());
+  return r;
+}
+
+EngineOptions study_engine_options(const AblationConfig& config) {
+  EngineOptions o;
+  o.max_batch = config.max_batch;
+  o.context = config.context_policy == "error"           ? ContextPolicy::Error
+              : config.context_policy == "truncate-left" ? ContextPolicy::TruncateLeft
+                                                         : ContextPolicy::Allow;
+  return o;
+}
+
+AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOptions& options) {
+  if (config.out.empty()) throw Error("ablation: no output directory");
+  if (config.ks.empty()) throw Error("ablation: no k values");
+  if (std::set<size_t>(config.ks.begin(), config.ks.end()).size() != config.ks.size())
+    throw Error("ablation: a k value is listed twice");
+  for (size_t k : config.ks)
+    if (k > 10) throw Error(fmt::format("ablation: k = {}: the study retrieves at most 10 examples", k));
+  if (config.shard_count == 0 || config.shard_index == 0 || config.shard_index > config.shard_count)
+    throw Error(fmt::format("ablation: shard {}/{}: expected i/N with 1 <= i <= N", config.shard_index, config.shard_count));
+  if (config.variant == PromptVariant::Custom) custom_user_message(config.labels, "", "");  // template errors now
+  if (config.max_batch == 0) throw Error("ablation: max batch 0");
+  claim_folder(config, options.force);
+  const fs::path out = config.out;
+
+  // Test rows and the example pool.
+  const Table test_table = read_split(config.data, config.test_split);
+  ParallelCorpus test = load_parallel(test_table, config.pivot, config.source, config.target);
+  if (config.limit > 0 && test.rows.size() > config.limit) test.rows.resize(config.limit);
+  if (test.rows.empty()) throw Error(fmt::format("{} ({}): no test rows", config.data, config.test_split));
+  const LoadedIndex index = build_index(study_index_spec(config), (out / "index").string());
 
   const auto tokenizer = load_tokenizer(config.model);
   const ModelConfig model_config = load_model_config(config.model);
   const GenerationConfig generation = load_generation_config(config.model, model_config);
-  std::unique_ptr<LlamaModel> model;  // loaded only when some row still needs generating
-  EngineOptions engine_options;
-  engine_options.max_batch = config.max_batch;
-  engine_options.context = config.context_policy == "error"           ? ContextPolicy::Error
-                           : config.context_policy == "truncate-left" ? ContextPolicy::TruncateLeft
-                                                                      : ContextPolicy::Allow;
 
-  const auto out_columns = flat_columns(test_table);
-  const std::vector<std::string> metric_keys = {"BLEU", "chrF", "chrF++", "TER"};
+  // This shard's rows, and what the logs already hold.
+  std::vector<size_t> slice;
+  for (size_t i = config.shard_index - 1; i < test.rows.size(); i += config.shard_count) slice.push_back(i);
+  std::vector<std::unique_ptr<RowLog>> logs;
   AblationOutcome outcome;
-  nlohmann::json per_k = nlohmann::json::object();
-  std::string summary = "k,BLEU,chrF,chrF++,Normalized_BLEU,time_minutes,TER\n";
-  std::vector<KRun> k_runs;
-
+  AblationProgress progress;
+  progress.ks = config.ks;
   for (size_t k : config.ks) {
     const fs::path kdir = out / fmt::format("k_{}", k);
     fs::create_directories(kdir);
-    RowLog log(kdir / "rows.jsonl");
-    outcome.rows_resumed += log.rows().size();
+    logs.push_back(std::make_unique<RowLog>(kdir / "rows.jsonl", options.generate_missing));
+    size_t done = 0;
+    for (size_t i : slice) done += logs.back()->rows().count(i);
+    for (const auto& [i, rec] : logs.back()->rows())
+      if (i >= test.rows.size() || (i % config.shard_count) != config.shard_index - 1)
+        throw FormatError(fmt::format("{}: row {} does not belong to this run ({} test rows, shard {}/{})",
+                                      (kdir / "rows.jsonl").string(), i, test.rows.size(), config.shard_index,
+                                      config.shard_count));
+    progress.done.push_back(done);
+    progress.total.push_back(slice.size());
+    progress.resumed += done;
+  }
+  outcome.rows_resumed = progress.resumed;
 
-    std::vector<size_t> pending;
-    for (size_t i = 0; i < test.rows.size(); ++i)
-      if (!log.rows().count(i)) pending.push_back(i);
-    if (!pending.empty() && !model) model = std::make_unique<LlamaModel>(config.model, LoadOptions{DType::F16, OpsImpl::Fast});
-
-    AblationProgress progress{k, log.rows().size(), test.rows.size(), 0, 0};
-    const auto k_start = std::chrono::steady_clock::now();
-    if (on_progress) on_progress(progress);  // rows already done (resumed) before any new one
-    // Chunks of max_batch rows: each chunk is durable before the next starts.
-    for (size_t begin = 0; begin < pending.size(); begin += config.max_batch) {
-      const size_t end = std::min(pending.size(), begin + config.max_batch);
-      std::vector<GenerationRequest> requests;
-      std::vector<std::string> prompts;
-      for (size_t p = begin; p < end; ++p) {
-        const auto& row = test.rows[pending[p]];
-        std::vector<Example> examples;
-        if (k > 0) {
-          const std::string& query = pivot_prompt ? row.pivot : row.source;
-          for (const auto& n : retrieve(*index.retriever, index.pool, query, k)) {
-            const auto& ex = index.pool.rows[n.index];
-            examples.push_back({ex.pivot, ex.source, ex.target});
-          }
-        }
-        const auto messages = build_messages(config.labels, examples, row.pivot, row.source, config.variant);
-        prompts.push_back(apply_chat_template(*tokenizer, messages, false));
-        GenerationRequest r;
-        r.prompt = encode_rendered_prompt(*tokenizer, prompts.back(), DuplicateBos::Reproduce).ids;
-        r.max_new_tokens = config.max_new_tokens;
-        r.sampling.greedy = config.greedy;
-        r.sampling.temperature = config.temperature;
-        r.sampling.top_k = config.top_k;
-        r.sampling.top_p = config.top_p;
-        r.sampling.seed = config.seed + row.row;  // per row: independent of batching and resumption
-        r.eos_ids.assign(generation.eos_token_ids.begin(), generation.eos_token_ids.end());
-        requests.push_back(std::move(r));
+  // Every missing (row, k), row by row with the largest k first: the engine copies the
+  // shared prompt prefix of a row's smaller k from its larger ones.
+  std::vector<size_t> order(config.ks.size());
+  for (size_t j = 0; j < order.size(); ++j) order[j] = j;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return config.ks[a] > config.ks[b]; });
+  const size_t k_max = *std::max_element(config.ks.begin(), config.ks.end());
+  std::vector<Job> jobs;
+  std::vector<std::string> missing;
+  for (size_t i : slice) {
+    std::vector<Example> examples;  // the k_max nearest; k takes the first k (retrieve's contract)
+    bool retrieved = false;
+    for (size_t run : order) {
+      if (logs[run]->rows().count(i)) continue;
+      if (!options.generate_missing) {
+        missing.push_back(fmt::format("k={} row {}", config.ks[run], i));
+        continue;
       }
-      const auto t0 = std::chrono::steady_clock::now();
-      const auto results = Engine(*model, tokenizer.get()).generate(requests, engine_options);
-      const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::vector<nlohmann::json> records;
-      for (size_t j = 0; j < results.size(); ++j) {
-        const auto& res = results[j];
-        records.push_back({{"i", pending[begin + j]},
-                           {"row", test.rows[pending[begin + j]].row},
-                           {"prompt", prompts[j]},
-                           {"response", py_strip_utf8(res.text)},
-                           {"prompt_tokens", res.prompt_tokens},
-                           {"new_tokens", res.tokens.size()},
-                           {"finish", finish_reason_name(res.finish)},
-                           {"context_overflow", res.context_overflow},
-                           {"seconds", wall / double(results.size())}});
-        progress.generated_tokens += res.tokens.size();
+      const auto& row = test.rows[i];
+      if (!retrieved) {
+        examples = study_examples(config, index, row.pivot, row.source, k_max);
+        retrieved = true;
       }
-      log.append(records);
-      outcome.rows_generated += records.size();
-      progress.done += records.size();
-      progress.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - k_start).count();
-      if (on_progress) on_progress(progress);
+      const size_t k = std::min(config.ks[run], examples.size());
+      const std::vector<Example> shown(examples.begin(), examples.begin() + long(k));
+      jobs.push_back({run, i, study_prompt(config, *tokenizer, shown, row.pivot, row.source)});
     }
+  }
+  if (!missing.empty())
+    throw Error(fmt::format("{}: {} rows missing (first: {}); were all shards complete?", out.string(), missing.size(),
+                            missing.front()));
 
-    // results_k{k}.csv: the dataset's columns, then prompt and response, in test order.
-    std::string csv;
-    for (size_t c = 0; c < out_columns.size(); ++c) csv += csv_field(out_columns[c]) + ",";
-    csv += "prompt,response\n";
-    std::vector<std::string> responses, targets;
-    double seconds = 0;
-    size_t overflows = 0;
-    KRun k_run;
-    k_run.k = k;
-    for (size_t i = 0; i < test.rows.size(); ++i) {
-      const auto& rec = log.rows().at(i);
-      const auto& table_row = test_table.rows[test.rows[i].row];
-      for (const auto& cell : table_row) csv += csv_field(cell.value_or("")) + ",";
-      csv += csv_field(rec["prompt"].get<std::string>()) + "," + csv_field(rec["response"].get<std::string>()) + "\n";
-      responses.push_back(rec["response"].get<std::string>());
-      targets.push_back(test.rows[i].target);
-      seconds += rec.value("seconds", 0.0);
-      overflows += rec.value("context_overflow", false) ? 1 : 0;
-      k_run.prompt_tokens.push_back(rec.value("prompt_tokens", size_t(0)));
-      k_run.new_tokens += rec.value("new_tokens", size_t(0));
-    }
-    write_file_atomically((kdir / fmt::format("results_k{}.csv", k)).string(), csv);
-
-    size_t failed = 0;
-    const auto scores = score_translations(responses, targets, &failed);
-    const auto metric = [&](const std::string& key) -> nlohmann::json {
-      return scores.is_null() ? nlohmann::json(nullptr) : scores[key]["score"];
+  if (!jobs.empty()) {
+    LlamaModel model(config.model, LoadOptions{DType::F16, OpsImpl::Fast});
+    std::vector<GenerationRequest> requests;
+    for (const auto& job : jobs)  // per-row seeds: independent of batching and resumption
+      requests.push_back(study_request(config, generation, *tokenizer, job.prompt, config.seed + test.rows[job.i].row));
+    const EngineOptions engine_options = study_engine_options(config);
+    const auto start = std::chrono::steady_clock::now();
+    auto report = [&] {
+      progress.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (options.on_progress) options.on_progress(progress);
     };
-    nlohmann::json s = {{"BLEU Score", metric("BLEU")},
-                        {"Normalized BLEU Score", scores.is_null() ? nlohmann::json(nullptr) : nlohmann::json(scores["BLEU"]["score"].get<double>() / 100)},
-                        {"chrF Score", metric("chrF")},
-                        {"CHRF++ Score", metric("chrF++")},
-                        {"TER Score", metric("TER")},
-                        {"COMET Score", nullptr},  // COMET needs its own model: not computed yet
-                        {"inference_time_minutes", seconds / 60},
-                        {"samples_processed", test.rows.size() - failed},
-                        {"samples_failed", failed},
-                        {"context_overflows", overflows},
-                        {"k", k}};
-    if (!scores.is_null())
-      for (const auto& key : metric_keys) s["signatures"][key] = scores[key]["signature"];
-    write_file_atomically((kdir / fmt::format("scores_k{}.json", k)).string(), s.dump(4) + "\n");
-    per_k[std::to_string(k)] = s;
-    k_run.responses = responses;
-    k_run.overflows = overflows;
-    k_run.seconds = seconds;
-    k_run.scores = s;
-    k_runs.push_back(std::move(k_run));
-    const auto num = [](const nlohmann::json& v) { return v.is_null() ? std::string() : fmt::format("{}", v.get<double>()); };
-    summary += fmt::format("{},{},{},{},{},{},{}\n", k, num(s["BLEU Score"]), num(s["chrF Score"]), num(s["CHRF++ Score"]),
-                           num(s["Normalized BLEU Score"]), seconds / 60, num(s["TER Score"]));
+    GenerationHooks hooks;
+    hooks.on_token = [&](size_t, TokenId) {
+      ++progress.generated_tokens;
+      report();
+    };
+    // Each finished row is durable before the next model step.
+    hooks.on_finished = [&](const std::vector<size_t>& finished, const std::vector<GenerationResult>& results) {
+      std::map<size_t, std::vector<nlohmann::json>> by_run;
+      for (size_t r : finished) {
+        const auto& job = jobs[r];
+        const auto& res = results[r];
+        by_run[job.run].push_back({{"i", job.i},
+                                   {"row", test.rows[job.i].row},
+                                   {"prompt", job.prompt},
+                                   {"response", py_strip_utf8(res.text)},
+                                   {"prompt_tokens", res.prompt_tokens},
+                                   {"reused_prompt_tokens", res.reused_prompt_tokens},
+                                   {"new_tokens", res.tokens.size()},
+                                   {"finish", finish_reason_name(res.finish)},
+                                   {"context_overflow", res.context_overflow},
+                                   {"seconds", res.compute_seconds}});
+        progress.prompt_tokens += res.prompt_tokens;
+        progress.reused_prompt_tokens += res.reused_prompt_tokens;
+      }
+      for (auto& [run, records] : by_run) {
+        logs[run]->append(records);
+        progress.done[run] += records.size();
+        outcome.rows_generated += records.size();
+      }
+      report();
+    };
+    report();
+    Engine(model, tokenizer.get()).generate(requests, engine_options, hooks);
+    outcome.prompt_tokens = progress.prompt_tokens;
+    outcome.reused_prompt_tokens = progress.reused_prompt_tokens;
+  } else if (options.on_progress) {
+    options.on_progress(progress);
   }
-  write_file_atomically((out / "ablation_summary.csv").string(), summary);
 
-  // The change of each metric over k = 0 (when k = 0 was run).
-  nlohmann::json detailed = {{"config", config.identity()}, {"results", per_k}};
-  if (per_k.contains("0")) {
-    const auto& base = per_k["0"];
-    for (const auto& [k, s] : per_k.items())
-      for (const char* key : {"BLEU Score", "chrF Score", "CHRF++ Score", "TER Score"})
-        if (!s[key].is_null() && !base[key].is_null())
-          detailed["change_over_k0"][k][key] = s[key].get<double>() - base[key].get<double>();
+  if (config.shard_count > 1) return outcome;  // the merge writes the outputs
+  std::vector<const std::map<size_t, nlohmann::json>*> rows;
+  for (const auto& log : logs) rows.push_back(&log->rows());
+  write_ablation_outputs({config, test_table, test, *tokenizer, size_t(model_config.max_position_embeddings), index.manifest},
+                         rows);
+  outcome.outputs_written = true;
+  return outcome;
+}
+
+AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force) {
+  if (shard_dirs.empty()) throw Error("merge: no shard folders");
+  // Every shard of one configuration, each once.
+  nlohmann::json identity;
+  size_t count = 0;
+  std::map<size_t, fs::path> shards;
+  std::set<size_t> ks;
+  for (const auto& dir : shard_dirs) {
+    const fs::path path = fs::path(dir) / "ablation_config.json";
+    if (!fs::exists(path)) throw Error(fmt::format("{}: not an ablation folder (no ablation_config.json)", dir));
+    auto j = read_json_file(path.string());
+    if (!j.contains("shard") || !j["shard"].is_array() || j["shard"].size() != 2)
+      throw Error(fmt::format("{}: not a shard (run with --shard i/N)", dir));
+    const size_t i = j["shard"][0], n = j["shard"][1];
+    j.erase("shard");
+    if (shards.empty()) identity = j, count = n;
+    if (j != identity) throw Error(fmt::format("{}: a shard of another configuration than {}", dir, shard_dirs.front()));
+    if (n != count) throw Error(fmt::format("{}: shard {}/{}, but {} is one of {}", dir, i, n, shard_dirs.front(), count));
+    if (!shards.emplace(i, dir).second) throw Error(fmt::format("{}: shard {}/{} is given twice", dir, i, n));
+    std::set<size_t> here;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      if (e.is_directory() && name.rfind("k_", 0) == 0 && name.size() > 2 &&
+          name.find_first_not_of("0123456789", 2) == std::string::npos)
+        here.insert(std::stoul(name.substr(2)));
+    }
+    if (ks.empty()) ks = here;
+    if (here != ks) throw Error(fmt::format("{}: holds other k runs than {}", dir, shard_dirs.front()));
   }
-  write_json_file((out / "ablation_detailed_results.json").string(), detailed);
+  for (size_t i = 1; i <= count; ++i)
+    if (!shards.count(i)) throw Error(fmt::format("merge: shard {}/{} is missing", i, count));
+  if (ks.empty()) throw Error(fmt::format("{}: no k runs", shard_dirs.front()));
 
-  std::vector<std::string> targets;
-  for (const auto& row : test.rows) targets.push_back(row.target);
-  write_file_atomically((out / "report.md").string(), ablation_report_markdown(config, targets, k_runs, size_t(model_config.max_position_embeddings)));
-
-  // What produced these files.
-  nlohmann::json manifest = {{"pivotmt_version", PIVOTMT_VERSION},
-                             {"config", config.identity()},
-                             {"k", config.ks},
-                             {"model_files", model_files_manifest(config.model)},
-                             {"tokenizer", {{"bos", tokenizer->bos_token}, {"eos", tokenizer->eos_token}}},
-                             {"chat_template", tokenizer->chat_template},
-                             {"index", index.manifest},
-                             {"test_rows", test.rows.size()},
-                             {"test_rows_dropped", test.dropped},
-                             {"per_row_seed", "seed + test row index"}};
-  for (const auto& [k, s] : per_k.items())
-    if (s.contains("signatures")) manifest["metric_signatures"] = s["signatures"];
-  write_json_file((out / "manifest.json").string(), manifest);
-
-  // The original's figures: metrics against k (2x2) and grouped bars.
-  std::map<size_t, std::map<std::string, double>> scores_by_k;
-  for (const auto& r : k_runs)
-    for (const auto& [name, key] : {std::pair<const char*, const char*>{"BLEU", "BLEU Score"}, {"chrF", "chrF Score"}, {"chrF++", "CHRF++ Score"}})
-      if (!r.scores[key].is_null()) scores_by_k[r.k][name] = r.scores[key].get<double>();
-  const auto series = bleu_chrf_series(scores_by_k);
-  if (!series[0].ks.empty()) {
-    const std::string title = fmt::format("{} → {} via {} ({})", config.source, config.target, config.pivot,
-                                          fs::path(config.model).filename().string());
-    plot_metrics_vs_k(series, title, (out / "ablation_plots").string());
-    plot_grouped_bars(series, title, (out / "ablation_bars").string());
+  AblationConfig config = AblationConfig::from_identity(identity);
+  config.ks.assign(ks.begin(), ks.end());
+  config.out = out;
+  // The joined logs, then the outputs of a single run over them (nothing left to generate).
+  claim_folder(config, force);
+  for (size_t k : ks) {
+    std::map<size_t, nlohmann::json> rows;
+    for (const auto& [i, dir] : shards) {
+      const RowLog log(fs::path(dir) / fmt::format("k_{}", k) / "rows.jsonl", false);
+      rows.insert(log.rows().begin(), log.rows().end());
+    }
+    std::string text;
+    for (const auto& [i, rec] : rows) text += rec.dump() + "\n";
+    const fs::path kdir = fs::path(out) / fmt::format("k_{}", k);
+    fs::create_directories(kdir);
+    write_file_atomically((kdir / "rows.jsonl").string(), text);
   }
+  const fs::path index_dir = fs::path(out) / "index";
+  if (!fs::exists(index_dir) && fs::exists(shards.begin()->second / "index"))
+    fs::copy(shards.begin()->second / "index", index_dir, fs::copy_options::recursive);
+  AblationRunOptions run;
+  run.generate_missing = false;
+  AblationOutcome outcome = run_ablation(config, run);
+  outcome.rows_resumed = 0;
   return outcome;
 }
 

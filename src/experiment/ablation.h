@@ -2,11 +2,18 @@
 // original's prompt, generate, and store the row durably; then write the original's
 // output layout (REFERENCE §7) with correct scores.
 //
+// All (k, row) prompts of a run are built up front and go to the engine as one job, ordered
+// row by row with the largest k first, so the engine can copy each row's shared prefix
+// (system prompt and leading examples) from its k = 10 prompt to the smaller k.
+//
 // Crash safety: each k has an append-only log (k_{k}/rows.jsonl), one JSON line per
-// finished row, fsync'd before the next batch starts. A rerun reads the log, drops a torn
-// last line, and generates only the missing rows; per-row seeds (seed + test row index)
-// make sampled rows independent of which rows ran together, so a resumed run writes the
-// same files as an uninterrupted one.
+// finished row, fsync'd as the row finishes. A rerun reads the log, drops a torn last line,
+// and generates only the missing rows; per-row seeds (seed + test row index) make sampled
+// rows independent of which rows ran together, so a resumed run writes the same files as an
+// uninterrupted one.
+//
+// Scale-out: `shard` i/N generates the rows whose index is i-1 modulo N and writes only the
+// logs; merge_ablation joins the N folders and writes the outputs a single run would.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -15,7 +22,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/generate.h"
 #include "experiment/prompt.h"
+#include "models/model_config.h"
+#include "retrieval/index.h"
 
 namespace pivotmt {
 
@@ -38,26 +48,60 @@ struct AblationConfig {
   std::string context_policy = "allow";  // error | truncate-left | allow
   size_t limit = 0;                      // test rows (0: all)
   size_t max_batch = 32;
+  size_t shard_index = 1, shard_count = 1;  // this process runs slice shard_index of shard_count
   std::string out;
 
-  // Everything that decides the outputs (not `out` or `max_batch`): a folder holding
-  // another configuration is refused unless forced.
+  // Everything that decides the outputs (not `out`, `max_batch` or the k values: a folder
+  // may gain k runs): a folder holding another configuration is refused unless forced.
+  // Includes "shard": [i, N] when sharded.
   nlohmann::json identity() const;
+  // The inverse of identity() (ks, out and max_batch keep their defaults).
+  static AblationConfig from_identity(const nlohmann::json& identity);
 };
 
 struct AblationProgress {
-  size_t k = 0, done = 0, total = 0;  // rows of this k
-  size_t generated_tokens = 0;
-  double seconds = 0;  // since this k started in this process
+  std::vector<size_t> ks;           // the runs, in the order of the config
+  std::vector<size_t> done, total;  // rows per run (of this shard)
+  size_t resumed = 0;               // rows finished before this process started
+  size_t generated_tokens = 0, prompt_tokens = 0, reused_prompt_tokens = 0;  // by this process
+  double seconds = 0;               // since generation started in this process
+  size_t all_done() const;
+  size_t all_total() const;
 };
 
 struct AblationOutcome {
   size_t rows_generated = 0, rows_resumed = 0;  // this process / read back from the logs
+  size_t prompt_tokens = 0, reused_prompt_tokens = 0;  // of the rows generated here
+  bool outputs_written = false;                         // false for a shard of several
 };
 
-// Throws on bad configuration or data; `force` replaces a folder of another configuration.
-AblationOutcome run_ablation(const AblationConfig& config, bool force,
-                             const std::function<void(const AblationProgress&)>& on_progress = {});
+struct AblationRunOptions {
+  bool force = false;               // replace a folder of another configuration
+  bool generate_missing = true;     // false: a missing row is an error (merging)
+  std::function<void(const AblationProgress&)> on_progress;  // often (every token): throttle
+};
+
+// The pieces a run and `pivotmt translate` share.
+// Examples are retrieved by the pivot sentence when the prompt shows it, else by the source
+// (the original's no-pivot runs, REFERENCE §3).
+bool retrieves_by_pivot(const AblationConfig& config);
+IndexSpec study_index_spec(const AblationConfig& config);
+// The query's messages with these examples (most similar first), rendered by the chat template.
+std::string study_prompt(const AblationConfig& config, const Tokenizer& tokenizer, const std::vector<Example>& examples,
+                         const std::string& query_pivot, const std::string& query_source);
+// The k nearest examples of the pool for a query row.
+std::vector<Example> study_examples(const AblationConfig& config, const LoadedIndex& index, const std::string& query_pivot,
+                                    const std::string& query_source, size_t k);
+GenerationRequest study_request(const AblationConfig& config, const GenerationConfig& generation,
+                                const Tokenizer& tokenizer, const std::string& prompt, uint64_t seed);
+EngineOptions study_engine_options(const AblationConfig& config);
+
+// Throws on bad configuration or data.
+AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOptions& options = {});
+
+// Joins the folders of `--shard i/N` runs (all N, same configuration) into `out` and writes
+// the final outputs there, equal to a single run's. Throws naming a missing shard or row.
+AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force);
 
 // BLEU, chrF, chrF++ and TER of translations against one reference each, as
 // `pivotmt score` reports them (run_scoring's JSON); rows with an empty translation or

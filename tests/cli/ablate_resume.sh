@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # pivotmt ablate: a run killed with SIGKILL at several moments and rerun writes the same
-# outputs as an uninterrupted run; sampled runs do not depend on batching; a folder of
-# another configuration is refused unless --force.
+# outputs as an uninterrupted run; sampled runs do not depend on batching; shards joined by
+# --merge (one shard killed and resumed) equal the single run; a folder of another
+# configuration is refused unless --force; --log-json writes JSON lines; pivotmt translate
+# reads lines and a table file.
 # usage: ablate_resume.sh PIVOTMT SHARED_DIR
 set -euo pipefail
 PIVOTMT=$1
@@ -43,6 +45,47 @@ same_outputs "$W/ref" "$W/killed"
 for k in 0 1 3; do
   test "$(wc -l <"$W/killed/k_$k/rows.jsonl")" -eq 12
 done
+
+# Three shards (the second killed once and resumed), merged: the single run's outputs.
+"$PIVOTMT" -q "${ARGS[@]}" --greedy --shard 2/3 --max-batch 1 --out "$W/sh2" >/dev/null 2>&1 &
+pid=$!
+sleep 0.5
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+for i in 1 2 3; do
+  "$PIVOTMT" -q "${ARGS[@]}" --greedy --shard $i/3 --max-batch $i --out "$W/sh$i" | grep -q "shard $i/3"
+done
+test ! -e "$W/sh1/ablation_summary.csv"
+if "$PIVOTMT" ablate --merge "$W/sh1" "$W/sh3" --out "$W/merged" 2>"$W/err"; then
+  echo "expected a missing-shard error" >&2
+  exit 1
+fi
+grep -q "shard 2/3 is missing" "$W/err"
+"$PIVOTMT" ablate --merge "$W/sh1" "$W/sh2" "$W/sh3" --out "$W/merged" >/dev/null
+same_outputs "$W/ref" "$W/merged"
+
+# --log-json: one JSON object per line, ending with the outcome.
+"$PIVOTMT" "${ARGS[@]}" --greedy --limit 3 --log-json --out "$W/json" >/dev/null 2>"$W/log"
+grep -q '^{"event":"progress",' "$W/log"
+tail -n 1 "$W/log" | grep -q '^{"event":"done",.*"rows_generated":9'
+if grep -v '^{' "$W/log"; then
+  echo "non-JSON line in --log-json output" >&2
+  exit 1
+fi
+
+# translate: pivot<TAB>source lines from stdin, or a table file; one translation per line.
+head -n 3 "$W/data/test.jsonl" >"$W/three.jsonl"
+test "$("$PIVOTMT" -q translate --data "$W/data" --model "$SHARED/fixtures/models/tiny-tower" --greedy \
+  --max-new-tokens 8 --shots 2 --index "$W/tindex" --input "$W/three.jsonl" | wc -l)" -eq 3
+printf 'एक\tएक\nदोन\tदोन\n' | "$PIVOTMT" -q translate --data "$W/data" --model "$SHARED/fixtures/models/tiny-tower" \
+  --max-new-tokens 8 --index "$W/tindex" --json >"$W/t.jsonl"
+test "$(grep -c '"translation":' "$W/t.jsonl")" -eq 2
+if printf 'no tab here\n' | "$PIVOTMT" -q translate --data "$W/data" --model "$SHARED/fixtures/models/tiny-tower" \
+  --index "$W/tindex" 2>"$W/err"; then
+  echo "expected a missing-tab error" >&2
+  exit 1
+fi
+grep -q "stdin:1: expected 'pivot<TAB>source'" "$W/err"
 
 # Sampling: per-row seeds make the outputs independent of the batch size.
 "$PIVOTMT" -q "${ARGS[@]}" --seed 3 --max-batch 1 --out "$W/s1" >/dev/null

@@ -1,0 +1,174 @@
+// `pivotmt translate [CONFIG.toml] [options]`: ad-hoc translation with the study's retrieval
+// and prompts. Input lines come from a file or stdin: "pivot<TAB>source" when the prompt
+// shows the pivot sentence, else the source sentence alone; a table file (.csv, .tsv,
+// .jsonl, .parquet) is read by its pivot and source columns instead. Translations go out one
+// per line in input order (line breaks inside one become spaces; --json keeps them).
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "hub/file_hash.h"
+#include "io/table.h"
+#include "experiment/translate.h"
+#include "retrieval/corpus.h"
+#include "study_options.h"
+
+namespace pivotmt::cli {
+namespace {
+namespace fs = std::filesystem;
+
+struct Query {
+  std::string pivot, source;
+  std::string where;  // "file:line", for messages
+};
+
+// Options of ablate that a shared config file may hold; translate has no use for them.
+const std::set<std::string> kAblateOnlyKeys = {"k", "quick", "limit", "out", "force", "shard", "merge", "quiet", "log-json"};
+
+bool is_table_file(const std::string& path) {
+  for (const char* ext : {".csv", ".tsv", ".jsonl", ".json", ".parquet"})
+    if (path.ends_with(ext)) return true;
+  return false;
+}
+
+Query parse_line(const std::string& line, const std::string& where, bool needs_pivot) {
+  std::string text = line;
+  if (!text.empty() && text.back() == '\r') text.pop_back();
+  const auto tab = text.find('\t');
+  if (needs_pivot) {
+    if (tab == std::string::npos)
+      throw Error(fmt::format("{}: expected 'pivot<TAB>source' (this prompt shows the pivot sentence)", where));
+    return {text.substr(0, tab), text.substr(tab + 1), where};
+  }
+  return {"", tab == std::string::npos ? text : text.substr(tab + 1), where};
+}
+
+std::string default_index_dir(const IndexSpec& spec) {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const fs::path cache = xdg && *xdg ? fs::path(xdg) : fs::path(home && *home ? home : ".") / ".cache";
+  const nlohmann::json key = {spec.data, spec.split, spec.pivot, spec.source, spec.target, spec.retriever, spec.model, spec.seed};
+  return (cache / "pivotmt" / "indexes" / sha256_hex(key.dump()).substr(0, 16)).string();
+}
+
+}  // namespace
+
+void register_translate(CLI::App& app) {
+  auto* cmd = app.add_subcommand("translate", "Translate lines (stdin or a file) with retrieved examples and the study's prompt");
+  static StudyArgs args;
+  static std::string input = "-", output, index_dir;
+  static size_t shots = 5;
+  static bool as_json = false;
+  cmd->add_option("CONFIG", args.config_file, "TOML file of options (an ablate config works; its k and out are ignored)");
+  add_study_options(cmd, args);
+  cmd->add_option("--input,-i", input, "Lines to translate ('-': stdin), or a table file with pivot/source columns")
+      ->capture_default_str();
+  cmd->add_option("--output,-o", output, "Write translations here instead of stdout");
+  cmd->add_option("--shots,-k", shots, "Examples per prompt")->capture_default_str()->check(CLI::Range(0, 10));
+  cmd->add_option("--index", index_dir, "Index folder (default: under ~/.cache/pivotmt/indexes, keyed by the corpus and retriever)");
+  cmd->add_flag("--json", as_json, "One JSON object per line: pivot, source, translation, examples, finish, tokens");
+  cmd->callback([cmd] {
+    if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file, kAblateOnlyKeys);
+    AblationConfig config = resolve_study(args, {"data", "model"});
+    const bool needs_pivot = retrieves_by_pivot(config);  // the prompt shows the pivot sentence
+
+    // The queries.
+    std::vector<Query> queries;
+    const bool interactive = input == "-" && isatty(STDIN_FILENO);
+    if (input != "-" && is_table_file(input)) {
+      const Table t = read_table(input);
+      const size_t src = find_column(t, config.source);
+      const size_t piv = needs_pivot ? find_column(t, config.pivot) : src;
+      for (size_t r = 0; r < t.rows.size(); ++r)
+        queries.push_back({t.rows[r][piv].value_or(""), t.rows[r][src].value_or(""),
+                           fmt::format("{}:{}", input, t.row_lines[r])});
+    } else if (!interactive) {
+      std::ifstream file;
+      if (input != "-") {
+        file.open(input, std::ios::binary);
+        if (!file) throw Error(fmt::format("cannot read {}", input));
+      }
+      std::istream& in = input == "-" ? std::cin : file;
+      std::string line;
+      for (size_t n = 1; std::getline(in, line); ++n)
+        queries.push_back(parse_line(line, fmt::format("{}:{}", input == "-" ? "stdin" : input, n), needs_pivot));
+    }
+
+    const IndexSpec spec = study_index_spec(config);
+    Translator translator(config, index_dir.empty() ? default_index_dir(spec) : index_dir);
+
+    std::ofstream out_file;
+    if (!output.empty()) {
+      out_file.open(output, std::ios::binary);
+      if (!out_file) throw Error(fmt::format("cannot write {}", output));
+    }
+    auto emit = [&](const Query& q, const Translation& t) {
+      const auto& r = t.result;
+      const auto& examples = t.examples;
+      const std::string& text = t.text;
+      std::string line;
+      if (as_json) {
+        nlohmann::json ex = nlohmann::json::array();
+        for (const auto& e : examples) ex.push_back({{"pivot", e.pivot}, {"source", e.source}, {"target", e.target}});
+        line = nlohmann::json{{"pivot", q.pivot}, {"source", q.source}, {"translation", text}, {"examples", ex},
+                              {"finish", finish_reason_name(r.finish)}, {"prompt_tokens", r.prompt_tokens},
+                              {"new_tokens", r.tokens.size()}, {"context_overflow", r.context_overflow}}
+                   .dump();
+      } else {
+        line = text;
+        for (char& c : line)
+          if (c == '\n' || c == '\r') c = ' ';
+      }
+      if (out_file.is_open()) {
+        out_file << line << '\n';
+        out_file.flush();
+      } else {
+        fmt::print("{}\n", line);
+        std::fflush(stdout);
+      }
+    };
+    auto translate = [&](const std::vector<Query>& batch, size_t first_seed) {
+      std::vector<TranslationQuery> queries;
+      for (const auto& q : batch) queries.push_back({q.pivot, q.source});
+      Progress bar("translate", batch.size(), ProgressUnit::Items);
+      size_t done = 0;
+      GenerationHooks hooks;
+      hooks.on_finished = [&](const std::vector<size_t>& finished, const std::vector<GenerationResult>&) {
+        done += finished.size();
+        if (batch.size() > 1) bar.set(done);
+      };
+      const auto translations = translator.translate(queries, shots, first_seed, hooks);
+      if (batch.size() > 1) bar.finish();
+      for (size_t j = 0; j < batch.size(); ++j) {
+        if (translations[j].result.context_overflow)
+          fmt::print(stderr, "warning: {}: prompt + max_new_tokens exceed the model's {} positions\n", batch[j].where,
+                     translator.model_config().max_position_embeddings);
+        emit(batch[j], translations[j]);
+      }
+    };
+    if (interactive) {  // one line at a time, as typed
+      std::string line;
+      for (size_t n = 0; std::getline(std::cin, line); ++n) {
+        try {
+          translate({parse_line(line, fmt::format("stdin:{}", n + 1), needs_pivot)}, n);
+        } catch (const Error& e) {
+          fmt::print(stderr, "error: {}\n", e.what());
+        }
+      }
+      return;
+    }
+    if (queries.empty()) throw Error(fmt::format("{}: nothing to translate", input == "-" ? "stdin" : input));
+    translate(queries, 0);
+  });
+}
+
+}  // namespace pivotmt::cli

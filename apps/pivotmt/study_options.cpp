@@ -1,0 +1,89 @@
+#include "study_options.h"
+
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "hub/hub_client.h"
+
+namespace pivotmt::cli {
+
+void add_study_options(CLI::App* cmd, StudyArgs& a) {
+  AblationConfig& c = a.config;
+  cmd->add_option("--data", c.data, "Corpus: a directory of splits, a table file or a hub dataset id");
+  cmd->add_option("--train-split", c.train_split, "Split the examples come from")->capture_default_str();
+  cmd->add_option("--test-split", c.test_split, "Split that is translated")->capture_default_str();
+  cmd->add_option("--pivot", c.pivot, "Pivot column")->capture_default_str();
+  cmd->add_option("--source", c.source, "Source column")->capture_default_str();
+  cmd->add_option("--target", c.target, "Target column")->capture_default_str();
+  cmd->add_option("--pivot-label", c.labels.pivot, "{P} in the prompt")->capture_default_str();
+  cmd->add_option("--target-label", c.labels.target, "{T} in the prompt")->capture_default_str();
+  cmd->add_option("--source-code", c.labels.source_code, "{S} of the no-pivot prompt")->capture_default_str();
+  cmd->add_option("--target-code", c.labels.target_code, "{T} of the no-pivot prompt")->capture_default_str();
+  cmd->add_option("--variant", a.variant, "pivot | no-pivot | custom (--prompt-template)")
+      ->check(CLI::IsMember({"pivot", "no-pivot", "custom"}))
+      ->capture_default_str();
+  cmd->add_option("--prompt-template", c.labels.custom_template,
+                  "User message of the custom variant: {pivot} {source} {P} {T} {S} are replaced ({{ for a brace)");
+  cmd->add_option("--retriever", c.retriever, "minilm | minilm-hnsw | bm25 | bm25-char | chrf | random")
+      ->check(CLI::IsMember({"minilm", "minilm-hnsw", "bm25", "bm25-char", "chrf", "random"}))
+      ->capture_default_str();
+  cmd->add_option("--encoder", c.encoder, "Sentence encoder for minilm (directory or hub id)");
+  cmd->add_option("--model,-m", c.model, "Model directory or hub id");
+  cmd->add_flag("--greedy", c.greedy, "Greedy decoding instead of the original's sampling");
+  cmd->add_option("--temperature", c.temperature, "Sampling temperature")->capture_default_str();
+  cmd->add_option("--top-k", c.top_k, "Top-k")->capture_default_str();
+  cmd->add_option("--top-p", c.top_p, "Top-p")->capture_default_str();
+  cmd->add_option("--max-new-tokens", c.max_new_tokens, "Tokens per translation at most")->capture_default_str();
+  cmd->add_option("--seed", c.seed, "Seed (row r samples with seed + r)")->capture_default_str();
+  cmd->add_option("--context-policy", c.context_policy, "error | truncate-left | allow")
+      ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
+      ->capture_default_str();
+  cmd->add_option("--max-batch", c.max_batch, "Sequences generated together")->capture_default_str();
+  cmd->add_option("--device", a.device, "cpu (cuda:N once the CUDA engine lands)")->capture_default_str();
+}
+
+void apply_config_file(CLI::App& cmd, const std::string& path, const std::set<std::string>& ignored) {
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = CLI::ConfigTOML().from_file(path);
+  } catch (const CLI::Error& e) {
+    throw Error(fmt::format("{}: {}", path, e.what()));
+  }
+  for (const auto& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // section markers
+    if (ignored.count(item.name)) continue;
+    CLI::Option* opt = cmd.get_option_no_throw("--" + item.name);
+    if (!opt)
+      throw Error(fmt::format("{}: unknown key '{}' (keys are the long option names of pivotmt {} --help)", path,
+                              item.fullname(), cmd.get_name()));
+    if (opt->count() > 0) continue;  // the command line wins
+    try {
+      opt->add_result(item.inputs);
+      opt->run_callback();
+    } catch (const CLI::Error& e) {
+      throw Error(fmt::format("{}: {}: {}", path, item.name, e.what()));
+    }
+  }
+}
+
+AblationConfig resolve_study(const StudyArgs& args, const std::vector<std::string>& needs) {
+  AblationConfig config = args.config;
+  for (const auto& name : needs) {
+    const std::string& value = name == "data" ? config.data : name == "model" ? config.model : config.out;
+    if (value.empty()) throw Error(fmt::format("--{} is required (on the command line or in the config file)", name));
+  }
+  if (args.device != "cpu")
+    throw UnsupportedError(fmt::format("--device {}: this build runs studies on the CPU only (the CUDA engine is not "
+                                       "wired into generation yet)", args.device));
+  config.variant = parse_prompt_variant(args.variant);
+  if (config.variant == PromptVariant::Custom) custom_user_message(config.labels, "", "");  // template errors now
+  config.model = resolve_repo_path(config.model, RepoType::Model);
+  if (!config.encoder.empty()) config.encoder = resolve_repo_path(config.encoder, RepoType::Model);
+  if (!std::filesystem::exists(config.data))
+    config.data = resolve_repo_path(config.data, RepoType::Dataset, {"*.parquet", "*.jsonl", "*.json", "*.csv", "*.tsv"});
+  return config;
+}
+
+}  // namespace pivotmt::cli

@@ -1,0 +1,32 @@
+// The options `pivotmt ablate` and `pivotmt translate` share (data, columns, labels, prompt
+// variant, retriever, model, generation), and reading them from a TOML file: every key is
+// an option's long name, and the command line wins over the file.
+#pragma once
+#include <set>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "experiment/ablation.h"
+
+namespace pivotmt::cli {
+
+struct StudyArgs {
+  AblationConfig config;
+  std::string variant = "pivot";
+  std::string device = "cpu";
+  std::string config_file;
+};
+
+void add_study_options(CLI::App* cmd, StudyArgs& args);
+
+// Options from a TOML file for every option the command line did not give. Keys in
+// `ignored` belong to a sibling command (translate reads ablate's configs) and are skipped.
+void apply_config_file(CLI::App& cmd, const std::string& path, const std::set<std::string>& ignored = {});
+
+// The configuration with the variant parsed and hub ids resolved to local folders
+// (downloading when needed); `needs` names the options that must be set.
+AblationConfig resolve_study(const StudyArgs& args, const std::vector<std::string>& needs);
+
+}  // namespace pivotmt::cli

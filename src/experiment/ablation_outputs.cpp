@@ -1,0 +1,168 @@
+#include "experiment/ablation_outputs.h"
+
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "experiment/plots.h"
+#include "experiment/run_report.h"
+#include "io/json_file.h"
+#include "io/temp_path.h"
+#include "metrics/report.h"
+#include "text/unicode.h"
+
+namespace pivotmt {
+namespace fs = std::filesystem;
+
+std::string csv_field(const std::string& value) {
+  if (value.find_first_of(",\"\r\n") == std::string::npos) return value;
+  std::string out = "\"";
+  for (char c : value) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+nlohmann::json score_translations(const std::vector<std::string>& responses, const std::vector<std::string>& targets,
+                                  size_t* failed) {
+  metrics::ScoreRequest req;
+  *failed = 0;
+  for (size_t i = 0; i < responses.size(); ++i) {
+    // Rows with an empty hypothesis or reference are left out (REFERENCE §6).
+    if (responses[i].empty() || targets[i].empty()) {
+      ++*failed;
+      continue;
+    }
+    req.hyps.push_back(utf8_to_u32(responses[i]));
+    if (req.refs.empty()) req.refs.resize(1);
+    req.refs[0].push_back(utf8_to_u32(targets[i]));
+  }
+  if (req.hyps.empty()) return nullptr;
+  return metrics::run_scoring(req);
+}
+
+namespace {
+// Output column names: nested "translation.en" becomes "en" as the original flattened it.
+std::vector<std::string> flat_columns(const Table& t) {
+  std::vector<std::string> out;
+  for (const auto& c : t.columns) {
+    const auto dot = c.rfind('.');
+    out.push_back(dot == std::string::npos ? c : c.substr(dot + 1));
+  }
+  return out;
+}
+
+// One k's results_k{k}.csv and scores_k{k}.json; returns what report.md needs.
+KRun write_k_outputs(const AblationInputs& in, size_t k, const std::map<size_t, nlohmann::json>& log) {
+  const fs::path kdir = fs::path(in.config.out) / fmt::format("k_{}", k);
+  fs::create_directories(kdir);
+  const auto columns = flat_columns(in.test_table);
+  // results_k{k}.csv: the dataset's columns, then prompt and response, in test order.
+  std::string csv;
+  for (const auto& c : columns) csv += csv_field(c) + ",";
+  csv += "prompt,response\n";
+  std::vector<std::string> targets;
+  KRun run;
+  run.k = k;
+  for (size_t i = 0; i < in.test.rows.size(); ++i) {
+    const auto& rec = log.at(i);
+    for (const auto& cell : in.test_table.rows[in.test.rows[i].row]) csv += csv_field(cell.value_or("")) + ",";
+    csv += csv_field(rec["prompt"].get<std::string>()) + "," + csv_field(rec["response"].get<std::string>()) + "\n";
+    run.responses.push_back(rec["response"].get<std::string>());
+    targets.push_back(in.test.rows[i].target);
+    run.seconds += rec.value("seconds", 0.0);
+    run.overflows += rec.value("context_overflow", false) ? 1 : 0;
+    run.prompt_tokens.push_back(rec.value("prompt_tokens", size_t(0)));
+    run.new_tokens += rec.value("new_tokens", size_t(0));
+  }
+  write_file_atomically((kdir / fmt::format("results_k{}.csv", k)).string(), csv);
+
+  size_t failed = 0;
+  const auto scores = score_translations(run.responses, targets, &failed);
+  const auto metric = [&](const std::string& key) -> nlohmann::json {
+    return scores.is_null() ? nlohmann::json(nullptr) : scores[key]["score"];
+  };
+  nlohmann::json s = {
+      {"BLEU Score", metric("BLEU")},
+      {"Normalized BLEU Score",
+       scores.is_null() ? nlohmann::json(nullptr) : nlohmann::json(scores["BLEU"]["score"].get<double>() / 100)},
+      {"chrF Score", metric("chrF")},
+      {"CHRF++ Score", metric("chrF++")},
+      {"TER Score", metric("TER")},
+      {"COMET Score", nullptr},  // COMET needs its own model: not computed yet
+      {"inference_time_minutes", run.seconds / 60},
+      {"samples_processed", in.test.rows.size() - failed},
+      {"samples_failed", failed},
+      {"context_overflows", run.overflows},
+      {"k", k}};
+  if (!scores.is_null())
+    for (const char* key : {"BLEU", "chrF", "chrF++", "TER"}) s["signatures"][key] = scores[key]["signature"];
+  write_file_atomically((kdir / fmt::format("scores_k{}.json", k)).string(), s.dump(4) + "\n");
+  run.scores = s;
+  return run;
+}
+}  // namespace
+
+void write_ablation_outputs(const AblationInputs& in, const std::vector<const std::map<size_t, nlohmann::json>*>& rows) {
+  const AblationConfig& config = in.config;
+  const fs::path out = config.out;
+  nlohmann::json per_k = nlohmann::json::object();
+  std::string summary = "k,BLEU,chrF,chrF++,Normalized_BLEU,time_minutes,TER\n";
+  std::vector<KRun> k_runs;
+  const auto num = [](const nlohmann::json& v) { return v.is_null() ? std::string() : fmt::format("{}", v.get<double>()); };
+  for (size_t j = 0; j < config.ks.size(); ++j) {
+    KRun run = write_k_outputs(in, config.ks[j], *rows[j]);
+    const auto& s = run.scores;
+    per_k[std::to_string(run.k)] = s;
+    summary += fmt::format("{},{},{},{},{},{},{}\n", run.k, num(s["BLEU Score"]), num(s["chrF Score"]),
+                           num(s["CHRF++ Score"]), num(s["Normalized BLEU Score"]), run.seconds / 60, num(s["TER Score"]));
+    k_runs.push_back(std::move(run));
+  }
+  write_file_atomically((out / "ablation_summary.csv").string(), summary);
+
+  // The change of each metric over k = 0 (when k = 0 was run).
+  nlohmann::json detailed = {{"config", config.identity()}, {"results", per_k}};
+  if (per_k.contains("0")) {
+    const auto& base = per_k["0"];
+    for (const auto& [k, s] : per_k.items())
+      for (const char* key : {"BLEU Score", "chrF Score", "CHRF++ Score", "TER Score"})
+        if (!s[key].is_null() && !base[key].is_null())
+          detailed["change_over_k0"][k][key] = s[key].get<double>() - base[key].get<double>();
+  }
+  write_json_file((out / "ablation_detailed_results.json").string(), detailed);
+
+  std::vector<std::string> targets;
+  for (const auto& row : in.test.rows) targets.push_back(row.target);
+  write_file_atomically((out / "report.md").string(), ablation_report_markdown(config, targets, k_runs, in.context_length));
+
+  // What produced these files.
+  nlohmann::json manifest = {{"pivotmt_version", PIVOTMT_VERSION},
+                             {"config", config.identity()},
+                             {"k", config.ks},
+                             {"model_files", model_files_manifest(config.model)},
+                             {"tokenizer", {{"bos", in.tokenizer.bos_token}, {"eos", in.tokenizer.eos_token}}},
+                             {"chat_template", in.tokenizer.chat_template},
+                             {"index", in.index_manifest},
+                             {"test_rows", in.test.rows.size()},
+                             {"test_rows_dropped", in.test.dropped},
+                             {"per_row_seed", "seed + test row index"}};
+  for (const auto& [k, s] : per_k.items())
+    if (s.contains("signatures")) manifest["metric_signatures"] = s["signatures"];
+  write_json_file((out / "manifest.json").string(), manifest);
+
+  // The original's figures: metrics against k (2x2) and grouped bars.
+  std::map<size_t, std::map<std::string, double>> scores_by_k;
+  for (const auto& r : k_runs)
+    for (const auto& [name, key] : {std::pair<const char*, const char*>{"BLEU", "BLEU Score"}, {"chrF", "chrF Score"}, {"chrF++", "CHRF++ Score"}})
+      if (!r.scores[key].is_null()) scores_by_k[r.k][name] = r.scores[key].get<double>();
+  const auto series = bleu_chrf_series(scores_by_k);
+  if (!series[0].ks.empty()) {
+    const std::string title = fmt::format("{} → {} via {} ({})", config.source, config.target, config.pivot,
+                                          fs::path(config.model).filename().string());
+    plot_metrics_vs_k(series, title, (out / "ablation_plots").string());
+    plot_grouped_bars(series, title, (out / "ablation_bars").string());
+  }
+}
+
+}  // namespace pivotmt
