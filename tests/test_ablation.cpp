@@ -94,6 +94,12 @@ TEST(Ablation, PromptsOfTheOriginalTestRowsAreReproduced) {
   const std::string manifest = test::read_file(dir.str("out/manifest.json"));
   EXPECT_NE(manifest.find("\"config.json\""), std::string::npos);
   EXPECT_NE(manifest.find("\"data_sha256\""), std::string::npos);
+  // scores: sacrebleu's bootstrap interval beside each score, named in the signature.
+  const auto scores = read_json_file(dir.str("out/k_2/scores_k2.json"));
+  for (const char* metric : {"BLEU", "chrF", "chrF++", "TER"}) {
+    EXPECT_GE(scores["confidence_intervals"][metric]["ci"].get<double>(), 0.0) << metric;
+    EXPECT_NE(scores["signatures"][metric].get<std::string>().find("bs:1000"), std::string::npos) << metric;
+  }
   // A rerun finds every row done and generates nothing.
   EXPECT_EQ(run_ablation(c).rows_generated, 0u);
 }

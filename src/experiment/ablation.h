@@ -106,8 +106,9 @@ AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const
 // BLEU, chrF, chrF++ and TER of translations against one reference each, as
 // `pivotmt score` reports them (run_scoring's JSON); rows with an empty translation or
 // reference are left out and counted in `failed` (REFERENCE §6). Null when none is left.
+// confidence_n > 0 adds sacrebleu's bootstrap interval ("mean", "ci": 95%, seed 12345).
 nlohmann::json score_translations(const std::vector<std::string>& translations, const std::vector<std::string>& references,
-                                  size_t* failed);
+                                  size_t* failed, int confidence_n = 0);
 
 // RFC 4180 CSV field as pandas writes it (quoted only when it holds , " \r or \n).
 std::string csv_field(const std::string& value);

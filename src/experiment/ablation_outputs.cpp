@@ -25,8 +25,9 @@ std::string csv_field(const std::string& value) {
 }
 
 nlohmann::json score_translations(const std::vector<std::string>& responses, const std::vector<std::string>& targets,
-                                  size_t* failed) {
+                                  size_t* failed, int confidence_n) {
   metrics::ScoreRequest req;
+  req.confidence_n = confidence_n;
   *failed = 0;
   for (size_t i = 0; i < responses.size(); ++i) {
     // Rows with an empty hypothesis or reference are left out (REFERENCE §6).
@@ -43,6 +44,8 @@ nlohmann::json score_translations(const std::vector<std::string>& responses, con
 }
 
 namespace {
+constexpr int kBootstrapResamples = 1000;  // sacrebleu's default for --confidence
+
 // Output column names: nested "translation.en" becomes "en" as the original flattened it.
 std::vector<std::string> flat_columns(const Table& t) {
   std::vector<std::string> out;
@@ -79,7 +82,7 @@ KRun write_k_outputs(const AblationInputs& in, size_t k, const std::map<size_t, 
   write_file_atomically((kdir / fmt::format("results_k{}.csv", k)).string(), csv);
 
   size_t failed = 0;
-  const auto scores = score_translations(run.responses, targets, &failed);
+  const auto scores = score_translations(run.responses, targets, &failed, kBootstrapResamples);
   const auto metric = [&](const std::string& key) -> nlohmann::json {
     return scores.is_null() ? nlohmann::json(nullptr) : scores[key]["score"];
   };
@@ -97,7 +100,11 @@ KRun write_k_outputs(const AblationInputs& in, size_t k, const std::map<size_t, 
       {"context_overflows", run.overflows},
       {"k", k}};
   if (!scores.is_null())
-    for (const char* key : {"BLEU", "chrF", "chrF++", "TER"}) s["signatures"][key] = scores[key]["signature"];
+    for (const char* key : {"BLEU", "chrF", "chrF++", "TER"}) {
+      s["signatures"][key] = scores[key]["signature"];
+      // sacrebleu --confidence: the bootstrap mean and the 95% half-width.
+      s["confidence_intervals"][key] = {{"mean", scores[key]["mean"]}, {"ci", scores[key]["ci"]}, {"level", 0.95}};
+    }
   write_file_atomically((kdir / fmt::format("scores_k{}.json", k)).string(), s.dump(4) + "\n");
   run.scores = s;
   return run;
