@@ -15,6 +15,7 @@
 #include "experiment/ablation.h"
 #include "experiment/cross_report.h"
 #include "experiment/plots.h"
+#include "io/temp_path.h"
 
 namespace pivotmt::cli {
 namespace {
@@ -52,6 +53,30 @@ std::pair<size_t, size_t> parse_shard(const std::string& text) {
   throw Error(fmt::format("--shard {}: expected i/N with 1 <= i <= N, e.g. 2/8", text));
 }
 
+// Joins shard folders into `out`. Shards of a several-model run hold one folder per model:
+// those are joined by name.
+void merge_shards(const std::vector<std::string>& dirs, const std::string& out, bool force) {
+  namespace fs = std::filesystem;
+  if (out.empty()) throw Error("ablate --merge: --out is required");
+  if (fs::exists(fs::path(dirs.front()) / "ablation_config.json")) {
+    const auto outcome = merge_ablation(dirs, out, force);
+    fmt::print("{}: merged {} shards ({} rows); summary in {}/ablation_summary.csv\n", out, dirs.size(),
+               outcome.rows_resumed + outcome.rows_generated, out);
+    return;
+  }
+  std::vector<std::string> names;
+  if (fs::is_directory(dirs.front()))
+    for (const auto& e : fs::directory_iterator(dirs.front()))
+      if (fs::exists(e.path() / "ablation_config.json")) names.push_back(e.path().filename().string());
+  if (names.empty()) throw Error(fmt::format("{}: no ablation_config.json in it or its folders: not a shard", dirs.front()));
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) {
+    std::vector<std::string> parts;
+    for (const auto& d : dirs) parts.push_back((fs::path(d) / name).string());
+    merge_shards(parts, (fs::path(out) / name).string(), force);
+  }
+}
+
 }  // namespace
 
 void register_ablate(CLI::App& app) {
@@ -72,16 +97,9 @@ void register_ablate(CLI::App& app) {
   cmd->add_option("--merge", merge, "Join these --shard folders into --out (the outputs of a single run)");
   cmd->add_flag("--quiet", quiet, "No progress output");
   cmd->add_flag("--log-json", log_json, "Progress as JSON lines on stderr (for clusters)");
-  cmd->callback([cmd] {
-    if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file);
-    if (!merge.empty()) {
-      if (args.config.out.empty()) throw Error("ablate --merge: --out is required");
-      const auto outcome = merge_ablation(merge, args.config.out, force);
-      fmt::print("{}: merged {} shards ({} rows); summary in {}/ablation_summary.csv\n", args.config.out, merge.size(),
-                 outcome.rows_resumed + outcome.rows_generated, args.config.out);
-      return;
-    }
-    AblationConfig config = resolve_study(args, {"data", "model", "out"});
+  // One model's run into `out`.
+  static auto run_one = [](AblationConfig config, const std::string& out) {
+    config.out = out;
     config.ks = quick ? std::vector<size_t>{0, 5, 10} : parse_ks(ks);
     if (!shard.empty()) std::tie(config.shard_index, config.shard_count) = parse_shard(shard);
     AblationView view(choose_view_mode(quiet, log_json), std::filesystem::path(config.out).filename().string());
@@ -101,6 +119,36 @@ void register_ablate(CLI::App& app) {
       fmt::print("{}: shard {}/{}: {} rows generated{}, {} resumed; join the shards with pivotmt ablate --merge "
                  "DIR... --out DIR\n",
                  config.out, config.shard_index, config.shard_count, outcome.rows_generated, reuse, outcome.rows_resumed);
+  };
+  cmd->callback([cmd] {
+    if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file);
+    if (!merge.empty()) {
+      merge_shards(merge, args.config.out, force);
+      return;
+    }
+    if (args.models.size() > 1) {
+      // One run per model, each in OUT/<model name>, then the cross-run tables.
+      std::vector<std::string> runs;
+      for (size_t m = 0; m < args.models.size(); ++m) {
+        const std::string out = (std::filesystem::path(args.config.out) / model_slug(args.models[m])).string();
+        for (const auto& r : runs)
+          if (r == out) throw Error(fmt::format("two models would share the folder {}", out));
+        runs.push_back(out);
+      }
+      for (size_t m = 0; m < args.models.size(); ++m) {
+        fmt::print("== {} -> {}\n", args.models[m], runs[m]);
+        run_one(resolve_study(args, {"data", "model", "out"}, m), runs[m]);
+      }
+      if (shard.empty()) {
+        std::vector<RunScores> scored;
+        for (const auto& r : runs) scored.push_back(score_run_folder(r, args.config.target));
+        const std::string md = "# Cross-run analysis\n\n" + cross_run_markdown(scored);
+        write_file_atomically((std::filesystem::path(args.config.out) / "cross_report.md").string(), md);
+        fmt::print("cross-run tables in {}/cross_report.md\n", args.config.out);
+      }
+      return;
+    }
+    run_one(resolve_study(args, {"data", "model", "out"}), args.config.out);
   });
 }
 

@@ -78,6 +78,7 @@ void register_translate(CLI::App& app) {
   cmd->add_flag("--json", as_json, "One JSON object per line: pivot, source, translation, examples, finish, tokens");
   cmd->callback([cmd] {
     if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file, kAblateOnlyKeys);
+    if (args.models.size() > 1) throw Error("translate: one --model at a time");
     AblationConfig config = resolve_study(args, {"data", "model"});
     const bool needs_pivot = retrieves_by_pivot(config);  // the prompt shows the pivot sentence
 

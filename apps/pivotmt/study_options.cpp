@@ -30,7 +30,7 @@ void add_study_options(CLI::App* cmd, StudyArgs& a) {
       ->check(CLI::IsMember({"minilm", "minilm-hnsw", "bm25", "bm25-char", "chrf", "random"}))
       ->capture_default_str();
   cmd->add_option("--encoder", c.encoder, "Sentence encoder for minilm (directory or hub id)");
-  cmd->add_option("--model,-m", c.model, "Model directory or hub id");
+  cmd->add_option("--model,-m", a.models, "Model directory or hub id (ablate: several run one after another)");
   cmd->add_flag("--greedy", c.greedy, "Greedy decoding instead of the original's sampling");
   cmd->add_option("--temperature", c.temperature, "Sampling temperature")->capture_default_str();
   cmd->add_option("--top-k", c.top_k, "Top-k")->capture_default_str();
@@ -68,8 +68,16 @@ void apply_config_file(CLI::App& cmd, const std::string& path, const std::set<st
   }
 }
 
-AblationConfig resolve_study(const StudyArgs& args, const std::vector<std::string>& needs) {
+std::string model_slug(const std::string& model) {
+  std::string m = model;
+  while (!m.empty() && m.back() == '/') m.pop_back();
+  const auto slash = m.rfind('/');
+  return slash == std::string::npos ? m : m.substr(slash + 1);
+}
+
+AblationConfig resolve_study(const StudyArgs& args, const std::vector<std::string>& needs, size_t model) {
   AblationConfig config = args.config;
+  if (model < args.models.size()) config.model = args.models[model];
   for (const auto& name : needs) {
     const std::string& value = name == "data" ? config.data : name == "model" ? config.model : config.out;
     if (value.empty()) throw Error(fmt::format("--{} is required (on the command line or in the config file)", name));

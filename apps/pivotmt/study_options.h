@@ -16,6 +16,7 @@ struct StudyArgs {
   AblationConfig config;
   std::string variant = "pivot";
   std::string device = "cpu";
+  std::vector<std::string> models;  // --model, one or more
   std::string config_file;
 };
 
@@ -25,8 +26,11 @@ void add_study_options(CLI::App* cmd, StudyArgs& args);
 // `ignored` belong to a sibling command (translate reads ablate's configs) and are skipped.
 void apply_config_file(CLI::App& cmd, const std::string& path, const std::set<std::string>& ignored = {});
 
-// The configuration with the variant parsed and hub ids resolved to local folders
-// (downloading when needed); `needs` names the options that must be set.
-AblationConfig resolve_study(const StudyArgs& args, const std::vector<std::string>& needs);
+// The configuration for models[model] with the variant parsed and hub ids resolved to
+// local folders (downloading when needed); `needs` names the options that must be set.
+AblationConfig resolve_study(const StudyArgs& args, const std::vector<std::string>& needs, size_t model = 0);
+
+// A folder name for a model: the last part of its hub id or path.
+std::string model_slug(const std::string& model);
 
 }  // namespace pivotmt::cli

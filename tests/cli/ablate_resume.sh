@@ -64,6 +64,18 @@ grep -q "shard 2/3 is missing" "$W/err"
 "$PIVOTMT" ablate --merge "$W/sh1" "$W/sh2" "$W/sh3" --out "$W/merged" >/dev/null
 same_outputs "$W/ref" "$W/merged"
 
+# Two models: a folder each and the cross-run tables; their shards merge folder by folder.
+TWO=(ablate --data "$W/data" --model "$SHARED/fixtures/models/tiny-tower" "$SHARED/fixtures/models/tiny-sharded"
+  -k 0 1 --max-new-tokens 8 --limit 4 --greedy)
+"$PIVOTMT" -q "${TWO[@]}" --out "$W/two" >/dev/null
+grep -q "| tiny-sharded |" "$W/two/cross_report.md"
+"$PIVOTMT" -q "${TWO[@]}" --shard 1/2 --out "$W/two1" >/dev/null
+"$PIVOTMT" -q "${TWO[@]}" --shard 2/2 --out "$W/two2" >/dev/null
+"$PIVOTMT" -q ablate --merge "$W/two1" "$W/two2" --out "$W/two-merged" >/dev/null
+for m in tiny-tower tiny-sharded; do
+  for k in 0 1; do cmp "$W/two/$m/k_$k/results_k$k.csv" "$W/two-merged/$m/k_$k/results_k$k.csv"; done
+done
+
 # --log-json: one JSON object per line, ending with the outcome.
 "$PIVOTMT" "${ARGS[@]}" --greedy --limit 3 --log-json --out "$W/json" >/dev/null 2>"$W/log"
 grep -q '^{"event":"progress",' "$W/log"
