@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   cmake ninja-build g++ pkg-config
   clang libclang-rt-14-dev          # libFuzzer + sanitizer runtimes (CI's sanitizer build)
-  libcli11-dev nlohmann-json3-dev libfmt-dev
+  libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev
   libcurl4-openssl-dev libssl-dev   # hub client (HTTP, sha256)
   libcpp-httplib-dev                # test server standing in for the hub
   libicu-dev                        # Unicode categories and lowercasing (metrics)

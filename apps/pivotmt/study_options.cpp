@@ -1,6 +1,9 @@
 #include "study_options.h"
 
 #include <filesystem>
+#include <functional>
+
+#include <toml++/toml.h>
 
 #include <fmt/format.h>
 
@@ -45,27 +48,49 @@ void add_study_options(CLI::App* cmd, StudyArgs& a) {
 }
 
 void apply_config_file(CLI::App& cmd, const std::string& path, const std::set<std::string>& ignored) {
-  std::vector<CLI::ConfigItem> items;
+  toml::table file;
   try {
-    items = CLI::ConfigTOML().from_file(path);
-  } catch (const CLI::Error& e) {
-    throw Error(fmt::format("{}: {}", path, e.what()));
+    file = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    throw Error(fmt::format("{}:{}:{}: {}", path, e.source().begin.line, e.source().begin.column, e.description()));
   }
-  for (const auto& item : items) {
-    if (item.name == "++" || item.name == "--") continue;  // section markers
-    if (ignored.count(item.name)) continue;
-    CLI::Option* opt = cmd.get_option_no_throw("--" + item.name);
-    if (!opt)
-      throw Error(fmt::format("{}: unknown key '{}' (keys are the long option names of pivotmt {} --help)", path,
-                              item.fullname(), cmd.get_name()));
-    if (opt->count() > 0) continue;  // the command line wins
-    try {
-      opt->add_result(item.inputs);
-      opt->run_callback();
-    } catch (const CLI::Error& e) {
-      throw Error(fmt::format("{}: {}: {}", path, item.name, e.what()));
+  // A value as the command line would spell it.
+  auto spelled = [&](const toml::node& n, const std::string& key) -> std::string {
+    if (n.is_string()) return *n.value<std::string>();
+    if (n.is_integer()) return std::to_string(*n.value<int64_t>());
+    if (n.is_floating_point()) return fmt::format("{}", *n.value<double>());
+    if (n.is_boolean()) return *n.value<bool>() ? "true" : "false";
+    throw Error(fmt::format("{}:{}: {}: expected a string, number, boolean or an array of them", path,
+                            n.source().begin.line, key));
+  };
+  // Tables only group keys ([generation] max-new-tokens = 200 is max-new-tokens).
+  std::function<void(const toml::table&)> apply = [&](const toml::table& table) {
+    for (auto&& [key, node] : table) {
+      const std::string name(key.str());
+      if (const auto* inner = node.as_table()) {
+        apply(*inner);
+        continue;
+      }
+      if (ignored.count(name)) continue;
+      CLI::Option* opt = cmd.get_option_no_throw("--" + name);
+      if (!opt)
+        throw Error(fmt::format("{}:{}: unknown key '{}' (keys are the long option names of pivotmt {} --help)", path,
+                                node.source().begin.line, name, cmd.get_name()));
+      if (opt->count() > 0) continue;  // the command line wins
+      std::vector<std::string> values;
+      if (const auto* array = node.as_array())
+        for (const auto& element : *array) values.push_back(spelled(element, name));
+      else
+        values.push_back(spelled(node, name));
+      try {
+        opt->add_result(values);
+        opt->run_callback();
+      } catch (const CLI::Error& e) {
+        throw Error(fmt::format("{}:{}: {}: {}", path, node.source().begin.line, name, e.what()));
+      }
     }
-  }
+  };
+  apply(file);
 }
 
 std::string model_slug(const std::string& model) {

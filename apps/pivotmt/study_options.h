@@ -1,6 +1,7 @@
 // The options `pivotmt ablate` and `pivotmt translate` share (data, columns, labels, prompt
-// variant, retriever, model, generation), and reading them from a TOML file: every key is
-// an option's long name, and the command line wins over the file.
+// variant, retriever, model, generation), and reading them from a TOML file (toml++):
+// every key is an option's long name, tables only group keys, and the command line wins
+// over the file.
 #pragma once
 #include <set>
 #include <string>

@@ -99,6 +99,28 @@ if printf 'no tab here\n' | "$PIVOTMT" -q translate --data "$W/data" --model "$S
 fi
 grep -q "stdin:1: expected 'pivot<TAB>source'" "$W/err"
 
+# A TOML config (toml++): tables group keys, the command line wins, errors name the line.
+cat >"$W/run.toml" <<EOF
+data = "$W/data"
+model = "$SHARED/fixtures/models/tiny-tower"
+k = [0]
+limit = 2
+[generation]
+greedy = true
+max-new-tokens = 5
+seed = 9
+EOF
+"$PIVOTMT" -q ablate "$W/run.toml" --seed 11 --out "$W/toml" >/dev/null
+grep -q '"max_new_tokens": 5' "$W/toml/ablation_config.json"
+grep -q '"seed": 11' "$W/toml/ablation_config.json"
+grep -q '"greedy": true' "$W/toml/ablation_config.json"
+printf 'limit = 2\nmax-new-token = 5\n' >"$W/bad.toml"
+if "$PIVOTMT" -q ablate "$W/bad.toml" 2>"$W/err"; then
+  echo "expected an unknown-key error" >&2
+  exit 1
+fi
+grep -q "bad.toml:2: unknown key 'max-new-token'" "$W/err"
+
 # Sampling: per-row seeds make the outputs independent of the batch size.
 "$PIVOTMT" -q "${ARGS[@]}" --seed 3 --max-batch 1 --out "$W/s1" >/dev/null
 "$PIVOTMT" -q "${ARGS[@]}" --seed 3 --max-batch 5 --out "$W/s5" >/dev/null
