@@ -195,6 +195,12 @@ TEST_F(EngineTest, PrefixReuseChangesNoOutput) {
   Engine engine(model());
   const auto plain = engine.generate(requests, {.max_batch = 4, .reuse_prefixes = false});
   for (const auto& r : plain) EXPECT_EQ(r.reused_prompt_tokens, 0u);
+  // A KV budget below one request's needs: one sequence at a time, same outputs.
+  const size_t one = (requests[0].prompt.size() + 10) * model().kv_bytes_per_position();
+  for (size_t budget : {size_t(1), 2 * one}) {
+    const auto tight = engine.generate(requests, {.max_batch = 9, .max_kv_bytes = budget});
+    for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(tight[i].tokens, plain[i].tokens) << i << " budget " << budget;
+  }
   // Same round (batch 9: the k = 5 and k = 0 prompts wait one pass for their k = 10 row-mate),
   // running donors (batch 4) and finished donors (batch 1).
   for (size_t max_batch : {9, 4, 1}) {

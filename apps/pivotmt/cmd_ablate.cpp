@@ -93,6 +93,9 @@ void register_ablate(CLI::App& app) {
   cmd->add_option("--limit", args.config.limit, "Test rows (0: all)")->capture_default_str();
   cmd->add_option("--out,-o", args.config.out, "Output directory");
   cmd->add_flag("--force", force, "Replace a run of another configuration in --out");
+  cmd->add_option("--index", args.config.index_dir, "Retrieval index folder, reusable across runs (default: OUT/index)");
+  static bool no_reuse = false;
+  cmd->add_flag("--no-prefix-reuse", no_reuse, "Recompute every prompt in full (same outputs, slower; for comparison)");
   cmd->add_option("--shard", shard, "Run slice i of N (rows i-1, i-1+N, ...), e.g. 2/8; join with --merge");
   cmd->add_option("--merge", merge, "Join these --shard folders into --out (the outputs of a single run)");
   cmd->add_flag("--quiet", quiet, "No progress output");
@@ -100,6 +103,7 @@ void register_ablate(CLI::App& app) {
   // One model's run into `out`.
   static auto run_one = [](AblationConfig config, const std::string& out) {
     config.out = out;
+    config.reuse_prefixes = !no_reuse;
     config.ks = quick ? std::vector<size_t>{0, 5, 10} : parse_ks(ks);
     if (!shard.empty()) std::tie(config.shard_index, config.shard_count) = parse_shard(shard);
     AblationView view(choose_view_mode(quiet, log_json), std::filesystem::path(config.out).filename().string());

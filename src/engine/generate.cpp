@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <deque>
+#include <fstream>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -30,6 +32,18 @@ const char* finish_reason_name(FinishReason r) {
 }
 
 namespace {
+// Half of /proc/meminfo's MemAvailable (the kernel's estimate of what can be allocated
+// without swapping); 8 GiB when it cannot be read.
+size_t default_kv_budget() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  size_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024 / 2;
+  return size_t(8) << 30;
+}
+
 size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
   const size_t n = std::min(a.size(), b.size());
   size_t i = 0;
@@ -130,6 +144,12 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
   };
   std::deque<Retired> retired;
 
+  // Memory: each running sequence holds room for prompt + max_new_tokens positions.
+  const size_t per_position = model_.kv_bytes_per_position();
+  const size_t kv_budget = options.max_kv_bytes ? options.max_kv_bytes : default_kv_budget();
+  size_t kv_in_use = 0;  // running reservations + kept donors
+  auto reservation = [&](size_t i) { return (prompts[i].size() + requests[i].max_new_tokens) * per_position; };
+
   // Runs the prefill of `members` (indices into `active`) as one forward pass; each
   // copies its donor's prefix first.
   struct Plan {
@@ -147,6 +167,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
         a.cache = model_.prefix_of(*p.donor, p.shared);
         results[a.index].reused_prompt_tokens = p.shared;
       }
+      model_.reserve(a.cache, prompt.size() + requests[a.index].max_new_tokens);
       batch.push_back({&a.cache, std::vector<TokenId>(prompt.begin() + long(p.shared), prompt.end()), false});
     }
     const auto t0 = Clock::now();
@@ -169,8 +190,15 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     while (!waiting.empty() && active.size() < options.max_batch &&
            (active.size() == first_new || prompts[waiting.front()].size() <= budget)) {
       const size_t i = waiting.front();
+      // Donors give way to running work; a request that alone exceeds the budget runs alone.
+      while (kv_in_use + reservation(i) > kv_budget && !retired.empty()) {
+        kv_in_use -= retired.front().cache.length * per_position;
+        retired.pop_front();
+      }
+      if (!active.empty() && kv_in_use + reservation(i) > kv_budget) break;
       waiting.pop_front();
       active.push_back({i, model_.new_cache(), SamplerRng(requests[i].sampling.seed)});
+      kv_in_use += reservation(i);
       budget -= std::min(budget, prompts[i].size());
     }
     if (active.size() > first_new) {
@@ -234,10 +262,17 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     for (auto& a : active) {
       if (!a.done) {
         still.push_back(std::move(a));
-      } else if (options.reuse_prefixes && !waiting.empty()) {
+        continue;
+      }
+      kv_in_use -= reservation(a.index);
+      if (options.reuse_prefixes && !waiting.empty()) {
         model_.truncate(a.cache, std::min(a.cache.length, prompts[a.index].size()));
+        kv_in_use += a.cache.length * per_position;
         retired.push_back({a.index, std::move(a.cache)});
-        if (retired.size() > options.max_batch) retired.pop_front();
+        if (retired.size() > options.max_batch) {
+          kv_in_use -= retired.front().cache.length * per_position;
+          retired.pop_front();
+        }
       }
     }
     active.swap(still);

@@ -55,6 +55,10 @@ struct EngineOptions {
   ContextPolicy context = ContextPolicy::Allow;
   size_t max_batch = 32;             // sequences decoding together
   size_t max_prefill_tokens = 4096;  // tokens per prefill forward
+  // Keys and values of the running sequences (each reserved for prompt + max_new_tokens)
+  // and the kept donors stay under this; 0: half the memory available when generate starts.
+  // A request that alone exceeds it still runs, by itself.
+  size_t max_kv_bytes = 0;
   bool reuse_prefixes = true;
   size_t min_shared_prefix = 32;  // tokens a same-round donor must save to be waited for
 };

@@ -249,6 +249,7 @@ GenerationRequest study_request(const AblationConfig& config, const GenerationCo
 EngineOptions study_engine_options(const AblationConfig& config) {
   EngineOptions o;
   o.max_batch = config.max_batch;
+  o.reuse_prefixes = config.reuse_prefixes;
   o.context = config.context_policy == "error"           ? ContextPolicy::Error
               : config.context_policy == "truncate-left" ? ContextPolicy::TruncateLeft
                                                          : ContextPolicy::Allow;
@@ -274,7 +275,8 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
   ParallelCorpus test = load_parallel(test_table, config.pivot, config.source, config.target);
   if (config.limit > 0 && test.rows.size() > config.limit) test.rows.resize(config.limit);
   if (test.rows.empty()) throw Error(fmt::format("{} ({}): no test rows", config.data, config.test_split));
-  const LoadedIndex index = build_index(study_index_spec(config), (out / "index").string());
+  const LoadedIndex index =
+      build_index(study_index_spec(config), config.index_dir.empty() ? (out / "index").string() : config.index_dir);
 
   const auto tokenizer = load_tokenizer(config.model);
   const ModelConfig model_config = load_model_config(config.model);

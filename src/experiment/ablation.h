@@ -48,10 +48,13 @@ struct AblationConfig {
   std::string context_policy = "allow";  // error | truncate-left | allow
   size_t limit = 0;                      // test rows (0: all)
   size_t max_batch = 32;
+  bool reuse_prefixes = true;  // copy shared prompt prefixes between sequences (same outputs)
+  std::string index_dir;       // where the retrieval index lives (default OUT/index)
   size_t shard_index = 1, shard_count = 1;  // this process runs slice shard_index of shard_count
   std::string out;
 
-  // Everything that decides the outputs (not `out`, `max_batch` or the k values: a folder
+  // Everything that decides the outputs (not `out`, `max_batch`, `reuse_prefixes`, the
+  // index folder or the k values: a folder
   // may gain k runs): a folder holding another configuration is refused unless forced.
   // Includes "shard": [i, N] when sharded.
   nlohmann::json identity() const;

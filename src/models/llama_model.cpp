@@ -134,6 +134,18 @@ void LlamaModel::truncate(KvCache& cache, size_t n) const {
   cache.length = n;
 }
 
+void LlamaModel::reserve(KvCache& cache, size_t positions) const {
+  const size_t width = size_t(cfg_.num_kv_heads) * size_t(cfg_.head_dim);
+  for (size_t l = 0; l < cache.k.size(); ++l) {
+    cache.k[l].reserve(positions * width);
+    cache.v[l].reserve(positions * width);
+  }
+}
+
+size_t LlamaModel::kv_bytes_per_position() const {
+  return 2 * size_t(cfg_.num_layers) * size_t(cfg_.num_kv_heads) * size_t(cfg_.head_dim) * sizeof(float);
+}
+
 size_t LlamaModel::weight_bytes() const {
   size_t b = embed_.bytes() + lm_head_.bytes() + final_norm_.size() * 4;
   for (const auto& l : layers_)

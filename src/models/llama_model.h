@@ -39,6 +39,9 @@ class LlamaModel {
   // values of a shared prompt prefix, copied instead of recomputed.
   KvCache prefix_of(const KvCache& from, size_t n) const;
   void truncate(KvCache& cache, size_t n) const;  // keep the first n positions
+  // Room for `positions` in all, so appending never reallocates (no doubling overhead).
+  void reserve(KvCache& cache, size_t positions) const;
+  size_t kv_bytes_per_position() const;  // keys + values, every layer
   size_t weight_bytes() const;
 
   struct Input {
