@@ -1,10 +1,14 @@
 // Fast CPU kernels against the reference ops on odd sizes and random data (never zeros).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <thread>
 #include <random>
 
 #include "backends/cpu/ops.h"
+#include "backends/cpu/thread_pool.h"
 
 namespace pivotmt::cpu {
 namespace {
@@ -126,5 +130,26 @@ TEST(CpuOps, Int8WeightOnly) {
   EXPECT_EQ(q.bytes(), 769u * 65u + 769u * 4u);
 }
 
+}  // namespace
+}  // namespace pivotmt::cpu
+
+namespace pivotmt::cpu {
+namespace {
+// The pool under a stream of jobs of every size, back to back (the decode pattern): each
+// index runs exactly once per job, and no job sees another's body.
+TEST(ThreadPool, EveryIndexOnceAcrossManyJobs) {
+  std::vector<std::atomic<int>> hits(300);
+  for (int job = 0; job < 20000; ++job) {
+    if (job % 1000 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(3));  // workers fall asleep
+    const size_t n = size_t(job % 300);
+    parallel_for(n, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) hits[i].fetch_add(1, std::memory_order_relaxed);
+    });
+    for (size_t i = 0; i < hits.size(); ++i) {
+      ASSERT_EQ(hits[i].load(), i < n ? 1 : 0) << "job " << job << " index " << i;
+      hits[i].store(0);
+    }
+  }
+}
 }  // namespace
 }  // namespace pivotmt::cpu

@@ -146,6 +146,11 @@ size_t LlamaModel::kv_bytes_per_position() const {
   return 2 * size_t(cfg_.num_layers) * size_t(cfg_.num_kv_heads) * size_t(cfg_.head_dim) * sizeof(float);
 }
 
+size_t LlamaModel::streamed_bytes_per_token() const {
+  const size_t row = embed_.bytes() / size_t(cfg_.vocab_size);
+  return cfg_.tie_word_embeddings ? weight_bytes() : weight_bytes() - embed_.bytes() + row;
+}
+
 size_t LlamaModel::weight_bytes() const {
   size_t b = embed_.bytes() + lm_head_.bytes() + final_norm_.size() * 4;
   for (const auto& l : layers_)

@@ -43,6 +43,9 @@ class LlamaModel {
   void reserve(KvCache& cache, size_t positions) const;
   size_t kv_bytes_per_position() const;  // keys + values, every layer
   size_t weight_bytes() const;
+  // Weight bytes one decode step reads: all but the embedding table when the output layer
+  // has its own matrix (a step reads one embedding row).
+  size_t streamed_bytes_per_token() const;
 
   struct Input {
     KvCache* cache;

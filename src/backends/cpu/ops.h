@@ -73,6 +73,10 @@ void attention(const float* q, const float* k, const float* v, size_t T, size_t 
 
 // Threads used by the fast kernels (default: all cores).
 void set_num_threads(int n);
+// OpenBLAS computes on the calling thread only and its worker threads are stopped: the
+// fast ops call it from their own pool (called once by them; again after using OpenBLAS's
+// threads elsewhere, as the engine benchmark's SGEMM ceiling does).
+void blas_use_caller_thread_only();
 int num_threads();
 
 }  // namespace pivotmt::cpu

@@ -3,6 +3,7 @@
 // AVX2/FMA chosen at run time (portable loop otherwise), threads over output rows —
 // because a GEMV is memory-bound and BLAS libraries do not read F16.
 #include <cblas.h>
+#include <dlfcn.h>
 
 #include <cmath>
 #include <vector>
@@ -14,6 +15,17 @@
 
 #include "backends/cpu/ops.h"
 #include "backends/cpu/thread_pool.h"
+
+namespace pivotmt::cpu {
+
+void blas_use_caller_thread_only() {
+  openblas_set_num_threads(1);
+  // Not in every OpenBLAS build (the serial one has no thread server): looked up, not linked.
+  using Shutdown = int (*)();
+  if (auto shutdown = reinterpret_cast<Shutdown>(dlsym(RTLD_DEFAULT, "blas_thread_shutdown_"))) shutdown();
+}
+
+}  // namespace pivotmt::cpu
 
 namespace pivotmt::cpu::fast {
 namespace {
@@ -38,6 +50,19 @@ bool cpu_has_avx2_fma_f16c() {
 }
 
 constexpr size_t kGemvMaxRows = 8;  // up to this many rows: GEMV path
+
+// OpenBLAS runs single-threaded, called from our pool's threads: with both OpenBLAS's
+// threads and ours on the two cores, each side's idle workers spin and yield against the
+// other's (perf showed ~15% of prefill in __schedule / sched_yield). Its worker threads are
+// also shut down: OpenBLAS 0.3.21's idle workers kept spinning on this machine even with
+// one thread requested, halving the tiny model's decode speed.
+void single_threaded_blas() {
+  static const bool once = [] {
+    blas_use_caller_thread_only();
+    return true;
+  }();
+  (void)once;
+}
 
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma,f16c"))) float hsum(__m256 v) {
@@ -179,22 +204,27 @@ void linear(const float* x, size_t T, const Matrix& w, float* y) {
     });
     return;
   }
-  if (w.dtype == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(w.out), int(w.in), 1.0f, x, int(w.in),
-                w.data_f32(), int(w.in), 0.0f, y, int(w.out));
-    return;
-  }
-  // F16 / I8 weights: convert a block of rows to F32, multiply it, next block.
-  constexpr size_t kBlock = 256;
-  std::vector<float> block(kBlock * w.in);
-  for (size_t o0 = 0; o0 < w.out; o0 += kBlock) {
-    const size_t rows = std::min(kBlock, w.out - o0);
-    if (w.dtype == DType::F16) convert_floats(DType::F16, w.row_f16(o0), DType::F32, block.data(), rows * w.in);
-    else
-      for (size_t r = 0; r < rows; ++r) w.row_to_f32(o0 + r, &block[r * w.in]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(rows), int(w.in), 1.0f, x, int(w.in),
-                block.data(), int(w.in), 0.0f, y + o0, int(w.out));
-  }
+  // Our pool splits the output rows; each thread converts its own blocks of F16 / I8 rows
+  // to F32 and runs a single-threaded SGEMM on them (see single_threaded_blas).
+  single_threaded_blas();
+  constexpr size_t kUnit = 64, kBlock = 256;  // rows per split unit / per converted block
+  parallel_for((w.out + kUnit - 1) / kUnit, [&](size_t u0, size_t u1) {
+    const size_t begin = u0 * kUnit, end = std::min(w.out, u1 * kUnit);
+    if (w.dtype == DType::F32) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(end - begin), int(w.in), 1.0f, x, int(w.in),
+                  w.data_f32() + begin * w.in, int(w.in), 0.0f, y + begin, int(w.out));
+      return;
+    }
+    std::vector<float> block(std::min(kBlock, end - begin) * w.in);
+    for (size_t o0 = begin; o0 < end; o0 += kBlock) {
+      const size_t rows = std::min(kBlock, end - o0);
+      if (w.dtype == DType::F16) convert_floats(DType::F16, w.row_f16(o0), DType::F32, block.data(), rows * w.in);
+      else
+        for (size_t r = 0; r < rows; ++r) w.row_to_f32(o0 + r, &block[r * w.in]);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(rows), int(w.in), 1.0f, x, int(w.in),
+                  block.data(), int(w.in), 0.0f, y + o0, int(w.out));
+    }
+  });
 }
 
 void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, float* y) {
@@ -238,18 +268,20 @@ void silu_mul(float* gate, const float* up, size_t n) {
 
 namespace {
 // Prefill: per head, S = Q K^T and O = softmax(S) V as two SGEMMs over the cache (K and V
-// rows are strided by n_kv * d), with the causal / window mask applied between them.
+// rows are strided by n_kv * d), with the causal / window mask applied between them. Heads
+// are split over the pool, each thread with its own scores buffer.
 void attention_gemm(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
                     size_t n_kv, size_t d, size_t window, float* out) {
   const size_t group = n_heads / n_kv;
   const float scale = 1.0f / std::sqrt(float(d));
-  std::vector<float> scores(T * L);
-  for (size_t h = 0; h < n_heads; ++h) {
-    const size_t kv = h / group;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(L), int(d), scale, q + h * d, int(n_heads * d),
-                k + kv * d, int(n_kv * d), 0.0f, scores.data(), int(L));
-    parallel_for(T, [&](size_t t0, size_t t1) {
-      for (size_t t = t0; t < t1; ++t) {
+  single_threaded_blas();
+  parallel_for(n_heads, [&](size_t h0, size_t h1) {
+    std::vector<float> scores(T * L);
+    for (size_t h = h0; h < h1; ++h) {
+      const size_t kv = h / group;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(L), int(d), scale, q + h * d, int(n_heads * d),
+                  k + kv * d, int(n_kv * d), 0.0f, scores.data(), int(L));
+      for (size_t t = 0; t < T; ++t) {
         float* row = &scores[t * L];
         const size_t pos = L - T + t;
         const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
@@ -264,10 +296,10 @@ void attention_gemm(const float* q, const float* k, const float* v, size_t T, si
         const float inv = 1.0f / sum;
         for (size_t j = first; j <= pos; ++j) row[j] *= inv;
       }
-    });
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(d), int(L), 1.0f, scores.data(), int(L),
-                v + kv * d, int(n_kv * d), 0.0f, out + h * d, int(n_heads * d));
-  }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(d), int(L), 1.0f, scores.data(), int(L),
+                  v + kv * d, int(n_kv * d), 0.0f, out + h * d, int(n_heads * d));
+    }
+  });
 }
 }  // namespace
 
