@@ -1,5 +1,6 @@
 #include "engine/generate.h"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <fstream>
@@ -32,15 +33,19 @@ const char* finish_reason_name(FinishReason r) {
 }
 
 namespace {
-// Half of /proc/meminfo's MemAvailable (the kernel's estimate of what can be allocated
-// without swapping); 8 GiB when it cannot be read.
-size_t default_kv_budget() {
+// Half of what /proc/meminfo's MemAvailable leaves once the weights are resident
+// (MemAvailable counts the page cache, where weights read in place from the mapped file
+// live), at least 256 MiB; 8 GiB when it cannot be read.
+size_t default_kv_budget(size_t weight_bytes) {
   std::ifstream in("/proc/meminfo");
   std::string key;
   size_t kb = 0;
   std::string unit;
   while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024 / 2;
+    if (key == "MemAvailable:") {
+      const size_t available = kb * 1024;
+      return std::max(available > weight_bytes ? (available - weight_bytes) / 2 : 0, size_t(256) << 20);
+    }
   return size_t(8) << 30;
 }
 
@@ -146,7 +151,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
 
   // Memory: each running sequence holds room for prompt + max_new_tokens positions.
   const size_t per_position = model_.kv_bytes_per_position();
-  const size_t kv_budget = options.max_kv_bytes ? options.max_kv_bytes : default_kv_budget();
+  const size_t kv_budget = options.max_kv_bytes ? options.max_kv_bytes : default_kv_budget(model_.weight_bytes());
   size_t kv_in_use = 0;  // running reservations + kept donors
   auto reservation = [&](size_t i) { return (prompts[i].size() + requests[i].max_new_tokens) * per_position; };
 

@@ -56,7 +56,8 @@ struct EngineOptions {
   size_t max_batch = 32;             // sequences decoding together
   size_t max_prefill_tokens = 4096;  // tokens per prefill forward
   // Keys and values of the running sequences (each reserved for prompt + max_new_tokens)
-  // and the kept donors stay under this; 0: half the memory available when generate starts.
+  // and the kept donors stay under this; 0: half of what is available when generate starts,
+  // less the weights.
   // A request that alone exceeds it still runs, by itself.
   size_t max_kv_bytes = 0;
   bool reuse_prefixes = true;
