@@ -31,7 +31,8 @@ void AblationView::update(const AblationProgress& p) {
 }
 
 void AblationView::finish(const AblationOutcome& outcome) {
-  if (have_) draw(true);
+  // The final state, unless a plain line already showed exactly it.
+  if (have_ && !(mode_ == ViewMode::Plain && drawn_done_ == last_.all_done())) draw(true);
   if (mode_ == ViewMode::Json) {
     nlohmann::ordered_json j = {{"event", "done"},
                         {"run", name_},
@@ -81,6 +82,7 @@ void AblationView::draw(bool final) {
       break;
     }
     case ViewMode::Plain: {
+      drawn_done_ = p.all_done();
       std::string runs;
       for (size_t j = 0; j < p.ks.size(); ++j) runs += fmt::format(" k={}:{}/{}", p.ks[j], p.done[j], p.total[j]);
       fmt::print(out_, "{}: {} |{}\n", name_, overall_line(), runs);

@@ -29,6 +29,7 @@ class AblationView {
   AblationProgress last_;
   bool have_ = false, started_ = false;
   size_t lines_drawn_ = 0;
+  size_t drawn_done_ = size_t(-1);  // rows done at the last plain line
   std::chrono::steady_clock::time_point last_draw_{};
 };
 
