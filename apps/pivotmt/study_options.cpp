@@ -33,7 +33,9 @@ void add_study_options(CLI::App* cmd, StudyArgs& a) {
       ->check(CLI::IsMember({"minilm", "minilm-hnsw", "bm25", "bm25-char", "chrf", "random"}))
       ->capture_default_str();
   cmd->add_option("--encoder", c.encoder, "Sentence encoder for minilm (directory or hub id)");
-  cmd->add_option("--model,-m", a.models, "Model directory or hub id (ablate: several run one after another)");
+  // One value per flag (-m A -m B), so a CONFIG positional after it is not taken for a model.
+  cmd->add_option("--model,-m", a.models, "Model directory or hub id (ablate: repeat the flag for several, run one after another)")
+      ->allow_extra_args(false);
   cmd->add_flag("--greedy", c.greedy, "Greedy decoding instead of the original's sampling");
   cmd->add_option("--temperature", c.temperature, "Sampling temperature")->capture_default_str();
   cmd->add_option("--top-k", c.top_k, "Top-k")->capture_default_str();

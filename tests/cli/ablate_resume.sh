@@ -65,7 +65,7 @@ grep -q "shard 2/3 is missing" "$W/err"
 same_outputs "$W/ref" "$W/merged"
 
 # Two models: a folder each and the cross-run tables; their shards merge folder by folder.
-TWO=(ablate --data "$W/data" --model "$SHARED/fixtures/models/tiny-tower" "$SHARED/fixtures/models/tiny-sharded"
+TWO=(ablate --data "$W/data" --model "$SHARED/fixtures/models/tiny-tower" --model "$SHARED/fixtures/models/tiny-sharded"
   -k 0 1 --max-new-tokens 8 --limit 4 --greedy)
 "$PIVOTMT" -q "${TWO[@]}" --out "$W/two" >/dev/null
 grep -q "| tiny-sharded |" "$W/two/cross_report.md"
