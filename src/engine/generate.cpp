@@ -189,12 +189,26 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
   };
 
   while (!waiting.empty() || !active.empty()) {
-    // Admit waiting requests into free slots and prefill them together.
+    // Admit waiting requests into free slots and prefill them together; the prefill budget
+    // counts the tokens a request will compute (its prompt less what a donor can give).
     const size_t first_new = active.size();
     size_t budget = options.max_prefill_tokens;
+    auto prefill_cost = [&](size_t i) {
+      const auto& prompt = prompts[i];
+      size_t shared = 0;
+      if (options.reuse_prefixes) {
+        for (size_t a = 0; a < active.size(); ++a) {
+          const size_t n = common_prefix(prompt, prompts[active[a].index]);
+          if (a < first_new || n >= options.min_shared_prefix) shared = std::max(shared, n);
+        }
+        for (const auto& r : retired) shared = std::max(shared, std::min(r.cache.length, common_prefix(prompt, prompts[r.index])));
+      }
+      return prompt.size() - std::min(shared, prompt.size() - 1);
+    };
     while (!waiting.empty() && active.size() < options.max_batch &&
-           (active.size() == first_new || prompts[waiting.front()].size() <= budget)) {
+           (active.size() == first_new || prefill_cost(waiting.front()) <= budget)) {
       const size_t i = waiting.front();
+      const size_t cost = prefill_cost(i);
       // Donors give way to running work; a request that alone exceeds the budget runs alone.
       while (kv_in_use + reservation(i) > kv_budget && !retired.empty()) {
         kv_in_use -= retired.front().cache.length * per_position;
@@ -204,7 +218,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       waiting.pop_front();
       active.push_back({i, model_.new_cache(), SamplerRng(requests[i].sampling.seed)});
       kv_in_use += reservation(i);
-      budget -= std::min(budget, prompts[i].size());
+      budget -= std::min(budget, cost);
     }
     if (active.size() > first_new) {
       // Donors: sequences already running, recently finished ones, and (one pass later)
