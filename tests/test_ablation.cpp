@@ -104,6 +104,34 @@ TEST(Ablation, PromptsOfTheOriginalTestRowsAreReproduced) {
   EXPECT_EQ(run_ablation(c).rows_generated, 0u);
 }
 
+// identity() and from_identity() are inverses, for every field a merge carries over.
+TEST(Ablation, IdentityRoundTrips) {
+  AblationConfig c;
+  c.data = "d";
+  c.model = "m";
+  c.encoder = "e";
+  c.variant = PromptVariant::Custom;
+  c.labels = {"P1", "T1", "S1", "T2", "{pivot} -> {T}"};
+  c.retriever = "chrf";
+  c.greedy = true;
+  c.temperature = 0.3f;
+  c.top_k = 7;
+  c.top_p = 0.5f;
+  c.max_new_tokens = 9;
+  c.seed = 4;
+  c.context_policy = "error";
+  c.limit = 11;
+  c.weights = "int8";
+  c.shard_index = 2;
+  c.shard_count = 3;
+  EXPECT_EQ(AblationConfig::from_identity(c.identity()).identity(), c.identity());
+  EXPECT_EQ(c.identity()["weights"], "int8");
+  EXPECT_FALSE(AblationConfig{}.identity().contains("weights"));  // the default stays out (older folders)
+  auto broken = c.identity();
+  broken.erase("seed");
+  EXPECT_THROW(AblationConfig::from_identity(broken), FormatError);
+}
+
 // The first `rows` test rows of an original folder as a test split beside a pool of 30
 // reconstructed training rows.
 void write_original_rows(const fs::path& data, const std::string& folder, size_t rows) {

@@ -46,6 +46,9 @@ void add_study_options(CLI::App* cmd, StudyArgs& a) {
       ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
       ->capture_default_str();
   cmd->add_option("--max-batch", c.max_batch, "Sequences generated together")->capture_default_str();
+  cmd->add_option("--weights", c.weights, "Weight storage: f16 | f32 | int8 (weight-only, per output channel: a 7B model in ~7 GB)")
+      ->check(CLI::IsMember({"f16", "f32", "int8"}))
+      ->capture_default_str();
   cmd->add_option("--device", a.device, "cpu (cuda:N once the CUDA engine lands)")->capture_default_str();
 }
 

@@ -55,6 +55,7 @@ nlohmann::json AblationConfig::identity() const {
                       {"context_policy", context_policy},
                       {"limit", limit}};
   if (variant == PromptVariant::Custom) j["prompt_template"] = labels.custom_template;
+  if (weights != "f16") j["weights"] = weights;  // absent: the default (folders of earlier versions)
   if (shard_count > 1) j["shard"] = {shard_index, shard_count};
   return j;
 }
@@ -82,6 +83,7 @@ AblationConfig AblationConfig::from_identity(const nlohmann::json& j) {
     c.seed = j.at("seed");
     c.context_policy = j.at("context_policy");
     c.limit = j.at("limit");
+    c.weights = j.value("weights", std::string("f16"));
     if (j.contains("shard")) {
       c.shard_index = j["shard"].at(0);
       c.shard_count = j["shard"].at(1);
@@ -246,6 +248,14 @@ GenerationRequest study_request(const AblationConfig& config, const GenerationCo
   return r;
 }
 
+LoadOptions study_load_options(const AblationConfig& config) {
+  const DType weights = config.weights == "f16"    ? DType::F16
+                        : config.weights == "f32"  ? DType::F32
+                        : config.weights == "int8" ? DType::I8
+                                                   : throw Error(fmt::format("weights '{}': expected f16, f32 or int8", config.weights));
+  return LoadOptions{weights, OpsImpl::Fast};
+}
+
 EngineOptions study_engine_options(const AblationConfig& config) {
   EngineOptions o;
   o.max_batch = config.max_batch;
@@ -267,6 +277,7 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
     throw Error(fmt::format("ablation: shard {}/{}: expected i/N with 1 <= i <= N", config.shard_index, config.shard_count));
   if (config.variant == PromptVariant::Custom) custom_user_message(config.labels, "", "");  // template errors now
   if (config.max_batch == 0) throw Error("ablation: max batch 0");
+  study_load_options(config);  // an unknown weight storage fails before any work
   claim_folder(config, options.force);
   const fs::path out = config.out;
 
@@ -338,7 +349,7 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
                             missing.front()));
 
   if (!jobs.empty()) {
-    LlamaModel model(config.model, LoadOptions{DType::F16, OpsImpl::Fast});
+    LlamaModel model(config.model, study_load_options(config));
     std::vector<GenerationRequest> requests;
     for (const auto& job : jobs)  // per-row seeds: independent of batching and resumption
       requests.push_back(study_request(config, generation, *tokenizer, job.prompt, config.seed + test.rows[job.i].row));

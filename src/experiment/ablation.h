@@ -39,6 +39,7 @@ struct AblationConfig {
   std::string retriever = "bm25";  // see IndexSpec
   std::string encoder;             // sentence encoder directory (minilm retrievers)
   std::string model;               // model directory
+  std::string weights = "f16";     // weight storage: f16 | f32 | int8 (weight-only, per output channel)
   std::vector<size_t> ks = {0, 1, 3, 5, 7, 10};
   bool greedy = false;  // default: the original's sampling
   float temperature = 0.1f, top_p = 0.75f;
@@ -98,6 +99,7 @@ std::vector<Example> study_examples(const AblationConfig& config, const LoadedIn
 GenerationRequest study_request(const AblationConfig& config, const GenerationConfig& generation,
                                 const Tokenizer& tokenizer, const std::string& prompt, uint64_t seed);
 EngineOptions study_engine_options(const AblationConfig& config);
+LoadOptions study_load_options(const AblationConfig& config);  // throws on an unknown weight storage
 
 // Throws on bad configuration or data.
 AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOptions& options = {});

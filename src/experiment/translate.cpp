@@ -10,7 +10,7 @@ Translator::Translator(AblationConfig config, const std::string& index_dir)
       tokenizer_(load_tokenizer(config_.model)),
       model_config_(load_model_config(config_.model)),
       generation_(load_generation_config(config_.model, model_config_)),
-      model_(std::make_unique<LlamaModel>(config_.model, LoadOptions{DType::F16, OpsImpl::Fast})) {}
+      model_(std::make_unique<LlamaModel>(config_.model, study_load_options(config_))) {}
 
 Translator::~Translator() = default;
 
