@@ -94,7 +94,8 @@ void register_ablate(CLI::App& app) {
   cmd->add_option("--out,-o", args.config.out, "Output directory");
   cmd->add_flag("--force", force, "Replace a run of another configuration in --out");
   cmd->add_option("--index", args.config.index_dir, "Retrieval index folder, reusable across runs (default: OUT/index)");
-  static bool no_reuse = false;
+  static bool no_reuse = false, dry_run = false;
+  cmd->add_flag("--dry-run", dry_run, "Show what would run (rows per k, prompt lengths, context overflows); load no model, write nothing but the index");
   cmd->add_flag("--no-prefix-reuse", no_reuse, "Recompute every prompt in full (same outputs, slower; for comparison)");
   cmd->add_option("--shard", shard, "Run slice i of N (rows i-1, i-1+N, ...), e.g. 2/8; join with --merge");
   cmd->add_option("--merge", merge, "Join these --shard folders into --out (the outputs of a single run)");
@@ -109,7 +110,20 @@ void register_ablate(CLI::App& app) {
     AblationView view(choose_view_mode(quiet, log_json), std::filesystem::path(config.out).filename().string());
     AblationRunOptions options;
     options.force = force;
+    options.dry_run = dry_run;
     options.on_progress = [&](const AblationProgress& p) { view.update(p); };
+    if (dry_run) {
+      const auto plan = run_ablation(config, options).plan;
+      fmt::print("{}: dry run of {} (over the context: prompt + max_new_tokens {} > the model's positions)\n\n",
+                 config.out, config.model, config.max_new_tokens);
+      fmt::print("| k | rows done | rows to run | prompt tokens p50 | p90 | max | over the context |\n"
+                 "|---:|---:|---:|---:|---:|---:|---:|\n");
+      for (const auto& r : plan)
+        fmt::print("| {} | {} | {} | {:.0f} | {:.0f} | {:.0f} | {} |\n", r["k"].get<size_t>(), r["done"].get<size_t>(),
+                   r["pending"].get<size_t>(), r["prompt_tokens_p50"].get<double>(), r["prompt_tokens_p90"].get<double>(),
+                   r["prompt_tokens_max"].get<double>(), r["over_context"].get<size_t>());
+      return;
+    }
     const auto outcome = run_ablation(config, options);
     view.finish(outcome);
     const std::string reuse = outcome.prompt_tokens > 0

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "engine/generate.h"
 #include "experiment/ablation_outputs.h"
+#include "experiment/token_stats.h"
 #include "io/json_file.h"
 #include "io/table.h"
 #include "io/temp_path.h"
@@ -170,10 +171,10 @@ struct Job {
   std::string prompt;
 };
 
-// Refuses a folder of another configuration (or clears it when forced), then records ours.
-void claim_folder(const AblationConfig& config, bool force) {
+// Refuses a folder of another configuration (or clears it when forced), then records ours;
+// `dry_run` only checks.
+void claim_folder(const AblationConfig& config, bool force, bool dry_run = false) {
   const fs::path out = config.out;
-  fs::create_directories(out);
   const fs::path config_path = out / "ablation_config.json";
   if (fs::exists(config_path)) {
     const auto previous = read_json_file(config_path.string());
@@ -189,10 +190,13 @@ void claim_folder(const AblationConfig& config, bool force) {
                                 "--force to replace it",
                                 out.string(), fmt::join(changed, ", ")));
       }
+      if (dry_run) return;
       for (const auto& e : fs::directory_iterator(out))
         if (e.path().filename().string().rfind("k_", 0) == 0) fs::remove_all(e.path());
     }
   }
+  if (dry_run) return;
+  fs::create_directories(out);
   write_json_file(config_path.string(), config.identity());
 }
 
@@ -278,7 +282,7 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
   if (config.variant == PromptVariant::Custom) custom_user_message(config.labels, "", "");  // template errors now
   if (config.max_batch == 0) throw Error("ablation: max batch 0");
   study_load_options(config);  // an unknown weight storage fails before any work
-  claim_folder(config, options.force);
+  claim_folder(config, options.force, options.dry_run);
   const fs::path out = config.out;
 
   // Test rows and the example pool.
@@ -302,8 +306,9 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
   progress.ks = config.ks;
   for (size_t k : config.ks) {
     const fs::path kdir = out / fmt::format("k_{}", k);
-    fs::create_directories(kdir);
-    logs.push_back(std::make_unique<RowLog>(kdir / "rows.jsonl", options.generate_missing));
+    const bool writes = options.generate_missing && !options.dry_run;
+    if (writes) fs::create_directories(kdir);
+    logs.push_back(std::make_unique<RowLog>(kdir / "rows.jsonl", writes));
     size_t done = 0;
     for (size_t i : slice) done += logs.back()->rows().count(i);
     for (const auto& [i, rec] : logs.back()->rows())
@@ -347,6 +352,26 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
   if (!missing.empty())
     throw Error(fmt::format("{}: {} rows missing (first: {}); were all shards complete?", out.string(), missing.size(),
                             missing.front()));
+
+  if (options.dry_run) {  // the plan: what would run, and how long its prompts are
+    const size_t context = size_t(model_config.max_position_embeddings);
+    outcome.plan = nlohmann::json::array();
+    for (size_t run = 0; run < config.ks.size(); ++run) {
+      std::vector<std::string> prompts;
+      for (const auto& job : jobs)
+        if (job.run == run) prompts.push_back(job.prompt);
+      const PromptLengths lengths =
+          prompt_lengths(*tokenizer, prompts, context > config.max_new_tokens ? context - config.max_new_tokens : 1);
+      outcome.plan.push_back({{"k", config.ks[run]},
+                              {"done", progress.done[run]},
+                              {"pending", prompts.size()},
+                              {"prompt_tokens_p50", lengths.p50},
+                              {"prompt_tokens_p90", lengths.p90},
+                              {"prompt_tokens_max", lengths.max},
+                              {"over_context", lengths.over_context}});
+    }
+    return outcome;
+  }
 
   if (!jobs.empty()) {
     LlamaModel model(config.model, study_load_options(config));

@@ -77,11 +77,15 @@ struct AblationOutcome {
   size_t rows_generated = 0, rows_resumed = 0;  // this process / read back from the logs
   size_t prompt_tokens = 0, reused_prompt_tokens = 0;  // of the rows generated here
   bool outputs_written = false;                         // false for a shard of several
+  // Dry run: per k, rows done and pending, prompt-token percentiles of the pending ones and
+  // how many would pass the context (prompt + max_new_tokens > max_position_embeddings).
+  nlohmann::json plan;
 };
 
 struct AblationRunOptions {
   bool force = false;               // replace a folder of another configuration
   bool generate_missing = true;     // false: a missing row is an error (merging)
+  bool dry_run = false;             // plan only: no model, nothing written but the index
   std::function<void(const AblationProgress&)> on_progress;  // often (every token): throttle
 };
 

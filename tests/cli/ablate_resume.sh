@@ -76,6 +76,12 @@ for m in tiny-tower tiny-sharded; do
   for k in 0 1; do cmp "$W/two/$m/k_$k/results_k$k.csv" "$W/two-merged/$m/k_$k/results_k$k.csv"; done
 done
 
+# --dry-run: the plan, no model loaded, nothing written (a new folder stays absent).
+"$PIVOTMT" -q "${ARGS[@]}" --dry-run --out "$W/dry" >"$W/plan"
+test ! -e "$W/dry"
+grep -q '^| 3 | 0 | 12 | ' "$W/plan"
+"$PIVOTMT" -q "${ARGS[@]}" --greedy --max-batch 2 --dry-run --out "$W/ref" | grep -q '^| 3 | 12 | 0 | '
+
 # --log-json: one JSON object per line, ending with the outcome.
 "$PIVOTMT" "${ARGS[@]}" --greedy --limit 3 --log-json --out "$W/json" >/dev/null 2>"$W/log"
 grep -q '^{"event":"progress",' "$W/log"
