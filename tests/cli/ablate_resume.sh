@@ -76,9 +76,10 @@ for m in tiny-tower tiny-sharded; do
   for k in 0 1; do cmp "$W/two/$m/k_$k/results_k$k.csv" "$W/two-merged/$m/k_$k/results_k$k.csv"; done
 done
 
-# --dry-run: the plan, no model loaded, nothing written (a new folder stays absent).
+# --dry-run: the plan, no model loaded, nothing written but the index.
 "$PIVOTMT" -q "${ARGS[@]}" --dry-run --out "$W/dry" >"$W/plan"
-test ! -e "$W/dry"
+test ! -e "$W/dry/ablation_config.json"
+test ! -e "$W/dry/k_0"
 grep -q '^| 3 | 0 | 12 | ' "$W/plan"
 "$PIVOTMT" -q "${ARGS[@]}" --greedy --max-batch 2 --dry-run --out "$W/ref" | grep -q '^| 3 | 12 | 0 | '
 
