@@ -60,8 +60,8 @@ void merge_shards(const std::vector<std::string>& dirs, const std::string& out, 
   if (out.empty()) throw Error("ablate --merge: --out is required");
   if (fs::exists(fs::path(dirs.front()) / "ablation_config.json")) {
     const auto outcome = merge_ablation(dirs, out, force);
-    fmt::print("{}: merged {} shards ({} rows); summary in {}/ablation_summary.csv\n", out, dirs.size(),
-               outcome.rows_resumed + outcome.rows_generated, out);
+    fmt::print("{}: merged {} shards ({} rows over all k); summary in {}/ablation_summary.csv\n", out, dirs.size(),
+               outcome.rows_resumed, out);
     return;
   }
   std::vector<std::string> names;

@@ -31,8 +31,6 @@ struct Query {
   std::string where;  // "file:line", for messages
 };
 
-// Options of ablate that a shared config file may hold; translate has no use for them.
-const std::set<std::string> kAblateOnlyKeys = {"k", "quick", "limit", "out", "force", "shard", "merge", "quiet", "log-json"};
 
 bool is_table_file(const std::string& path) {
   for (const char* ext : {".csv", ".tsv", ".jsonl", ".json", ".parquet"})
@@ -77,7 +75,8 @@ void register_translate(CLI::App& app) {
   cmd->add_option("--index", index_dir, "Index folder (default: under ~/.cache/pivotmt/indexes, keyed by the corpus and retriever)");
   cmd->add_flag("--json", as_json, "One JSON object per line: pivot, source, translation, examples, finish, tokens");
   cmd->callback([cmd] {
-    if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file, kAblateOnlyKeys);
+    // An ablate config works: its keys translate has no use for (k, out, ...) are skipped.
+    if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file, cmd->get_parent()->get_subcommand("ablate"));
     if (args.models.size() > 1) throw Error("translate: one --model at a time");
     AblationConfig config = resolve_study(args, {"data", "model"});
     const bool needs_pivot = retrieves_by_pivot(config);  // the prompt shows the pivot sentence

@@ -52,7 +52,7 @@ void add_study_options(CLI::App* cmd, StudyArgs& a) {
   cmd->add_option("--device", a.device, "cpu (cuda:N once the CUDA engine lands)")->capture_default_str();
 }
 
-void apply_config_file(CLI::App& cmd, const std::string& path, const std::set<std::string>& ignored) {
+void apply_config_file(CLI::App& cmd, const std::string& path, const CLI::App* sibling) {
   toml::table file;
   try {
     file = toml::parse_file(path);
@@ -76,8 +76,8 @@ void apply_config_file(CLI::App& cmd, const std::string& path, const std::set<st
         apply(*inner);
         continue;
       }
-      if (ignored.count(name)) continue;
       CLI::Option* opt = cmd.get_option_no_throw("--" + name);
+      if (!opt && sibling && sibling->get_option_no_throw("--" + name)) continue;
       if (!opt)
         throw Error(fmt::format("{}:{}: unknown key '{}' (keys are the long option names of pivotmt {} --help)", path,
                                 node.source().begin.line, name, cmd.get_name()));

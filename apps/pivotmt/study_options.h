@@ -3,7 +3,6 @@
 // every key is an option's long name, tables only group keys, and the command line wins
 // over the file.
 #pragma once
-#include <set>
 #include <string>
 #include <vector>
 
@@ -23,9 +22,9 @@ struct StudyArgs {
 
 void add_study_options(CLI::App* cmd, StudyArgs& args);
 
-// Options from a TOML file for every option the command line did not give. Keys in
-// `ignored` belong to a sibling command (translate reads ablate's configs) and are skipped.
-void apply_config_file(CLI::App& cmd, const std::string& path, const std::set<std::string>& ignored = {});
+// Options from a TOML file for every option the command line did not give. Keys that are
+// options of `sibling` but not of `cmd` are skipped (translate reads ablate's configs).
+void apply_config_file(CLI::App& cmd, const std::string& path, const CLI::App* sibling = nullptr);
 
 // The configuration for models[model] with the variant parsed and hub ids resolved to
 // local folders (downloading when needed); `needs` names the options that must be set.

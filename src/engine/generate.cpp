@@ -155,21 +155,33 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
   size_t kv_in_use = 0;  // running reservations + kept donors
   auto reservation = [&](size_t i) { return (prompts[i].size() + requests[i].max_new_tokens) * per_position; };
 
-  // Runs the prefill of `members` (indices into `active`) as one forward pass; each
-  // copies its donor's prefix first.
+  // A prefill to run: active[member] copies `shared` positions from the cache of request
+  // `donor` (running or finished; looked up when the pass runs, so admission may still move
+  // or drop caches), then computes the rest of its prompt.
+  static constexpr size_t kNoDonor = size_t(-1);
   struct Plan {
-    size_t member;               // index into active
-    const KvCache* donor = nullptr;  // resolved just before the pass
+    size_t member;
+    size_t donor = kNoDonor;
     size_t shared = 0;
   };
+  auto cache_of = [&](size_t request) -> const KvCache* {
+    for (const auto& a : active)
+      if (a.index == request) return &a.cache;
+    for (const auto& r : retired)
+      if (r.index == request) return &r.cache;
+    return nullptr;  // dropped to make room: the prompt is computed in full
+  };
+  // Runs the planned prefills as one forward pass.
   auto prefill = [&](std::vector<Plan>& plans) {
     if (plans.empty()) return;
     std::vector<LlamaModel::Input> batch;
     for (auto& p : plans) {
       Active& a = active[p.member];
       const auto& prompt = prompts[a.index];
-      if (p.donor && p.shared > 0) {
-        a.cache = model_.prefix_of(*p.donor, p.shared);
+      const KvCache* donor = p.shared > 0 ? cache_of(p.donor) : nullptr;
+      if (!donor) p.shared = 0;
+      if (donor) {
+        a.cache = model_.prefix_of(*donor, p.shared);
         results[a.index].reused_prompt_tokens = p.shared;
       }
       model_.reserve(a.cache, prompt.size() + requests[a.index].max_new_tokens);
@@ -188,27 +200,51 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     }
   };
 
+  // The longest prefix of prompt i (at least one token left to compute: its logits choose
+  // the first new token) held by a running sequence active[0, upto) or a finished one.
+  auto best_donor = [&](size_t i, size_t upto) {
+    const auto& prompt = prompts[i];
+    const size_t most = prompt.size() - 1;
+    std::pair<size_t, size_t> best{kNoDonor, 0};  // donor request, shared positions
+    if (!options.reuse_prefixes) return best;
+    for (size_t a = 0; a < upto; ++a) {
+      const size_t n = std::min(most, common_prefix(prompt, prompts[active[a].index]));
+      if (n > best.second) best = {active[a].index, n};
+    }
+    for (const auto& r : retired) {
+      const size_t n = std::min({most, r.cache.length, common_prefix(prompt, prompts[r.index])});
+      if (n > best.second) best = {r.index, n};
+    }
+    return best;
+  };
+  // The longest prefix of prompt i that requests of this round's first pass will hold:
+  // worth a second pass when it saves min_shared_prefix more than a donor already there.
+  auto best_in_round = [&](size_t i, const std::vector<size_t>& members) {
+    const auto& prompt = prompts[i];
+    std::pair<size_t, size_t> best{kNoDonor, 0};  // donor request, shared positions
+    if (!options.reuse_prefixes) return best;
+    for (size_t request : members) {
+      const size_t n = std::min(prompt.size() - 1, common_prefix(prompt, prompts[request]));
+      if (n > best.second) best = {request, n};
+    }
+    return best;
+  };
+
   while (!waiting.empty() || !active.empty()) {
-    // Admit waiting requests into free slots and prefill them together; the prefill budget
-    // counts the tokens a request will compute (its prompt less what a donor can give).
+    // Admit waiting requests into free slots, planning each one's prefill as it comes: a
+    // donor already there, or (a second pass) a member of this round's first pass. The
+    // prefill token budget counts what a request will compute, its prompt less the prefix.
     const size_t first_new = active.size();
     size_t budget = options.max_prefill_tokens;
-    auto prefill_cost = [&](size_t i) {
-      const auto& prompt = prompts[i];
-      size_t shared = 0;
-      if (options.reuse_prefixes) {
-        for (size_t a = 0; a < active.size(); ++a) {
-          const size_t n = common_prefix(prompt, prompts[active[a].index]);
-          if (a < first_new || n >= options.min_shared_prefix) shared = std::max(shared, n);
-        }
-        for (const auto& r : retired) shared = std::max(shared, std::min(r.cache.length, common_prefix(prompt, prompts[r.index])));
-      }
-      return prompt.size() - std::min(shared, prompt.size() - 1);
-    };
-    while (!waiting.empty() && active.size() < options.max_batch &&
-           (active.size() == first_new || prefill_cost(waiting.front()) <= budget)) {
+    std::vector<Plan> first_pass, second_pass;
+    std::vector<size_t> first_requests;  // requests of the first pass
+    while (!waiting.empty() && active.size() < options.max_batch) {
       const size_t i = waiting.front();
-      const size_t cost = prefill_cost(i);
+      const auto [donor, shared] = best_donor(i, first_new);
+      const auto [round_donor, round_shared] = best_in_round(i, first_requests);
+      const bool second = round_shared >= shared + options.min_shared_prefix;
+      const size_t cost = prompts[i].size() - (second ? round_shared : shared);
+      if (active.size() > first_new && cost > budget) break;  // the first of a round always runs
       // Donors give way to running work; a request that alone exceeds the budget runs alone.
       while (kv_in_use + reservation(i) > kv_budget && !retired.empty()) {
         kv_in_use -= retired.front().cache.length * per_position;
@@ -219,43 +255,16 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       active.push_back({i, model_.new_cache(), SamplerRng(requests[i].sampling.seed)});
       kv_in_use += reservation(i);
       budget -= std::min(budget, cost);
-    }
-    if (active.size() > first_new) {
-      // Donors: sequences already running, recently finished ones, and (one pass later)
-      // members of this round's first pass. At least one prompt token is always computed:
-      // its logits choose the first new token.
-      std::vector<Plan> first_pass, second_pass;
-      std::vector<size_t> second_donor;  // per second_pass entry: index into active
-      for (size_t m = first_new; m < active.size(); ++m) {
-        const auto& prompt = prompts[active[m].index];
-        const size_t most = prompt.size() - 1;
-        Plan here{m};
-        size_t round_best = 0, round_donor = 0;
-        if (options.reuse_prefixes) {
-          for (size_t a = 0; a < first_new; ++a) {
-            const size_t n = std::min(most, common_prefix(prompt, prompts[active[a].index]));
-            if (n > here.shared) here = {m, &active[a].cache, n};
-          }
-          for (const auto& r : retired) {
-            const size_t n = std::min({most, r.cache.length, common_prefix(prompt, prompts[r.index])});
-            if (n > here.shared) here = {m, &r.cache, n};
-          }
-          for (const auto& p : first_pass) {
-            const size_t n = std::min(most, common_prefix(prompt, prompts[active[p.member].index]));
-            if (n > round_best) round_best = n, round_donor = p.member;
-          }
-        }
-        if (round_best >= here.shared + options.min_shared_prefix) {
-          second_pass.push_back({m, nullptr, round_best});
-          second_donor.push_back(round_donor);
-        } else {
-          first_pass.push_back(here);
-        }
+      const size_t m = active.size() - 1;
+      if (second) {
+        second_pass.push_back({m, round_donor, round_shared});
+      } else {
+        first_pass.push_back({m, donor, shared});
+        first_requests.push_back(i);
       }
-      prefill(first_pass);
-      for (size_t j = 0; j < second_pass.size(); ++j) second_pass[j].donor = &active[second_donor[j]].cache;
-      prefill(second_pass);
     }
+    prefill(first_pass);
+    prefill(second_pass);
     // One decode step for every sequence with a pending token.
     std::vector<LlamaModel::Input> step;
     std::vector<size_t> stepping;

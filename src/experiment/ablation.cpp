@@ -487,9 +487,7 @@ AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const
     fs::copy(shards.begin()->second / "index", index_dir, fs::copy_options::recursive);
   AblationRunOptions run;
   run.generate_missing = false;
-  AblationOutcome outcome = run_ablation(config, run);
-  outcome.rows_resumed = 0;
-  return outcome;
+  return run_ablation(config, run);  // rows_resumed: every row joined
 }
 
 }  // namespace pivotmt

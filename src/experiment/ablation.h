@@ -109,7 +109,8 @@ LoadOptions study_load_options(const AblationConfig& config);  // throws on an u
 AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOptions& options = {});
 
 // Joins the folders of `--shard i/N` runs (all N, same configuration) into `out` and writes
-// the final outputs there, equal to a single run's. Throws naming a missing shard or row.
+// the final outputs there, equal to a single run's (rows_resumed counts the rows joined, all
+// k together). Throws naming a missing shard or row.
 AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force);
 
 // BLEU, chrF, chrF++ and TER of translations against one reference each, as

@@ -127,6 +127,8 @@ if "$PIVOTMT" -q ablate "$W/bad.toml" 2>"$W/err"; then
   exit 1
 fi
 grep -q "bad.toml:2: unknown key 'max-new-token'" "$W/err"
+# translate reads the same config: ablate's own keys (k, limit) are skipped.
+test "$(printf 'एक\tएक\n' | "$PIVOTMT" -q translate "$W/run.toml" --index "$W/tindex" | wc -l)" -eq 1
 
 # Sampling: per-row seeds make the outputs independent of the batch size.
 "$PIVOTMT" -q "${ARGS[@]}" --seed 3 --max-batch 1 --out "$W/s1" >/dev/null

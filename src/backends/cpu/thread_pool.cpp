@@ -55,7 +55,7 @@ class Pool {
   }
 
  private:
-  static constexpr unsigned kSpins = 20000;  // ~100-200 microseconds of pause instructions
+  static constexpr unsigned kSpins = 20000;  // pause instructions: ~0.5 ms on this machine (measured)
 
   static void pause() {
 #if defined(__x86_64__)
