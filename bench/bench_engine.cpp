@@ -153,7 +153,7 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
     model.forward(b);
     f.rss_mb = peak_rss_bytes() / 1e6;
     f.baseline_mb = baseline_rss / 1e6;
-    f.expected_mb = (model.weight_bytes() + cache.bytes()) / 1e6;
+    f.expected_mb = (model.weight_bytes() + cache.length * model.kv_bytes_per_position()) / 1e6;
   }
   // FLOPs actually done: the layers' matrices for every token (2 per weight), the output
   // layer for the last token only, and attention (QK^T and PV over the causal triangle).

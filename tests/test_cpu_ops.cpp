@@ -51,6 +51,15 @@ TEST(CpuOps, LinearAllPathsMatchReference) {
         ref::linear(x.data(), T, w, want.data());
         fast::linear(x.data(), T, w, got.data());
         expect_close(got, want, 1e-4f, "linear T=" + std::to_string(T) + " out=" + std::to_string(out));
+        // Into columns [3, 3 + out) of rows out + 5 wide (a fused output): the other columns untouched.
+        const size_t ldy = out + 5;
+        std::vector<float> wide(T * ldy, -7.0f);
+        fast::linear(x.data(), T, w, wide.data() + 3, ldy);
+        for (size_t t = 0; t < T; ++t)
+          for (size_t c = 0; c < ldy; ++c) {
+            const bool inside = c >= 3 && c < 3 + out;
+            ASSERT_EQ(wide[t * ldy + c], inside ? got[t * out + c - 3] : -7.0f) << "strided linear T=" << T << " col " << c;
+          }
       }
 }
 
@@ -63,16 +72,24 @@ TEST(CpuOps, NormRopeSiluMatchReference) {
   expect_close(b, a, 1e-5f, "rmsnorm");
   Rope r;
   for (size_t i = 0; i < 32; ++i) r.inv_freq.push_back(std::pow(10000.0f, -float(2 * i) / 64.0f));
-  auto q1 = random(T * 3 * 64, 3), q2 = q1;
+  // Rows of 4 heads, the first 3 rotated (the fourth stands for the V part of a QKV row).
+  auto q1 = random(T * 4 * 64, 3), q2 = q1;
+  const auto before = q1;
   const std::vector<int64_t> pos = {0, 1, 2, 100, 1000, 4095, 7};
-  ref::rope(q1.data(), T, 3, 64, pos.data(), r);
-  fast::rope(q2.data(), T, 3, 64, pos.data(), r);
+  ref::rope(q1.data(), T, 4 * 64, 3, 64, pos.data(), r);
+  fast::rope(q2.data(), T, 4 * 64, 3, 64, pos.data(), r);
   expect_close(q2, q1, 1e-5f, "rope");
-  auto g1 = random(1000, 4), g2 = g1;
-  const auto up = random(1000, 5);
-  ref::silu_mul(g1.data(), up.data(), 1000);
-  fast::silu_mul(g2.data(), up.data(), 1000);
+  for (size_t t = 0; t < T; ++t)
+    for (size_t i = 3 * 64; i < 4 * 64; ++i) ASSERT_EQ(q2[t * 256 + i], before[t * 256 + i]) << "rope wrote past its heads";
+  for (size_t i = 0; i < 64; ++i) ASSERT_EQ(q1[i], before[i]) << "position 0 is the identity";
+  const size_t F = 333;
+  const auto gate_up = random(T * 2 * F, 4);
+  std::vector<float> g1(T * F), g2(T * F);
+  ref::silu_mul(gate_up.data(), T, F, g1.data());
+  fast::silu_mul(gate_up.data(), T, F, g2.data());
   expect_close(g2, g1, 1e-6f, "silu_mul");
+  const float g = gate_up[2 * F + 5], u = gate_up[2 * F + F + 5];  // row 1, column 5
+  EXPECT_NEAR(g1[F + 5], g / (1 + std::exp(-g)) * u, 1e-6f);
 }
 
 TEST(CpuOps, AttentionGqaWindowAndPrefillPaths) {
@@ -81,9 +98,15 @@ TEST(CpuOps, AttentionGqaWindowAndPrefillPaths) {
       const size_t L = T + 11, nh = 6, nkv = 2, d = 16;
       const auto q = random(T * nh * d, 7), k = random(L * nkv * d, 8), v = random(L * nkv * d, 9);
       std::vector<float> a(T * nh * d), b(T * nh * d);
-      ref::attention(q.data(), k.data(), v.data(), T, L, nh, nkv, d, window, a.data());
-      fast::attention(q.data(), k.data(), v.data(), T, L, nh, nkv, d, window, b.data());
+      ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, a.data());
+      fast::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, b.data());
       expect_close(b, a, 1e-5f, "attention T=" + std::to_string(T) + " window=" + std::to_string(window));
+      // The same queries as rows of a fused QKV output (stride (nh + 2 nkv) d).
+      const size_t stride = (nh + 2 * nkv) * d;
+      std::vector<float> qkv(T * stride, 1e30f), c(T * nh * d);
+      for (size_t t = 0; t < T; ++t) std::copy(&q[t * nh * d], &q[(t + 1) * nh * d], &qkv[t * stride]);
+      fast::attention(qkv.data(), stride, k.data(), v.data(), T, L, nh, nkv, d, window, c.data());
+      expect_close(c, b, 1e-6f, "strided attention T=" + std::to_string(T));
     }
 }
 
@@ -92,9 +115,9 @@ TEST(CpuOps, WindowSemantics) {
   const size_t T = 6, L = 6, nh = 2, nkv = 1, d = 8;
   const auto q = random(T * nh * d, 1), k = random(L * nkv * d, 2), v = random(L * nkv * d, 3);
   std::vector<float> full(T * nh * d), wide(T * nh * d), one(T * nh * d);
-  ref::attention(q.data(), k.data(), v.data(), T, L, nh, nkv, d, 0, full.data());
-  ref::attention(q.data(), k.data(), v.data(), T, L, nh, nkv, d, 100, wide.data());
-  ref::attention(q.data(), k.data(), v.data(), T, L, nh, nkv, d, 1, one.data());
+  ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, 0, full.data());
+  ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, 100, wide.data());
+  ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, 1, one.data());
   EXPECT_EQ(full, wide);
   for (size_t t = 0; t < T; ++t)
     for (size_t h = 0; h < nh; ++h)

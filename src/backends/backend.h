@@ -4,6 +4,7 @@
 // code never needs #ifdef.
 #pragma once
 #include <cstddef>
+#include <memory>
 #include <string>
 
 #include "core/device.h"
@@ -29,6 +30,9 @@ void convert_floats_on(const Device& device, DType from, const void* src, DType 
 
 namespace cuda {
 // Implemented in backends/cuda (or by the stub when CUDA is off).
+// Device memory (cudaMalloc, freed when the last handle goes); throws Error naming the
+// device, the size asked for and what is free.
+std::shared_ptr<void> device_alloc(int device, size_t bytes);
 bool compiled();
 int device_count();
 CudaDeviceInfo device_info(int index);

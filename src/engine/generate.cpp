@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
-#include <fstream>
+#include <map>
 #include <string>
 
 #include <fmt/format.h>
@@ -20,6 +20,14 @@ struct Active {
   SamplerRng rng;
   TokenId pending = -1;  // chosen but not yet fed to the model
   bool done = false;
+  bool requeue = false;  // leaves the batch for the front of the queue (no KV room now)
+  bool resumed = false;  // recomputing a preempted sequence: its next token is already chosen
+};
+
+// A preempted sequence's state, kept while it waits to be recomputed.
+struct Preempted {
+  SamplerRng rng;
+  TokenId pending;
 };
 }  // namespace
 
@@ -33,22 +41,6 @@ const char* finish_reason_name(FinishReason r) {
 }
 
 namespace {
-// Half of what /proc/meminfo's MemAvailable leaves once the weights are resident
-// (MemAvailable counts the page cache, where weights read in place from the mapped file
-// live), at least 256 MiB; 8 GiB when it cannot be read.
-size_t default_kv_budget(size_t weight_bytes) {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  size_t kb = 0;
-  std::string unit;
-  while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") {
-      const size_t available = kb * 1024;
-      return std::max(available > weight_bytes ? (available - weight_bytes) / 2 : 0, size_t(256) << 20);
-    }
-  return size_t(8) << 30;
-}
-
 size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
   const size_t n = std::min(a.size(), b.size());
   size_t i = 0;
@@ -151,9 +143,43 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
 
   // Memory: each running sequence holds room for prompt + max_new_tokens positions.
   const size_t per_position = model_.kv_bytes_per_position();
-  const size_t kv_budget = options.max_kv_bytes ? options.max_kv_bytes : default_kv_budget(model_.weight_bytes());
+  const size_t kv_budget = options.max_kv_bytes ? options.max_kv_bytes : model_.default_kv_budget();
   size_t kv_in_use = 0;  // running reservations + kept donors
-  auto reservation = [&](size_t i) { return (prompts[i].size() + requests[i].max_new_tokens) * per_position; };
+  // Sized from the prompt as given (a preempted request's recomputed prompt is longer).
+  std::vector<size_t> reserved_positions(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) reserved_positions[i] = prompts[i].size() + requests[i].max_new_tokens;
+  auto reservation = [&](size_t i) { return reserved_positions[i] * per_position; };
+  std::map<size_t, Preempted> preempted;  // by request
+  std::vector<size_t> in_prompt(requests.size());  // generated tokens appended to prompts[i] by preemptions
+
+  // Makes room in the device's KV memory for `positions` of a's cache, dropping kept donors
+  // first; false when only running sequences hold the memory.
+  auto make_room = [&](Active& a, size_t positions) {
+    while (!model_.grow(a.cache, positions)) {
+      if (retired.empty()) return false;
+      kv_in_use -= retired.front().cache.length * per_position;
+      retired.pop_front();
+    }
+    return true;
+  };
+  auto too_large = [&](size_t i, size_t positions) {
+    return Error(fmt::format("request {}: {} positions of keys and values ({:.1f} MiB) do not fit in the KV memory of "
+                             "{} ({:.1f} MiB)",
+                             i + 1, positions, double(positions * per_position) / (1 << 20), model_.describe_device(),
+                             double(model_.ops().kv_capacity_bytes()) / (1 << 20)));
+  };
+  // Runs a forward pass; the chosen token of each row (greedy on the device when every row
+  // is greedy, else sampled on the host from the logits).
+  auto choose = [&](std::vector<LlamaModel::Input>& batch, const std::vector<Active*>& members) {
+    bool greedy = true;
+    for (const Active* a : members) greedy = greedy && requests[a->index].sampling.greedy;
+    if (greedy) return model_.forward_greedy(batch);
+    const auto logits = model_.forward(batch);
+    std::vector<TokenId> ids(members.size());
+    for (size_t j = 0; j < members.size(); ++j)
+      ids[j] = sample_token(std::span(&logits[j * V], V), requests[members[j]->index].sampling, members[j]->rng);
+    return ids;
+  };
 
   // A prefill to run: active[member] copies `shared` positions from the cache of request
   // `donor` (running or finished; looked up when the pass runs, so admission may still move
@@ -166,37 +192,52 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
   };
   auto cache_of = [&](size_t request) -> const KvCache* {
     for (const auto& a : active)
-      if (a.index == request) return &a.cache;
+      if (a.index == request) return a.cache.storage ? &a.cache : nullptr;
     for (const auto& r : retired)
       if (r.index == request) return &r.cache;
     return nullptr;  // dropped to make room: the prompt is computed in full
   };
   // Runs the planned prefills as one forward pass.
+  // A request that finds no room waits at the front of the queue (nothing of it is lost).
   auto prefill = [&](std::vector<Plan>& plans) {
     if (plans.empty()) return;
     std::vector<LlamaModel::Input> batch;
+    std::vector<Active*> members;
     for (auto& p : plans) {
       Active& a = active[p.member];
       const auto& prompt = prompts[a.index];
       const KvCache* donor = p.shared > 0 ? cache_of(p.donor) : nullptr;
-      if (!donor) p.shared = 0;
-      if (donor) {
-        a.cache = model_.prefix_of(*donor, p.shared);
-        results[a.index].reused_prompt_tokens = p.shared;
-      }
+      if (!donor || donor->length < p.shared) p.shared = 0, donor = nullptr;
+      a.cache = donor ? model_.prefix_of(*donor, p.shared) : model_.new_cache();
+      p.shared = a.cache.length;  // a GPU short of a block for a partial one shares full blocks only
       model_.reserve(a.cache, prompt.size() + requests[a.index].max_new_tokens);
+      if (!make_room(a, prompt.size())) {
+        bool others = false;  // does anything else hold KV memory that will be freed?
+        for (const auto& b : active) others = others || (&b != &a && b.cache.storage && !b.requeue);
+        if (!others) throw too_large(a.index, prompt.size());
+        a.cache = KvCache{};
+        a.requeue = true;
+        continue;
+      }
+      results[a.index].reused_prompt_tokens = std::max(results[a.index].reused_prompt_tokens, p.shared);
       batch.push_back({&a.cache, std::vector<TokenId>(prompt.begin() + long(p.shared), prompt.end()), false});
+      members.push_back(&a);
     }
+    if (batch.empty()) return;
     const auto t0 = Clock::now();
-    const auto logits = model_.forward(batch);
+    const auto chosen = choose(batch, members);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     size_t fed = 0;
     for (const auto& in : batch) fed += in.tokens.size();
-    for (size_t j = 0; j < plans.size(); ++j) {
-      Active& a = active[plans[j].member];
+    for (size_t j = 0; j < members.size(); ++j) {
+      Active& a = *members[j];
       results[a.index].prefill_seconds += seconds;
       results[a.index].compute_seconds += seconds * double(batch[j].tokens.size()) / double(fed);
-      accept(a, sample_token(std::span(&logits[j * V], V), requests[a.index].sampling, a.rng));
+      if (a.resumed) {
+        a.resumed = false;  // its cache holds everything before the token it had chosen
+        continue;
+      }
+      accept(a, chosen[j]);
     }
   };
 
@@ -252,7 +293,13 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       }
       if (!active.empty() && kv_in_use + reservation(i) > kv_budget) break;
       waiting.pop_front();
-      active.push_back({i, model_.new_cache(), SamplerRng(requests[i].sampling.seed)});
+      active.push_back({i, KvCache{}, SamplerRng(requests[i].sampling.seed)});
+      if (auto p = preempted.find(i); p != preempted.end()) {
+        active.back().rng = p->second.rng;
+        active.back().pending = p->second.pending;
+        active.back().resumed = true;
+        preempted.erase(p);
+      }
       kv_in_use += reservation(i);
       budget -= std::min(budget, cost);
       const size_t m = active.size() - 1;
@@ -265,29 +312,65 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     }
     prefill(first_pass);
     prefill(second_pass);
-    // One decode step for every sequence with a pending token.
+    // One decode step for every sequence with a pending token. A sequence the device's KV
+    // memory cannot grow preempts the most recently admitted one (itself, if it is that):
+    // its cache is released and it is recomputed later from its prompt and the tokens it
+    // has, resuming with the token it had chosen and its sampler state.
+    auto steps = [](const Active& a) { return !a.done && !a.requeue && a.pending >= 0 && a.cache.storage; };
+    for (size_t a = 0; a < active.size(); ++a) {
+      if (!steps(active[a])) continue;
+      while (!make_room(active[a], active[a].cache.length + 1)) {
+        size_t victim = active.size();
+        for (size_t b = active.size(); b-- > 0;)
+          if (!active[b].done && !active[b].requeue && active[b].cache.storage) {
+            victim = b;
+            break;
+          }
+        Active& v = active[victim];
+        size_t holders = 0;
+        for (const auto& b : active) holders += !b.done && !b.requeue && b.cache.storage ? 1 : 0;
+        if (holders <= 1) throw too_large(v.index, v.cache.length + 1);
+        if (v.pending >= 0) {
+          // Its cache held the prompt and every generated token but the pending one.
+          const auto& tokens = results[v.index].tokens;
+          prompts[v.index].insert(prompts[v.index].end(), tokens.begin() + long(in_prompt[v.index]), tokens.end() - 1);
+          in_prompt[v.index] = tokens.size() - 1;
+          preempted.insert_or_assign(v.index, Preempted{v.rng, v.pending});
+        }
+        v.cache = KvCache{};
+        v.requeue = true;
+        ++results[v.index].preemptions;
+        if (victim == a) break;
+      }
+    }
     std::vector<LlamaModel::Input> step;
-    std::vector<size_t> stepping;
-    for (size_t a = 0; a < active.size(); ++a)
-      if (!active[a].done && active[a].pending >= 0) {
-        step.push_back({&active[a].cache, {active[a].pending}, false});
-        stepping.push_back(a);
+    std::vector<Active*> stepping;
+    for (auto& a : active)
+      if (steps(a)) {
+        step.push_back({&a.cache, {a.pending}, false});
+        stepping.push_back(&a);
       }
     if (!step.empty()) {
       const auto t0 = Clock::now();
-      const auto logits = model_.forward(step);
+      const auto chosen = choose(step, stepping);
       const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       for (size_t j = 0; j < stepping.size(); ++j) {
-        Active& a = active[stepping[j]];
+        Active& a = *stepping[j];
         results[a.index].decode_seconds += seconds;
         results[a.index].compute_seconds += seconds / double(stepping.size());
-        accept(a, sample_token(std::span(&logits[j * V], V), requests[a.index].sampling, a.rng));
+        accept(a, chosen[j]);
       }
     }
     // Finished sequences leave (their slot goes to the next waiting request); their prompt
     // caches stay a while as donors.
     std::vector<Active> still;
+    std::vector<size_t> requeued;
     for (auto& a : active) {
+      if (a.requeue) {
+        kv_in_use -= reservation(a.index);
+        requeued.push_back(a.index);
+        continue;
+      }
       if (!a.done) {
         still.push_back(std::move(a));
         continue;
@@ -304,6 +387,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       }
     }
     active.swap(still);
+    waiting.insert(waiting.begin(), requeued.begin(), requeued.end());  // first in line, in admission order
     report_finished();
   }
   return results;

@@ -1,4 +1,5 @@
-// Batched generation over the CPU model: requests of different lengths prefill together,
+// Batched generation over the model, on whichever device it runs (the engine only sees
+// LlamaModel and opaque KV caches): requests of different lengths prefill together,
 // then decode step by step as one batch; a finished request's slot is given to the next
 // waiting one (continuous batching). Stops on any EOS id, a stop string, or the token
 // budget; reports why and how long each phase took.
@@ -45,6 +46,7 @@ struct GenerationResult {
   bool context_overflow = false;  // ran past max_position_embeddings (policy allow)
   size_t truncated_tokens = 0;    // dropped from the left (policy truncate-left)
   size_t reused_prompt_tokens = 0;  // prompt positions copied from another sequence's cache
+  size_t preemptions = 0;           // times its KV cache was released to let others grow
   double prefill_seconds = 0, decode_seconds = 0;  // wall time of the passes it took part in
   // Its share of those passes (a pass's time split by the tokens each sequence fed it): the
   // shares of all requests add up to the call's compute time, however they were batched.
@@ -56,8 +58,10 @@ struct EngineOptions {
   size_t max_batch = 32;             // sequences decoding together
   size_t max_prefill_tokens = 4096;  // tokens per prefill forward
   // Keys and values of the running sequences (each reserved for prompt + max_new_tokens)
-  // and the kept donors stay under this; 0: half of what is available when generate starts,
-  // less the weights.
+  // and the kept donors stay under this; 0: the device's default (CPU: half of what is
+  // available when generate starts, less the weights; GPU: the KV block pool).
+  // The device may hold less than admission counted (a GPU pool is what it is): then a
+  // request waits, and a running sequence that cannot grow is preempted and recomputed.
   // A request that alone exceeds it still runs, by itself.
   size_t max_kv_bytes = 0;
   bool reuse_prefixes = true;

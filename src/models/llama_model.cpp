@@ -1,7 +1,7 @@
 #include "models/llama_model.h"
 
+#include <chrono>
 #include <cmath>
-#include <cstring>
 
 #include <fmt/format.h>
 
@@ -11,26 +11,19 @@
 
 namespace pivotmt {
 
-size_t KvCache::bytes() const {
-  size_t b = 0;
-  for (const auto& x : k) b += x.capacity() * 4;
-  for (const auto& x : v) b += x.capacity() * 4;
-  return b;
-}
-
-cpu::Rope make_rope(const ModelConfig& c) {
-  cpu::Rope r;
+std::vector<float> rope_inv_freq(const ModelConfig& c) {
+  std::vector<float> inv_freq;
   const size_t d = size_t(c.head_dim);
   for (size_t i = 0; i < d / 2; ++i) {
     // 1 / theta^(2i/d), float32 like torch's arange(0, d, 2).float() / d.
     const float exponent = float(2 * i) / float(d);
-    r.inv_freq.push_back(1.0f / std::pow(float(c.rope_theta), exponent));
+    inv_freq.push_back(1.0f / std::pow(float(c.rope_theta), exponent));
   }
   if (c.rope_scaling) {
     const auto& s = *c.rope_scaling;
     const double old_len = double(s.original_max_position_embeddings);
     const double low_wavelen = old_len / s.low_freq_factor, high_wavelen = old_len / s.high_freq_factor;
-    for (auto& f : r.inv_freq) {
+    for (auto& f : inv_freq) {
       const double wavelen = 2.0 * M_PI / f;
       if (wavelen < high_wavelen) continue;
       if (wavelen > low_wavelen) {
@@ -41,208 +34,168 @@ cpu::Rope make_rope(const ModelConfig& c) {
       }
     }
   }
-  return r;
+  return inv_freq;
 }
-
-namespace {
-cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType storage) {
-  const auto& info = ckpt.at(name);
-  cpu::Matrix m;
-  m.out = size_t(info.shape.at(0));
-  m.in = info.shape.size() > 1 ? size_t(info.shape[1]) : 1;
-  m.dtype = storage;
-  if (storage == DType::I8) {
-    const auto f = ckpt.load_f32(name);
-    return cpu::quantize_int8(f.data(), m.out, m.in);
-  }
-  const auto raw = ckpt.raw(name);
-  const size_t align = storage == DType::F32 ? 4 : 2;
-  if (info.dtype == storage && reinterpret_cast<uintptr_t>(raw.data()) % align == 0) {
-    m.borrowed = raw.data();  // stored as wanted: use the mapped pages in place
-    return m;
-  }
-  if (storage == DType::F32) {
-    m.f32 = ckpt.load_f32(name);
-  } else {
-    m.f16.resize(m.out * m.in);
-    ckpt.load_into(name, DType::F16, std::as_writable_bytes(std::span(m.f16)));
-  }
-  return m;
-}
-}  // namespace
 
 LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(options) {
+  const auto t0 = std::chrono::steady_clock::now();
   cfg_ = load_model_config(dir);
   if (!cfg_.is_decoder()) throw UnsupportedError(fmt::format("{}: {} is not a decoder model", dir, architecture_name(cfg_.arch)));
   if (options.weights != DType::F32 && options.weights != DType::F16 && options.weights != DType::I8)
     throw UnsupportedError("weights can be stored as F32, F16 or INT8 (I8)");
+  // A GPU keeps room beside its KV pool for the largest pass's activations: [T, ·] rows of
+  // the residual, normed, QKV and attention buffers, the MLP chunk and the logits rows.
+  const size_t H = size_t(cfg_.hidden_size), qkv_cols = size_t(cfg_.num_heads + 2 * cfg_.num_kv_heads) * size_t(cfg_.head_dim);
+  const size_t rows = std::max<size_t>(options.max_prefill_tokens, 256);
+  const size_t activation_bytes = 2 * (rows * (3 * H + qkv_cols + size_t(cfg_.num_heads * cfg_.head_dim)) +
+                                       256 * 4 * size_t(cfg_.intermediate_size)) +
+                                  256 * 4 * size_t(cfg_.vocab_size);
+  ops_ = make_ops(options.device, {.impl = options.ops,
+                                   .kv_capacity_bytes = options.kv_capacity_bytes,
+                                   .activation_reserve_bytes = activation_bytes});
   checkpoint_ = std::make_unique<Checkpoint>(dir);
   const Checkpoint& ckpt = *checkpoint_;
   verify_weights(cfg_, ckpt);
+  Ops& ops = *ops_;
   // INT8 applies to the projections and the output layer; the embedding table is only
   // gathered from, so it stays F16.
-  embed_ = load_matrix(ckpt, "model.embed_tokens.weight", options.weights == DType::I8 ? DType::F16 : options.weights);
-  if (!cfg_.tie_word_embeddings) lm_head_ = load_matrix(ckpt, "lm_head.weight", options.weights);
-  final_norm_ = ckpt.load_f32("model.norm.weight");
+  const DType w = options.weights;
+  embed_ = ops.load_linear(ckpt, {"model.embed_tokens.weight"}, w == DType::I8 ? DType::F16 : w);
+  if (!cfg_.tie_word_embeddings) lm_head_ = ops.load_linear(ckpt, {"lm_head.weight"}, w);
+  final_norm_ = ops.load_vector(ckpt, "model.norm.weight");
   for (int64_t l = 0; l < cfg_.num_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     Layer layer;
-    layer.attn_norm = ckpt.load_f32(p + "input_layernorm.weight");
-    layer.mlp_norm = ckpt.load_f32(p + "post_attention_layernorm.weight");
-    layer.q = load_matrix(ckpt, p + "self_attn.q_proj.weight", options.weights);
-    layer.k = load_matrix(ckpt, p + "self_attn.k_proj.weight", options.weights);
-    layer.v = load_matrix(ckpt, p + "self_attn.v_proj.weight", options.weights);
-    layer.o = load_matrix(ckpt, p + "self_attn.o_proj.weight", options.weights);
-    layer.gate = load_matrix(ckpt, p + "mlp.gate_proj.weight", options.weights);
-    layer.up = load_matrix(ckpt, p + "mlp.up_proj.weight", options.weights);
-    layer.down = load_matrix(ckpt, p + "mlp.down_proj.weight", options.weights);
+    layer.attn_norm = ops.load_vector(ckpt, p + "input_layernorm.weight");
+    layer.mlp_norm = ops.load_vector(ckpt, p + "post_attention_layernorm.weight");
+    layer.qkv = ops.load_linear(ckpt, {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"}, w);
+    layer.o = ops.load_linear(ckpt, {p + "self_attn.o_proj.weight"}, w);
+    layer.gate_up = ops.load_linear(ckpt, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, w);
+    layer.down = ops.load_linear(ckpt, {p + "mlp.down_proj.weight"}, w);
     layers_.push_back(std::move(layer));
   }
-  rope_ = make_rope(cfg_);
+  ops.configure({.layers = size_t(cfg_.num_layers),
+                 .heads = size_t(cfg_.num_heads),
+                 .kv_heads = size_t(cfg_.num_kv_heads),
+                 .head_dim = size_t(cfg_.head_dim),
+                 .window = cfg_.sliding_window ? size_t(*cfg_.sliding_window) : 0,
+                 .inv_freq = rope_inv_freq(cfg_)});
+  ops.synchronize();
+  load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 LlamaModel::~LlamaModel() = default;
 
-KvCache LlamaModel::new_cache() const {
-  KvCache c;
-  c.k.resize(size_t(cfg_.num_layers));
-  c.v.resize(size_t(cfg_.num_layers));
-  return c;
-}
-
-KvCache LlamaModel::prefix_of(const KvCache& from, size_t n) const {
-  if (n > from.length) throw Error(fmt::format("prefix of {} positions from a cache of {}", n, from.length));
-  const size_t width = size_t(cfg_.num_kv_heads) * size_t(cfg_.head_dim);  // floats per position
-  KvCache c = new_cache();
-  for (size_t l = 0; l < c.k.size(); ++l) {
-    c.k[l].assign(from.k[l].begin(), from.k[l].begin() + long(n * width));
-    c.v[l].assign(from.v[l].begin(), from.v[l].begin() + long(n * width));
-  }
-  c.length = n;
-  return c;
-}
-
-void LlamaModel::truncate(KvCache& cache, size_t n) const {
-  if (n >= cache.length) return;
-  const size_t width = size_t(cfg_.num_kv_heads) * size_t(cfg_.head_dim);
-  for (size_t l = 0; l < cache.k.size(); ++l) {
-    cache.k[l].resize(n * width);
-    cache.v[l].resize(n * width);
-    cache.k[l].shrink_to_fit();
-    cache.v[l].shrink_to_fit();
-  }
-  cache.length = n;
-}
-
-void LlamaModel::reserve(KvCache& cache, size_t positions) const {
-  const size_t width = size_t(cfg_.num_kv_heads) * size_t(cfg_.head_dim);
-  for (size_t l = 0; l < cache.k.size(); ++l) {
-    cache.k[l].reserve(positions * width);
-    cache.v[l].reserve(positions * width);
-  }
-}
-
-size_t LlamaModel::kv_bytes_per_position() const {
-  return 2 * size_t(cfg_.num_layers) * size_t(cfg_.num_kv_heads) * size_t(cfg_.head_dim) * sizeof(float);
-}
-
 size_t LlamaModel::streamed_bytes_per_token() const {
-  const size_t row = embed_.bytes() / size_t(cfg_.vocab_size);
-  return cfg_.tie_word_embeddings ? weight_bytes() : weight_bytes() - embed_.bytes() + row;
+  const size_t row = embed_->bytes() / size_t(cfg_.vocab_size);
+  return cfg_.tie_word_embeddings ? weight_bytes() : weight_bytes() - embed_->bytes() + row;
 }
 
 size_t LlamaModel::weight_bytes() const {
-  size_t b = embed_.bytes() + lm_head_.bytes() + final_norm_.size() * 4;
+  size_t b = embed_->bytes() + (lm_head_ ? lm_head_->bytes() : 0) + final_norm_.numel() * dtype_size(final_norm_.dtype());
   for (const auto& l : layers_)
-    b += l.q.bytes() + l.k.bytes() + l.v.bytes() + l.o.bytes() + l.gate.bytes() + l.up.bytes() + l.down.bytes() +
-         (l.attn_norm.size() + l.mlp_norm.size()) * 4;
+    b += l.qkv->bytes() + l.o->bytes() + l.gate_up->bytes() + l.down->bytes() +
+         (l.attn_norm.numel() + l.mlp_norm.numel()) * dtype_size(l.attn_norm.dtype());
   return b;
 }
 
-void LlamaModel::linear(const float* x, size_t T, const cpu::Matrix& w, float* y) const {
-  if (options_.ops == OpsImpl::Reference) cpu::ref::linear(x, T, w, y);
-  else cpu::fast::linear(x, T, w, y);
-}
+// The MLP runs over chunks of rows, so its [rows, 2F] buffers stay small at long prefills.
+constexpr size_t kMlpRows = 256;
 
-std::vector<float> LlamaModel::forward(std::vector<Input>& batch) {
-  const bool ref = options_.ops == OpsImpl::Reference;
+void LlamaModel::ensure_workspace(size_t rows, size_t logit_rows) {
   const size_t H = size_t(cfg_.hidden_size), d = size_t(cfg_.head_dim), nh = size_t(cfg_.num_heads),
                nkv = size_t(cfg_.num_kv_heads), F = size_t(cfg_.intermediate_size), V = size_t(cfg_.vocab_size);
-  const size_t window = cfg_.sliding_window ? size_t(*cfg_.sliding_window) : 0;
-  size_t T = 0;
-  for (const auto& in : batch) {
+  if (rows > ws_.rows) {
+    // Grow to a power of two: a few reallocations over a run, not one per new maximum.
+    size_t n = 1;
+    while (n < rows) n *= 2;
+    ws_.x = ws_.xn = ws_.qkv = ws_.attn = ws_.gate_up = ws_.mlp = ws_.down = Tensor();  // free before allocating
+    ws_.x = ops_->empty(n, H);
+    ws_.xn = ops_->empty(n, H);  // also the o projection's output (its normed input is consumed by then)
+    ws_.qkv = ops_->empty(n, (nh + 2 * nkv) * d);
+    ws_.attn = ops_->empty(n, nh * d);
+    const size_t m = std::min(n, kMlpRows);
+    ws_.gate_up = ops_->empty(m, 2 * F);
+    ws_.mlp = ops_->empty(m, F);
+    ws_.down = ops_->empty(m, H);
+    ws_.rows = n;
+  }
+  if (logit_rows > ws_.logit_rows) {
+    size_t n = 1;
+    while (n < logit_rows) n *= 2;
+    ws_.h = ws_.hn = ws_.logits = Tensor();
+    ws_.h = ops_->empty(n, H);
+    ws_.hn = ops_->empty(n, H);
+    ws_.logits = ops_->empty(n, V, DType::F32);
+    ws_.logit_rows = n;
+  }
+}
+
+Tensor LlamaModel::run(std::vector<Input>& batch) {
+  const size_t nh = size_t(cfg_.num_heads), nkv = size_t(cfg_.num_kv_heads);
+  const float eps = float(cfg_.norm_eps);
+  std::vector<int32_t> tokens;
+  std::vector<SeqRows> seqs;
+  std::vector<size_t> logit_rows;  // rows of x whose logits are wanted
+  for (auto& in : batch) {
     if (in.tokens.empty()) throw Error("forward: a sequence with no new tokens");
     for (TokenId t : in.tokens)
       if (t < 0 || int64_t(t) >= cfg_.vocab_size)
         throw Error(fmt::format("token id {} is outside the vocabulary (0..{})", t, cfg_.vocab_size - 1));
-    T += in.tokens.size();
-  }
-  // Activations: x [T, H]; positions [T].
-  // xn doubles as the output of the o / down projections (its normed input is consumed
-  // by then): one [T, H] buffer less at long prefills.
-  // The MLP runs over chunks of rows, so its [rows, F] buffers stay small at long prefills.
-  constexpr size_t kMlpRows = 256;
-  const size_t mlp_rows = std::min(T, kMlpRows);
-  std::vector<float> x(T * H), xn(T * H), q(T * nh * d), k(T * nkv * d), v(T * nkv * d), attn(T * nh * d),
-      g(mlp_rows * F), u(mlp_rows * F), down(mlp_rows * H);
-  std::vector<float>& proj = xn;
-  std::vector<int64_t> positions(T);
-  size_t row = 0;
-  for (const auto& in : batch)
-    for (size_t i = 0; i < in.tokens.size(); ++i, ++row) {
-      positions[row] = int64_t(in.cache->length + i);
-      const size_t id = size_t(in.tokens[i]);
-      embed_.row_to_f32(id, &x[row * H]);
-    }
-
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& L = layers_[l];
-    (ref ? cpu::ref::rmsnorm : cpu::fast::rmsnorm)(x.data(), L.attn_norm.data(), T, H, float(cfg_.norm_eps), xn.data());
-    linear(xn.data(), T, L.q, q.data());
-    linear(xn.data(), T, L.k, k.data());
-    linear(xn.data(), T, L.v, v.data());
-    (ref ? cpu::ref::rope : cpu::fast::rope)(q.data(), T, nh, d, positions.data(), rope_);
-    (ref ? cpu::ref::rope : cpu::fast::rope)(k.data(), T, nkv, d, positions.data(), rope_);
-    size_t r0 = 0;
-    for (auto& in : batch) {
-      const size_t n = in.tokens.size(), len = in.cache->length + n;
-      auto& kc = in.cache->k[l];
-      auto& vc = in.cache->v[l];
-      kc.insert(kc.end(), k.begin() + long(r0 * nkv * d), k.begin() + long((r0 + n) * nkv * d));
-      vc.insert(vc.end(), v.begin() + long(r0 * nkv * d), v.begin() + long((r0 + n) * nkv * d));
-      (ref ? cpu::ref::attention : cpu::fast::attention)(&q[r0 * nh * d], kc.data(), vc.data(), n, len, nh, nkv, d,
-                                                         window, &attn[r0 * nh * d]);
-      r0 += n;
-    }
-    linear(attn.data(), T, L.o, proj.data());
-    for (size_t i = 0; i < T * H; ++i) x[i] += proj[i];
-    (ref ? cpu::ref::rmsnorm : cpu::fast::rmsnorm)(x.data(), L.mlp_norm.data(), T, H, float(cfg_.norm_eps), xn.data());
-    for (size_t r = 0; r < T; r += mlp_rows) {
-      const size_t n = std::min(mlp_rows, T - r);
-      linear(&xn[r * H], n, L.gate, g.data());
-      linear(&xn[r * H], n, L.up, u.data());
-      (ref ? cpu::ref::silu_mul : cpu::fast::silu_mul)(g.data(), u.data(), n * F);
-      linear(g.data(), n, L.down, down.data());
-      for (size_t i = 0; i < n * H; ++i) x[r * H + i] += down[i];
-    }
-  }
-  for (auto& in : batch) in.cache->length += in.tokens.size();
-
-  // Final norm and output layer on the rows that need logits.
-  std::vector<size_t> rows;
-  row = 0;
-  for (const auto& in : batch) {
+    const size_t row0 = tokens.size(), n = in.tokens.size();
     if (in.all_logits)
-      for (size_t i = 0; i < in.tokens.size(); ++i) rows.push_back(row + i);
+      for (size_t i = 0; i < n; ++i) logit_rows.push_back(row0 + i);
     else
-      rows.push_back(row + in.tokens.size() - 1);
-    row += in.tokens.size();
+      logit_rows.push_back(row0 + n - 1);
+    tokens.insert(tokens.end(), in.tokens.begin(), in.tokens.end());
+    seqs.push_back({in.cache, row0, n});
+    if (!ops_->grow(*in.cache, in.cache->length + n))
+      throw Error(fmt::format("{}: KV memory is full ({} bytes): no room for {} more positions of a sequence "
+                              "(fewer sequences at a time, or a larger kv capacity)",
+                              ops_->describe(), ops_->kv_capacity_bytes(), n));
   }
-  std::vector<float> h(rows.size() * H), hn(rows.size() * H), logits(rows.size() * V);
-  for (size_t i = 0; i < rows.size(); ++i) std::memcpy(&h[i * H], &x[rows[i] * H], H * 4);
-  (ref ? cpu::ref::rmsnorm : cpu::fast::rmsnorm)(h.data(), final_norm_.data(), rows.size(), H, float(cfg_.norm_eps), hn.data());
-  linear(hn.data(), rows.size(), cfg_.tie_word_embeddings ? embed_ : lm_head_, logits.data());
-  return logits;
+  const size_t T = tokens.size();
+  ensure_workspace(T, logit_rows.size());
+  Ops& ops = *ops_;
+  ops.begin_forward(tokens, seqs);
+  try {
+    // x [T, H] the residual stream; xn [T, H] normed input, then the o projection's output.
+    const Tensor x = ws_.x.rows(0, T), xn = ws_.xn.rows(0, T), qkv = ws_.qkv.rows(0, T), attn = ws_.attn.rows(0, T);
+    ops.embed(*embed_, x);
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const Layer& L = layers_[l];
+      ops.rmsnorm(x, L.attn_norm, eps, xn);
+      ops.linear(xn, *L.qkv, qkv);  // [T, (nh + 2 nkv) d]
+      ops.rope(qkv, nh + nkv);      // q and k heads
+      ops.attention(l, qkv, attn);  // [T, nh d]
+      ops.linear(attn, *L.o, xn);
+      ops.add(x, xn);
+      ops.rmsnorm(x, L.mlp_norm, eps, xn);
+      for (size_t r = 0; r < T; r += kMlpRows) {
+        const size_t n = std::min(kMlpRows, T - r);
+        const Tensor gate_up = ws_.gate_up.rows(0, n), mlp = ws_.mlp.rows(0, n), down = ws_.down.rows(0, n);
+        ops.linear(xn.rows(r, n), *L.gate_up, gate_up);  // [n, 2F]
+        ops.silu_mul(gate_up, mlp);                      // [n, F]
+        ops.linear(mlp, *L.down, down);                  // [n, H]
+        ops.add(x.rows(r, n), down);
+      }
+    }
+    // Final norm and output layer on the rows that need logits.
+    const size_t R = logit_rows.size();
+    const Tensor h = ws_.h.rows(0, R), hn = ws_.hn.rows(0, R), logits = ws_.logits.rows(0, R);
+    ops.gather_rows(x, logit_rows, h);
+    ops.rmsnorm(h, final_norm_, eps, hn);
+    ops.linear(hn, cfg_.tie_word_embeddings ? *embed_ : *lm_head_, logits);  // [R, V] F32
+    ops.end_forward();
+    return logits;
+  } catch (...) {
+    ops.abort_forward();
+    throw;
+  }
 }
+
+std::vector<float> LlamaModel::forward(std::vector<Input>& batch) { return ops_->to_host_f32(run(batch)); }
+
+std::vector<TokenId> LlamaModel::forward_greedy(std::vector<Input>& batch) { return ops_->argmax_rows(run(batch)); }
 
 }  // namespace pivotmt

@@ -1,13 +1,14 @@
-// The Llama family's forward pass (Llama-2 / TowerInstruct, Mistral, Llama-3 / Hermes) on
-// the CPU: batched over sequences of different lengths with no padding (all new tokens of
-// all sequences form one [T, hidden] activation; attention runs per sequence against its
-// own KV cache).
+// The Llama family's forward pass (Llama-2 / TowerInstruct, Mistral's sliding window,
+// Llama-3 / Hermes GQA and rope scaling), written once over the op interface
+// (backends/ops.h), so the same layer sequence runs on the CPU or a GPU. Batched over
+// sequences of different lengths with no padding: all new tokens of all sequences form one
+// [T, hidden] activation; attention runs per sequence against its own KV cache.
 #pragma once
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "backends/cpu/ops.h"
+#include "backends/ops.h"
 #include "models/model_config.h"
 #include "tokenizer/bpe.h"
 
@@ -15,18 +16,12 @@ namespace pivotmt {
 
 class Checkpoint;
 
-enum class OpsImpl { Reference, Fast };
-
 struct LoadOptions {
-  DType weights = DType::F32;  // F32, F16 or I8 (weight-only INT8) storage; compute is always F32
+  DType weights = DType::F32;  // CPU: F32, F16 or I8 (weight-only INT8), compute F32; GPU: F16
   OpsImpl ops = OpsImpl::Fast;
-};
-
-// One sequence's keys and values, every layer: [length, kv_heads, head_dim] each.
-struct KvCache {
-  size_t length = 0;
-  std::vector<std::vector<float>> k, v;  // per layer
-  size_t bytes() const;
+  Device device;               // cpu, cuda:N
+  size_t kv_capacity_bytes = 0;  // see OpsOptions
+  size_t max_prefill_tokens = 4096;  // rows of activations a GPU keeps room for
 };
 
 class LlamaModel {
@@ -34,14 +29,22 @@ class LlamaModel {
   LlamaModel(const std::string& dir, LoadOptions options = {});
   ~LlamaModel();
   const ModelConfig& config() const { return cfg_; }
-  KvCache new_cache() const;
+  const Device& device() const { return options_.device; }
+  Ops& ops() { return *ops_; }
+  std::string describe_device() const { return ops_->describe(); }
+  double load_seconds() const { return load_seconds_; }
+
+  KvCache new_cache() const { return ops_->new_cache(); }
   // A cache holding the first n positions of `from` (n <= from.length): the keys and
-  // values of a shared prompt prefix, copied instead of recomputed.
-  KvCache prefix_of(const KvCache& from, size_t n) const;
-  void truncate(KvCache& cache, size_t n) const;  // keep the first n positions
+  // values of a shared prompt prefix, copied (CPU) or referenced (GPU) instead of recomputed.
+  KvCache prefix_of(const KvCache& from, size_t n) const { return ops_->prefix_of(from, n); }
+  void truncate(KvCache& cache, size_t n) const { ops_->truncate(cache, n); }  // keep the first n positions
   // Room for `positions` in all, so appending never reallocates (no doubling overhead).
-  void reserve(KvCache& cache, size_t positions) const;
-  size_t kv_bytes_per_position() const;  // keys + values, every layer
+  void reserve(KvCache& cache, size_t positions) const { ops_->reserve(cache, positions); }
+  // Makes room for `positions`; false when the device's KV memory is full right now.
+  bool grow(KvCache& cache, size_t positions) const { return ops_->grow(cache, positions); }
+  size_t kv_bytes_per_position() const { return ops_->kv_bytes_per_position(); }  // keys + values, every layer
+  size_t default_kv_budget() const { return ops_->default_kv_budget(weight_bytes()); }
   size_t weight_bytes() const;
   // Weight bytes one decode step reads: all but the embedding table when the output layer
   // has its own matrix (a step reads one embedding row).
@@ -55,25 +58,38 @@ class LlamaModel {
   // Returns logits rows [rows, vocab]: for each input in order, its new tokens' rows
   // (all_logits) or its last token's row.
   std::vector<float> forward(std::vector<Input>& batch);
+  // The same pass, returning each logits row's first maximum (greedy choice made on the
+  // device: only the ids come back).
+  std::vector<TokenId> forward_greedy(std::vector<Input>& batch);
 
  private:
   struct Layer {
-    std::vector<float> attn_norm, mlp_norm;  // [hidden]
-    cpu::Matrix q, k, v, o, gate, up, down;
+    Tensor attn_norm, mlp_norm;                          // [1, hidden]
+    std::unique_ptr<LinearWeights> qkv, o, gate_up, down;  // q|k|v and gate|up stacked
   };
-  void linear(const float* x, size_t T, const cpu::Matrix& w, float* y) const;
+  // Activations, kept between passes (no allocation per pass once large enough).
+  struct Workspace {
+    size_t rows = 0, logit_rows = 0;
+    Tensor x, xn, qkv, attn, gate_up, mlp, down;  // [rows, ·]
+    Tensor h, hn, logits;                         // [logit_rows, ·]
+  };
+  // The pass itself: logits of the wanted rows stay on the device.
+  Tensor run(std::vector<Input>& batch);
+  void ensure_workspace(size_t rows, size_t logit_rows);
 
   ModelConfig cfg_;
   LoadOptions options_;
-  std::unique_ptr<Checkpoint> checkpoint_;  // kept mapped: matrices may borrow its pages
-  cpu::Matrix embed_, lm_head_;  // [vocab, hidden]; lm_head_ empty when tied
-  std::vector<float> final_norm_;
+  std::unique_ptr<Ops> ops_;
+  std::unique_ptr<Checkpoint> checkpoint_;  // kept mapped: CPU matrices may borrow its pages
+  std::unique_ptr<LinearWeights> embed_, lm_head_;  // [vocab, hidden]; lm_head_ empty when tied
+  Tensor final_norm_;
   std::vector<Layer> layers_;
-  cpu::Rope rope_;
+  Workspace ws_;
+  double load_seconds_ = 0;
 };
 
 // rope_theta and llama3 rope_scaling -> per-pair inverse frequencies, in float32 as
 // transformers computes them.
-cpu::Rope make_rope(const ModelConfig& c);
+std::vector<float> rope_inv_freq(const ModelConfig& c);
 
 }  // namespace pivotmt

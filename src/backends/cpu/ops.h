@@ -46,29 +46,31 @@ struct Rope {
 };
 
 namespace ref {
-// y[T, out] = x[T, in] · W^T
-void linear(const float* x, size_t T, const Matrix& w, float* y);
+// y[T, out] = x[T, in] · W^T; rows of y are ldy floats apart (0: out), so a projection
+// can write its columns of a fused output.
+void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy = 0);
 // y = w * x / sqrt(mean(x^2) + eps), per row of [T, H]
 void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, float* y);
-// Rotate-half RoPE in place on [T, heads, head_dim] at the given positions.
-void rope(float* x, size_t T, size_t heads, size_t head_dim, const int64_t* positions, const Rope& rope);
-// gate[T, F] = silu(gate) * up
-void silu_mul(float* gate, const float* up, size_t n);
+// Rotate-half RoPE in place on the first `heads` heads of each row of x (rows `stride`
+// floats apart, head h of row t at x + t * stride + h * head_dim) at the given positions.
+void rope(float* x, size_t T, size_t stride, size_t heads, size_t head_dim, const int64_t* positions, const Rope& rope);
+// out[t, i] = silu(gate_up[t, i]) * gate_up[t, F + i]: gate_up [T, 2F], out [T, F]
+void silu_mul(const float* gate_up, size_t T, size_t F, float* out);
 // Causal attention of T new query rows against the sequence's cache.
-//   q [T, n_heads, d]; k, v [L, n_kv, d] (L = cached + T, new rows last);
+//   q [T, n_heads, d] with rows q_stride floats apart; k, v [L, n_kv, d] (L = cached + T, new rows last);
 //   query t sits at cache position L - T + t; out [T, n_heads, d].
 //   window > 0: only the last `window` positions are visible (Mistral).
-void attention(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads, size_t n_kv,
-               size_t d, size_t window, float* out);
+void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
+               size_t n_kv, size_t d, size_t window, float* out);
 }  // namespace ref
 
 namespace fast {
-void linear(const float* x, size_t T, const Matrix& w, float* y);
+void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy = 0);
 void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, float* y);
-void rope(float* x, size_t T, size_t heads, size_t head_dim, const int64_t* positions, const Rope& rope);
-void silu_mul(float* gate, const float* up, size_t n);
-void attention(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads, size_t n_kv,
-               size_t d, size_t window, float* out);
+void rope(float* x, size_t T, size_t stride, size_t heads, size_t head_dim, const int64_t* positions, const Rope& rope);
+void silu_mul(const float* gate_up, size_t T, size_t F, float* out);
+void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
+               size_t n_kv, size_t d, size_t window, float* out);
 }  // namespace fast
 
 // Threads used by the fast kernels (default: all cores).

@@ -108,7 +108,7 @@ __attribute__((target("avx2,fma,f16c"))) void gemv1_avx2(const float* x, const M
 
 // INT8 weights: widen 8 bytes to 8 floats, accumulate, scale the row's sum at the end.
 __attribute__((target("avx2,fma,f16c"))) void gemv_i8_avx2(const float* x, size_t T, const Matrix& w, float* y,
-                                                            size_t o0, size_t o1) {
+                                                            size_t ldy, size_t o0, size_t o1) {
   const size_t in = w.in, in8 = in & ~size_t(7);
   for (size_t o = o0; o < o1; ++o) {
     const int8_t* r = w.row_i8(o);
@@ -121,7 +121,7 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_i8_avx2(const float* x, size_
     for (size_t t = 0; t < T; ++t) {
       float s = hsum(acc[t]);
       for (size_t i = in8; i < in; ++i) s += x[t * in + i] * float(r[i]);
-      y[t * w.out + o] = s * w.scale[o];
+      y[t * ldy + o] = s * w.scale[o];
     }
   }
 }
@@ -155,7 +155,7 @@ __attribute__((target("avx2,fma,f16c"))) void gemv1_i8_avx2(const float* x, cons
 
 // y[t, o] = sum_i x[t, i] * w[o, i] for rows o in [o0, o1), all T (<= kGemvMaxRows) rows.
 __attribute__((target("avx2,fma,f16c"))) void gemv_avx2(const float* x, size_t T, const Matrix& w, float* y,
-                                                         size_t o0, size_t o1) {
+                                                         size_t ldy, size_t o0, size_t o1) {
   const size_t in = w.in, in8 = in & ~size_t(7);
   for (size_t o = o0; o < o1; ++o) {
     __m256 acc[kGemvMaxRows];
@@ -170,13 +170,13 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_avx2(const float* x, size_t T
       float s = hsum(acc[t]);
       for (size_t i = in8; i < in; ++i)
         s += x[t * in + i] * (w.dtype == DType::F16 ? f16_to_f32(w.row_f16(o)[i]) : w.row_f32(o)[i]);
-      y[t * w.out + o] = s;
+      y[t * ldy + o] = s;
     }
   }
 }
 #endif
 
-void gemv_portable(const float* x, size_t T, const Matrix& w, float* y, size_t o0, size_t o1) {
+void gemv_portable(const float* x, size_t T, const Matrix& w, float* y, size_t ldy, size_t o0, size_t o1) {
   std::vector<float> row(w.in);
   for (size_t o = o0; o < o1; ++o) {
     const float* wr = w.dtype == DType::F32 ? w.row_f32(o) : row.data();
@@ -184,23 +184,24 @@ void gemv_portable(const float* x, size_t T, const Matrix& w, float* y, size_t o
     for (size_t t = 0; t < T; ++t) {
       float s = 0.0f;
       for (size_t i = 0; i < w.in; ++i) s += x[t * w.in + i] * wr[i];
-      y[t * w.out + o] = s;
+      y[t * ldy + o] = s;
     }
   }
 }
 }  // namespace
 
-void linear(const float* x, size_t T, const Matrix& w, float* y) {
+void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   if (T == 0) return;
+  if (ldy == 0) ldy = w.out;
   if (T <= kGemvMaxRows) {
     parallel_for(w.out, [&](size_t o0, size_t o1) {
 #if defined(__x86_64__)
       if (cpu_has_avx2_fma_f16c()) {
-        if (w.dtype == DType::I8) return T == 1 ? gemv1_i8_avx2(x, w, y, o0, o1) : gemv_i8_avx2(x, T, w, y, o0, o1);
-        return T == 1 ? gemv1_avx2(x, w, y, o0, o1) : gemv_avx2(x, T, w, y, o0, o1);
+        if (w.dtype == DType::I8) return T == 1 ? gemv1_i8_avx2(x, w, y, o0, o1) : gemv_i8_avx2(x, T, w, y, ldy, o0, o1);
+        return T == 1 ? gemv1_avx2(x, w, y, o0, o1) : gemv_avx2(x, T, w, y, ldy, o0, o1);
       }
 #endif
-      gemv_portable(x, T, w, y, o0, o1);
+      gemv_portable(x, T, w, y, ldy, o0, o1);
     });
     return;
   }
@@ -212,7 +213,7 @@ void linear(const float* x, size_t T, const Matrix& w, float* y) {
     const size_t begin = u0 * kUnit, end = std::min(w.out, u1 * kUnit);
     if (w.dtype == DType::F32) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(end - begin), int(w.in), 1.0f, x, int(w.in),
-                  w.data_f32() + begin * w.in, int(w.in), 0.0f, y + begin, int(w.out));
+                  w.data_f32() + begin * w.in, int(w.in), 0.0f, y + begin, int(ldy));
       return;
     }
     std::vector<float> block(std::min(kBlock, end - begin) * w.in);
@@ -222,7 +223,7 @@ void linear(const float* x, size_t T, const Matrix& w, float* y) {
       else
         for (size_t r = 0; r < rows; ++r) w.row_to_f32(o0 + r, &block[r * w.in]);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(rows), int(w.in), 1.0f, x, int(w.in),
-                  block.data(), int(w.in), 0.0f, y + o0, int(w.out));
+                  block.data(), int(w.in), 0.0f, y + o0, int(ldy));
     }
   });
 }
@@ -238,7 +239,7 @@ void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, floa
   });
 }
 
-void rope(float* x, size_t T, size_t heads, size_t d, const int64_t* positions, const Rope& r) {
+void rope(float* x, size_t T, size_t stride, size_t heads, size_t d, const int64_t* positions, const Rope& r) {
   const size_t half = d / 2;
   parallel_for(T, [&](size_t t0, size_t t1) {
     std::vector<float> c(half), s(half);
@@ -249,7 +250,7 @@ void rope(float* x, size_t T, size_t heads, size_t d, const int64_t* positions, 
         s[i] = std::sin(angle);
       }
       for (size_t h = 0; h < heads; ++h) {
-        float* v = x + (t * heads + h) * d;
+        float* v = x + t * stride + h * d;
         for (size_t i = 0; i < half; ++i) {
           const float a = v[i], b = v[i + half];
           v[i] = a * c[i] - b * s[i];
@@ -260,9 +261,15 @@ void rope(float* x, size_t T, size_t heads, size_t d, const int64_t* positions, 
   });
 }
 
-void silu_mul(float* gate, const float* up, size_t n) {
-  parallel_for(n, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+void silu_mul(const float* gate_up, size_t T, size_t F, float* out) {
+  parallel_for(T * F, [&](size_t b, size_t e) {
+    // Element j = t * F + i; one division per chunk, not per element.
+    size_t t = b / F, i = b % F;
+    for (size_t j = b; j < e; ++j) {
+      const float g = gate_up[t * 2 * F + i];
+      out[j] = g / (1.0f + std::exp(-g)) * gate_up[t * 2 * F + F + i];
+      if (++i == F) i = 0, ++t;
+    }
   });
 }
 
@@ -270,8 +277,8 @@ namespace {
 // Prefill: per head, S = Q K^T and O = softmax(S) V as two SGEMMs over the cache (K and V
 // rows are strided by n_kv * d), with the causal / window mask applied between them. Heads
 // are split over the pool, each thread with its own scores buffer.
-void attention_gemm(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
-                    size_t n_kv, size_t d, size_t window, float* out) {
+void attention_gemm(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L,
+                    size_t n_heads, size_t n_kv, size_t d, size_t window, float* out) {
   const size_t group = n_heads / n_kv;
   const float scale = 1.0f / std::sqrt(float(d));
   single_threaded_blas();
@@ -279,7 +286,7 @@ void attention_gemm(const float* q, const float* k, const float* v, size_t T, si
     std::vector<float> scores(T * L);
     for (size_t h = h0; h < h1; ++h) {
       const size_t kv = h / group;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(L), int(d), scale, q + h * d, int(n_heads * d),
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(L), int(d), scale, q + h * d, int(q_stride),
                   k + kv * d, int(n_kv * d), 0.0f, scores.data(), int(L));
       for (size_t t = 0; t < T; ++t) {
         float* row = &scores[t * L];
@@ -303,9 +310,9 @@ void attention_gemm(const float* q, const float* k, const float* v, size_t T, si
 }
 }  // namespace
 
-void attention(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads, size_t n_kv,
-               size_t d, size_t window, float* out) {
-  if (T >= 16) return attention_gemm(q, k, v, T, L, n_heads, n_kv, d, window, out);
+void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
+               size_t n_kv, size_t d, size_t window, float* out) {
+  if (T >= 16) return attention_gemm(q, q_stride, k, v, T, L, n_heads, n_kv, d, window, out);
   const size_t group = n_heads / n_kv;
   const float scale = 1.0f / std::sqrt(float(d));
   parallel_for(T * n_heads, [&](size_t b, size_t e) {
@@ -314,7 +321,7 @@ void attention(const float* q, const float* k, const float* v, size_t T, size_t 
       const size_t t = job / n_heads, h = job % n_heads, kv = h / group;
       const size_t pos = L - T + t;
       const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
-      const float* qv = q + (t * n_heads + h) * d;
+      const float* qv = q + t * q_stride + h * d;
       float max_score = -INFINITY;
       for (size_t j = first; j <= pos; ++j) {
         const float* kr = k + (j * n_kv + kv) * d;

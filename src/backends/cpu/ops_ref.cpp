@@ -38,14 +38,15 @@ Matrix quantize_int8(const float* w, size_t out, size_t in) {
 
 namespace pivotmt::cpu::ref {
 
-void linear(const float* x, size_t T, const Matrix& w, float* y) {
+void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
+  if (ldy == 0) ldy = w.out;
   std::vector<float> row(w.in);
   for (size_t o = 0; o < w.out; ++o) {
     w.row_to_f32(o, row.data());
     for (size_t t = 0; t < T; ++t) {
       double acc = 0.0;
       for (size_t i = 0; i < w.in; ++i) acc += double(x[t * w.in + i]) * double(row[i]);
-      y[t * w.out + o] = float(acc);
+      y[t * ldy + o] = float(acc);
     }
   }
 }
@@ -59,11 +60,11 @@ void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, floa
   }
 }
 
-void rope(float* x, size_t T, size_t heads, size_t d, const int64_t* positions, const Rope& r) {
+void rope(float* x, size_t T, size_t stride, size_t heads, size_t d, const int64_t* positions, const Rope& r) {
   const size_t half = d / 2;
   for (size_t t = 0; t < T; ++t)
     for (size_t h = 0; h < heads; ++h) {
-      float* v = x + (t * heads + h) * d;
+      float* v = x + t * stride + h * d;
       for (size_t i = 0; i < half; ++i) {
         const float angle = float(positions[t]) * r.inv_freq[i];
         const float c = std::cos(angle), s = std::sin(angle);
@@ -74,12 +75,16 @@ void rope(float* x, size_t T, size_t heads, size_t d, const int64_t* positions, 
     }
 }
 
-void silu_mul(float* gate, const float* up, size_t n) {
-  for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+void silu_mul(const float* gate_up, size_t T, size_t F, float* out) {
+  for (size_t t = 0; t < T; ++t)
+    for (size_t i = 0; i < F; ++i) {
+      const float g = gate_up[t * 2 * F + i], u = gate_up[t * 2 * F + F + i];
+      out[t * F + i] = g / (1.0f + std::exp(-g)) * u;
+    }
 }
 
-void attention(const float* q, const float* k, const float* v, size_t T, size_t L, size_t n_heads, size_t n_kv,
-               size_t d, size_t window, float* out) {
+void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
+               size_t n_kv, size_t d, size_t window, float* out) {
   const size_t group = n_heads / n_kv;
   const float scale = 1.0f / std::sqrt(float(d));
   std::vector<double> scores(L);
@@ -88,7 +93,7 @@ void attention(const float* q, const float* k, const float* v, size_t T, size_t 
     const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
     for (size_t h = 0; h < n_heads; ++h) {
       const size_t kv = h / group;
-      const float* qv = q + (t * n_heads + h) * d;
+      const float* qv = q + t * q_stride + h * d;
       double max_score = -INFINITY;
       for (size_t j = first; j <= pos; ++j) {
         double s = 0.0;

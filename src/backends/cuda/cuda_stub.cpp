@@ -1,5 +1,6 @@
 // Compiled when the build has no CUDA: every CUDA entry point says so clearly.
 #include "backends/backend.h"
+#include "backends/ops.h"
 #include "core/error.h"
 
 namespace pivotmt::cuda {
@@ -9,6 +10,8 @@ namespace pivotmt::cuda {
 }
 
 bool compiled() { return false; }
+std::shared_ptr<void> device_alloc(int, size_t) { no_cuda(); }
+std::unique_ptr<Ops> make_ops(int, const OpsOptions&) { no_cuda(); }
 int device_count() { return 0; }
 CudaDeviceInfo device_info(int) { no_cuda(); }
 void convert_floats(int, DType, const void*, DType, void*, size_t) { no_cuda(); }

@@ -1,0 +1,297 @@
+// The op interface on the CPU: F32 activations, the reference or fast kernels of
+// cpu/ops.h, and one contiguous [positions, kv_heads, head_dim] buffer per layer and
+// sequence for keys and values (a shared prefix is copied; attention runs SGEMMs over it).
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "backends/cpu/ops.h"
+#include "backends/ops.h"
+#include "core/error.h"
+#include "io/checkpoint.h"
+
+namespace pivotmt {
+namespace {
+
+// The stacked matrices of a (possibly fused) projection; each writes its own columns.
+class CpuLinear final : public LinearWeights {
+ public:
+  std::vector<cpu::Matrix> parts;
+  size_t bytes() const override {
+    size_t b = 0;
+    for (const auto& p : parts) b += p.bytes();
+    return b;
+  }
+};
+
+cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType storage) {
+  const auto& info = ckpt.at(name);
+  cpu::Matrix m;
+  m.out = size_t(info.shape.at(0));
+  m.in = info.shape.size() > 1 ? size_t(info.shape[1]) : 1;
+  m.dtype = storage;
+  if (storage == DType::I8) {
+    const auto f = ckpt.load_f32(name);
+    return cpu::quantize_int8(f.data(), m.out, m.in);
+  }
+  const auto raw = ckpt.raw(name);
+  const size_t align = storage == DType::F32 ? 4 : 2;
+  if (info.dtype == storage && reinterpret_cast<uintptr_t>(raw.data()) % align == 0) {
+    m.borrowed = raw.data();  // stored as wanted: use the mapped pages in place (zero copy)
+    return m;
+  }
+  if (storage == DType::F32) {
+    m.f32 = ckpt.load_f32(name);
+  } else {
+    m.f16.resize(m.out * m.in);
+    ckpt.load_into(name, DType::F16, std::as_writable_bytes(std::span(m.f16)));
+  }
+  return m;
+}
+
+// Positions held by all caches, for the optional capacity (kv_capacity_bytes).
+struct KvAccount {
+  size_t positions = 0;
+};
+
+class CpuKv final : public KvStorage {
+ public:
+  CpuKv(size_t layers, std::shared_ptr<KvAccount> account) : k(layers), v(layers), account_(std::move(account)) {}
+  ~CpuKv() override { account_->positions -= held; }
+  void hold(size_t positions) {
+    account_->positions = account_->positions - held + positions;
+    held = positions;
+  }
+  std::vector<std::vector<float>> k, v;  // per layer: [positions, kv_heads, head_dim]
+  size_t held = 0;                       // positions counted against the capacity
+
+ private:
+  std::shared_ptr<KvAccount> account_;
+};
+
+CpuKv& kv_of(const KvCache& c) { return static_cast<CpuKv&>(*c.storage); }
+
+// Half of what /proc/meminfo's MemAvailable leaves once the weights are resident
+// (MemAvailable counts the page cache, where weights read in place from the mapped file
+// live), at least 256 MiB; 8 GiB when it cannot be read.
+size_t mem_available_budget(size_t weight_bytes) {
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  size_t kb = 0;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") {
+      const size_t available = kb * 1024;
+      return std::max(available > weight_bytes ? (available - weight_bytes) / 2 : 0, size_t(256) << 20);
+    }
+  return size_t(8) << 30;
+}
+
+void require_contiguous(const Tensor& t, const char* op) {
+  if (!t.contiguous()) throw Error(fmt::format("cpu {}: {} must be contiguous", op, t.describe()));
+}
+
+class CpuOps final : public Ops {
+ public:
+  explicit CpuOps(const OpsOptions& o) : options_(o), account_(std::make_shared<KvAccount>()) {}
+  Device device() const override { return Device{}; }
+  DType activation_dtype() const override { return DType::F32; }
+  std::string describe() const override {
+    return options_.impl == OpsImpl::Reference ? "cpu (reference kernels)" : fmt::format("cpu (fast kernels, {} threads)", cpu::num_threads());
+  }
+
+  std::unique_ptr<LinearWeights> load_linear(const Checkpoint& ckpt, const std::vector<std::string>& names,
+                                             DType storage) override {
+    if (storage != DType::F32 && storage != DType::F16 && storage != DType::I8)
+      throw UnsupportedError("cpu: weights can be stored as F32, F16 or INT8 (I8)");
+    auto w = std::make_unique<CpuLinear>();
+    for (const auto& name : names) {
+      w->parts.push_back(load_matrix(ckpt, name, storage));
+      if (w->in && w->parts.back().in != w->in)
+        throw Error(fmt::format("{}: {} columns, the fused projection has {}", name, w->parts.back().in, w->in));
+      w->in = w->parts.back().in;
+      w->out += w->parts.back().out;
+    }
+    return w;
+  }
+  Tensor load_vector(const Checkpoint& ckpt, const std::string& name) override { return make_vector(ckpt.load_f32(name)); }
+  std::unique_ptr<LinearWeights> make_linear(std::span<const float> values, size_t out, size_t in, DType storage) override {
+    if (values.size() != out * in) throw Error(fmt::format("make_linear: {} values for [{}, {}]", values.size(), out, in));
+    cpu::Matrix m;
+    if (storage == DType::I8) {
+      m = cpu::quantize_int8(values.data(), out, in);
+    } else if (storage == DType::F16) {
+      m.f16.resize(values.size());
+      convert_floats(DType::F32, values.data(), DType::F16, m.f16.data(), values.size());
+    } else if (storage == DType::F32) {
+      m.f32.assign(values.begin(), values.end());
+    } else {
+      throw UnsupportedError("cpu: weights can be stored as F32, F16 or INT8 (I8)");
+    }
+    m.dtype = storage;
+    m.out = out;
+    m.in = in;
+    auto w = std::make_unique<CpuLinear>();
+    w->out = out;
+    w->in = in;
+    w->parts.push_back(std::move(m));
+    return w;
+  }
+
+  KvCache new_cache() override {
+    KvCache c;
+    c.storage = std::make_unique<CpuKv>(shape().layers, account_);
+    return c;
+  }
+  void reserve(KvCache& cache, size_t positions) override {
+    for (size_t l = 0; l < shape().layers; ++l) {
+      kv_of(cache).k[l].reserve(positions * width());
+      kv_of(cache).v[l].reserve(positions * width());
+    }
+  }
+  bool grow(KvCache& cache, size_t positions) override {
+    auto& kv = kv_of(cache);
+    if (positions <= kv.held) return true;
+    if (options_.kv_capacity_bytes &&
+        (account_->positions - kv.held + positions) * kv_bytes_per_position() > options_.kv_capacity_bytes)
+      return false;
+    kv.hold(positions);
+    return true;
+  }
+  size_t kv_bytes_per_position() const override { return 2 * shape().layers * width() * sizeof(float); }
+  size_t default_kv_budget(size_t weight_bytes) const override { return mem_available_budget(weight_bytes); }
+  size_t kv_capacity_bytes() const override { return options_.kv_capacity_bytes; }
+
+ protected:
+  KvCache do_prefix_of(const KvCache& from, size_t n) override {
+    KvCache c = new_cache();
+    for (size_t l = 0; l < shape().layers; ++l) {
+      kv_of(c).k[l].assign(kv_of(from).k[l].begin(), kv_of(from).k[l].begin() + long(n * width()));
+      kv_of(c).v[l].assign(kv_of(from).v[l].begin(), kv_of(from).v[l].begin() + long(n * width()));
+    }
+    kv_of(c).hold(n);
+    c.length = n;
+    return c;
+  }
+  void do_truncate(KvCache& cache, size_t n) override {
+    auto& kv = kv_of(cache);
+    for (size_t l = 0; l < shape().layers; ++l) {
+      kv.k[l].resize(n * width());
+      kv.v[l].resize(n * width());
+      kv.k[l].shrink_to_fit();
+      kv.v[l].shrink_to_fit();
+    }
+    kv.hold(n);
+  }
+  void do_configure() override { rope_.inv_freq = shape().inv_freq; }
+  void do_begin_forward() override {
+    for (const auto& s : batch().seqs)
+      if (!grow(*s.cache, s.cache->length + s.count))
+        throw Error(fmt::format("cpu: the KV capacity ({} bytes) cannot hold {} more positions", options_.kv_capacity_bytes, s.count));
+  }
+
+  void do_abort_forward() override {
+    for (const auto& s : batch().seqs)
+      for (size_t l = 0; l < shape().layers; ++l) {
+        kv_of(*s.cache).k[l].resize(s.cache->length * width());
+        kv_of(*s.cache).v[l].resize(s.cache->length * width());
+      }
+  }
+  void do_embed(const LinearWeights& table, const Tensor& x) override {
+    require_contiguous(x, "embed");
+    const auto& m = static_cast<const CpuLinear&>(table).parts.at(0);
+    const auto& tokens = batch().tokens;
+    for (size_t t = 0; t < tokens.size(); ++t) m.row_to_f32(size_t(tokens[t]), x.as<float>() + t * x.cols());
+  }
+  void do_rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& y) override {
+    require_contiguous(x, "rmsnorm");
+    require_contiguous(y, "rmsnorm");
+    (ref() ? cpu::ref::rmsnorm : cpu::fast::rmsnorm)(x.as<float>(), w.as<float>(), x.rows(), x.cols(), eps, y.as<float>());
+  }
+  void do_linear(const Tensor& x, const LinearWeights& w, const Tensor& y) override {
+    size_t col = 0;
+    for (const auto& part : static_cast<const CpuLinear&>(w).parts) {
+      (ref() ? cpu::ref::linear : cpu::fast::linear)(x.as<float>(), x.rows(), part, y.as<float>() + col, y.stride());
+      col += part.out;
+    }
+  }
+  void do_add(const Tensor& x, const Tensor& y) override {
+    for (size_t r = 0; r < x.rows(); ++r) {
+      float* a = x.as<float>() + r * x.stride();
+      const float* b = y.as<float>() + r * y.stride();
+      for (size_t i = 0; i < x.cols(); ++i) a[i] += b[i];
+    }
+  }
+  void do_silu_mul(const Tensor& gate_up, const Tensor& out) override {
+    require_contiguous(gate_up, "silu_mul");
+    require_contiguous(out, "silu_mul");
+    (ref() ? cpu::ref::silu_mul : cpu::fast::silu_mul)(gate_up.as<float>(), out.rows(), out.cols(), out.as<float>());
+  }
+  void do_rope(const Tensor& x, size_t heads) override {
+    (ref() ? cpu::ref::rope : cpu::fast::rope)(x.as<float>(), x.rows(), x.stride(), heads, shape().head_dim,
+                                               batch().positions.data(), rope_);
+  }
+  void do_attention(size_t layer, const Tensor& qkv, const Tensor& out) override {
+    const size_t nh = shape().heads, nkv = shape().kv_heads, d = shape().head_dim, w = width();
+    for (const auto& s : batch().seqs) {
+      auto& kv = kv_of(*s.cache);
+      auto& kc = kv.k[layer];
+      auto& vc = kv.v[layer];
+      // A first append takes exactly what it needs (the engine reserves ahead; a lone
+      // prefill should not double its cache), later ones grow geometrically.
+      const size_t needed = kc.size() + s.count * w;
+      if (kc.capacity() < needed) {
+        const size_t room = kc.empty() ? needed : std::max(needed, 2 * kc.capacity());
+        kc.reserve(room);
+        vc.reserve(room);
+      }
+      for (size_t i = 0; i < s.count; ++i) {
+        const float* row = qkv.as<float>() + (s.row0 + i) * qkv.stride();
+        kc.insert(kc.end(), row + nh * d, row + nh * d + w);
+        vc.insert(vc.end(), row + (nh + nkv) * d, row + (nh + nkv) * d + w);
+      }
+      const size_t len = s.cache->length + s.count;
+      (ref() ? cpu::ref::attention : cpu::fast::attention)(qkv.as<float>() + s.row0 * qkv.stride(), qkv.stride(),
+                                                           kc.data(), vc.data(), s.count, len, nh, nkv, d,
+                                                           shape().window, out.as<float>() + s.row0 * out.stride());
+    }
+  }
+  void do_gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out) override {
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::memcpy(out.as<float>() + i * out.stride(), x.as<float>() + rows[i] * x.stride(), x.cols() * sizeof(float));
+  }
+  std::vector<float> do_to_host_f32(const Tensor& t) override {
+    std::vector<float> v(t.numel());
+    for (size_t r = 0; r < t.rows(); ++r)
+      std::memcpy(&v[r * t.cols()], t.as<float>() + r * t.stride(), t.cols() * sizeof(float));
+    return v;
+  }
+  void do_from_host_f32(const Tensor& t, std::span<const float> values) override {
+    for (size_t r = 0; r < t.rows(); ++r)
+      std::memcpy(t.as<float>() + r * t.stride(), &values[r * t.cols()], t.cols() * sizeof(float));
+  }
+  DType vector_dtype() const override { return DType::F32; }
+  std::vector<int32_t> do_argmax_rows(const Tensor& logits) override {
+    std::vector<int32_t> ids(logits.rows());
+    for (size_t r = 0; r < logits.rows(); ++r) {
+      const float* row = logits.as<float>() + r * logits.stride();
+      ids[r] = int32_t(std::max_element(row, row + logits.cols()) - row);  // first maximum
+    }
+    return ids;
+  }
+
+ private:
+  bool ref() const { return options_.impl == OpsImpl::Reference; }
+  size_t width() const { return shape().kv_heads * shape().head_dim; }  // floats per position and layer
+
+  OpsOptions options_;
+  std::shared_ptr<KvAccount> account_;
+  cpu::Rope rope_;
+};
+
+}  // namespace
+
+std::unique_ptr<Ops> make_cpu_ops(const OpsOptions& options) { return std::make_unique<CpuOps>(options); }
+
+}  // namespace pivotmt

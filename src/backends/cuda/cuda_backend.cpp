@@ -1,0 +1,83 @@
+// CUDA backend: device queries, device memory, and the float conversion used by
+// convert_floats_on (the loader's path for F32 / BF16 checkpoints).
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "backends/backend.h"
+#include "backends/cuda/cuda_util.h"
+#include "backends/cuda/kernels.h"
+
+namespace pivotmt::cuda {
+
+void check_cublas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw Error(fmt::format("cuBLAS {}: {} ({})", what, cublasGetStatusName(s), cublasGetStatusString(s)));
+}
+
+namespace {
+int code(DType t) { return t == DType::F32 ? 0 : t == DType::F16 ? 1 : 2; }
+
+void select(int device) {
+  const int n = device_count();
+  if (device < 0 || device >= n)
+    throw Error(fmt::format("device cuda:{} does not exist: this machine has {} CUDA device{}", device, n, n == 1 ? "" : "s"));
+  check(cudaSetDevice(device), "cudaSetDevice");
+}
+}  // namespace
+
+bool compiled() { return true; }
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver / no device" error
+    return 0;
+  }
+  return n;
+}
+
+CudaDeviceInfo device_info(int index) {
+  select(index);
+  cudaDeviceProp p{};
+  check(cudaGetDeviceProperties(&p, index), "cudaGetDeviceProperties");
+  CudaDeviceInfo info;
+  info.index = index;
+  info.name = p.name;
+  info.sm_major = p.major;
+  info.sm_minor = p.minor;
+  check(cudaMemGetInfo(&info.free_memory, &info.total_memory), "cudaMemGetInfo");
+  return info;
+}
+
+std::shared_ptr<void> device_alloc(int device, size_t bytes) {
+  select(device);
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    size_t free = 0, total = 0;
+    cudaMemGetInfo(&free, &total);
+    throw Error(fmt::format("cuda:{}: cannot allocate {:.1f} MiB of device memory ({:.1f} MiB free of {:.1f} MiB): {}",
+                            device, double(bytes) / (1 << 20), double(free) / (1 << 20), double(total) / (1 << 20),
+                            cudaGetErrorString(e)));
+  }
+  return std::shared_ptr<void>(p, [device](void* q) {
+    cudaSetDevice(device);
+    cudaFree(q);
+  });
+}
+
+void convert_floats(int device, DType from, const void* src, DType to, void* dst, size_t count) {
+  if (count == 0) return;
+  const size_t in_bytes = count * dtype_size(from), out_bytes = count * dtype_size(to);
+  auto in = device_alloc(device, in_bytes), out = device_alloc(device, out_bytes);
+  check(cudaMemcpy(in.get(), src, in_bytes, cudaMemcpyHostToDevice), "copy to device");
+  kernels::convert(in.get(), code(from), out.get(), code(to), count, nullptr);
+  check(cudaMemcpy(dst, out.get(), out_bytes, cudaMemcpyDeviceToHost), "copy to host");
+}
+
+}  // namespace pivotmt::cuda

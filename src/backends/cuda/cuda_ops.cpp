@@ -1,0 +1,430 @@
+// The op interface on an NVIDIA GPU (host code; the kernels are in the *.cu files): F16 weights and activations (F32 accumulation and
+// F32 logits), cuBLAS for every linear, one stream and one cuBLAS handle per device, and a
+// paged KV cache (blocks of kKvBlockPositions positions in a pool sized from free memory,
+// a block table per sequence, shared prefixes referenced). Weights reach the device through
+// pinned staging buffers; F32 / BF16 checkpoints are converted to F16 on the device.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "backends/backend.h"
+#include "backends/cuda/cuda_util.h"
+#include "backends/cuda/kernels.h"
+#include "backends/kv_blocks.h"
+#include "backends/ops.h"
+#include "backends/paged_attention.h"
+#include "io/checkpoint.h"
+
+namespace pivotmt::cuda {
+namespace {
+
+constexpr size_t kMiB = size_t(1) << 20;
+constexpr size_t kStagingBytes = 64 * kMiB;       // per pinned staging buffer (two)
+constexpr size_t kBlasWorkspaceBytes = 32 * kMiB;  // cuBLAS(Lt) workspace on Hopper
+constexpr size_t kSafetyBytes = 512 * kMiB;        // left free: CUDA context growth, fragmentation
+
+int dtype_code(DType t) { return t == DType::F32 ? 0 : t == DType::F16 ? 1 : 2; }
+
+class CudaLinear final : public LinearWeights {
+ public:
+  Tensor w;  // [out, in] F16
+  size_t bytes() const override { return out * in * 2; }
+};
+
+class CudaKv final : public KvStorage {
+ public:
+  explicit CudaKv(std::shared_ptr<BlockPool> pool) : pool_(std::move(pool)), table(*pool_) {}
+
+ private:
+  std::shared_ptr<BlockPool> pool_;  // declared first: outlives the table that releases into it
+
+ public:
+  BlockTable table;
+};
+
+BlockTable& table_of(const KvCache& c) { return static_cast<CudaKv&>(*c.storage).table; }
+
+// Pinned host memory (page-locked, so copies to the device are asynchronous).
+struct Pinned {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  void reset(size_t n) {
+    if (ptr) check(cudaFreeHost(ptr), "cudaFreeHost");
+    ptr = nullptr;
+    bytes = 0;
+    check(cudaHostAlloc(&ptr, n, cudaHostAllocDefault), "cudaHostAlloc (pinned staging)");
+    bytes = n;
+  }
+  ~Pinned() {
+    if (ptr) cudaFreeHost(ptr);
+  }
+};
+
+class CudaOps final : public Ops {
+ public:
+  CudaOps(int device, const OpsOptions& options) : device_{DeviceKind::CUDA, device}, options_(options) {
+    info_ = device_info(device);  // validates the index (clear error naming it)
+    int driver = 0, runtime = 0;
+    check(cudaDriverGetVersion(&driver), "cudaDriverGetVersion");
+    check(cudaRuntimeGetVersion(&runtime), "cudaRuntimeGetVersion");
+    if (driver < runtime)
+      throw Error(fmt::format("cuda:{}: the NVIDIA driver supports CUDA {}.{}, older than the toolkit pivotmt was built "
+                              "with ({}.{}); update the driver",
+                              device, driver / 1000, driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10));
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check_cublas(cublasCreate(&blas_), "cublasCreate");
+    check_cublas(cublasSetStream(blas_, stream_), "cublasSetStream");
+    blas_workspace_ = device_alloc(device, kBlasWorkspaceBytes);
+    check_cublas(cublasSetWorkspace(blas_, blas_workspace_.get(), kBlasWorkspaceBytes), "cublasSetWorkspace");
+    for (auto& e : staging_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+    check(cudaEventCreateWithFlags(&meta_done_, cudaEventDisableTiming), "cudaEventCreate");
+  }
+  ~CudaOps() override {
+    cudaSetDevice(device_.index);
+    cudaStreamSynchronize(stream_);
+    for (auto& e : staging_done_) cudaEventDestroy(e);
+    cudaEventDestroy(meta_done_);
+    cublasDestroy(blas_);
+    cudaStreamDestroy(stream_);
+  }
+
+  Device device() const override { return device_; }
+  DType activation_dtype() const override { return DType::F16; }
+  std::string describe() const override {
+    return fmt::format("cuda:{} ({}, {:.1f} GiB)", device_.index, info_.name, double(info_.total_memory) / (kMiB * 1024));
+  }
+
+  // --- Weights
+  std::unique_ptr<LinearWeights> load_linear(const Checkpoint& ckpt, const std::vector<std::string>& names,
+                                             DType storage) override {
+    require_f16(storage);
+    size_t out = 0, in = 0;
+    for (const auto& name : names) {
+      const auto& info = ckpt.at(name);
+      const size_t o = size_t(info.shape.at(0)), i = info.shape.size() > 1 ? size_t(info.shape[1]) : 1;
+      if (in && i != in) throw Error(fmt::format("{}: {} columns, the fused projection has {}", name, i, in));
+      in = i;
+      out += o;
+    }
+    auto w = std::make_unique<CudaLinear>();
+    w->out = out;
+    w->in = in;
+    w->w = Tensor(device_, DType::F16, out, in);
+    size_t row = 0;
+    for (const auto& name : names) {
+      const auto& info = ckpt.at(name);
+      if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16)
+        throw UnsupportedError(fmt::format("{}: stored as {}; the GPU loads F32, F16 or BF16", name, dtype_name(info.dtype)));
+      upload_converted(ckpt.raw(name), info.dtype, w->w.as<char>() + row * in * 2);
+      row += size_t(info.shape.at(0));
+    }
+    return w;
+  }
+  Tensor load_vector(const Checkpoint& ckpt, const std::string& name) override {
+    const std::vector<float> values = ckpt.load_f32(name);
+    return make_vector(std::span<const float>(values));
+  }
+  std::unique_ptr<LinearWeights> make_linear(std::span<const float> values, size_t out, size_t in, DType storage) override {
+    require_f16(storage);
+    if (values.size() != out * in) throw Error(fmt::format("make_linear: {} values for [{}, {}]", values.size(), out, in));
+    auto w = std::make_unique<CudaLinear>();
+    w->out = out;
+    w->in = in;
+    w->w = Tensor(device_, DType::F16, out, in);
+    from_host_f32(w->w, values);
+    return w;
+  }
+  DType vector_dtype() const override { return DType::F16; }  // an FP16 model's norm weights
+
+  // --- KV caches
+  KvCache new_cache() override {
+    if (!pool_) throw Error("cuda: KV cache before configure()");
+    KvCache c;
+    c.storage = std::make_unique<CudaKv>(pool_);
+    return c;
+  }
+  void reserve(KvCache&, size_t) override {}  // blocks are taken as positions are written
+  bool grow(KvCache& cache, size_t positions) override {
+    std::vector<BlockCopy> copies;
+    if (!table_of(cache).grow(cache.length, positions, copies)) return false;
+    copy_blocks(copies);
+    return true;
+  }
+  size_t kv_bytes_per_position() const override { return 2 * shape().layers * width() * 2; }
+  size_t default_kv_budget(size_t) const override { return kv_capacity_bytes(); }
+  size_t kv_capacity_bytes() const override { return pool_ ? pool_->capacity() * kKvBlockPositions * kv_bytes_per_position() : 0; }
+
+  void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+
+ protected:
+  void do_configure() override {
+    select();
+    std::vector<float> f(shape().inv_freq);
+    inv_freq_ = Tensor(device_, DType::F32, 1, f.size());
+    check(cudaMemcpy(inv_freq_.data(), f.data(), f.size() * 4, cudaMemcpyHostToDevice), "copy RoPE frequencies");
+    // The pool: what is free once the weights are in, less the activations' room, the
+    // cuBLAS workspace (already taken) and a safety margin.
+    size_t free = 0, total = 0;
+    check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+    const size_t block_bytes = kKvBlockPositions * kv_bytes_per_position();
+    const size_t keep = options_.activation_reserve_bytes + kSafetyBytes;
+    size_t pool_bytes = free > keep ? free - keep : 0;
+    if (options_.kv_capacity_bytes) pool_bytes = std::min(pool_bytes, options_.kv_capacity_bytes);
+    const size_t blocks = pool_bytes / block_bytes;
+    if (blocks == 0)
+      throw Error(fmt::format("{}: no memory left for the KV cache: {:.0f} MiB free after the weights, {:.0f} MiB kept for "
+                              "activations and {:.0f} MiB needed per block of {} positions",
+                              describe(), double(free) / kMiB, double(keep) / kMiB, double(block_bytes) / kMiB,
+                              kKvBlockPositions));
+    kv_memory_ = device_alloc(device_.index, blocks * block_bytes);
+    layer_elems_ = blocks * kKvBlockPositions * width();
+    pool_ = std::make_shared<BlockPool>(blocks);
+  }
+  KvCache do_prefix_of(const KvCache& from, size_t n) override {
+    KvCache c = new_cache();
+    std::vector<BlockCopy> copies;
+    // No block free for a partial last block: share the full blocks only (the caller
+    // computes the rest; c.length says how much was shared).
+    if (!table_of(c).share_prefix(table_of(from), n, copies)) {
+      n -= n % kKvBlockPositions;
+      table_of(c).share_prefix(table_of(from), n, copies);
+    }
+    copy_blocks(copies);
+    c.length = n;
+    return c;
+  }
+  void do_truncate(KvCache& cache, size_t n) override { table_of(cache).truncate(n); }
+
+  void do_begin_forward() override {
+    select();
+    const auto& b = batch();
+    const size_t T = b.tokens.size(), S = b.seqs.size();
+    size_t table_entries = 0;
+    for (const auto& s : b.seqs) {
+      const auto& table = table_of(*s.cache);
+      if (table.positions_capacity() < s.cache->length + s.count)
+        throw Error(fmt::format("{}: a sequence of {} positions has KV blocks for {} (grow() first)", describe(),
+                                s.cache->length + s.count, table.positions_capacity()));
+      table_entries += table.blocks().size();
+    }
+    // One int32 buffer: tokens [T] | positions [T] | slots [T] | row_seq [T] | table_offsets [S] | tables.
+    const size_t count = 4 * T + S + table_entries;
+    check(cudaEventSynchronize(meta_done_), "wait for the previous pass's metadata copy");
+    if (meta_host_.bytes < count * 4) {
+      meta_host_.reset(count * 8);
+      meta_device_ = Tensor(device_, DType::I32, 1, count * 2);
+    }
+    int32_t* h = static_cast<int32_t*>(meta_host_.ptr);
+    int32_t *tokens = h, *positions = h + T, *slots = h + 2 * T, *row_seq = h + 3 * T, *offsets = h + 4 * T,
+            *tables = offsets + S;
+    size_t entry = 0;
+    for (size_t i = 0; i < S; ++i) {
+      const auto& s = b.seqs[i];
+      const auto& blocks = table_of(*s.cache).blocks();
+      offsets[i] = int32_t(entry);
+      std::copy(blocks.begin(), blocks.end(), tables + entry);
+      for (size_t r = s.row0; r < s.row0 + s.count; ++r) {
+        tokens[r] = b.tokens[r];
+        positions[r] = int32_t(b.positions[r]);
+        slots[r] = int32_t(paged::slot(blocks.data(), b.positions[r]));
+        row_seq[r] = int32_t(i);
+      }
+      entry += blocks.size();
+    }
+    check(cudaMemcpyAsync(meta_device_.data(), h, count * 4, cudaMemcpyHostToDevice, stream_), "copy pass metadata");
+    check(cudaEventRecord(meta_done_, stream_), "cudaEventRecord");
+    int32_t* d = meta_device_.as<int32_t>();
+    d_tokens_ = d;
+    d_positions_ = d + T;
+    d_slots_ = d + 2 * T;
+    d_row_seq_ = d + 3 * T;
+    d_offsets_ = d + 4 * T;
+    d_tables_ = d_offsets_ + S;
+  }
+
+  void do_embed(const LinearWeights& table, const Tensor& x) override {
+    kernels::embed(static_cast<const CudaLinear&>(table).w.data(), d_tokens_, int(x.rows()), int(x.cols()), x.data(),
+                   int(x.stride()), stream_);
+  }
+  void do_rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& y) override {
+    require(x, DType::F16, "rmsnorm x");
+    require(w, DType::F16, "rmsnorm weight");
+    kernels::rmsnorm(x.data(), int(x.stride()), w.data(), int(x.rows()), int(x.cols()), eps, y.data(), int(y.stride()),
+                     stream_);
+  }
+  void do_linear(const Tensor& x, const LinearWeights& w, const Tensor& y) override {
+    require(x, DType::F16, "linear x");
+    if (y.dtype() != DType::F16 && y.dtype() != DType::F32) throw Error("cuda linear: y must be F16 or F32, is " + y.describe());
+    const auto& cw = static_cast<const CudaLinear&>(w);
+    kernels::linear(blas_, x.data(), int(x.stride()), int(x.rows()), cw.w.data(), int(w.out), int(w.in), y.data(),
+                    int(y.stride()), y.dtype() == DType::F32);
+  }
+  void do_add(const Tensor& x, const Tensor& y) override {
+    require(x, DType::F16, "add x");
+    kernels::add(x.data(), int(x.stride()), y.data(), int(y.stride()), int(x.rows()), int(x.cols()), stream_);
+  }
+  void do_silu_mul(const Tensor& gate_up, const Tensor& out) override {
+    require(gate_up, DType::F16, "silu_mul gate_up");
+    kernels::silu_mul(gate_up.data(), int(gate_up.stride()), int(out.rows()), int(out.cols()), out.data(),
+                      int(out.stride()), stream_);
+  }
+  void do_rope(const Tensor& x, size_t heads) override {
+    require(x, DType::F16, "rope x");
+    kernels::rope(x.data(), int(x.stride()), int(x.rows()), int(heads), int(shape().head_dim), d_positions_,
+                  inv_freq_.as<float>(), stream_);
+  }
+  void do_attention(size_t layer, const Tensor& qkv, const Tensor& out) override {
+    require(qkv, DType::F16, "attention qkv");
+    const int T = int(qkv.rows()), nh = int(shape().heads), nkv = int(shape().kv_heads), d = int(shape().head_dim);
+    void* k = k_pool(layer);
+    void* v = v_pool(layer);
+    kernels::kv_write(qkv.data(), int(qkv.stride()), T, nh, nkv, d, d_slots_, k, v, stream_);
+    kernels::attention(qkv.data(), int(qkv.stride()), T, nh, nkv, d, int(shape().window), d_row_seq_, d_positions_,
+                       d_offsets_, d_tables_, k, v, out.data(), int(out.stride()), stream_);
+  }
+  void do_gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out) override {
+    if (rows.empty()) return;
+    check(cudaEventSynchronize(rows_done_ ? rows_done_ : meta_done_), "wait for the previous row copy");
+    if (rows_host_.bytes < rows.size() * 4) {
+      rows_host_.reset(rows.size() * 8);
+      rows_device_ = Tensor(device_, DType::I32, 1, rows.size() * 2);
+      if (!rows_done_) check(cudaEventCreateWithFlags(&rows_done_, cudaEventDisableTiming), "cudaEventCreate");
+    }
+    int32_t* h = static_cast<int32_t*>(rows_host_.ptr);
+    for (size_t i = 0; i < rows.size(); ++i) h[i] = int32_t(rows[i]);
+    check(cudaMemcpyAsync(rows_device_.data(), h, rows.size() * 4, cudaMemcpyHostToDevice, stream_), "copy row indices");
+    check(cudaEventRecord(rows_done_, stream_), "cudaEventRecord");
+    kernels::gather_rows(x.data(), int(x.stride()), rows_device_.as<int32_t>(), int(rows.size()), int(x.cols()),
+                         int(dtype_size(x.dtype())), out.data(), int(out.stride()), stream_);
+  }
+  std::vector<float> do_to_host_f32(const Tensor& t) override {
+    const size_t elem = dtype_size(t.dtype());
+    std::vector<float> v(t.numel());
+    if (t.dtype() == DType::F32) {
+      check(cudaMemcpy2DAsync(v.data(), t.cols() * 4, t.data(), t.stride() * 4, t.cols() * 4, t.rows(),
+                              cudaMemcpyDeviceToHost, stream_), "copy to host");
+      synchronize();
+      return v;
+    }
+    std::vector<uint16_t> halves(t.numel());
+    check(cudaMemcpy2DAsync(halves.data(), t.cols() * elem, t.data(), t.stride() * elem, t.cols() * elem, t.rows(),
+                            cudaMemcpyDeviceToHost, stream_), "copy to host");
+    synchronize();
+    convert_floats(DType::F16, halves.data(), DType::F32, v.data(), v.size());
+    return v;
+  }
+  void do_from_host_f32(const Tensor& t, std::span<const float> values) override {
+    select();
+    synchronize();  // the tensor may be in use by queued work
+    if (t.dtype() == DType::F32) {
+      check(cudaMemcpy2D(t.data(), t.stride() * 4, values.data(), t.cols() * 4, t.cols() * 4, t.rows(),
+                         cudaMemcpyHostToDevice), "copy to device");
+      return;
+    }
+    std::vector<uint16_t> halves(values.size());
+    convert_floats(DType::F32, values.data(), DType::F16, halves.data(), values.size());
+    check(cudaMemcpy2D(t.data(), t.stride() * 2, halves.data(), t.cols() * 2, t.cols() * 2, t.rows(),
+                       cudaMemcpyHostToDevice), "copy to device");
+  }
+  std::vector<int32_t> do_argmax_rows(const Tensor& logits) override {
+    const size_t rows = logits.rows();
+    if (ids_host_.bytes < rows * 4) {
+      ids_host_.reset(rows * 8);
+      ids_device_ = Tensor(device_, DType::I32, 1, rows * 2);
+    }
+    kernels::argmax_rows(logits.as<float>(), int(logits.stride()), int(rows), int(logits.cols()), ids_device_.as<int32_t>(), stream_);
+    check(cudaMemcpyAsync(ids_host_.ptr, ids_device_.data(), rows * 4, cudaMemcpyDeviceToHost, stream_), "copy ids to host");
+    synchronize();  // the one wait of a greedy step: the chosen ids
+    const int32_t* ids = static_cast<const int32_t*>(ids_host_.ptr);
+    return std::vector<int32_t>(ids, ids + rows);
+  }
+
+ private:
+  void select() const { check(cudaSetDevice(device_.index), "cudaSetDevice"); }
+  size_t width() const { return shape().kv_heads * shape().head_dim; }  // elements per position and layer
+  // Layer l's keys, then its values: [slots, kv_heads, head_dim] halves each.
+  void* k_pool(size_t layer) const { return static_cast<uint16_t*>(kv_memory_.get()) + 2 * layer * layer_elems_; }
+  void* v_pool(size_t layer) const { return static_cast<uint16_t*>(kv_memory_.get()) + (2 * layer + 1) * layer_elems_; }
+
+  void require_f16(DType storage) const {
+    if (storage != DType::F16)
+      throw UnsupportedError(fmt::format("{}: weights are F16 on a GPU (asked for {}; use --weights f16)", describe(),
+                                         storage == DType::I8 ? "INT8" : std::string(dtype_name(storage))));
+  }
+  static void require(const Tensor& t, DType dtype, const char* what) {
+    if (t.dtype() != dtype) throw Error(fmt::format("cuda {}: {} (expected {})", what, t.describe(), dtype_name(dtype)));
+  }
+
+  // Copies a tensor's bytes (dtype `from`) through the two pinned buffers into F16 at dst:
+  // the host fills one buffer while the device copies and converts the other.
+  void upload_converted(std::span<const std::byte> raw, DType from, void* dst) {
+    select();
+    if (!staging_[0].ptr) {
+      for (int i = 0; i < 2; ++i) {
+        staging_[i].reset(kStagingBytes);
+        staging_device_[i] = device_alloc(device_.index, kStagingBytes);
+      }
+    }
+    const size_t elem = dtype_size(from), per_chunk = kStagingBytes / elem, count = raw.size() / elem;
+    for (size_t done = 0, k = 0; done < count; done += per_chunk, ++k) {
+      const int buf = int(k % 2);
+      const size_t n = std::min(per_chunk, count - done);
+      check(cudaEventSynchronize(staging_done_[buf]), "wait for a staging buffer");
+      std::memcpy(staging_[buf].ptr, raw.data() + done * elem, n * elem);
+      char* out = static_cast<char*>(dst) + done * 2;
+      if (from == DType::F16) {
+        check(cudaMemcpyAsync(out, staging_[buf].ptr, n * 2, cudaMemcpyHostToDevice, stream_), "copy weights");
+      } else {
+        check(cudaMemcpyAsync(staging_device_[buf].get(), staging_[buf].ptr, n * elem, cudaMemcpyHostToDevice, stream_),
+              "copy weights");
+        kernels::convert(staging_device_[buf].get(), dtype_code(from), out, dtype_code(DType::F16), n, stream_);
+      }
+      check(cudaEventRecord(staging_done_[buf], stream_), "cudaEventRecord");
+    }
+  }
+
+  // Block copies (a partial prefix block, copy on write): positions [0, p) of a block, every
+  // layer's keys and values, as one 2-D copy (rows 2 × layers apart by layer_elems).
+  void copy_blocks(const std::vector<BlockCopy>& copies) {
+    const size_t row_bytes = width() * 2;
+    for (const auto& c : copies) {
+      if (c.positions == 0) continue;
+      auto* base = static_cast<char*>(kv_memory_.get());
+      check(cudaMemcpy2DAsync(base + size_t(c.to) * kKvBlockPositions * row_bytes, layer_elems_ * 2,
+                              base + size_t(c.from) * kKvBlockPositions * row_bytes, layer_elems_ * 2,
+                              c.positions * row_bytes, 2 * shape().layers, cudaMemcpyDeviceToDevice, stream_),
+            "copy KV block");
+    }
+  }
+
+  Device device_;
+  OpsOptions options_;
+  CudaDeviceInfo info_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  std::shared_ptr<void> blas_workspace_;
+  Pinned staging_[2];
+  std::shared_ptr<void> staging_device_[2];
+  cudaEvent_t staging_done_[2] = {nullptr, nullptr};
+
+  Tensor inv_freq_;                 // [1, head_dim / 2] F32
+  std::shared_ptr<void> kv_memory_;  // [layers][K, V][slots, kv_heads, head_dim] F16
+  size_t layer_elems_ = 0;
+  std::shared_ptr<BlockPool> pool_;
+
+  Pinned meta_host_, rows_host_, ids_host_;
+  Tensor meta_device_, rows_device_, ids_device_;
+  cudaEvent_t meta_done_ = nullptr, rows_done_ = nullptr;
+  const int32_t *d_tokens_ = nullptr, *d_positions_ = nullptr, *d_slots_ = nullptr, *d_row_seq_ = nullptr,
+                *d_offsets_ = nullptr, *d_tables_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Ops> make_ops(int device, const OpsOptions& options) { return std::make_unique<CudaOps>(device, options); }
+
+}  // namespace pivotmt::cuda

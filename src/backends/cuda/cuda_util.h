@@ -1,0 +1,28 @@
+// Included by host code (cuda_*.cpp, compiled by the C++ compiler) and by the kernels
+// (*.cu; nvcc cannot compile fmt's headers, so those stay free of fmt).
+// Status checks for CUDA and cuBLAS calls: every call is checked, and every kernel launch
+// is followed by a check of the launch error (a launch that fails says so at once, with
+// the kernel's name, instead of corrupting what runs after it).
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "core/error.h"
+
+namespace pivotmt::cuda {
+
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("CUDA ") + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+void check_cublas(cublasStatus_t s, const char* what);
+
+// Blocks of `threads` covering n items, capped where a grid-stride loop takes over.
+inline unsigned blocks_for(size_t n, unsigned threads) {
+  const size_t b = (n + threads - 1) / threads;
+  return unsigned(b < 65535 * 16 ? (b ? b : 1) : 65535 * 16);
+}
+
+}  // namespace pivotmt::cuda

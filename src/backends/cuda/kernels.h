@@ -1,0 +1,56 @@
+// Launchers of the CUDA kernels behind the op interface (one .cu file per op family).
+// Pointers are device memory; "half" buffers are IEEE F16. Row-major 2-D buffers take their
+// row stride in elements (ld*). Every launcher checks its launch.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pivotmt::cuda::kernels {
+
+// --- elementwise.cu
+// x[t] = table[ids[t]], rows of H halves.
+void embed(const void* table, const int32_t* ids, int T, int H, void* x, int ldx, cudaStream_t s);
+// x += y (F16, rounded once per element as PyTorch's half add).
+void add(void* x, int ldx, const void* y, int ldy, int rows, int cols, cudaStream_t s);
+// out[r, i] = f16(f16(silu(gate)) * up) with gate_up rows [gate F | up F].
+void silu_mul(const void* gate_up, int ldg, int rows, int F, void* out, int ldo, cudaStream_t s);
+// out[i] = x[rows[i]] for rows of `cols` elements of `elem_bytes` bytes.
+void gather_rows(const void* x, int ldx, const int32_t* rows, int n, int cols, int elem_bytes, void* out, int ldo,
+                 cudaStream_t s);
+// Float conversion (F32 / F16 / BF16 codes 0 / 1 / 2), round to nearest even.
+void convert(const void* src, int from, void* dst, int to, size_t count, cudaStream_t s);
+
+// --- norm_rope.cu
+// y = f16(f16(x * rsqrt(mean(x²) + eps)) * w), the sum in F32 (Hugging Face's LlamaRMSNorm).
+void rmsnorm(const void* x, int ldx, const void* w, int rows, int H, float eps, void* y, int ldy, cudaStream_t s);
+// Rotate-half RoPE in place on the first `heads` heads of each row (F16, cos/sin computed
+// in F32 and rounded to F16, then the rotation in F16 as transformers does it).
+void rope(void* x, int ldx, int T, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
+          cudaStream_t s);
+
+// --- attention.cu (paged KV: a layer's keys are [slots, kv_heads, head_dim] halves)
+// Stores row t's k and v (columns nh*d and (nh+nkv)*d of qkv) in slot slots[t].
+void kv_write(const void* qkv, int ldq, int T, int nh, int nkv, int d, const int32_t* slots, void* k_pool,
+              void* v_pool, cudaStream_t s);
+// Causal attention of each q row over its sequence's cached positions [first, pos]:
+// row t belongs to sequence row_seq[t] at position positions[t]; sequence i's block table
+// starts at tables + table_offsets[i]. F32 scores and softmax (online), F16 out.
+void attention(const void* qkv, int ldq, int T, int nh, int nkv, int d, int window, const int32_t* row_seq,
+               const int32_t* positions, const int32_t* table_offsets, const int32_t* tables, const void* k_pool,
+               const void* v_pool, void* out, int ldo, cudaStream_t s);
+
+// --- argmax.cu
+// ids[r] = the first index of the maximum of row r (F32).
+void argmax_rows(const float* x, int ldx, int rows, int cols, int32_t* ids, cudaStream_t s);
+
+}  // namespace pivotmt::cuda::kernels
+
+#include <cublas_v2.h>
+namespace pivotmt::cuda::kernels {
+// --- linear.cu: y[rows, out] = x[rows, in] · Wᵀ with W [out, in] row-major, F16 inputs,
+// F32 accumulation (cuBLAS compute type 32F, as PyTorch), F16 or F32 output.
+void linear(cublasHandle_t blas, const void* x, int ldx, int rows, const void* w, int out, int in, void* y, int ldy,
+            bool y_f32);
+}  // namespace pivotmt::cuda::kernels

@@ -1,0 +1,89 @@
+#include "backends/kv_blocks.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace pivotmt {
+
+namespace {
+size_t blocks_for(size_t positions) { return (positions + kKvBlockPositions - 1) / kKvBlockPositions; }
+}  // namespace
+
+BlockPool::BlockPool(size_t blocks) : refs_(blocks, 0) {
+  free_.reserve(blocks);
+  for (size_t b = blocks; b-- > 0;) free_.push_back(int32_t(b));  // block 0 handed out first
+}
+
+int32_t BlockPool::allocate() {
+  if (free_.empty()) return -1;
+  const int32_t b = free_.back();
+  free_.pop_back();
+  refs_[size_t(b)] = 1;
+  return b;
+}
+
+void BlockPool::retain(int32_t block) {
+  if (refcount(block) <= 0) throw Error(fmt::format("KV block {} retained while free", block));
+  ++refs_[size_t(block)];
+}
+
+void BlockPool::release(int32_t block) {
+  if (refcount(block) <= 0) throw Error(fmt::format("KV block {} released while free", block));
+  if (--refs_[size_t(block)] == 0) free_.push_back(block);
+}
+
+int32_t BlockPool::refcount(int32_t block) const {
+  if (block < 0 || size_t(block) >= refs_.size()) throw Error(fmt::format("KV block {} outside the pool of {}", block, refs_.size()));
+  return refs_[size_t(block)];
+}
+
+BlockTable::~BlockTable() {
+  for (int32_t b : blocks_) pool_->release(b);
+}
+
+bool BlockTable::grow(size_t length, size_t positions, std::vector<BlockCopy>& copies) {
+  if (length > positions_capacity()) throw Error(fmt::format("KV table: length {} past its {} positions", length, positions_capacity()));
+  const size_t have = blocks_.size(), want = std::max(have, blocks_for(positions));
+  // The block that position `length` falls in must be private before it is written.
+  const size_t partial = length % kKvBlockPositions;
+  const size_t block_of_length = length / kKvBlockPositions;
+  const bool cow = positions > length && block_of_length < have && pool_->refcount(blocks_[block_of_length]) > 1;
+  const size_t needed = (want - have) + (cow ? 1 : 0);
+  if (needed > pool_->free_blocks()) return false;
+  if (cow) {
+    const int32_t fresh = pool_->allocate();
+    copies.push_back({blocks_[block_of_length], fresh, partial});
+    pool_->release(blocks_[block_of_length]);
+    blocks_[block_of_length] = fresh;
+  }
+  while (blocks_.size() < want) blocks_.push_back(pool_->allocate());
+  return true;
+}
+
+bool BlockTable::share_prefix(const BlockTable& other, size_t n, std::vector<BlockCopy>& copies) {
+  if (!blocks_.empty()) throw Error("KV table: sharing a prefix into a table that holds blocks");
+  if (n > other.positions_capacity()) throw Error(fmt::format("KV table: prefix of {} from a table of {} positions", n, other.positions_capacity()));
+  const size_t full = n / kKvBlockPositions, partial = n % kKvBlockPositions;
+  if (partial && pool_->free_blocks() == 0) return false;
+  for (size_t i = 0; i < full; ++i) {
+    pool_->retain(other.blocks_[i]);
+    blocks_.push_back(other.blocks_[i]);
+  }
+  if (partial) {
+    const int32_t fresh = pool_->allocate();
+    copies.push_back({other.blocks_[full], fresh, partial});
+    blocks_.push_back(fresh);
+  }
+  return true;
+}
+
+void BlockTable::truncate(size_t n) {
+  const size_t keep = blocks_for(n);
+  while (blocks_.size() > keep) {
+    pool_->release(blocks_.back());
+    blocks_.pop_back();
+  }
+}
+
+}  // namespace pivotmt
