@@ -226,6 +226,49 @@ TEST_F(EngineTest, PrefixReuseChangesNoOutput) {
   }
 }
 
+// The device's KV memory smaller than what admission counted (a GPU's block pool is what it
+// is): requests wait and running sequences are preempted and recomputed, and no output
+// changes. The CPU's capacity option stands in for the pool.
+TEST_F(EngineTest, PreemptionChangesNoOutput) {
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 5; ++i) {
+    GenerationRequest r;
+    r.prompt = {1, TokenId(20 + i)};
+    for (int k = 0; k < 18 + 3 * i; ++k) r.prompt.push_back(TokenId(300 + 7 * k + i));
+    r.max_new_tokens = 20;
+    r.ignore_eos = true;
+    if (i % 2) r.sampling = {.greedy = false, .temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = uint64_t(50 + i)};
+    requests.push_back(r);
+  }
+  Engine engine(model());
+  const auto roomy = engine.generate(requests, {.max_batch = 8});
+  const size_t per_position = model().kv_bytes_per_position();
+  // Room for about two and a half whole sequences: everything is admitted (the budget is the
+  // machine's), the prompts fit, the decode steps run out and preempt.
+  LlamaModel tight_model(test::fixture("models/tiny-sharded"), {.kv_capacity_bytes = 2 * 50 * per_position + 25 * per_position});
+  Engine tight(tight_model);
+  std::vector<size_t> streamed(requests.size(), 0);
+  GenerationHooks hooks;
+  hooks.on_token = [&](size_t i, TokenId) { ++streamed[i]; };
+  const auto squeezed = tight.generate(requests, {.max_batch = 8}, hooks);
+  size_t preemptions = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(squeezed[i].tokens, roomy[i].tokens) << "request " << i;
+    EXPECT_EQ(streamed[i], roomy[i].tokens.size()) << "each token streamed once, request " << i;
+    preemptions += squeezed[i].preemptions;
+  }
+  EXPECT_GT(preemptions, 0u) << "the capacity was meant to force preemption";
+  // A single request larger than the device's KV memory: a clear error, not a hang.
+  LlamaModel tiny_model(test::fixture("models/tiny-sharded"), {.kv_capacity_bytes = 10 * per_position});
+  Engine tiny(tiny_model);
+  try {
+    tiny.generate({requests[0]}, {});
+    FAIL() << "a request larger than the KV memory ran";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("do not fit in the KV memory of cpu"), std::string::npos) << e.what();
+  }
+}
+
 TEST(EngineText, StopStringsCutTheText) {
   LlamaModel model(test::fixture("models/tiny-tower"));
   const auto tok = load_tokenizer(test::fixture("models/tiny-tower"));

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -10,7 +11,12 @@
 namespace pivotmt::test {
 namespace fs = std::filesystem;
 
-std::string shared_dir() { return PIVOTMT_SHARED_DIR; }
+// PIVOTMT_SHARED_DIR in the environment overrides the build's path (a test bundle run on
+// another machine, where ../shared is not beside the repository).
+std::string shared_dir() {
+  if (const char* dir = std::getenv("PIVOTMT_SHARED_DIR"); dir && *dir) return dir;
+  return PIVOTMT_SHARED_DIR;
+}
 std::string fixture(const std::string& rel) { return (fs::path(shared_dir()) / "fixtures" / rel).string(); }
 
 TempDir::TempDir() {

@@ -176,8 +176,8 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     if (greedy) return model_.forward_greedy(batch);
     const auto logits = model_.forward(batch);
     std::vector<TokenId> ids(members.size());
-    for (size_t j = 0; j < members.size(); ++j)
-      ids[j] = sample_token(std::span(&logits[j * V], V), requests[members[j]->index].sampling, members[j]->rng);
+    for (size_t j = 0; j < members.size(); ++j)  // a resumed sequence's draw was made before: its RNG stays put
+      ids[j] = members[j]->resumed ? -1 : sample_token(std::span(&logits[j * V], V), requests[members[j]->index].sampling, members[j]->rng);
     return ids;
   };
 
@@ -235,6 +235,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       results[a.index].compute_seconds += seconds * double(batch[j].tokens.size()) / double(fed);
       if (a.resumed) {
         a.resumed = false;  // its cache holds everything before the token it had chosen
+        preempted.erase(a.index);
         continue;
       }
       accept(a, chosen[j]);
@@ -297,8 +298,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       if (auto p = preempted.find(i); p != preempted.end()) {
         active.back().rng = p->second.rng;
         active.back().pending = p->second.pending;
-        active.back().resumed = true;
-        preempted.erase(p);
+        active.back().resumed = true;  // the entry stays until its prefill has run
       }
       kv_in_use += reservation(i);
       budget -= std::min(budget, cost);

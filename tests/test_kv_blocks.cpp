@@ -1,0 +1,168 @@
+// The paged KV cache's host logic (used by the GPU backend, tested here without one): the
+// block pool's reference counts, prefix sharing (full blocks referenced, a partial block
+// copied), copy on write, truncation, refusals that change nothing; the index and softmax
+// arithmetic the attention kernels share.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backends/kv_blocks.h"
+#include "backends/paged_attention.h"
+#include "core/error.h"
+
+namespace pivotmt {
+namespace {
+
+constexpr size_t B = kKvBlockPositions;
+
+TEST(KvBlocks, PoolCountsReferences) {
+  BlockPool pool(3);
+  EXPECT_EQ(pool.free_blocks(), 3u);
+  const int32_t a = pool.allocate(), b = pool.allocate(), c = pool.allocate();
+  EXPECT_EQ(pool.allocate(), -1);  // empty
+  EXPECT_NE(a, b);
+  EXPECT_NE(b, c);
+  pool.retain(b);
+  pool.release(b);
+  EXPECT_EQ(pool.refcount(b), 1);
+  EXPECT_EQ(pool.free_blocks(), 0u);
+  pool.release(b);
+  EXPECT_EQ(pool.free_blocks(), 1u);
+  EXPECT_EQ(pool.allocate(), b);  // freed blocks are reused
+  EXPECT_THROW(pool.retain(7), Error);
+  pool.release(a);
+  EXPECT_THROW(pool.release(a), Error);  // double free named, not corrupting
+  (void)c;
+}
+
+TEST(KvBlocks, GrowAllocatesWhatIsMissingOrNothing) {
+  BlockPool pool(4);
+  std::vector<BlockCopy> copies;
+  {
+    BlockTable t(pool);
+    EXPECT_TRUE(t.grow(0, 1, copies));
+    EXPECT_EQ(t.blocks().size(), 1u);
+    EXPECT_TRUE(t.grow(1, B, copies));  // still one block
+    EXPECT_EQ(t.blocks().size(), 1u);
+    EXPECT_TRUE(t.grow(B, B + 1, copies));
+    EXPECT_EQ(t.blocks().size(), 2u);
+    EXPECT_FALSE(t.grow(B + 1, 5 * B, copies));  // needs 3 more, 2 free: refused whole
+    EXPECT_EQ(t.blocks().size(), 2u);
+    EXPECT_EQ(pool.free_blocks(), 2u);
+    EXPECT_TRUE(t.grow(B + 1, 4 * B, copies));
+    EXPECT_EQ(pool.free_blocks(), 0u);
+    EXPECT_TRUE(copies.empty());
+    t.truncate(B + 3);  // keeps the blocks of positions 0 .. B + 2
+    EXPECT_EQ(t.blocks().size(), 2u);
+    EXPECT_EQ(pool.free_blocks(), 2u);
+  }
+  EXPECT_EQ(pool.free_blocks(), 4u);  // a released table returns everything
+}
+
+TEST(KvBlocks, PrefixSharedByReferencePartialBlockCopied) {
+  BlockPool pool(8);
+  std::vector<BlockCopy> copies;
+  BlockTable donor(pool);
+  ASSERT_TRUE(donor.grow(0, 3 * B + 5, copies));  // 4 blocks, the last partly used
+  {
+    BlockTable a(pool), b(pool);
+    ASSERT_TRUE(a.share_prefix(donor, 2 * B, copies));  // block-aligned: nothing copied
+    EXPECT_TRUE(copies.empty());
+    EXPECT_EQ(a.blocks(), std::vector<int32_t>(donor.blocks().begin(), donor.blocks().begin() + 2));
+    EXPECT_EQ(pool.refcount(donor.blocks()[0]), 2);
+    ASSERT_TRUE(b.share_prefix(donor, 2 * B + 7, copies));
+    ASSERT_EQ(copies.size(), 1u);  // the third block's 7 positions, into a fresh block
+    EXPECT_EQ(copies[0].from, donor.blocks()[2]);
+    EXPECT_EQ(copies[0].positions, 7u);
+    EXPECT_EQ(b.blocks()[2], copies[0].to);
+    EXPECT_EQ(pool.refcount(copies[0].to), 1);
+    EXPECT_EQ(pool.refcount(donor.blocks()[1]), 3);
+    EXPECT_EQ(pool.free_blocks(), 8u - 5u);
+    copies.clear();
+    // a grows into its third block: fresh, no copy (its shared blocks are full).
+    ASSERT_TRUE(a.grow(2 * B, 2 * B + 1, copies));
+    EXPECT_TRUE(copies.empty());
+    EXPECT_EQ(pool.refcount(a.blocks()[2]), 1);
+  }
+  EXPECT_EQ(pool.refcount(donor.blocks()[0]), 1);  // the sharers' references are gone
+  EXPECT_EQ(pool.free_blocks(), 4u);
+}
+
+TEST(KvBlocks, WritingIntoASharedBlockCopiesItFirst) {
+  BlockPool pool(4);
+  std::vector<BlockCopy> copies;
+  BlockTable donor(pool), sharer(pool);
+  ASSERT_TRUE(donor.grow(0, 2 * B, copies));
+  ASSERT_TRUE(sharer.share_prefix(donor, 2 * B, copies));
+  // The sharer drops to 1.5 blocks and writes on: block 1 is the donor's too, so it is
+  // copied (its first B/2 positions) before the write.
+  sharer.truncate(B + B / 2);
+  ASSERT_TRUE(sharer.grow(B + B / 2, B + B / 2 + 1, copies));
+  ASSERT_EQ(copies.size(), 1u);
+  EXPECT_EQ(copies[0].from, donor.blocks()[1]);
+  EXPECT_EQ(copies[0].positions, B / 2);
+  EXPECT_NE(sharer.blocks()[1], donor.blocks()[1]);
+  EXPECT_EQ(sharer.blocks()[0], donor.blocks()[0]);  // untouched shared block stays shared
+  EXPECT_EQ(pool.refcount(donor.blocks()[1]), 1);
+  // No block for the partial prefix block: refused, nothing taken.
+  BlockPool small(2);
+  BlockTable d2(small), s2(small);
+  ASSERT_TRUE(d2.grow(0, 2 * B, copies));
+  EXPECT_FALSE(s2.share_prefix(d2, B + 3, copies));
+  EXPECT_TRUE(s2.blocks().empty());
+  EXPECT_EQ(small.refcount(d2.blocks()[0]), 1);
+  EXPECT_TRUE(s2.share_prefix(d2, B, copies));  // the full block alone needs none
+}
+
+TEST(PagedAttention, SlotsAndWindows) {
+  const std::vector<int32_t> table = {5, 0, 9};
+  EXPECT_EQ(paged::slot(table.data(), 0), 5 * int64_t(B));
+  EXPECT_EQ(paged::slot(table.data(), int64_t(B) - 1), 5 * int64_t(B) + int64_t(B) - 1);
+  EXPECT_EQ(paged::slot(table.data(), int64_t(B)), 0);
+  EXPECT_EQ(paged::slot(table.data(), 2 * int64_t(B) + 3), 9 * int64_t(B) + 3);
+  EXPECT_EQ(paged::element(7, 1, 4, 128), (7 * 4 + 1) * 128);
+  EXPECT_EQ(paged::first_visible(10, 0), 0);
+  EXPECT_EQ(paged::first_visible(10, 4), 7);   // sees 7, 8, 9, 10
+  EXPECT_EQ(paged::first_visible(2, 4), 0);
+  EXPECT_EQ(paged::first_visible(3, 4), 0);
+  EXPECT_EQ(paged::first_visible(4, 4), 1);
+}
+
+// Chunked softmax states merged in any grouping equal the softmax over all scores; the
+// weighted sums rescaled with them equal the direct attention output.
+TEST(PagedAttention, SplitSoftmaxMergesExactly) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 4.0f);
+  for (size_t n : {size_t(1), size_t(7), size_t(33), size_t(769)}) {
+    std::vector<float> s(n), v(n);
+    for (size_t i = 0; i < n; ++i) s[i] = normal(rng), v[i] = normal(rng);
+    double max = -INFINITY, sum = 0, out = 0;
+    for (float x : s) max = std::max(max, double(x));
+    for (size_t i = 0; i < n; ++i) sum += std::exp(s[i] - max), out += std::exp(s[i] - max) * v[i];
+    out /= sum;
+    for (size_t chunk : {size_t(1), size_t(5), size_t(32)}) {
+      paged::SoftmaxState state;
+      float acc = 0;
+      for (size_t j0 = 0; j0 < n; j0 += chunk) {
+        paged::SoftmaxState c;
+        for (size_t j = j0; j < std::min(n, j0 + chunk); ++j) c.max = std::max(c.max, s[j]);
+        float part = 0;
+        for (size_t j = j0; j < std::min(n, j0 + chunk); ++j) c.sum += std::exp(s[j] - c.max), part += std::exp(s[j] - c.max) * v[j];
+        const auto merged = paged::merge(state, c);
+        acc = acc * paged::rescale(state.max, merged.max) + part * paged::rescale(c.max, merged.max);
+        state = merged;
+      }
+      EXPECT_NEAR(state.max, max, 0) << n;
+      EXPECT_NEAR(state.sum, sum, 1e-4 * sum) << n << " chunk " << chunk;
+      EXPECT_NEAR(acc / state.sum, out, 1e-4 * (1 + std::fabs(out))) << n << " chunk " << chunk;
+    }
+  }
+  // Merging with an empty state changes nothing.
+  const paged::SoftmaxState a{2.0f, 3.0f};
+  EXPECT_EQ(paged::merge(paged::SoftmaxState{}, a).sum, 3.0f);
+  EXPECT_EQ(paged::merge(a, paged::SoftmaxState{}).max, 2.0f);
+}
+
+}  // namespace
+}  // namespace pivotmt
