@@ -35,6 +35,11 @@ namespace cuda {
 std::shared_ptr<void> device_alloc(int device, size_t bytes);
 bool compiled();
 int device_count();
+// Ceilings measured on the device (for benchmarks to state figures against): a
+// device-to-device copy, counting bytes read + written; an F16 n × n × n cuBLAS GEMM with
+// F32 accumulation on random data. Median of several timed runs after a warm-up.
+double measure_copy_gbps(int device, size_t bytes);
+double measure_gemm_tflops(int device, int n);
 CudaDeviceInfo device_info(int index);
 void convert_floats(int device, DType from, const void* src, DType to, void* dst, size_t count);
 }  // namespace cuda

@@ -88,6 +88,10 @@ class Ops {
   // The same from values in memory (W [out, in] row-major as F32): tests, merged adapters.
   virtual std::unique_ptr<LinearWeights> make_linear(std::span<const float> w, size_t out, size_t in, DType storage) = 0;
   Tensor make_vector(std::span<const float> values);
+  // Random weights made on the device itself (random_fill.h: the same values on every
+  // device): W [out, in] ~ U(-scale, scale); a vector offset + U(-scale, scale).
+  virtual std::unique_ptr<LinearWeights> random_linear(size_t out, size_t in, DType storage, uint64_t seed, float scale) = 0;
+  virtual Tensor random_vector(size_t n, uint64_t seed, float scale, float offset) = 0;
   // Writes F32 values (rows × cols, row-major) into t, converted to its dtype.
   void from_host_f32(const Tensor& t, std::span<const float> values);
 

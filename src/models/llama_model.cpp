@@ -53,10 +53,28 @@ LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(o
   ops_ = make_ops(options.device, {.impl = options.ops,
                                    .kv_capacity_bytes = options.kv_capacity_bytes,
                                    .activation_reserve_bytes = activation_bytes});
+  Ops& ops = *ops_;
+  if (options.random_weights_seed) {
+    make_random_weights(*options.random_weights_seed);
+  } else {
+    load_weights(dir);
+  }
+  ops.configure({.layers = size_t(cfg_.num_layers),
+                 .heads = size_t(cfg_.num_heads),
+                 .kv_heads = size_t(cfg_.num_kv_heads),
+                 .head_dim = size_t(cfg_.head_dim),
+                 .window = cfg_.sliding_window ? size_t(*cfg_.sliding_window) : 0,
+                 .inv_freq = rope_inv_freq(cfg_)});
+  ops.synchronize();
+  load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void LlamaModel::load_weights(const std::string& dir) {
   checkpoint_ = std::make_unique<Checkpoint>(dir);
   const Checkpoint& ckpt = *checkpoint_;
   verify_weights(cfg_, ckpt);
   Ops& ops = *ops_;
+  const LoadOptions& options = options_;
   // INT8 applies to the projections and the output layer; the embedding table is only
   // gathered from, so it stays F16.
   const DType w = options.weights;
@@ -74,14 +92,29 @@ LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(o
     layer.down = ops.load_linear(ckpt, {p + "mlp.down_proj.weight"}, w);
     layers_.push_back(std::move(layer));
   }
-  ops.configure({.layers = size_t(cfg_.num_layers),
-                 .heads = size_t(cfg_.num_heads),
-                 .kv_heads = size_t(cfg_.num_kv_heads),
-                 .head_dim = size_t(cfg_.head_dim),
-                 .window = cfg_.sliding_window ? size_t(*cfg_.sliding_window) : 0,
-                 .inv_freq = rope_inv_freq(cfg_)});
-  ops.synchronize();
-  load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void LlamaModel::make_random_weights(uint64_t seed) {
+  Ops& ops = *ops_;
+  const DType w = options_.weights;
+  const size_t H = size_t(cfg_.hidden_size), F = size_t(cfg_.intermediate_size), V = size_t(cfg_.vocab_size),
+               d = size_t(cfg_.head_dim), q = size_t(cfg_.num_heads) * d, kv = size_t(cfg_.num_kv_heads) * d;
+  constexpr float kScale = 0.035f;  // U(-a, a) has std a / sqrt(3) ≈ 0.02, make-model's default
+  uint64_t tensor = 0;
+  auto next = [&] { return seed * 1000003ull + tensor++; };
+  embed_ = ops.random_linear(V, H, w == DType::I8 ? DType::F16 : w, next(), kScale);
+  if (!cfg_.tie_word_embeddings) lm_head_ = ops.random_linear(V, H, w, next(), kScale);
+  final_norm_ = ops.random_vector(H, next(), kScale, 1.0f);
+  for (int64_t l = 0; l < cfg_.num_layers; ++l) {
+    Layer layer;
+    layer.attn_norm = ops.random_vector(H, next(), kScale, 1.0f);
+    layer.mlp_norm = ops.random_vector(H, next(), kScale, 1.0f);
+    layer.qkv = ops.random_linear(q + 2 * kv, H, w, next(), kScale);
+    layer.o = ops.random_linear(H, q, w, next(), kScale);
+    layer.gate_up = ops.random_linear(2 * F, H, w, next(), kScale);
+    layer.down = ops.random_linear(H, F, w, next(), kScale);
+    layers_.push_back(std::move(layer));
+  }
 }
 
 LlamaModel::~LlamaModel() = default;

@@ -5,6 +5,7 @@
 // [T, hidden] activation; attention runs per sequence against its own KV cache.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,10 @@ struct LoadOptions {
   Device device;               // cpu, cuda:N
   size_t kv_capacity_bytes = 0;  // see OpsOptions
   size_t max_prefill_tokens = 4096;  // rows of activations a GPU keeps room for
+  // Set: no checkpoint is read (config.json alone), the weights are made on the device from
+  // this seed (random_fill.h; U(-0.035, 0.035) ≈ std 0.02, norms 1 ± 0.035). Benchmarks of
+  // real shapes without writing or reading 14 GB.
+  std::optional<uint64_t> random_weights_seed;
 };
 
 class LlamaModel {
@@ -76,6 +81,8 @@ class LlamaModel {
   // The pass itself: logits of the wanted rows stay on the device.
   Tensor run(std::vector<Input>& batch);
   void ensure_workspace(size_t rows, size_t logit_rows);
+  void load_weights(const std::string& dir);
+  void make_random_weights(uint64_t seed);
 
   ModelConfig cfg_;
   LoadOptions options_;

@@ -9,6 +9,7 @@
 
 #include "backends/cpu/ops.h"
 #include "backends/ops.h"
+#include "backends/random_fill.h"
 #include "core/error.h"
 #include "io/checkpoint.h"
 
@@ -193,9 +194,11 @@ class CpuOps final : public Ops {
 
   void do_abort_forward() override {
     for (const auto& s : batch().seqs)
-      for (size_t l = 0; l < shape().layers; ++l) {
-        kv_of(*s.cache).k[l].resize(s.cache->length * width());
-        kv_of(*s.cache).v[l].resize(s.cache->length * width());
+      for (size_t l = 0; l < shape().layers; ++l) {  // drop what this pass appended
+        auto& k = kv_of(*s.cache).k[l];
+        auto& v = kv_of(*s.cache).v[l];
+        if (k.size() > s.cache->length * width()) k.resize(s.cache->length * width());
+        if (v.size() > s.cache->length * width()) v.resize(s.cache->length * width());
       }
   }
   void do_embed(const LinearWeights& table, const Tensor& x) override {
@@ -266,6 +269,16 @@ class CpuOps final : public Ops {
     for (size_t r = 0; r < t.rows(); ++r)
       std::memcpy(&v[r * t.cols()], t.as<float>() + r * t.stride(), t.cols() * sizeof(float));
     return v;
+  }
+  std::unique_ptr<LinearWeights> random_linear(size_t out, size_t in, DType storage, uint64_t seed, float scale) override {
+    std::vector<float> values(out * in);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = random_fill::value(seed, i, scale, 0.0f);
+    return make_linear(values, out, in, storage);
+  }
+  Tensor random_vector(size_t n, uint64_t seed, float scale, float offset) override {
+    std::vector<float> values(n);
+    for (size_t i = 0; i < n; ++i) values[i] = random_fill::value(seed, i, scale, offset);
+    return make_vector(values);
   }
   void do_from_host_f32(const Tensor& t, std::span<const float> values) override {
     for (size_t r = 0; r < t.rows(); ++r)

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -69,6 +70,56 @@ std::shared_ptr<void> device_alloc(int device, size_t bytes) {
     cudaSetDevice(device);
     cudaFree(q);
   });
+}
+
+namespace {
+// Median milliseconds of `reps` runs of `body` on `stream`, timed with CUDA events after
+// two warm-up runs.
+template <class Body>
+double median_ms(cudaStream_t stream, int reps, Body body) {
+  for (int i = 0; i < 2; ++i) body();
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "cudaEventCreate");
+  check(cudaEventCreate(&stop), "cudaEventCreate");
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    check(cudaEventRecord(start, stream), "cudaEventRecord");
+    body();
+    check(cudaEventRecord(stop, stream), "cudaEventRecord");
+    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float t = 0;
+    check(cudaEventElapsedTime(&t, start, stop), "cudaEventElapsedTime");
+    ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+}  // namespace
+
+double measure_copy_gbps(int device, size_t bytes) {
+  auto a = device_alloc(device, bytes), b = device_alloc(device, bytes);
+  kernels::fill_random_f16(a.get(), bytes / 2, 1, 1.0f, 0.0f, nullptr);
+  const double ms = median_ms(nullptr, 10, [&] { check(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, nullptr), "copy"); });
+  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
+}
+
+double measure_gemm_tflops(int device, int n) {
+  const size_t elems = size_t(n) * size_t(n);
+  auto a = device_alloc(device, elems * 2), b = device_alloc(device, elems * 2), c = device_alloc(device, elems * 2);
+  kernels::fill_random_f16(a.get(), elems, 2, 1.0f, 0.0f, nullptr);
+  kernels::fill_random_f16(b.get(), elems, 3, 1.0f, 0.0f, nullptr);
+  cublasHandle_t blas;
+  check_cublas(cublasCreate(&blas), "cublasCreate");
+  const double ms = median_ms(nullptr, 10, [&] {
+    const float alpha = 1.0f, beta = 0.0f;
+    check_cublas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a.get(), CUDA_R_16F, n, b.get(), CUDA_R_16F,
+                              n, &beta, c.get(), CUDA_R_16F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx (ceiling)");
+  });
+  cublasDestroy(blas);
+  return 2.0 * double(n) * n * n / (ms * 1e-3) / 1e12;
 }
 
 void convert_floats(int device, DType from, const void* src, DType to, void* dst, size_t count) {

@@ -139,6 +139,20 @@ class CudaOps final : public Ops {
     return w;
   }
   DType vector_dtype() const override { return DType::F16; }  // an FP16 model's norm weights
+  std::unique_ptr<LinearWeights> random_linear(size_t out, size_t in, DType storage, uint64_t seed, float scale) override {
+    require_f16(storage);
+    auto w = std::make_unique<CudaLinear>();
+    w->out = out;
+    w->in = in;
+    w->w = Tensor(device_, DType::F16, out, in);
+    kernels::fill_random_f16(w->w.data(), out * in, seed, scale, 0.0f, stream_);
+    return w;
+  }
+  Tensor random_vector(size_t n, uint64_t seed, float scale, float offset) override {
+    Tensor t(device_, DType::F16, 1, n);
+    kernels::fill_random_f16(t.data(), n, seed, scale, offset, stream_);
+    return t;
+  }
 
   // --- KV caches
   KvCache new_cache() override {
@@ -166,6 +180,8 @@ class CudaOps final : public Ops {
     std::vector<float> f(shape().inv_freq);
     inv_freq_ = Tensor(device_, DType::F32, 1, f.size());
     check(cudaMemcpy(inv_freq_.data(), f.data(), f.size() * 4, cudaMemcpyHostToDevice), "copy RoPE frequencies");
+    pool_.reset();  // a second configure() replaces the pool (tests, the op harness)
+    kv_memory_.reset();
     // The pool: what is free once the weights are in, less the activations' room, the
     // cuBLAS workspace (already taken) and a safety margin.
     size_t free = 0, total = 0;

@@ -13,6 +13,8 @@ bool compiled() { return false; }
 std::shared_ptr<void> device_alloc(int, size_t) { no_cuda(); }
 std::unique_ptr<Ops> make_ops(int, const OpsOptions&) { no_cuda(); }
 int device_count() { return 0; }
+double measure_copy_gbps(int, size_t) { no_cuda(); }
+double measure_gemm_tflops(int, int) { no_cuda(); }
 CudaDeviceInfo device_info(int) { no_cuda(); }
 void convert_floats(int, DType, const void*, DType, void*, size_t) { no_cuda(); }
 

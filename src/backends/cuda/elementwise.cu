@@ -4,6 +4,7 @@
 
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
+#include "backends/random_fill.h"
 
 namespace pivotmt::cuda::kernels {
 namespace {
@@ -61,8 +62,19 @@ __global__ void convert_kernel(const void* src, int from, void* dst, int to, siz
   }
 }
 
+__global__ void fill_random_kernel(__half* dst, size_t count, uint64_t seed, float scale, float offset) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < count; i += size_t(gridDim.x) * blockDim.x)
+    dst[i] = __float2half_rn(random_fill::value(seed, i, scale, offset));
+}
+
 constexpr unsigned kThreads = 256;
 }  // namespace
+
+void fill_random_f16(void* dst, size_t count, uint64_t seed, float scale, float offset, cudaStream_t s) {
+  if (count == 0) return;
+  fill_random_kernel<<<blocks_for(count, kThreads), kThreads, 0, s>>>(static_cast<__half*>(dst), count, seed, scale, offset);
+  check_launch("fill_random_kernel");
+}
 
 void embed(const void* table, const int32_t* ids, int T, int H, void* x, int ldx, cudaStream_t s) {
   embed_kernel<<<blocks_for(size_t(T) * H, kThreads), kThreads, 0, s>>>(static_cast<const __half*>(table), ids, T, H,

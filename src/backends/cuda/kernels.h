@@ -19,6 +19,8 @@ void silu_mul(const void* gate_up, int ldg, int rows, int F, void* out, int ldo,
 // out[i] = x[rows[i]] for rows of `cols` elements of `elem_bytes` bytes.
 void gather_rows(const void* x, int ldx, const int32_t* rows, int n, int cols, int elem_bytes, void* out, int ldo,
                  cudaStream_t s);
+// dst[i] = random_fill::value(seed, i, scale, offset) as F16 (random_fill.h).
+void fill_random_f16(void* dst, size_t count, uint64_t seed, float scale, float offset, cudaStream_t s);
 // Float conversion (F32 / F16 / BF16 codes 0 / 1 / 2), round to nearest even.
 void convert(const void* src, int from, void* dst, int to, size_t count, cudaStream_t s);
 
