@@ -4,6 +4,7 @@
 
 #include "chat/chat_template.h"
 #include "commands.h"
+#include "backends/backend.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "engine/generate.h"
@@ -15,7 +16,7 @@ namespace pivotmt::cli {
 
 void register_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text with a Llama-family model on the CPU");
-  static std::string model, prompt, messages, ids_file, context = "allow", dtype = "f16", device = "cpu";
+  static std::string model, prompt, messages, ids_file, context = "allow", dtype = "f16", device = "auto";
   static bool greedy = false, ignore_eos = false, as_json = false;
   static size_t max_new = 600, max_batch = 32;
   static uint64_t seed = 0;
@@ -40,12 +41,11 @@ void register_generate(CLI::App& app) {
       ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
       ->capture_default_str();
   cmd->add_option("--dtype", dtype, "Weight storage: f32 | f16 | int8 (weight-only, per output channel)")->check(CLI::IsMember({"f32", "f16", "int8"}))->capture_default_str();
-  cmd->add_option("--device", device, "cpu (cuda with the CUDA engine)")->capture_default_str();
+  cmd->add_option("--device", device, "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible and --dtype is f16)")->capture_default_str();
   cmd->add_option("--max-batch", max_batch, "Sequences decoded together")->capture_default_str();
   cmd->add_flag("--json", as_json, "One JSON object per prompt");
   cmd->callback([] {
-    if (Device::parse(device).kind != DeviceKind::CPU)
-      throw UnsupportedError("device " + device + ": the CUDA engine is not available yet; use --device cpu");
+    const Device where = resolve_device(device, dtype == "f16");
     const std::string dir = resolve_repo_path(model, RepoType::Model);
     const ModelConfig cfg = load_model_config(dir);
     const GenerationConfig gen = load_generation_config(dir, cfg);
@@ -82,7 +82,10 @@ void register_generate(CLI::App& app) {
     } else {
       throw Error("give --prompt, --messages or --ids");
     }
-    LlamaModel lm(dir, {dtype == "f32" ? DType::F32 : dtype == "int8" ? DType::I8 : DType::F16, OpsImpl::Fast});
+    LoadOptions load{dtype == "f32" ? DType::F32 : dtype == "int8" ? DType::I8 : DType::F16, OpsImpl::Fast};
+    load.device = where;
+    LlamaModel lm(dir, load);
+    if (!as_json) fmt::print(stderr, "loaded on {} in {:.2f} s\n", lm.describe_device(), lm.load_seconds());
     std::vector<GenerationRequest> requests;
     for (const auto& ids : inputs) {
       GenerationRequest r;
@@ -126,7 +129,10 @@ void register_generate(CLI::App& app) {
         nlohmann::json j = {{"name", names[k]}, {"ids", r.tokens}, {"text", r.text},
                             {"finish_reason", finish_reason_name(r.finish)}, {"prompt_tokens", r.prompt_tokens},
                             {"context_overflow", r.context_overflow}, {"truncated_tokens", r.truncated_tokens},
-                            {"prefill_seconds", r.prefill_seconds}, {"decode_seconds", r.decode_seconds}};
+                            {"prefill_seconds", r.prefill_seconds}, {"decode_seconds", r.decode_seconds},
+                            {"device", lm.device().to_string()}, {"device_name", lm.describe_device()},
+                            {"load_seconds", lm.load_seconds()}, {"preemptions", r.preemptions}};
+        if (lm.device().kind == DeviceKind::CUDA) j["peak_device_memory_bytes"] = cuda::peak_allocated_bytes(lm.device().index);
         fmt::print("{}\n", j.dump());
       } else if (stream) {
         fmt::print("{}\n", r.text.substr(std::min(printed.size(), r.text.size())));

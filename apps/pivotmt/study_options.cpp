@@ -49,7 +49,8 @@ void add_study_options(CLI::App* cmd, StudyArgs& a) {
   cmd->add_option("--weights", c.weights, "Weight storage: f16 | f32 | int8 (weight-only, per output channel: a 7B model in ~7 GB)")
       ->check(CLI::IsMember({"f16", "f32", "int8"}))
       ->capture_default_str();
-  cmd->add_option("--device", a.device, "cpu (cuda:N once the CUDA engine lands)")->capture_default_str();
+  cmd->add_option("--device", a.config.device, "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible and the weights are f16)")
+      ->capture_default_str();
 }
 
 void apply_config_file(CLI::App& cmd, const std::string& path, const CLI::App* sibling) {
@@ -112,9 +113,6 @@ AblationConfig resolve_study(const StudyArgs& args, const std::vector<std::strin
     const std::string& value = name == "data" ? config.data : name == "model" ? config.model : config.out;
     if (value.empty()) throw Error(fmt::format("--{} is required (on the command line or in the config file)", name));
   }
-  if (args.device != "cpu")
-    throw UnsupportedError(fmt::format("--device {}: this build runs studies on the CPU only (the CUDA engine is not "
-                                       "wired into generation yet)", args.device));
   config.variant = parse_prompt_variant(args.variant);
   if (config.variant == PromptVariant::Custom) custom_user_message(config.labels, "", "");  // template errors now
   config.model = resolve_repo_path(config.model, RepoType::Model);

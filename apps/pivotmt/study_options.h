@@ -15,7 +15,6 @@ namespace pivotmt::cli {
 struct StudyArgs {
   AblationConfig config;
   std::string variant = "pivot";
-  std::string device = "cpu";
   std::vector<std::string> models;  // --model, one or more
   std::string config_file;
 };

@@ -23,6 +23,10 @@ bool cuda_compiled();    // the CUDA backend is part of this build
 int cuda_device_count();  // 0 without CUDA, a driver or a GPU
 CudaDeviceInfo cuda_device_info(int index);
 
+// --device: "auto" (cuda:0 when a GPU is visible and `gpu_ok`, else the CPU), "cpu",
+// "cuda", "cuda:N". Throws naming the device when it is not there or the build has no CUDA.
+Device resolve_device(std::string_view text, bool gpu_ok = true);
+
 // Converts float elements (F32 / F16 / BF16) on `device`: host memory in, host memory out.
 // On the GPU this is the loader's path for TowerInstruct's F32 shards (staged, converted
 // to F16 on the device). The CPU implementation is the reference.
@@ -40,6 +44,9 @@ int device_count();
 // F32 accumulation on random data. Median of several timed runs after a warm-up.
 double measure_copy_gbps(int device, size_t bytes);
 double measure_gemm_tflops(int device, int n);
+// Device memory pivotmt holds through device_alloc now / at most so far (0 without CUDA).
+size_t allocated_bytes(int device);
+size_t peak_allocated_bytes(int device);
 CudaDeviceInfo device_info(int index);
 void convert_floats(int device, DType from, const void* src, DType to, void* dst, size_t count);
 }  // namespace cuda

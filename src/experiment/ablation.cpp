@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "chat/chat_template.h"
+#include "backends/backend.h"
 #include "core/error.h"
 #include "engine/generate.h"
 #include "experiment/ablation_outputs.h"
@@ -257,7 +258,10 @@ LoadOptions study_load_options(const AblationConfig& config) {
                         : config.weights == "f32"  ? DType::F32
                         : config.weights == "int8" ? DType::I8
                                                    : throw Error(fmt::format("weights '{}': expected f16, f32 or int8", config.weights));
-  return LoadOptions{weights, OpsImpl::Fast};
+  LoadOptions o{weights, OpsImpl::Fast};
+  o.device = resolve_device(config.device, weights == DType::F16);  // a GPU runs F16 weights
+  o.max_prefill_tokens = 4096;
+  return o;
 }
 
 EngineOptions study_engine_options(const AblationConfig& config) {
@@ -417,6 +421,13 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
     };
     report();
     Engine(model, tokenizer.get()).generate(requests, engine_options, hooks);
+    // Where and how this process generated (manifest.json and report.md show it).
+    nlohmann::json runtime = {{"device", model.device().to_string()},
+                              {"device_name", model.describe_device()},
+                              {"load_seconds", model.load_seconds()},
+                              {"generation_seconds", progress.seconds}};
+    if (model.device().kind == DeviceKind::CUDA) runtime["peak_device_memory_bytes"] = cuda::peak_allocated_bytes(model.device().index);
+    write_json_file((out / "runtime.json").string(), runtime);
     outcome.prompt_tokens = progress.prompt_tokens;
     outcome.reused_prompt_tokens = progress.reused_prompt_tokens;
   } else if (options.on_progress) {

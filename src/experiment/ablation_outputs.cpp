@@ -141,7 +141,15 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
 
   std::vector<std::string> targets;
   for (const auto& row : in.test.rows) targets.push_back(row.target);
-  write_file_atomically((out / "report.md").string(), ablation_report_markdown(config, targets, k_runs, in.context_length));
+  std::string report = ablation_report_markdown(config, targets, k_runs, in.context_length);
+  if (fs::exists(out / "runtime.json")) {  // the device of the last process that generated rows
+    const auto rt = read_json_file((out / "runtime.json").string());
+    report += fmt::format("Device: {}; model load {:.1f} s", rt.value("device_name", rt.value("device", "?")), rt.value("load_seconds", 0.0));
+    if (rt.contains("peak_device_memory_bytes"))
+      report += fmt::format("; peak GPU memory {:.2f} GiB", rt["peak_device_memory_bytes"].get<double>() / (1 << 30));
+    report += ".\n";
+  }
+  write_file_atomically((out / "report.md").string(), report);
 
   // What produced these files.
   nlohmann::json manifest = {{"pivotmt_version", PIVOTMT_VERSION},
@@ -156,6 +164,7 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
                              {"per_row_seed", "seed + test row index"}};
   for (const auto& [k, s] : per_k.items())
     if (s.contains("signatures")) manifest["metric_signatures"] = s["signatures"];
+  if (fs::exists(out / "runtime.json")) manifest["runtime"] = read_json_file((out / "runtime.json").string());
   write_json_file((out / "manifest.json").string(), manifest);
 
   // The original's figures: metrics against k (2x2) and grouped bars.

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,20 @@ CudaDeviceInfo device_info(int index) {
   return info;
 }
 
+namespace {
+// Bytes held through device_alloc, per device (now, peak).
+struct Usage {
+  std::atomic<size_t> now{0}, peak{0};
+};
+Usage& usage(int device) {
+  static Usage devices[64];
+  return devices[std::clamp(device, 0, 63)];
+}
+}  // namespace
+
+size_t allocated_bytes(int device) { return usage(device).now.load(); }
+size_t peak_allocated_bytes(int device) { return usage(device).peak.load(); }
+
 std::shared_ptr<void> device_alloc(int device, size_t bytes) {
   select(device);
   void* p = nullptr;
@@ -66,9 +81,14 @@ std::shared_ptr<void> device_alloc(int device, size_t bytes) {
                             device, double(bytes) / (1 << 20), double(free) / (1 << 20), double(total) / (1 << 20),
                             cudaGetErrorString(e)));
   }
-  return std::shared_ptr<void>(p, [device](void* q) {
+  Usage& u = usage(device);
+  const size_t now = u.now += bytes;
+  for (size_t peak = u.peak.load(); now > peak && !u.peak.compare_exchange_weak(peak, now);) {
+  }
+  return std::shared_ptr<void>(p, [device, bytes](void* q) {
     cudaSetDevice(device);
     cudaFree(q);
+    usage(device).now -= bytes;
   });
 }
 

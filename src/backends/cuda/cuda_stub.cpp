@@ -14,6 +14,8 @@ std::shared_ptr<void> device_alloc(int, size_t) { no_cuda(); }
 std::unique_ptr<Ops> make_ops(int, const OpsOptions&) { no_cuda(); }
 int device_count() { return 0; }
 double measure_copy_gbps(int, size_t) { no_cuda(); }
+size_t allocated_bytes(int) { return 0; }
+size_t peak_allocated_bytes(int) { return 0; }
 double measure_gemm_tflops(int, int) { no_cuda(); }
 CudaDeviceInfo device_info(int) { no_cuda(); }
 void convert_floats(int, DType, const void*, DType, void*, size_t) { no_cuda(); }
