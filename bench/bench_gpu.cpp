@@ -1,0 +1,142 @@
+// GPU speed smoke test: a model with real shapes (default TowerInstruct-7B's) and random
+// weights made on the device, so nothing of 14 GB is written or read. Prints the load
+// (weight generation) time, a 512-token prefill, decode tokens/s at batch 1 and 64, the
+// batch-1 decode's weight traffic against a device-to-device copy ceiling and the prefill's
+// TFLOP/s against a cuBLAS F16 GEMM ceiling, both measured in the same run, and the peak
+// device memory.
+//
+//   bench_gpu [--preset 7b-shape|small|tiny] [--arch llama|mistral|llama3] [--device cuda:0]
+//             [--steps N] [--context N]
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <unistd.h>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "backends/backend.h"
+#include "core/error.h"
+#include "io/json_file.h"
+#include "models/llama_model.h"
+#include "models/make_model.h"
+
+namespace pivotmt {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+int run(int argc, char** argv) {
+  MakeModelOptions shape;
+  shape.preset = "7b-shape";
+  std::string device = "cuda:0";
+  size_t steps = 32, context = 512;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw Error(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--preset") shape.preset = next();
+    else if (a == "--arch") shape.arch = next();
+    else if (a == "--device") device = next();
+    else if (a == "--steps") steps = std::stoul(next());
+    else if (a == "--context") context = std::stoul(next());
+    else throw Error("unknown argument " + a);
+  }
+  const Device dev = Device::parse(device);
+  if (dev.kind == DeviceKind::CUDA && (!cuda_compiled() || dev.index >= cuda_device_count())) {
+    std::cout << "SKIP: no device " << device << "\n";
+    return 77;
+  }
+  // config.json alone: the weights are made on the device.
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("pivotmt-bench-gpu-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  write_json_file((dir / "config.json").string(), make_model_config_json(shape));
+  LoadOptions load{.weights = DType::F16, .ops = OpsImpl::Fast, .device = dev};
+  load.random_weights_seed = 1;
+  LlamaModel model(dir.string(), load);
+  std::filesystem::remove_all(dir);
+  const auto& c = model.config();
+  const size_t V = size_t(c.vocab_size);
+  fmt::print("model: {} {} ({} layers, hidden {}, {} / {} heads, vocab {}), {:.2f} GB of F16 weights on {}\n", shape.arch,
+             shape.preset, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, V, model.weight_bytes() / 1e9,
+             model.describe_device());
+  fmt::print("weights made on the device in {:.2f} s\n", model.load_seconds());
+
+  double copy_gbps = 0, gemm_tflops = 0;
+  if (dev.kind == DeviceKind::CUDA) {
+    copy_gbps = cuda::measure_copy_gbps(dev.index, size_t(1) << 30);
+    gemm_tflops = cuda::measure_gemm_tflops(dev.index, 8192);
+    fmt::print("ceilings: device-to-device copy {:.0f} GB/s (read + write), F16 GEMM 8192^3 {:.0f} TFLOP/s\n", copy_gbps,
+               gemm_tflops);
+  }
+
+  auto prompt = [&](size_t n, size_t salt) {
+    std::vector<TokenId> p(n);
+    for (size_t i = 0; i < n; ++i) p[i] = TokenId(1 + (i * 7919 + salt * 104729) % (V - 1));
+    return p;
+  };
+  // Prefill: one prompt of `context` tokens (best of 3).
+  double prefill_s = 1e9;
+  for (int rep = 0; rep < 3; ++rep) {
+    KvCache cache = model.new_cache();
+    std::vector<LlamaModel::Input> b = {{&cache, prompt(context, 0), false}};
+    model.ops().synchronize();
+    const auto t0 = Clock::now();
+    model.forward_greedy(b);
+    prefill_s = std::min(prefill_s, since(t0));
+  }
+  // 2 FLOPs per weight of the layers for every token, the output layer for the last one
+  // (attention's own FLOPs left out: a lower bound on the work done).
+  const double H = double(c.hidden_size), layer_params = double(model.streamed_bytes_per_token()) / 2.0 - double(V) * H;
+  const double prefill_tflops = (2.0 * layer_params * double(context) + 2.0 * double(V) * H) / prefill_s / 1e12;
+  fmt::print("prefill {} tokens: {:.1f} ms, {:.0f} tok/s, {:.1f} TFLOP/s{}\n", context, prefill_s * 1e3, context / prefill_s,
+             prefill_tflops, gemm_tflops > 0 ? fmt::format(" ({:.0f}% of the GEMM ceiling)", 100 * prefill_tflops / gemm_tflops) : "");
+
+  // Decode: `steps` greedy steps after a `context`-token prompt, at batch 1 and 64.
+  for (size_t batch : {size_t(1), size_t(64)}) {
+    std::vector<KvCache> caches;
+    std::vector<LlamaModel::Input> pre;
+    for (size_t b = 0; b < batch; ++b) caches.push_back(model.new_cache());
+    for (size_t b = 0; b < batch; ++b) pre.push_back({&caches[b], prompt(context, b + 1), false});
+    // Prefill in groups that fit the activation room.
+    std::vector<TokenId> next;
+    for (size_t b0 = 0; b0 < batch; b0 += 4) {
+      std::vector<LlamaModel::Input> group(pre.begin() + long(b0), pre.begin() + long(std::min(batch, b0 + 4)));
+      const auto ids = model.forward_greedy(group);
+      next.insert(next.end(), ids.begin(), ids.end());
+    }
+    model.ops().synchronize();
+    const auto t0 = Clock::now();
+    for (size_t s = 0; s < steps; ++s) {
+      std::vector<LlamaModel::Input> step;
+      for (size_t b = 0; b < batch; ++b) step.push_back({&caches[b], {next[b]}, false});
+      next = model.forward_greedy(step);
+    }
+    const double sec = since(t0);
+    const double tps = double(steps * batch) / sec;
+    const double weight_gbps = double(model.streamed_bytes_per_token()) * double(steps) / sec / 1e9;
+    fmt::print("decode batch {:>2} after {} tokens: {:.1f} tok/s ({:.2f} ms/step); weights streamed {:.0f} GB/s{}\n", batch,
+               context, tps, sec / double(steps) * 1e3, weight_gbps,
+               copy_gbps > 0 ? fmt::format(" = {:.0f}% of the copy ceiling's read rate ({:.0f} GB/s)", 100 * weight_gbps / (copy_gbps / 2), copy_gbps / 2) : "");
+  }
+  if (dev.kind == DeviceKind::CUDA)
+    fmt::print("peak device memory held by pivotmt: {:.2f} GiB\n", double(cuda::peak_allocated_bytes(dev.index)) / (1 << 30));
+  return 0;
+}
+
+}  // namespace
+}  // namespace pivotmt
+
+int main(int argc, char** argv) {
+  try {
+    return pivotmt::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "bench_gpu: " << e.what() << "\n";
+    return 2;
+  }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Packs what scripts/gpu-check.sh needs on a GPU machine that has the NVIDIA driver, the
+# CUDA 13 toolkit (cuBLAS), CMake and Python but none of our Debian -dev packages and no
+# network: the GPU-side programs (stripped), every shared library they load except the
+# driver's and cuBLAS (the machine's own), Debian's dynamic loader and C library (used only
+# if the machine's C library is older than the one we build against), and the model
+# fixtures the GPU tests read. Writes .gpu-bundle.tar.xz (git-ignored) in the repository.
+#
+#   bash scripts/gpu-bundle.sh            # builds first (scripts/build.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+SHARED="${PIVOTMT_SHARED_DIR:-$ROOT/../shared}"
+bash scripts/build.sh >/dev/null
+STAGE="$(mktemp -d)"
+trap 'rm -rf "$STAGE"' EXIT
+B="$STAGE/pivotmt-gpu"
+mkdir -p "$B/bin" "$B/lib" "$B/shared/fixtures/models"
+
+programs=(apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_gpu_engine bench/bench_gpu)
+for p in "${programs[@]}"; do strip -o "$B/bin/$(basename "$p")" "build/$p"; done
+
+# Shared libraries: everything ldd resolves except the kernel-side driver (libcuda) and
+# cuBLAS (large; the machine's toolkit has it). The C library and loader go in lib/glibc,
+# used only when the machine's own is too old.
+mkdir -p "$B/lib/glibc"
+for p in "${programs[@]}"; do ldd "build/$p"; done | awk '/=>/ {print $3}' | sort -u | while read -r lib; do
+  [[ -z "$lib" || ! -f "$lib" ]] && continue
+  name="$(basename "$lib")"
+  case "$name" in
+    libcuda.so*|libcublas.so*|libcublasLt.so*) ;;
+    libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|libmvec.so.*) cp -L "$lib" "$B/lib/glibc/$name" ;;
+    *) cp -L "$lib" "$B/lib/$name" ;;
+  esac
+done
+cp -L /lib64/ld-linux-x86-64.so.2 "$B/lib/glibc/"
+ldd --version | head -1 | awk '{print $NF}' >"$B/lib/glibc/VERSION"
+
+# Fixtures (../shared is not on the GPU machine): tiny-tower without its 14 MB golden (its
+# prompts.json carries the real prompts; its parity is checked against the CPU engine).
+for m in tiny-gqa tiny-bf16-tied tiny-sharded tiny-tower; do
+  mkdir -p "$B/shared/fixtures/models/$m"
+  for f in "$SHARED/fixtures/models/$m"/*; do
+    [[ "$m" == tiny-tower && "$(basename "$f")" == golden.safetensors ]] && continue
+    cp "$f" "$B/shared/fixtures/models/$m/"
+  done
+done
+git rev-parse HEAD >"$B/COMMIT"
+tar -C "$STAGE" -cf - pivotmt-gpu | xz -T2 -6 >"$ROOT/.gpu-bundle.tar.xz"
+ls -la "$ROOT/.gpu-bundle.tar.xz"
+du -sh "$B"
