@@ -20,8 +20,8 @@ mkdir -p "$B/bin" "$B/lib" "$B/shared/fixtures/models"
 programs=(apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_gpu_engine bench/bench_gpu)
 for p in "${programs[@]}"; do strip -o "$B/bin/$(basename "$p")" "build/$p"; done
 
-# Shared libraries: everything ldd resolves except the kernel-side driver (libcuda) and
-# cuBLAS (large; the machine's toolkit has it). The C library and loader go in lib/glibc,
+# Shared libraries: everything ldd resolves except the driver (libcuda). cuBLAS is not
+# linked (pivotmt loads it when it makes GPU ops): the machine's toolkit or wheel provides it. The C library and loader go in lib/glibc,
 # used only when the machine's own is too old.
 mkdir -p "$B/lib/glibc"
 for p in "${programs[@]}"; do ldd "build/$p"; done | awk '/=>/ {print $3}' | sort -u | while read -r lib; do

@@ -173,7 +173,9 @@ TEST(GpuEngine, SharedPrefixEqualsRecomputation) {
 TEST(GpuEngine, PreemptionChangesNoOutput) {
   REQUIRE_GPU();
   const std::string dir = test::fixture("models/tiny-sharded");
-  LlamaModel roomy(dir, kGpu);
+  LoadOptions roomy_options = kGpu;
+  roomy_options.kv_capacity_bytes = size_t(1) << 30;  // a second model must fit beside it
+  LlamaModel roomy(dir, roomy_options);
   std::vector<GenerationRequest> requests;
   for (int i = 0; i < 6; ++i) {
     GenerationRequest r;

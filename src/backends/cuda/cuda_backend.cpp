@@ -11,13 +11,15 @@
 #include <fmt/format.h>
 
 #include "backends/backend.h"
+#include "backends/cuda/cublas_loader.h"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
 
 namespace pivotmt::cuda {
 
 void check_cublas(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) throw Error(fmt::format("cuBLAS {}: {} ({})", what, cublasGetStatusName(s), cublasGetStatusString(s)));
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw Error(fmt::format("cuBLAS {}: {} ({})", what, cublas().status_name(s), cublas().status_string(s)));
 }
 
 namespace {
@@ -131,14 +133,14 @@ double measure_gemm_tflops(int device, int n) {
   kernels::fill_random_f16(a.get(), elems, 2, 1.0f, 0.0f, nullptr);
   kernels::fill_random_f16(b.get(), elems, 3, 1.0f, 0.0f, nullptr);
   cublasHandle_t blas;
-  check_cublas(cublasCreate(&blas), "cublasCreate");
+  check_cublas(cublas().create(&blas), "cublasCreate");
   const double ms = median_ms(nullptr, 10, [&] {
     const float alpha = 1.0f, beta = 0.0f;
-    check_cublas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a.get(), CUDA_R_16F, n, b.get(), CUDA_R_16F,
+    check_cublas(cublas().gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a.get(), CUDA_R_16F, n, b.get(), CUDA_R_16F,
                               n, &beta, c.get(), CUDA_R_16F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  "cublasGemmEx (ceiling)");
   });
-  cublasDestroy(blas);
+  cublas().destroy(blas);
   return 2.0 * double(n) * n * n / (ms * 1e-3) / 1e12;
 }
 

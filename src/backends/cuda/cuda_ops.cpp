@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "backends/backend.h"
+#include "backends/cuda/cublas_loader.h"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
 #include "backends/kv_blocks.h"
@@ -76,10 +77,10 @@ class CudaOps final : public Ops {
                               "with ({}.{}); update the driver",
                               device, driver / 1000, driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10));
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-    check_cublas(cublasCreate(&blas_), "cublasCreate");
-    check_cublas(cublasSetStream(blas_, stream_), "cublasSetStream");
+    check_cublas(cublas().create(&blas_), "cublasCreate");
+    check_cublas(cublas().set_stream(blas_, stream_), "cublasSetStream");
     blas_workspace_ = device_alloc(device, kBlasWorkspaceBytes);
-    check_cublas(cublasSetWorkspace(blas_, blas_workspace_.get(), kBlasWorkspaceBytes), "cublasSetWorkspace");
+    check_cublas(cublas().set_workspace(blas_, blas_workspace_.get(), kBlasWorkspaceBytes), "cublasSetWorkspace");
     for (auto& e : staging_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
     check(cudaEventCreateWithFlags(&meta_done_, cudaEventDisableTiming), "cudaEventCreate");
   }
@@ -88,7 +89,7 @@ class CudaOps final : public Ops {
     cudaStreamSynchronize(stream_);
     for (auto& e : staging_done_) cudaEventDestroy(e);
     cudaEventDestroy(meta_done_);
-    cublasDestroy(blas_);
+    if (blas_) cublas().destroy(blas_);
     cudaStreamDestroy(stream_);
   }
 
@@ -179,7 +180,7 @@ class CudaOps final : public Ops {
     select();
     std::vector<float> f(shape().inv_freq);
     inv_freq_ = Tensor(device_, DType::F32, 1, f.size());
-    check(cudaMemcpy(inv_freq_.data(), f.data(), f.size() * 4, cudaMemcpyHostToDevice), "copy RoPE frequencies");
+    from_host_f32(inv_freq_, f);
     pool_.reset();  // a second configure() replaces the pool (tests, the op harness)
     kv_memory_.reset();
     // The pool: what is free once the weights are in, less the activations' room, the
@@ -188,7 +189,8 @@ class CudaOps final : public Ops {
     check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
     const size_t block_bytes = kKvBlockPositions * kv_bytes_per_position();
     const size_t keep = options_.activation_reserve_bytes + kSafetyBytes;
-    size_t pool_bytes = free > keep ? free - keep : 0;
+    // 90% of the rest: other allocations (cuBLAS, another process) keep some room.
+    size_t pool_bytes = free > keep ? (free - keep) / 10 * 9 : 0;
     if (options_.kv_capacity_bytes) pool_bytes = std::min(pool_bytes, options_.kv_capacity_bytes);
     const size_t blocks = pool_bytes / block_bytes;
     if (blocks == 0)
@@ -333,18 +335,22 @@ class CudaOps final : public Ops {
     convert_floats(DType::F16, halves.data(), DType::F32, v.data(), v.size());
     return v;
   }
+  // On our stream (ordered with the kernels that read it), then waited for: a copy from
+  // pageable memory may return before its DMA is done, and the legacy default stream would
+  // not order it with a non-blocking stream's kernels.
   void do_from_host_f32(const Tensor& t, std::span<const float> values) override {
     select();
-    synchronize();  // the tensor may be in use by queued work
     if (t.dtype() == DType::F32) {
-      check(cudaMemcpy2D(t.data(), t.stride() * 4, values.data(), t.cols() * 4, t.cols() * 4, t.rows(),
-                         cudaMemcpyHostToDevice), "copy to device");
+      check(cudaMemcpy2DAsync(t.data(), t.stride() * 4, values.data(), t.cols() * 4, t.cols() * 4, t.rows(),
+                              cudaMemcpyHostToDevice, stream_), "copy to device");
+      synchronize();
       return;
     }
     std::vector<uint16_t> halves(values.size());
     convert_floats(DType::F32, values.data(), DType::F16, halves.data(), values.size());
-    check(cudaMemcpy2D(t.data(), t.stride() * 2, halves.data(), t.cols() * 2, t.cols() * 2, t.rows(),
-                       cudaMemcpyHostToDevice), "copy to device");
+    check(cudaMemcpy2DAsync(t.data(), t.stride() * 2, halves.data(), t.cols() * 2, t.cols() * 2, t.rows(),
+                            cudaMemcpyHostToDevice, stream_), "copy to device");
+    synchronize();
   }
   std::vector<int32_t> do_argmax_rows(const Tensor& logits) override {
     const size_t rows = logits.rows();

@@ -3,6 +3,7 @@
 // ldc = ldy (a fused output's row stride).
 #include <cublas_v2.h>
 
+#include "backends/cuda/cublas_loader.h"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
 
@@ -12,7 +13,7 @@ void linear(cublasHandle_t blas, const void* x, int ldx, int rows, const void* w
             bool y_f32) {
   if (rows == 0) return;
   const float alpha = 1.0f, beta = 0.0f;
-  check_cublas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w, CUDA_R_16F, in, x, CUDA_R_16F,
+  check_cublas(cublas().gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w, CUDA_R_16F, in, x, CUDA_R_16F,
                             ldx, &beta, y, y_f32 ? CUDA_R_32F : CUDA_R_16F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                "cublasGemmEx (linear)");
 }

@@ -1,0 +1,25 @@
+// cuBLAS, loaded when the first GPU ops are made (dlopen), not linked: its libraries are
+// over 500 MB, and loading them at process start cost every CPU-only run ~160 MB of
+// resident memory and made a CUDA build unusable on a machine without them.
+#pragma once
+#include <cublas_v2.h>
+
+namespace pivotmt::cuda {
+
+struct Cublas {
+  decltype(&cublasCreate_v2) create;
+  decltype(&cublasDestroy_v2) destroy;
+  decltype(&cublasSetStream_v2) set_stream;
+  decltype(&cublasSetWorkspace_v2) set_workspace;
+  // cublasGemmEx has C++ overloads: the C entry point's type spelled out.
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
+                            const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
+                            cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+  decltype(&cublasGetStatusName) status_name;
+  decltype(&cublasGetStatusString) status_string;
+};
+
+// The loaded library's entry points; throws Error naming the library when it cannot be loaded.
+const Cublas& cublas();
+
+}  // namespace pivotmt::cuda
