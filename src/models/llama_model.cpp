@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "backends/backend.h"
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "models/weights.h"
@@ -75,6 +76,15 @@ void LlamaModel::load_weights(const std::string& dir) {
   verify_weights(cfg_, ckpt);
   Ops& ops = *ops_;
   const LoadOptions& options = options_;
+  if (ops.device().kind == DeviceKind::CUDA) {  // refuse before loading most of a model that cannot fit
+    size_t f16_bytes = 0;
+    for (const auto& name : ckpt.tensor_names()) f16_bytes += size_t(ckpt.at(name).numel()) * 2;
+    const auto info = cuda_device_info(ops.device().index);
+    if (f16_bytes > info.free_memory)
+      throw Error(fmt::format("{}: the model needs {:.2f} GiB of F16 weights; {} has {:.2f} GiB free of {:.2f} GiB",
+                              dir, double(f16_bytes) / (1 << 30), ops.describe(), double(info.free_memory) / (1 << 30),
+                              double(info.total_memory) / (1 << 30)));
+  }
   // INT8 applies to the projections and the output layer; the embedding table is only
   // gathered from, so it stays F16.
   const DType w = options.weights;
