@@ -24,6 +24,10 @@ DEV="${PIVOTMT_GPU_CHECK_DEVICE:-cuda:0}"
 PRESET="${PIVOTMT_GPU_CHECK_PRESET:-7b-shape}"
 declare -a ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 |"); echo "== $1: $2 ($3)"; }
+# Every step runs under a time limit: its own, and what is left of the whole run's budget
+# (PIVOTMT_GPU_CHECK_BUDGET seconds, default 480), so the summary always comes.
+BUDGET="${PIVOTMT_GPU_CHECK_BUDGET:-480}"
+limit() { local left=$(( BUDGET - ($(date +%s) - START) )); (( left < $1 )) && echo $(( left > 5 ? left : 5 )) || echo "$1"; }
 elapsed() { echo "$(( $(date +%s) - $1 )) s"; }
 
 # --- Programs
@@ -66,7 +70,7 @@ grep -q "cuda:0" "$OUTDIR/info.log" && row "pivotmt info" ok "$(grep 'cuda:0' "$
 
 # --- 1. The op harness: every CUDA op against the CPU reference.
 t=$(date +%s)
-run ops_harness --device "$DEV" >"$OUTDIR/ops_harness.log" 2>&1
+timeout "$(limit 120)" "${LOADER[@]}" "$BIN/ops_harness" --device "$DEV" >"$OUTDIR/ops_harness.log" 2>&1
 rc=$?
 row "op harness ($DEV vs CPU reference)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
   "$(tail -1 "$OUTDIR/ops_harness.log"); $(grep -m1 seed "$OUTDIR/ops_harness.log" | sed 's/.*seed/seed/'); $(elapsed $t)"
@@ -74,7 +78,7 @@ row "op harness ($DEV vs CPU reference)" "$([[ $rc == 0 ]] && echo ok || echo "F
 # --- 2. Once under compute-sanitizer memcheck, small shapes.
 t=$(date +%s)
 if command -v compute-sanitizer >/dev/null; then
-  compute-sanitizer --tool memcheck --error-exitcode 9 "${LOADER[@]}" "$BIN/ops_harness" --device "$DEV" --small \
+  timeout "$(limit 150)" compute-sanitizer --tool memcheck --error-exitcode 9 "${LOADER[@]}" "$BIN/ops_harness" --device "$DEV" --small \
     >"$OUTDIR/memcheck.log" 2>&1
   rc=$?
   if grep -q "Device not supported\|Target application terminated before first instrumented API call" "$OUTDIR/memcheck.log"; then
@@ -90,7 +94,7 @@ fi
 # --- 3. The GPU tests (gtest).
 for t_name in test_cuda test_gpu_engine; do
   t=$(date +%s)
-  run "$t_name" --gtest_color=no >"$OUTDIR/$t_name.log" 2>&1
+  timeout "$(limit 200)" "${LOADER[@]}" "$BIN/$t_name" --gtest_color=no >"$OUTDIR/$t_name.log" 2>&1
   rc=$?
   summary="$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?[.,]' "$OUTDIR/$t_name.log" | sed 's/\[ *//; s/ *\]//; s/, listed below://' | tr '\n' ' ')"
   row "$t_name" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" "$summary; $(elapsed $t)"
@@ -100,15 +104,16 @@ done
 t=$(date +%s)
 DEMO="$OUTDIR/demo"
 mkdir -p "$DEMO"
-(
+export DEMO ROOT DEV
+timeout "$(limit 150)" bash -c '
   set -e
-  PIVOTMT dev make-model --arch llama --preset tiny --byte-tokenizer --out "$DEMO/tiny-byte-tower" --seed 1 >/dev/null
+  "$@" dev make-model --arch llama --preset tiny --byte-tokenizer --out "$DEMO/tiny-byte-tower" --seed 1 >/dev/null
   common=(--data "$ROOT/data/demo" --pivot hin --source mar --target gom --model "$DEMO/tiny-byte-tower" --retriever bm25
           --max-new-tokens 48 --force --quiet)
-  PIVOTMT ablate "${common[@]}" --device "$DEV" --out "$DEMO/cuda-sampled"
-  PIVOTMT ablate "${common[@]}" --device "$DEV" --greedy --out "$DEMO/cuda-greedy"
-  PIVOTMT ablate "${common[@]}" --device cpu --greedy --out "$DEMO/cpu-greedy"
-) >"$OUTDIR/demo.log" 2>&1
+  "$@" ablate "${common[@]}" --device "$DEV" --out "$DEMO/cuda-sampled"
+  "$@" ablate "${common[@]}" --device "$DEV" --greedy --out "$DEMO/cuda-greedy"
+  "$@" ablate "${common[@]}" --device cpu --greedy --out "$DEMO/cpu-greedy"
+' demo "${LOADER[@]}" "$BIN/pivotmt" >"$OUTDIR/demo.log" 2>&1
 rc=$?
 if [[ $rc == 0 ]]; then
   cmp="$(python3 - "$DEMO/cpu-greedy" "$DEMO/cuda-greedy" "$DEV" <<'PY'
@@ -133,14 +138,14 @@ fi
 
 # --- 5. Speed smoke test: 7B shapes, weights made on the device.
 t=$(date +%s)
-timeout 300 "${LOADER[@]}" "$BIN/bench_gpu" --preset "$PRESET" --device "$DEV" >"$OUTDIR/bench_gpu.log" 2>&1
+timeout "$(limit 180)" "${LOADER[@]}" "$BIN/bench_gpu" --preset "$PRESET" --device "$DEV" >"$OUTDIR/bench_gpu.log" 2>&1
 rc=$?
 row "speed smoke ($PRESET)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
   "$(grep -E '^decode batch' "$OUTDIR/bench_gpu.log" | sed 's/ after [0-9]* tokens//; s/;.*//' | tr '\n' ' '); $(elapsed $t)"
 
 # --- 6. Op perf on model shapes (figures for part 2).
 t=$(date +%s)
-timeout 180 "${LOADER[@]}" "$BIN/ops_harness" --device "$DEV" --perf >"$OUTDIR/ops_perf.log" 2>&1
+timeout "$(limit 120)" "${LOADER[@]}" "$BIN/ops_harness" --device "$DEV" --perf >"$OUTDIR/ops_perf.log" 2>&1
 rc=$?
 row "op perf (model shapes)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" "$(grep -m1 ceiling "$OUTDIR/ops_perf.log"); $(elapsed $t)"
 

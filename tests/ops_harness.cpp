@@ -216,7 +216,11 @@ void check_linear(Harness& h) {
 
 void check_embed_rope_argmax(Harness& h) {
   const DType act = h.dut->activation_dtype();
-  for (auto [heads, kv, d] : {std::tuple<size_t, size_t, size_t>{4, 2, 16}, {32, 8, 128}}) {
+  struct Heads {
+    size_t heads, kv, d;
+  };
+  for (const Heads& hd : {Heads{4, 2, 16}, Heads{32, 8, 128}}) {
+    const size_t heads = hd.heads, kv = hd.kv, d = hd.d;  // (clang 14 cannot capture structured bindings)
     const auto shape = attention_shape(heads, kv, d, 0);
     h.ref->configure(shape);
     h.dut->configure(shape);
