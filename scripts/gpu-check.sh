@@ -6,6 +6,10 @@
 #
 #   bash scripts/gpu-check.sh OUTDIR
 #
+# OUTDIR/summary.md and OUTDIR/all-logs.tar.gz hold everything (for a device run that
+# brings back only a few files: bash scripts/gpu-check.sh /tmp/gc; cp /tmp/gc/summary.md
+# /tmp/gc/all-logs.tar.gz "$OUT"/).
+#
 # Rehearsal without a GPU: PIVOTMT_GPU_CHECK_DEVICE=cpu PIVOTMT_GPU_CHECK_PRESET=tiny runs
 # the same steps on the CPU (every step but the device query and memcheck then passes).
 #
@@ -159,6 +163,9 @@ row "op perf (model shapes)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")
   echo
   grep -E "^(model|weights|ceilings|prefill|decode|peak)" "$OUTDIR/bench_gpu.log" 2>/dev/null | sed 's/^/    /'
 } >"$OUTDIR/summary.md"
+# Everything in one archive too (a device run brings back a few files, not a folder tree).
+tar -czf "$OUTDIR/../gpu-check-logs.tar.gz" -C "$OUTDIR" --exclude=tiny-byte-tower --exclude=index . 2>/dev/null &&
+  mv "$OUTDIR/../gpu-check-logs.tar.gz" "$OUTDIR/all-logs.tar.gz"
 echo
 cat "$OUTDIR/summary.md"
 grep -q "FAIL" "$OUTDIR/summary.md" && exit 1

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "backends/kv_blocks.h"
@@ -162,6 +163,59 @@ TEST(PagedAttention, SplitSoftmaxMergesExactly) {
   const paged::SoftmaxState a{2.0f, 3.0f};
   EXPECT_EQ(paged::merge(paged::SoftmaxState{}, a).sum, 3.0f);
   EXPECT_EQ(paged::merge(a, paged::SoftmaxState{}).max, 2.0f);
+}
+
+}  // namespace
+}  // namespace pivotmt
+
+namespace pivotmt {
+namespace {
+
+// The metadata a GPU pass uploads: each row's position, pool slot and sequence, and the
+// sequences' block tables with their offsets.
+TEST(PagedPass, MetadataPacksSlotsAndTables) {
+  const std::vector<int32_t> a = {7, 2}, b = {4};  // a: positions 0..31, b: 0..15
+  const std::vector<int32_t> tokens = {11, 12, 13, 14};
+  const std::vector<int64_t> positions = {15, 16, 17, 3};  // a's rows cross a block boundary
+  const auto m = pack_pass(tokens, positions, {{&a, 0, 3}, {&b, 3, 1}});
+  ASSERT_EQ(m.data.size(), 4u * 4 + 2 + 3);
+  EXPECT_EQ(std::vector<int32_t>(m.data.begin(), m.data.begin() + 4), tokens);
+  EXPECT_EQ(m.data[m.positions() + 1], 16);
+  EXPECT_EQ(m.data[m.slots() + 0], 7 * 16 + 15);
+  EXPECT_EQ(m.data[m.slots() + 1], 2 * 16 + 0);
+  EXPECT_EQ(m.data[m.slots() + 2], 2 * 16 + 1);
+  EXPECT_EQ(m.data[m.slots() + 3], 4 * 16 + 3);
+  for (size_t r = 0; r < 4; ++r) {  // the slot is paged::slot of the row's own table
+    const auto& table = r < 3 ? a : b;
+    EXPECT_EQ(m.data[m.slots() + r], paged::slot(table.data(), positions[r]));
+    EXPECT_EQ(m.data[m.row_seq() + r], r < 3 ? 0 : 1);
+  }
+  EXPECT_EQ(m.data[m.table_offsets() + 0], 0);
+  EXPECT_EQ(m.data[m.table_offsets() + 1], 2);
+  EXPECT_EQ(std::vector<int32_t>(m.data.begin() + long(m.tables()), m.data.end()), (std::vector<int32_t>{7, 2, 4}));
+  EXPECT_THROW(pack_pass({1}, {16}, {{&b, 0, 1}}), Error);  // past b's one block
+  EXPECT_THROW(pack_pass({1, 2}, {0}, {{&b, 0, 2}}), Error);
+}
+
+// The one strided copy of a block (every layer's keys and values) against copying each
+// layer's positions one by one, on a host stand-in for the pool.
+TEST(PagedPass, BlockCopyGeometryCoversEveryLayer) {
+  const size_t layers = 3, blocks = 5, width = 6;  // width: elements per position and layer
+  const size_t layer_elems = blocks * kKvBlockPositions * width;
+  std::vector<uint16_t> pool(2 * layers * layer_elems), want;
+  for (size_t i = 0; i < pool.size(); ++i) pool[i] = uint16_t(i * 7 + 3);
+  want = pool;
+  const BlockCopy c{4, 1, 11};
+  for (size_t array = 0; array < 2 * layers; ++array)  // K0 V0 K1 V1 K2 V2
+    for (size_t p = 0; p < c.positions; ++p)
+      for (size_t e = 0; e < width; ++e)
+        want[array * layer_elems + (size_t(c.to) * kKvBlockPositions + p) * width + e] =
+            pool[array * layer_elems + (size_t(c.from) * kKvBlockPositions + p) * width + e];
+  const PoolCopy g = pool_copy(c, layers, layer_elems * 2, width * 2);
+  auto* bytes = reinterpret_cast<char*>(pool.data());
+  for (size_t row = 0; row < g.height; ++row)  // what cudaMemcpy2D does
+    std::memmove(bytes + g.dst + row * g.pitch, bytes + g.src + row * g.pitch, g.width);
+  EXPECT_EQ(pool, want);
 }
 
 }  // namespace

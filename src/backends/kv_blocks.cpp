@@ -86,4 +86,40 @@ void BlockTable::truncate(size_t n) {
   }
 }
 
+PassMetadata pack_pass(const std::vector<int32_t>& tokens, const std::vector<int64_t>& positions,
+                       const std::vector<PassSequence>& seqs) {
+  PassMetadata m;
+  m.T = tokens.size();
+  m.S = seqs.size();
+  if (positions.size() != m.T) throw Error(fmt::format("pass: {} positions for {} tokens", positions.size(), m.T));
+  size_t entries = 0;
+  for (const auto& s : seqs) entries += s.blocks->size();
+  m.data.assign(4 * m.T + m.S + entries, -1);
+  std::copy(tokens.begin(), tokens.end(), m.data.begin());
+  size_t entry = 0;
+  for (size_t i = 0; i < m.S; ++i) {
+    const auto& s = seqs[i];
+    const auto& blocks = *s.blocks;
+    m.data[m.table_offsets() + i] = int32_t(entry);
+    std::copy(blocks.begin(), blocks.end(), m.data.begin() + long(m.tables() + entry));
+    for (size_t r = s.row0; r < s.row0 + s.count; ++r) {
+      if (r >= m.T) throw Error(fmt::format("pass: sequence {} has row {} of {}", i, r, m.T));
+      const int64_t p = positions[r];
+      if (p < 0 || size_t(p) >= blocks.size() * kKvBlockPositions)
+        throw Error(fmt::format("pass: position {} past the {} positions of sequence {}'s blocks", p,
+                                blocks.size() * kKvBlockPositions, i));
+      m.data[m.positions() + r] = int32_t(p);
+      m.data[m.slots() + r] = int32_t(blocks[size_t(p) / kKvBlockPositions] * int64_t(kKvBlockPositions) + p % int64_t(kKvBlockPositions));
+      m.data[m.row_seq() + r] = int32_t(i);
+    }
+    entry += blocks.size();
+  }
+  return m;
+}
+
+PoolCopy pool_copy(const BlockCopy& c, size_t layers, size_t layer_bytes, size_t position_bytes) {
+  const size_t block_bytes = kKvBlockPositions * position_bytes;
+  return {size_t(c.to) * block_bytes, size_t(c.from) * block_bytes, layer_bytes, c.positions * position_bytes, 2 * layers};
+}
+
 }  // namespace pivotmt

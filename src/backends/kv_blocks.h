@@ -65,4 +65,38 @@ class BlockTable {
   std::vector<int32_t> blocks_;
 };
 
+// --- What a GPU pass needs on the device, packed on the host (tested on the CPU).
+
+// One sequence of a pass: its block table and its rows [row0, row0 + count).
+struct PassSequence {
+  const std::vector<int32_t>* blocks = nullptr;
+  size_t row0 = 0, count = 0;
+};
+
+// One int32 buffer, copied to the device in one go:
+//   tokens [T] | positions [T] | slots [T] | row_seq [T] | table_offsets [S] | tables.
+// slots[t] is row t's pool slot (block * 16 + position % 16), row_seq[t] its sequence,
+// tables the sequences' block tables one after another, table_offsets[s] where s's starts.
+struct PassMetadata {
+  std::vector<int32_t> data;
+  size_t T = 0, S = 0;
+  size_t tokens() const { return 0; }
+  size_t positions() const { return T; }
+  size_t slots() const { return 2 * T; }
+  size_t row_seq() const { return 3 * T; }
+  size_t table_offsets() const { return 4 * T; }
+  size_t tables() const { return 4 * T + S; }
+};
+// Throws when a row's position is past its sequence's blocks.
+PassMetadata pack_pass(const std::vector<int32_t>& tokens, const std::vector<int64_t>& positions,
+                       const std::vector<PassSequence>& seqs);
+
+// A BlockCopy as one strided copy over the pool (bytes): every layer's keys then values lie
+// `layer_bytes` apart ([layers][K, V][slots, kv_heads, head_dim]), so positions [0, p) of a
+// block in all 2 × layers arrays are `height` rows of `width` bytes, `pitch` apart.
+struct PoolCopy {
+  size_t dst = 0, src = 0, pitch = 0, width = 0, height = 0;
+};
+PoolCopy pool_copy(const BlockCopy& c, size_t layers, size_t layer_bytes, size_t position_bytes);
+
 }  // namespace pivotmt

@@ -220,48 +220,31 @@ class CudaOps final : public Ops {
   void do_begin_forward() override {
     select();
     const auto& b = batch();
-    const size_t T = b.tokens.size(), S = b.seqs.size();
-    size_t table_entries = 0;
+    std::vector<PassSequence> pass;
     for (const auto& s : b.seqs) {
       const auto& table = table_of(*s.cache);
       if (table.positions_capacity() < s.cache->length + s.count)
         throw Error(fmt::format("{}: a sequence of {} positions has KV blocks for {} (grow() first)", describe(),
                                 s.cache->length + s.count, table.positions_capacity()));
-      table_entries += table.blocks().size();
+      pass.push_back({&table.blocks(), s.row0, s.count});
     }
-    // One int32 buffer: tokens [T] | positions [T] | slots [T] | row_seq [T] | table_offsets [S] | tables.
-    const size_t count = 4 * T + S + table_entries;
+    const PassMetadata meta = pack_pass(b.tokens, b.positions, pass);
+    const size_t count = meta.data.size();
     check(cudaEventSynchronize(meta_done_), "wait for the previous pass's metadata copy");
     if (meta_host_.bytes < count * 4) {
       meta_host_.reset(count * 8);
       meta_device_ = Tensor(device_, DType::I32, 1, count * 2);
     }
-    int32_t* h = static_cast<int32_t*>(meta_host_.ptr);
-    int32_t *tokens = h, *positions = h + T, *slots = h + 2 * T, *row_seq = h + 3 * T, *offsets = h + 4 * T,
-            *tables = offsets + S;
-    size_t entry = 0;
-    for (size_t i = 0; i < S; ++i) {
-      const auto& s = b.seqs[i];
-      const auto& blocks = table_of(*s.cache).blocks();
-      offsets[i] = int32_t(entry);
-      std::copy(blocks.begin(), blocks.end(), tables + entry);
-      for (size_t r = s.row0; r < s.row0 + s.count; ++r) {
-        tokens[r] = b.tokens[r];
-        positions[r] = int32_t(b.positions[r]);
-        slots[r] = int32_t(paged::slot(blocks.data(), b.positions[r]));
-        row_seq[r] = int32_t(i);
-      }
-      entry += blocks.size();
-    }
-    check(cudaMemcpyAsync(meta_device_.data(), h, count * 4, cudaMemcpyHostToDevice, stream_), "copy pass metadata");
+    std::memcpy(meta_host_.ptr, meta.data.data(), count * 4);
+    check(cudaMemcpyAsync(meta_device_.data(), meta_host_.ptr, count * 4, cudaMemcpyHostToDevice, stream_), "copy pass metadata");
     check(cudaEventRecord(meta_done_, stream_), "cudaEventRecord");
-    int32_t* d = meta_device_.as<int32_t>();
-    d_tokens_ = d;
-    d_positions_ = d + T;
-    d_slots_ = d + 2 * T;
-    d_row_seq_ = d + 3 * T;
-    d_offsets_ = d + 4 * T;
-    d_tables_ = d_offsets_ + S;
+    const int32_t* d = meta_device_.as<int32_t>();
+    d_tokens_ = d + meta.tokens();
+    d_positions_ = d + meta.positions();
+    d_slots_ = d + meta.slots();
+    d_row_seq_ = d + meta.row_seq();
+    d_offsets_ = d + meta.table_offsets();
+    d_tables_ = d + meta.tables();
   }
 
   void do_embed(const LinearWeights& table, const Tensor& x) override {
@@ -412,13 +395,11 @@ class CudaOps final : public Ops {
   // Block copies (a partial prefix block, copy on write): positions [0, p) of a block, every
   // layer's keys and values, as one 2-D copy (rows 2 × layers apart by layer_elems).
   void copy_blocks(const std::vector<BlockCopy>& copies) {
-    const size_t row_bytes = width() * 2;
+    auto* base = static_cast<char*>(kv_memory_.get());
     for (const auto& c : copies) {
       if (c.positions == 0) continue;
-      auto* base = static_cast<char*>(kv_memory_.get());
-      check(cudaMemcpy2DAsync(base + size_t(c.to) * kKvBlockPositions * row_bytes, layer_elems_ * 2,
-                              base + size_t(c.from) * kKvBlockPositions * row_bytes, layer_elems_ * 2,
-                              c.positions * row_bytes, 2 * shape().layers, cudaMemcpyDeviceToDevice, stream_),
+      const PoolCopy g = pool_copy(c, shape().layers, layer_elems_ * 2, width() * 2);
+      check(cudaMemcpy2DAsync(base + g.dst, g.pitch, base + g.src, g.pitch, g.width, g.height, cudaMemcpyDeviceToDevice, stream_),
             "copy KV block");
     }
   }
