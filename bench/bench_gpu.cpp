@@ -7,7 +7,7 @@
 // device memory.
 //
 //   bench_gpu [--preset 7b-shape|small|tiny] [--arch llama|mistral|llama3] [--device cuda:0]
-//             [--steps N] [--context N]
+//             [--steps N] [--context N] [--batches 1,64]
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -35,6 +35,7 @@ int run(int argc, char** argv) {
   shape.preset = "7b-shape";
   std::string device = "cuda:0";
   size_t steps = 32, context = 512;
+  std::vector<size_t> batches = {1, 64};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -46,6 +47,15 @@ int run(int argc, char** argv) {
     else if (a == "--device") device = next();
     else if (a == "--steps") steps = std::stoul(next());
     else if (a == "--context") context = std::stoul(next());
+    else if (a == "--batches") {  // comma-separated
+      batches.clear();
+      const std::string list = next();
+      for (size_t p = 0; p < list.size();) {
+        const size_t q = std::min(list.find(',', p), list.size());
+        batches.push_back(std::stoul(list.substr(p, q - p)));
+        p = q + 1;
+      }
+    }
     else throw Error("unknown argument " + a);
   }
   const Device dev = Device::parse(device);
@@ -99,7 +109,7 @@ int run(int argc, char** argv) {
              prefill_tflops, gemm_tflops > 0 ? fmt::format(" ({:.0f}% of the GEMM ceiling)", 100 * prefill_tflops / gemm_tflops) : "");
 
   // Decode: `steps` greedy steps after a `context`-token prompt, at batch 1 and 64.
-  for (size_t batch : {size_t(1), size_t(64)}) {
+  for (size_t batch : batches) {
     std::vector<KvCache> caches;
     std::vector<LlamaModel::Input> pre;
     for (size_t b = 0; b < batch; ++b) caches.push_back(model.new_cache());

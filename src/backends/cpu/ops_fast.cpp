@@ -49,7 +49,10 @@ bool cpu_has_avx2_fma_f16c() {
 #endif
 }
 
-constexpr size_t kGemvMaxRows = 8;  // up to this many rows: GEMV path
+// Up to this many rows: the GEMV path (weights read once per call, converted in registers);
+// above, SGEMM on converted blocks (its per-call F16 -> F32 conversion of every weight and
+// its small-M inefficiency cost more than the GEMV's FLOP rate below ~32 rows here).
+constexpr size_t kGemvMaxRows = 32;
 
 // OpenBLAS runs single-threaded, called from our pool's threads: with both OpenBLAS's
 // threads and ours on the two cores, each side's idle workers spin and yield against the
@@ -106,26 +109,6 @@ __attribute__((target("avx2,fma,f16c"))) void gemv1_avx2(const float* x, const M
   }
 }
 
-// INT8 weights: widen 8 bytes to 8 floats, accumulate, scale the row's sum at the end.
-__attribute__((target("avx2,fma,f16c"))) void gemv_i8_avx2(const float* x, size_t T, const Matrix& w, float* y,
-                                                            size_t ldy, size_t o0, size_t o1) {
-  const size_t in = w.in, in8 = in & ~size_t(7);
-  for (size_t o = o0; o < o1; ++o) {
-    const int8_t* r = w.row_i8(o);
-    __m256 acc[kGemvMaxRows];
-    for (size_t t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    for (size_t i = 0; i < in8; i += 8) {
-      const __m256 wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(r + i))));
-      for (size_t t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(x + t * in + i), wv, acc[t]);
-    }
-    for (size_t t = 0; t < T; ++t) {
-      float s = hsum(acc[t]);
-      for (size_t i = in8; i < in; ++i) s += x[t * in + i] * float(r[i]);
-      y[t * ldy + o] = s * w.scale[o];
-    }
-  }
-}
-
 // Eight int8 weights as eight floats.
 __attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 widen(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
@@ -153,24 +136,70 @@ __attribute__((target("avx2,fma,f16c"))) void gemv1_i8_avx2(const float* x, cons
   }
 }
 
-// y[t, o] = sum_i x[t, i] * w[o, i] for rows o in [o0, o1), all T (<= kGemvMaxRows) rows.
-__attribute__((target("avx2,fma,f16c"))) void gemv_avx2(const float* x, size_t T, const Matrix& w, float* y,
-                                                         size_t ldy, size_t o0, size_t o1) {
+// R input rows (R a compile-time constant, so the R accumulators stay in registers — with a
+// run-time row count they were an array in memory, reloaded and stored at every FMA, and
+// batch 8 ran at ~1/4 of the cores' FMA rate): y[r, o] = sum_i x[r, i] * w[o, i] for rows o
+// in [o0, o1). Each weight vector is loaded (and widened) once for all R rows.
+template <int R, DType D>
+__attribute__((target("avx2,fma,f16c"))) void gemv_rows_avx2(const float* x, const Matrix& w, float* y, size_t ldy,
+                                                              size_t o0, size_t o1) {
   const size_t in = w.in, in8 = in & ~size_t(7);
   for (size_t o = o0; o < o1; ++o) {
-    __m256 acc[kGemvMaxRows];
-    for (size_t t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    __m256 acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (size_t i = 0; i < in8; i += 8) {
-      const __m256 wv = w.dtype == DType::F16
-                            ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.row_f16(o) + i)))
-                            : _mm256_loadu_ps(w.row_f32(o) + i);
-      for (size_t t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(x + t * in + i), wv, acc[t]);
+      __m256 wv;
+      if constexpr (D == DType::F16) wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.row_f16(o) + i)));
+      else if constexpr (D == DType::I8) wv = widen(w.row_i8(o) + i);
+      else wv = _mm256_loadu_ps(w.row_f32(o) + i);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * in + i), wv, acc[r]);
     }
-    for (size_t t = 0; t < T; ++t) {
-      float s = hsum(acc[t]);
+    const float scale = D == DType::I8 ? w.scale[o] : 1.0f;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      float s = hsum(acc[r]);
       for (size_t i = in8; i < in; ++i)
-        s += x[t * in + i] * (w.dtype == DType::F16 ? f16_to_f32(w.row_f16(o)[i]) : w.row_f32(o)[i]);
-      y[t * ldy + o] = s;
+        s += x[r * in + i] * (D == DType::F16 ? f16_to_f32(w.row_f16(o)[i])
+                              : D == DType::I8 ? float(w.row_i8(o)[i])
+                                               : w.row_f32(o)[i]);
+      y[r * ldy + o] = s * scale;
+    }
+  }
+}
+
+template <DType D>
+__attribute__((target("avx2,fma,f16c"))) void gemv_group(size_t rows, const float* x, const Matrix& w, float* y, size_t ldy,
+                                                          size_t o0, size_t o1) {
+  switch (rows) {
+    case 1: return gemv_rows_avx2<1, D>(x, w, y, ldy, o0, o1);
+    case 2: return gemv_rows_avx2<2, D>(x, w, y, ldy, o0, o1);
+    case 3: return gemv_rows_avx2<3, D>(x, w, y, ldy, o0, o1);
+    case 4: return gemv_rows_avx2<4, D>(x, w, y, ldy, o0, o1);
+    case 5: return gemv_rows_avx2<5, D>(x, w, y, ldy, o0, o1);
+    case 6: return gemv_rows_avx2<6, D>(x, w, y, ldy, o0, o1);
+    case 7: return gemv_rows_avx2<7, D>(x, w, y, ldy, o0, o1);
+    default: return gemv_rows_avx2<8, D>(x, w, y, ldy, o0, o1);
+  }
+}
+
+// T (<= kGemvMaxRows) rows in groups of up to 8, output rows in chunks whose weights stay in
+// the L1/L2 cache while every group reads them: the weights stream from memory once per step.
+__attribute__((target("avx2,fma,f16c"))) void gemv_avx2(const float* x, size_t T, const Matrix& w, float* y,
+                                                         size_t ldy, size_t o0, size_t o1) {
+  constexpr size_t kChunk = 16;  // output rows: 16 x 4096 F16 weights = 128 KiB at the 7B shape
+  for (size_t c0 = o0; c0 < o1; c0 += kChunk) {
+    const size_t c1 = std::min(o1, c0 + kChunk);
+    for (size_t t0 = 0; t0 < T; t0 += 8) {
+      const float* xt = x + t0 * w.in;
+      float* yt = y + t0 * ldy;
+      const size_t rows = std::min<size_t>(8, T - t0);
+      switch (w.dtype) {
+        case DType::F16: gemv_group<DType::F16>(rows, xt, w, yt, ldy, c0, c1); break;
+        case DType::I8: gemv_group<DType::I8>(rows, xt, w, yt, ldy, c0, c1); break;
+        default: gemv_group<DType::F32>(rows, xt, w, yt, ldy, c0, c1); break;
+      }
     }
   }
 }
@@ -197,8 +226,8 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
     parallel_for(w.out, [&](size_t o0, size_t o1) {
 #if defined(__x86_64__)
       if (cpu_has_avx2_fma_f16c()) {
-        if (w.dtype == DType::I8) return T == 1 ? gemv1_i8_avx2(x, w, y, o0, o1) : gemv_i8_avx2(x, T, w, y, ldy, o0, o1);
-        return T == 1 ? gemv1_avx2(x, w, y, o0, o1) : gemv_avx2(x, T, w, y, ldy, o0, o1);
+        if (T == 1) return w.dtype == DType::I8 ? gemv1_i8_avx2(x, w, y, o0, o1) : gemv1_avx2(x, w, y, o0, o1);
+        return gemv_avx2(x, T, w, y, ldy, o0, o1);
       }
 #endif
       gemv_portable(x, T, w, y, ldy, o0, o1);
@@ -310,6 +339,45 @@ void attention_gemm(const float* q, size_t q_stride, const float* k, const float
 }
 }  // namespace
 
+namespace {
+// Decode attention's inner loops (a dot product per key, then a weighted sum of values):
+// AVX2 when the CPU has it (the plain loops were not vectorised at -O2).
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma,f16c"))) float dot_avx2(const float* a, const float* b, size_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  float s = hsum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+__attribute__((target("avx2,fma,f16c"))) void axpy_avx2(float p, const float* x, float* y, size_t n) {
+  const __m256 pv = _mm256_set1_ps(p);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += p * x[i];
+}
+#endif
+float dot(const float* a, const float* b, size_t n) {
+#if defined(__x86_64__)
+  if (cpu_has_avx2_fma_f16c()) return dot_avx2(a, b, n);
+#endif
+  float s = 0.0f;
+  for (size_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+void axpy(float p, const float* x, float* y, size_t n) {
+#if defined(__x86_64__)
+  if (cpu_has_avx2_fma_f16c()) return axpy_avx2(p, x, y, n);
+#endif
+  for (size_t i = 0; i < n; ++i) y[i] += p * x[i];
+}
+}  // namespace
+
 void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
                size_t n_kv, size_t d, size_t window, float* out) {
   if (T >= 16) return attention_gemm(q, q_stride, k, v, T, L, n_heads, n_kv, d, window, out);
@@ -324,10 +392,7 @@ void attention(const float* q, size_t q_stride, const float* k, const float* v, 
       const float* qv = q + t * q_stride + h * d;
       float max_score = -INFINITY;
       for (size_t j = first; j <= pos; ++j) {
-        const float* kr = k + (j * n_kv + kv) * d;
-        float s = 0.0f;
-        for (size_t i = 0; i < d; ++i) s += qv[i] * kr[i];
-        scores[j] = s * scale;
+        scores[j] = dot(qv, k + (j * n_kv + kv) * d, d) * scale;
         max_score = std::max(max_score, scores[j]);
       }
       float sum = 0.0f;
@@ -335,11 +400,7 @@ void attention(const float* q, size_t q_stride, const float* k, const float* v, 
       const float inv = 1.0f / sum;
       float* o = out + (t * n_heads + h) * d;
       for (size_t i = 0; i < d; ++i) o[i] = 0.0f;
-      for (size_t j = first; j <= pos; ++j) {
-        const float p = scores[j] * inv;
-        const float* vr = v + (j * n_kv + kv) * d;
-        for (size_t i = 0; i < d; ++i) o[i] += p * vr[i];
-      }
+      for (size_t j = first; j <= pos; ++j) axpy(scores[j] * inv, v + (j * n_kv + kv) * d, o, d);
     }
   });
 }
