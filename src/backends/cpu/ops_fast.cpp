@@ -51,8 +51,11 @@ bool cpu_has_avx2_fma_f16c() {
 
 // Up to this many rows: the GEMV path (weights read once per call, converted in registers);
 // above, SGEMM on converted blocks (its per-call F16 -> F32 conversion of every weight and
-// its small-M inefficiency cost more than the GEMV's FLOP rate below ~32 rows here).
-constexpr size_t kGemvMaxRows = 32;
+// its small-M inefficiency cost more than the GEMV's FLOP rate below ~32 rows here, for
+// matrices that stream from memory). Matrices small enough to stay in cache go to SGEMM
+// above kGemvRowsCached rows: the GEMV kernel is load-bound, SGEMM nearer the FMA peak.
+constexpr size_t kGemvMaxRows = 32, kGemvRowsCached = 8;
+constexpr size_t kCachedMatrixBytes = size_t(1) << 20;
 
 // OpenBLAS runs single-threaded, called from our pool's threads: with both OpenBLAS's
 // threads and ours on the two cores, each side's idle workers spin and yield against the
@@ -222,7 +225,7 @@ void gemv_portable(const float* x, size_t T, const Matrix& w, float* y, size_t l
 void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   if (T == 0) return;
   if (ldy == 0) ldy = w.out;
-  if (T <= kGemvMaxRows) {
+  if (T <= (w.bytes() < kCachedMatrixBytes ? kGemvRowsCached : kGemvMaxRows)) {
     parallel_for(w.out, [&](size_t o0, size_t o1) {
 #if defined(__x86_64__)
       if (cpu_has_avx2_fma_f16c()) {
