@@ -37,7 +37,10 @@ elapsed() { echo "$(( $(date +%s) - $1 )) s"; }
 # --- Programs
 if [[ -f .gpu-bundle.tar.xz ]]; then
   WORK="$(mktemp -d /tmp/pivotmt-gpu.XXXXXX)"
-  tar -C "$WORK" -xJf .gpu-bundle.tar.xz
+  # tar's xz filter needs the xz program; Python's tarfile reads xz by itself.
+  tar -C "$WORK" -xJf .gpu-bundle.tar.xz 2>/dev/null ||
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' .gpu-bundle.tar.xz "$WORK" ||
+    { echo "cannot unpack .gpu-bundle.tar.xz"; exit 2; }
   B="$WORK/pivotmt-gpu"
   BIN="$B/bin"
   export PIVOTMT_SHARED_DIR="$B/shared"
@@ -55,12 +58,14 @@ fi
 CUBLAS_DIRS="/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib"
 PYCUBLAS="$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null || true)"
 [[ -n "$PYCUBLAS" ]] && CUBLAS_DIRS="$CUBLAS_DIRS:$PYCUBLAS"
-export LD_LIBRARY_PATH="${LIBS:+$LIBS:}$CUBLAS_DIRS:${LD_LIBRARY_PATH:-}"
-# Run a program directly, or through the bundled loader and C library when the machine's C
-# library is older than the one the programs were built against.
-LOADER=()
-if [[ -n "$LIBS" ]] && ! "$BIN/pivotmt" --version >/dev/null 2>"$OUTDIR/loader-probe.log"; then
-  LOADER=("$LIBS/glibc/ld-linux-x86-64.so.2" --library-path "$LIBS/glibc:$LD_LIBRARY_PATH")
+# Our programs see the bundle's libraries; nothing else does (python3, nvidia-smi and
+# compute-sanitizer keep the machine's own).
+OUR_LD="${LIBS:+$LIBS:}$CUBLAS_DIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+LOADER=(env "LD_LIBRARY_PATH=$OUR_LD")
+# Through the bundled loader and C library when the machine's C library is older than the
+# one the programs were built against.
+if [[ -n "$LIBS" ]] && ! "${LOADER[@]}" "$BIN/pivotmt" --version >/dev/null 2>"$OUTDIR/loader-probe.log"; then
+  LOADER=("$LIBS/glibc/ld-linux-x86-64.so.2" --library-path "$LIBS/glibc:$OUR_LD")
   echo "the machine's C library is older than Debian 12's ($(cat "$LIBS/glibc/VERSION")): using the bundled one"
 fi
 run() { local p="$1"; shift; "${LOADER[@]}" "$BIN/$p" "$@"; }

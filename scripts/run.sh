@@ -3,7 +3,7 @@
 # With TowerInstruct-7B in the Hugging Face cache (or PIVOTMT_MODEL=dir-or-hub-id) it runs
 # the original's Konkani k-ablation (configs/konkani-tower.toml) with that model;
 # otherwise a demonstration: a tiny random model and the project's small demo corpus
-# (data/demo), a full ablation on the CPU with every output file.
+# (data/demo), a full ablation (on the GPU when one is visible, else the CPU) with every output file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
