@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "backends/backend.h"
 #include "core/error.h"
 #include "experiment/ablation.h"
 #include "experiment/cross_report.h"
@@ -94,6 +95,12 @@ TEST(Ablation, PromptsOfTheOriginalTestRowsAreReproduced) {
   const std::string manifest = test::read_file(dir.str("out/manifest.json"));
   EXPECT_NE(manifest.find("\"config.json\""), std::string::npos);
   EXPECT_NE(manifest.find("\"data_sha256\""), std::string::npos);
+  // Where it ran: the device (auto is the CPU without a GPU), its description and load time.
+  const auto runtime = read_json_file(dir.str("out/manifest.json"))["runtime"];
+  const std::string expected_device = cuda_device_count() > 0 ? "cuda:0" : "cpu";
+  EXPECT_EQ(runtime.value("device", ""), expected_device) << runtime.dump();
+  EXPECT_GE(runtime.value("load_seconds", -1.0), 0.0);
+  EXPECT_NE(report.find("Device: " + runtime.value("device_name", std::string("?"))), std::string::npos) << report;
   // scores: sacrebleu's bootstrap interval beside each score, named in the signature.
   const auto scores = read_json_file(dir.str("out/k_2/scores_k2.json"));
   for (const char* metric : {"BLEU", "chrF", "chrF++", "TER"}) {
