@@ -260,7 +260,6 @@ LoadOptions study_load_options(const AblationConfig& config) {
                                                    : throw Error(fmt::format("weights '{}': expected f16, f32 or int8", config.weights));
   LoadOptions o{weights, OpsImpl::Fast};
   o.device = resolve_device(config.device, weights == DType::F16);  // a GPU runs F16 weights
-  o.max_prefill_tokens = 4096;
   return o;
 }
 
