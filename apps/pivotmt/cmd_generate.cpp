@@ -82,7 +82,8 @@ void register_generate(CLI::App& app) {
     } else {
       throw Error("give --prompt, --messages or --ids");
     }
-    LoadOptions load{dtype == "f32" ? DType::F32 : dtype == "int8" ? DType::I8 : DType::F16, OpsImpl::Fast};
+    LoadOptions load;
+    load.weights = dtype == "f32" ? DType::F32 : dtype == "int8" ? DType::I8 : DType::F16;
     load.device = where;
     LlamaModel lm(dir, load);
     if (!as_json) fmt::print(stderr, "loaded on {} in {:.2f} s\n", lm.describe_device(), lm.load_seconds());

@@ -1,7 +1,5 @@
 #include <fmt/format.h>
 
-#include <fstream>
-
 #include "backends/backend.h"
 #include "commands.h"
 #include "core/progress.h"
@@ -23,13 +21,8 @@ nlohmann::json device_fit(const nlohmann::json& report, const Device& device) {
     free = double(info.free_memory), total = double(info.total_memory);
     name = fmt::format("{} ({})", device.to_string(), info.name);
   } else {
-    std::ifstream in("/proc/meminfo");
-    std::string key, unit;
-    size_t kb = 0;
-    while (in >> key >> kb >> unit) {
-      if (key == "MemTotal:") total = double(kb) * 1024;
-      if (key == "MemAvailable:") free = double(kb) * 1024;
-    }
+    const HostMemory m = host_memory();
+    free = double(m.available), total = double(m.total);
   }
   const double kept = device.kind == DeviceKind::CUDA ? double(size_t(1) << 30) : 0.0;
   const double left = free - weights - kept;

@@ -1,5 +1,8 @@
 #include "backends/backend.h"
 
+#include <fstream>
+#include <string>
+
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -9,6 +12,18 @@ namespace pivotmt {
 bool cuda_compiled() { return cuda::compiled(); }
 int cuda_device_count() { return cuda::device_count(); }
 CudaDeviceInfo cuda_device_info(int index) { return cuda::device_info(index); }
+
+HostMemory host_memory() {
+  HostMemory m;
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  size_t kb = 0;
+  while (in >> key >> kb >> unit) {
+    if (key == "MemTotal:") m.total = kb * 1024;
+    if (key == "MemAvailable:") m.available = kb * 1024;
+  }
+  return m;
+}
 
 Device resolve_device(std::string_view text, bool gpu_ok) {
   if (text == "auto") return gpu_ok && cuda_device_count() > 0 ? Device{DeviceKind::CUDA, 0} : Device{};

@@ -23,6 +23,13 @@ bool cuda_compiled();    // the CUDA backend is part of this build
 int cuda_device_count();  // 0 without CUDA, a driver or a GPU
 CudaDeviceInfo cuda_device_info(int index);
 
+// The host's memory from /proc/meminfo (MemTotal, MemAvailable: the page cache counts as
+// available); zeros when it cannot be read.
+struct HostMemory {
+  size_t total = 0, available = 0;
+};
+HostMemory host_memory();
+
 // --device: "auto" (cuda:0 when a GPU is visible and `gpu_ok`, else the CPU), "cpu",
 // "cuda", "cuda:N". Throws naming the device when it is not there or the build has no CUDA.
 Device resolve_device(std::string_view text, bool gpu_ok = true);

@@ -168,6 +168,8 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
                              i + 1, positions, double(positions * per_position) / (1 << 20), model_.describe_device(),
                              double(model_.ops().kv_capacity_bytes()) / (1 << 20)));
   };
+  // A sequence whose cache holds device memory that will be given back as it finishes.
+  auto holds_kv = [](const Active& a) { return !a.done && !a.requeue && a.cache.storage; };
   // Runs a forward pass; the chosen token of each row (greedy on the device when every row
   // is greedy, else sampled on the host from the logits).
   auto choose = [&](std::vector<LlamaModel::Input>& batch, const std::vector<Active*>& members) {
@@ -212,9 +214,9 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       p.shared = a.cache.length;  // a GPU short of a block for a partial one shares full blocks only
       model_.reserve(a.cache, prompt.size() + requests[a.index].max_new_tokens);
       if (!make_room(a, prompt.size())) {
-        bool others = false;  // does anything else hold KV memory that will be freed?
-        for (const auto& b : active) others = others || (&b != &a && b.cache.storage && !b.requeue);
-        if (!others) throw too_large(a.index, prompt.size());
+        // Nothing else holds memory that will be freed: it can never fit.
+        if (std::none_of(active.begin(), active.end(), [&](const Active& b) { return &b != &a && holds_kv(b); }))
+          throw too_large(a.index, prompt.size());
         a.cache = KvCache{};
         a.requeue = true;
         continue;
@@ -316,20 +318,14 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     // memory cannot grow preempts the most recently admitted one (itself, if it is that):
     // its cache is released and it is recomputed later from its prompt and the tokens it
     // has, resuming with the token it had chosen and its sampler state.
-    auto steps = [](const Active& a) { return !a.done && !a.requeue && a.pending >= 0 && a.cache.storage; };
+    auto steps = [&](const Active& a) { return holds_kv(a) && a.pending >= 0; };
     for (size_t a = 0; a < active.size(); ++a) {
       if (!steps(active[a])) continue;
       while (!make_room(active[a], active[a].cache.length + 1)) {
-        size_t victim = active.size();
-        for (size_t b = active.size(); b-- > 0;)
-          if (!active[b].done && !active[b].requeue && active[b].cache.storage) {
-            victim = b;
-            break;
-          }
+        if (std::count_if(active.begin(), active.end(), holds_kv) <= 1) throw too_large(active[a].index, active[a].cache.length + 1);
+        size_t victim = active.size() - 1;  // the most recently admitted holder (a itself at worst)
+        while (!holds_kv(active[victim])) --victim;
         Active& v = active[victim];
-        size_t holders = 0;
-        for (const auto& b : active) holders += !b.done && !b.requeue && b.cache.storage ? 1 : 0;
-        if (holders <= 1) throw too_large(v.index, v.cache.length + 1);
         if (v.pending >= 0) {
           // Its cache held the prompt and every generated token but the pending one.
           const auto& tokens = results[v.index].tokens;

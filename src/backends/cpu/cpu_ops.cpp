@@ -3,10 +3,10 @@
 // sequence for keys and values (a shared prefix is copied; attention runs SGEMMs over it).
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 
 #include <fmt/format.h>
 
+#include "backends/backend.h"
 #include "backends/cpu/ops.h"
 #include "backends/ops.h"
 #include "backends/random_fill.h"
@@ -78,15 +78,9 @@ CpuKv& kv_of(const KvCache& c) { return static_cast<CpuKv&>(*c.storage); }
 // (MemAvailable counts the page cache, where weights read in place from the mapped file
 // live), at least 256 MiB; 8 GiB when it cannot be read.
 size_t mem_available_budget(size_t weight_bytes) {
-  std::ifstream in("/proc/meminfo");
-  std::string key, unit;
-  size_t kb = 0;
-  while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") {
-      const size_t available = kb * 1024;
-      return std::max(available > weight_bytes ? (available - weight_bytes) / 2 : 0, size_t(256) << 20);
-    }
-  return size_t(8) << 30;
+  const size_t available = host_memory().available;
+  if (available == 0) return size_t(8) << 30;
+  return std::max(available > weight_bytes ? (available - weight_bytes) / 2 : 0, size_t(256) << 20);
 }
 
 void require_contiguous(const Tensor& t, const char* op) {

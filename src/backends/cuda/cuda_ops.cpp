@@ -220,14 +220,8 @@ class CudaOps final : public Ops {
   void do_begin_forward() override {
     select();
     const auto& b = batch();
-    std::vector<PassSequence> pass;
-    for (const auto& s : b.seqs) {
-      const auto& table = table_of(*s.cache);
-      if (table.positions_capacity() < s.cache->length + s.count)
-        throw Error(fmt::format("{}: a sequence of {} positions has KV blocks for {} (grow() first)", describe(),
-                                s.cache->length + s.count, table.positions_capacity()));
-      pass.push_back({&table.blocks(), s.row0, s.count});
-    }
+    std::vector<PassSequence> pass;  // pack_pass refuses a position past a sequence's blocks (grow() first)
+    for (const auto& s : b.seqs) pass.push_back({&table_of(*s.cache).blocks(), s.row0, s.count});
     const PassMetadata meta = pack_pass(b.tokens, b.positions, pass);
     const size_t count = meta.data.size();
     check(cudaEventSynchronize(meta_done_), "wait for the previous pass's metadata copy");
