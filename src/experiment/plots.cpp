@@ -204,3 +204,43 @@ void plot_grouped_bars(const std::vector<MetricSeries>& series, const std::strin
 }
 
 }  // namespace pivotmt
+
+namespace pivotmt {
+
+void plot_loss_curve(const std::vector<MetricSeries>& series, const std::string& title, const std::string& path_stem) {
+  check(series);
+  double xmin = 1e300, xmax = -1e300, yhi = 0;
+  for (const auto& s : series)
+    for (size_t i = 0; i < s.ks.size(); ++i) {
+      xmin = std::min(xmin, s.ks[i]);
+      xmax = std::max(xmax, s.ks[i]);
+      yhi = std::max(yhi, s.values[i]);
+    }
+  std::vector<double> xticks;  // about eight round step numbers
+  const double span = std::max(1.0, xmax - xmin);
+  const double tick = nice_axis(span * 5.0 / 8.0).second;  // nice_axis steps a fifth of its argument
+  for (double t = std::ceil(xmin / tick) * tick; t <= xmax; t += tick) xticks.push_back(t);
+  const int W = 900, H = 520;
+  render_both(path_stem, W, H, [&](cairo_t* cr) {
+    const Frame f = axes(cr, 0, 0, W - 130, H, xmin, xmax, yhi * 1.05, title, "loss", xticks);
+    text(cr, f.x0 + f.w / 2, f.y0 + f.h + 32, "step", 11, 0.5);
+    for (size_t i = 0; i < series.size(); ++i) {
+      MetricSeries s = series[i];
+      if (s.ks.size() > 60) {  // many points: a line without markers
+        const Rgb& c = kColors[i % 4];
+        cairo_set_source_rgb(cr, c.r, c.g, c.b);
+        cairo_set_line_width(cr, 1.5);
+        for (size_t p = 0; p < s.ks.size(); ++p) {
+          if (p == 0) cairo_move_to(cr, f.px(s.ks[p]), f.py(s.values[p]));
+          else cairo_line_to(cr, f.px(s.ks[p]), f.py(s.values[p]));
+        }
+        cairo_stroke(cr);
+      } else {
+        line_series(cr, f, s, kColors[i % 4]);
+      }
+    }
+    legend(cr, f.x0 + f.w + 15, f.y0 + 20, series);
+  });
+}
+
+}  // namespace pivotmt

@@ -1,0 +1,358 @@
+#include "train/lora_llama.h"
+
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "backends/cpu/ops.h"
+#include "backends/random_fill.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "io/checkpoint.h"
+#include "models/llama_model.h"
+#include "models/weights.h"
+
+namespace pivotmt {
+
+using train::gemm;
+
+const char* base_weights_name(BaseWeights b) {
+  switch (b) {
+    case BaseWeights::F32: return "f32";
+    case BaseWeights::F16: return "f16";
+    case BaseWeights::NF4: return "nf4";
+  }
+  return "?";
+}
+
+BaseWeights parse_base_weights(const std::string& s) {
+  if (s == "f32") return BaseWeights::F32;
+  if (s == "f16") return BaseWeights::F16;
+  if (s == "nf4") return BaseWeights::NF4;
+  throw Error(fmt::format("base weights '{}': expected f32, f16 or nf4", s));
+}
+
+const float* FrozenMatrix::as_f32(std::vector<float>& scratch) const {
+  if (storage == BaseWeights::F32) return f32.data();
+  if (scratch.size() < out * in) scratch.resize(out * in);
+  rows_f32(0, out, scratch.data());
+  return scratch.data();
+}
+
+void FrozenMatrix::rows_f32(size_t r0, size_t r1, float* dst) const {
+  switch (storage) {
+    case BaseWeights::F32: std::memcpy(dst, f32.data() + r0 * in, (r1 - r0) * in * sizeof(float)); break;
+    case BaseWeights::F16: convert_floats(DType::F16, f16.data() + r0 * in, DType::F32, dst, (r1 - r0) * in); break;
+    case BaseWeights::NF4: nf4::dequantize(q, r0 * in, r1 * in, dst); break;
+  }
+}
+
+size_t FrozenMatrix::bytes() const {
+  return storage == BaseWeights::F32 ? out * in * 4 : storage == BaseWeights::F16 ? out * in * 2 : q.bytes();
+}
+
+size_t TrainSequence::target_count() const {
+  size_t n = 0;
+  for (size_t t = 1; t < target.size(); ++t) n += target[t] != 0;
+  return n;
+}
+
+struct LoraLlama::Layer {
+  std::vector<float> attn_norm, mlp_norm;
+  FrozenMatrix proj[7];  // in llama_lora_modules order: q k v o gate up down
+};
+
+// One layer's activations for a sequence of T tokens, and its gradient buffers.
+struct LoraLlama::Activations {
+  size_t T = 0;
+  train::RopeTables rope;
+  std::vector<float> a, rinv1, q, k, v, attn, lse, x1, tmp, b, rinv2, g, u, m;
+  std::vector<float> dx1, da, dq, dk, dv, dattn, db, dg, du, dm;
+  std::vector<float> lora_x, lora_h, lora_dh, lora_dx;  // LoRA branch scratch
+  void size(const ModelConfig& c, size_t rows) {
+    T = rows;
+    const size_t H = size_t(c.hidden_size), F = size_t(c.intermediate_size);
+    const size_t qd = size_t(c.num_heads * c.head_dim), kvd = size_t(c.num_kv_heads * c.head_dim);
+    for (auto* v : {&a, &x1, &tmp, &b, &dx1, &da, &db}) v->assign(T * H, 0.0f);
+    for (auto* v : {&q, &attn, &dq, &dattn}) v->assign(T * qd, 0.0f);
+    for (auto* v : {&k, &this->v, &dk, &dv}) v->assign(T * kvd, 0.0f);
+    for (auto* v : {&g, &u, &m, &dg, &du, &dm}) v->assign(T * F, 0.0f);
+    rinv1.assign(T, 0.0f);
+    rinv2.assign(T, 0.0f);
+    lse.assign(size_t(c.num_heads) * T, 0.0f);
+  }
+};
+
+namespace {
+
+FrozenMatrix load_frozen(const Checkpoint& ckpt, const std::string& name, BaseWeights storage) {
+  const auto& info = ckpt.at(name);
+  FrozenMatrix m;
+  m.out = size_t(info.shape.at(0));
+  m.in = info.shape.size() > 1 ? size_t(info.shape[1]) : 1;
+  m.storage = storage;
+  auto values = ckpt.load_f32(name);
+  switch (storage) {
+    case BaseWeights::F32: m.f32 = std::move(values); break;
+    case BaseWeights::F16:
+      m.f16.resize(values.size());
+      convert_floats(DType::F32, values.data(), DType::F16, m.f16.data(), values.size());
+      break;
+    case BaseWeights::NF4: m.q = nf4::quantize(values, true); break;
+  }
+  return m;
+}
+
+// Dropout masks drawn from (key, layer, module, element) alone: the same mask when a
+// layer is recomputed in backward, or when a resumed run replays a step.
+uint64_t mask_seed(uint64_t key, size_t layer, size_t module) {
+  return random_fill::splitmix64(key ^ random_fill::splitmix64(0x4c6f5241ull + layer * 16 + module));
+}
+bool keep(uint64_t seed, size_t i, uint32_t threshold) {
+  return uint32_t(random_fill::splitmix64(seed + i) >> 40) >= threshold;  // 24-bit uniform
+}
+
+}  // namespace
+
+LoraLlama::LoraLlama(const std::string& dir, BaseWeights base, train::Kernels kernels) : kernels_(kernels) {
+  cfg_ = load_model_config(dir);
+  if (!cfg_.is_decoder()) throw UnsupportedError(fmt::format("{}: fine-tuning needs a Llama-family decoder", dir));
+  Checkpoint ckpt(dir);
+  verify_weights(cfg_, ckpt);
+  layers_.resize(size_t(cfg_.num_layers));
+  const auto modules = llama_lora_modules(cfg_);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    layers_[l].attn_norm = ckpt.load_f32(p + "input_layernorm.weight");
+    layers_[l].mlp_norm = ckpt.load_f32(p + "post_attention_layernorm.weight");
+    for (size_t i = 0; i < modules.size(); ++i)
+      layers_[l].proj[i] = load_frozen(ckpt, p + modules[i].path + ".weight", base);
+  }
+  final_norm_ = ckpt.load_f32("model.norm.weight");
+  // Embedding and output layer stay unquantised (bitsandbytes quantises only the
+  // projections); the output layer in F32 as prepare_model_for_kbit_training casts it.
+  lm_head_ = load_frozen(ckpt, cfg_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", BaseWeights::F32);
+  if (!cfg_.tie_word_embeddings)
+    embed_ = load_frozen(ckpt, "model.embed_tokens.weight", base == BaseWeights::F32 ? BaseWeights::F32 : BaseWeights::F16);
+  inv_freq_ = rope_inv_freq(cfg_);
+  if (kernels_ == train::Kernels::Fast) openblas_set_num_threads(cpu::num_threads());
+}
+
+LoraLlama::~LoraLlama() = default;
+
+size_t LoraLlama::base_bytes() const {
+  size_t b = lm_head_.bytes() + embed_.bytes();
+  for (const auto& l : layers_)
+    for (const auto& m : l.proj) b += m.bytes();
+  return b;
+}
+
+void LoraLlama::set_adapter(const LoraAdapter& a) {
+  const auto modules = llama_lora_modules(cfg_);
+  for (const auto& [key, p] : a.weights) {
+    if (key.first >= layers_.size()) throw Error(fmt::format("adapter: layer {} beyond the model's {}", key.first, layers_.size()));
+    const auto it = std::find_if(modules.begin(), modules.end(), [&](const LoraModule& m) { return m.name == key.second; });
+    if (it == modules.end()) throw Error(fmt::format("adapter: unknown module {}", key.second));
+    if (p.A.size() != size_t(a.config.r) * it->in || p.B.size() != it->out * size_t(a.config.r))
+      throw Error(fmt::format("adapter: layer {} {} has the wrong shape for r = {}", key.first, key.second, a.config.r));
+  }
+  adapter_ = a;
+  grads_ = a;
+  scaling_ = a.config.scaling();
+  dropout_ = float(a.config.dropout);
+  zero_grad();
+  bind_lora();
+}
+
+void LoraLlama::bind_lora() {
+  const auto modules = llama_lora_modules(cfg_);
+  lora_.assign(layers_.size(), std::vector<Lora>(modules.size()));
+  for (auto& [key, p] : adapter_.weights) {
+    const size_t m = size_t(std::find_if(modules.begin(), modules.end(), [&](const LoraModule& x) { return x.name == key.second; }) - modules.begin());
+    lora_[key.first][m] = {&p, &grads_.weights.at(key)};
+  }
+}
+
+void LoraLlama::zero_grad() {
+  for (auto& [key, p] : grads_.weights) {
+    std::fill(p.A.begin(), p.A.end(), 0.0f);
+    std::fill(p.B.begin(), p.B.end(), 0.0f);
+  }
+}
+
+void LoraLlama::linear_forward(const FrozenMatrix& W, const Lora& lora, size_t layer, size_t module, const float* x,
+                               size_t T, float* y, uint64_t key, bool dropout) {
+  const float* w = W.as_f32(scratch_w_);
+  gemm(kernels_, false, true, T, W.out, W.in, 1.0f, x, W.in, w, W.in, 0.0f, y, W.out);
+  if (!lora.w) return;
+  const size_t r = size_t(adapter_.config.r);
+  std::vector<float> xd;
+  const float* xin = x;
+  if (dropout && dropout_ > 0) {
+    xd.resize(T * W.in);
+    const uint64_t seed = mask_seed(key, layer, module);
+    const uint32_t threshold = uint32_t(double(dropout_) * double(1u << 24));
+    const float s = 1.0f / (1.0f - dropout_);
+    for (size_t i = 0; i < xd.size(); ++i) xd[i] = keep(seed, i, threshold) ? x[i] * s : 0.0f;
+    xin = xd.data();
+  }
+  std::vector<float> h(T * r);
+  gemm(kernels_, false, true, T, r, W.in, 1.0f, xin, W.in, lora.w->A.data(), W.in, 0.0f, h.data(), r);
+  gemm(kernels_, false, true, T, W.out, r, scaling_, h.data(), r, lora.w->B.data(), r, 1.0f, y, W.out);
+}
+
+void LoraLlama::linear_backward(const FrozenMatrix& W, const Lora& lora, size_t layer, size_t module, const float* x,
+                                size_t T, const float* dy, float* dx, uint64_t key, bool dropout) {
+  const float* w = W.as_f32(scratch_w_);
+  gemm(kernels_, false, false, T, W.in, W.out, 1.0f, dy, W.out, w, W.in, 1.0f, dx, W.in);  // dx += dy W
+  if (!lora.w) return;
+  const size_t r = size_t(adapter_.config.r);
+  const bool drop = dropout && dropout_ > 0;
+  std::vector<float> xd;
+  const float* xin = x;
+  const uint64_t seed = mask_seed(key, layer, module);
+  const uint32_t threshold = uint32_t(double(dropout_) * double(1u << 24));
+  const float s = drop ? 1.0f / (1.0f - dropout_) : 1.0f;
+  if (drop) {
+    xd.resize(T * W.in);
+    for (size_t i = 0; i < xd.size(); ++i) xd[i] = keep(seed, i, threshold) ? x[i] * s : 0.0f;
+    xin = xd.data();
+  }
+  std::vector<float> h(T * r), dh(T * r), dxd(T * W.in);
+  gemm(kernels_, false, true, T, r, W.in, 1.0f, xin, W.in, lora.w->A.data(), W.in, 0.0f, h.data(), r);     // h = xd Aᵀ
+  gemm(kernels_, true, false, W.out, r, T, scaling_, dy, W.out, h.data(), r, 1.0f, lora.g->B.data(), r);    // dB += s dyᵀ h
+  gemm(kernels_, false, false, T, r, W.out, scaling_, dy, W.out, lora.w->B.data(), r, 0.0f, dh.data(), r);  // dh = s dy B
+  gemm(kernels_, true, false, r, W.in, T, 1.0f, dh.data(), r, xin, W.in, 1.0f, lora.g->A.data(), W.in);     // dA += dhᵀ xd
+  gemm(kernels_, false, false, T, W.in, r, 1.0f, dh.data(), r, lora.w->A.data(), W.in, 0.0f, dxd.data(), W.in);  // dxd = dh A
+  for (size_t i = 0; i < dxd.size(); ++i)
+    if (!drop || keep(seed, i, threshold)) dx[i] += dxd[i] * s;
+}
+
+void LoraLlama::layer_forward(size_t l, const float* x, size_t T, Activations& a, uint64_t key, bool dropout, float* x_out) {
+  const auto& L = layers_[l];
+  const size_t H = size_t(cfg_.hidden_size), nh = size_t(cfg_.num_heads), nkv = size_t(cfg_.num_kv_heads);
+  const size_t d = size_t(cfg_.head_dim), F = size_t(cfg_.intermediate_size);
+  const float eps = float(cfg_.norm_eps);
+  const size_t window = cfg_.sliding_window ? size_t(*cfg_.sliding_window) : 0;
+  const auto& lo = lora_.at(l);
+  train::rmsnorm_forward(x, L.attn_norm.data(), T, H, eps, a.a.data(), a.rinv1.data());
+  linear_forward(L.proj[0], lo[0], l, 0, a.a.data(), T, a.q.data(), key, dropout);
+  linear_forward(L.proj[1], lo[1], l, 1, a.a.data(), T, a.k.data(), key, dropout);
+  linear_forward(L.proj[2], lo[2], l, 2, a.a.data(), T, a.v.data(), key, dropout);
+  train::rope_apply(a.q.data(), T, nh * d, nh, d, a.rope, false);
+  train::rope_apply(a.k.data(), T, nkv * d, nkv, d, a.rope, false);
+  train::attention_forward(kernels_, a.q.data(), a.k.data(), a.v.data(), T, nh, nkv, d, window, a.attn.data(), a.lse.data());
+  linear_forward(L.proj[3], lo[3], l, 3, a.attn.data(), T, a.tmp.data(), key, dropout);
+  for (size_t i = 0; i < T * H; ++i) a.x1[i] = x[i] + a.tmp[i];
+  train::rmsnorm_forward(a.x1.data(), L.mlp_norm.data(), T, H, eps, a.b.data(), a.rinv2.data());
+  linear_forward(L.proj[4], lo[4], l, 4, a.b.data(), T, a.g.data(), key, dropout);
+  linear_forward(L.proj[5], lo[5], l, 5, a.b.data(), T, a.u.data(), key, dropout);
+  train::silu_mul_forward(a.g.data(), a.u.data(), T * F, a.m.data());
+  linear_forward(L.proj[6], lo[6], l, 6, a.m.data(), T, a.tmp.data(), key, dropout);
+  for (size_t i = 0; i < T * H; ++i) x_out[i] = a.x1[i] + a.tmp[i];
+}
+
+void LoraLlama::layer_backward(size_t l, const float* x, size_t T, Activations& a, uint64_t key, bool dropout, float* dx) {
+  const auto& L = layers_[l];
+  const size_t H = size_t(cfg_.hidden_size), nh = size_t(cfg_.num_heads), nkv = size_t(cfg_.num_kv_heads);
+  const size_t d = size_t(cfg_.head_dim), F = size_t(cfg_.intermediate_size);
+  const size_t window = cfg_.sliding_window ? size_t(*cfg_.sliding_window) : 0;
+  const auto& lo = lora_.at(l);
+  auto zero = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); };
+  // MLP block: x_out = x1 + down(silu(gate(b)) * up(b)), b = norm(x1).
+  std::copy(dx, dx + T * H, a.dx1.begin());
+  zero(a.dm);
+  linear_backward(L.proj[6], lo[6], l, 6, a.m.data(), T, dx, a.dm.data(), key, dropout);
+  zero(a.dg);
+  zero(a.du);
+  train::silu_mul_backward(a.g.data(), a.u.data(), a.dm.data(), T * F, a.dg.data(), a.du.data());
+  zero(a.db);
+  linear_backward(L.proj[4], lo[4], l, 4, a.b.data(), T, a.dg.data(), a.db.data(), key, dropout);
+  linear_backward(L.proj[5], lo[5], l, 5, a.b.data(), T, a.du.data(), a.db.data(), key, dropout);
+  train::rmsnorm_backward(a.x1.data(), L.mlp_norm.data(), a.rinv2.data(), a.db.data(), T, H, a.dx1.data());
+  // Attention block: x1 = x + o(attention(rope(q(a)), rope(k(a)), v(a))), a = norm(x).
+  zero(a.dattn);
+  linear_backward(L.proj[3], lo[3], l, 3, a.attn.data(), T, a.dx1.data(), a.dattn.data(), key, dropout);
+  zero(a.dq);
+  zero(a.dk);
+  zero(a.dv);
+  train::attention_backward(kernels_, a.q.data(), a.k.data(), a.v.data(), a.attn.data(), a.dattn.data(), a.lse.data(), T,
+                            nh, nkv, d, window, a.dq.data(), a.dk.data(), a.dv.data());
+  train::rope_apply(a.dq.data(), T, nh * d, nh, d, a.rope, true);
+  train::rope_apply(a.dk.data(), T, nkv * d, nkv, d, a.rope, true);
+  zero(a.da);
+  linear_backward(L.proj[0], lo[0], l, 0, a.a.data(), T, a.dq.data(), a.da.data(), key, dropout);
+  linear_backward(L.proj[1], lo[1], l, 1, a.a.data(), T, a.dk.data(), a.da.data(), key, dropout);
+  linear_backward(L.proj[2], lo[2], l, 2, a.a.data(), T, a.dv.data(), a.da.data(), key, dropout);
+  std::copy(a.dx1.begin(), a.dx1.end(), dx);
+  train::rmsnorm_backward(x, L.attn_norm.data(), a.rinv1.data(), a.da.data(), T, H, dx);
+}
+
+double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens, float scale, bool backward,
+                      uint64_t key, std::vector<float>* logits_out) {
+  if (lora_.empty()) throw Error("LoraLlama: no adapter set");
+  const size_t T = tokens.size(), H = size_t(cfg_.hidden_size), V = size_t(cfg_.vocab_size), L = layers_.size();
+  if (T == 0) return 0;
+  for (size_t t = 0; t < T; ++t)
+    if (tokens[t] < 0 || size_t(tokens[t]) >= V)
+      throw Error(fmt::format("token {} at position {} is outside the vocabulary ({} ids)", tokens[t], t, V));
+  const bool dropout = backward;
+  // Each layer's input, kept for the recomputation in backward: [L + 1][T, H].
+  std::vector<float> xs((L + 1) * T * H);
+  const FrozenMatrix& table = cfg_.tie_word_embeddings ? lm_head_ : embed_;
+  for (size_t t = 0; t < T; ++t) table.rows_f32(size_t(tokens[t]), size_t(tokens[t]) + 1, &xs[t * H]);
+  Activations a;
+  a.size(cfg_, T);
+  a.rope = train::rope_tables(inv_freq_, T);
+  for (size_t l = 0; l < L; ++l) layer_forward(l, &xs[l * T * H], T, a, key, dropout, &xs[(l + 1) * T * H]);
+
+  std::vector<float> hn(T * H), rinv(T), dhn(backward ? T * H : 0);
+  const float* xL = &xs[L * T * H];
+  train::rmsnorm_forward(xL, final_norm_.data(), T, H, float(cfg_.norm_eps), hn.data(), rinv.data());
+  std::vector<int32_t> labels(T, -100);
+  if (s)
+    for (size_t t = 0; t + 1 < T; ++t)
+      if (s->target[t + 1]) labels[t] = tokens[t + 1];
+  // Logits a block of rows at a time (a [T, V] F32 matrix would be GBs for long sequences).
+  const size_t chunk = std::max<size_t>(1, std::min<size_t>(T, (size_t(64) << 20) / (V * sizeof(float))));
+  std::vector<float> logits(chunk * V);
+  if (logits_out) logits_out->resize(T * V);
+  double loss = 0;
+  for (size_t r0 = 0; r0 < T; r0 += chunk) {
+    const size_t rows = std::min(chunk, T - r0);
+    gemm(kernels_, false, true, rows, V, H, 1.0f, &hn[r0 * H], H, lm_head_.f32.data(), H, 0.0f, logits.data(), V);
+    if (logits_out) std::copy(logits.begin(), logits.begin() + long(rows * V), logits_out->begin() + long(r0 * V));
+    if (!s) continue;
+    loss += train::cross_entropy(logits.data(), &labels[r0], rows, V, scale);
+    if (backward) gemm(kernels_, false, false, rows, H, V, 1.0f, logits.data(), V, lm_head_.f32.data(), H, 0.0f, &dhn[r0 * H], H);
+  }
+  if (!backward) return loss;
+
+  std::vector<float> dx(T * H, 0.0f), out(T * H);
+  train::rmsnorm_backward(xL, final_norm_.data(), rinv.data(), dhn.data(), T, H, dx.data());
+  for (size_t l = L; l-- > 0;) {
+    layer_forward(l, &xs[l * T * H], T, a, key, dropout, out.data());  // recompute (checkpointing)
+    layer_backward(l, &xs[l * T * H], T, a, key, dropout, dx.data());
+  }
+  return loss;
+}
+
+double LoraLlama::forward_backward(const TrainSequence& s, float scale, uint64_t dropout_key) {
+  if (s.target.size() != s.tokens.size()) throw Error("training sequence: one target flag per token expected");
+  return run(&s, s.tokens, scale, true, dropout_key, nullptr);
+}
+
+double LoraLlama::loss(const TrainSequence& s) {
+  if (s.target.size() != s.tokens.size()) throw Error("training sequence: one target flag per token expected");
+  return run(&s, s.tokens, 0.0f, false, 0, nullptr);
+}
+
+std::vector<float> LoraLlama::logits(const std::vector<int32_t>& tokens) {
+  std::vector<float> out;
+  run(nullptr, tokens, 0.0f, false, 0, &out);
+  return out;
+}
+
+}  // namespace pivotmt
