@@ -175,4 +175,9 @@ std::unique_ptr<Ops> make_ops(const Device& device, const OpsOptions& options) {
   return cuda::make_ops(device.index, options);
 }
 
+void Ops::add_lora(LinearWeights&, size_t, std::span<const float>, std::span<const float>, size_t, float) {
+  throw UnsupportedError(fmt::format("{}: unmerged LoRA adapters run on the CPU only for now; merge the adapter into the "
+                                     "model (pivotmt merge) to use it here", describe()));
+}
+
 }  // namespace pivotmt

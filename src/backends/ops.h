@@ -92,6 +92,11 @@ class Ops {
   // device): W [out, in] ~ U(-scale, scale); a vector offset + U(-scale, scale).
   virtual std::unique_ptr<LinearWeights> random_linear(size_t out, size_t in, DType storage, uint64_t seed, float scale) = 0;
   virtual Tensor random_vector(size_t n, uint64_t seed, float scale, float offset) = 0;
+  // An unmerged LoRA adapter on stacked part `part` of a projection (QKV: 0 q, 1 k, 2 v):
+  // y_part += scaling · (x Aᵀ) Bᵀ with A [r, in] and B [out_part, r] in F32, as PEFT
+  // computes it. Throws UnsupportedError on devices that do not implement it.
+  virtual void add_lora(LinearWeights& w, size_t part, std::span<const float> A, std::span<const float> B, size_t r,
+                        float scaling);
   // Writes F32 values (rows × cols, row-major) into t, converted to its dtype.
   void from_host_f32(const Tensor& t, std::span<const float> values);
 

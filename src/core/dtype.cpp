@@ -17,11 +17,13 @@ struct DTypeInfo {
   size_t size;
   bool is_float;
 };
-constexpr std::array<DTypeInfo, 12> kInfo = {{
+constexpr std::array<DTypeInfo, 13> kInfo = {{
     {"F64", 8, true},  {"F32", 4, true}, {"F16", 2, true}, {"BF16", 2, true},
     {"I64", 8, false}, {"I32", 4, false}, {"I16", 2, false}, {"I8", 1, false},
     {"U8", 1, false},  {"BOOL", 1, false}, {"F8_E4M3", 1, true}, {"F8_E5M2", 1, true},
+    {"NF4", 0, false},
 }};
+constexpr size_t kFileDTypes = 12;  // the safetensors dtypes (NF4 is storage only)
 
 template <typename T>
 T load(const void* p, size_t i) {
@@ -36,7 +38,7 @@ void store(void* p, size_t i, T v) {
 }  // namespace
 
 std::optional<DType> dtype_from_name(std::string_view name) {
-  for (size_t i = 0; i < kInfo.size(); ++i)
+  for (size_t i = 0; i < kFileDTypes; ++i)
     if (kInfo[i].name == name) return static_cast<DType>(i);
   return std::nullopt;
 }

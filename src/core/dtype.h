@@ -10,7 +10,10 @@
 namespace pivotmt {
 
 // The safetensors dtype names, in the order of the format's specification.
-enum class DType : uint8_t { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, F8_E4M3, F8_E5M2 };
+// NF4 comes last and is not a file dtype: it names bitsandbytes' 4-bit weight storage
+// (quant/nf4.h), two values per byte, so dtype_size() is 0 for it and dtype_from_name()
+// never returns it.
+enum class DType : uint8_t { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, F8_E4M3, F8_E5M2, NF4 };
 
 // "F32" -> DType::F32; nullopt for a name the format does not define.
 std::optional<DType> dtype_from_name(std::string_view name);

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "models/weights.h"
+#include "train/lora.h"
 
 namespace pivotmt {
 
@@ -42,8 +43,9 @@ LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(o
   const auto t0 = std::chrono::steady_clock::now();
   cfg_ = load_model_config(dir);
   if (!cfg_.is_decoder()) throw UnsupportedError(fmt::format("{}: {} is not a decoder model", dir, architecture_name(cfg_.arch)));
-  if (options.weights != DType::F32 && options.weights != DType::F16 && options.weights != DType::I8)
-    throw UnsupportedError("weights can be stored as F32, F16 or INT8 (I8)");
+  if (options.weights != DType::F32 && options.weights != DType::F16 && options.weights != DType::I8 &&
+      options.weights != DType::NF4)
+    throw UnsupportedError("weights can be stored as F32, F16, INT8 (I8) or NF4");
   // A GPU keeps room beside its KV pool for the largest pass's activations: [T, ·] rows of
   // the residual, normed, QKV and attention buffers, the MLP chunk and the logits rows.
   const size_t H = size_t(cfg_.hidden_size), qkv_cols = size_t(cfg_.num_heads + 2 * cfg_.num_kv_heads) * size_t(cfg_.head_dim);
@@ -60,6 +62,7 @@ LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(o
   } else {
     load_weights(dir);
   }
+  if (!options.adapter.empty()) attach_adapter(options.adapter);
   ops.configure({.layers = size_t(cfg_.num_layers),
                  .heads = size_t(cfg_.num_heads),
                  .kv_heads = size_t(cfg_.num_kv_heads),
@@ -86,10 +89,11 @@ void LlamaModel::load_weights(const std::string& dir) {
                               double(info.total_memory) / (1 << 30)));
   }
   // INT8 applies to the projections and the output layer; the embedding table is only
-  // gathered from, so it stays F16.
+  // gathered from, so it stays F16. NF4 (bitsandbytes' 4-bit) applies to the projections
+  // only, as bitsandbytes quantises them: embedding and output layer stay F16.
   const DType w = options.weights;
-  embed_ = ops.load_linear(ckpt, {"model.embed_tokens.weight"}, w == DType::I8 ? DType::F16 : w);
-  if (!cfg_.tie_word_embeddings) lm_head_ = ops.load_linear(ckpt, {"lm_head.weight"}, w);
+  embed_ = ops.load_linear(ckpt, {"model.embed_tokens.weight"}, w == DType::I8 || w == DType::NF4 ? DType::F16 : w);
+  if (!cfg_.tie_word_embeddings) lm_head_ = ops.load_linear(ckpt, {"lm_head.weight"}, w == DType::NF4 ? DType::F16 : w);
   final_norm_ = ops.load_vector(ckpt, "model.norm.weight");
   for (int64_t l = 0; l < cfg_.num_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
@@ -112,8 +116,8 @@ void LlamaModel::make_random_weights(uint64_t seed) {
   constexpr float kScale = 0.035f;  // U(-a, a) has std a / sqrt(3) ≈ 0.02, make-model's default
   uint64_t tensor = 0;
   auto next = [&] { return seed * 1000003ull + tensor++; };
-  embed_ = ops.random_linear(V, H, w == DType::I8 ? DType::F16 : w, next(), kScale);
-  if (!cfg_.tie_word_embeddings) lm_head_ = ops.random_linear(V, H, w, next(), kScale);
+  embed_ = ops.random_linear(V, H, w == DType::I8 || w == DType::NF4 ? DType::F16 : w, next(), kScale);
+  if (!cfg_.tie_word_embeddings) lm_head_ = ops.random_linear(V, H, w == DType::NF4 ? DType::F16 : w, next(), kScale);
   final_norm_ = ops.random_vector(H, next(), kScale, 1.0f);
   for (int64_t l = 0; l < cfg_.num_layers; ++l) {
     Layer layer;
@@ -124,6 +128,23 @@ void LlamaModel::make_random_weights(uint64_t seed) {
     layer.gate_up = ops.random_linear(2 * F, H, w, next(), kScale);
     layer.down = ops.random_linear(H, F, w, next(), kScale);
     layers_.push_back(std::move(layer));
+  }
+}
+
+void LlamaModel::attach_adapter(const std::string& adapter_dir) {
+  const LoraAdapter adapter = load_lora(adapter_dir, cfg_);
+  const float scaling = adapter.config.scaling();
+  const size_t r = size_t(adapter.config.r);
+  for (const auto& [key, pair] : adapter.weights) {
+    Layer& layer = layers_.at(key.first);
+    const std::string& m = key.second;
+    // Where each PEFT module sits in the fused projections.
+    LinearWeights& w = m == "q_proj" || m == "k_proj" || m == "v_proj" ? *layer.qkv
+                       : m == "o_proj"                                  ? *layer.o
+                       : m == "gate_proj" || m == "up_proj"             ? *layer.gate_up
+                                                                        : *layer.down;
+    const size_t part = m == "k_proj" || m == "up_proj" ? 1 : m == "v_proj" ? 2 : 0;
+    ops_->add_lora(w, part, pair.A, pair.B, r, scaling);
   }
 }
 

@@ -18,7 +18,7 @@ namespace pivotmt {
 class Checkpoint;
 
 struct LoadOptions {
-  DType weights = DType::F32;  // CPU: F32, F16 or I8 (weight-only INT8), compute F32; GPU: F16
+  DType weights = DType::F32;  // CPU: F32, F16, I8 (weight-only INT8) or NF4, compute F32; GPU: F16
   OpsImpl ops = OpsImpl::Fast;
   Device device;               // cpu, cuda:N
   size_t kv_capacity_bytes = 0;  // see OpsOptions
@@ -27,6 +27,9 @@ struct LoadOptions {
   // this seed (random_fill.h; U(-0.035, 0.035) ≈ std 0.02, norms 1 ± 0.035). Benchmarks of
   // real shapes without writing or reading 14 GB.
   std::optional<uint64_t> random_weights_seed;
+  // A PEFT LoRA adapter directory applied unmerged (y = W x + scaling · B A x), e.g. on an
+  // NF4 base exactly as QLoRA trained it. Empty: none.
+  std::string adapter;
 };
 
 class LlamaModel {
@@ -82,6 +85,7 @@ class LlamaModel {
   Tensor run(std::vector<Input>& batch);
   void ensure_workspace(size_t rows, size_t logit_rows);
   void load_weights(const std::string& dir);
+  void attach_adapter(const std::string& adapter_dir);
   void make_random_weights(uint64_t seed);
 
   ModelConfig cfg_;

@@ -132,10 +132,9 @@ LoraLlama::LoraLlama(const std::string& dir, BaseWeights base, train::Kernels ke
   }
   final_norm_ = ckpt.load_f32("model.norm.weight");
   // Embedding and output layer stay unquantised (bitsandbytes quantises only the
-  // projections); the output layer in F32 as prepare_model_for_kbit_training casts it.
+  // projections), in F32 as prepare_model_for_kbit_training casts them.
   lm_head_ = load_frozen(ckpt, cfg_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", BaseWeights::F32);
-  if (!cfg_.tie_word_embeddings)
-    embed_ = load_frozen(ckpt, "model.embed_tokens.weight", base == BaseWeights::F32 ? BaseWeights::F32 : BaseWeights::F16);
+  if (!cfg_.tie_word_embeddings) embed_ = load_frozen(ckpt, "model.embed_tokens.weight", BaseWeights::F32);
   inv_freq_ = rope_inv_freq(cfg_);
   if (kernels_ == train::Kernels::Fast) openblas_set_num_threads(cpu::num_threads());
 }

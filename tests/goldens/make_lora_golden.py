@@ -4,7 +4,8 @@
 On the tiny GQA fixture (../shared/fixtures/models/tiny-gqa, F32) with a LoRA adapter on
 all seven projections:
   - grad.*: one sequence's summed cross-entropy, every LoRA gradient and the logits, for an
-    adapter with random A and B (so every backward path carries signal);
+    adapter with random A and B (so every backward path carries signal); merge.*: the
+    projections after PEFT's merge_and_unload of that adapter;
   - f32.* / nf4.*: a 10-step run as HF Trainer runs the original recipe (batch 2 x grad
     accumulation 2, loss = summed CE / label tokens of the whole window, global-norm clip
     1.0, AdamW (betas 0.9/0.999, eps 1e-8, no weight decay), cosine schedule with warmup),
@@ -71,6 +72,8 @@ def seq_loss_sum(model, ids, target):
 
 def train(model, seqs, prefix, tensors):
     params = [p for p in model.parameters() if p.requires_grad]
+    with torch.no_grad():  # the base's logits (B = 0 at PEFT's init) on sequence 1
+        tensors[f"{prefix}.base_logits"] = model(input_ids=seqs[1][0][None]).logits[0].float().contiguous()
     for n, p in lora_params(model).items():
         tensors[f"{prefix}.init.{n}"] = p.detach().clone().contiguous()
     opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
@@ -122,6 +125,12 @@ def main(model_dir, out):
     for n, p in lora_params(model).items():
         tensors[f"grad.adapter.{n}"] = p.detach().clone().contiguous()
         tensors[f"grad.d.{n}"] = p.grad.detach().clone().contiguous()
+
+    # PEFT's merge of that adapter into the F32 base (merge_and_unload).
+    merged = model.merge_and_unload()
+    for n, p in merged.state_dict().items():
+        if n.split(".")[-2] in TARGETS:
+            tensors[f"merge.{n}"] = p.detach().clone().contiguous()
 
     torch.manual_seed(1)
     train(load(model_dir), seqs, "f32", tensors)

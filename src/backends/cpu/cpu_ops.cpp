@@ -3,6 +3,7 @@
 // sequence for keys and values (a shared prefix is copied; attention runs SGEMMs over it).
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -20,6 +21,11 @@ namespace {
 class CpuLinear final : public LinearWeights {
  public:
   std::vector<cpu::Matrix> parts;
+  struct Lora {
+    cpu::Matrix A, B;  // [r, in], [out_part, r] F32
+    float scaling = 1;
+  };
+  std::vector<std::optional<Lora>> lora;  // per part, when an adapter is attached
   size_t bytes() const override {
     size_t b = 0;
     for (const auto& p : parts) b += p.bytes();
@@ -36,6 +42,10 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
   if (storage == DType::I8) {
     const auto f = ckpt.load_f32(name);
     return cpu::quantize_int8(f.data(), m.out, m.in);
+  }
+  if (storage == DType::NF4) {
+    m.nf4 = nf4::quantize(ckpt.load_f32(name), true);
+    return m;
   }
   const auto raw = ckpt.raw(name);
   const size_t align = storage == DType::F32 ? 4 : 2;
@@ -98,8 +108,8 @@ class CpuOps final : public Ops {
 
   std::unique_ptr<LinearWeights> load_linear(const Checkpoint& ckpt, const std::vector<std::string>& names,
                                              DType storage) override {
-    if (storage != DType::F32 && storage != DType::F16 && storage != DType::I8)
-      throw UnsupportedError("cpu: weights can be stored as F32, F16 or INT8 (I8)");
+    if (storage != DType::F32 && storage != DType::F16 && storage != DType::I8 && storage != DType::NF4)
+      throw UnsupportedError("cpu: weights can be stored as F32, F16, INT8 (I8) or NF4");
     auto w = std::make_unique<CpuLinear>();
     for (const auto& name : names) {
       w->parts.push_back(load_matrix(ckpt, name, storage));
@@ -121,8 +131,10 @@ class CpuOps final : public Ops {
       convert_floats(DType::F32, values.data(), DType::F16, m.f16.data(), values.size());
     } else if (storage == DType::F32) {
       m.f32.assign(values.begin(), values.end());
+    } else if (storage == DType::NF4) {
+      m.nf4 = nf4::quantize(values, true);
     } else {
-      throw UnsupportedError("cpu: weights can be stored as F32, F16 or INT8 (I8)");
+      throw UnsupportedError("cpu: weights can be stored as F32, F16, INT8 (I8) or NF4");
     }
     m.dtype = storage;
     m.out = out;
@@ -207,11 +219,44 @@ class CpuOps final : public Ops {
     (ref() ? cpu::ref::rmsnorm : cpu::fast::rmsnorm)(x.as<float>(), w.as<float>(), x.rows(), x.cols(), eps, y.as<float>());
   }
   void do_linear(const Tensor& x, const LinearWeights& w, const Tensor& y) override {
+    const auto& cw = static_cast<const CpuLinear&>(w);
+    const auto linear = ref() ? cpu::ref::linear : cpu::fast::linear;
     size_t col = 0;
-    for (const auto& part : static_cast<const CpuLinear&>(w).parts) {
-      (ref() ? cpu::ref::linear : cpu::fast::linear)(x.as<float>(), x.rows(), part, y.as<float>() + col, y.stride());
+    for (size_t p = 0; p < cw.parts.size(); ++p) {
+      const auto& part = cw.parts[p];
+      linear(x.as<float>(), x.rows(), part, y.as<float>() + col, y.stride());
+      if (p < cw.lora.size() && cw.lora[p]) {  // + scaling · (x Aᵀ) Bᵀ
+        const auto& l = *cw.lora[p];
+        const size_t T = x.rows();
+        std::vector<float> h(T * l.A.out), delta(T * part.out);
+        linear(x.as<float>(), T, l.A, h.data(), 0);
+        linear(h.data(), T, l.B, delta.data(), 0);
+        for (size_t t = 0; t < T; ++t) {
+          float* yr = y.as<float>() + t * y.stride() + col;
+          for (size_t i = 0; i < part.out; ++i) yr[i] += delta[t * part.out + i] * l.scaling;
+        }
+      }
       col += part.out;
     }
+  }
+  void add_lora(LinearWeights& w, size_t part, std::span<const float> A, std::span<const float> B, size_t r,
+                float scaling) override {
+    auto& cw = static_cast<CpuLinear&>(w);
+    if (part >= cw.parts.size()) throw Error(fmt::format("add_lora: part {} of a projection with {}", part, cw.parts.size()));
+    const auto& base = cw.parts[part];
+    if (A.size() != r * base.in || B.size() != base.out * r)
+      throw Error(fmt::format("add_lora: A [{}] and B [{}] do not fit a [{}, {}] projection with r = {}", A.size(), B.size(),
+                              base.out, base.in, r));
+    cw.lora.resize(cw.parts.size());
+    CpuLinear::Lora l;
+    l.A.out = r;
+    l.A.in = base.in;
+    l.A.f32.assign(A.begin(), A.end());
+    l.B.out = base.out;
+    l.B.in = r;
+    l.B.f32.assign(B.begin(), B.end());
+    l.scaling = scaling;
+    cw.lora[part] = std::move(l);
   }
   void do_add(const Tensor& x, const Tensor& y) override {
     for (size_t r = 0; r < x.rows(); ++r) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "quant/nf4.h"
 
 namespace pivotmt::cpu {
 
@@ -17,6 +18,8 @@ namespace pivotmt::cpu {
 // cost their file pages once, not twice).
 // I8: weight-only INT8, one F32 scale per output row (w ≈ scale[o] * q[o, i]), so a 7B
 // model fits in 24 GiB; activations and accumulation stay F32.
+// NF4: bitsandbytes' 4-bit format with double quantisation (QLoRA's base), dequantised
+// block by block as it is used.
 struct Matrix {
   DType dtype = DType::F32;
   size_t out = 0, in = 0;
@@ -24,6 +27,7 @@ struct Matrix {
   std::vector<uint16_t> f16;   // [out, in] when dtype == F16 and owned
   std::vector<int8_t> i8;      // [out, in] when dtype == I8
   std::vector<float> scale;    // [out] when dtype == I8
+  nf4::Quantized nf4;          // the whole matrix flattened row-major, when dtype == NF4
   const void* borrowed = nullptr;  // [out, in] in the checkpoint mapping, else null
   const float* data_f32() const { return borrowed ? static_cast<const float*>(borrowed) : f32.data(); }
   const uint16_t* data_f16() const { return borrowed ? static_cast<const uint16_t*>(borrowed) : f16.data(); }
@@ -31,6 +35,7 @@ struct Matrix {
   const uint16_t* row_f16(size_t o) const { return data_f16() + o * in; }
   const int8_t* row_i8(size_t o) const { return i8.data() + o * in; }
   size_t bytes() const {
+    if (dtype == DType::NF4) return nf4.bytes();
     return dtype == DType::I8 ? out * in + out * 4 : out * in * (dtype == DType::F32 ? 4 : 2);
   }
   // Row o as F32 (dequantised / converted).

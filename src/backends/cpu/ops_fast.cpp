@@ -225,7 +225,8 @@ void gemv_portable(const float* x, size_t T, const Matrix& w, float* y, size_t l
 void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   if (T == 0) return;
   if (ldy == 0) ldy = w.out;
-  if (T <= (w.bytes() < kCachedMatrixBytes ? kGemvRowsCached : kGemvMaxRows)) {
+  // NF4 always takes the converting path below (no 4-bit GEMV kernel yet).
+  if (w.dtype != DType::NF4 && T <= (w.bytes() < kCachedMatrixBytes ? kGemvRowsCached : kGemvMaxRows)) {
     parallel_for(w.out, [&](size_t o0, size_t o1) {
 #if defined(__x86_64__)
       if (cpu_has_avx2_fma_f16c()) {
