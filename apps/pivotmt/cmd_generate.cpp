@@ -16,7 +16,7 @@ namespace pivotmt::cli {
 
 void register_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text with a Llama-family model on the CPU");
-  static std::string model, prompt, messages, ids_file, context = "allow", dtype = "f16", device = "auto";
+  static std::string model, prompt, messages, ids_file, context = "allow", dtype = "f16", device = "auto", adapter;
   static bool greedy = false, ignore_eos = false, as_json = false;
   static size_t max_new = 600, max_batch = 32;
   static uint64_t seed = 0;
@@ -40,7 +40,10 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--context-policy", context, "error | truncate-left | allow")
       ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
       ->capture_default_str();
-  cmd->add_option("--dtype", dtype, "Weight storage: f32 | f16 | int8 (weight-only, per output channel)")->check(CLI::IsMember({"f32", "f16", "int8"}))->capture_default_str();
+  cmd->add_option("--dtype", dtype, "Weight storage: f32 | f16 | int8 (weight-only, per output channel) | nf4 (bitsandbytes' 4-bit)")
+      ->check(CLI::IsMember({"f32", "f16", "int8", "nf4"}))
+      ->capture_default_str();
+  cmd->add_option("--adapter", adapter, "A PEFT LoRA adapter directory, applied unmerged (CPU)");
   cmd->add_option("--device", device, "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible and --dtype is f16)")->capture_default_str();
   cmd->add_option("--max-batch", max_batch, "Sequences decoded together")->capture_default_str();
   cmd->add_flag("--json", as_json, "One JSON object per prompt");
@@ -83,7 +86,8 @@ void register_generate(CLI::App& app) {
       throw Error("give --prompt, --messages or --ids");
     }
     LoadOptions load;
-    load.weights = dtype == "f32" ? DType::F32 : dtype == "int8" ? DType::I8 : DType::F16;
+    load.weights = dtype == "f32" ? DType::F32 : dtype == "int8" ? DType::I8 : dtype == "nf4" ? DType::NF4 : DType::F16;
+    load.adapter = adapter;
     load.device = where;
     LlamaModel lm(dir, load);
     if (!as_json) fmt::print(stderr, "loaded on {} in {:.2f} s\n", lm.describe_device(), lm.load_seconds());

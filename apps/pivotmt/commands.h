@@ -17,5 +17,6 @@ void register_retrieval(CLI::App& app);
 void register_ablate(CLI::App& app);
 void register_report(CLI::App& app);
 void register_translate(CLI::App& app);
+void register_finetune(CLI::App& app);  // and merge
 
 }  // namespace pivotmt::cli

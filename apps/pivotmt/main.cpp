@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   pivotmt::cli::register_ablate(app);
   pivotmt::cli::register_report(app);
   pivotmt::cli::register_translate(app);
+  pivotmt::cli::register_finetune(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -46,9 +46,12 @@ void add_study_options(CLI::App* cmd, StudyArgs& a) {
       ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
       ->capture_default_str();
   cmd->add_option("--max-batch", c.max_batch, "Sequences generated together")->capture_default_str();
-  cmd->add_option("--weights", c.weights, "Weight storage: f16 | f32 | int8 (weight-only, per output channel: a 7B model in ~7 GB)")
-      ->check(CLI::IsMember({"f16", "f32", "int8"}))
+  cmd->add_option("--weights", c.weights,
+                  "Weight storage: f16 | f32 | int8 (weight-only, per output channel: a 7B model in ~7 GB) | nf4 "
+                  "(bitsandbytes' 4-bit, QLoRA's base: ~4 GB; CPU)")
+      ->check(CLI::IsMember({"f16", "f32", "int8", "nf4"}))
       ->capture_default_str();
+  cmd->add_option("--adapter", c.adapter, "A PEFT LoRA adapter directory (pivotmt finetune's --out), applied unmerged (CPU)");
   cmd->add_option("--device", a.config.device, "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible and the weights are f16)")
       ->capture_default_str();
 }

@@ -58,6 +58,7 @@ nlohmann::json AblationConfig::identity() const {
                       {"limit", limit}};
   if (variant == PromptVariant::Custom) j["prompt_template"] = labels.custom_template;
   if (weights != "f16") j["weights"] = weights;  // absent: the default (folders of earlier versions)
+  if (!adapter.empty()) j["adapter"] = adapter;
   if (shard_count > 1) j["shard"] = {shard_index, shard_count};
   return j;
 }
@@ -86,6 +87,7 @@ AblationConfig AblationConfig::from_identity(const nlohmann::json& j) {
     c.context_policy = j.at("context_policy");
     c.limit = j.at("limit");
     c.weights = j.value("weights", std::string("f16"));
+    c.adapter = j.value("adapter", std::string());
     if (j.contains("shard")) {
       c.shard_index = j["shard"].at(0);
       c.shard_count = j["shard"].at(1);
@@ -257,8 +259,10 @@ LoadOptions study_load_options(const AblationConfig& config) {
   const DType weights = config.weights == "f16"    ? DType::F16
                         : config.weights == "f32"  ? DType::F32
                         : config.weights == "int8" ? DType::I8
-                                                   : throw Error(fmt::format("weights '{}': expected f16, f32 or int8", config.weights));
+                        : config.weights == "nf4"  ? DType::NF4
+                                                   : throw Error(fmt::format("weights '{}': expected f16, f32, int8 or nf4", config.weights));
   LoadOptions o{weights, OpsImpl::Fast};
+  o.adapter = config.adapter;
   o.device = resolve_device(config.device, weights == DType::F16);  // a GPU runs F16 weights
   return o;
 }

@@ -72,7 +72,8 @@ struct Frame {
 
 // Axes, y grid and labels; returns the frame to draw in.
 Frame axes(cairo_t* cr, double x, double y, double w, double h, double xmin, double xmax, double yhi,
-           const std::string& title, const std::string& ylabel, const std::vector<double>& xticks) {
+           const std::string& title, const std::string& ylabel, const std::vector<double>& xticks,
+           const std::string& xlabel = "k (examples)") {
   const auto [ymax, step] = nice_axis(yhi);
   Frame f{x + 55, y + 30, w - 75, h - 75, xmin, xmax, ymax};
   text(cr, x + w / 2, y + 18, title, 14, 0.5, true);
@@ -85,7 +86,7 @@ Frame axes(cairo_t* cr, double x, double y, double w, double h, double xmin, dou
     text(cr, f.x0 - 6, f.py(v) + 4, fmt::format("{:g}", v), 10, 1.0);
   }
   for (double k : xticks) text(cr, f.px(k), f.y0 + f.h + 15, fmt::format("{:g}", k), 10, 0.5);
-  text(cr, f.x0 + f.w / 2, f.y0 + f.h + 33, "k (examples)", 11, 0.5);
+  text(cr, f.x0 + f.w / 2, f.y0 + f.h + 33, xlabel, 11, 0.5);
   cairo_save(cr);
   cairo_translate(cr, x + 14, f.y0 + f.h / 2);
   cairo_rotate(cr, -M_PI / 2);
@@ -218,12 +219,11 @@ void plot_loss_curve(const std::vector<MetricSeries>& series, const std::string&
     }
   std::vector<double> xticks;  // about eight round step numbers
   const double span = std::max(1.0, xmax - xmin);
-  const double tick = nice_axis(span * 5.0 / 8.0).second;  // nice_axis steps a fifth of its argument
+  const double tick = std::max(1.0, std::round(nice_axis(span * 5.0 / 8.0).second));  // whole steps
   for (double t = std::ceil(xmin / tick) * tick; t <= xmax; t += tick) xticks.push_back(t);
   const int W = 900, H = 520;
   render_both(path_stem, W, H, [&](cairo_t* cr) {
-    const Frame f = axes(cr, 0, 0, W - 130, H, xmin, xmax, yhi * 1.05, title, "loss", xticks);
-    text(cr, f.x0 + f.w / 2, f.y0 + f.h + 32, "step", 11, 0.5);
+    const Frame f = axes(cr, 0, 0, W - 130, H, xmin, xmax, yhi * 1.05, title, "loss", xticks, "optimiser step");
     for (size_t i = 0; i < series.size(); ++i) {
       MetricSeries s = series[i];
       if (s.ks.size() > 60) {  // many points: a line without markers

@@ -1,0 +1,201 @@
+// `pivotmt finetune [CONFIG.toml] --model M --data D --out DIR [options]`: QLoRA
+// fine-tuning on the CPU with the original's recipe as defaults; rerun on the same DIR to
+// resume. `pivotmt merge --model BASE --adapter DIR --out DIR`: fold an adapter into a
+// Hugging Face checkpoint.
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "hub/hub_client.h"
+#include "study_options.h"
+#include "tokenizer/tokenizer.h"
+#include "train/finetune_data.h"
+#include "train/merge.h"
+#include "train/trainer.h"
+
+namespace pivotmt::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct FinetuneArgs {
+  StudyArgs study;
+  std::string out;
+  int64_t steps = 400, warmup = 100, batch_size = 2, grad_accum = 4, save_every = 50, eval_every = 0;
+  double lr = 5e-5, max_grad_norm = 1.0, weight_decay = 0.0, eval_fraction = 0.0;
+  LoraConfig lora;
+  std::string base_weights = "nf4", loss_on = "all";
+  size_t max_seq_len = 4096, k = 3;
+  bool drop_long = false, no_shuffle = false, log_json = false, reference_kernels = false;
+};
+
+// A seeded choice of held-out sequences (every ⌈1/fraction⌉-th after a shuffle).
+void split_eval(std::vector<TrainSequence>& train, std::vector<TrainSequence>& eval, double fraction, uint64_t seed) {
+  if (fraction <= 0) return;
+  if (fraction >= 1) throw Error("--eval-fraction must be below 1");
+  const size_t n_eval = std::max<size_t>(1, size_t(double(train.size()) * fraction));
+  if (n_eval >= train.size()) throw Error(fmt::format("--eval-fraction {}: {} sequences leave none to train on", fraction, train.size()));
+  // Deterministic: the sequences whose hash of (seed, index) is smallest.
+  std::vector<std::pair<uint64_t, size_t>> keyed;
+  for (size_t i = 0; i < train.size(); ++i) {
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + i + 1;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    keyed.push_back({x ^ (x >> 31), i});
+  }
+  std::sort(keyed.begin(), keyed.end());
+  std::vector<bool> held(train.size(), false);
+  for (size_t j = 0; j < n_eval; ++j) held[keyed[j].second] = true;
+  std::vector<TrainSequence> kept;
+  for (size_t i = 0; i < train.size(); ++i) (held[i] ? eval : kept).push_back(std::move(train[i]));
+  train = std::move(kept);
+}
+
+void run_finetune(FinetuneArgs& a, const CLI::App& cmd) {
+  if (a.out.empty()) throw Error("--out is required (on the command line or in the config file)");
+  if (fs::exists(a.out) && !fs::is_empty(a.out) && !fs::exists(fs::path(a.out) / "finetune.json"))
+    throw Error(fmt::format("{} exists and does not hold a fine-tuning run: choose another --out", a.out));
+  const std::string model_name = a.study.models.empty() ? a.study.config.model : a.study.models.front();
+  AblationConfig config = resolve_study(a.study, {"data", "model"});
+  const bool quiet = Progress::quiet() || a.log_json;
+  auto say = [&](const std::string& s) {
+    if (!quiet) fmt::print(stderr, "{}\n", s);
+  };
+
+  const auto tokenizer = load_tokenizer(config.model);
+  SequenceLimits limits;
+  limits.max_seq_len = a.max_seq_len;
+  limits.drop_long = a.drop_long;
+  limits.loss_on = parse_loss_on(a.loss_on);
+  DataReport report;
+  std::vector<TrainSequence> data;
+  const bool jsonl = fs::is_regular_file(config.data) && fs::path(config.data).extension() == ".jsonl";
+  if (jsonl) {
+    data = sequences_from_jsonl(config.data, *tokenizer, limits, report);
+  } else {
+    data = sequences_from_study(config, a.k, *tokenizer, limits, (fs::path(a.out) / "index").string(), report);
+  }
+  say(fmt::format("data: {}", report.describe()));
+  std::vector<TrainSequence> eval;
+  split_eval(data, eval, a.eval_fraction, config.seed);
+  if (!eval.empty()) say(fmt::format("held out {} sequences for the evaluation loss", eval.size()));
+
+  const BaseWeights base = parse_base_weights(a.base_weights);
+  LoraLlama model(config.model, base, a.reference_kernels ? train::Kernels::Reference : train::Kernels::Fast);
+  LoraConfig lora = a.lora;
+  std::sort(lora.targets.begin(), lora.targets.end());
+  lora.targets.erase(std::unique(lora.targets.begin(), lora.targets.end()), lora.targets.end());
+  lora.base_model = model_name;
+  model.set_adapter(init_lora(model.config(), lora, config.seed));
+  say(fmt::format("model: {} ({} base, {}), LoRA r {} alpha {} on {}: {} trainable parameters", config.model,
+                  base_weights_name(base), format_bytes(double(model.base_bytes())), lora.r, lora.alpha,
+                  fmt::join(lora.targets, ","), model.adapter().parameter_count()));
+
+  TrainOptions o;
+  o.steps = a.steps;
+  o.warmup = a.warmup;
+  o.batch_size = a.batch_size;
+  o.grad_accum = a.grad_accum;
+  o.lr = a.lr;
+  o.max_grad_norm = a.max_grad_norm;
+  o.adam.weight_decay = a.weight_decay;
+  o.shuffle = !a.no_shuffle;
+  o.seed = config.seed;
+  o.save_every = a.save_every;
+  o.eval_every = a.eval_every;
+  o.out_dir = a.out;
+  o.progress = !quiet;
+  o.identity = {{"model", model_name},
+                {"base_weights", a.base_weights},
+                {"lora", {{"r", lora.r}, {"alpha", lora.alpha}, {"dropout", lora.dropout}, {"rslora", lora.rslora}, {"targets", lora.targets}}},
+                {"steps", a.steps},
+                {"warmup", a.warmup},
+                {"lr", a.lr},
+                {"batch_size", a.batch_size},
+                {"grad_accum", a.grad_accum},
+                {"max_grad_norm", a.max_grad_norm},
+                {"weight_decay", a.weight_decay},
+                {"shuffle", !a.no_shuffle},
+                {"seed", config.seed},
+                {"loss_on", a.loss_on},
+                {"max_seq_len", a.max_seq_len},
+                {"drop_long", a.drop_long},
+                {"eval_fraction", a.eval_fraction}};
+  if (!jsonl) o.identity["k"] = a.k;
+  (void)cmd;
+  Trainer trainer(model, std::move(data), std::move(eval), o);
+  const int64_t every = std::max<int64_t>(1, a.steps / 20);
+  const auto records = trainer.run([&](const StepRecord& r) {
+    if (a.log_json) {
+      fmt::print("{}\n", r.to_json().dump());
+      std::fflush(stdout);
+    } else if (!quiet && (r.step % every == 0 || r.step == a.steps)) {
+      fmt::print(stderr, "\nstep {}/{}: loss {:.4f}{} lr {:.3g} grad norm {:.3g} {:.0f} tokens/s peak RSS {}\n", r.step, a.steps,
+                 r.loss, r.eval_loss ? fmt::format(" eval {:.4f}", *r.eval_loss) : "", r.lr, r.grad_norm,
+                 r.tokens_per_second, format_bytes(double(r.peak_rss_bytes)));
+    }
+  });
+  if (trainer.resumed_from() > 0 && trainer.resumed_from() < a.steps) say(fmt::format("resumed from step {}", trainer.resumed_from()));
+  if (!records.empty())
+    say(fmt::format("done: {} steps, final loss {:.4f}; adapter in {} (use it: --adapter {}; merge: pivotmt merge --model {} --adapter {} --out DIR)",
+                    records.back().step, records.back().loss, a.out, a.out, model_name, a.out));
+}
+
+}  // namespace
+
+void register_finetune(CLI::App& app) {
+  static FinetuneArgs a;
+  auto* cmd = app.add_subcommand("finetune", "QLoRA fine-tuning (CPU) with PEFT-compatible adapters; rerun on --out to resume");
+  cmd->add_option("config", a.study.config_file, "TOML file setting any option by its long name")->check(CLI::ExistingFile);
+  add_study_options(cmd, a.study);
+  cmd->add_option("--out", a.out, "Output folder: adapter, train_log.jsonl, loss curve, checkpoints");
+  cmd->add_option("--steps", a.steps, "Optimiser steps")->capture_default_str();
+  cmd->add_option("--lr", a.lr, "Peak learning rate (cosine schedule)")->capture_default_str();
+  cmd->add_option("--warmup", a.warmup, "Linear warmup steps")->capture_default_str();
+  cmd->add_option("--batch-size", a.batch_size, "Sequences per micro-batch")->capture_default_str();
+  cmd->add_option("--grad-accum", a.grad_accum, "Micro-batches per optimiser step (the loss is a token mean over all)")->capture_default_str();
+  cmd->add_option("--lora-r", a.lora.r, "LoRA rank")->capture_default_str();
+  cmd->add_option("--lora-alpha", a.lora.alpha, "LoRA alpha (scaling alpha / r)")->capture_default_str();
+  cmd->add_option("--lora-dropout", a.lora.dropout, "Dropout on the LoRA branch's input")->capture_default_str();
+  cmd->add_flag("--rslora", a.lora.rslora, "Rank-stabilised scaling alpha / sqrt(r)");
+  cmd->add_option("--lora-targets", a.lora.targets, "Projections to adapt")
+      ->check(CLI::IsMember({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}))
+      ->capture_default_str();
+  cmd->add_option("--base-weights", a.base_weights, "Frozen base storage: nf4 (QLoRA) | f16 | f32")
+      ->check(CLI::IsMember({"nf4", "f16", "f32"}))
+      ->capture_default_str();
+  cmd->add_option("--loss-on", a.loss_on, "all (the original) | response (the answer only)")
+      ->check(CLI::IsMember({"all", "response"}))
+      ->capture_default_str();
+  cmd->add_option("--max-seq-len", a.max_seq_len, "Longer sequences are truncated (or dropped with --drop-long)")->capture_default_str();
+  cmd->add_flag("--drop-long", a.drop_long, "Drop sequences over --max-seq-len instead of truncating them");
+  cmd->add_flag("--no-shuffle", a.no_shuffle, "Keep the data order (default: a seeded shuffle per epoch)");
+  cmd->add_option("--k", a.k, "Retrieved examples in each study training prompt")->capture_default_str();
+  cmd->add_option("--save-every", a.save_every, "Checkpoint every N steps (0: only the end)")->capture_default_str();
+  cmd->add_option("--eval-fraction", a.eval_fraction, "Hold out this fraction of sequences for an evaluation loss")->capture_default_str();
+  cmd->add_option("--eval-every", a.eval_every, "Evaluation loss every N steps (0: never)")->capture_default_str();
+  cmd->add_option("--max-grad-norm", a.max_grad_norm, "Global gradient-norm clip (0: none)")->capture_default_str();
+  cmd->add_option("--weight-decay", a.weight_decay, "Decoupled weight decay (AdamW)")->capture_default_str();
+  cmd->add_flag("--log-json", a.log_json, "One JSON object per step on stdout (no progress bar)");
+  cmd->add_flag("--reference-kernels", a.reference_kernels, "Plain loops instead of BLAS (slow; for checking)");
+  cmd->callback([cmd] {
+    if (!a.study.config_file.empty()) apply_config_file(*cmd, a.study.config_file, cmd->get_parent()->get_subcommand("ablate"));
+    run_finetune(a, *cmd);
+  });
+
+  static std::string base, adapter, out;
+  auto* merge = app.add_subcommand("merge", "Fold a LoRA adapter into a model: a Hugging Face checkpoint with its tokenizer files");
+  merge->add_option("--model,-m", base, "Base model directory or hub id")->required();
+  merge->add_option("--adapter", adapter, "PEFT adapter directory")->required()->check(CLI::ExistingDirectory);
+  merge->add_option("--out", out, "New model folder (must not exist or be empty)")->required();
+  merge->callback([] {
+    const auto r = merge_adapter(resolve_repo_path(base, RepoType::Model), adapter, out);
+    if (!Progress::quiet())
+      fmt::print(stderr, "merged {} projections ({} tensors, {}) into {}\n", r.merged, r.tensors, format_bytes(double(r.bytes)), out);
+  });
+}
+
+}  // namespace pivotmt::cli
