@@ -70,6 +70,15 @@ TEST_P(AdapterInference, UnmergedLoraGivesPeftLogits) {
 INSTANTIATE_TEST_SUITE_P(Ops, AdapterInference, ::testing::Values(OpsImpl::Reference, OpsImpl::Fast),
                          [](const auto& info) { return info.param == OpsImpl::Fast ? "Fast" : "Reference"; });
 
+// PEFT's own files (save_pretrained, tests/goldens/peft_adapter): read as they are.
+TEST(AdapterInference, ReadsPeftsOwnAdapterFiles) {
+  LoadOptions o;
+  o.adapter = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/peft_adapter";
+  LlamaModel model(model_dir(), o);
+  SafetensorsFile f(golden_path());
+  EXPECT_LT(max_rel_diff(test::read_tensor<float>(f, "grad.logits"), all_logits(model, sequence1())), 1e-5);
+}
+
 TEST(AdapterInference, AdapterForAnotherModelIsRefusedWithTheTensorNamed) {
   test::TempDir dir;
   write_golden_adapter(dir.str("adapter"));

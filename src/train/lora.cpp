@@ -102,8 +102,14 @@ LoraAdapter load_lora(const std::string& dir, const ModelConfig& base) {
     for (const char* pattern : {"rank_pattern", "alpha_pattern"})
       if (j.contains(pattern) && j[pattern].is_object() && !j[pattern].empty())
         throw UnsupportedError(fmt::format("{}: per-module {} is not supported", config_path, pattern));
-    if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null())
-      throw UnsupportedError(fmt::format("{}: layers_to_transform is not supported", config_path));
+    // PEFT options that change which weights exist or how they combine: refused rather
+    // than silently misread.
+    for (const char* field : {"layers_to_transform", "layer_replication", "exclude_modules", "target_parameters",
+                              "trainable_token_indices", "modules_to_save"})
+      if (j.contains(field) && !j[field].is_null() && !(j[field].is_array() && j[field].empty()))
+        throw UnsupportedError(fmt::format("{}: {} is not supported", config_path, field));
+    for (const char* flag : {"lora_bias", "use_qalora"})
+      if (j.value(flag, false)) throw UnsupportedError(fmt::format("{}: {} is not supported", config_path, flag));
     const auto& targets = field("target_modules");
     a.config.targets.clear();
     if (targets.is_string()) {
