@@ -93,6 +93,37 @@ TEST_P(LoraGradients, LossLogitsAndEveryGradientMatchPytorch) {
 INSTANTIATE_TEST_SUITE_P(Kernels, LoraGradients, ::testing::Values(train::Kernels::Reference, train::Kernels::Fast),
                          [](const auto& info) { return info.param == train::Kernels::Fast ? "Fast" : "Reference"; });
 
+// Recomputing each layer in backward (checkpointing) and keeping every layer's activations
+// give the same gradients bit for bit, also when buffers sized for a longer sequence are
+// reused by a shorter one.
+TEST(LoraGradients, CheckpointingChangesNoBit) {
+  SafetensorsFile f(golden_path());
+  const auto seqs = golden_sequences(f);
+  std::vector<LoraAdapter> grads;
+  for (auto mode : {Checkpointing::Always, Checkpointing::Never}) {
+    LoraLlama model(model_dir(), BaseWeights::NF4);
+    model.set_checkpointing(mode);
+    LoraConfig c = golden_config();
+    c.dropout = 0.1;
+    model.set_adapter(adapter_from(f, "grad.adapter.", model.config()));
+    model.adapter().config.dropout = 0.1;
+    model.set_adapter(model.adapter());
+    size_t longest = 0;
+    for (size_t i = 1; i < seqs.size(); ++i)
+      if (seqs[i].tokens.size() > seqs[longest].tokens.size()) longest = i;
+    size_t shortest = 0;
+    for (size_t i = 1; i < seqs.size(); ++i)
+      if (seqs[i].tokens.size() < seqs[shortest].tokens.size()) shortest = i;
+    model.forward_backward(seqs[longest], 0.5f, 1);
+    model.forward_backward(seqs[shortest], 0.5f, 2);
+    grads.push_back(model.grads());
+  }
+  for (const auto& [key, g] : grads[0].weights) {
+    EXPECT_EQ(g.A, grads[1].weights.at(key).A) << key.second;
+    EXPECT_EQ(g.B, grads[1].weights.at(key).B) << key.second;
+  }
+}
+
 TrainOptions golden_options() {
   TrainOptions o;
   o.steps = 10;

@@ -92,6 +92,18 @@ TEST(Nf4, NearestCodeHighNibbleFirst) {
   EXPECT_EQ(q.packed[1], (7 << 4) | 7);   // 0.0 -> code 7; the missing partner pads as 0.0
 }
 
+TEST(Nf4, DequantisingAnyRangeEqualsTheWhole) {
+  std::vector<float> v(999);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(float(i) * 0.37f) * float(1 + i % 7);
+  const auto q = nf4::quantize(v, true);
+  const auto whole = nf4::dequantize(q);
+  for (auto [b, e] : std::vector<std::pair<size_t, size_t>>{{0, 999}, {1, 2}, {3, 130}, {63, 65}, {64, 128}, {5, 5}, {997, 999}, {128, 999}}) {
+    std::vector<float> part(e - b);
+    nf4::dequantize(q, b, e, part.data());
+    for (size_t i = b; i < e; ++i) ASSERT_EQ(part[i - b], whole[i]) << b << ".." << e << " at " << i;
+  }
+}
+
 TEST(Nf4, RejectsNonFinite) {
   std::vector<float> v(64, 0.5f);
   v[3] = std::nanf("");

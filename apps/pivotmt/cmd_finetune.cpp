@@ -27,7 +27,7 @@ struct FinetuneArgs {
   int64_t steps = 400, warmup = 100, batch_size = 2, grad_accum = 4, save_every = 50, eval_every = 0;
   double lr = 5e-5, max_grad_norm = 1.0, weight_decay = 0.0, eval_fraction = 0.0;
   LoraConfig lora;
-  std::string base_weights = "nf4", loss_on = "all";
+  std::string base_weights = "nf4", loss_on = "all", checkpointing = "auto";
   size_t max_seq_len = 4096, k = 3;
   bool drop_long = false, no_shuffle = false, log_json = false, reference_kernels = false;
 };
@@ -85,6 +85,7 @@ void run_finetune(FinetuneArgs& a, const CLI::App& cmd) {
 
   const BaseWeights base = parse_base_weights(a.base_weights);
   LoraLlama model(config.model, base, a.reference_kernels ? train::Kernels::Reference : train::Kernels::Fast);
+  model.set_checkpointing(parse_checkpointing(a.checkpointing));
   LoraConfig lora = a.lora;
   std::sort(lora.targets.begin(), lora.targets.end());
   lora.targets.erase(std::unique(lora.targets.begin(), lora.targets.end()), lora.targets.end());
@@ -179,6 +180,11 @@ void register_finetune(CLI::App& app) {
   cmd->add_option("--eval-every", a.eval_every, "Evaluation loss every N steps (0: never)")->capture_default_str();
   cmd->add_option("--max-grad-norm", a.max_grad_norm, "Global gradient-norm clip (0: none)")->capture_default_str();
   cmd->add_option("--weight-decay", a.weight_decay, "Decoupled weight decay (AdamW)")->capture_default_str();
+  cmd->add_option("--gradient-checkpointing", a.checkpointing,
+                  "always: recompute each layer in backward (least memory); never: keep all activations; auto: keep them "
+                  "while they fit a quarter of the available memory (same results in every mode)")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->capture_default_str();
   cmd->add_flag("--log-json", a.log_json, "One JSON object per step on stdout (no progress bar)");
   cmd->add_flag("--reference-kernels", a.reference_kernels, "Plain loops instead of BLAS (slow; for checking)");
   cmd->callback([cmd] {

@@ -18,6 +18,11 @@
 namespace pivotmt {
 
 enum class BaseWeights { F32, F16, NF4 };
+// Gradient checkpointing: Always recomputes each layer in backward (memory: one layer's
+// activations); Never keeps all layers'; Auto keeps them while they fit a quarter of the
+// available memory. The results are identical bit for bit.
+enum class Checkpointing { Auto, Always, Never };
+Checkpointing parse_checkpointing(const std::string& s);  // "auto" | "always" | "never"
 const char* base_weights_name(BaseWeights b);
 BaseWeights parse_base_weights(const std::string& s);  // "f32" | "f16" | "nf4"
 
@@ -47,6 +52,7 @@ class LoraLlama {
  public:
   LoraLlama(const std::string& model_dir, BaseWeights base, train::Kernels kernels = train::Kernels::Fast);
   ~LoraLlama();
+  LoraLlama(LoraLlama&&) noexcept;
   const ModelConfig& config() const { return cfg_; }
   size_t base_bytes() const;
 
@@ -65,12 +71,15 @@ class LoraLlama {
   // The summed loss only (evaluation: no dropout, no gradients).
   double loss(const TrainSequence& s);
 
+  void set_checkpointing(Checkpointing c) { checkpointing_ = c; }
+
   // Logits [T, V] of a token sequence with the adapter applied (tests).
   std::vector<float> logits(const std::vector<int32_t>& tokens);
 
  private:
   struct Layer;
   struct Activations;
+  struct Grads;
   struct Lora {
     LoraPair* w = nullptr;
     LoraPair* g = nullptr;
@@ -78,7 +87,7 @@ class LoraLlama {
   double run(const TrainSequence* s, const std::vector<int32_t>& tokens, float scale, bool backward, uint64_t key,
              std::vector<float>* logits_out);
   void layer_forward(size_t l, const float* x, size_t T, Activations& a, uint64_t key, bool dropout, float* x_out);
-  void layer_backward(size_t l, const float* x, size_t T, Activations& a, uint64_t key, bool dropout, float* dx);
+  void layer_backward(size_t l, const float* x, size_t T, Activations& a, Grads& g, uint64_t key, bool dropout, float* dx);
   void linear_forward(const FrozenMatrix& W, const Lora& lora, size_t layer, size_t module, const float* x, size_t T,
                       float* y, uint64_t key, bool dropout);
   void linear_backward(const FrozenMatrix& W, const Lora& lora, size_t layer, size_t module, const float* x, size_t T,
@@ -95,6 +104,13 @@ class LoraLlama {
   std::vector<std::vector<Lora>> lora_;  // [layer][module index of llama_lora_modules]
   float scaling_ = 1, dropout_ = 0;
   std::vector<float> scratch_w_;  // a dequantised weight matrix
+  std::vector<Activations> acts_;      // one layer's (checkpointing) or every layer's activations
+  std::unique_ptr<Grads> grads_buf_;   // one layer's gradient buffers
+  train::RopeTables rope_;             // cos / sin of the sequence in progress
+  Checkpointing checkpointing_ = Checkpointing::Auto;
+  size_t activation_budget_bytes_ = 0;
+  std::vector<float> lora_x_, lora_h_, lora_dh_, lora_dx_;  // LoRA branch scratch
+  std::vector<float> xs_;  // each layer's input [L + 1][T, H], kept for the recomputation
 };
 
 }  // namespace pivotmt

@@ -1,0 +1,176 @@
+// LoRA training speed on the CPU: tokens/s and peak RSS of `pivotmt finetune`'s trainer on
+// the generated `small` checkpoint (~110M parameters, F32 base and NF4 base), LoRA r 16 on
+// all projections, batch 2 x accumulation 2 of 256-token sequences, gradient checkpointing.
+// With --python PY (an interpreter with torch, transformers and peft) the same training of
+// the same checkpoint on the same sequences by PyTorch + PEFT runs beside it
+// (bench_train_pytorch.py) and the ratio is printed (issue target: >= 1.5x).
+//
+// usage: bench_train [--steps N] [--seq-len T] [--python PY] [--preset small|tiny]
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <thread>
+#include <random>
+#include <string>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "backends/cpu/ops.h"
+#include "models/make_model.h"
+#include "train/trainer.h"
+
+using namespace pivotmt;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  double tokens_per_second = 0;
+  size_t peak_rss = 0;
+};
+
+std::string run_command(const std::string& cmd) {
+  std::string out;
+  if (FILE* p = popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    while (fgets(buf, sizeof buf, p)) out += buf;
+    pclose(p);
+  }
+  return out;
+}
+
+Result parse_result(const std::string& out) {
+  const auto brace = out.rfind('{');
+  if (brace == std::string::npos) throw std::runtime_error("no result: " + out);
+  const auto j = nlohmann::json::parse(out.substr(brace));
+  return {j.at("tokens_per_second").get<double>(), j.at("peak_rss_bytes").get<size_t>()};
+}
+
+std::vector<TrainSequence> read_sequences(const std::string& path) {
+  std::ifstream in(path);
+  const auto j = nlohmann::json::parse(in);
+  std::vector<TrainSequence> data;
+  for (const auto& ids : j) {
+    TrainSequence t;
+    t.tokens = ids.get<std::vector<int32_t>>();
+    t.target.assign(t.tokens.size(), 1);
+    data.push_back(std::move(t));
+  }
+  return data;
+}
+
+Result train_run(const std::string& dir, BaseWeights base, Checkpointing ckpt, const std::vector<TrainSequence>& data,
+                 int64_t steps) {
+  LoraLlama model(dir, base);
+  model.set_checkpointing(ckpt);
+  LoraConfig c;  // the original's: r 16, alpha 16, dropout 0.05, all seven projections
+  model.set_adapter(init_lora(model.config(), c, 1));
+  TrainOptions o;
+  o.steps = steps + 1;  // step 1 warms up and is not timed
+  o.warmup = 0;
+  o.batch_size = 2;
+  o.grad_accum = 2;
+  o.progress = false;
+  o.shuffle = false;
+  double tokens = 0, seconds = 0;
+  Trainer(model, data, {}, o).run([&](const StepRecord& r) {
+    if (r.step == 1) return;
+    tokens += double(r.tokens);
+    seconds += r.seconds;
+  });
+  return {tokens / seconds, 0};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t steps = 3;
+  size_t seq_len = 256;
+  std::string python, preset = "small", child, child_model, child_seqs;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    if (a == "--child") child = argv[i + 1];  // internal: one configuration, in its own process
+    else if (a == "--child-model") child_model = argv[i + 1];
+    else if (a == "--child-seqs") child_seqs = argv[i + 1];
+    else if (a == "--steps") steps = std::stoll(argv[i + 1]);
+    else if (a == "--seq-len") seq_len = std::stoul(argv[i + 1]);
+    else if (a == "--python") python = argv[i + 1];
+    else if (a == "--preset") preset = argv[i + 1];
+    else {
+      fmt::print(stderr, "usage: bench_train [--steps N] [--seq-len T] [--python PY] [--preset small|tiny]\n");
+      return 2;
+    }
+  }
+  if (!child.empty()) {
+    const auto colon = child.find(':');  // BASE:CHECKPOINTING
+    const Result r = train_run(child_model, parse_base_weights(child.substr(0, colon)),
+                               parse_checkpointing(child.substr(colon + 1)), read_sequences(child_seqs), steps);
+    fmt::print("{}\n", nlohmann::json{{"tokens_per_second", r.tokens_per_second}, {"peak_rss_bytes", peak_rss_bytes()}}.dump());
+    return 0;
+  }
+  const fs::path dir = fs::temp_directory_path() / fmt::format("pivotmt-bench-train-{}", getpid());
+  MakeModelOptions mo;
+  mo.preset = preset;
+  mo.out_dir = (dir / "model").string();
+  mo.dtype = DType::F32;
+  mo.seed = 3;
+  const uint64_t params = make_model(mo);
+  const auto cfg = load_model_config(mo.out_dir);
+
+  std::mt19937 g(11);
+  nlohmann::json ids = nlohmann::json::array();
+  for (int s = 0; s < 8; ++s) {
+    std::vector<int32_t> t;
+    for (size_t i = 0; i < seq_len; ++i) t.push_back(int32_t(3 + g() % uint32_t(cfg.vocab_size - 3)));
+    ids.push_back(t);
+  }
+  const std::string seqs = (dir / "sequences.json").string();
+  std::ofstream(seqs) << ids.dump();
+  const int threads = int(std::thread::hardware_concurrency());
+  fmt::print("LoRA training, {} preset ({:.0f}M parameters), r 16 on all projections, batch 2 x accumulation 2 of {}-token "
+             "sequences, {} threads, {} timed steps\n",
+             preset, double(params) / 1e6, seq_len, threads, steps);
+  fmt::print("{:<52} {:>9} {:>12}\n", "", "tokens/s", "peak RSS");
+  auto child_run = [&](const char* base) {
+    return parse_result(run_command(fmt::format("{} --child {} --child-model {} --child-seqs {} --steps {}", argv[0], base,
+                                                mo.out_dir, seqs, steps)));
+  };
+  const Result f32 = child_run("f32:auto"), f32_ckpt = child_run("f32:always"), nf4 = child_run("nf4:auto");
+  auto row = [](const std::string& name, const Result& r) {
+    fmt::print("{:<52} {:>9.0f} {:>9.0f} MB\n", name, r.tokens_per_second, double(r.peak_rss) / 1e6);
+  };
+  row("pivotmt, F32 base (activations kept: they fit)", f32);
+  row("pivotmt, F32 base, checkpointing every layer", f32_ckpt);
+  row("pivotmt, NF4 base (activations kept)", nf4);
+  if (!python.empty()) {
+    const std::string script = (fs::path(__FILE__).parent_path() / "bench_train_pytorch.py").string();
+    auto py = [&](const char* mode) -> std::optional<std::pair<Result, std::string>> {
+      const std::string out = run_command(fmt::format("{} {} {} {} {} 2 2 {} {} 2>/dev/null", python, script, mo.out_dir, seqs,
+                                                      steps, threads, mode));
+      try {
+        const auto j = nlohmann::json::parse(out.substr(out.rfind('{')));
+        return std::make_pair(parse_result(out), j["torch"].get<std::string>());
+      } catch (const std::exception&) {
+        fmt::print("PyTorch run failed: {}\n", out.empty() ? "no output (is torch/peft installed for " + python + "?)" : out);
+        return std::nullopt;
+      }
+    };
+    const auto ckpt = py("checkpointing"), plain = py("no-checkpointing");
+    if (ckpt && plain) {
+      row(fmt::format("PyTorch {} + PEFT, F32, checkpointing (the recipe)", ckpt->second), ckpt->first);
+      row(fmt::format("PyTorch {} + PEFT, F32, no checkpointing", plain->second), plain->first);
+      const double recipe = ckpt->first.tokens_per_second;
+      fmt::print("pivotmt / PyTorch (the recipe's checkpointing): {:.2f}x tokens/s (F32 base), {:.2f}x (NF4 base); peak RSS {:.2f}x\n",
+                 f32.tokens_per_second / recipe, nf4.tokens_per_second / recipe, double(f32.peak_rss) / double(ckpt->first.peak_rss));
+      fmt::print("like for like: both checkpointing {:.2f}x; both keeping activations {:.2f}x tokens/s\n",
+                 f32_ckpt.tokens_per_second / recipe, f32.tokens_per_second / plain->first.tokens_per_second);
+    }
+  }
+  fs::remove_all(dir);
+  return 0;
+}
