@@ -97,7 +97,8 @@ struct AttnCase {
 class AttentionGrad : public ::testing::TestWithParam<std::tuple<AttnCase, Kernels>> {};
 
 TEST_P(AttentionGrad, QKVGradientsMatchFiniteDifferences) {
-  const auto [c, k] = GetParam();
+  const AttnCase c = std::get<0>(GetParam());
+  const Kernels k = std::get<1>(GetParam());
   const size_t qn = c.T * c.nh * c.d, kn = c.T * c.nkv * c.d;
   // x = q | k | v concatenated.
   auto split = [&](const std::vector<float>& x) {

@@ -28,6 +28,12 @@ std::vector<LoraModule> llama_lora_modules(const ModelConfig& c) {
           {"down_proj", "mlp.down_proj", H, F}};
 }
 
+size_t lora_module_index(const std::vector<LoraModule>& modules, const std::string& name) {
+  size_t i = 0;
+  while (i < modules.size() && modules[i].name != name) ++i;
+  return i;
+}
+
 size_t LoraAdapter::parameter_count() const {
   size_t n = 0;
   for (const auto& [key, p] : weights) n += p.A.size() + p.B.size();

@@ -32,6 +32,8 @@ struct LoraModule {
 };
 // The seven projections with their shapes for this model, in layer order.
 std::vector<LoraModule> llama_lora_modules(const ModelConfig& c);
+// The index of the module called `name` in `modules`; modules.size() when there is none.
+size_t lora_module_index(const std::vector<LoraModule>& modules, const std::string& name);
 
 struct LoraPair {
   std::vector<float> A;  // [r, in]

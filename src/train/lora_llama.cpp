@@ -194,8 +194,9 @@ void LoraLlama::set_adapter(const LoraAdapter& a) {
   const auto modules = llama_lora_modules(cfg_);
   for (const auto& [key, p] : a.weights) {
     if (key.first >= layers_.size()) throw Error(fmt::format("adapter: layer {} beyond the model's {}", key.first, layers_.size()));
-    const auto it = std::find_if(modules.begin(), modules.end(), [&](const LoraModule& m) { return m.name == key.second; });
-    if (it == modules.end()) throw Error(fmt::format("adapter: unknown module {}", key.second));
+    const size_t index = lora_module_index(modules, key.second);
+    if (index == modules.size()) throw Error(fmt::format("adapter: unknown module {}", key.second));
+    const auto it = modules.begin() + long(index);
     if (p.A.size() != size_t(a.config.r) * it->in || p.B.size() != it->out * size_t(a.config.r))
       throw Error(fmt::format("adapter: layer {} {} has the wrong shape for r = {}", key.first, key.second, a.config.r));
   }
@@ -211,7 +212,7 @@ void LoraLlama::bind_lora() {
   const auto modules = llama_lora_modules(cfg_);
   lora_.assign(layers_.size(), std::vector<Lora>(modules.size()));
   for (auto& [key, p] : adapter_.weights) {
-    const size_t m = size_t(std::find_if(modules.begin(), modules.end(), [&](const LoraModule& x) { return x.name == key.second; }) - modules.begin());
+    const size_t m = lora_module_index(modules, key.second);
     lora_[key.first][m] = {&p, &grads_.weights.at(key)};
   }
 }

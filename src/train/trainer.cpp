@@ -80,7 +80,7 @@ void write_optimizer(const std::string& path, const LoraAdapter& params, const t
     tensors.push_back(std::move(t));
   };
   for (const auto& [key, p] : params.weights) {
-    const auto& m = *std::find_if(modules.begin(), modules.end(), [&](const LoraModule& x) { return x.name == key.second; });
+    const auto& m = modules.at(lora_module_index(modules, key.second));
     const std::string k = lora_key(key.first, m);
     add(k + ".lora_A.exp_avg", st.m.weights.at(key).A);
     add(k + ".lora_B.exp_avg", st.m.weights.at(key).B);
@@ -100,7 +100,7 @@ void read_optimizer(const std::string& path, train::AdamWState& st, const ModelC
     std::memcpy(v.data(), f.data(t).data(), v.size() * 4);
   };
   for (auto& [key, m] : st.m.weights) {
-    const auto& mod = *std::find_if(modules.begin(), modules.end(), [&](const LoraModule& x) { return x.name == key.second; });
+    const auto& mod = modules.at(lora_module_index(modules, key.second));
     const std::string k = lora_key(key.first, mod);
     read(k + ".lora_A.exp_avg", m.A);
     read(k + ".lora_B.exp_avg", m.B);
