@@ -203,6 +203,32 @@ TEST(LoraTrajectory, ResumedRunIsIdenticalToUninterrupted) {
   EXPECT_THROW(Trainer(model, golden_sequences(f), {}, options).run(), Error);
 }
 
+// A damaged checkpoint stops the resume with an error naming the file; nothing is deleted.
+TEST(LoraTrajectory, CorruptCheckpointIsNamedAndKept) {
+  SafetensorsFile f(golden_path());
+  auto options = golden_options();
+  options.steps = 4;
+  options.save_every = 2;
+  test::TempDir dir;
+  options.out_dir = dir.str();
+  LoraLlama model(model_dir(), BaseWeights::F32);
+  model.set_adapter(init_lora(model.config(), golden_config(), 7));
+  EXPECT_THROW(Trainer(model, golden_sequences(f), {}, options).run([](const StepRecord& r) {
+    if (r.step == 3) throw Error("killed");
+  }), Error);
+  const std::string opt = dir.str("checkpoints/step-000002/optimizer.safetensors");
+  ASSERT_TRUE(std::filesystem::exists(opt));
+  test::write_file(opt, "not a safetensors file");
+  try {
+    Trainer(model, golden_sequences(f), {}, options).run();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step-000002/optimizer.safetensors"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(std::filesystem::exists(opt));
+  EXPECT_FALSE(std::filesystem::exists(dir.str("adapter_model.safetensors")));
+}
+
 TEST(LoraAdapterFiles, SaveLoadRoundTripAndMismatchesNamed) {
   LoraLlama model(model_dir(), BaseWeights::F32);
   const auto a = init_lora(model.config(), golden_config(), 3);
