@@ -153,6 +153,26 @@ TEST(CpuOps, Int8WeightOnly) {
   EXPECT_EQ(q.bytes(), 769u * 65u + 769u * 4u);
 }
 
+// NF4 weights: the fast kernels (the AVX2 4-bit GEMV for few rows, converted blocks and
+// SGEMM for many; widths that are and are not multiples of 8) against the reference loops.
+TEST(CpuOps, Nf4LinearFastMatchesReference) {
+  for (size_t in : {size_t(64), size_t(200), size_t(65)}) {
+    const auto wi = random(301 * in, 13, 0.1f);
+    Matrix m;
+    m.dtype = DType::NF4;
+    m.out = 301;
+    m.in = in;
+    m.nf4 = nf4::quantize(wi, true);
+    for (size_t T : {size_t(1), size_t(3), size_t(9), size_t(40)}) {
+      const auto x = random(T * in, unsigned(T + 100));
+      std::vector<float> want(T * 301), got(T * 301);
+      ref::linear(x.data(), T, m, want.data());
+      fast::linear(x.data(), T, m, got.data());
+      expect_close(got, want, 1e-4f, "nf4 linear in=" + std::to_string(in) + " T=" + std::to_string(T));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace pivotmt::cpu
 

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -139,6 +140,21 @@ __attribute__((target("avx2,fma,f16c"))) void gemv1_i8_avx2(const float* x, cons
   }
 }
 
+// Eight NF4 weights (flat elements e..e+7, e a multiple of 8, inside one 64-value block) as
+// floats: the nibbles (high first) index the 16 codes through two 8-lane permutes, then
+// the block's absmax scales them (the same product as nf4::dequantize).
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 nf4_eight(const Matrix& w, size_t e) {
+  static const __m256 lo = _mm256_loadu_ps(nf4::codes().data()), hi = _mm256_loadu_ps(nf4::codes().data() + 8);
+  int32_t bytes;
+  std::memcpy(&bytes, w.nf4.packed.data() + e / 2, 4);
+  const __m128i dup = _mm_shuffle_epi8(_mm_cvtsi32_si128(bytes), _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, -1, -1, -1, -1, -1, -1, -1, -1));
+  __m256i idx = _mm256_srlv_epi32(_mm256_cvtepu8_epi32(dup), _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0));
+  idx = _mm256_and_si256(idx, _mm256_set1_epi32(15));
+  const __m256 upper = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
+  const __m256 code = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), upper);
+  return _mm256_mul_ps(code, _mm256_set1_ps(w.nf4.absmax[e / nf4::kBlock]));
+}
+
 // R input rows (R a compile-time constant, so the R accumulators stay in registers — with a
 // run-time row count they were an array in memory, reloaded and stored at every FMA, and
 // batch 8 ran at ~1/4 of the cores' FMA rate): y[r, o] = sum_i x[r, i] * w[o, i] for rows o
@@ -155,6 +171,7 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_rows_avx2(const float* x, con
       __m256 wv;
       if constexpr (D == DType::F16) wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.row_f16(o) + i)));
       else if constexpr (D == DType::I8) wv = widen(w.row_i8(o) + i);
+      else if constexpr (D == DType::NF4) wv = nf4_eight(w, o * in + i);
       else wv = _mm256_loadu_ps(w.row_f32(o) + i);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * in + i), wv, acc[r]);
@@ -163,10 +180,12 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_rows_avx2(const float* x, con
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       float s = hsum(acc[r]);
-      for (size_t i = in8; i < in; ++i)
-        s += x[r * in + i] * (D == DType::F16 ? f16_to_f32(w.row_f16(o)[i])
-                              : D == DType::I8 ? float(w.row_i8(o)[i])
-                                               : w.row_f32(o)[i]);
+      if constexpr (D != DType::NF4) {  // NF4 takes this path only when in % 8 == 0
+        for (size_t i = in8; i < in; ++i)
+          s += x[r * in + i] * (D == DType::F16 ? f16_to_f32(w.row_f16(o)[i])
+                                : D == DType::I8 ? float(w.row_i8(o)[i])
+                                                 : w.row_f32(o)[i]);
+      }
       y[r * ldy + o] = s * scale;
     }
   }
@@ -201,6 +220,7 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_avx2(const float* x, size_t T
       switch (w.dtype) {
         case DType::F16: gemv_group<DType::F16>(rows, xt, w, yt, ldy, c0, c1); break;
         case DType::I8: gemv_group<DType::I8>(rows, xt, w, yt, ldy, c0, c1); break;
+        case DType::NF4: gemv_group<DType::NF4>(rows, xt, w, yt, ldy, c0, c1); break;
         default: gemv_group<DType::F32>(rows, xt, w, yt, ldy, c0, c1); break;
       }
     }
@@ -225,12 +245,18 @@ void gemv_portable(const float* x, size_t T, const Matrix& w, float* y, size_t l
 void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   if (T == 0) return;
   if (ldy == 0) ldy = w.out;
-  // NF4 always takes the converting path below (no 4-bit GEMV kernel yet).
-  if (w.dtype != DType::NF4 && T <= (w.bytes() < kCachedMatrixBytes ? kGemvRowsCached : kGemvMaxRows)) {
+  // NF4 decodes in the AVX2 GEMV (rows a multiple of 8 wide); otherwise it converts blocks
+  // of rows to F32 for SGEMM below.
+  bool nf4_gemv = false;
+#if defined(__x86_64__)
+  nf4_gemv = w.dtype == DType::NF4 && w.in % 8 == 0 && cpu_has_avx2_fma_f16c();
+#endif
+  if ((w.dtype != DType::NF4 || nf4_gemv) && T <= (w.bytes() < kCachedMatrixBytes ? kGemvRowsCached : kGemvMaxRows)) {
     parallel_for(w.out, [&](size_t o0, size_t o1) {
 #if defined(__x86_64__)
       if (cpu_has_avx2_fma_f16c()) {
-        if (T == 1) return w.dtype == DType::I8 ? gemv1_i8_avx2(x, w, y, o0, o1) : gemv1_avx2(x, w, y, o0, o1);
+        if (T == 1 && w.dtype != DType::NF4)
+          return w.dtype == DType::I8 ? gemv1_i8_avx2(x, w, y, o0, o1) : gemv1_avx2(x, w, y, o0, o1);
         return gemv_avx2(x, T, w, y, ldy, o0, o1);
       }
 #endif
