@@ -86,7 +86,13 @@ std::vector<TrainSequence> sequences_from_jsonl(const std::string& path, const T
     ++report.rows;
     TrainSequence s;
     if (j.is_object() && j.contains("messages")) {
-      s = chat_sequence(tokenizer, messages_from_json(j["messages"], where), limits.loss_on);
+      try {
+        s = chat_sequence(tokenizer, messages_from_json(j["messages"], where), limits.loss_on);
+      } catch (const FormatError&) {
+        throw;  // already names the line
+      } catch (const Error& e) {
+        throw FormatError(fmt::format("{}: {}", where, e.what()));
+      }
     } else if (j.is_object() && j.contains("text") && j["text"].is_string()) {
       if (limits.loss_on == LossOn::Response)
         throw Error(fmt::format("{}: a \"text\" row has no response: --loss-on response needs \"messages\" chats", where));
