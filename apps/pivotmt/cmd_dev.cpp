@@ -2,6 +2,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "io/torch_checkpoint.h"
 #include "models/make_model.h"
 
 namespace pivotmt::cli {
@@ -28,6 +29,18 @@ void register_dev(CLI::App& app) {
     if (vocab > 0) o.vocab_size = vocab;
     const uint64_t params = make_model(o);
     fmt::print("wrote {} ({} {}, {} parameters, {})\n", o.out_dir, o.arch, o.preset, params, dtype);
+  });
+
+  // A PyTorch checkpoint (pytorch_model.bin, Lightning's model.ckpt) as safetensors, read
+  // without executing its pickle.
+  static std::string torch_in, safetensors_out;
+  auto* conv = app.add_subcommand("convert", "A torch.save checkpoint (.bin, .ckpt) as safetensors, its pickle never executed");
+  conv->add_option("input", torch_in, "pytorch_model.bin or model.ckpt")->required()->check(CLI::ExistingFile);
+  conv->add_option("output", safetensors_out, "The safetensors file to write")->required();
+  conv->callback([] {
+    const TorchCheckpoint ckpt(torch_in);
+    ckpt.save_safetensors(safetensors_out);
+    fmt::print("wrote {} ({} tensors)\n", safetensors_out, ckpt.tensors().size());
   });
 }
 
