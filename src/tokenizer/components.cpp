@@ -1,4 +1,5 @@
 #include "tokenizer/components.h"
+#include "tokenizer/precompiled.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -259,6 +260,15 @@ class BertNormalizer : public Normalizer {
 
  private:
   bool clean_text_, chinese_, lowercase_, strip_accents_;
+};
+
+class PrecompiledNormalizer : public Normalizer {
+ public:
+  explicit PrecompiledNormalizer(const json& j) : map_(PrecompiledCharsmap::from_base64(str(j, "precompiled_charsmap"))) {}
+  std::string normalize(const std::string& t) const override { return map_.normalize(t); }
+
+ private:
+  PrecompiledCharsmap map_;
 };
 
 class StripNormalizer : public Normalizer {
@@ -589,6 +599,7 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j) {
   if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
   if (type == "BertNormalizer") return std::make_unique<BertNormalizer>(j);
   if (type == "Strip") return std::make_unique<StripNormalizer>(j);
+  if (type == "Precompiled") return std::make_unique<PrecompiledNormalizer>(j);
   throw UnsupportedError(fmt::format("tokenizer.json: normalizer type '{}' is not supported", type));
 }
 

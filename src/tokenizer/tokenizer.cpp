@@ -14,6 +14,7 @@
 #include "text/unicode.h"
 #include "tokenizer/added_vocab.h"
 #include "tokenizer/components.h"
+#include "tokenizer/unigram.h"
 #include "tokenizer/wordpiece.h"
 
 namespace pivotmt {
@@ -27,6 +28,7 @@ const char* tokenizer_kind_name(TokenizerKind k) {
     case TokenizerKind::WordPiece: return "wordpiece";
     case TokenizerKind::SentencePiece: return "sentencepiece";
     case TokenizerKind::Tiktoken: return "tiktoken";
+    case TokenizerKind::Unigram: return "unigram";
   }
   return "?";
 }
@@ -180,6 +182,7 @@ class PipelineTokenizer : public BaseTokenizer {
         wordpiece_(std::move(wordpiece)),
         decoder_(std::move(decoder)) {}
 
+  void set_unigram(std::unique_ptr<UnigramModel> unigram) { unigram_ = std::move(unigram); }
   void set_post(std::vector<TokenId> prefix, std::vector<TokenId> suffix) {
     prefix_ = std::move(prefix);
     suffix_ = std::move(suffix);
@@ -198,6 +201,7 @@ class PipelineTokenizer : public BaseTokenizer {
         if (pre_) pre_->split(pieces);
         for (const auto& p : pieces) {
           if (bpe_) bpe_->encode_word(p.text, ids);
+          else if (unigram_) unigram_->encode_word(p.text, ids);
           else wordpiece_->encode_word(p.text, ids);
         }
       }
@@ -211,7 +215,7 @@ class PipelineTokenizer : public BaseTokenizer {
         if (!(skip_special_tokens && t->special)) tokens.push_back(t->content);
         continue;
       }
-      const std::string& t = bpe_ ? bpe_->id_to_token(id) : wordpiece_->id_to_token(id);
+      const std::string& t = bpe_ ? bpe_->id_to_token(id) : unigram_ ? unigram_->id_to_token(id) : wordpiece_->id_to_token(id);
       if (t.empty()) throw Error(fmt::format("decode: token id {} is outside the vocabulary ({} tokens)", id, vocab_size()));
       tokens.push_back(t);
     }
@@ -228,17 +232,17 @@ class PipelineTokenizer : public BaseTokenizer {
 
   TokenizerKind kind() const override { return kind_; }
   size_t vocab_size() const override {
-    TokenId max_id = bpe_ ? bpe_->max_id() : wordpiece_->max_id();
+    TokenId max_id = bpe_ ? bpe_->max_id() : unigram_ ? unigram_->max_id() : wordpiece_->max_id();
     for (const auto& t : added_->tokens()) max_id = std::max(max_id, t.id);
     return size_t(max_id + 1);
   }
   std::optional<TokenId> token_to_id(const std::string& token) const override {
     if (const AddedToken* t = added_ ? added_->find(token) : nullptr) return t->id;
-    return bpe_ ? bpe_->token_to_id(token) : wordpiece_->token_to_id(token);
+    return bpe_ ? bpe_->token_to_id(token) : unigram_ ? unigram_->token_to_id(token) : wordpiece_->token_to_id(token);
   }
   std::string id_to_token(TokenId id) const override {
     if (const AddedToken* t = added_->find(id)) return t->content;
-    return bpe_ ? bpe_->id_to_token(id) : wordpiece_->id_to_token(id);
+    return bpe_ ? bpe_->id_to_token(id) : unigram_ ? unigram_->id_to_token(id) : wordpiece_->id_to_token(id);
   }
 
  private:
@@ -247,6 +251,7 @@ class PipelineTokenizer : public BaseTokenizer {
   std::unique_ptr<PreTokenizer> pre_;
   std::unique_ptr<BpeModel> bpe_;
   std::unique_ptr<WordPieceModel> wordpiece_;
+  std::unique_ptr<UnigramModel> unigram_;
   std::unique_ptr<Decoder> decoder_;
 };
 
@@ -298,6 +303,7 @@ std::unique_ptr<Tokenizer> build_pipeline(const json& t, const std::string& path
     const bool byte_level = json_mentions_byte_level(t);
     std::unique_ptr<BpeModel> bpe;
     std::unique_ptr<WordPieceModel> wordpiece;
+    std::unique_ptr<UnigramModel> unigram;
     TokenizerKind kind;
     if (type == "BPE") {
       std::unordered_map<std::string, TokenId> vocab;
@@ -341,12 +347,20 @@ std::unique_ptr<Tokenizer> build_pipeline(const json& t, const std::string& path
                                                    model.value("continuing_subword_prefix", "##"),
                                                    model.value("max_input_chars_per_word", 100));
       kind = TokenizerKind::WordPiece;
+    } else if (type == "Unigram") {
+      std::vector<std::pair<std::string, double>> vocab;
+      for (const auto& item : model.at("vocab")) vocab.emplace_back(item.at(0).get<std::string>(), item.at(1).get<double>());
+      std::optional<TokenId> unk;
+      if (model.contains("unk_id") && !model["unk_id"].is_null()) unk = model["unk_id"].get<TokenId>();
+      unigram = std::make_unique<UnigramModel>(std::move(vocab), unk, model.value("byte_fallback", false));
+      kind = TokenizerKind::Unigram;
     } else {
-      throw UnsupportedError(fmt::format("{}: tokenizer model type '{}' is not supported (BPE, WordPiece)", path, type));
+      throw UnsupportedError(fmt::format("{}: tokenizer model type '{}' is not supported (BPE, WordPiece, Unigram)", path, type));
     }
     auto tok = std::make_unique<PipelineTokenizer>(kind, make_normalizer(t.value("normalizer", json())),
                                                    make_pre_tokenizer(t.value("pre_tokenizer", json())), std::move(bpe),
                                                    std::move(wordpiece), make_decoder(t.value("decoder", json())));
+    if (unigram) tok->set_unigram(std::move(unigram));
     std::vector<TokenId> prefix, suffix;
     post_processor_ids(t.value("post_processor", json()), prefix, suffix);
     tok->set_post(prefix, suffix);

@@ -19,7 +19,7 @@ struct AddedToken {
   bool lstrip = false, rstrip = false, single_word = false, normalized = false;
 };
 
-enum class TokenizerKind { Bpe, ByteLevelBpe, WordPiece, SentencePiece, Tiktoken };
+enum class TokenizerKind { Bpe, ByteLevelBpe, WordPiece, SentencePiece, Tiktoken, Unigram };
 const char* tokenizer_kind_name(TokenizerKind k);
 
 class Tokenizer {
