@@ -1,6 +1,7 @@
 // libFuzzer target for the tokenizer stack. The first byte picks the mode:
 //  0: the rest is text, encoded and decoded by the real Llama-2, Llama-3 and MiniLM
-//     tokenizers (from PIVOTMT_FIXTURES, default ../shared/fixtures);
+//     tokenizers (from PIVOTMT_FIXTURES, default ../shared/fixtures) and the Unigram one
+//     with a precompiled character map (tests/goldens/unigram, from the repository root);
 //  1: the rest is a tokenizer.json, loaded and used on a fixed sentence;
 //  2: the rest is a chat template, parsed and rendered with two messages.
 // Every outcome must be a result or a pivotmt::Error / TemplateError.
@@ -23,6 +24,7 @@ std::vector<std::unique_ptr<pivotmt::Tokenizer>>& real_tokenizers() {
     const std::string base = env ? env : "../shared/fixtures";
     for (const char* dir : {"/models/tiny-tower", "/tokenizers/llama-3", "/tokenizers/all-MiniLM-L6-v2"})
       if (std::filesystem::exists(base + dir)) t.push_back(pivotmt::load_tokenizer(base + dir));
+    if (std::filesystem::exists("tests/goldens/unigram/tokenizer.json")) t.push_back(pivotmt::load_tokenizer("tests/goldens/unigram"));
     return t;
   }();
   return toks;
