@@ -54,7 +54,7 @@ void split_eval(std::vector<TrainSequence>& train, std::vector<TrainSequence>& e
   train = std::move(kept);
 }
 
-void run_finetune(FinetuneArgs& a, const CLI::App& cmd) {
+void run_finetune(FinetuneArgs& a) {
   if (a.out.empty()) throw Error("--out is required (on the command line or in the config file)");
   if (fs::exists(a.out) && !fs::is_empty(a.out) && !fs::exists(fs::path(a.out) / "finetune.json"))
     throw Error(fmt::format("{} exists and does not hold a fine-tuning run: choose another --out", a.out));
@@ -126,7 +126,6 @@ void run_finetune(FinetuneArgs& a, const CLI::App& cmd) {
                 {"drop_long", a.drop_long},
                 {"eval_fraction", a.eval_fraction}};
   if (!jsonl) o.identity["k"] = a.k;
-  (void)cmd;
   Trainer trainer(model, std::move(data), std::move(eval), o);
   const int64_t every = std::max<int64_t>(1, a.steps / 20);
   const auto records = trainer.run([&](const StepRecord& r) {
@@ -189,7 +188,7 @@ void register_finetune(CLI::App& app) {
   cmd->add_flag("--reference-kernels", a.reference_kernels, "Plain loops instead of BLAS (slow; for checking)");
   cmd->callback([cmd] {
     if (!a.study.config_file.empty()) apply_config_file(*cmd, a.study.config_file, cmd->get_parent()->get_subcommand("ablate"));
-    run_finetune(a, *cmd);
+    run_finetune(a);
   });
 
   static std::string base, adapter, out;

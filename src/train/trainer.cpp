@@ -252,7 +252,6 @@ int64_t Trainer::load_latest_checkpoint(train::AdamWState& st) {
 }
 
 std::vector<StepRecord> Trainer::run(const std::function<void(const StepRecord&)>& on_step) {
-  // The model's adapter config decides names in the sorted targets order PEFT writes.
   std::vector<StepRecord> records;
   const bool write = !o_.out_dir.empty();
   const std::string log_path = write ? (fs::path(o_.out_dir) / "train_log.jsonl").string() : "";
