@@ -183,7 +183,8 @@ TEST(TokenizerErrors, ClearMessages) {
   EXPECT_THROW(llama2.encode("bad \xff utf8", true), FormatError);
   EXPECT_THROW(llama2.decode({1, 99999999}, false), Error);
   EXPECT_THROW(load_tokenizer(test::fixture("models/tiny-gqa")), Error);  // no tokenizer files
-  EXPECT_THROW(tokenizer_from_json_text("{\"model\": {\"type\": \"Unigram\"}}", "t.json"), UnsupportedError);
+  EXPECT_THROW(tokenizer_from_json_text("{\"model\": {\"type\": \"WordLevel\"}}", "t.json"), UnsupportedError);
+  EXPECT_THROW(tokenizer_from_json_text("{\"model\": {\"type\": \"Unigram\"}}", "t.json"), FormatError);  // no vocab
   EXPECT_THROW(tokenizer_from_json_text("{\"model\": ", "t.json"), FormatError);
 }
 
