@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/json_file.h"
 #include "test_util.h"
+#include "text/base64.h"
 #include "tokenizer/components.h"
 #include "tokenizer/precompiled.h"
 #include "tokenizer/tokenizer.h"
@@ -56,11 +57,11 @@ TEST(Unigram, UnknownCharactersFuseIntoOneUnk) {
 }
 
 TEST(Unigram, Base64AndMalformedCharsmaps) {
-  EXPECT_EQ(base64_decode("aGVsbG8="), "hello");
-  EXPECT_EQ(base64_decode("aGVsbG8"), "hello");
-  EXPECT_THROW(base64_decode("a*b"), FormatError);
+  EXPECT_EQ(base64_decode("aGVsbG8=", "t"), "hello");
+  EXPECT_EQ(base64_decode("aGVsbG8", "t"), "hello");
+  EXPECT_THROW(base64_decode("a*b", "t"), FormatError);
   EXPECT_THROW(PrecompiledCharsmap(std::string("\x01\x00", 2)), FormatError);
-  EXPECT_THROW(PrecompiledCharsmap(std::string("\x10\x00\x00\x00abcd", 8)), FormatError);  // trie longer than the map
+  EXPECT_THROW(PrecompiledCharsmap(std::string{'\x10', '\0', '\0', '\0', 'a', 'b', 'c', 'd'}), FormatError);  // trie longer than the map
 }
 
 }  // namespace

@@ -98,15 +98,15 @@ Frame axes(cairo_t* cr, double x, double y, double w, double h, double xmin, dou
   return f;
 }
 
-void line_series(cairo_t* cr, const Frame& f, const MetricSeries& s, const Rgb& c) {
+void line_series(cairo_t* cr, const Frame& f, const MetricSeries& s, const Rgb& c, bool markers = true) {
   cairo_set_source_rgb(cr, c.r, c.g, c.b);
-  cairo_set_line_width(cr, 2);
+  cairo_set_line_width(cr, markers ? 2 : 1.5);
   for (size_t i = 0; i < s.ks.size(); ++i) {
     if (i == 0) cairo_move_to(cr, f.px(s.ks[i]), f.py(s.values[i]));
     else cairo_line_to(cr, f.px(s.ks[i]), f.py(s.values[i]));
   }
   cairo_stroke(cr);
-  for (size_t i = 0; i < s.ks.size(); ++i) {
+  for (size_t i = 0; markers && i < s.ks.size(); ++i) {
     cairo_arc(cr, f.px(s.ks[i]), f.py(s.values[i]), 3.5, 0, 2 * M_PI);
     cairo_fill(cr);
   }
@@ -224,21 +224,8 @@ void plot_loss_curve(const std::vector<MetricSeries>& series, const std::string&
   const int W = 900, H = 520;
   render_both(path_stem, W, H, [&](cairo_t* cr) {
     const Frame f = axes(cr, 0, 0, W - 130, H, xmin, xmax, yhi * 1.05, title, "loss", xticks, "optimiser step");
-    for (size_t i = 0; i < series.size(); ++i) {
-      MetricSeries s = series[i];
-      if (s.ks.size() > 60) {  // many points: a line without markers
-        const Rgb& c = kColors[i % 4];
-        cairo_set_source_rgb(cr, c.r, c.g, c.b);
-        cairo_set_line_width(cr, 1.5);
-        for (size_t p = 0; p < s.ks.size(); ++p) {
-          if (p == 0) cairo_move_to(cr, f.px(s.ks[p]), f.py(s.values[p]));
-          else cairo_line_to(cr, f.px(s.ks[p]), f.py(s.values[p]));
-        }
-        cairo_stroke(cr);
-      } else {
-        line_series(cr, f, s, kColors[i % 4]);
-      }
-    }
+    // Many points: lines without markers.
+    for (size_t i = 0; i < series.size(); ++i) line_series(cr, f, series[i], kColors[i % 4], series[i].ks.size() <= 60);
     legend(cr, f.x0 + f.w + 15, f.y0 + 20, series);
   });
 }

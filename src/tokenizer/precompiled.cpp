@@ -9,35 +9,9 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "text/base64.h"
 
 namespace pivotmt {
-
-std::string base64_decode(std::string_view text) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  out.reserve(text.size() * 3 / 4);
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : text) {
-    if (c == '=') break;
-    const int v = value(c);
-    if (v < 0) throw FormatError(fmt::format("base64: unexpected character 0x{:02x}", static_cast<unsigned char>(c)));
-    acc = (acc << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(char((acc >> bits) & 0xff));
-    }
-  }
-  return out;
-}
 
 PrecompiledCharsmap::PrecompiledCharsmap(std::string_view blob) {
   if (blob.size() < 4) throw FormatError("precompiled_charsmap: shorter than its header");
@@ -50,7 +24,9 @@ PrecompiledCharsmap::PrecompiledCharsmap(std::string_view blob) {
   pool_.assign(blob.substr(4 + trie_bytes));
 }
 
-PrecompiledCharsmap PrecompiledCharsmap::from_base64(std::string_view text) { return PrecompiledCharsmap(base64_decode(text)); }
+PrecompiledCharsmap PrecompiledCharsmap::from_base64(std::string_view text) {
+  return PrecompiledCharsmap(base64_decode(text, "precompiled_charsmap"));
+}
 
 std::optional<std::string_view> PrecompiledCharsmap::transform(std::string_view chunk) const {
   // Double-array unit layout (Darts-clone): offset = (u >> 10) << ((u & 1 << 9) >> 6),

@@ -28,7 +28,4 @@ class PrecompiledCharsmap {
   std::string pool_;
 };
 
-// Standard base64 (RFC 4648, padding optional); throws FormatError on other characters.
-std::string base64_decode(std::string_view text);
-
 }  // namespace pivotmt

@@ -14,6 +14,7 @@
 #include "text/unicode.h"
 #include "tokenizer/added_vocab.h"
 #include "tokenizer/components.h"
+#include "text/base64.h"
 #include "tokenizer/unigram.h"
 #include "tokenizer/wordpiece.h"
 
@@ -427,32 +428,6 @@ bool looks_like_tiktoken(const std::string& path) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '=')) return false;
   }
   return line.find_first_not_of("0123456789", sp + 1) == std::string::npos;
-}
-
-std::string base64_decode(std::string_view s, const std::string& where) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  uint32_t buf = 0;
-  int bits = 0;
-  for (char c : s) {
-    if (c == '=') break;
-    const int v = value(c);
-    if (v < 0) throw FormatError(fmt::format("{}: invalid base64 '{}'", where, s));
-    buf = (buf << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(char((buf >> bits) & 0xff));
-    }
-  }
-  return out;
 }
 
 // Llama-3's pre-tokenizer pattern (Meta's tiktoken pat_str).
