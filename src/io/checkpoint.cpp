@@ -39,10 +39,17 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
   } else {
     for (const auto& e : fs::directory_iterator(dir))
       if (e.path().extension() == ".safetensors") file_names_.push_back(e.path().filename().string());
-    if (file_names_.size() != 1)
+    if (file_names_.size() != 1) {
+      // PyTorch-only checkpoints: say how to get safetensors without running their pickles.
+      std::string hint;
+      for (const char* torch_file : {"pytorch_model.bin", "model.ckpt", "pytorch_model.bin.index.json"})
+        if (fs::exists(fs::path(dir) / torch_file))
+          hint = fmt::format("; it holds {} (PyTorch): convert it with `pivotmt convert {} {}`", torch_file,
+                             (fs::path(dir) / torch_file).string(), (fs::path(dir) / "model.safetensors").string());
       throw Error(fmt::format(
-          "{}: no model.safetensors or model.safetensors.index.json (found {} other .safetensors files)", dir,
-          file_names_.size()));
+          "{}: no model.safetensors or model.safetensors.index.json (found {} other .safetensors files){}", dir,
+          file_names_.size(), hint));
+    }
   }
 
   for (const auto& name : file_names_) {
