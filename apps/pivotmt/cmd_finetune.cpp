@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "backends/random_fill.h"
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -32,19 +33,16 @@ struct FinetuneArgs {
   bool drop_long = false, no_shuffle = false, log_json = false, reference_kernels = false;
 };
 
-// A seeded choice of held-out sequences (every ⌈1/fraction⌉-th after a shuffle).
+// A seeded choice of held-out sequences: the fraction whose splitmix64 hash of (seed, index)
+// is smallest, so the split depends on the seed alone.
 void split_eval(std::vector<TrainSequence>& train, std::vector<TrainSequence>& eval, double fraction, uint64_t seed) {
   if (fraction <= 0) return;
   if (fraction >= 1) throw Error("--eval-fraction must be below 1");
   const size_t n_eval = std::max<size_t>(1, size_t(double(train.size()) * fraction));
   if (n_eval >= train.size()) throw Error(fmt::format("--eval-fraction {}: {} sequences leave none to train on", fraction, train.size()));
-  // Deterministic: the sequences whose hash of (seed, index) is smallest.
   std::vector<std::pair<uint64_t, size_t>> keyed;
   for (size_t i = 0; i < train.size(); ++i) {
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + i + 1;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    keyed.push_back({x ^ (x >> 31), i});
+    keyed.push_back({random_fill::splitmix64(seed ^ random_fill::splitmix64(i + 1)), i});
   }
   std::sort(keyed.begin(), keyed.end());
   std::vector<bool> held(train.size(), false);

@@ -123,7 +123,7 @@ std::vector<StepRecord> read_log(const std::string& path, int64_t up_to) {
     try {
       auto r = record_from_json(nlohmann::json::parse(line));
       if (r.step <= up_to) out.push_back(r);
-    } catch (const std::exception& e) {
+    } catch (const std::exception&) {
       // A line cut short by a kill is the only thing a crash can leave; anything past the
       // checkpoint is recomputed anyway.
       continue;
