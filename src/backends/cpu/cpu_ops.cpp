@@ -276,6 +276,7 @@ class CpuOps final : public Ops {
   }
   void do_attention(size_t layer, const Tensor& qkv, const Tensor& out) override {
     const size_t nh = shape().heads, nkv = shape().kv_heads, d = shape().head_dim, w = width();
+    bool all_few_rows = true;  // a decode step: one parallel section for all sequences
     for (const auto& s : batch().seqs) {
       auto& kv = kv_of(*s.cache);
       auto& kc = kv.k[layer];
@@ -293,10 +294,31 @@ class CpuOps final : public Ops {
         kc.insert(kc.end(), row + nh * d, row + nh * d + w);
         vc.insert(vc.end(), row + (nh + nkv) * d, row + (nh + nkv) * d + w);
       }
+      all_few_rows = all_few_rows && s.count < 16;
+    }
+    if (!ref() && all_few_rows) {
+      std::vector<cpu::fast::AttentionJob> jobs;
+      for (const auto& s : batch().seqs) {
+        const auto& kv = kv_of(*s.cache);
+        cpu::fast::AttentionJob j;
+        j.q = qkv.as<float>() + s.row0 * qkv.stride();
+        j.q_stride = qkv.stride();
+        j.k = kv.k[layer].data();
+        j.v = kv.v[layer].data();
+        j.T = s.count;
+        j.L = s.cache->length + s.count;
+        j.out = out.as<float>() + s.row0 * out.stride();
+        j.out_stride = out.stride();
+        jobs.push_back(j);
+      }
+      return cpu::fast::attention_many(jobs, nh, nkv, d, shape().window);
+    }
+    for (const auto& s : batch().seqs) {
+      const auto& kv = kv_of(*s.cache);
       const size_t len = s.cache->length + s.count;
       (ref() ? cpu::ref::attention : cpu::fast::attention)(qkv.as<float>() + s.row0 * qkv.stride(), qkv.stride(),
-                                                           kc.data(), vc.data(), s.count, len, nh, nkv, d,
-                                                           shape().window, out.as<float>() + s.row0 * out.stride());
+                                                           kv.k[layer].data(), kv.v[layer].data(), s.count, len, nh, nkv,
+                                                           d, shape().window, out.as<float>() + s.row0 * out.stride());
     }
   }
   void do_gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out) override {

@@ -1,6 +1,6 @@
 // CPU operations of the Llama-family forward pass. Each op has a plain reference
 // implementation (namespace ref: obviously correct loops, F32) that the fast one
-// (namespace fast: OpenBLAS GEMM for prefill, AVX2/F16C GEMV for decode, threads) is
+// (namespace fast: SIMD GEMM kernels chosen at run time, see gemm.h, threads) is
 // tested against. Shapes: T rows (tokens), row-major.
 #pragma once
 #include <cstddef>
@@ -20,6 +20,10 @@ namespace pivotmt::cpu {
 // model fits in 24 GiB; activations and accumulation stay F32.
 // NF4: bitsandbytes' 4-bit format with double quantisation (QLoRA's base), dequantised
 // block by block as it is used.
+// I8 with int8_activations: the activations are quantised too (one scale per row and
+// kQ8Block values) and the products are int8 · int8 with exact int32 sums (VNNI), as
+// llama.cpp's Q8_0 × Q8_0; otherwise the activations stay F32 (weight-only INT8).
+constexpr size_t kQ8Block = 256;
 struct Matrix {
   DType dtype = DType::F32;
   size_t out = 0, in = 0;
@@ -27,6 +31,8 @@ struct Matrix {
   std::vector<uint16_t> f16;   // [out, in] when dtype == F16 and owned
   std::vector<int8_t> i8;      // [out, in] when dtype == I8
   std::vector<float> scale;    // [out] when dtype == I8
+  std::vector<int32_t> block_sums;  // [out, ceil(in / kQ8Block)] Σ q per block, when dtype == I8
+  bool int8_activations = false;    // I8: quantise the activations (see above)
   nf4::Quantized nf4;          // the whole matrix flattened row-major, when dtype == NF4
   const void* borrowed = nullptr;  // [out, in] in the checkpoint mapping, else null
   const float* data_f32() const { return borrowed ? static_cast<const float*>(borrowed) : f32.data(); }
@@ -42,8 +48,8 @@ struct Matrix {
   void row_to_f32(size_t o, float* dst) const;
 };
 
-// Per-row absmax quantisation of an F32 [out, in] matrix to I8.
-Matrix quantize_int8(const float* w, size_t out, size_t in);
+// Per-row absmax quantisation of an F32 [out, in] matrix to I8 (with its block sums).
+Matrix quantize_int8(const float* w, size_t out, size_t in, bool int8_activations = false);
 
 // Rotary embedding tables for one model: inv_freq per pair (already rope_scaling-adjusted).
 struct Rope {
@@ -76,6 +82,19 @@ void rope(float* x, size_t T, size_t stride, size_t heads, size_t head_dim, cons
 void silu_mul(const float* gate_up, size_t T, size_t F, float* out);
 void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
                size_t n_kv, size_t d, size_t window, float* out);
+
+// Attention of one sequence's few new rows (decode), for attention_many.
+struct AttentionJob {
+  const float* q = nullptr;  // [T, n_heads, d], rows q_stride floats apart
+  size_t q_stride = 0;
+  const float *k = nullptr, *v = nullptr;  // [L, n_kv, d]
+  size_t T = 0, L = 0;
+  float* out = nullptr;  // [T, n_heads, d], rows out_stride floats apart
+  size_t out_stride = 0;
+};
+// Several sequences' attention in one parallel section (a decode step of a batch): every
+// (sequence, row, head) is an independent job. Same arithmetic as attention() per row.
+void attention_many(const std::vector<AttentionJob>& jobs, size_t n_heads, size_t n_kv, size_t d, size_t window);
 }  // namespace fast
 
 // Threads used by the fast kernels (default: all cores).

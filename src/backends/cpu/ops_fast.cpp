@@ -5,15 +5,17 @@
 #include <cblas.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #if defined(__x86_64__)
-#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
+#include "backends/cpu/cpu_features.h"
+#include "backends/cpu/gemm.h"
 #include "backends/cpu/ops.h"
 #include "backends/cpu/thread_pool.h"
 
@@ -31,24 +33,7 @@ void blas_use_caller_thread_only() {
 namespace pivotmt::cpu::fast {
 namespace {
 
-bool cpu_has_avx2_fma_f16c() {
-#if defined(__x86_64__)
-  static const bool has = [] {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
-    const bool fma = c & (1u << 12), f16c = c & (1u << 29), osxsave = c & (1u << 27), avx = c & (1u << 28);
-    if (!(fma && f16c && osxsave && avx)) return false;
-    unsigned lo, hi;
-    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    if ((lo & 6) != 6) return false;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    return (b & (1u << 5)) != 0;  // AVX2
-  }();
-  return has;
-#else
-  return false;
-#endif
-}
+bool cpu_has_avx2_fma_f16c() { return isa() >= Isa::Avx2; }
 
 // Up to this many rows: the GEMV path (weights read once per call, converted in registers);
 // above, SGEMM on converted blocks (its per-call F16 -> F32 conversion of every weight and
@@ -245,6 +230,27 @@ void gemv_portable(const float* x, size_t T, const Matrix& w, float* y, size_t l
 void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   if (T == 0) return;
   if (ldy == 0) ldy = w.out;
+  const Isa level = isa();
+  // Output rows split over the pool in units of the kernels' 4-row tiles.
+  const auto split_rows = [&](auto&& body) {
+    parallel_for((w.out + 3) / 4, [&](size_t u0, size_t u1) { body(u0 * 4, std::min(w.out, u1 * 4)); });
+  };
+  if (w.dtype == DType::I8 && w.int8_activations) {
+    // Reused: decode calls this hundreds of times a step. The workers read the caller's
+    // buffer through the reference (a thread_local named in the lambda would be theirs).
+    static thread_local kernels::Q8Rows buffer;
+    kernels::Q8Rows& q = buffer;
+    kernels::quantize_rows_q8(x, T, w.in, q);
+    split_rows([&](size_t n0, size_t n1) {
+      if (level >= Isa::Avx512Vnni) kernels::gemm_q8_vnni(q, w, y, ldy, n0, n1);
+      else kernels::gemm_q8_ref(q, w, y, ldy, n0, n1);
+    });
+    return;
+  }
+  if (level >= Isa::Avx512 && w.dtype != DType::NF4) {
+    split_rows([&](size_t n0, size_t n1) { kernels::gemm_f32_avx512(x, T, w, y, ldy, n0, n1); });
+    return;
+  }
   // NF4 decodes in the AVX2 GEMV (rows a multiple of 8 wide); otherwise it converts blocks
   // of rows to F32 for SGEMM below.
   bool nf4_gemv = false;
@@ -333,37 +339,48 @@ void silu_mul(const float* gate_up, size_t T, size_t F, float* out) {
 }
 
 namespace {
-// Prefill: per head, S = Q K^T and O = softmax(S) V as two SGEMMs over the cache (K and V
-// rows are strided by n_kv * d), with the causal / window mask applied between them. Heads
-// are split over the pool, each thread with its own scores buffer.
+// Prefill: per head and block of query rows, S = Q K^T and O = softmax(S) V as two SGEMMs
+// over the keys that block can see (K and V rows are strided by n_kv * d), the causal /
+// window mask applied between them. Blocks of kQueryBlock rows keep the scores buffer
+// small for long prompts (7,000 tokens: 1.8 MiB per thread, not 196 MiB) and skip the
+// keys above the diagonal (half the work of a whole-prompt T × L product).
+constexpr size_t kQueryBlock = 64;
+
 void attention_gemm(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L,
                     size_t n_heads, size_t n_kv, size_t d, size_t window, float* out) {
   const size_t group = n_heads / n_kv;
   const float scale = 1.0f / std::sqrt(float(d));
+  const size_t blocks = (T + kQueryBlock - 1) / kQueryBlock;
   single_threaded_blas();
-  parallel_for(n_heads, [&](size_t h0, size_t h1) {
-    std::vector<float> scores(T * L);
-    for (size_t h = h0; h < h1; ++h) {
-      const size_t kv = h / group;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(L), int(d), scale, q + h * d, int(q_stride),
-                  k + kv * d, int(n_kv * d), 0.0f, scores.data(), int(L));
-      for (size_t t = 0; t < T; ++t) {
-        float* row = &scores[t * L];
-        const size_t pos = L - T + t;
+  parallel_for(n_heads * blocks, [&](size_t j0, size_t j1) {
+    std::vector<float> scores;
+    for (size_t job = j0; job < j1; ++job) {
+      const size_t h = job / blocks, t0 = (job % blocks) * kQueryBlock, t1 = std::min(T, t0 + kQueryBlock);
+      const size_t kv = h / group, rows = t1 - t0;
+      const size_t first_pos = L - T + t0, last_pos = L - T + t1 - 1;
+      const size_t k0 = window > 0 && first_pos + 1 > window ? first_pos + 1 - window : 0;  // first key any row sees
+      const size_t keys = last_pos + 1 - k0;
+      scores.resize(rows * keys);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(keys), int(d), scale, q + t0 * q_stride + h * d,
+                  int(q_stride), k + (k0 * n_kv + kv) * d, int(n_kv * d), 0.0f, scores.data(), int(keys));
+      for (size_t t = 0; t < rows; ++t) {
+        float* row = &scores[t * keys];
+        const size_t pos = first_pos + t;
         const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
+        const size_t lo = first - k0, hi = pos - k0;  // visible: [lo, hi] of this block's keys
         float max_score = -INFINITY;
-        for (size_t j = first; j <= pos; ++j) max_score = std::max(max_score, row[j]);
+        for (size_t j = lo; j <= hi; ++j) max_score = std::max(max_score, row[j]);
         float sum = 0.0f;
-        for (size_t j = 0; j < L; ++j) {
-          const bool visible = j >= first && j <= pos;
+        for (size_t j = 0; j < keys; ++j) {
+          const bool visible = j >= lo && j <= hi;
           row[j] = visible ? std::exp(row[j] - max_score) : 0.0f;
           sum += row[j];
         }
         const float inv = 1.0f / sum;
-        for (size_t j = first; j <= pos; ++j) row[j] *= inv;
+        for (size_t j = lo; j <= hi; ++j) row[j] *= inv;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(d), int(L), 1.0f, scores.data(), int(L),
-                  v + kv * d, int(n_kv * d), 0.0f, out + h * d, int(n_heads * d));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(d), int(keys), 1.0f, scores.data(), int(keys),
+                  v + (k0 * n_kv + kv) * d, int(n_kv * d), 0.0f, out + (t0 * n_heads + h) * d, int(n_heads * d));
     }
   });
 }
@@ -408,29 +425,61 @@ void axpy(float p, const float* x, float* y, size_t n) {
 }
 }  // namespace
 
+namespace {
+// One query row of one head against its sequence's cache (decode): scores, softmax, the
+// weighted sum of values. `scores` holds at least L floats.
+void attend_row(const float* qv, const float* k, const float* v, size_t L, size_t pos, size_t kv, size_t n_kv, size_t d,
+                size_t window, float* scores, float* o) {
+  const float scale = 1.0f / std::sqrt(float(d));
+  const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
+  float max_score = -INFINITY;
+  for (size_t j = first; j <= pos; ++j) {
+    scores[j] = dot(qv, k + (j * n_kv + kv) * d, d) * scale;
+    max_score = std::max(max_score, scores[j]);
+  }
+  float sum = 0.0f;
+  for (size_t j = first; j <= pos; ++j) sum += (scores[j] = std::exp(scores[j] - max_score));
+  const float inv = 1.0f / sum;
+  for (size_t i = 0; i < d; ++i) o[i] = 0.0f;
+  for (size_t j = first; j <= pos; ++j) axpy(scores[j] * inv, v + (j * n_kv + kv) * d, o, d);
+  (void)L;
+}
+}  // namespace
+
 void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
                size_t n_kv, size_t d, size_t window, float* out) {
   if (T >= 16) return attention_gemm(q, q_stride, k, v, T, L, n_heads, n_kv, d, window, out);
+  AttentionJob job;
+  job.q = q;
+  job.q_stride = q_stride;
+  job.k = k;
+  job.v = v;
+  job.T = T;
+  job.L = L;
+  job.out = out;
+  job.out_stride = n_heads * d;
+  attention_many({job}, n_heads, n_kv, d, window);
+}
+
+void attention_many(const std::vector<AttentionJob>& jobs, size_t n_heads, size_t n_kv, size_t d, size_t window) {
+  // Flattened (job, row, head) index: prefix sums of the jobs' row counts.
+  std::vector<size_t> first_row(jobs.size() + 1, 0);
+  size_t max_len = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    first_row[i + 1] = first_row[i] + jobs[i].T;
+    max_len = std::max(max_len, jobs[i].L);
+  }
   const size_t group = n_heads / n_kv;
-  const float scale = 1.0f / std::sqrt(float(d));
-  parallel_for(T * n_heads, [&](size_t b, size_t e) {
-    std::vector<float> scores(L);
-    for (size_t job = b; job < e; ++job) {
-      const size_t t = job / n_heads, h = job % n_heads, kv = h / group;
-      const size_t pos = L - T + t;
-      const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
-      const float* qv = q + t * q_stride + h * d;
-      float max_score = -INFINITY;
-      for (size_t j = first; j <= pos; ++j) {
-        scores[j] = dot(qv, k + (j * n_kv + kv) * d, d) * scale;
-        max_score = std::max(max_score, scores[j]);
-      }
-      float sum = 0.0f;
-      for (size_t j = first; j <= pos; ++j) sum += (scores[j] = std::exp(scores[j] - max_score));
-      const float inv = 1.0f / sum;
-      float* o = out + (t * n_heads + h) * d;
-      for (size_t i = 0; i < d; ++i) o[i] = 0.0f;
-      for (size_t j = first; j <= pos; ++j) axpy(scores[j] * inv, v + (j * n_kv + kv) * d, o, d);
+  parallel_for(first_row.back() * n_heads, [&](size_t b, size_t e) {
+    std::vector<float> scores(max_len);
+    size_t i = size_t(std::upper_bound(first_row.begin(), first_row.end(), b / n_heads) - first_row.begin()) - 1;
+    for (size_t item = b; item < e; ++item) {
+      const size_t row = item / n_heads, h = item % n_heads;
+      while (row >= first_row[i + 1]) ++i;
+      const AttentionJob& j = jobs[i];
+      const size_t t = row - first_row[i];
+      attend_row(j.q + t * j.q_stride + h * d, j.k, j.v, j.L, j.L - j.T + t, h / group, n_kv, d, window, scores.data(),
+                 j.out + t * j.out_stride + h * d);
     }
   });
 }

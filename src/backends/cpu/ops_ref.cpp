@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backends/cpu/gemm.h"
 #include "backends/cpu/ops.h"
 
 namespace pivotmt::cpu {
@@ -18,22 +19,65 @@ void Matrix::row_to_f32(size_t o, float* dst) const {
   }
 }
 
-Matrix quantize_int8(const float* w, size_t out, size_t in) {
+Matrix quantize_int8(const float* w, size_t out, size_t in, bool int8_activations) {
   Matrix m;
   m.dtype = DType::I8;
   m.out = out;
   m.in = in;
+  m.int8_activations = int8_activations;
   m.i8.resize(out * in);
   m.scale.resize(out);
+  const size_t blocks = (in + kQ8Block - 1) / kQ8Block;
+  m.block_sums.assign(out * blocks, 0);
   for (size_t o = 0; o < out; ++o) {
     float absmax = 0.0f;
     for (size_t i = 0; i < in; ++i) absmax = std::max(absmax, std::fabs(w[o * in + i]));
     const float s = absmax > 0 ? absmax / 127.0f : 1.0f;
     m.scale[o] = s;
-    for (size_t i = 0; i < in; ++i) m.i8[o * in + i] = int8_t(std::lrint(std::clamp(w[o * in + i] / s, -127.0f, 127.0f)));
+    for (size_t i = 0; i < in; ++i) {
+      m.i8[o * in + i] = int8_t(std::lrint(std::clamp(w[o * in + i] / s, -127.0f, 127.0f)));
+      m.block_sums[o * blocks + i / kQ8Block] += m.i8[o * in + i];
+    }
   }
   return m;
 }
+
+namespace kernels {
+
+void quantize_rows_q8(const float* x, size_t M, size_t K, Q8Rows& out) {
+  out.rows = M;
+  out.cols = K;
+  out.stride = (K + 63) & ~size_t(63);
+  out.blocks = (K + kQ8Block - 1) / kQ8Block;
+  out.q.assign(M * out.stride, 128);
+  out.scale.resize(M * out.blocks);
+  for (size_t m = 0; m < M; ++m)
+    for (size_t b = 0; b < out.blocks; ++b) {
+      const size_t k0 = b * kQ8Block, k1 = std::min(K, k0 + kQ8Block);
+      float absmax = 0.0f;
+      for (size_t k = k0; k < k1; ++k) absmax = std::max(absmax, std::fabs(x[m * K + k]));
+      const float scale = absmax > 0 ? absmax / 127.0f : 1.0f, inv = 1.0f / scale;
+      out.scale[m * out.blocks + b] = scale;
+      for (size_t k = k0; k < k1; ++k)
+        out.q[m * out.stride + k] = uint8_t(128 + std::lrint(std::clamp(x[m * K + k] * inv, -127.0f, 127.0f)));
+    }
+}
+
+void gemm_q8_ref(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+  for (size_t m = 0; m < x.rows; ++m)
+    for (size_t n = n0; n < n1; ++n) {
+      double acc = 0.0;
+      for (size_t b = 0; b < x.blocks; ++b) {
+        int64_t dot = 0;  // exact, as the int32 lanes of the fast kernel
+        for (size_t k = b * kQ8Block; k < std::min(w.in, (b + 1) * kQ8Block); ++k)
+          dot += (int64_t(x.q[m * x.stride + k]) - 128) * w.row_i8(n)[k];
+        acc += double(x.scale[m * x.blocks + b]) * double(dot);
+      }
+      y[m * ldy + n] = float(acc * double(w.scale[n]));
+    }
+}
+
+}  // namespace kernels
 
 }  // namespace pivotmt::cpu
 
@@ -41,6 +85,11 @@ namespace pivotmt::cpu::ref {
 
 void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   if (ldy == 0) ldy = w.out;
+  if (w.dtype == DType::I8 && w.int8_activations) {
+    kernels::Q8Rows q;
+    kernels::quantize_rows_q8(x, T, w.in, q);
+    return kernels::gemm_q8_ref(q, w, y, ldy, 0, w.out);
+  }
   std::vector<float> row(w.in);
   for (size_t o = 0; o < w.out; ++o) {
     w.row_to_f32(o, row.data());

@@ -1,0 +1,35 @@
+// The GEMM kernels behind fast::linear (internal to the CPU backend). All compute
+// y[m, n] = Σ_k x[m, k] · w[n, k] for m < M and output rows n in [n0, n1), with x and the
+// weight rows both contiguous along k (Hugging Face's [out, in] layout, no repacking), so
+// one kernel serves prefill (M in the hundreds) and batched decode (M = batch): each
+// weight tile is read once per call for all of M.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "backends/cpu/ops.h"
+
+namespace pivotmt::cpu::kernels {
+
+// AVX-512 (F, BW, VL, DQ): F32, F16 or I8 (per-row scale, F32 activations) weights, F32
+// FMA. Register tiles of up to 6 x-rows × 4 weight rows, k blocked for L1, weight rows
+// blocked for L2. Only call when isa() >= Avx512.
+void gemm_f32_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
+
+// x quantised for int8 · int8 products: one scale per row and kQ8Block values,
+// q = round(x / scale) + 128 as unsigned bytes (VNNI multiplies unsigned by signed bytes),
+// rows padded with 128 (zero) to a multiple of 64 bytes.
+struct Q8Rows {
+  size_t rows = 0, cols = 0, stride = 0, blocks = 0;  // stride: bytes per padded row
+  std::vector<uint8_t> q;                             // [rows, stride]
+  std::vector<float> scale;                           // [rows, blocks]
+};
+void quantize_rows_q8(const float* x, size_t M, size_t K, Q8Rows& out);
+
+// y = w.scale[n] · Σ_blocks xq.scale[m, b] · (Σ_{k in b} xq[m, k] · w[n, k] − 128 · w.block_sums[n, b])
+// with exact int32 block sums: AVX-512 VNNI (isa() >= Avx512Vnni) and the plain reference.
+void gemm_q8_vnni(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
+void gemm_q8_ref(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
+
+}  // namespace pivotmt::cpu::kernels

@@ -1,0 +1,252 @@
+// AVX-512 GEMM kernels (see gemm.h). Hand-written because no Debian BLAS reads F16 or INT8
+// weights: OpenBLAS needs them converted to F32 first (a pass over every weight per call,
+// and its small-M kernels leave batched decode far from the FMA peak), and these kernels
+// convert in registers as they load.
+//
+// Register tile: RM x-rows × RN weight rows (RM <= 6, RN <= 4: 24 accumulators + 6 x
+// vectors + one weight vector of the 32 ZMM registers). Each step loads 16 k-values of RM
+// x-rows and of RN weight rows and issues RM·RN FMAs, so F16 weights cost RN conversions
+// per RM·RN FMAs. The dot products along k end in one horizontal reduction per output
+// (hsum4: four accumulators into four sums in 14 instructions).
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+// GCC 12's AVX-512 headers trip its own uninitialised-value warnings (false positives in
+// the intrinsics' "undefined" source operands).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "backends/cpu/gemm.h"
+#include "backends/cpu/thread_pool.h"
+
+#define PIVOTMT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+#define PIVOTMT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
+
+namespace pivotmt::cpu::kernels {
+namespace {
+
+constexpr int kMaxRM = 6, kMaxRN = 4;
+constexpr size_t kMaxKc = 1024;  // k block: a 6-row x tile of 24 KiB stays in L1 beside the weight tile
+
+// [Σa, Σb, Σc, Σd] of four 16-lane vectors.
+PIVOTMT_AVX512 inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+  // 128-bit blocks: [a0+a2 | b0+b2 | c0+c2 | d0+d2] + [a1+a3 | b1+b3 | c1+c3 | d1+d3]
+  __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+  s = _mm512_add_ps(s, _mm512_permute_ps(s, 0xB1));  // lanes (0+1, 0+1, 2+3, 2+3) of each block
+  s = _mm512_add_ps(s, _mm512_permute_ps(s, 0x4E));  // every lane of a block: its sum
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), s));
+}
+
+// 16 weights of row n from k, as F32 (mask: the valid lanes, for the tail of a row).
+template <DType D>
+PIVOTMT_AVX512 inline __m512 load_w(const Matrix& w, size_t n, size_t k) {
+  if constexpr (D == DType::F16)
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.row_f16(n) + k)));
+  else if constexpr (D == DType::I8)
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.row_i8(n) + k))));
+  else
+    return _mm512_loadu_ps(w.row_f32(n) + k);
+}
+template <DType D>
+PIVOTMT_AVX512 inline __m512 load_w_masked(const Matrix& w, size_t n, size_t k, __mmask16 m) {
+  if constexpr (D == DType::F16)
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w.row_f16(n) + k));
+  else if constexpr (D == DType::I8)
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w.row_i8(n) + k)));
+  else
+    return _mm512_maskz_loadu_ps(m, w.row_f32(n) + k);
+}
+
+// One RM × RN tile over k in [k0, k0 + kc): y (+)= x · wᵀ (times the I8 row scale).
+template <int RM, int RN, DType D>
+PIVOTMT_AVX512 void tile(const float* x, size_t ldx, const Matrix& w, size_t n, size_t k0, size_t kc, float* y,
+                         size_t ldy, bool accumulate) {
+  __m512 acc[RM][kMaxRN];
+#pragma GCC unroll 6
+  for (int r = 0; r < RM; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < kMaxRN; ++j) acc[r][j] = _mm512_setzero_ps();
+  const size_t kend = k0 + kc, k16 = k0 + (kc & ~size_t(15));
+  for (size_t k = k0; k < k16; k += 16) {
+    __m512 a[RM];
+#pragma GCC unroll 6
+    for (int r = 0; r < RM; ++r) a[r] = _mm512_loadu_ps(x + r * ldx + k);
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; ++j) {
+      const __m512 b = load_w<D>(w, n + j, k);
+#pragma GCC unroll 6
+      for (int r = 0; r < RM; ++r) acc[r][j] = _mm512_fmadd_ps(a[r], b, acc[r][j]);
+    }
+  }
+  if (k16 < kend) {
+    const __mmask16 m = __mmask16((1u << (kend - k16)) - 1);
+    __m512 a[RM];
+#pragma GCC unroll 6
+    for (int r = 0; r < RM; ++r) a[r] = _mm512_maskz_loadu_ps(m, x + r * ldx + k16);
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; ++j) {
+      const __m512 b = load_w_masked<D>(w, n + j, k16, m);
+#pragma GCC unroll 6
+      for (int r = 0; r < RM; ++r) acc[r][j] = _mm512_fmadd_ps(a[r], b, acc[r][j]);
+    }
+  }
+  __m128 scale = _mm_set1_ps(1.0f);
+  if constexpr (D == DType::I8) scale = _mm_maskz_loadu_ps(__mmask8((1u << RN) - 1), w.scale.data() + n);
+  const __mmask8 cols = __mmask8((1u << RN) - 1);
+#pragma GCC unroll 6
+  for (int r = 0; r < RM; ++r) {
+    __m128 s = _mm_mul_ps(hsum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]), scale);
+    float* out = y + r * ldy + n;
+    if (accumulate) s = _mm_add_ps(s, _mm_maskz_loadu_ps(cols, out));
+    _mm_mask_storeu_ps(out, cols, s);
+  }
+}
+
+using TileFn = void (*)(const float*, size_t, const Matrix&, size_t, size_t, size_t, float*, size_t, bool);
+
+template <DType D, int RM, int... RN>
+constexpr void fill_row(TileFn (&row)[kMaxRN], std::integer_sequence<int, RN...>) {
+  ((row[RN] = &tile<RM, RN + 1, D>), ...);
+}
+template <DType D, int... RM>
+constexpr auto make_table(std::integer_sequence<int, RM...>) {
+  struct Table {
+    TileFn fn[kMaxRM][kMaxRN];
+  } t{};
+  (fill_row<D, RM + 1>(t.fn[RM], std::make_integer_sequence<int, kMaxRN>{}), ...);
+  return t;
+}
+template <DType D>
+const auto& tiles() {
+  static const auto table = make_table<D>(std::make_integer_sequence<int, kMaxRM>{});
+  return table.fn;
+}
+
+// x rows [m0, m1) against weight rows [n0, n1): k blocks of at most kMaxKc, weight rows in
+// blocks of ~256 KiB (L2) that every x tile sweeps while they stay cached, and x split into
+// tiles of nearly equal height (8 rows: 4 + 4, not 6 + 2).
+template <DType D>
+void gemm_range(const float* x, size_t m0, size_t m1, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+  const size_t K = w.in, M = m1 - m0;
+  const size_t kblocks = (K + kMaxKc - 1) / kMaxKc;
+  const size_t kc_full = ((K + kblocks - 1) / kblocks + 15) & ~size_t(15);
+  const size_t wbytes = D == DType::F32 ? 4 : D == DType::F16 ? 2 : 1;
+  const size_t nc = std::max<size_t>(kMaxRN, ((size_t(256) << 10) / (kc_full * wbytes)) & ~size_t(kMaxRN - 1));
+  const size_t mtiles = (M + kMaxRM - 1) / kMaxRM;
+  const auto& fns = tiles<D>();
+  for (size_t k0 = 0; k0 < K; k0 += kc_full) {
+    const size_t kc = std::min(kc_full, K - k0);
+    for (size_t nb = n0; nb < n1; nb += nc) {
+      const size_t ne = std::min(n1, nb + nc);
+      size_t m = m0;
+      for (size_t t = 0; t < mtiles; ++t) {
+        const size_t rm = (M - (m - m0) + (mtiles - t) - 1) / (mtiles - t);  // balanced heights
+        for (size_t n = nb; n < ne; n += kMaxRN) {
+          const size_t rn = std::min<size_t>(kMaxRN, ne - n);
+          fns[rm - 1][rn - 1](x + m * K, K, w, n, k0, kc, y + m * ldy, ldy, k0 > 0);
+        }
+        m += rm;
+      }
+    }
+  }
+}
+
+// ---- INT8 · INT8 (VNNI)
+
+constexpr int kQ8RM = 3, kQ8RN = 4;  // 12 int32 + 12 F32 accumulators
+
+template <int RM, int RN>
+PIVOTMT_VNNI void q8_tile(const Q8Rows& x, size_t m, const Matrix& w, size_t n, float* y, size_t ldy) {
+  const size_t K = w.in, blocks = x.blocks, k64 = K & ~size_t(63);
+  __m512 accf[RM][kQ8RN];
+#pragma GCC unroll 3
+  for (int r = 0; r < RM; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < kQ8RN; ++j) accf[r][j] = _mm512_setzero_ps();
+  for (size_t b = 0; b < blocks; ++b) {
+    __m512i acci[RM][kQ8RN];
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; ++j) {
+      // The −128 · Σw correction of the unsigned activations, in lane 0 of the block's sum.
+      const __m512i init = _mm512_zextsi128_si512(_mm_cvtsi32_si128(-128 * w.block_sums[(n + j) * blocks + b]));
+#pragma GCC unroll 3
+      for (int r = 0; r < RM; ++r) acci[r][j] = init;
+    }
+    const size_t kb = b * kQ8Block, ke = std::min(K, kb + kQ8Block);
+    for (size_t k = kb; k < ke; k += 64) {
+      __m512i a[RM];
+#pragma GCC unroll 3
+      for (int r = 0; r < RM; ++r) a[r] = _mm512_loadu_si512(x.q.data() + (m + r) * x.stride + k);
+      const __mmask64 mask = k < k64 ? ~__mmask64(0) : (__mmask64(1) << (K - k)) - 1;
+#pragma GCC unroll 4
+      for (int j = 0; j < RN; ++j) {
+        const __m512i bw = _mm512_maskz_loadu_epi8(mask, w.row_i8(n + j) + k);
+#pragma GCC unroll 3
+        for (int r = 0; r < RM; ++r) acci[r][j] = _mm512_dpbusd_epi32(acci[r][j], a[r], bw);
+      }
+    }
+#pragma GCC unroll 3
+    for (int r = 0; r < RM; ++r) {
+      const __m512 s = _mm512_set1_ps(x.scale[(m + r) * blocks + b]);
+#pragma GCC unroll 4
+      for (int j = 0; j < RN; ++j) accf[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acci[r][j]), s, accf[r][j]);
+    }
+  }
+  const __mmask8 cols = __mmask8((1u << RN) - 1);
+  const __m128 scale = _mm_maskz_loadu_ps(cols, w.scale.data() + n);
+#pragma GCC unroll 3
+  for (int r = 0; r < RM; ++r)
+    _mm_mask_storeu_ps(y + (m + r) * ldy + n, cols, _mm_mul_ps(hsum4(accf[r][0], accf[r][1], accf[r][2], accf[r][3]), scale));
+}
+
+using Q8TileFn = void (*)(const Q8Rows&, size_t, const Matrix&, size_t, float*, size_t);
+template <int RM, int... RN>
+constexpr void fill_q8_row(Q8TileFn (&row)[kQ8RN], std::integer_sequence<int, RN...>) {
+  ((row[RN] = &q8_tile<RM, RN + 1>), ...);
+}
+const auto& q8_tiles() {
+  static const auto table = [] {
+    struct Table {
+      Q8TileFn fn[kQ8RM][kQ8RN];
+    } t{};
+    fill_q8_row<1>(t.fn[0], std::make_integer_sequence<int, kQ8RN>{});
+    fill_q8_row<2>(t.fn[1], std::make_integer_sequence<int, kQ8RN>{});
+    fill_q8_row<3>(t.fn[2], std::make_integer_sequence<int, kQ8RN>{});
+    return t;
+  }();
+  return table.fn;
+}
+
+}  // namespace
+
+void gemm_f32_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+  switch (w.dtype) {
+    case DType::F16: return gemm_range<DType::F16>(x, 0, M, w, y, ldy, n0, n1);
+    case DType::I8: return gemm_range<DType::I8>(x, 0, M, w, y, ldy, n0, n1);
+    case DType::F32: return gemm_range<DType::F32>(x, 0, M, w, y, ldy, n0, n1);
+    default: throw std::logic_error("gemm_f32_avx512: F32, F16 or I8 weights");
+  }
+}
+
+void gemm_q8_vnni(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+  // Weight rows in blocks that stay in L2 while every x tile sweeps them.
+  const size_t nc = std::max<size_t>(kQ8RN, ((size_t(256) << 10) / std::max<size_t>(w.in, 1)) & ~size_t(kQ8RN - 1));
+  const size_t M = x.rows, mtiles = (M + kQ8RM - 1) / kQ8RM;
+  const auto& fns = q8_tiles();
+  for (size_t nb = n0; nb < n1; nb += nc) {
+    const size_t ne = std::min(n1, nb + nc);
+    size_t m = 0;
+    for (size_t t = 0; t < mtiles; ++t) {
+      const size_t rm = (M - m + (mtiles - t) - 1) / (mtiles - t);
+      for (size_t n = nb; n < ne; n += kQ8RN) fns[rm - 1][std::min<size_t>(kQ8RN, ne - n) - 1](x, m, w, n, y, ldy);
+      m += rm;
+    }
+  }
+}
+
+}  // namespace pivotmt::cpu::kernels

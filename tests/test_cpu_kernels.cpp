@@ -1,0 +1,205 @@
+// Every SIMD path of the CPU kernels this machine can run (portable, AVX2, AVX-512,
+// AVX-512 VNNI, chosen with set_isa_cap) against the reference ops, on odd shapes: rows
+// that leave partial register tiles, widths that leave partial vectors and split k into
+// blocks, strided (fused) outputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backends/cpu/cpu_features.h"
+#include "backends/cpu/gemm.h"
+#include "backends/cpu/ops.h"
+
+namespace pivotmt::cpu {
+namespace {
+
+std::vector<float> random(size_t n, unsigned seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+Matrix matrix(size_t out, size_t in, DType dtype, unsigned seed, bool int8_activations = false) {
+  const auto values = random(out * in, seed, 0.1f);
+  if (dtype == DType::I8) return quantize_int8(values.data(), out, in, int8_activations);
+  Matrix m;
+  m.out = out;
+  m.in = in;
+  m.dtype = dtype;
+  if (dtype == DType::F32) {
+    m.f32 = values;
+  } else {
+    m.f16.resize(values.size());
+    convert_floats(DType::F32, values.data(), DType::F16, m.f16.data(), values.size());
+  }
+  return m;
+}
+
+// Restores the machine's own level after each test.
+struct IsaLevels : ::testing::Test {
+  ~IsaLevels() override { set_isa_cap(Isa::Avx512Vnni); }
+  static std::vector<Isa> levels() {
+    std::vector<Isa> v;
+    for (Isa i : {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni})
+      if (i <= hardware_isa()) v.push_back(i);
+    return v;
+  }
+};
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, float tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], tol * std::max(1.0f, std::fabs(want[i]))) << what << " at " << i;
+}
+
+const std::vector<size_t> kRows = {1, 2, 5, 7, 8, 13, 33, 70};
+const std::vector<std::pair<size_t, size_t>> kShapes = {{7, 13}, {769, 65}, {64, 769}, {37, 1100}, {5, 2050}};
+
+TEST_F(IsaLevels, LinearEveryPathMatchesReference) {
+  for (Isa level : levels()) {
+    set_isa_cap(level);
+    for (DType dtype : {DType::F32, DType::F16, DType::I8})
+      for (auto [out, in] : kShapes)
+        for (size_t T : kRows) {
+          const Matrix w = matrix(out, in, dtype, unsigned(out * 31 + in));
+          const auto x = random(T * in, unsigned(T * 7 + in));
+          std::vector<float> want(T * out), got(T * out);
+          ref::linear(x.data(), T, w, want.data());
+          fast::linear(x.data(), T, w, got.data());
+          const std::string what = std::string(isa_name(level)) + " " + std::string(dtype_name(dtype)) + " T=" + std::to_string(T) +
+                                   " [" + std::to_string(out) + ", " + std::to_string(in) + "]";
+          expect_close(got, want, 2e-5f * std::sqrt(float(in)), what);
+          // Into columns [3, 3 + out) of wider rows: the other columns untouched.
+          const size_t ldy = out + 5;
+          std::vector<float> wide(T * ldy, -7.0f);
+          fast::linear(x.data(), T, w, wide.data() + 3, ldy);
+          for (size_t t = 0; t < T; ++t)
+            for (size_t c = 0; c < ldy; ++c) {
+              const bool inside = c >= 3 && c < 3 + out;
+              ASSERT_EQ(wide[t * ldy + c], inside ? got[t * out + c - 3] : -7.0f) << what << " strided, column " << c;
+            }
+        }
+  }
+}
+
+// Activations quantised per row and 256-value block: every value within half a step of its
+// block's scale, padding the zero code, and the scale the block's absmax / 127.
+TEST(Q8, QuantizedRowsWithinHalfAStep) {
+  const size_t M = 3, K = 600;
+  auto x = random(M * K, 5);
+  for (size_t k = 256; k < 512; ++k) x[K + k] = 0.0f;  // an all-zero block
+  kernels::Q8Rows q;
+  kernels::quantize_rows_q8(x.data(), M, K, q);
+  ASSERT_EQ(q.stride, 640u);
+  ASSERT_EQ(q.blocks, 3u);
+  for (size_t m = 0; m < M; ++m) {
+    for (size_t b = 0; b < 3; ++b) {
+      float absmax = 0;
+      for (size_t k = b * 256; k < std::min(K, b * 256 + 256); ++k) absmax = std::max(absmax, std::fabs(x[m * K + k]));
+      EXPECT_FLOAT_EQ(q.scale[m * 3 + b], absmax > 0 ? absmax / 127 : 1.0f);
+    }
+    for (size_t k = 0; k < K; ++k) {
+      const float s = q.scale[m * 3 + k / 256];
+      ASSERT_LE(std::fabs((float(q.q[m * q.stride + k]) - 128) * s - x[m * K + k]), 0.5f * s * 1.0001f) << m << "," << k;
+    }
+    for (size_t k = K; k < q.stride; ++k) ASSERT_EQ(q.q[m * q.stride + k], 128) << "padding";
+  }
+}
+
+// INT8 · INT8: the VNNI kernel's int32 block sums are exact, so it matches the reference to
+// float rounding; and the quantised product stays near the F32 one.
+TEST_F(IsaLevels, Int8ActivationsMatchReference) {
+  for (Isa level : levels()) {
+    set_isa_cap(level);
+    for (auto [out, in] : kShapes)
+      for (size_t T : kRows) {
+        const Matrix w = matrix(out, in, DType::I8, unsigned(out + in), true);
+        const Matrix wf = matrix(out, in, DType::F32, unsigned(out + in));
+        const auto x = random(T * in, unsigned(T + 3 * in));
+        std::vector<float> want(T * out), got(T * out), exact(T * out);
+        ref::linear(x.data(), T, w, want.data());
+        fast::linear(x.data(), T, w, got.data());
+        ref::linear(x.data(), T, wf, exact.data());
+        const std::string what = std::string(isa_name(level)) + " q8 T=" + std::to_string(T) + " [" + std::to_string(out) +
+                                 ", " + std::to_string(in) + "]";
+        expect_close(got, want, 1e-5f, what);
+        // Against F32 activations and the unrounded weights: x̂ = x + ex, ŵ = w + ew with
+        // |ex| <= sx / 2 (sx its block's step) and |ew| <= sw / 2, so |Σ x̂ŵ − Σ xw| <=
+        // Σ_k (sx_k / 2 · |ŵ_k| + sw / 2 · |x_k|), plus float rounding.
+        const auto wv = random(out * in, unsigned(out + in), 0.1f);
+        for (size_t t = 0; t < T; ++t)
+          for (size_t n = 0; n < out; ++n) {
+            double bound = 1e-5, f32 = 0;
+            std::vector<float> block_absmax((in + kQ8Block - 1) / kQ8Block, 0.0f);
+            for (size_t k = 0; k < in; ++k)
+              block_absmax[k / kQ8Block] = std::max(block_absmax[k / kQ8Block], std::fabs(x[t * in + k]));
+            for (size_t k = 0; k < in; ++k) {
+              const float absmax = block_absmax[k / kQ8Block];
+              bound += absmax / 127 / 2 * std::fabs(w.scale[n] * w.row_i8(n)[k]) + w.scale[n] / 2 * std::fabs(x[t * in + k]);
+              f32 += double(x[t * in + k]) * wv[n * in + k];
+            }
+            ASSERT_NEAR(got[t * out + n], f32, bound * 1.001) << what << " vs f32 at " << t << "," << n;
+          }
+        (void)exact;
+      }
+  }
+}
+
+// Long prefill attention runs in blocks of query rows over the keys each block can see;
+// a batch of decode rows runs as one parallel section: both against the reference.
+TEST_F(IsaLevels, AttentionBlocksAndBatchesMatchReference) {
+  const size_t nh = 6, nkv = 2, d = 24;
+  for (size_t T : {size_t(16), size_t(150)})
+    for (size_t window : {size_t(0), size_t(5), size_t(70)}) {
+      const size_t L = T + 9;
+      const auto q = random(T * nh * d, 1), k = random(L * nkv * d, 2), v = random(L * nkv * d, 3);
+      std::vector<float> a(T * nh * d), b(T * nh * d);
+      ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, a.data());
+      fast::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, b.data());
+      expect_close(b, a, 1e-5f, "attention T=" + std::to_string(T) + " window=" + std::to_string(window));
+    }
+  for (Isa level : levels()) {
+    set_isa_cap(level);
+    // Five sequences of different lengths, 1 to 3 new rows each, rows interleaved in one
+    // output with a stride wider than the heads.
+    const std::vector<size_t> lens = {1, 7, 40, 3, 90}, counts = {1, 2, 1, 3, 1};
+    std::vector<std::vector<float>> ks, vs;
+    size_t rows = 0;
+    for (size_t i = 0; i < lens.size(); ++i) {
+      ks.push_back(random(lens[i] * nkv * d, unsigned(10 + i)));
+      vs.push_back(random(lens[i] * nkv * d, unsigned(20 + i)));
+      rows += counts[i];
+    }
+    const size_t stride = nh * d + 8;
+    const auto q = random(rows * stride, 4);
+    std::vector<float> got(rows * stride, -3.0f), want(rows * stride, -3.0f);
+    std::vector<fast::AttentionJob> jobs;
+    size_t row0 = 0;
+    for (size_t i = 0; i < lens.size(); ++i) {
+      fast::AttentionJob j{q.data() + row0 * stride, stride, ks[i].data(), vs[i].data(), counts[i], lens[i],
+                           got.data() + row0 * stride, stride};
+      jobs.push_back(j);
+      std::vector<float> o(counts[i] * nh * d);
+      ref::attention(q.data() + row0 * stride, stride, ks[i].data(), vs[i].data(), counts[i], lens[i], nh, nkv, d, 0, o.data());
+      for (size_t t = 0; t < counts[i]; ++t) std::copy(&o[t * nh * d], &o[(t + 1) * nh * d], &want[(row0 + t) * stride]);
+      row0 += counts[i];
+    }
+    fast::attention_many(jobs, nh, nkv, d, 0);
+    expect_close(got, want, 1e-5f, std::string("attention_many ") + isa_name(level));
+  }
+}
+
+TEST(CpuFeatures, CapNeverExceedsTheHardware) {
+  set_isa_cap(Isa::Avx512Vnni);
+  EXPECT_LE(isa(), hardware_isa());
+  set_isa_cap(Isa::Portable);
+  EXPECT_EQ(isa(), Isa::Portable);
+  set_isa_cap(Isa::Avx512Vnni);
+  EXPECT_FALSE(describe_isa().empty());
+}
+
+}  // namespace
+}  // namespace pivotmt::cpu
