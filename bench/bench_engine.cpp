@@ -17,9 +17,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
+#include "backends/cpu/cpu_features.h"
 #include "backends/cpu/ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "core/progress.h"
@@ -78,6 +80,7 @@ double memcpy_gbs() {
 }
 
 int g_threads = 2;
+bool g_only_b1 = false;  // side-by-side mode for large shapes: batch-1 decode only
 
 // OpenBLAS's own multi-threaded SGEMM on the whole shape, measured in a child process: the
 // engine keeps OpenBLAS single-threaded in this one, and the child's buffers stay out of
@@ -108,12 +111,28 @@ double sgemm_gflops(size_t M, size_t N, size_t K) {
   return best;
 }
 
-Figures run(const std::string& preset, const std::filesystem::path& dir, bool measure_rss, DType weights) {
+// Weight storage of one row: f16, int8 (weight-only) or q8 (int8 weights and activations).
+struct Storage {
+  std::string name;
+  DType dtype = DType::F16;
+  bool int8_activations = false;
+};
+Storage storage_named(const std::string& name) {
+  if (name == "f16") return {name, DType::F16, false};
+  if (name == "f32") return {name, DType::F32, false};
+  if (name == "int8") return {name, DType::I8, false};
+  if (name == "q8") return {name, DType::I8, true};
+  throw std::runtime_error("weights: expected f16, f32, int8 or q8, not " + name);
+}
+
+// model_dir: an existing checkpoint (the side-by-side mode), else the preset is generated.
+Figures run(const std::string& preset, const std::filesystem::path& dir, bool measure_rss, const Storage& weights,
+            const std::string& model_dir = "", bool ceilings = true) {
   MakeModelOptions o;
   o.preset = preset;
-  o.out_dir = (dir / preset).string();
+  o.out_dir = model_dir.empty() ? (dir / preset).string() : model_dir;
   o.dtype = DType::F16;
-  if (!std::filesystem::exists(o.out_dir + "/model.safetensors")) {
+  if (model_dir.empty() && !std::filesystem::exists(o.out_dir + "/model.safetensors")) {
     // Written by a child process, so its buffers never count in this process's peak RSS.
     const pid_t pid = fork();
     if (pid == 0) {
@@ -123,10 +142,12 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
     int status = 0;
     waitpid(pid, &status, 0);
   }
-  LlamaModel model(o.out_dir, {weights, OpsImpl::Fast});
+  LoadOptions load{weights.dtype, OpsImpl::Fast};
+  load.int8_activations = weights.int8_activations;
+  LlamaModel model(o.out_dir, load);
   const auto& c = model.config();
   Figures f;
-  f.preset = preset + (weights == DType::I8 ? " int8" : " f16");
+  f.preset = preset + " " + weights.name;
   // The checkpoint is F16 on disk: 2 bytes per parameter, whatever the in-memory storage.
   size_t file_bytes = 0;
   for (const auto& e : std::filesystem::directory_iterator(o.out_dir))
@@ -139,7 +160,7 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
   std::vector<TokenId> prompt(P);
   for (size_t i = 0; i < P; ++i) prompt[i] = TokenId(1 + (i * 7919) % size_t(c.vocab_size - 1));
   double prefill_s = 1e9;
-  for (int rep = 0; rep < 5; ++rep) {
+  for (int rep = 0; rep < (g_only_b1 ? 0 : 5); ++rep) {
     KvCache cache = model.new_cache();
     std::vector<LlamaModel::Input> b = {{&cache, prompt, false}};
     const auto t0 = Clock::now();
@@ -162,15 +183,17 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
   const double attention = 2.0 * 2.0 * double(c.num_layers) * double(c.num_heads) * double(c.head_dim) * double(P) * double(P + 1) / 2;
   f.prefill_gflops = (2.0 * layer_params * double(P) + 2 * V * H + attention) / prefill_s / 1e9;
   f.prefill_tps = double(P) / prefill_s;
-  f.sgemm = sgemm_gflops(P, size_t(c.intermediate_size), size_t(c.hidden_size));
-
-  // The bandwidth ceilings right before the decode runs (this VM's bandwidth drifts).
-  f.triad = triad_gbs();
-  f.copy = memcpy_gbs();
+  if (ceilings) {
+    f.sgemm = sgemm_gflops(P, size_t(c.intermediate_size), size_t(c.hidden_size));
+    // The bandwidth ceilings right before the decode runs (this VM's bandwidth drifts).
+    f.triad = triad_gbs();
+    f.copy = memcpy_gbs();
+  }
 
   // Decode at batch 1, 8, 32: a 64-token context each, 32 steps.
   int slot = 0;
   for (size_t batch : {size_t(1), size_t(8), size_t(32)}) {
+    if (g_only_b1 && batch > 1) break;
     std::vector<KvCache> caches;
     for (size_t s = 0; s < batch; ++s) caches.push_back(model.new_cache());
     std::vector<LlamaModel::Input> pre;
@@ -192,6 +215,20 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Side-by-side mode (bench/side_by_side_llamacpp.py): the figures of one checkpoint and
+  // weight storage as one JSON line, no ceilings.
+  if ((argc == 5 || argc == 6) && std::string(argv[1]) == "--figures") {
+    g_only_b1 = argc == 6 && std::string(argv[5]) == "b1";
+    const int threads = std::atoi(argv[4]);
+    cpu::set_num_threads(threads);
+    g_threads = threads;
+    Progress::set_quiet(true);
+    const Figures f = run("model", {}, false, storage_named(argv[3]), argv[2], false);
+    fmt::print("{{\"isa\": \"{}\", \"prefill_tps\": {:.2f}, \"decode_b1_tps\": {:.2f}, \"decode_b8_tps\": {:.2f}, "
+               "\"decode_b32_tps\": {:.2f}}}\n",
+               cpu::describe_isa(), f.prefill_tps, f.decode_tps[0], f.decode_tps[1], f.decode_tps[2]);
+    return 0;
+  }
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   cpu::set_num_threads(threads);
   g_threads = threads;
@@ -200,13 +237,15 @@ int main(int argc, char** argv) {
   const auto dir = std::filesystem::temp_directory_path() / "pivotmt-bench-engine";
   std::filesystem::create_directories(dir);
   // The small model first, so its peak RSS is not inflated by the ceiling measurements.
-  const Figures small = run("small", dir, true, DType::F16), tiny = run("tiny", dir, false, DType::F16);
-  const Figures small_int8 = run("small", dir, false, DType::I8);
+  const Figures small = run("small", dir, true, storage_named("f16")), tiny = run("tiny", dir, false, storage_named("f16"));
+  const Figures small_int8 = run("small", dir, false, storage_named("int8"));
+  const Figures small_q8 = run("small", dir, false, storage_named("q8"));
+  fmt::print("kernels: {}\n", cpu::describe_isa());
   fmt::print("threads {}; bandwidth ceiling per row = max(STREAM triad, memcpy), measured just before its decode runs\n\n",
              threads);
   fmt::print("| preset | params | prefill tok/s | prefill GFLOP/s | SGEMM ceiling | % | decode b1 tok/s | b1 GB/s | triad / memcpy GB/s | % of ceiling | b8 tok/s | b32 tok/s |\n");
   fmt::print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  for (const auto& f : {small, small_int8, tiny})
+  for (const auto& f : {small, small_int8, small_q8, tiny})
     fmt::print("| {} | {:.1f}M | {:.0f} | {:.1f} | {:.1f} | {:.0f}% | {:.1f} | {:.2f} | {:.1f} / {:.1f} | {:.0f}%{} | {:.1f} | {:.1f} |\n",
                f.preset, f.params / 1e6, f.prefill_tps, f.prefill_gflops, f.sgemm, 100 * f.prefill_gflops / f.sgemm,
                f.decode_tps[0], f.decode_gbs, f.triad, f.copy, 100 * f.decode_gbs / f.bandwidth(),

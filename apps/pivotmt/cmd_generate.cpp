@@ -40,8 +40,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--context-policy", context, "error | truncate-left | allow")
       ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
       ->capture_default_str();
-  cmd->add_option("--dtype", dtype, "Weight storage: f32 | f16 | int8 (weight-only, per output channel) | nf4 (bitsandbytes' 4-bit)")
-      ->check(CLI::IsMember({"f32", "f16", "int8", "nf4"}))
+  cmd->add_option("--dtype", dtype, "Weight storage: f32 | f16 | int8 (weight-only, per output channel) | q8 (int8 weights and activations) | nf4 (bitsandbytes' 4-bit)")
+      ->check(CLI::IsMember({"f32", "f16", "int8", "q8", "nf4"}))
       ->capture_default_str();
   cmd->add_option("--adapter", adapter, "A PEFT LoRA adapter directory, applied unmerged (CPU)");
   cmd->add_option("--device", device, "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible and --dtype is f16)")->capture_default_str();
@@ -86,7 +86,11 @@ void register_generate(CLI::App& app) {
       throw Error("give --prompt, --messages or --ids");
     }
     LoadOptions load;
-    load.weights = dtype == "f32" ? DType::F32 : dtype == "int8" ? DType::I8 : dtype == "nf4" ? DType::NF4 : DType::F16;
+    load.weights = dtype == "f32"                      ? DType::F32
+                   : dtype == "int8" || dtype == "q8" ? DType::I8
+                   : dtype == "nf4"                   ? DType::NF4
+                                                      : DType::F16;
+    load.int8_activations = dtype == "q8";
     load.adapter = adapter;
     load.device = where;
     LlamaModel lm(dir, load);

@@ -67,6 +67,10 @@ struct OpsOptions {
   // Device memory a GPU leaves free beside the weights and the KV pool: the activations of
   // the largest forward pass (the model estimates them) and the GEMM workspace.
   size_t activation_reserve_bytes = 0;
+  // INT8 weights (CPU): quantise the activations too, per row and 256-value block, and
+  // multiply int8 · int8 with exact int32 sums (VNNI where present; `--weights q8`).
+  // false: weight-only INT8, F32 activations (`--weights int8`).
+  bool int8_activations = false;
 };
 
 class Ops {

@@ -258,10 +258,11 @@ GenerationRequest study_request(const AblationConfig& config, const GenerationCo
 LoadOptions study_load_options(const AblationConfig& config) {
   const DType weights = config.weights == "f16"    ? DType::F16
                         : config.weights == "f32"  ? DType::F32
-                        : config.weights == "int8" ? DType::I8
+                        : config.weights == "int8" || config.weights == "q8" ? DType::I8
                         : config.weights == "nf4"  ? DType::NF4
-                                                   : throw Error(fmt::format("weights '{}': expected f16, f32, int8 or nf4", config.weights));
+                                                   : throw Error(fmt::format("weights '{}': expected f16, f32, int8, q8 or nf4", config.weights));
   LoadOptions o{weights, OpsImpl::Fast};
+  o.int8_activations = config.weights == "q8";
   o.adapter = config.adapter;
   o.device = resolve_device(config.device, weights == DType::F16);  // a GPU runs F16 weights
   return o;

@@ -40,7 +40,7 @@ struct AblationConfig {
   std::string encoder;             // sentence encoder directory (minilm retrievers)
   std::string model;               // model directory
   std::string device = "auto";     // auto | cpu | cuda[:N] (not part of the run's identity)
-  std::string weights = "f16";     // weight storage: f16 | f32 | int8 (weight-only, per output channel) | nf4
+  std::string weights = "f16";     // weight storage: f16 | f32 | int8 (weight-only, per output channel) | q8 (int8 · int8) | nf4
   std::string adapter;             // a PEFT LoRA adapter directory applied unmerged (empty: none)
   std::vector<size_t> ks = {0, 1, 3, 5, 7, 10};
   bool greedy = false;  // default: the original's sampling

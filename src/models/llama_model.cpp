@@ -55,7 +55,8 @@ LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(o
                                   256 * 4 * size_t(cfg_.vocab_size);
   ops_ = make_ops(options.device, {.impl = options.ops,
                                    .kv_capacity_bytes = options.kv_capacity_bytes,
-                                   .activation_reserve_bytes = activation_bytes});
+                                   .activation_reserve_bytes = activation_bytes,
+                                   .int8_activations = options.int8_activations});
   Ops& ops = *ops_;
   if (options.random_weights_seed) {
     make_random_weights(*options.random_weights_seed);

@@ -39,6 +39,15 @@ Shape preset_shape(const MakeModelOptions& o) {
   throw Error(fmt::format("unknown preset '{}' (expected tiny, small or 7b-shape)", o.preset));
 }
 
+Shape model_shape(const MakeModelOptions& o) {
+  Shape s = preset_shape(o);
+  if (o.layers) {
+    if (*o.layers < 1) throw Error(fmt::format("--layers {}: at least 1", *o.layers));
+    s.layers = *o.layers;
+  }
+  return s;
+}
+
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
@@ -135,7 +144,7 @@ void copy_tokenizer(const std::string& from, const std::string& to) {
 json make_model_config_json(const MakeModelOptions& o) {
   if (o.arch != "llama" && o.arch != "mistral" && o.arch != "llama3")
     throw Error(fmt::format("unknown --arch '{}' (expected llama, mistral or llama3)", o.arch));
-  const Shape s = preset_shape(o);
+  const Shape s = model_shape(o);
   const int64_t vocab = o.vocab_size.value_or(o.byte_tokenizer ? kByteTokenizerVocab : s.vocab);
   const char* dtype = o.dtype == DType::F32 ? "float32" : o.dtype == DType::BF16 ? "bfloat16" : "float16";
   json c = {

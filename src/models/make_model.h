@@ -18,6 +18,8 @@ struct MakeModelOptions {
   int shards = 1;
   uint64_t seed = 0;
   std::optional<int64_t> vocab_size;  // overrides the preset's
+  std::optional<int64_t> layers;      // overrides the preset's (a 7B-shaped model of 4 layers: the real
+                                      // matrix shapes at a fraction of the bytes, for benchmarks)
   std::string tokenizer_dir;          // tokenizer files copied from here when set
   // Writes a Llama-2-style tokenizer whose vocabulary is only the 256 byte tokens (plus
   // <unk> <s> </s> ▁ <|im_end|> <|im_start|>, 262 in all) with TowerInstruct's chat

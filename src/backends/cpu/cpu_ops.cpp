@@ -33,7 +33,7 @@ class CpuLinear final : public LinearWeights {
   }
 };
 
-cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType storage) {
+cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType storage, bool int8_activations) {
   const auto& info = ckpt.at(name);
   cpu::Matrix m;
   m.out = size_t(info.shape.at(0));
@@ -41,7 +41,7 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
   m.dtype = storage;
   if (storage == DType::I8) {
     const auto f = ckpt.load_f32(name);
-    return cpu::quantize_int8(f.data(), m.out, m.in);
+    return cpu::quantize_int8(f.data(), m.out, m.in, int8_activations);
   }
   if (storage == DType::NF4) {
     m.nf4 = nf4::quantize(ckpt.load_f32(name), true);
@@ -112,7 +112,7 @@ class CpuOps final : public Ops {
       throw UnsupportedError("cpu: weights can be stored as F32, F16, INT8 (I8) or NF4");
     auto w = std::make_unique<CpuLinear>();
     for (const auto& name : names) {
-      w->parts.push_back(load_matrix(ckpt, name, storage));
+      w->parts.push_back(load_matrix(ckpt, name, storage, options_.int8_activations));
       if (w->in && w->parts.back().in != w->in)
         throw Error(fmt::format("{}: {} columns, the fused projection has {}", name, w->parts.back().in, w->in));
       w->in = w->parts.back().in;
@@ -125,7 +125,7 @@ class CpuOps final : public Ops {
     if (values.size() != out * in) throw Error(fmt::format("make_linear: {} values for [{}, {}]", values.size(), out, in));
     cpu::Matrix m;
     if (storage == DType::I8) {
-      m = cpu::quantize_int8(values.data(), out, in);
+      m = cpu::quantize_int8(values.data(), out, in, options_.int8_activations);
     } else if (storage == DType::F16) {
       m.f16.resize(values.size());
       convert_floats(DType::F32, values.data(), DType::F16, m.f16.data(), values.size());

@@ -29,7 +29,8 @@ namespace pivotmt::cpu::kernels {
 namespace {
 
 constexpr int kMaxRM = 6, kMaxRN = 4;
-constexpr size_t kMaxKc = 1024;  // k block: a 6-row x tile of 24 KiB stays in L1 beside the weight tile
+constexpr size_t kMaxKc = 1024;
+constexpr size_t kFewRows = 32;  // up to this many x rows: weight tiles outermost (see gemm_range)  // k block: a 6-row x tile of 24 KiB stays in L1 beside the weight tile
 
 // [Σa, Σb, Σc, Σd] of four 16-lane vectors.
 PIVOTMT_AVX512 inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
@@ -62,6 +63,17 @@ PIVOTMT_AVX512 inline __m512 load_w_masked(const Matrix& w, size_t n, size_t k, 
     return _mm512_maskz_loadu_ps(m, w.row_f32(n) + k);
 }
 
+// Weight rows are prefetched this many rows ahead of the tile reading them. A tile reads
+// its RN rows interleaved (short strided streams the hardware prefetcher follows poorly:
+// batch-1 q8 decode ran at ~50% of the memory bandwidth without this), so each step also
+// asks for the same k of the rows two tiles on.
+constexpr size_t kPrefetchRows = 2 * kMaxRN;
+
+PIVOTMT_AVX512 inline void prefetch_rows(const char* base, size_t row_bytes, int rows, size_t offset) {
+  if (!base) return;
+  for (int j = 0; j < rows; ++j) _mm_prefetch(base + size_t(j) * row_bytes + offset, _MM_HINT_T0);
+}
+
 // One RM × RN tile over k in [k0, k0 + kc): y (+)= x · wᵀ (times the I8 row scale).
 template <int RM, int RN, DType D>
 PIVOTMT_AVX512 void tile(const float* x, size_t ldx, const Matrix& w, size_t n, size_t k0, size_t kc, float* y,
@@ -72,7 +84,15 @@ PIVOTMT_AVX512 void tile(const float* x, size_t ldx, const Matrix& w, size_t n, 
 #pragma GCC unroll 4
     for (int j = 0; j < kMaxRN; ++j) acc[r][j] = _mm512_setzero_ps();
   const size_t kend = k0 + kc, k16 = k0 + (kc & ~size_t(15));
+  constexpr size_t wbytes = D == DType::F32 ? 4 : D == DType::F16 ? 2 : 1;
+  const size_t row_bytes = w.in * wbytes;
+  const char* ahead = n + RN + kPrefetchRows <= w.out
+                          ? static_cast<const char*>(D == DType::F32   ? static_cast<const void*>(w.row_f32(n + kPrefetchRows))
+                                                     : D == DType::F16 ? static_cast<const void*>(w.row_f16(n + kPrefetchRows))
+                                                                       : static_cast<const void*>(w.row_i8(n + kPrefetchRows)))
+                          : nullptr;
   for (size_t k = k0; k < k16; k += 16) {
+    if ((k * wbytes) % 64 == 0) prefetch_rows(ahead, row_bytes, RN, k * wbytes);
     __m512 a[RM];
 #pragma GCC unroll 6
     for (int r = 0; r < RM; ++r) a[r] = _mm512_loadu_ps(x + r * ldx + k);
@@ -143,6 +163,20 @@ void gemm_range(const float* x, size_t m0, size_t m1, const Matrix& w, float* y,
     const size_t kc = std::min(kc_full, K - k0);
     for (size_t nb = n0; nb < n1; nb += nc) {
       const size_t ne = std::min(n1, nb + nc);
+      if (M <= kFewRows) {
+        // Decode: all of x stays in L1, and each weight tile is used by every x tile while
+        // it is in L1 (one pass over the weights, streamed from memory in order).
+        for (size_t n = nb; n < ne; n += kMaxRN) {
+          const size_t rn = std::min<size_t>(kMaxRN, ne - n);
+          size_t m = m0;
+          for (size_t t = 0; t < mtiles; ++t) {
+            const size_t rm = (M - (m - m0) + (mtiles - t) - 1) / (mtiles - t);  // balanced heights
+            fns[rm - 1][rn - 1](x + m * K, K, w, n, k0, kc, y + m * ldy, ldy, k0 > 0);
+            m += rm;
+          }
+        }
+        continue;
+      }
       size_t m = m0;
       for (size_t t = 0; t < mtiles; ++t) {
         const size_t rm = (M - (m - m0) + (mtiles - t) - 1) / (mtiles - t);  // balanced heights
@@ -163,6 +197,7 @@ constexpr int kQ8RM = 3, kQ8RN = 4;  // 12 int32 + 12 F32 accumulators
 template <int RM, int RN>
 PIVOTMT_VNNI void q8_tile(const Q8Rows& x, size_t m, const Matrix& w, size_t n, float* y, size_t ldy) {
   const size_t K = w.in, blocks = x.blocks, k64 = K & ~size_t(63);
+  const char* ahead = n + RN + kPrefetchRows <= w.out ? reinterpret_cast<const char*>(w.row_i8(n + kPrefetchRows)) : nullptr;
   __m512 accf[RM][kQ8RN];
 #pragma GCC unroll 3
   for (int r = 0; r < RM; ++r)
@@ -179,6 +214,7 @@ PIVOTMT_VNNI void q8_tile(const Q8Rows& x, size_t m, const Matrix& w, size_t n, 
     }
     const size_t kb = b * kQ8Block, ke = std::min(K, kb + kQ8Block);
     for (size_t k = kb; k < ke; k += 64) {
+      prefetch_rows(ahead, K, RN, k);
       __m512i a[RM];
 #pragma GCC unroll 3
       for (int r = 0; r < RM; ++r) a[r] = _mm512_loadu_si512(x.q.data() + (m + r) * x.stride + k);
@@ -240,6 +276,17 @@ void gemm_q8_vnni(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t
   const auto& fns = q8_tiles();
   for (size_t nb = n0; nb < n1; nb += nc) {
     const size_t ne = std::min(n1, nb + nc);
+    if (M <= kFewRows) {  // as in gemm_range: each weight tile used by every x tile while in L1
+      for (size_t n = nb; n < ne; n += kQ8RN) {
+        size_t m = 0;
+        for (size_t t = 0; t < mtiles; ++t) {
+          const size_t rm = (M - m + (mtiles - t) - 1) / (mtiles - t);
+          fns[rm - 1][std::min<size_t>(kQ8RN, ne - n) - 1](x, m, w, n, y, ldy);
+          m += rm;
+        }
+      }
+      continue;
+    }
     size_t m = 0;
     for (size_t t = 0; t < mtiles; ++t) {
       const size_t rm = (M - m + (mtiles - t) - 1) / (mtiles - t);

@@ -247,7 +247,10 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
     });
     return;
   }
-  if (level >= Isa::Avx512 && w.dtype != DType::NF4) {
+  // One row (batch-1 decode) stays on the one-row GEMV below: it streams each weight row
+  // with four accumulators at ~95% of the memory bandwidth, where the 4-row tiles measured
+  // ~65% (bench_engine, small f16, b1).
+  if (level >= Isa::Avx512 && w.dtype != DType::NF4 && T > 1) {
     split_rows([&](size_t n0, size_t n1) { kernels::gemm_f32_avx512(x, T, w, y, ldy, n0, n1); });
     return;
   }
