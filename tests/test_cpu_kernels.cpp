@@ -10,20 +10,15 @@
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/ops.h"
+#include "test_util.h"
 
 namespace pivotmt::cpu {
 namespace {
 
-std::vector<float> random(size_t n, unsigned seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::random_normal;
 
 Matrix matrix(size_t out, size_t in, DType dtype, unsigned seed, bool int8_activations = false) {
-  const auto values = random(out * in, seed, 0.1f);
+  const auto values = random_normal(out * in, seed, 0.1f);
   if (dtype == DType::I8) return quantize_int8(values.data(), out, in, int8_activations);
   Matrix m;
   m.out = out;
@@ -65,7 +60,7 @@ TEST_F(IsaLevels, LinearEveryPathMatchesReference) {
       for (auto [out, in] : kShapes)
         for (size_t T : kRows) {
           const Matrix w = matrix(out, in, dtype, unsigned(out * 31 + in));
-          const auto x = random(T * in, unsigned(T * 7 + in));
+          const auto x = random_normal(T * in, unsigned(T * 7 + in));
           std::vector<float> want(T * out), got(T * out);
           ref::linear(x.data(), T, w, want.data());
           fast::linear(x.data(), T, w, got.data());
@@ -89,7 +84,7 @@ TEST_F(IsaLevels, LinearEveryPathMatchesReference) {
 // block's scale, padding the zero code, and the scale the block's absmax / 127.
 TEST(Q8, QuantizedRowsWithinHalfAStep) {
   const size_t M = 3, K = 600;
-  auto x = random(M * K, 5);
+  auto x = random_normal(M * K, 5);
   for (size_t k = 256; k < 512; ++k) x[K + k] = 0.0f;  // an all-zero block
   kernels::Q8Rows q;
   kernels::quantize_rows_q8(x.data(), M, K, q);
@@ -118,7 +113,7 @@ TEST_F(IsaLevels, Int8ActivationsMatchReference) {
       for (size_t T : kRows) {
         const Matrix w = matrix(out, in, DType::I8, unsigned(out + in), true);
         const Matrix wf = matrix(out, in, DType::F32, unsigned(out + in));
-        const auto x = random(T * in, unsigned(T + 3 * in));
+        const auto x = random_normal(T * in, unsigned(T + 3 * in));
         std::vector<float> want(T * out), got(T * out), exact(T * out);
         ref::linear(x.data(), T, w, want.data());
         fast::linear(x.data(), T, w, got.data());
@@ -129,7 +124,7 @@ TEST_F(IsaLevels, Int8ActivationsMatchReference) {
         // Against F32 activations and the unrounded weights: x̂ = x + ex, ŵ = w + ew with
         // |ex| <= sx / 2 (sx its block's step) and |ew| <= sw / 2, so |Σ x̂ŵ − Σ xw| <=
         // Σ_k (sx_k / 2 · |ŵ_k| + sw / 2 · |x_k|), plus float rounding.
-        const auto wv = random(out * in, unsigned(out + in), 0.1f);
+        const auto wv = random_normal(out * in, unsigned(out + in), 0.1f);
         for (size_t t = 0; t < T; ++t)
           for (size_t n = 0; n < out; ++n) {
             double bound = 1e-5, f32 = 0;
@@ -155,7 +150,7 @@ TEST_F(IsaLevels, AttentionBlocksAndBatchesMatchReference) {
   for (size_t T : {size_t(16), size_t(150)})
     for (size_t window : {size_t(0), size_t(5), size_t(70)}) {
       const size_t L = T + 9;
-      const auto q = random(T * nh * d, 1), k = random(L * nkv * d, 2), v = random(L * nkv * d, 3);
+      const auto q = random_normal(T * nh * d, 1), k = random_normal(L * nkv * d, 2), v = random_normal(L * nkv * d, 3);
       std::vector<float> a(T * nh * d), b(T * nh * d);
       ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, a.data());
       fast::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, b.data());
@@ -169,12 +164,12 @@ TEST_F(IsaLevels, AttentionBlocksAndBatchesMatchReference) {
     std::vector<std::vector<float>> ks, vs;
     size_t rows = 0;
     for (size_t i = 0; i < lens.size(); ++i) {
-      ks.push_back(random(lens[i] * nkv * d, unsigned(10 + i)));
-      vs.push_back(random(lens[i] * nkv * d, unsigned(20 + i)));
+      ks.push_back(random_normal(lens[i] * nkv * d, unsigned(10 + i)));
+      vs.push_back(random_normal(lens[i] * nkv * d, unsigned(20 + i)));
       rows += counts[i];
     }
     const size_t stride = nh * d + 8;
-    const auto q = random(rows * stride, 4);
+    const auto q = random_normal(rows * stride, 4);
     std::vector<float> got(rows * stride, -3.0f), want(rows * stride, -3.0f);
     std::vector<fast::AttentionJob> jobs;
     size_t row0 = 0;

@@ -8,25 +8,20 @@
 #include <random>
 
 #include "backends/cpu/ops.h"
+#include "test_util.h"
 #include "backends/cpu/thread_pool.h"
 
 namespace pivotmt::cpu {
 namespace {
 
-std::vector<float> random(size_t n, unsigned seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::random_normal;
 
 Matrix matrix(size_t out, size_t in, DType dtype, unsigned seed) {
   Matrix m;
   m.out = out;
   m.in = in;
   m.dtype = dtype;
-  auto values = random(out * in, seed, 0.1f);
+  auto values = random_normal(out * in, seed, 0.1f);
   if (dtype == DType::F32) {
     m.f32 = values;
   } else {
@@ -46,7 +41,7 @@ TEST(CpuOps, LinearAllPathsMatchReference) {
     for (size_t T : {size_t(1), size_t(3), size_t(8), size_t(9), size_t(33)})
       for (auto [out, in] : {std::pair<size_t, size_t>{7, 13}, {769, 65}, {64, 769}}) {
         const Matrix w = matrix(out, in, dtype, unsigned(out * 31 + in));
-        const auto x = random(T * in, unsigned(T));
+        const auto x = random_normal(T * in, unsigned(T));
         std::vector<float> want(T * out), got(T * out);
         ref::linear(x.data(), T, w, want.data());
         fast::linear(x.data(), T, w, got.data());
@@ -65,7 +60,7 @@ TEST(CpuOps, LinearAllPathsMatchReference) {
 
 TEST(CpuOps, NormRopeSiluMatchReference) {
   const size_t T = 7, H = 769;
-  const auto x = random(T * H, 1), w = random(H, 2);
+  const auto x = random_normal(T * H, 1), w = random_normal(H, 2);
   std::vector<float> a(T * H), b(T * H);
   ref::rmsnorm(x.data(), w.data(), T, H, 1e-5f, a.data());
   fast::rmsnorm(x.data(), w.data(), T, H, 1e-5f, b.data());
@@ -73,7 +68,7 @@ TEST(CpuOps, NormRopeSiluMatchReference) {
   Rope r;
   for (size_t i = 0; i < 32; ++i) r.inv_freq.push_back(std::pow(10000.0f, -float(2 * i) / 64.0f));
   // Rows of 4 heads, the first 3 rotated (the fourth stands for the V part of a QKV row).
-  auto q1 = random(T * 4 * 64, 3), q2 = q1;
+  auto q1 = random_normal(T * 4 * 64, 3), q2 = q1;
   const auto before = q1;
   const std::vector<int64_t> pos = {0, 1, 2, 100, 1000, 4095, 7};
   ref::rope(q1.data(), T, 4 * 64, 3, 64, pos.data(), r);
@@ -83,7 +78,7 @@ TEST(CpuOps, NormRopeSiluMatchReference) {
     for (size_t i = 3 * 64; i < 4 * 64; ++i) ASSERT_EQ(q2[t * 256 + i], before[t * 256 + i]) << "rope wrote past its heads";
   for (size_t i = 0; i < 64; ++i) ASSERT_EQ(q1[i], before[i]) << "position 0 is the identity";
   const size_t F = 333;
-  const auto gate_up = random(T * 2 * F, 4);
+  const auto gate_up = random_normal(T * 2 * F, 4);
   std::vector<float> g1(T * F), g2(T * F);
   ref::silu_mul(gate_up.data(), T, F, g1.data());
   fast::silu_mul(gate_up.data(), T, F, g2.data());
@@ -96,7 +91,7 @@ TEST(CpuOps, AttentionGqaWindowAndPrefillPaths) {
   for (size_t T : {size_t(1), size_t(5), size_t(40)})  // 40: the SGEMM prefill path
     for (size_t window : {size_t(0), size_t(3), size_t(17)}) {
       const size_t L = T + 11, nh = 6, nkv = 2, d = 16;
-      const auto q = random(T * nh * d, 7), k = random(L * nkv * d, 8), v = random(L * nkv * d, 9);
+      const auto q = random_normal(T * nh * d, 7), k = random_normal(L * nkv * d, 8), v = random_normal(L * nkv * d, 9);
       std::vector<float> a(T * nh * d), b(T * nh * d);
       ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, a.data());
       fast::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, b.data());
@@ -113,7 +108,7 @@ TEST(CpuOps, AttentionGqaWindowAndPrefillPaths) {
 // A window wider than the sequence changes nothing; a window of 1 attends to itself only.
 TEST(CpuOps, WindowSemantics) {
   const size_t T = 6, L = 6, nh = 2, nkv = 1, d = 8;
-  const auto q = random(T * nh * d, 1), k = random(L * nkv * d, 2), v = random(L * nkv * d, 3);
+  const auto q = random_normal(T * nh * d, 1), k = random_normal(L * nkv * d, 2), v = random_normal(L * nkv * d, 3);
   std::vector<float> full(T * nh * d), wide(T * nh * d), one(T * nh * d);
   ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, 0, full.data());
   ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, 100, wide.data());
@@ -131,7 +126,7 @@ namespace pivotmt::cpu {
 namespace {
 
 TEST(CpuOps, Int8WeightOnly) {
-  const auto w = random(769 * 65, 11, 0.1f);
+  const auto w = random_normal(769 * 65, 11, 0.1f);
   const Matrix q = quantize_int8(w.data(), 769, 65);
   std::vector<float> row(65);
   for (size_t o = 0; o < 769; ++o) {  // each weight within half a quantisation step
@@ -140,10 +135,10 @@ TEST(CpuOps, Int8WeightOnly) {
   }
   // Input widths that exercise every loop of the fast kernels: 32-wide steps, 8-wide steps, scalar tail.
   for (size_t in : {size_t(65), size_t(109)}) {
-    const auto wi = random(769 * in, 12, 0.1f);
+    const auto wi = random_normal(769 * in, 12, 0.1f);
     const Matrix qi = quantize_int8(wi.data(), 769, in);
     for (size_t T : {size_t(1), size_t(5), size_t(20)}) {
-      const auto x = random(T * in, unsigned(T));
+      const auto x = random_normal(T * in, unsigned(T));
       std::vector<float> want(T * 769), got(T * 769);
       ref::linear(x.data(), T, qi, want.data());
       fast::linear(x.data(), T, qi, got.data());
@@ -157,14 +152,14 @@ TEST(CpuOps, Int8WeightOnly) {
 // SGEMM for many; widths that are and are not multiples of 8) against the reference loops.
 TEST(CpuOps, Nf4LinearFastMatchesReference) {
   for (size_t in : {size_t(64), size_t(200), size_t(65)}) {
-    const auto wi = random(301 * in, 13, 0.1f);
+    const auto wi = random_normal(301 * in, 13, 0.1f);
     Matrix m;
     m.dtype = DType::NF4;
     m.out = 301;
     m.in = in;
     m.nf4 = nf4::quantize(wi, true);
     for (size_t T : {size_t(1), size_t(3), size_t(9), size_t(40)}) {
-      const auto x = random(T * in, unsigned(T + 100));
+      const auto x = random_normal(T * in, unsigned(T + 100));
       std::vector<float> want(T * 301), got(T * 301);
       ref::linear(x.data(), T, m, want.data());
       fast::linear(x.data(), T, m, got.data());

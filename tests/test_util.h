@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <cstring>
@@ -10,6 +11,15 @@
 #include "io/safetensors.h"
 
 namespace pivotmt::test {
+
+// n values ~ N(0, scale²) from a fixed seed (random data for kernel tests: never zeros).
+inline std::vector<float> random_normal(size_t n, unsigned seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
 
 // A tensor of a golden file as a vector of T (the stored dtype must have T's size).
 template <typename T>
