@@ -16,47 +16,12 @@ namespace {
 
 using test::random_normal;
 
-Matrix matrix(size_t out, size_t in, DType dtype, unsigned seed) {
-  Matrix m;
-  m.out = out;
-  m.in = in;
-  m.dtype = dtype;
-  auto values = random_normal(out * in, seed, 0.1f);
-  if (dtype == DType::F32) {
-    m.f32 = values;
-  } else {
-    m.f16.resize(values.size());
-    convert_floats(DType::F32, values.data(), DType::F16, m.f16.data(), values.size());
-  }
-  return m;
-}
-
 void expect_close(const std::vector<float>& a, const std::vector<float>& b, float tol, const std::string& what) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tol * std::max(1.0f, std::fabs(b[i]))) << what << " at " << i;
 }
 
-TEST(CpuOps, LinearAllPathsMatchReference) {
-  for (DType dtype : {DType::F32, DType::F16})
-    for (size_t T : {size_t(1), size_t(3), size_t(8), size_t(9), size_t(33)})
-      for (auto [out, in] : {std::pair<size_t, size_t>{7, 13}, {769, 65}, {64, 769}}) {
-        const Matrix w = matrix(out, in, dtype, unsigned(out * 31 + in));
-        const auto x = random_normal(T * in, unsigned(T));
-        std::vector<float> want(T * out), got(T * out);
-        ref::linear(x.data(), T, w, want.data());
-        fast::linear(x.data(), T, w, got.data());
-        expect_close(got, want, 1e-4f, "linear T=" + std::to_string(T) + " out=" + std::to_string(out));
-        // Into columns [3, 3 + out) of rows out + 5 wide (a fused output): the other columns untouched.
-        const size_t ldy = out + 5;
-        std::vector<float> wide(T * ldy, -7.0f);
-        fast::linear(x.data(), T, w, wide.data() + 3, ldy);
-        for (size_t t = 0; t < T; ++t)
-          for (size_t c = 0; c < ldy; ++c) {
-            const bool inside = c >= 3 && c < 3 + out;
-            ASSERT_EQ(wide[t * ldy + c], inside ? got[t * out + c - 3] : -7.0f) << "strided linear T=" << T << " col " << c;
-          }
-      }
-}
+// The linear on every path (F32/F16/I8 weights, every ISA level): test_cpu_kernels.cpp.
 
 TEST(CpuOps, NormRopeSiluMatchReference) {
   const size_t T = 7, H = 769;

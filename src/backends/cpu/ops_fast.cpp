@@ -430,8 +430,8 @@ void axpy(float p, const float* x, float* y, size_t n) {
 
 namespace {
 // One query row of one head against its sequence's cache (decode): scores, softmax, the
-// weighted sum of values. `scores` holds at least L floats.
-void attend_row(const float* qv, const float* k, const float* v, size_t L, size_t pos, size_t kv, size_t n_kv, size_t d,
+// weighted sum of values. `scores` holds at least pos + 1 floats.
+void attend_row(const float* qv, const float* k, const float* v, size_t pos, size_t kv, size_t n_kv, size_t d,
                 size_t window, float* scores, float* o) {
   const float scale = 1.0f / std::sqrt(float(d));
   const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
@@ -445,7 +445,6 @@ void attend_row(const float* qv, const float* k, const float* v, size_t L, size_
   const float inv = 1.0f / sum;
   for (size_t i = 0; i < d; ++i) o[i] = 0.0f;
   for (size_t j = first; j <= pos; ++j) axpy(scores[j] * inv, v + (j * n_kv + kv) * d, o, d);
-  (void)L;
 }
 }  // namespace
 
@@ -481,7 +480,7 @@ void attention_many(const std::vector<AttentionJob>& jobs, size_t n_heads, size_
       while (row >= first_row[i + 1]) ++i;
       const AttentionJob& j = jobs[i];
       const size_t t = row - first_row[i];
-      attend_row(j.q + t * j.q_stride + h * d, j.k, j.v, j.L, j.L - j.T + t, h / group, n_kv, d, window, scores.data(),
+      attend_row(j.q + t * j.q_stride + h * d, j.k, j.v, j.L - j.T + t, h / group, n_kv, d, window, scores.data(),
                  j.out + t * j.out_stride + h * d);
     }
   });
