@@ -80,7 +80,7 @@ double memcpy_gbs() {
 }
 
 int g_threads = 2;
-bool g_only_b1 = false;  // side-by-side mode for large shapes: batch-1 decode only
+size_t g_only_batch = 0;  // "bN": decode at batch N only, no prefill (large shapes in side-by-side mode; profiling)
 
 // OpenBLAS's own multi-threaded SGEMM on the whole shape, measured in a child process: the
 // engine keeps OpenBLAS single-threaded in this one, and the child's buffers stay out of
@@ -160,7 +160,7 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
   std::vector<TokenId> prompt(P);
   for (size_t i = 0; i < P; ++i) prompt[i] = TokenId(1 + (i * 7919) % size_t(c.vocab_size - 1));
   double prefill_s = 1e9;
-  for (int rep = 0; rep < (g_only_b1 ? 0 : 5); ++rep) {
+  for (int rep = 0; rep < (g_only_batch ? 0 : 5); ++rep) {
     KvCache cache = model.new_cache();
     std::vector<LlamaModel::Input> b = {{&cache, prompt, false}};
     const auto t0 = Clock::now();
@@ -193,7 +193,10 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
   // Decode at batch 1, 8, 32: a 64-token context each, 32 steps.
   int slot = 0;
   for (size_t batch : {size_t(1), size_t(8), size_t(32)}) {
-    if (g_only_b1 && batch > 1) break;
+    if (g_only_batch && batch != g_only_batch) {
+      ++slot;
+      continue;
+    }
     std::vector<KvCache> caches;
     for (size_t s = 0; s < batch; ++s) caches.push_back(model.new_cache());
     std::vector<LlamaModel::Input> pre;
@@ -218,7 +221,14 @@ int main(int argc, char** argv) {
   // Side-by-side mode (bench/side_by_side_llamacpp.py): the figures of one checkpoint and
   // weight storage as one JSON line, no ceilings.
   if ((argc == 5 || argc == 6) && std::string(argv[1]) == "--figures") {
-    g_only_b1 = argc == 6 && std::string(argv[5]) == "b1";
+    if (argc == 6) {
+      const std::string only = argv[5];
+      if (only != "b1" && only != "b8" && only != "b32") {
+        fmt::print(stderr, "bench_engine --figures: the last argument must be b1, b8 or b32, not '{}'\n", only);
+        return 2;
+      }
+      g_only_batch = size_t(std::stoul(only.substr(1)));
+    }
     const int threads = std::atoi(argv[4]);
     cpu::set_num_threads(threads);
     g_threads = threads;

@@ -104,6 +104,24 @@ TEST(Q8, QuantizedRowsWithinHalfAStep) {
   }
 }
 
+// The AVX-512 quantiser gives the reference's bytes and scales exactly, ties to even
+// included (a block whose absmax is 127 has scale 1, so x.5 values are exact ties).
+TEST(Q8, FastQuantiserMatchesReference) {
+  if (hardware_isa() < Isa::Avx512) GTEST_SKIP() << "no AVX-512 on this machine";
+  for (auto [M, K] : {std::pair<size_t, size_t>{1, 13}, {3, 600}, {5, 1100}, {2, 2050}, {4, 256}}) {
+    auto x = random_normal(M * K, 11 + K);
+    for (size_t k = 0; k < std::min<size_t>(K, 256); ++k) x[k] = k == 0 ? 127.0f : float(int(k % 40) - 20) + 0.5f;
+    kernels::Q8Rows ref, fast;
+    kernels::quantize_rows_q8(x.data(), M, K, ref);
+    fast.q.assign(7, 0);  // stale contents must not leak through
+    kernels::quantize_rows_q8_fast(x.data(), M, K, fast);
+    ASSERT_EQ(fast.stride, ref.stride);
+    ASSERT_EQ(fast.blocks, ref.blocks);
+    ASSERT_EQ(fast.q, ref.q) << M << "x" << K;
+    ASSERT_EQ(fast.scale, ref.scale) << M << "x" << K;
+  }
+}
+
 // INT8 · INT8: the VNNI kernel's int32 block sums are exact, so it matches the reference to
 // float rounding; and the quantised product stays near the F32 one.
 TEST_F(IsaLevels, Int8ActivationsMatchReference) {

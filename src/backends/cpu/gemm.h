@@ -26,9 +26,13 @@ struct Q8Rows {
   std::vector<float> scale;                           // [rows, blocks]
 };
 void quantize_rows_q8(const float* x, size_t M, size_t K, Q8Rows& out);
+// The same bytes and scales with AVX-512 over the thread pool (isa() >= Avx512); the
+// reference above is the plain loop it is tested against.
+void quantize_rows_q8_fast(const float* x, size_t M, size_t K, Q8Rows& out);
 
 // y = w.scale[n] · Σ_blocks xq.scale[m, b] · (Σ_{k in b} xq[m, k] · w[n, k] − 128 · w.block_sums[n, b])
-// with exact int32 block sums: AVX-512 VNNI (isa() >= Avx512Vnni) and the plain reference.
+// with exact int32 block sums: AVX-512 VNNI (isa() >= Avx512Vnni; one x row runs a GEMV
+// that streams the weight rows one after another) and the plain reference.
 void gemm_q8_vnni(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
 void gemm_q8_ref(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
 

@@ -240,7 +240,8 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
     // buffer through the reference (a thread_local named in the lambda would be theirs).
     static thread_local kernels::Q8Rows buffer;
     kernels::Q8Rows& q = buffer;
-    kernels::quantize_rows_q8(x, T, w.in, q);
+    if (level >= Isa::Avx512) kernels::quantize_rows_q8_fast(x, T, w.in, q);
+    else kernels::quantize_rows_q8(x, T, w.in, q);
     split_rows([&](size_t n0, size_t n1) {
       if (level >= Isa::Avx512Vnni) kernels::gemm_q8_vnni(q, w, y, ldy, n0, n1);
       else kernels::gemm_q8_ref(q, w, y, ldy, n0, n1);
