@@ -273,13 +273,18 @@ PIVOTMT_VNNI void q8_tile(const Q8Rows& x, size_t m, const Matrix& w, size_t n, 
 // One x row (batch-1 decode): weight rows one after another, each a single sequential
 // stream (the 3 × 4 tile at one row reads four rows interleaved and measured ~24 GB/s on
 // the 32000 × 768 output layer against ~35 GB/s for the one-row F32 GEMV). Two int32
-// chains per block hide the dpbusd latency; the next rows are prefetched.
+// chains per block hide the dpbusd latency.
 PIVOTMT_VNNI void q8_gemv1(const Q8Rows& x, const Matrix& w, float* y, size_t n0, size_t n1) {
   const size_t K = w.in, blocks = x.blocks, k64 = K & ~size_t(63);
-  constexpr size_t kAhead = 4;  // rows
+  // The rows are contiguous: prefetch a fixed distance ahead in that one stream (~3 KiB,
+  // the bytes in flight one core needs at its share of the bandwidth), not whole rows
+  // ahead (a 7B model's 11008-byte rows would push the stream out of L1).
+  constexpr size_t kAheadBytes = 3072;
+  const char* const end = reinterpret_cast<const char*>(w.row_i8(0)) + w.out * K;
   for (size_t n = n0; n < n1; ++n) {
     const int8_t* row = w.row_i8(n);
-    const char* ahead = n + kAhead < w.out ? reinterpret_cast<const char*>(w.row_i8(n + kAhead)) : nullptr;
+    const char* ahead = reinterpret_cast<const char*>(row) + kAheadBytes;
+    if (ahead + K > end) ahead = nullptr;
     __m512 accf = _mm512_setzero_ps();
     for (size_t b = 0; b < blocks; ++b) {
       // The −128 · Σw correction of the unsigned activations, in lane 0.
