@@ -4,12 +4,14 @@
 // blocks, strided (fused) outputs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/ops.h"
+#include "backends/cpu/vmath.h"
 #include "test_util.h"
 
 namespace pivotmt::cpu {
@@ -202,6 +204,52 @@ TEST_F(IsaLevels, AttentionBlocksAndBatchesMatchReference) {
     }
     fast::attention_many(jobs, nh, nkv, d, 0);
     expect_close(got, want, 1e-5f, std::string("attention_many ") + isa_name(level));
+  }
+}
+
+// e^x of the vector path against e^x in double: within 2 ulp of the float result over the
+// range softmax and SiLU use (and beyond), 0 for -inf and deep underflow, inf past the top.
+TEST_F(IsaLevels, VectorExpWithinTwoUlp) {
+  for (Isa level : levels()) {
+    set_isa_cap(level);
+    std::vector<float> xs;
+    for (float v = -103.0f; v < 88.7f; v += 0.0137f) xs.push_back(v);
+    for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 0.5f, -0.5f, 88.7f, -87.3f}) xs.push_back(v);
+    std::vector<float> e = xs;
+    vmath::exp_shifted_sum(e.data(), e.size(), 0.0f);
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const double want = std::exp(double(xs[i]));
+      const float ulp = std::nextafter(float(want), INFINITY) - float(want);
+      ASSERT_LE(std::fabs(e[i] - want), 2 * ulp + 1e-45) << isa_name(level) << " e^" << xs[i];
+    }
+    // The sum, over softmax's range (scores minus their max).
+    std::vector<float> scores = random_normal(1000, 3, 3.0f);
+    const float top = *std::max_element(scores.begin(), scores.end());
+    double want_sum = 0;
+    for (float v : scores) want_sum += std::exp(double(v) - double(top));
+    EXPECT_NEAR(vmath::exp_shifted_sum(scores.data(), scores.size(), top), want_sum, 1e-6 * want_sum) << isa_name(level);
+    std::vector<float> edge = {-INFINITY, -200.0f, 100.0f, 3.0f};
+    vmath::exp_shifted_sum(edge.data(), edge.size(), 1.0f);  // shifted: e^(x - 1)
+    EXPECT_EQ(edge[0], 0.0f);
+    EXPECT_EQ(edge[1], 0.0f);
+    EXPECT_EQ(edge[2], INFINITY);
+    EXPECT_NEAR(edge[3], std::exp(2.0f), 2e-7f * std::exp(2.0f));
+  }
+}
+
+// max and SiLU · up of the vector paths against plain loops, on lengths with tails.
+TEST_F(IsaLevels, VectorMaxAndSiluMatchPlainLoops) {
+  for (Isa level : levels()) {
+    set_isa_cap(level);
+    for (size_t n : {1, 7, 16, 33, 1000}) {
+      auto g = random_normal(n, unsigned(n), 4.0f), u = random_normal(n, unsigned(n + 1));
+      g[n / 2] = 30.0f;
+      EXPECT_EQ(vmath::max_of(g.data(), n), *std::max_element(g.begin(), g.end())) << isa_name(level) << " n=" << n;
+      std::vector<float> got(n), want(n);
+      vmath::silu_mul(g.data(), u.data(), n, got.data());
+      for (size_t i = 0; i < n; ++i) want[i] = float(double(g[i]) / (1.0 + std::exp(-double(g[i]))) * double(u[i]));
+      expect_close(got, want, 1e-6f, std::string("silu ") + isa_name(level));
+    }
   }
 }
 

@@ -18,6 +18,7 @@
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/ops.h"
 #include "backends/cpu/thread_pool.h"
+#include "backends/cpu/vmath.h"
 
 namespace pivotmt::cpu {
 
@@ -332,12 +333,11 @@ void rope(float* x, size_t T, size_t stride, size_t heads, size_t d, const int64
 
 void silu_mul(const float* gate_up, size_t T, size_t F, float* out) {
   parallel_for(T * F, [&](size_t b, size_t e) {
-    // Element j = t * F + i; one division per chunk, not per element.
-    size_t t = b / F, i = b % F;
-    for (size_t j = b; j < e; ++j) {
-      const float g = gate_up[t * 2 * F + i];
-      out[j] = g / (1.0f + std::exp(-g)) * gate_up[t * 2 * F + F + i];
-      if (++i == F) i = 0, ++t;
+    // Element j = t * F + i: the chunk [b, e) cut at row ends.
+    while (b < e) {
+      const size_t t = b / F, i = b % F, n = std::min(e - b, F - i);
+      vmath::silu_mul(gate_up + t * 2 * F + i, gate_up + t * 2 * F + F + i, n, out + b);
+      b += n;
     }
   });
 }
@@ -357,7 +357,7 @@ void attention_gemm(const float* q, size_t q_stride, const float* k, const float
   const size_t blocks = (T + kQueryBlock - 1) / kQueryBlock;
   single_threaded_blas();
   parallel_for(n_heads * blocks, [&](size_t j0, size_t j1) {
-    std::vector<float> scores;
+    std::vector<float> scores, row_inv(kQueryBlock);
     for (size_t job = j0; job < j1; ++job) {
       const size_t h = job / blocks, t0 = (job % blocks) * kQueryBlock, t1 = std::min(T, t0 + kQueryBlock);
       const size_t kv = h / group, rows = t1 - t0;
@@ -367,24 +367,24 @@ void attention_gemm(const float* q, size_t q_stride, const float* k, const float
       scores.resize(rows * keys);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(keys), int(d), scale, q + t0 * q_stride + h * d,
                   int(q_stride), k + (k0 * n_kv + kv) * d, int(n_kv * d), 0.0f, scores.data(), int(keys));
+      float* inv_sums = row_inv.data();
       for (size_t t = 0; t < rows; ++t) {
         float* row = &scores[t * keys];
         const size_t pos = first_pos + t;
         const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
         const size_t lo = first - k0, hi = pos - k0;  // visible: [lo, hi] of this block's keys
-        float max_score = -INFINITY;
-        for (size_t j = lo; j <= hi; ++j) max_score = std::max(max_score, row[j]);
-        float sum = 0.0f;
-        for (size_t j = 0; j < keys; ++j) {
-          const bool visible = j >= lo && j <= hi;
-          row[j] = visible ? std::exp(row[j] - max_score) : 0.0f;
-          sum += row[j];
-        }
-        const float inv = 1.0f / sum;
-        for (size_t j = lo; j <= hi; ++j) row[j] *= inv;
+        std::fill(row, row + lo, 0.0f);
+        std::fill(row + hi + 1, row + keys, 0.0f);
+        const float max_score = vmath::max_of(row + lo, hi + 1 - lo);
+        // Normalised after the product with V (d values per row, not `keys`).
+        inv_sums[t] = 1.0f / vmath::exp_shifted_sum(row + lo, hi + 1 - lo, max_score);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(d), int(keys), 1.0f, scores.data(), int(keys),
                   v + (k0 * n_kv + kv) * d, int(n_kv * d), 0.0f, out + (t0 * n_heads + h) * d, int(n_heads * d));
+      for (size_t t = 0; t < rows; ++t) {
+        float* o = out + ((t0 + t) * n_heads + h) * d;
+        for (size_t i = 0; i < d; ++i) o[i] *= inv_sums[t];
+      }
     }
   });
 }
@@ -436,14 +436,9 @@ void attend_row(const float* qv, const float* k, const float* v, size_t pos, siz
                 size_t window, float* scores, float* o) {
   const float scale = 1.0f / std::sqrt(float(d));
   const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
-  float max_score = -INFINITY;
-  for (size_t j = first; j <= pos; ++j) {
-    scores[j] = dot(qv, k + (j * n_kv + kv) * d, d) * scale;
-    max_score = std::max(max_score, scores[j]);
-  }
-  float sum = 0.0f;
-  for (size_t j = first; j <= pos; ++j) sum += (scores[j] = std::exp(scores[j] - max_score));
-  const float inv = 1.0f / sum;
+  for (size_t j = first; j <= pos; ++j) scores[j] = dot(qv, k + (j * n_kv + kv) * d, d) * scale;
+  const size_t n = pos + 1 - first;
+  const float inv = 1.0f / vmath::exp_shifted_sum(scores + first, n, vmath::max_of(scores + first, n));
   for (size_t i = 0; i < d; ++i) o[i] = 0.0f;
   for (size_t j = first; j <= pos; ++j) axpy(scores[j] * inv, v + (j * n_kv + kv) * d, o, d);
 }
