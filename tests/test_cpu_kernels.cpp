@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <random>
 
 #include "backends/cpu/cpu_features.h"
@@ -167,15 +168,20 @@ TEST_F(IsaLevels, Int8ActivationsMatchReference) {
 // a batch of decode rows runs as one parallel section: both against the reference.
 TEST_F(IsaLevels, AttentionBlocksAndBatchesMatchReference) {
   const size_t nh = 6, nkv = 2, d = 24;
-  for (size_t T : {size_t(16), size_t(150)})
-    for (size_t window : {size_t(0), size_t(5), size_t(70)}) {
-      const size_t L = T + 9;
-      const auto q = random_normal(T * nh * d, 1), k = random_normal(L * nkv * d, 2), v = random_normal(L * nkv * d, 3);
-      std::vector<float> a(T * nh * d), b(T * nh * d);
-      ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, a.data());
-      fast::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, b.data());
-      expect_close(b, a, 1e-5f, "attention T=" + std::to_string(T) + " window=" + std::to_string(window));
-    }
+  // Prefill (T >= 16): query blocks, windows, and more keys than one key block (600).
+  for (Isa level : levels()) {
+    set_isa_cap(level);
+    for (size_t T : {size_t(16), size_t(150), size_t(600)})
+      for (size_t window : {size_t(0), size_t(5), size_t(70)}) {
+        const size_t L = T + 9;
+        const auto q = random_normal(T * nh * d, 1), k = random_normal(L * nkv * d, 2), v = random_normal(L * nkv * d, 3);
+        std::vector<float> a(T * nh * d), b(T * nh * d);
+        ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, a.data());
+        fast::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, b.data());
+        expect_close(b, a, 1e-5f,
+                     std::string(isa_name(level)) + " attention T=" + std::to_string(T) + " window=" + std::to_string(window));
+      }
+  }
   for (Isa level : levels()) {
     set_isa_cap(level);
     // Five sequences of different lengths, 1 to 3 new rows each, rows interleaved in one
@@ -250,6 +256,42 @@ TEST_F(IsaLevels, VectorMaxAndSiluMatchPlainLoops) {
       for (size_t i = 0; i < n; ++i) want[i] = float(double(g[i]) / (1.0 + std::exp(-double(g[i]))) * double(u[i]));
       expect_close(got, want, 1e-6f, std::string("silu ") + isa_name(level));
     }
+  }
+}
+
+// Attention's products with strided operands (as heads in the KV cache) against double loops.
+TEST(AttentionProducts, StridedOperandsMatchPlainLoops) {
+  if (hardware_isa() < Isa::Avx512) GTEST_SKIP() << "no AVX-512 on this machine";
+  for (auto [M, N, K] : {std::tuple<size_t, size_t, size_t>{1, 1, 1}, {7, 13, 64}, {64, 700, 64}, {5, 128, 1100}, {33, 65, 17}}) {
+    const size_t lda = K + 3, ldb = K + 5, ldc = N + 2;
+    const auto a = random_normal(M * lda, 21), b = random_normal(N * ldb, 22);
+    std::vector<float> c(M * ldc, -7.0f);
+    kernels::gemm_nt_avx512(a.data(), lda, M, b.data(), ldb, N, K, 0.125f, c.data(), ldc);
+    for (size_t m = 0; m < M; ++m)
+      for (size_t n = 0; n < ldc; ++n) {
+        if (n >= N) {
+          ASSERT_EQ(c[m * ldc + n], -7.0f) << "wrote past the row";
+          continue;
+        }
+        double want = 0;
+        for (size_t k = 0; k < K; ++k) want += double(a[m * lda + k]) * double(b[n * ldb + k]);
+        ASSERT_NEAR(c[m * ldc + n], 0.125 * want, 1e-5 * (1 + std::sqrt(double(K)))) << "nt " << M << "x" << N << "x" << K;
+      }
+    // a[M, K] · b[K, N] (b: K rows of N columns, ldb2 apart).
+    const size_t ldb2 = N + 9;
+    const auto b2 = random_normal(K * ldb2, 23);
+    std::fill(c.begin(), c.end(), -7.0f);
+    kernels::gemm_nn_avx512(a.data(), lda, M, b2.data(), ldb2, K, N, c.data(), ldc);
+    for (size_t m = 0; m < M; ++m)
+      for (size_t n = 0; n < ldc; ++n) {
+        if (n >= N) {
+          ASSERT_EQ(c[m * ldc + n], -7.0f) << "wrote past the row";
+          continue;
+        }
+        double want = 0;
+        for (size_t k = 0; k < K; ++k) want += double(a[m * lda + k]) * double(b2[k * ldb2 + n]);
+        ASSERT_NEAR(c[m * ldc + n], want, 1e-5 * (1 + std::sqrt(double(K)))) << "nn " << M << "x" << N << "x" << K;
+      }
   }
 }
 

@@ -17,6 +17,15 @@ namespace pivotmt::cpu::kernels {
 // blocked for L2. Only call when isa() >= Avx512.
 void gemm_f32_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
 
+// Attention's two products, F32 on both sides, rows of every operand any stride apart
+// (heads interleaved in the KV cache), single-threaded (the caller splits the work):
+// c[M, N] = alpha · a[M, K] · b[N, K]ᵀ (scores: queries against keys) and
+// c[M, N] = a[M, K] · b[K, N] (weights against values). AVX-512 only.
+void gemm_nt_avx512(const float* a, size_t lda, size_t M, const float* b, size_t ldb, size_t N, size_t K, float alpha,
+                    float* c, size_t ldc);
+void gemm_nn_avx512(const float* a, size_t lda, size_t M, const float* b, size_t ldb, size_t K, size_t N, float* c,
+                    size_t ldc);
+
 // x quantised for int8 · int8 products: one scale per row and kQ8Block values,
 // q = round(x / scale) + 128 as unsigned bytes (VNNI multiplies unsigned by signed bytes),
 // rows padded with 128 (zero) to a multiple of 64 bytes.

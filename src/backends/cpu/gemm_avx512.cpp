@@ -43,24 +43,45 @@ PIVOTMT_AVX512 inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), s));
 }
 
-// 16 weights of row n from k, as F32 (mask: the valid lanes, for the tail of a row).
+// The "weight" side of a product: rows of `in` values, `ld` elements apart (a Matrix, or
+// the keys of one attention head inside the KV cache), an optional per-row scale (I8)
+// and a factor applied to every output (attention's 1 / sqrt(d)).
+struct WeightView {
+  const void* data = nullptr;
+  size_t rows = 0, in = 0, ld = 0;
+  const float* row_scale = nullptr;
+  float alpha = 1.0f;
+};
+
 template <DType D>
-PIVOTMT_AVX512 inline __m512 load_w(const Matrix& w, size_t n, size_t k) {
-  if constexpr (D == DType::F16)
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.row_f16(n) + k)));
-  else if constexpr (D == DType::I8)
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.row_i8(n) + k))));
-  else
-    return _mm512_loadu_ps(w.row_f32(n) + k);
+constexpr size_t bytes_of() {
+  return D == DType::F32 ? 4 : D == DType::F16 ? 2 : 1;
 }
 template <DType D>
-PIVOTMT_AVX512 inline __m512 load_w_masked(const Matrix& w, size_t n, size_t k, __mmask16 m) {
+inline const char* row_ptr(const WeightView& w, size_t n, size_t k) {
+  return static_cast<const char*>(w.data) + (n * w.ld + k) * bytes_of<D>();
+}
+
+// 16 weights of row n from k, as F32 (mask: the valid lanes, for the tail of a row).
+template <DType D>
+PIVOTMT_AVX512 inline __m512 load_w(const WeightView& w, size_t n, size_t k) {
+  const char* p = row_ptr<D>(w, n, k);
   if constexpr (D == DType::F16)
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w.row_f16(n) + k));
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   else if constexpr (D == DType::I8)
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w.row_i8(n) + k)));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   else
-    return _mm512_maskz_loadu_ps(m, w.row_f32(n) + k);
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
+}
+template <DType D>
+PIVOTMT_AVX512 inline __m512 load_w_masked(const WeightView& w, size_t n, size_t k, __mmask16 m) {
+  const char* p = row_ptr<D>(w, n, k);
+  if constexpr (D == DType::F16)
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+  else if constexpr (D == DType::I8)
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+  else
+    return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p));
 }
 
 // Weight rows are prefetched this many rows ahead of the tile reading them. A tile reads
@@ -76,7 +97,7 @@ PIVOTMT_AVX512 inline void prefetch_rows(const char* base, size_t row_bytes, int
 
 // One RM × RN tile over k in [k0, k0 + kc): y (+)= x · wᵀ (times the I8 row scale).
 template <int RM, int RN, DType D>
-PIVOTMT_AVX512 void tile(const float* x, size_t ldx, const Matrix& w, size_t n, size_t k0, size_t kc, float* y,
+PIVOTMT_AVX512 void tile(const float* x, size_t ldx, const WeightView& w, size_t n, size_t k0, size_t kc, float* y,
                          size_t ldy, bool accumulate) {
   __m512 acc[RM][kMaxRN];
 #pragma GCC unroll 6
@@ -84,13 +105,9 @@ PIVOTMT_AVX512 void tile(const float* x, size_t ldx, const Matrix& w, size_t n, 
 #pragma GCC unroll 4
     for (int j = 0; j < kMaxRN; ++j) acc[r][j] = _mm512_setzero_ps();
   const size_t kend = k0 + kc, k16 = k0 + (kc & ~size_t(15));
-  constexpr size_t wbytes = D == DType::F32 ? 4 : D == DType::F16 ? 2 : 1;
-  const size_t row_bytes = w.in * wbytes;
-  const char* ahead = n + RN + kPrefetchRows <= w.out
-                          ? static_cast<const char*>(D == DType::F32   ? static_cast<const void*>(w.row_f32(n + kPrefetchRows))
-                                                     : D == DType::F16 ? static_cast<const void*>(w.row_f16(n + kPrefetchRows))
-                                                                       : static_cast<const void*>(w.row_i8(n + kPrefetchRows)))
-                          : nullptr;
+  constexpr size_t wbytes = bytes_of<D>();
+  const size_t row_bytes = w.ld * wbytes;
+  const char* ahead = n + RN + kPrefetchRows <= w.rows ? row_ptr<D>(w, n + kPrefetchRows, 0) : nullptr;
   for (size_t k = k0; k < k16; k += 16) {
     if ((k * wbytes) % 64 == 0) prefetch_rows(ahead, row_bytes, RN, k * wbytes);
     __m512 a[RM];
@@ -115,8 +132,8 @@ PIVOTMT_AVX512 void tile(const float* x, size_t ldx, const Matrix& w, size_t n, 
       for (int r = 0; r < RM; ++r) acc[r][j] = _mm512_fmadd_ps(a[r], b, acc[r][j]);
     }
   }
-  __m128 scale = _mm_set1_ps(1.0f);
-  if constexpr (D == DType::I8) scale = _mm_maskz_loadu_ps(__mmask8((1u << RN) - 1), w.scale.data() + n);
+  __m128 scale = _mm_set1_ps(w.alpha);
+  if (w.row_scale) scale = _mm_mul_ps(scale, _mm_maskz_loadu_ps(__mmask8((1u << RN) - 1), w.row_scale + n));
   const __mmask8 cols = __mmask8((1u << RN) - 1);
 #pragma GCC unroll 6
   for (int r = 0; r < RM; ++r) {
@@ -127,7 +144,7 @@ PIVOTMT_AVX512 void tile(const float* x, size_t ldx, const Matrix& w, size_t n, 
   }
 }
 
-using TileFn = void (*)(const float*, size_t, const Matrix&, size_t, size_t, size_t, float*, size_t, bool);
+using TileFn = void (*)(const float*, size_t, const WeightView&, size_t, size_t, size_t, float*, size_t, bool);
 
 template <DType D, int RM, int... RN>
 constexpr void fill_row(TileFn (&row)[kMaxRN], std::integer_sequence<int, RN...>) {
@@ -151,11 +168,12 @@ const auto& tiles() {
 // blocks of ~256 KiB (L2) that every x tile sweeps while they stay cached, and x split into
 // tiles of nearly equal height (8 rows: 4 + 4, not 6 + 2).
 template <DType D>
-void gemm_range(const float* x, size_t m0, size_t m1, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+void gemm_range(const float* x, size_t ldx, size_t m0, size_t m1, const WeightView& w, float* y, size_t ldy, size_t n0,
+                size_t n1) {
   const size_t K = w.in, M = m1 - m0;
   const size_t kblocks = (K + kMaxKc - 1) / kMaxKc;
   const size_t kc_full = ((K + kblocks - 1) / kblocks + 15) & ~size_t(15);
-  const size_t wbytes = D == DType::F32 ? 4 : D == DType::F16 ? 2 : 1;
+  const size_t wbytes = bytes_of<D>();
   const size_t nc = std::max<size_t>(kMaxRN, ((size_t(256) << 10) / (kc_full * wbytes)) & ~size_t(kMaxRN - 1));
   const size_t mtiles = (M + kMaxRM - 1) / kMaxRM;
   const auto& fns = tiles<D>();
@@ -171,7 +189,7 @@ void gemm_range(const float* x, size_t m0, size_t m1, const Matrix& w, float* y,
           size_t m = m0;
           for (size_t t = 0; t < mtiles; ++t) {
             const size_t rm = (M - (m - m0) + (mtiles - t) - 1) / (mtiles - t);  // balanced heights
-            fns[rm - 1][rn - 1](x + m * K, K, w, n, k0, kc, y + m * ldy, ldy, k0 > 0);
+            fns[rm - 1][rn - 1](x + m * ldx, ldx, w, n, k0, kc, y + m * ldy, ldy, k0 > 0);
             m += rm;
           }
         }
@@ -182,12 +200,62 @@ void gemm_range(const float* x, size_t m0, size_t m1, const Matrix& w, float* y,
         const size_t rm = (M - (m - m0) + (mtiles - t) - 1) / (mtiles - t);  // balanced heights
         for (size_t n = nb; n < ne; n += kMaxRN) {
           const size_t rn = std::min<size_t>(kMaxRN, ne - n);
-          fns[rm - 1][rn - 1](x + m * K, K, w, n, k0, kc, y + m * ldy, ldy, k0 > 0);
+          fns[rm - 1][rn - 1](x + m * ldx, ldx, w, n, k0, kc, y + m * ldy, ldy, k0 > 0);
         }
         m += rm;
       }
     }
   }
+}
+
+// ---- c = a · b with b along the columns (attention's P · V: values are rows of the cache)
+
+// Broadcast tile: RM rows of c × NV vectors of 16 columns (24 accumulators at most); each
+// k broadcasts RM values of a and loads NV vectors of b's row k. `last` masks the final
+// vector's columns; `accumulate` adds to c (later key blocks).
+template <int RM, int NV>
+PIVOTMT_AVX512 void nn_tile(const float* a, size_t lda, const float* b, size_t ldb, size_t k0, size_t k1, __mmask16 last,
+                            float* c, size_t ldc, bool accumulate) {
+  __m512 acc[RM][NV];
+#pragma GCC unroll 6
+  for (int r = 0; r < RM; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (size_t k = k0; k < k1; ++k) {
+    __m512 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      bv[v] = v + 1 < NV ? _mm512_loadu_ps(b + k * ldb + 16 * v) : _mm512_maskz_loadu_ps(last, b + k * ldb + 16 * v);
+#pragma GCC unroll 6
+    for (int r = 0; r < RM; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < RM; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 m = v + 1 < NV ? __mmask16(0xFFFF) : last;
+      float* out = c + r * ldc + 16 * v;
+      const __m512 prev = accumulate ? _mm512_maskz_loadu_ps(m, out) : _mm512_setzero_ps();
+      _mm512_mask_storeu_ps(out, m, _mm512_add_ps(prev, acc[r][v]));
+    }
+}
+
+using NnTileFn = void (*)(const float*, size_t, const float*, size_t, size_t, size_t, __mmask16, float*, size_t, bool);
+template <int RM, int... NV>
+constexpr void fill_nn_row(NnTileFn (&row)[kMaxRN], std::integer_sequence<int, NV...>) {
+  ((row[NV] = &nn_tile<RM, NV + 1>), ...);
+}
+template <int... RM>
+constexpr auto make_nn_table(std::integer_sequence<int, RM...>) {
+  struct Table {
+    NnTileFn fn[kMaxRM][kMaxRN];
+  } t{};
+  (fill_nn_row<RM + 1>(t.fn[RM], std::make_integer_sequence<int, kMaxRN>{}), ...);
+  return t;
 }
 
 // ---- INT8 · INT8 (VNNI)
@@ -332,12 +400,29 @@ const auto& q8_tiles() {
 }  // namespace
 
 void gemm_f32_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+  WeightView v;
+  v.rows = w.out;
+  v.in = v.ld = w.in;
   switch (w.dtype) {
-    case DType::F16: return gemm_range<DType::F16>(x, 0, M, w, y, ldy, n0, n1);
-    case DType::I8: return gemm_range<DType::I8>(x, 0, M, w, y, ldy, n0, n1);
-    case DType::F32: return gemm_range<DType::F32>(x, 0, M, w, y, ldy, n0, n1);
+    case DType::F16: v.data = w.data_f16(); return gemm_range<DType::F16>(x, w.in, 0, M, v, y, ldy, n0, n1);
+    case DType::I8:
+      v.data = w.i8.data();
+      v.row_scale = w.scale.data();
+      return gemm_range<DType::I8>(x, w.in, 0, M, v, y, ldy, n0, n1);
+    case DType::F32: v.data = w.data_f32(); return gemm_range<DType::F32>(x, w.in, 0, M, v, y, ldy, n0, n1);
     default: throw std::logic_error("gemm_f32_avx512: F32, F16 or I8 weights");
   }
+}
+
+void gemm_nt_avx512(const float* a, size_t lda, size_t M, const float* b, size_t ldb, size_t N, size_t K, float alpha,
+                    float* c, size_t ldc) {
+  WeightView v;
+  v.data = b;
+  v.rows = N;
+  v.in = K;
+  v.ld = ldb;
+  v.alpha = alpha;
+  gemm_range<DType::F32>(a, lda, 0, M, v, c, ldc, 0, N);
 }
 
 void quantize_rows_q8_fast(const float* x, size_t M, size_t K, Q8Rows& out) {
@@ -349,6 +434,32 @@ void quantize_rows_q8_fast(const float* x, size_t M, size_t K, Q8Rows& out) {
   out.scale.resize(M * out.blocks);
   // A few rows per task: one row of the model is only a few microseconds of work.
   parallel_for(M, [&](size_t m0, size_t m1) { quantize_rows_q8_avx512(x, m0, m1, out); });
+}
+
+void gemm_nn_avx512(const float* a, size_t lda, size_t M, const float* b, size_t ldb, size_t K, size_t N, float* c,
+                    size_t ldc) {
+  static const auto table = make_nn_table(std::make_integer_sequence<int, kMaxRM>{});
+  if (K == 0) {
+    for (size_t m = 0; m < M; ++m) std::fill(c + m * ldc, c + m * ldc + N, 0.0f);
+    return;
+  }
+  // Keys in blocks whose b rows (64 columns: 256 bytes each) stay in L2 while every row
+  // tile of a sweeps them.
+  constexpr size_t kBlockK = 512, kCols = 16 * kMaxRN;
+  const size_t mtiles = (M + kMaxRM - 1) / kMaxRM;
+  for (size_t k0 = 0; k0 < K; k0 += kBlockK) {
+    const size_t k1 = std::min(K, k0 + kBlockK);
+    for (size_t n = 0; n < N; n += kCols) {
+      const size_t cols = std::min(kCols, N - n), nv = (cols + 15) / 16;
+      const __mmask16 last = __mmask16((1u << (cols - 16 * (nv - 1))) - 1);
+      size_t m = 0;
+      for (size_t t = 0; t < mtiles; ++t) {
+        const size_t rm = (M - m + (mtiles - t) - 1) / (mtiles - t);  // balanced heights
+        table.fn[rm - 1][nv - 1](a + m * lda, lda, b + n, ldb, k0, k1, last, c + m * ldc + n, ldc, k0 > 0);
+        m += rm;
+      }
+    }
+  }
 }
 
 void gemm_q8_vnni(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {

@@ -343,47 +343,75 @@ void silu_mul(const float* gate_up, size_t T, size_t F, float* out) {
 }
 
 namespace {
-// Prefill: per head and block of query rows, S = Q K^T and O = softmax(S) V as two SGEMMs
-// over the keys that block can see (K and V rows are strided by n_kv * d), the causal /
-// window mask applied between them. Blocks of kQueryBlock rows keep the scores buffer
-// small for long prompts (7,000 tokens: 1.8 MiB per thread, not 196 MiB) and skip the
-// keys above the diagonal (half the work of a whole-prompt T × L product).
-constexpr size_t kQueryBlock = 64;
+// Prefill: per head and block of query rows, S = Q K^T and O = softmax(S) V over the keys
+// that block can see (K and V rows are strided by n_kv * d), the causal / window mask
+// applied between them. Blocks of kQueryBlock rows keep the scores buffer small for long
+// prompts (7,000 tokens: 1.8 MiB per thread, not 196 MiB) and skip the keys above the
+// diagonal (half the work of a whole-prompt T × L product).
+//
+// With AVX-512 both products are broadcast kernels (gemm.h) reading their operands in
+// place; for S that needs K^T, so a task takes kBlocksPerTask consecutive blocks of one
+// head and transposes (and scales) their keys once. (OpenBLAS packed both operands on every
+// call: 14% of a long-prompt ablation; a dot-product kernel for S spent as much on its
+// horizontal sums as on FMAs, d being only 64.) Below AVX-512: OpenBLAS.
+constexpr size_t kQueryBlock = 64, kBlocksPerTask = 8;
 
 void attention_gemm(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L,
                     size_t n_heads, size_t n_kv, size_t d, size_t window, float* out) {
   const size_t group = n_heads / n_kv;
   const float scale = 1.0f / std::sqrt(float(d));
-  const size_t blocks = (T + kQueryBlock - 1) / kQueryBlock;
-  single_threaded_blas();
-  parallel_for(n_heads * blocks, [&](size_t j0, size_t j1) {
-    std::vector<float> scores, row_inv(kQueryBlock);
+  const size_t blocks = (T + kQueryBlock - 1) / kQueryBlock, chunks = (blocks + kBlocksPerTask - 1) / kBlocksPerTask;
+  const bool avx512 = isa() >= Isa::Avx512;
+  if (!avx512) single_threaded_blas();
+  // The first key position row t (of this call) sees.
+  const auto first_key = [&](size_t pos) { return window > 0 && pos + 1 > window ? pos + 1 - window : size_t(0); };
+  parallel_for(n_heads * chunks, [&](size_t j0, size_t j1) {
+    std::vector<float> scores, keys_t, row_inv(kQueryBlock);
     for (size_t job = j0; job < j1; ++job) {
-      const size_t h = job / blocks, t0 = (job % blocks) * kQueryBlock, t1 = std::min(T, t0 + kQueryBlock);
-      const size_t kv = h / group, rows = t1 - t0;
-      const size_t first_pos = L - T + t0, last_pos = L - T + t1 - 1;
-      const size_t k0 = window > 0 && first_pos + 1 > window ? first_pos + 1 - window : 0;  // first key any row sees
-      const size_t keys = last_pos + 1 - k0;
-      scores.resize(rows * keys);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(keys), int(d), scale, q + t0 * q_stride + h * d,
-                  int(q_stride), k + (k0 * n_kv + kv) * d, int(n_kv * d), 0.0f, scores.data(), int(keys));
-      float* inv_sums = row_inv.data();
-      for (size_t t = 0; t < rows; ++t) {
-        float* row = &scores[t * keys];
-        const size_t pos = first_pos + t;
-        const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
-        const size_t lo = first - k0, hi = pos - k0;  // visible: [lo, hi] of this block's keys
-        std::fill(row, row + lo, 0.0f);
-        std::fill(row + hi + 1, row + keys, 0.0f);
-        const float max_score = vmath::max_of(row + lo, hi + 1 - lo);
-        // Normalised after the product with V (d values per row, not `keys`).
-        inv_sums[t] = 1.0f / vmath::exp_shifted_sum(row + lo, hi + 1 - lo, max_score);
+      const size_t h = job / chunks, kv = h / group;
+      const size_t b0 = (job % chunks) * kBlocksPerTask, b1 = std::min(blocks, b0 + kBlocksPerTask);
+      // Keys [kt0, kt0 + nkt) cover every block of this task: K^T [d, nkt], times 1/sqrt(d).
+      const size_t kt0 = first_key(L - T + b0 * kQueryBlock), nkt = L - T + std::min(T, b1 * kQueryBlock) - kt0;
+      if (avx512) {
+        keys_t.resize(d * nkt);
+        for (size_t j = 0; j < nkt; ++j) {
+          const float* key = k + ((kt0 + j) * n_kv + kv) * d;
+          for (size_t i = 0; i < d; ++i) keys_t[i * nkt + j] = key[i] * scale;
+        }
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(d), int(keys), 1.0f, scores.data(), int(keys),
-                  v + (k0 * n_kv + kv) * d, int(n_kv * d), 0.0f, out + (t0 * n_heads + h) * d, int(n_heads * d));
-      for (size_t t = 0; t < rows; ++t) {
-        float* o = out + ((t0 + t) * n_heads + h) * d;
-        for (size_t i = 0; i < d; ++i) o[i] *= inv_sums[t];
+      for (size_t blk = b0; blk < b1; ++blk) {
+        const size_t t0 = blk * kQueryBlock, t1 = std::min(T, t0 + kQueryBlock), rows = t1 - t0;
+        const size_t first_pos = L - T + t0, last_pos = L - T + t1 - 1;
+        const size_t k0 = first_key(first_pos);  // first key any row of the block sees
+        const size_t keys = last_pos + 1 - k0;
+        scores.resize(rows * keys);
+        const float* qh = q + t0 * q_stride + h * d;
+        const float* vh = v + (k0 * n_kv + kv) * d;
+        float* oh = out + (t0 * n_heads + h) * d;
+        if (avx512)
+          kernels::gemm_nn_avx512(qh, q_stride, rows, keys_t.data() + (k0 - kt0), nkt, d, keys, scores.data(), keys);
+        else
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(keys), int(d), scale, qh, int(q_stride),
+                      k + (k0 * n_kv + kv) * d, int(n_kv * d), 0.0f, scores.data(), int(keys));
+        for (size_t t = 0; t < rows; ++t) {
+          float* row = &scores[t * keys];
+          const size_t pos = first_pos + t;
+          const size_t lo = first_key(pos) - k0, hi = pos - k0;  // visible: [lo, hi] of this block's keys
+          std::fill(row, row + lo, 0.0f);
+          std::fill(row + hi + 1, row + keys, 0.0f);
+          const float max_score = vmath::max_of(row + lo, hi + 1 - lo);
+          // Normalised after the product with V (d values per row, not `keys`).
+          row_inv[t] = 1.0f / vmath::exp_shifted_sum(row + lo, hi + 1 - lo, max_score);
+        }
+        if (avx512)
+          kernels::gemm_nn_avx512(scores.data(), keys, rows, vh, n_kv * d, keys, d, oh, n_heads * d);
+        else
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(d), int(keys), 1.0f, scores.data(),
+                      int(keys), vh, int(n_kv * d), 0.0f, oh, int(n_heads * d));
+        for (size_t t = 0; t < rows; ++t) {
+          float* o = oh + t * n_heads * d;
+          for (size_t i = 0; i < d; ++i) o[i] *= row_inv[t];
+        }
       }
     }
   });
