@@ -19,8 +19,9 @@ void gemm_f32_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t
 
 // Attention's two products, F32 on both sides, rows of every operand any stride apart
 // (heads interleaved in the KV cache), single-threaded (the caller splits the work):
-// c[M, N] = alpha · a[M, K] · b[N, K]ᵀ (scores: queries against keys) and
-// c[M, N] = a[M, K] · b[K, N] (weights against values). AVX-512 only.
+// c[M, N] = alpha · a[M, K] · b[N, K]ᵀ (dot-product tiles: decode's scores, one query
+// against the keys in place) and c[M, N] = a[M, K] · b[K, N] (broadcast tiles: prefill's
+// queries against transposed keys, and weights against values). AVX-512 only.
 void gemm_nt_avx512(const float* a, size_t lda, size_t M, const float* b, size_t ldb, size_t N, size_t K, float alpha,
                     float* c, size_t ldc);
 void gemm_nn_avx512(const float* a, size_t lda, size_t M, const float* b, size_t ldb, size_t K, size_t N, float* c,

@@ -464,11 +464,21 @@ void attend_row(const float* qv, const float* k, const float* v, size_t pos, siz
                 size_t window, float* scores, float* o) {
   const float scale = 1.0f / std::sqrt(float(d));
   const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
-  for (size_t j = first; j <= pos; ++j) scores[j] = dot(qv, k + (j * n_kv + kv) * d, d) * scale;
   const size_t n = pos + 1 - first;
+  const float *keys = k + (first * n_kv + kv) * d, *values = v + (first * n_kv + kv) * d;
+  if (isa() >= Isa::Avx512) {
+    // The same products as prefill's, one row: scores four keys per horizontal sum, then
+    // the values weighted in registers (no per-key load and store of the output).
+    kernels::gemm_nt_avx512(qv, d, 1, keys, n_kv * d, n, d, scale, scores + first, n);
+    const float inv = 1.0f / vmath::exp_shifted_sum(scores + first, n, vmath::max_of(scores + first, n));
+    kernels::gemm_nn_avx512(scores + first, n, 1, values, n_kv * d, n, d, o, d);
+    for (size_t i = 0; i < d; ++i) o[i] *= inv;
+    return;
+  }
+  for (size_t j = 0; j < n; ++j) scores[first + j] = dot(qv, keys + j * n_kv * d, d) * scale;
   const float inv = 1.0f / vmath::exp_shifted_sum(scores + first, n, vmath::max_of(scores + first, n));
   for (size_t i = 0; i < d; ++i) o[i] = 0.0f;
-  for (size_t j = first; j <= pos; ++j) axpy(scores[j] * inv, v + (j * n_kv + kv) * d, o, d);
+  for (size_t j = 0; j < n; ++j) axpy(scores[first + j] * inv, values + j * n_kv * d, o, d);
 }
 }  // namespace
 
