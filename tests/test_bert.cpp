@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "io/safetensors.h"
 #include "models/bert_model.h"
 #include "test_util.h"
@@ -49,6 +52,42 @@ TEST(BertEncoder, MatchesTransformers) {
     EXPECT_GE(dot / std::sqrt(na * nb), 0.9999) << "sentence " << s;
     EXPECT_NEAR(na, 1.0, 1e-5);  // normalised, as modules.json asks
   }
+}
+
+
+// XLM-RoBERTa (COMET's encoder) against transformers' XLMRobertaModel: a tiny random model
+// (tests/goldens/make_xlmr_golden.py) with the real Unigram vocabulary of
+// tests/goldens/unigram: the tokenizer's ids with <s> ... </s>, RoBERTa's positions from
+// pad + 1, and every hidden state (embeddings + each layer) within 1e-5.
+TEST(BertEncoder, XlmRobertaHiddenStatesMatchTransformers) {
+  const std::string goldens = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/";
+  const test::TempDir dir;
+  for (const char* f : {"config.json", "model.safetensors"})
+    std::filesystem::copy_file(goldens + "xlmr/" + f, dir.str(f));
+  std::filesystem::copy_file(goldens + "unigram/tokenizer.json", dir.str("tokenizer.json"));
+  const BertEncoder encoder(dir.str());
+  EXPECT_EQ(encoder.config().position_offset, 2);
+  EXPECT_EQ(encoder.max_positions(), 128u);
+  const SafetensorsFile golden(goldens + "xlmr/golden.safetensors");
+  const auto sentences = nlohmann::json::parse(golden.metadata().at("sentences")).get<std::vector<std::string>>();
+  ASSERT_GE(sentences.size(), 10u);
+  const size_t H = encoder.dimension(), layers = size_t(encoder.config().num_layers) + 1;
+  for (size_t s = 0; s < sentences.size(); ++s) {
+    const std::string p = "s" + std::to_string(s) + ".";
+    const auto ids = encoder.tokenize(sentences[s]);
+    ASSERT_EQ(std::vector<int64_t>(ids.begin(), ids.end()), tensor<int64_t>(golden, p + "input_ids")) << sentences[s];
+    const auto all = encoder.all_hidden_states(ids);
+    const auto want = tensor<float>(golden, p + "hidden_states");
+    ASSERT_EQ(all.size(), layers * ids.size() * H);
+    ASSERT_EQ(want.size(), all.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(all[i], want[i], 1e-5) << "sentence " << s << ", layer " << i / (ids.size() * H);
+    const auto last = encoder.hidden_states(ids);
+    ASSERT_TRUE(std::equal(last.begin(), last.end(), all.end() - std::ptrdiff_t(last.size())));
+  }
+  // Past the position table: a clear error, not a read beyond it.
+  std::vector<TokenId> too_long(encoder.max_positions() + 1, 5);
+  EXPECT_THROW(encoder.all_hidden_states(too_long), Error);
 }
 
 }  // namespace

@@ -56,7 +56,7 @@ BertEncoder::BertEncoder(const std::string& dir) {
   checkpoint_ = std::make_unique<Checkpoint>(dir);
   const Checkpoint& ckpt = *checkpoint_;
   verify_weights(cfg_, ckpt);
-  const std::string p = ckpt.find("bert.embeddings.word_embeddings.weight") ? "bert." : "";
+  const std::string p = bert_prefix(ckpt);
   word_ = ckpt.load_f32(p + "embeddings.word_embeddings.weight");
   position_ = ckpt.load_f32(p + "embeddings.position_embeddings.weight");
   token_type_ = ckpt.load_f32(p + "embeddings.token_type_embeddings.weight");
@@ -84,7 +84,7 @@ BertEncoder::BertEncoder(const std::string& dir) {
     layers_.push_back(std::move(L));
   }
   tokenizer_ = load_tokenizer(dir);
-  max_tokens_ = size_t(cfg_.max_position_embeddings);
+  max_tokens_ = size_t(cfg_.max_position_embeddings - cfg_.position_offset);
   const fs::path sbert = fs::path(dir) / "sentence_bert_config.json";
   if (fs::exists(sbert)) {
     const auto j = read_json_file(sbert.string());
@@ -134,19 +134,30 @@ std::vector<TokenId> BertEncoder::tokenize(const std::string& text) const {
 }
 
 std::vector<float> BertEncoder::hidden_states(const std::vector<TokenId>& ids) const {
+  std::vector<float> all = all_hidden_states(ids);
+  const size_t last = all.size() - ids.size() * dimension();
+  return std::vector<float>(all.begin() + std::ptrdiff_t(last), all.end());
+}
+
+std::vector<float> BertEncoder::all_hidden_states(const std::vector<TokenId>& ids) const {
   const size_t T = ids.size(), H = size_t(cfg_.hidden_size), nh = size_t(cfg_.num_heads), d = size_t(cfg_.head_dim),
                F = size_t(cfg_.intermediate_size);
   if (T == 0) throw Error("BERT: no tokens");
-  if (T > size_t(cfg_.max_position_embeddings))
-    throw Error(fmt::format("BERT: {} tokens exceed {} positions", T, cfg_.max_position_embeddings));
+  if (T > max_positions())
+    throw Error(fmt::format("{}: {} tokens exceed the model's {} positions", cfg_.model_type, T, max_positions()));
   const float eps = float(cfg_.norm_eps);
+  std::vector<float> all((size_t(cfg_.num_layers) + 1) * T * H);
   std::vector<float> x(T * H), q(T * H), k(T * H), v(T * H), ctx(T * H), tmp(T * H), inter(T * F);
+  const size_t offset = size_t(cfg_.position_offset);
   for (size_t t = 0; t < T; ++t) {
-    if (ids[t] < 0 || int64_t(ids[t]) >= cfg_.vocab_size) throw Error(fmt::format("BERT: token id {} out of range", ids[t]));
+    if (ids[t] < 0 || int64_t(ids[t]) >= cfg_.vocab_size)
+      throw Error(fmt::format("{}: token id {} out of range (vocabulary {})", cfg_.model_type, ids[t], cfg_.vocab_size));
     for (size_t i = 0; i < H; ++i)
-      x[t * H + i] = word_[size_t(ids[t]) * H + i] + position_[t * H + i] + token_type_[i];
+      x[t * H + i] = word_[size_t(ids[t]) * H + i] + position_[(t + offset) * H + i] + token_type_[i];
   }
   layer_norm(x.data(), T, H, emb_ln_w_.data(), emb_ln_b_.data(), eps);
+  std::copy(x.begin(), x.end(), all.begin());
+  size_t layer = 0;
   const float scale = 1.0f / std::sqrt(float(d));
   std::vector<float> scores(T);
   for (const auto& L : layers_) {
@@ -178,8 +189,9 @@ std::vector<float> BertEncoder::hidden_states(const std::vector<TokenId>& ids) c
     affine(inter.data(), T, L.out, L.out_b, tmp.data());
     for (size_t i = 0; i < T * H; ++i) x[i] += tmp[i];
     layer_norm(x.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps);
+    std::copy(x.begin(), x.end(), all.begin() + std::ptrdiff_t(++layer * T * H));
   }
-  return x;
+  return all;
 }
 
 std::vector<float> BertEncoder::embed(const std::vector<std::string>& texts) const {

@@ -1,6 +1,8 @@
 // The BERT encoder of sentence-transformers models (all-MiniLM-L12-v2 by default, any
 // BERT-family encoder such as LaBSE): WordPiece, the encoder, then the pooling and
-// normalisation that modules.json and 1_Pooling/config.json ask for.
+// normalisation that modules.json and 1_Pooling/config.json ask for. RoBERTa and
+// XLM-RoBERTa checkpoints (COMET's encoder) load too: the same post-norm layers, positions
+// numbered from pad + 1.
 #pragma once
 #include <memory>
 #include <string>
@@ -29,6 +31,11 @@ class BertEncoder {
   std::vector<TokenId> tokenize(const std::string& text) const;
   // Last hidden states [T, hidden] of one sequence.
   std::vector<float> hidden_states(const std::vector<TokenId>& ids) const;
+  // Every hidden state [layers + 1, T, hidden]: the embeddings' output, then each layer's
+  // (COMET mixes them all).
+  std::vector<float> all_hidden_states(const std::vector<TokenId>& ids) const;
+  // Tokens one sequence may hold: the position table less RoBERTa's offset.
+  size_t max_positions() const { return size_t(cfg_.max_position_embeddings - cfg_.position_offset); }
   // Sentence embeddings [n, dimension], pooled and (when modules.json says) normalised;
   // threaded over sentences.
   std::vector<float> embed(const std::vector<std::string>& texts) const;

@@ -147,6 +147,14 @@ void parse_bert(const json& j, ModelConfig& c, const std::string& label) {
   if (pos != "absolute") unsupported(label, "position_embedding_type", json(pos), "\"absolute\"");
   c.pad_token_id = get_optional_id(j, "pad_token_id", label);
   c.tie_word_embeddings = false;  // no output layer in an encoder
+  if (c.model_type == "roberta" || c.model_type == "xlm-roberta") {
+    // RoBERTa numbers positions from pad + 1 (its position ids skip the padding index).
+    if (!c.pad_token_id) throw FormatError(fmt::format("{}: a {} config needs pad_token_id", label, c.model_type));
+    c.position_offset = *c.pad_token_id + 1;
+    if (c.position_offset >= c.max_position_embeddings)
+      throw FormatError(fmt::format("{}: pad_token_id {} leaves no positions of {}", label, *c.pad_token_id,
+                                    c.max_position_embeddings));
+  }
 }
 }  // namespace
 
@@ -161,7 +169,7 @@ const char* architecture_name(Architecture a) {
 
 std::string ModelConfig::describe() const {
   if (arch == Architecture::Bert)
-    return fmt::format("bert encoder ({} layers, hidden {}, {} heads)", num_layers, hidden_size, num_heads);
+    return fmt::format("{} encoder ({} layers, hidden {}, {} heads)", model_type, num_layers, hidden_size, num_heads);
   std::string s = fmt::format("{} ({} {}/{}, rope {}", architecture_name(arch), is_gqa() ? "GQA" : "MHA", num_heads,
                               num_kv_heads, rope_theta);
   if (rope_scaling) s += fmt::format(", rope_scaling llama3 x{}", rope_scaling->factor);
@@ -186,11 +194,11 @@ ModelConfig parse_model_config(const json& j, const std::string& label) {
   } else if (c.model_type == "mistral") {
     c.arch = Architecture::Mistral;
     parse_decoder(j, c, label);
-  } else if (c.model_type == "bert") {
+  } else if (c.model_type == "bert" || c.model_type == "roberta" || c.model_type == "xlm-roberta") {
     c.arch = Architecture::Bert;
     parse_bert(j, c, label);
   } else {
-    unsupported(label, "model_type", *mt, "\"llama\", \"mistral\", \"bert\"");
+    unsupported(label, "model_type", *mt, "\"llama\", \"mistral\", \"bert\", \"roberta\", \"xlm-roberta\"");
   }
   return c;
 }

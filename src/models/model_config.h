@@ -14,7 +14,7 @@ namespace pivotmt {
 enum class Architecture {
   Llama,    // Llama-2 / TowerInstruct (MHA), Llama-3 / Hermes-2-Pro (GQA, rope 500000, llama3 scaling)
   Mistral,  // TowerInstruct-Mistral (GQA, optional sliding window)
-  Bert,     // sentence-transformers encoders (retrieval)
+  Bert,     // BERT-family encoders: sentence-transformers (retrieval), XLM-RoBERTa (COMET)
 };
 const char* architecture_name(Architecture a);
 
@@ -51,6 +51,9 @@ struct ModelConfig {
   std::string hidden_act;
   // BERT only.
   int64_t type_vocab_size = 0;
+  // Encoders: the position id of the first token (BERT 0; RoBERTa / XLM-R pad_token_id + 1,
+  // so 514 positions hold 512 tokens).
+  int64_t position_offset = 0;
 
   bool is_decoder() const { return arch != Architecture::Bert; }
   bool is_gqa() const { return num_kv_heads != num_heads; }

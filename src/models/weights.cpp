@@ -15,9 +15,13 @@ uint64_t WeightSpec::numel() const {
 
 std::vector<WeightSpec> expected_weights(const ModelConfig& c, const Checkpoint& ckpt) {
   if (c.arch != Architecture::Bert) return llama_weights(c);
-  // BertModel checkpoints store "embeddings...", BertFor* ones "bert.embeddings...".
-  const bool prefixed = ckpt.find("bert.embeddings.word_embeddings.weight") != nullptr;
-  return bert_weights(c, prefixed ? "bert." : "");
+  return bert_weights(c, bert_prefix(ckpt));
+}
+
+std::string bert_prefix(const Checkpoint& ckpt) {
+  for (const char* p : {"bert.", "roberta."})
+    if (ckpt.find(std::string(p) + "embeddings.word_embeddings.weight")) return p;
+  return "";
 }
 
 void verify_weights(const ModelConfig& c, const Checkpoint& ckpt) {

@@ -29,6 +29,9 @@ struct WeightSpec {
 // Expected tensors for the configuration (architecture files: llama.cpp, bert.cpp).
 std::vector<WeightSpec> llama_weights(const ModelConfig& c);
 std::vector<WeightSpec> bert_weights(const ModelConfig& c, const std::string& prefix);
+// The prefix of an encoder checkpoint's tensor names: "" (BertModel, XLMRobertaModel),
+// "bert." (BertFor*), "roberta." (RobertaFor*, XLMRobertaFor*).
+std::string bert_prefix(const Checkpoint& ckpt);
 std::vector<WeightSpec> expected_weights(const ModelConfig& c, const Checkpoint& ckpt);
 
 // Throws FormatError naming the first tensor that is missing or has the wrong shape.

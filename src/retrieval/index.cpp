@@ -19,7 +19,7 @@ std::vector<std::string> resolve_split_files(const std::string& data, const std:
   if (fs::is_regular_file(data)) return {data};
   if (!fs::is_directory(data)) throw Error(fmt::format("{}: no such file or directory", data));
   for (const char* ext : {".jsonl", ".csv", ".tsv", ".json", ".parquet"})
-    for (const fs::path p : {fs::path(data) / (split + ext), fs::path(data) / "data" / (split + ext)})
+    for (const fs::path& p : {fs::path(data) / (split + ext), fs::path(data) / "data" / (split + ext)})
       if (fs::exists(p)) return {p.string()};
   std::vector<std::string> shards;
   for (const auto& e : fs::recursive_directory_iterator(data)) {
