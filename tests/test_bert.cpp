@@ -85,6 +85,26 @@ TEST(BertEncoder, XlmRobertaHiddenStatesMatchTransformers) {
     const auto last = encoder.hidden_states(ids);
     ASSERT_TRUE(std::equal(last.begin(), last.end(), all.end() - std::ptrdiff_t(last.size())));
   }
+  // COMET's layout: the config and tokenizer in one directory, the weights in another under
+  // "encoder.model." beside tensors of the head: the same states.
+  const test::TempDir weights;
+  {
+    const SafetensorsFile plain(dir.str("model.safetensors"));
+    std::vector<TensorData> renamed;
+    for (const auto& t : plain.tensors()) {
+      const auto bytes = plain.data(t);
+      renamed.push_back({{"encoder.model." + t.name, t.dtype, t.shape}, std::vector<std::byte>(bytes.begin(), bytes.end())});
+    }
+    const float gamma = 1.0f;
+    const auto* g = reinterpret_cast<const std::byte*>(&gamma);
+    renamed.push_back({{"layerwise_attention.gamma", DType::F32, {1}}, std::vector<std::byte>(g, g + 4)});
+    write_safetensors(weights.str("model.safetensors"), renamed);
+  }
+  std::filesystem::remove(dir.str("model.safetensors"));
+  const BertEncoder comet_layout(dir.str(), weights.str());
+  const auto ids = encoder.tokenize(sentences.back());
+  EXPECT_EQ(comet_layout.all_hidden_states(ids), encoder.all_hidden_states(ids));
+
   // Past the position table: a clear error, not a read beyond it.
   std::vector<TokenId> too_long(encoder.max_positions() + 1, 5);
   EXPECT_THROW(encoder.all_hidden_states(too_long), Error);

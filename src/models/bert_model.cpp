@@ -49,11 +49,11 @@ void affine(const float* x, size_t T, const cpu::Matrix& w, const std::vector<fl
 }
 }  // namespace
 
-BertEncoder::BertEncoder(const std::string& dir) {
+BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir) {
   cfg_ = load_model_config(dir);
   if (cfg_.arch != Architecture::Bert)
     throw UnsupportedError(fmt::format("{}: a sentence encoder must be a BERT model, this is {}", dir, architecture_name(cfg_.arch)));
-  checkpoint_ = std::make_unique<Checkpoint>(dir);
+  checkpoint_ = std::make_unique<Checkpoint>(weights_dir.empty() ? dir : weights_dir);
   const Checkpoint& ckpt = *checkpoint_;
   verify_weights(cfg_, ckpt);
   const std::string p = bert_prefix(ckpt);

@@ -20,10 +20,14 @@ enum class Pooling { Mean, Cls, Max, MeanSqrtLen };
 
 class BertEncoder {
  public:
-  explicit BertEncoder(const std::string& dir);
+  // `dir`: config.json and the tokenizer (and sentence-transformers' files); the weights
+  // come from `weights_dir` when given (COMET: the converted checkpoint, whose encoder
+  // tensors sit under "encoder.model." beside the head's), else from `dir`.
+  explicit BertEncoder(const std::string& dir, const std::string& weights_dir = "");
   ~BertEncoder();
   const ModelConfig& config() const { return cfg_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const Checkpoint& checkpoint() const { return *checkpoint_; }
   size_t dimension() const { return size_t(cfg_.hidden_size); }
   size_t max_tokens() const { return max_tokens_; }
 

@@ -19,7 +19,7 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c, const Checkpoint&
 }
 
 std::string bert_prefix(const Checkpoint& ckpt) {
-  for (const char* p : {"bert.", "roberta."})
+  for (const char* p : {"bert.", "roberta.", "encoder.model."})
     if (ckpt.find(std::string(p) + "embeddings.word_embeddings.weight")) return p;
   return "";
 }

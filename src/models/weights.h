@@ -30,7 +30,8 @@ struct WeightSpec {
 std::vector<WeightSpec> llama_weights(const ModelConfig& c);
 std::vector<WeightSpec> bert_weights(const ModelConfig& c, const std::string& prefix);
 // The prefix of an encoder checkpoint's tensor names: "" (BertModel, XLMRobertaModel),
-// "bert." (BertFor*), "roberta." (RobertaFor*, XLMRobertaFor*).
+// "bert." (BertFor*), "roberta." (RobertaFor*, XLMRobertaFor*), "encoder.model." (COMET's
+// state dict).
 std::string bert_prefix(const Checkpoint& ckpt);
 std::vector<WeightSpec> expected_weights(const ModelConfig& c, const Checkpoint& ckpt);
 
