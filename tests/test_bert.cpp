@@ -61,10 +61,9 @@ TEST(BertEncoder, MatchesTransformers) {
 // pad + 1, and every hidden state (embeddings + each layer) within 1e-5.
 TEST(BertEncoder, XlmRobertaHiddenStatesMatchTransformers) {
   const std::string goldens = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/";
-  const test::TempDir dir;
-  for (const char* f : {"config.json", "model.safetensors"})
-    std::filesystem::copy_file(goldens + "xlmr/" + f, dir.str(f));
-  std::filesystem::copy_file(goldens + "unigram/tokenizer.json", dir.str("tokenizer.json"));
+  const test::TempDir dir;  // config, tokenizer and weights in one folder, as on the hub
+  for (const char* f : {"config.json", "tokenizer.json"}) std::filesystem::copy_file(goldens + "unigram/" + f, dir.str(f));
+  std::filesystem::copy_file(goldens + "xlmr/model.safetensors", dir.str("model.safetensors"));
   const BertEncoder encoder(dir.str());
   EXPECT_EQ(encoder.config().position_offset, 2);
   EXPECT_EQ(encoder.max_positions(), 128u);

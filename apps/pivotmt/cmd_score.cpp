@@ -3,6 +3,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "io/table.h"
+#include "metrics/comet.h"
 #include "metrics/report.h"
 #include "text/unicode.h"
 
@@ -10,7 +11,7 @@ namespace pivotmt::cli {
 namespace {
 
 struct ScoreArgs {
-  std::string hyp_file, baseline_file;
+  std::string hyp_file, baseline_file, src_file, source_column, comet_model, comet_encoder;
   std::vector<std::string> ref_files;
   std::string table_file, hyp_column, baseline_column, format;
   std::vector<std::string> ref_columns;
@@ -37,7 +38,7 @@ std::vector<std::string> split_list(const std::string& s) {
 
 // Table input: the original pipeline's filter leaves out rows whose hypothesis or any
 // reference (or the baseline) is empty or only whitespace; the count is reported.
-void load_table(const ScoreArgs& a, metrics::ScoreRequest& r, nlohmann::json& rows) {
+void load_table(const ScoreArgs& a, metrics::ScoreRequest& r, nlohmann::json& rows, std::vector<std::string>& sources) {
   const Table t = a.format.empty() ? read_table(a.table_file)
                                    : read_table(a.table_file, a.format == "csv"   ? TableFormat::Csv
                                                               : a.format == "tsv" ? TableFormat::Tsv
@@ -47,21 +48,23 @@ void load_table(const ScoreArgs& a, metrics::ScoreRequest& r, nlohmann::json& ro
   const size_t hyp = t.column(a.hyp_column);
   std::vector<size_t> refs;
   for (const auto& c : a.ref_columns) refs.push_back(t.column(c));
-  std::optional<size_t> baseline;
+  std::optional<size_t> baseline, source;
   if (!a.baseline_column.empty()) baseline = t.column(a.baseline_column);
+  if (!a.source_column.empty()) source = t.column(a.source_column);
   r.refs.assign(refs.size(), {});
   size_t skipped = 0;
   auto blank = [](const std::optional<std::string>& v) {
     return !v || v->find_first_not_of(" \t\r\n\v\f") == std::string::npos;
   };
   for (const auto& row : t.rows) {
-    bool skip = blank(row[hyp]) || (baseline && blank(row[*baseline]));
+    bool skip = blank(row[hyp]) || (baseline && blank(row[*baseline])) || (source && blank(row[*source]));
     for (size_t c : refs) skip = skip || blank(row[c]);
     if (skip) {
       ++skipped;
       continue;
     }
     r.hyps.push_back(py_rstrip(utf8_to_u32(*row[hyp])));
+    if (source) sources.push_back(u32_to_utf8(py_rstrip(utf8_to_u32(*row[*source]))));
     for (size_t k = 0; k < refs.size(); ++k) r.refs[k].push_back(py_rstrip(utf8_to_u32(*row[refs[k]])));
     if (baseline) {
       if (!r.baseline) r.baseline.emplace();
@@ -81,6 +84,11 @@ void run(const ScoreArgs& a) {
   r.options.effective_order = a.effective_order;
   r.options.smooth_value = a.smooth_value;
   r.metrics = split_list(a.metrics);
+  // COMET is a model, not a sacrebleu metric: taken out of the list and run beside them.
+  const bool comet = std::erase(r.metrics, std::string("comet")) > 0;
+  if (comet && (a.comet_model.empty() || a.comet_encoder.empty()))
+    throw Error("--metrics comet needs --comet-model DIR (the metric's converted weights) and --comet-encoder DIR "
+                "(its encoder's config.json and tokenizer, e.g. xlm-roberta-large)");
   for (const auto& m : r.metrics) metrics::metric_key(m);  // validates the names early
   r.confidence_n = a.confidence ? a.confidence_n : 0;
   r.paired_n = a.paired_n;
@@ -91,9 +99,11 @@ void run(const ScoreArgs& a) {
              : a.paired_ar ? metrics::ScoreRequest::Paired::Randomization
                            : metrics::ScoreRequest::Paired::None;
   nlohmann::json rows;
+  std::vector<std::string> sources;
   if (!a.table_file.empty()) {
     if (!a.hyp_file.empty() || !a.ref_files.empty()) throw Error("use either --csv or --hyp/--ref, not both");
-    load_table(a, r, rows);
+    if (comet && a.source_column.empty()) throw Error("--metrics comet with --csv needs --source-column");
+    load_table(a, r, rows, sources);
     if (rows["skipped_empty"].get<size_t>() > 0)
       fmt::print(stderr, "{}: left out {} of {} rows with an empty hypothesis or reference\n", a.table_file,
                  rows["skipped_empty"].get<size_t>(), rows["total"].get<size_t>());
@@ -106,10 +116,32 @@ void run(const ScoreArgs& a) {
         throw Error(fmt::format("{} has {} lines but {} has {}", f, r.refs.back().size(), a.hyp_file, r.hyps.size()));
     }
     if (!a.baseline_file.empty()) r.baseline = metrics::read_text_lines(a.baseline_file);
+    if (comet) {
+      if (a.src_file.empty()) throw Error("--metrics comet needs --src FILE (the source sentences, one per line)");
+      for (const auto& line : metrics::read_text_lines(a.src_file)) sources.push_back(u32_to_utf8(line));
+      if (sources.size() != r.hyps.size())
+        throw Error(fmt::format("{} has {} lines but {} has {}", a.src_file, sources.size(), a.hyp_file, r.hyps.size()));
+    }
     r.system_name = a.hyp_file;
     r.baseline_name = a.baseline_file;
   }
-  nlohmann::json result = metrics::run_scoring(r);
+  nlohmann::json result = r.metrics.empty() ? nlohmann::json::object() : metrics::run_scoring(r);
+  if (comet) {
+    const comet::Model model(a.comet_model, a.comet_encoder);
+    std::vector<std::string> mt, ref;
+    for (const auto& h : r.hyps) mt.push_back(u32_to_utf8(h));
+    for (const auto& h : r.refs.at(0)) ref.push_back(u32_to_utf8(h));
+    const auto scores = model.score(sources, mt, ref);
+    if (scores.truncated > 0)
+      fmt::print(stderr, "COMET: {} sentences cut to {} tokens, as unbabel-comet does\n", scores.truncated, model.max_tokens());
+    result["COMET"] = {{"name", "COMET"},
+                       {"score", scores.system},
+                       {"segments", scores.segments},
+                       {"model", a.comet_model},
+                       {"truncated", scores.truncated},
+                       {"formatted", fmt::format("COMET = {:.4f} ({} segments, {})", scores.system,
+                                                 scores.segments.size(), a.comet_model)}};
+  }
   if (!rows.is_null()) result["rows"] = rows;
   if (a.json) fmt::print("{}\n", result.dump(2));
   else fmt::print("{}", metrics::format_scoring_text(result));
@@ -129,7 +161,11 @@ void register_score(CLI::App& app) {
   cmd->add_option("--hyp-column", a.hyp_column, "Hypothesis column (table input)");
   cmd->add_option("--ref-column", a.ref_columns, "Reference column (repeatable)");
   cmd->add_option("--baseline-column", a.baseline_column, "Baseline column (table input)");
-  cmd->add_option("--metrics,-m", a.metrics, "Comma-separated: bleu,chrf,chrf++,ter")->capture_default_str();
+  cmd->add_option("--metrics,-m", a.metrics, "Comma-separated: bleu,chrf,chrf++,ter,comet")->capture_default_str();
+  cmd->add_option("--src", a.src_file, "Sources, one per line (COMET)");
+  cmd->add_option("--source-column", a.source_column, "Source column (table input, COMET)");
+  cmd->add_option("--comet-model", a.comet_model, "COMET: the metric's weights as safetensors (pivotmt convert of model.ckpt)");
+  cmd->add_option("--comet-encoder", a.comet_encoder, "COMET: the encoder's config.json and tokenizer (xlm-roberta-large)");
   cmd->add_flag("--json", a.json, "Print one JSON object");
   cmd->add_option("--width,-w", a.width, "Decimals in text output")->capture_default_str();
   auto& o = a.options;

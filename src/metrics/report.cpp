@@ -83,7 +83,7 @@ nlohmann::json run_scoring(const ScoreRequest& r) {
 
 std::string format_scoring_text(const nlohmann::json& result) {
   std::string text;
-  for (const char* key : {"BLEU", "chrF", "chrF++", "TER"})  // sacrebleu's order, not the JSON's
+  for (const char* key : {"BLEU", "chrF", "chrF++", "TER", "COMET"})  // sacrebleu's order, then COMET
     if (result.contains(key)) text += result[key]["formatted"].get<std::string>() + "\n";
   if (result.contains("paired")) {
     const auto& p = result["paired"];

@@ -4,9 +4,10 @@ positions from pad + 1, every hidden state kept) and transformers' outputs for r
 multilingual sentences, for tests/test_bert.cpp.
 
 The tokenizer is tests/goldens/unigram/tokenizer.json (a real Unigram vocabulary with the
-XLM-R template); the model is sized to it. Written: config.json, model.safetensors and
-golden.safetensors (sN.input_ids, sN.hidden_states [layers + 1, T, hidden]; the sentences
-in the metadata). Development machine only (pip install torch transformers tokenizers):
+XLM-R template); the model is sized to it. Written: config.json beside the tokenizer (that
+folder then holds what xlm-roberta-large's hub repository holds for COMET: config and
+tokenizer), and into OUT model.safetensors and golden.safetensors (sN.input_ids,
+sN.hidden_states [layers + 1, T, hidden]; the sentences in the metadata). Development machine only (pip install torch transformers tokenizers):
 
   python3 tests/goldens/make_xlmr_golden.py tests/goldens/unigram/tokenizer.json ../shared tests/goldens/xlmr
 """
@@ -44,7 +45,7 @@ def main():
     with torch.no_grad():  # wider than the init's 0.02 so the layers change the states visibly
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    cfg.save_pretrained(out_dir)
+    cfg.save_pretrained(os.path.dirname(os.path.abspath(tok_path)))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out_dir, "model.safetensors"))
     texts = sentences(shared)
     golden = {}
