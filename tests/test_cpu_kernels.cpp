@@ -262,36 +262,40 @@ TEST_F(IsaLevels, VectorMaxAndSiluMatchPlainLoops) {
 // Attention's products with strided operands (as heads in the KV cache) against double loops.
 TEST(AttentionProducts, StridedOperandsMatchPlainLoops) {
   if (hardware_isa() < Isa::Avx512) GTEST_SKIP() << "no AVX-512 on this machine";
-  for (auto [M, N, K] : {std::tuple<size_t, size_t, size_t>{1, 1, 1}, {7, 13, 64}, {64, 700, 64}, {5, 128, 1100}, {33, 65, 17}}) {
+  for (auto dims : {std::tuple<size_t, size_t, size_t>{1, 1, 1}, {7, 13, 64}, {64, 700, 64}, {5, 128, 1100}, {33, 65, 17}}) {
+    // Plain variables, not a structured binding: clang 14 cannot capture those in lambdas.
+    const size_t M = std::get<0>(dims), N = std::get<1>(dims), K = std::get<2>(dims);
     const size_t lda = K + 3, ldb = K + 5, ldc = N + 2;
     const auto a = random_normal(M * lda, 21), b = random_normal(N * ldb, 22);
-    std::vector<float> c(M * ldc, -7.0f);
-    kernels::gemm_nt_avx512(a.data(), lda, M, b.data(), ldb, N, K, 0.125f, c.data(), ldc);
-    for (size_t m = 0; m < M; ++m)
-      for (size_t n = 0; n < ldc; ++n) {
-        if (n >= N) {
-          ASSERT_EQ(c[m * ldc + n], -7.0f) << "wrote past the row";
-          continue;
+    // Every c[m, n] against `want(m, n)` in double; the columns past N untouched.
+    std::vector<float> c(M * ldc);
+    const auto check = [&](const char* what, auto&& want) {
+      for (size_t m = 0; m < M; ++m)
+        for (size_t n = 0; n < ldc; ++n) {
+          if (n >= N) {
+            ASSERT_EQ(c[m * ldc + n], -7.0f) << what << ": wrote past the row";
+            continue;
+          }
+          ASSERT_NEAR(c[m * ldc + n], want(m, n), 1e-5 * (1 + std::sqrt(double(K)))) << what << " " << M << "x" << N << "x" << K;
         }
-        double want = 0;
-        for (size_t k = 0; k < K; ++k) want += double(a[m * lda + k]) * double(b[n * ldb + k]);
-        ASSERT_NEAR(c[m * ldc + n], 0.125 * want, 1e-5 * (1 + std::sqrt(double(K)))) << "nt " << M << "x" << N << "x" << K;
-      }
-    // a[M, K] · b[K, N] (b: K rows of N columns, ldb2 apart).
+    };
+    std::fill(c.begin(), c.end(), -7.0f);
+    kernels::gemm_nt_avx512(a.data(), lda, M, b.data(), ldb, N, K, 0.125f, c.data(), ldc);
+    check("nt", [&](size_t m, size_t n) {
+      double s = 0;
+      for (size_t k = 0; k < K; ++k) s += double(a[m * lda + k]) * double(b[n * ldb + k]);
+      return 0.125 * s;
+    });
+    // a[M, K] · b2[K, N] (K rows of N columns, ldb2 apart).
     const size_t ldb2 = N + 9;
     const auto b2 = random_normal(K * ldb2, 23);
     std::fill(c.begin(), c.end(), -7.0f);
     kernels::gemm_nn_avx512(a.data(), lda, M, b2.data(), ldb2, K, N, c.data(), ldc);
-    for (size_t m = 0; m < M; ++m)
-      for (size_t n = 0; n < ldc; ++n) {
-        if (n >= N) {
-          ASSERT_EQ(c[m * ldc + n], -7.0f) << "wrote past the row";
-          continue;
-        }
-        double want = 0;
-        for (size_t k = 0; k < K; ++k) want += double(a[m * lda + k]) * double(b2[k * ldb2 + n]);
-        ASSERT_NEAR(c[m * ldc + n], want, 1e-5 * (1 + std::sqrt(double(K)))) << "nn " << M << "x" << N << "x" << K;
-      }
+    check("nn", [&](size_t m, size_t n) {
+      double s = 0;
+      for (size_t k = 0; k < K; ++k) s += double(a[m * lda + k]) * double(b2[k * ldb2 + n]);
+      return s;
+    });
   }
 }
 

@@ -133,7 +133,7 @@ void run(const ScoreArgs& a) {
     for (const auto& h : r.refs.at(0)) ref.push_back(u32_to_utf8(h));
     const auto scores = model.score(sources, mt, ref);
     if (scores.truncated > 0)
-      fmt::print(stderr, "COMET: {} sentences cut to {} tokens, as unbabel-comet does\n", scores.truncated, model.max_tokens());
+      fmt::print(stderr, "COMET: {} sentence(s) cut to {} tokens, as unbabel-comet cuts them\n", scores.truncated, model.max_tokens());
     result["COMET"] = {{"name", "COMET"},
                        {"score", scores.system},
                        {"segments", scores.segments},
