@@ -64,7 +64,7 @@ void load_table(const ScoreArgs& a, metrics::ScoreRequest& r, nlohmann::json& ro
       continue;
     }
     r.hyps.push_back(py_rstrip(utf8_to_u32(*row[hyp])));
-    if (source) sources.push_back(u32_to_utf8(py_rstrip(utf8_to_u32(*row[*source]))));
+    if (source) sources.push_back(u32_to_utf8(py_strip(utf8_to_u32(*row[*source]))));
     for (size_t k = 0; k < refs.size(); ++k) r.refs[k].push_back(py_rstrip(utf8_to_u32(*row[refs[k]])));
     if (baseline) {
       if (!r.baseline) r.baseline.emplace();
@@ -118,7 +118,7 @@ void run(const ScoreArgs& a) {
     if (!a.baseline_file.empty()) r.baseline = metrics::read_text_lines(a.baseline_file);
     if (comet) {
       if (a.src_file.empty()) throw Error("--metrics comet needs --src FILE (the source sentences, one per line)");
-      for (const auto& line : metrics::read_text_lines(a.src_file)) sources.push_back(u32_to_utf8(line));
+      for (const auto& line : metrics::read_text_lines(a.src_file)) sources.push_back(u32_to_utf8(py_strip(line)));
       if (sources.size() != r.hyps.size())
         throw Error(fmt::format("{} has {} lines but {} has {}", a.src_file, sources.size(), a.hyp_file, r.hyps.size()));
     }
@@ -128,9 +128,11 @@ void run(const ScoreArgs& a) {
   nlohmann::json result = r.metrics.empty() ? nlohmann::json::object() : metrics::run_scoring(r);
   if (comet) {
     const comet::Model model(a.comet_model, a.comet_encoder);
+    // Stripped at both ends, as comet-score reads its files (sacrebleu's reading above only
+    // strips the right).
     std::vector<std::string> mt, ref;
-    for (const auto& h : r.hyps) mt.push_back(u32_to_utf8(h));
-    for (const auto& h : r.refs.at(0)) ref.push_back(u32_to_utf8(h));
+    for (const auto& h : r.hyps) mt.push_back(u32_to_utf8(py_strip(h)));
+    for (const auto& h : r.refs.at(0)) ref.push_back(u32_to_utf8(py_strip(h)));
     const auto scores = model.score(sources, mt, ref);
     if (scores.truncated > 0)
       fmt::print(stderr, "COMET: {} sentence(s) cut to {} tokens, as unbabel-comet cuts them\n", scores.truncated, model.max_tokens());
