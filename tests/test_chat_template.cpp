@@ -125,6 +125,9 @@ TEST(ChatTemplate, ErrorsNameLineAndConstruct) {
   expect_error("{{ 'a' + 1 }}", "unsupported operand types");
   expect_error("{{ x | frobnicate }}", "unsupported filter 'frobnicate'");
   expect_error("{{ 'unterminated }}", "unterminated string");
+  // Found by fuzz_tokenizer: a loop control with no loop escaped evaluation as an uncaught exception.
+  expect_error("a\n{% if true %}{% break %}{% endif %}", "line 2: 'break' outside of a for loop");
+  expect_error("{% for x in [1] %}{% else %}{% continue %}{% endfor %}", "'continue' outside of a for loop");
 }
 
 struct OriginalRun {

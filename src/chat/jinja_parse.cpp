@@ -560,9 +560,11 @@ class StmtParser {
       if (e.is_name("recursive")) fail(p.line, "recursive for loops are not supported");
       if (!e.at_end()) fail(p.line, fmt::format("unexpected '{}' in for loop", e.peek().text));
       std::string ended;
+      ++loop_depth_;
       n->body = parse_body({"else", "endfor"}, &ended);
+      --loop_depth_;
       ++pos_;
-      if (ended == "else") {
+      if (ended == "else") {  // runs when nothing was iterated: not inside the loop
         n->else_body = parse_body({"endfor"}, &ended);
         ++pos_;
       }
@@ -589,8 +591,11 @@ class StmtParser {
       if (!e.at_end()) fail(p.line, fmt::format("unexpected '{}' in set", e.peek().text));
       return n;
     }
-    if (keyword == "break") return node(Node::Kind::Break, p.line);
-    if (keyword == "continue") return node(Node::Kind::Continue, p.line);
+    if (keyword == "break" || keyword == "continue") {
+      // Checked here so that evaluation never has a loop control with no loop to catch it.
+      if (loop_depth_ == 0) fail(p.line, fmt::format("'{}' outside of a for loop", keyword));
+      return node(keyword == "break" ? Node::Kind::Break : Node::Kind::Continue, p.line);
+    }
     if (keyword == "generation") {  // transformers' assistant-mask marker: renders its body
       auto n = node(Node::Kind::Generation, p.line);
       std::string ended;
@@ -603,6 +608,7 @@ class StmtParser {
 
   std::vector<Part> parts_;
   size_t pos_ = 0;
+  int loop_depth_ = 0;  // for-loop bodies enclosing the statement being parsed
 };
 }  // namespace
 
