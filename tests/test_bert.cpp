@@ -109,5 +109,58 @@ TEST(BertEncoder, XlmRobertaHiddenStatesMatchTransformers) {
   EXPECT_THROW(encoder.all_hidden_states(too_long), Error);
 }
 
+// The fast path (sequences packed without padding, cpu::fast ops) against transformers'
+// states for every sentence of the golden in one batch; each sequence's states bit for bit
+// the same alone as among others; the layer count honoured.
+TEST(BertEncoder, PackedBatchMatchesTransformersAndIgnoresBatchMates) {
+  const std::string goldens = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/";
+  const test::TempDir dir;
+  for (const char* f : {"config.json", "tokenizer.json"}) std::filesystem::copy_file(goldens + "unigram/" + f, dir.str(f));
+  std::filesystem::copy_file(goldens + "xlmr/model.safetensors", dir.str("model.safetensors"));
+  const BertEncoder encoder(dir.str());
+  const SafetensorsFile golden(goldens + "xlmr/golden.safetensors");
+  const auto sentences = nlohmann::json::parse(golden.metadata().at("sentences")).get<std::vector<std::string>>();
+  std::vector<std::vector<TokenId>> seqs;
+  for (const auto& s : sentences) seqs.push_back(encoder.tokenize(s));
+  const size_t H = encoder.dimension(), L = encoder.num_layers();
+  std::vector<std::vector<float>> states(L + 1);
+  size_t rows = 0;
+  for (const auto& s : seqs) rows += s.size();
+  encoder.encode_batch(seqs, L, [&](size_t l, const float* h) { states.at(l).assign(h, h + rows * H); });
+  size_t row0 = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const size_t T = seqs[s].size();
+    const auto want = tensor<float>(golden, "s" + std::to_string(s) + ".hidden_states");
+    for (size_t l = 0; l <= L; ++l)
+      for (size_t i = 0; i < T * H; ++i)
+        ASSERT_NEAR(states[l][row0 * H + i], want[(l * T) * H + i], 1e-5) << "sentence " << s << ", layer " << l;
+    row0 += T;
+  }
+  // The second sentence alone, and after the last one: the same bits.
+  const size_t s1 = 1, T1 = seqs[s1].size();
+  for (const auto& batch : {std::vector<std::vector<TokenId>>{seqs[s1]}, std::vector<std::vector<TokenId>>{seqs.back(), seqs[s1]}}) {
+    std::vector<float> last;
+    size_t seen = 0;
+    encoder.encode_batch(batch, L, [&](size_t l, const float* h) {
+      ++seen;
+      if (l == L) last.assign(h + (batch.size() - 1) * batch[0].size() * H, h + (batch.size() - 1) * batch[0].size() * H + T1 * H);
+    });
+    EXPECT_EQ(seen, L + 1);
+    const size_t first = seqs[0].size();  // sentence 1 starts after sentence 0 in the big batch
+    ASSERT_TRUE(std::equal(last.begin(), last.end(), states[L].begin() + std::ptrdiff_t(first * H)))
+        << "sentence 1's states depend on its batch mates";
+  }
+  size_t calls = 0;
+  encoder.encode_batch(seqs, 1, [&](size_t, const float*) { ++calls; });
+  EXPECT_EQ(calls, 2u);  // embeddings + one layer
+  EXPECT_THROW(encoder.encode_batch(seqs, L + 1, [](size_t, const float*) {}), Error);
+}
+
+TEST(BertEncoder, TokenBatchesKeepOrderAndBudget) {
+  EXPECT_EQ(token_batches({3, 4, 5, 9, 1, 1}, 8), (std::vector<std::vector<size_t>>{{0, 1}, {2}, {3}, {4, 5}}));
+  EXPECT_EQ(token_batches({}, 8), std::vector<std::vector<size_t>>{});
+  EXPECT_EQ(token_batches({20}, 8), (std::vector<std::vector<size_t>>{{0}}));
+}
+
 }  // namespace
 }  // namespace pivotmt

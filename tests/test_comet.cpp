@@ -4,12 +4,15 @@
 // unbabel-comet's model.predict at batch size 1.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/safetensors.h"
 #include "metrics/comet.h"
 #include "test_util.h"
 
@@ -38,6 +41,74 @@ TEST(Comet, SegmentAndSystemScoresMatchUnbabelComet) {
 
   EXPECT_THROW(model.score({"a"}, {"b", "c"}, {"d"}), Error);
   EXPECT_TRUE(model.score({}, {}, {}).segments.empty());
+}
+
+std::vector<std::string> golden_texts() {
+  const auto golden = nlohmann::json::parse(test::read_file(kGoldens + "comet_tiny/golden.json"));
+  std::vector<std::string> texts;
+  for (const auto& r : golden.at("rows"))
+    for (const char* k : {"src", "mt", "ref"}) texts.push_back(r.at(k));
+  return texts;
+}
+
+void expect_same_embeddings(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], 2e-6 * std::max(1.0f, std::fabs(want[i]))) << what << " at " << i;
+}
+
+// The packed fast path against the reference (one sentence at a time, every hidden state,
+// the head's own mix); repeated texts encoded once and remembered, truncations still
+// counted per occurrence.
+TEST(Comet, FastEmbeddingsMatchTheReferencePath) {
+  const comet::Model model(kGoldens + "comet_tiny", kGoldens + "unigram");
+  const auto texts = golden_texts();
+  size_t cut_fast = 0, cut_ref = 0;
+  const auto want = model.embed_reference(texts, &cut_ref);
+  expect_same_embeddings(model.embed(texts, &cut_fast), want, "embeddings");
+  EXPECT_EQ(cut_fast, cut_ref);
+  EXPECT_GE(cut_ref, 1u);
+  // Twice over, from the cache: the same values, truncations counted again.
+  std::vector<std::string> twice = texts;
+  twice.insert(twice.end(), texts.begin(), texts.end());
+  size_t cut_twice = 0;
+  const auto again = model.embed(twice, &cut_twice);
+  EXPECT_EQ(cut_twice, 2 * cut_ref);
+  const size_t H = want.size() / texts.size();
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(again[i], again[want.size() + i]);
+  expect_same_embeddings(std::vector<float>(again.begin(), again.begin() + std::ptrdiff_t(texts.size() * H)), want,
+                         "cached embeddings");
+}
+
+// Layers after the last one sparsemax weighs above zero are not run; the result is the
+// reference's, which runs them all.
+TEST(Comet, LayersWithZeroWeightAreSkippedExactly) {
+  const test::TempDir dir;
+  {
+    const SafetensorsFile tiny(kGoldens + "comet_tiny/model.safetensors");
+    std::vector<TensorData> tensors;
+    for (const auto& t : tiny.tensors()) {
+      const auto bytes = tiny.data(t);
+      tensors.push_back({{t.name, t.dtype, t.shape}, std::vector<std::byte>(bytes.begin(), bytes.end())});
+    }
+    // Mix weights [0.4, 0.35, -0.3]: sparsemax gives [0.525, 0.475, 0] (the last layer unused).
+    for (auto& t : tensors) {
+      const std::string prefix = "layerwise_attention.scalar_parameters.";
+      if (!t.spec.name.starts_with(prefix)) continue;
+      const int k = std::stoi(t.spec.name.substr(prefix.size()));
+      const float v = k == 0 ? 0.4f : k == 1 ? 0.35f : -0.3f;
+      ASSERT_EQ(t.bytes.size(), 4u);
+      std::memcpy(t.bytes.data(), &v, 4);
+    }
+    write_safetensors(dir.str("model.safetensors"), tensors);
+  }
+  const comet::Model model(dir.str(), kGoldens + "unigram");
+  const auto& w = model.layer_weights();
+  ASSERT_EQ(w.size(), 3u);
+  EXPECT_NEAR(w[0], 0.525f, 1e-6f);
+  EXPECT_EQ(w[2], 0.0f);
+  const auto texts = golden_texts();
+  expect_same_embeddings(model.embed(texts), model.embed_reference(texts), "embeddings without the last layer");
 }
 
 }  // namespace

@@ -259,6 +259,81 @@ TEST_F(IsaLevels, VectorMaxAndSiluMatchPlainLoops) {
   }
 }
 
+// GELU against 0.5 · x · (1 + erf(x / √2)) in double: absolute error within 2e-7 · max(1, |x|)
+// over the whole range (deep negative x included, where 1 + erf cancels), exact signs and
+// zeros; LayerNorm rows against double loops.
+TEST_F(IsaLevels, VectorGeluAndLayerNormMatchDouble) {
+  for (Isa level : levels()) {
+    set_isa_cap(level);
+    std::vector<float> xs;
+    for (float v = -30.0f; v < 30.0f; v += 0.00731f) xs.push_back(v);
+    for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 1e4f, -1e4f}) xs.push_back(v);
+    std::vector<float> g = xs;
+    vmath::gelu(g.data(), g.size());
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const double x = xs[i], want = 0.5 * x * std::erfc(-x / std::sqrt(2.0));
+      ASSERT_NEAR(g[i], want, 2e-7 * std::max(1.0, std::fabs(x))) << isa_name(level) << " gelu(" << xs[i] << ")";
+      if (xs[i] < -12.0f) ASSERT_LE(g[i], 0.0f) << "gelu(" << xs[i] << ") must not change sign";
+    }
+    for (size_t n : {1, 7, 16, 33, 1024}) {
+      auto x = random_normal(n, unsigned(n), 3.0f);
+      for (auto& v : x) v += 5.0f;  // an offset the mean must remove
+      const auto w = random_normal(n, unsigned(n + 1)), b = random_normal(n, unsigned(n + 2));
+      std::vector<float> got = x;
+      vmath::layer_norm_row(got.data(), n, w.data(), b.data(), 1e-5f);
+      double mean = 0, var = 0;
+      for (float v : x) mean += v;
+      mean /= double(n);
+      for (float v : x) var += (v - mean) * (v - mean);
+      const double inv = 1.0 / std::sqrt(var / double(n) + 1e-5);
+      for (size_t i = 0; i < n; ++i)
+        ASSERT_NEAR(got[i], (x[i] - mean) * inv * w[i] + b[i], 2e-6 * std::max(1.0f, std::fabs(got[i])))
+            << isa_name(level) << " layer_norm n=" << n << " at " << i;
+    }
+  }
+}
+
+// Encoder attention: packed sequences of different lengths (one token, one query block,
+// several), every ISA level, against the double-precision reference; each sequence's rows
+// the same whether it is packed with others or alone.
+TEST_F(IsaLevels, EncoderAttentionPackedMatchesReference) {
+  const size_t nh = 3, d = 20, H = nh * d;
+  const std::vector<size_t> lens = {1, 9, 70, 2, 33};
+  std::vector<size_t> starts{0};
+  for (size_t n : lens) starts.push_back(starts.back() + n);
+  const size_t rows = starts.back();
+  const auto qkv = random_normal(rows * 3 * H, 5, 2.0f);
+  std::vector<float> want(rows * H);
+  ref::encoder_attention(qkv.data(), starts, nh, d, want.data());
+  for (Isa level : levels()) {
+    set_isa_cap(level);
+    std::vector<float> got(rows * H, -7.0f);
+    fast::encoder_attention(qkv.data(), starts, nh, d, got.data());
+    expect_close(got, want, 1e-5f, std::string("encoder attention ") + isa_name(level));
+    // The third sequence alone.
+    std::vector<float> alone(lens[2] * H);
+    fast::encoder_attention(qkv.data() + starts[2] * 3 * H, {0, lens[2]}, nh, d, alone.data());
+    for (size_t i = 0; i < alone.size(); ++i)
+      ASSERT_EQ(alone[i], got[starts[2] * H + i]) << "a sequence's attention depends on its batch mates";
+  }
+  // One token attends to itself only: its output is its value.
+  for (size_t i = 0; i < H; ++i) ASSERT_NEAR(want[i], qkv[2 * H + i], 1e-6f);
+}
+
+TEST(CpuOps, EncoderResidualLayerNormAndGeluMatchReference) {
+  const size_t T = 9, H = 100;
+  const auto x0 = random_normal(T * H, 1), y = random_normal(T * H, 2), bias = random_normal(H, 3),
+             w = random_normal(H, 4), b = random_normal(H, 5);
+  auto a = x0, c = x0;
+  ref::residual_layer_norm(a.data(), y.data(), bias.data(), T, H, w.data(), b.data(), 1e-5f);
+  fast::residual_layer_norm(c.data(), y.data(), bias.data(), T, H, w.data(), b.data(), 1e-5f);
+  expect_close(c, a, 2e-6f, "residual_layer_norm");
+  auto g1 = random_normal(10000, 6, 3.0f), g2 = g1;
+  ref::gelu(g1.data(), g1.size());
+  fast::gelu(g2.data(), g2.size());
+  expect_close(g2, g1, 2e-7f, "gelu");
+}
+
 // Attention's products with strided operands (as heads in the KV cache) against double loops.
 TEST(AttentionProducts, StridedOperandsMatchPlainLoops) {
   if (hardware_isa() < Isa::Avx512) GTEST_SKIP() << "no AVX-512 on this machine";

@@ -1,13 +1,14 @@
 #include "metrics/comet.h"
 
-#include <atomic>
-#include <exception>
-#include <mutex>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
 #include "backends/cpu/thread_pool.h"
 #include "core/error.h"
+#include "core/progress.h"
 
 namespace pivotmt::comet {
 
@@ -35,29 +36,113 @@ std::vector<TokenId> Model::tokenize(const std::string& text, bool* cut) const {
   return ids;
 }
 
+std::vector<float> Model::embed_reference(const std::vector<std::string>& texts, size_t* truncated) const {
+  const size_t H = encoder_.dimension();
+  std::vector<float> out(texts.size() * H);
+  for (size_t s = 0; s < texts.size(); ++s) {
+    bool cut = false;
+    const auto ids = tokenize(texts[s], &cut);
+    if (cut && truncated) ++*truncated;
+    const auto states = encoder_.all_hidden_states(ids);
+    const auto v = head_.sentence_embedding(states.data(), ids.size());
+    std::copy(v.begin(), v.end(), out.begin() + std::ptrdiff_t(s * H));
+  }
+  return out;
+}
+
 std::vector<float> Model::embed(const std::vector<std::string>& texts, size_t* truncated) const {
   const size_t H = encoder_.dimension();
   std::vector<float> out(texts.size() * H);
-  std::atomic<size_t> cut_count{0};
-  std::exception_ptr failure;
-  std::mutex m;
-  cpu::parallel_for(texts.size(), [&](size_t b, size_t e) {
-    try {
-      for (size_t s = b; s < e; ++s) {
-        bool cut = false;
-        const auto ids = tokenize(texts[s], &cut);
-        if (cut) ++cut_count;
-        const auto states = encoder_.all_hidden_states(ids);
-        const auto v = head_.sentence_embedding(states.data(), ids.size());
-        std::copy(v.begin(), v.end(), out.begin() + std::ptrdiff_t(s * H));
-      }
-    } catch (...) {
-      std::lock_guard lock(m);
-      if (!failure) failure = std::current_exception();
+  // Each distinct text not in the cache is encoded once.
+  std::vector<std::string> todo;
+  {
+    std::unordered_map<std::string_view, size_t> seen;
+    std::lock_guard lock(cache_mutex_);
+    for (const auto& t : texts)
+      if (!cache_.count(t) && seen.emplace(t, todo.size()).second) todo.push_back(t);
+  }
+  std::vector<std::vector<TokenId>> ids(todo.size());
+  std::vector<char> cut(todo.size(), 0);
+  cpu::parallel_for(todo.size(), [&](size_t b, size_t e) {
+    for (size_t s = b; s < e; ++s) {
+      bool c = false;
+      ids[s] = tokenize(todo[s], &c);
+      cut[s] = c;
     }
   });
-  if (failure) std::rethrow_exception(failure);
-  if (truncated) *truncated += cut_count.load();
+  // Layers whose mix weight is 0 (sparsemax gives exact zeros) add nothing: the encoder
+  // stops after the last weighted one.
+  const auto& w = head_.layer_weights();
+  size_t last = 0;
+  for (size_t k = 0; k < w.size(); ++k)
+    if (w[k] != 0.0f) last = k;
+  std::vector<size_t> lengths;
+  size_t total_tokens = 0;
+  for (const auto& v : ids) {
+    lengths.push_back(v.size());
+    total_tokens += v.size();
+  }
+  std::vector<float> fresh(todo.size() * H);
+  std::optional<Progress> progress;
+  if (total_tokens > 0) progress.emplace("COMET tokens", total_tokens, ProgressUnit::Items);
+  size_t done_tokens = 0;
+  for (const auto& batch : token_batches(lengths, BertEncoder::kBatchTokens)) {
+    std::vector<std::vector<TokenId>> seqs;
+    std::vector<size_t> starts{0};
+    for (size_t s : batch) {
+      seqs.push_back(ids[s]);
+      starts.push_back(starts.back() + ids[s].size());
+    }
+    // Σ_k w_k · Σ_t H_k[t] per sentence, then gamma / T: the mix and the mean are both
+    // linear, so this is COMET's gamma · mean_t Σ_k w_k H_k[t] in another order.
+    std::vector<double> acc(batch.size() * H, 0.0);
+    encoder_.encode_batch(seqs, last, [&](size_t layer, const float* h) {
+      const double wk = w[layer];
+      if (wk == 0.0) return;
+      cpu::parallel_for(batch.size(), [&](size_t j0, size_t j1) {
+        for (size_t j = j0; j < j1; ++j) {
+          double* a = &acc[j * H];
+          for (size_t t = starts[j]; t < starts[j + 1]; ++t) {
+            const float* row = h + t * H;
+            for (size_t i = 0; i < H; ++i) a[i] += wk * row[i];
+          }
+        }
+      });
+    });
+    for (size_t j = 0; j < batch.size(); ++j) {
+      const double f = double(head_.gamma()) / double(seqs[j].size());
+      for (size_t i = 0; i < H; ++i) fresh[batch[j] * H + i] = float(acc[j * H + i] * f);
+    }
+    done_tokens += starts.back();
+    progress->set(done_tokens);
+  }
+  if (progress) progress->finish();
+  std::lock_guard lock(cache_mutex_);
+  std::unordered_map<std::string_view, const float*> now;
+  for (size_t s = 0; s < todo.size(); ++s) {
+    const float* v = &fresh[s * H];
+    now.emplace(todo[s], v);
+    if (cache_.size() < kCacheSentences) cache_.emplace(todo[s], Cached{std::vector<float>(v, v + H), cut[s] != 0});
+  }
+  const std::unordered_map<std::string_view, size_t> todo_index = [&] {
+    std::unordered_map<std::string_view, size_t> m;
+    for (size_t s = 0; s < todo.size(); ++s) m.emplace(todo[s], s);
+    return m;
+  }();
+  for (size_t s = 0; s < texts.size(); ++s) {
+    const float* v;
+    bool was_cut;
+    if (auto it = todo_index.find(texts[s]); it != todo_index.end()) {
+      v = &fresh[it->second * H];
+      was_cut = cut[it->second] != 0;
+    } else {
+      const Cached& c = cache_.at(texts[s]);
+      v = c.embedding.data();
+      was_cut = c.truncated;
+    }
+    std::copy(v, v + H, out.begin() + std::ptrdiff_t(s * H));
+    if (was_cut && truncated) ++*truncated;
+  }
   return out;
 }
 
@@ -68,8 +153,14 @@ Scores Model::score(const std::vector<std::string>& src, const std::vector<std::
                             mt.size(), ref.size()));
   Scores out;
   if (mt.empty()) return out;
-  const auto s = embed(src, &out.truncated), t = embed(mt, &out.truncated), r = embed(ref, &out.truncated);
-  const auto seg = head_.score(s.data(), t.data(), r.data(), mt.size());
+  // One call for all three lists: one progress line, and a sentence that is in two of them
+  // encoded once.
+  std::vector<std::string> all(src);
+  all.insert(all.end(), mt.begin(), mt.end());
+  all.insert(all.end(), ref.begin(), ref.end());
+  const auto e = embed(all, &out.truncated);
+  const size_t n = mt.size(), H = encoder_.dimension();
+  const auto seg = head_.score(e.data(), e.data() + n * H, e.data() + 2 * n * H, n);
   out.segments.assign(seg.begin(), seg.end());
   for (double v : out.segments) out.system += v;
   out.system /= double(out.segments.size());

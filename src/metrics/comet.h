@@ -1,9 +1,12 @@
 // COMET (Unbabel/wmt22-comet-da and other regression metrics of unbabel-comet 2.x) computed
-// natively: the XLM-R encoder (BertEncoder) on each sentence alone, then the head
-// (comet_head.h). REFERENCE §12. Each sentence is encoded without padding, as unbabel-comet
-// does at batch size 1; its larger batches pad, which moves scores in the last digits.
+// natively: the XLM-R encoder (BertEncoder), then the head (comet_head.h). REFERENCE §12.
+// Sentences are packed into batches without padding, so each is encoded exactly as
+// unbabel-comet does at batch size 1 (its larger batches pad, which moves scores in the
+// last digits) and its embedding does not depend on the other sentences.
 #pragma once
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "metrics/comet_head.h"
@@ -27,18 +30,33 @@ class Model {
   // Tokens per sentence, <s> and </s> included: COMET's tokenizer max_length (positions − 4:
   // 510 for XLM-R).
   size_t max_tokens() const { return max_tokens_; }
+  // The layer mix's weights (sparsemax of the checkpoint's scalar parameters).
+  const std::vector<float>& layer_weights() const { return head_.layer_weights(); }
   // The sentence's ids, cut to max_tokens() (content first, </s> kept); `cut` says whether.
   std::vector<TokenId> tokenize(const std::string& text, bool* cut = nullptr) const;
-  // Sentence embeddings [n, hidden], threaded over sentences.
+  // Sentence embeddings [n, hidden]: each distinct text encoded once (BertEncoder's packed
+  // fast path), remembered for later calls (an ablation's sources and references recur in
+  // every k); progress on stderr. `truncated` is increased by the texts that were cut.
   std::vector<float> embed(const std::vector<std::string>& texts, size_t* truncated = nullptr) const;
+  // The same from the reference path (one sentence at a time, plain loops, every hidden
+  // state kept, the head's own mix): what the fast path is tested against.
+  std::vector<float> embed_reference(const std::vector<std::string>& texts, size_t* truncated = nullptr) const;
   // Segment and system scores; the three lists must have the same length.
   Scores score(const std::vector<std::string>& src, const std::vector<std::string>& mt,
                const std::vector<std::string>& ref) const;
 
  private:
+  struct Cached {
+    std::vector<float> embedding;
+    bool truncated = false;
+  };
+  // Up to this many embeddings are remembered (4 KB each for XLM-R large).
+  static constexpr size_t kCacheSentences = 50000;
   BertEncoder encoder_;
   Head head_;
   size_t max_tokens_ = 0;
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, Cached> cache_;
 };
 
 }  // namespace pivotmt::comet

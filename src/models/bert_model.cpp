@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 
 #include <fmt/format.h>
 
@@ -17,36 +16,45 @@ namespace pivotmt {
 namespace fs = std::filesystem;
 
 namespace {
-cpu::Matrix f32_matrix(const Checkpoint& ckpt, const std::string& name) {
-  const auto& info = ckpt.at(name);
+// [out, in] matrices stacked along out (Q, K and V into one projection).
+cpu::Matrix stacked_f32(const Checkpoint& ckpt, const std::vector<std::string>& names) {
   cpu::Matrix m;
-  m.out = size_t(info.shape.at(0));
-  m.in = size_t(info.shape.at(1));
   m.dtype = DType::F32;
-  m.f32 = ckpt.load_f32(name);
+  for (const auto& name : names) {
+    const auto& info = ckpt.at(name);
+    if (info.shape.size() != 2 || (m.in != 0 && size_t(info.shape[1]) != m.in))
+      throw FormatError(fmt::format("{}: expected a matrix with {} columns", name, m.in));
+    m.in = size_t(info.shape[1]);
+    m.out += size_t(info.shape[0]);
+    const auto values = ckpt.load_f32(name);
+    m.f32.insert(m.f32.end(), values.begin(), values.end());
+  }
   return m;
 }
 
-void layer_norm(float* x, size_t T, size_t H, const float* w, const float* b, float eps) {
-  for (size_t t = 0; t < T; ++t) {
-    float* r = x + t * H;
-    double mean = 0, var = 0;
-    for (size_t i = 0; i < H; ++i) mean += r[i];
-    mean /= double(H);
-    for (size_t i = 0; i < H; ++i) var += (r[i] - mean) * (r[i] - mean);
-    var /= double(H);
-    const float inv = float(1.0 / std::sqrt(var + double(eps)));
-    for (size_t i = 0; i < H; ++i) r[i] = float(r[i] - mean) * inv * w[i] + b[i];
+std::vector<float> concat_f32(const Checkpoint& ckpt, const std::vector<std::string>& names) {
+  std::vector<float> out;
+  for (const auto& name : names) {
+    const auto values = ckpt.load_f32(name);
+    out.insert(out.end(), values.begin(), values.end());
   }
+  return out;
 }
 
-// y = x W^T + b (one sequence: few rows, the single-thread reference-grade path is enough
-// when sentences themselves run in parallel).
-void affine(const float* x, size_t T, const cpu::Matrix& w, const std::vector<float>& b, float* y) {
-  cpu::ref::linear(x, T, w, y);
+void add_bias(float* y, size_t T, const std::vector<float>& b) {
+  const size_t n = b.size();
   for (size_t t = 0; t < T; ++t)
-    for (size_t o = 0; o < w.out; ++o) y[t * w.out + o] += b[o];
+    for (size_t o = 0; o < n; ++o) y[t * n + o] += b[o];
 }
+
+void add_bias_fast(float* y, size_t T, const std::vector<float>& b) {
+  const size_t n = b.size();
+  cpu::parallel_for(T, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t)
+      for (size_t o = 0; o < n; ++o) y[t * n + o] += b[o];
+  });
+}
+
 }  // namespace
 
 BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir) {
@@ -65,15 +73,12 @@ BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir)
   for (int64_t l = 0; l < cfg_.num_layers; ++l) {
     const std::string lp = fmt::format("{}encoder.layer.{}.", p, l);
     Layer L;
-    L.q = f32_matrix(ckpt, lp + "attention.self.query.weight");
-    L.k = f32_matrix(ckpt, lp + "attention.self.key.weight");
-    L.v = f32_matrix(ckpt, lp + "attention.self.value.weight");
-    L.o = f32_matrix(ckpt, lp + "attention.output.dense.weight");
-    L.inter = f32_matrix(ckpt, lp + "intermediate.dense.weight");
-    L.out = f32_matrix(ckpt, lp + "output.dense.weight");
-    L.q_b = ckpt.load_f32(lp + "attention.self.query.bias");
-    L.k_b = ckpt.load_f32(lp + "attention.self.key.bias");
-    L.v_b = ckpt.load_f32(lp + "attention.self.value.bias");
+    const std::string a = lp + "attention.self.";
+    L.qkv = stacked_f32(ckpt, {a + "query.weight", a + "key.weight", a + "value.weight"});
+    L.qkv_b = concat_f32(ckpt, {a + "query.bias", a + "key.bias", a + "value.bias"});
+    L.o = stacked_f32(ckpt, {lp + "attention.output.dense.weight"});
+    L.inter = stacked_f32(ckpt, {lp + "intermediate.dense.weight"});
+    L.out = stacked_f32(ckpt, {lp + "output.dense.weight"});
     L.o_b = ckpt.load_f32(lp + "attention.output.dense.bias");
     L.inter_b = ckpt.load_f32(lp + "intermediate.dense.bias");
     L.out_b = ckpt.load_f32(lp + "output.dense.bias");
@@ -139,78 +144,117 @@ std::vector<float> BertEncoder::hidden_states(const std::vector<TokenId>& ids) c
   return std::vector<float>(all.begin() + std::ptrdiff_t(last), all.end());
 }
 
-std::vector<float> BertEncoder::all_hidden_states(const std::vector<TokenId>& ids) const {
-  const size_t T = ids.size(), H = size_t(cfg_.hidden_size), nh = size_t(cfg_.num_heads), d = size_t(cfg_.head_dim),
-               F = size_t(cfg_.intermediate_size);
+void BertEncoder::embed_tokens(const std::vector<TokenId>& ids, float* x) const {
+  const size_t T = ids.size(), H = dimension(), offset = size_t(cfg_.position_offset);
   if (T == 0) throw Error("BERT: no tokens");
   if (T > max_positions())
     throw Error(fmt::format("{}: {} tokens exceed the model's {} positions", cfg_.model_type, T, max_positions()));
-  const float eps = float(cfg_.norm_eps);
-  std::vector<float> all((size_t(cfg_.num_layers) + 1) * T * H);
-  std::vector<float> x(T * H), q(T * H), k(T * H), v(T * H), ctx(T * H), tmp(T * H), inter(T * F);
-  const size_t offset = size_t(cfg_.position_offset);
   for (size_t t = 0; t < T; ++t) {
     if (ids[t] < 0 || int64_t(ids[t]) >= cfg_.vocab_size)
       throw Error(fmt::format("{}: token id {} out of range (vocabulary {})", cfg_.model_type, ids[t], cfg_.vocab_size));
     for (size_t i = 0; i < H; ++i)
       x[t * H + i] = word_[size_t(ids[t]) * H + i] + position_[(t + offset) * H + i] + token_type_[i];
   }
-  layer_norm(x.data(), T, H, emb_ln_w_.data(), emb_ln_b_.data(), eps);
+}
+
+std::vector<float> BertEncoder::all_hidden_states(const std::vector<TokenId>& ids) const {
+  const size_t T = ids.size(), H = dimension(), nh = size_t(cfg_.num_heads), d = size_t(cfg_.head_dim),
+               F = size_t(cfg_.intermediate_size);
+  const float eps = float(cfg_.norm_eps);
+  std::vector<float> x(T * H);
+  embed_tokens(ids, x.data());
+  std::vector<float> all((size_t(cfg_.num_layers) + 1) * T * H);
+  std::vector<float> qkv(T * 3 * H), ctx(T * H), tmp(T * H), inter(T * F);
+  const std::vector<size_t> starts{0, T};
+  cpu::ref::layer_norm(x.data(), T, H, emb_ln_w_.data(), emb_ln_b_.data(), eps);
   std::copy(x.begin(), x.end(), all.begin());
   size_t layer = 0;
-  const float scale = 1.0f / std::sqrt(float(d));
-  std::vector<float> scores(T);
   for (const auto& L : layers_) {
-    affine(x.data(), T, L.q, L.q_b, q.data());
-    affine(x.data(), T, L.k, L.k_b, k.data());
-    affine(x.data(), T, L.v, L.v_b, v.data());
-    for (size_t h = 0; h < nh; ++h)
-      for (size_t t = 0; t < T; ++t) {  // bidirectional: every token sees every token
-        float mx = -INFINITY;
-        for (size_t j = 0; j < T; ++j) {
-          float s = 0;
-          for (size_t i = 0; i < d; ++i) s += q[t * H + h * d + i] * k[j * H + h * d + i];
-          scores[j] = s * scale;
-          mx = std::max(mx, scores[j]);
-        }
-        float sum = 0;
-        for (size_t j = 0; j < T; ++j) sum += (scores[j] = std::exp(scores[j] - mx));
-        for (size_t i = 0; i < d; ++i) {
-          float acc = 0;
-          for (size_t j = 0; j < T; ++j) acc += scores[j] * v[j * H + h * d + i];
-          ctx[t * H + h * d + i] = acc / sum;
-        }
-      }
-    affine(ctx.data(), T, L.o, L.o_b, tmp.data());
-    for (size_t i = 0; i < T * H; ++i) x[i] += tmp[i];
-    layer_norm(x.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps);
-    affine(x.data(), T, L.inter, L.inter_b, inter.data());
-    for (auto& z : inter) z = 0.5f * z * (1.0f + std::erf(z / std::sqrt(2.0f)));  // exact GELU
-    affine(inter.data(), T, L.out, L.out_b, tmp.data());
-    for (size_t i = 0; i < T * H; ++i) x[i] += tmp[i];
-    layer_norm(x.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps);
+    cpu::ref::linear(x.data(), T, L.qkv, qkv.data());
+    add_bias(qkv.data(), T, L.qkv_b);
+    cpu::ref::encoder_attention(qkv.data(), starts, nh, d, ctx.data());
+    cpu::ref::linear(ctx.data(), T, L.o, tmp.data());
+    cpu::ref::residual_layer_norm(x.data(), tmp.data(), L.o_b.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps);
+    cpu::ref::linear(x.data(), T, L.inter, inter.data());
+    add_bias(inter.data(), T, L.inter_b);
+    cpu::ref::gelu(inter.data(), inter.size());
+    cpu::ref::linear(inter.data(), T, L.out, tmp.data());
+    cpu::ref::residual_layer_norm(x.data(), tmp.data(), L.out_b.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps);
     std::copy(x.begin(), x.end(), all.begin() + std::ptrdiff_t(++layer * T * H));
   }
   return all;
 }
 
+void BertEncoder::encode_batch(const std::vector<std::vector<TokenId>>& seqs, size_t layers,
+                               const std::function<void(size_t, const float*)>& on_state) const {
+  const size_t H = dimension(), nh = size_t(cfg_.num_heads), d = size_t(cfg_.head_dim),
+               F = size_t(cfg_.intermediate_size);
+  if (layers > layers_.size())
+    throw Error(fmt::format("BERT: {} layers asked of a {}-layer encoder", layers, layers_.size()));
+  const float eps = float(cfg_.norm_eps);
+  std::vector<size_t> starts{0};
+  for (const auto& ids : seqs) starts.push_back(starts.back() + ids.size());
+  const size_t T = starts.back();
+  if (T == 0) return;
+  std::vector<float> x(T * H), qkv(T * 3 * H), ctx(T * H), tmp(T * H), inter(T * F);
+  for (size_t s = 0; s < seqs.size(); ++s) embed_tokens(seqs[s], x.data() + starts[s] * H);
+  cpu::fast::layer_norm(x.data(), T, H, emb_ln_w_.data(), emb_ln_b_.data(), eps);
+  on_state(0, x.data());
+  for (size_t l = 0; l < layers; ++l) {
+    const Layer& L = layers_[l];
+    cpu::fast::linear(x.data(), T, L.qkv, qkv.data());
+    add_bias_fast(qkv.data(), T, L.qkv_b);
+    cpu::fast::encoder_attention(qkv.data(), starts, nh, d, ctx.data());
+    cpu::fast::linear(ctx.data(), T, L.o, tmp.data());
+    cpu::fast::residual_layer_norm(x.data(), tmp.data(), L.o_b.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps);
+    cpu::fast::linear(x.data(), T, L.inter, inter.data());
+    add_bias_fast(inter.data(), T, L.inter_b);
+    cpu::fast::gelu(inter.data(), inter.size());
+    cpu::fast::linear(inter.data(), T, L.out, tmp.data());
+    cpu::fast::residual_layer_norm(x.data(), tmp.data(), L.out_b.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps);
+    on_state(l + 1, x.data());
+  }
+}
+
+std::vector<std::vector<size_t>> token_batches(const std::vector<size_t>& lengths, size_t budget) {
+  std::vector<std::vector<size_t>> batches;
+  size_t tokens = 0;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    if (batches.empty() || tokens + lengths[i] > budget) {
+      if (batches.empty() || !batches.back().empty()) batches.emplace_back();
+      tokens = 0;
+    }
+    batches.back().push_back(i);
+    tokens += lengths[i];
+  }
+  return batches;
+}
+
 std::vector<float> BertEncoder::embed(const std::vector<std::string>& texts) const {
   const size_t H = dimension();
   std::vector<float> out(texts.size() * H);
-  std::exception_ptr failure;
-  std::mutex m;
+  std::vector<std::vector<TokenId>> ids(texts.size());
   cpu::parallel_for(texts.size(), [&](size_t b, size_t e) {
-    try {
-      for (size_t s = b; s < e; ++s) {
-        const auto ids = tokenize(texts[s]);
-        const auto h = hidden_states(ids);
-        const size_t T = ids.size();
-        float* dst = &out[s * H];
+    for (size_t s = b; s < e; ++s) ids[s] = tokenize(texts[s]);
+  });
+  std::vector<size_t> lengths;
+  for (const auto& v : ids) lengths.push_back(v.size());
+  for (const auto& batch : token_batches(lengths, kBatchTokens)) {
+    std::vector<std::vector<TokenId>> seqs;
+    for (size_t s : batch) seqs.push_back(std::move(ids[s]));
+    encode_batch(seqs, layers_.size(), [&](size_t layer, const float* h) {
+      if (layer != layers_.size()) return;
+      size_t row = 0;
+      for (size_t j = 0; j < batch.size(); ++j) {
+        const size_t T = seqs[j].size();
+        const float* hs = h + row * H;
+        row += T;
+        float* dst = &out[batch[j] * H];
         for (size_t i = 0; i < H; ++i) {
           float v = pooling_ == Pooling::Max ? -INFINITY : 0.0f;
-          if (pooling_ == Pooling::Cls) v = h[i];
+          if (pooling_ == Pooling::Cls) v = hs[i];
           else
-            for (size_t t = 0; t < T; ++t) v = pooling_ == Pooling::Max ? std::max(v, h[t * H + i]) : v + h[t * H + i];
+            for (size_t t = 0; t < T; ++t) v = pooling_ == Pooling::Max ? std::max(v, hs[t * H + i]) : v + hs[t * H + i];
           if (pooling_ == Pooling::Mean) v /= float(T);
           if (pooling_ == Pooling::MeanSqrtLen) v /= std::sqrt(float(T));
           dst[i] = v;
@@ -222,12 +266,8 @@ std::vector<float> BertEncoder::embed(const std::vector<std::string>& texts) con
           for (size_t i = 0; i < H; ++i) dst[i] *= inv;
         }
       }
-    } catch (...) {
-      std::lock_guard lock(m);
-      if (!failure) failure = std::current_exception();
-    }
-  });
-  if (failure) std::rethrow_exception(failure);
+    });
+  }
   return out;
 }
 

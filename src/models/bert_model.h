@@ -4,6 +4,7 @@
 // XLM-RoBERTa checkpoints (COMET's encoder) load too: the same post-norm layers, positions
 // numbered from pad + 1.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,19 +37,31 @@ class BertEncoder {
   // Last hidden states [T, hidden] of one sequence.
   std::vector<float> hidden_states(const std::vector<TokenId>& ids) const;
   // Every hidden state [layers + 1, T, hidden]: the embeddings' output, then each layer's
-  // (COMET mixes them all).
+  // (COMET mixes them all). The reference path: plain loops (cpu::ref), one sequence.
   std::vector<float> all_hidden_states(const std::vector<TokenId>& ids) const;
+  // The fast path: several sequences packed one after another without padding (rows
+  // [Σ T_i, hidden]; attention stays within each sequence, so a sequence's states do not
+  // depend on its batch mates), each op threaded (cpu::fast). Runs the first `layers`
+  // layers; on_state(l, states) sees the embeddings' output (l = 0) and each layer's.
+  void encode_batch(const std::vector<std::vector<TokenId>>& seqs, size_t layers,
+                    const std::function<void(size_t layer, const float* states)>& on_state) const;
+  size_t num_layers() const { return layers_.size(); }
+  // Tokens per encode_batch call when embedding many sentences: large enough for the GEMMs
+  // to run near their peak, small enough for the activations to stay a few MB per layer.
+  static constexpr size_t kBatchTokens = 1024;
   // Tokens one sequence may hold: the position table less RoBERTa's offset.
   size_t max_positions() const { return size_t(cfg_.max_position_embeddings - cfg_.position_offset); }
   // Sentence embeddings [n, dimension], pooled and (when modules.json says) normalised;
-  // threaded over sentences.
+  // encode_batch over batches of kBatchTokens.
   std::vector<float> embed(const std::vector<std::string>& texts) const;
 
  private:
   struct Layer {
-    cpu::Matrix q, k, v, o, inter, out;
-    std::vector<float> q_b, k_b, v_b, o_b, inter_b, out_b, ln1_w, ln1_b, ln2_w, ln2_b;
+    cpu::Matrix qkv, o, inter, out;  // qkv: query, key and value stacked [3 · hidden, hidden]
+    std::vector<float> qkv_b, o_b, inter_b, out_b, ln1_w, ln1_b, ln2_w, ln2_b;
   };
+  // x [T, hidden] = word + position + token type embeddings (before their LayerNorm).
+  void embed_tokens(const std::vector<TokenId>& ids, float* x) const;
   ModelConfig cfg_;
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -58,5 +71,9 @@ class BertEncoder {
   bool normalize_ = true;
   size_t max_tokens_ = 512;
 };
+
+// Splits sequences (by their lengths, in order) into consecutive batches of at most
+// `budget` tokens each; a longer sequence gets a batch of its own.
+std::vector<std::vector<size_t>> token_batches(const std::vector<size_t>& lengths, size_t budget);
 
 }  // namespace pivotmt

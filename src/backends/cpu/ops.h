@@ -73,6 +73,23 @@ void silu_mul(const float* gate_up, size_t T, size_t F, float* out);
 //   window > 0: only the last `window` positions are visible (Mistral).
 void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
                size_t n_kv, size_t d, size_t window, float* out);
+
+// Encoder (BERT, XLM-R) ops.
+// Each row of x [T, H] in place: (x − mean) / sqrt(var + eps) · w + b, the variance biased
+// (torch.nn.LayerNorm).
+void layer_norm(float* x, size_t T, size_t H, const float* w, const float* b, float eps);
+// x = LayerNorm(x + y + bias) per row (post-norm residual: y [T, H] a projection's output
+// before its bias [H]).
+void residual_layer_norm(float* x, const float* y, const float* bias, size_t T, size_t H, const float* w,
+                         const float* b, float eps);
+// x[i] = x · Φ(x) = 0.5 · x · (1 + erf(x / √2)) in place: the exact GELU of BERT and XLM-R.
+void gelu(float* x, size_t n);
+// Bidirectional self-attention of sequences packed one after another, without padding
+// (every token sees every token of its own sequence):
+//   qkv [rows, 3 · n_heads · d]: each row's queries, keys and values side by side (the
+//   fused projection); sequence i holds rows [starts[i], starts[i + 1]) (starts ascending,
+//   starts.front() = 0); out [rows, n_heads · d].
+void encoder_attention(const float* qkv, const std::vector<size_t>& starts, size_t n_heads, size_t d, float* out);
 }  // namespace ref
 
 namespace fast {
@@ -95,6 +112,13 @@ struct AttentionJob {
 // Several sequences' attention in one parallel section (a decode step of a batch): every
 // (sequence, row, head) is an independent job. Same arithmetic as attention() per row.
 void attention_many(const std::vector<AttentionJob>& jobs, size_t n_heads, size_t n_kv, size_t d, size_t window);
+
+// The encoder ops of namespace ref, threaded, with AVX-512 where the CPU has it.
+void layer_norm(float* x, size_t T, size_t H, const float* w, const float* b, float eps);
+void residual_layer_norm(float* x, const float* y, const float* bias, size_t T, size_t H, const float* w,
+                         const float* b, float eps);
+void gelu(float* x, size_t n);
+void encoder_attention(const float* qkv, const std::vector<size_t>& starts, size_t n_heads, size_t d, float* out);
 }  // namespace fast
 
 // Threads used by the fast kernels (default: all cores).

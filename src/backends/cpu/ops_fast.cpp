@@ -520,4 +520,74 @@ void attention_many(const std::vector<AttentionJob>& jobs, size_t n_heads, size_
   });
 }
 
+void layer_norm(float* x, size_t T, size_t H, const float* w, const float* b, float eps) {
+  parallel_for(T, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t) vmath::layer_norm_row(x + t * H, H, w, b, eps);
+  });
+}
+
+void residual_layer_norm(float* x, const float* y, const float* bias, size_t T, size_t H, const float* w,
+                         const float* b, float eps) {
+  parallel_for(T, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t) {
+      float* r = x + t * H;
+      const float* add = y + t * H;
+      for (size_t i = 0; i < H; ++i) r[i] += add[i] + bias[i];
+      vmath::layer_norm_row(r, H, w, b, eps);
+    }
+  });
+}
+
+void gelu(float* x, size_t n) {
+  constexpr size_t kChunk = 4096;  // elements per split unit
+  parallel_for((n + kChunk - 1) / kChunk, [&](size_t c0, size_t c1) {
+    vmath::gelu(x + c0 * kChunk, std::min(n, c1 * kChunk) - c0 * kChunk);
+  });
+}
+
+// Every (sequence, head) pair is one task: K^T scaled by 1/sqrt(d) [d, T], S = Q K^T [T, T]
+// and O = softmax(S) V, both products broadcast kernels reading Q and V in place (as prefill
+// attention above, without a mask); below AVX-512, OpenBLAS on the calling thread.
+void encoder_attention(const float* qkv, const std::vector<size_t>& starts, size_t n_heads, size_t d, float* out) {
+  if (starts.size() < 2) return;
+  const size_t H = n_heads * d, stride = 3 * H, n_seqs = starts.size() - 1;
+  const float scale = 1.0f / std::sqrt(float(d));
+  const bool avx512 = isa() >= Isa::Avx512;
+  if (!avx512) single_threaded_blas();
+  parallel_for(n_seqs * n_heads, [&](size_t j0, size_t j1) {
+    std::vector<float> scores, keys_t, row_inv;
+    for (size_t job = j0; job < j1; ++job) {
+      const size_t s = job / n_heads, h = job % n_heads;
+      const size_t r0 = starts[s], T = starts[s + 1] - r0;
+      if (T == 0) continue;
+      const float* q = qkv + r0 * stride + h * d;
+      const float* k = q + H;
+      const float* v = q + 2 * H;
+      float* o = out + r0 * H + h * d;
+      scores.resize(T * T);
+      row_inv.resize(T);
+      if (avx512) {
+        keys_t.resize(d * T);
+        for (size_t j = 0; j < T; ++j)
+          for (size_t i = 0; i < d; ++i) keys_t[i * T + j] = k[j * stride + i] * scale;
+        kernels::gemm_nn_avx512(q, stride, T, keys_t.data(), T, d, T, scores.data(), T);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(T), int(d), scale, q, int(stride), k,
+                    int(stride), 0.0f, scores.data(), int(T));
+      }
+      for (size_t t = 0; t < T; ++t) {
+        float* row = &scores[t * T];
+        row_inv[t] = 1.0f / vmath::exp_shifted_sum(row, T, vmath::max_of(row, T));
+      }
+      if (avx512)
+        kernels::gemm_nn_avx512(scores.data(), T, T, v, stride, T, d, o, H);
+      else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(d), int(T), 1.0f, scores.data(), int(T), v,
+                    int(stride), 0.0f, o, int(H));
+      for (size_t t = 0; t < T; ++t)
+        for (size_t i = 0; i < d; ++i) o[t * H + i] *= row_inv[t];
+    }
+  });
+}
+
 }  // namespace pivotmt::cpu::fast

@@ -163,4 +163,57 @@ void attention(const float* q, size_t q_stride, const float* k, const float* v, 
   }
 }
 
+void layer_norm(float* x, size_t T, size_t H, const float* w, const float* b, float eps) {
+  for (size_t t = 0; t < T; ++t) {
+    float* r = x + t * H;
+    double mean = 0, var = 0;
+    for (size_t i = 0; i < H; ++i) mean += r[i];
+    mean /= double(H);
+    for (size_t i = 0; i < H; ++i) var += (r[i] - mean) * (r[i] - mean);
+    var /= double(H);
+    const float inv = float(1.0 / std::sqrt(var + double(eps)));
+    for (size_t i = 0; i < H; ++i) r[i] = float(r[i] - mean) * inv * w[i] + b[i];
+  }
+}
+
+void residual_layer_norm(float* x, const float* y, const float* bias, size_t T, size_t H, const float* w,
+                         const float* b, float eps) {
+  for (size_t t = 0; t < T; ++t)
+    for (size_t i = 0; i < H; ++i) x[t * H + i] += y[t * H + i] + bias[i];
+  layer_norm(x, T, H, w, b, eps);
+}
+
+void gelu(float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = float(0.5 * x[i] * (1.0 + std::erf(double(x[i]) / std::sqrt(2.0))));
+}
+
+void encoder_attention(const float* qkv, const std::vector<size_t>& starts, size_t n_heads, size_t d, float* out) {
+  const size_t H = n_heads * d, stride = 3 * H;
+  const double scale = 1.0 / std::sqrt(double(d));
+  std::vector<double> scores;
+  for (size_t s = 0; s + 1 < starts.size(); ++s) {
+    const size_t r0 = starts[s], T = starts[s + 1] - r0;
+    scores.resize(T);
+    for (size_t h = 0; h < n_heads; ++h)
+      for (size_t t = 0; t < T; ++t) {
+        const float* q = qkv + (r0 + t) * stride + h * d;
+        double mx = -INFINITY;
+        for (size_t j = 0; j < T; ++j) {
+          const float* k = qkv + (r0 + j) * stride + H + h * d;
+          double dot = 0;
+          for (size_t i = 0; i < d; ++i) dot += double(q[i]) * k[i];
+          scores[j] = dot * scale;
+          mx = std::max(mx, scores[j]);
+        }
+        double sum = 0;
+        for (size_t j = 0; j < T; ++j) sum += (scores[j] = std::exp(scores[j] - mx));
+        for (size_t i = 0; i < d; ++i) {
+          double acc = 0;
+          for (size_t j = 0; j < T; ++j) acc += scores[j] * qkv[(r0 + j) * stride + 2 * H + h * d + i];
+          out[(r0 + t) * H + h * d + i] = float(acc / sum);
+        }
+      }
+  }
+}
+
 }  // namespace pivotmt::cpu::ref

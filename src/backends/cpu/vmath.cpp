@@ -35,6 +35,19 @@ void silu_mul_scalar(const float* gate, const float* up, size_t n, float* out) {
   for (size_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+void gelu_scalar(float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+}
+
+void layer_norm_row_scalar(float* x, size_t n, const float* w, const float* b, float eps) {
+  float mean = 0.0f, var = 0.0f;
+  for (size_t i = 0; i < n; ++i) mean += x[i];
+  mean /= float(n);
+  for (size_t i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const float inv = 1.0f / std::sqrt(var / float(n) + eps);
+  for (size_t i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * w[i] + b[i];
+}
+
 #if defined(__x86_64__)
 namespace {
 #define PIVOTMT_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,fma")))
@@ -89,8 +102,73 @@ PIVOTMT_AVX512 void silu_mul_avx512(const float* gate, const float* up, size_t n
     _mm512_mask_storeu_ps(out + i, live, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(live, up + i)));
   }
 }
+// erfc(z) for z >= 0: t · e^(−z² + P(t)), t = 1 / (1 + z/2) (Numerical Recipes' erfcc; its
+// fit's relative error is below 1.2e-7). z² is split into a rounded part and its exact
+// remainder (one FMA) so that the exponent stays exact enough where e^(−z²) is tiny.
+PIVOTMT_AVX512 inline __m512 erfc_nonnegative16(__m512 z) {
+  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f)));
+  static constexpr float c[] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f, -0.18628806f,
+                                0.27886807f,  -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
+  __m512 p = _mm512_set1_ps(c[9]);
+  for (int i = 8; i >= 0; --i) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c[i]));
+  const __m512 zz = _mm512_mul_ps(z, z);
+  const __m512 zz_low = _mm512_fmsub_ps(z, z, zz);  // z·z − zz exactly
+  return _mm512_mul_ps(t, exp16(_mm512_sub_ps(_mm512_sub_ps(p, zz), zz_low)));
+}
+
+PIVOTMT_AVX512 void gelu_avx512(float* x, size_t n) {
+  const __m512 half = _mm512_set1_ps(0.5f), two = _mm512_set1_ps(2.0f);
+  const __m512 inv_sqrt2 = _mm512_set1_ps(0.70710678118654752f);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 live = i + 16 <= n ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+    // 1 + erf(v/√2) = erfc(y), y = −v/√2: erfc(|y|) when y >= 0 (v <= 0), else 2 − erfc(|y|).
+    const __m512 y = _mm512_mul_ps(v, inv_sqrt2);  // −y
+    const __m512 e = erfc_nonnegative16(_mm512_abs_ps(y));
+    const __mmask16 positive = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __m512 one_plus_erf = _mm512_mask_sub_ps(e, positive, two, e);
+    _mm512_mask_storeu_ps(x + i, live, _mm512_mul_ps(_mm512_mul_ps(half, v), one_plus_erf));
+  }
+}
+
+PIVOTMT_AVX512 void layer_norm_row_avx512(float* x, size_t n, const float* w, const float* b, float eps) {
+  __m512 sum = _mm512_setzero_ps();
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 live = i + 16 <= n ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(live, x + i));
+  }
+  const float mean = _mm512_reduce_add_ps(sum) / float(n);
+  const __m512 m = _mm512_set1_ps(mean);
+  __m512 sq = _mm512_setzero_ps();
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 live = i + 16 <= n ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    const __m512 dev = _mm512_maskz_sub_ps(live, _mm512_maskz_loadu_ps(live, x + i), m);
+    sq = _mm512_fmadd_ps(dev, dev, sq);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(sq) / float(n) + eps));
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 live = i + 16 <= n ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+    const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, x + i), m), inv);
+    _mm512_mask_storeu_ps(x + i, live,
+                          _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(live, w + i), _mm512_maskz_loadu_ps(live, b + i)));
+  }
+}
 }  // namespace
 #endif
+
+void gelu(float* x, size_t n) {
+#if defined(__x86_64__)
+  if (isa() >= Isa::Avx512) return gelu_avx512(x, n);
+#endif
+  gelu_scalar(x, n);
+}
+
+void layer_norm_row(float* x, size_t n, const float* w, const float* b, float eps) {
+#if defined(__x86_64__)
+  if (isa() >= Isa::Avx512) return layer_norm_row_avx512(x, n, w, b, eps);
+#endif
+  layer_norm_row_scalar(x, n, w, b, eps);
+}
 
 float max_of(const float* x, size_t n) {
 #if defined(__x86_64__)

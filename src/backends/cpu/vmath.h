@@ -17,9 +17,20 @@ float exp_shifted_sum(float* x, size_t n, float shift);
 // out[i] = silu(gate[i]) · up[i] = gate[i] / (1 + e^-gate[i]) · up[i] for i < n.
 void silu_mul(const float* gate, const float* up, size_t n, float* out);
 
+// x[i] = 0.5 · x[i] · (1 + erf(x[i] / √2)) for i < n (exact GELU), in place. The vector
+// form evaluates 0.5 · x · erfc(−x / √2) with the Chebyshev-fitted erfc of Numerical
+// Recipes (relative error below 1.2e-7 on the whole line), so it stays accurate where
+// 1 + erf cancels (large negative x).
+void gelu(float* x, size_t n);
+
+// One row of LayerNorm in place: (x − mean) / sqrt(var + eps) · w + b, var biased.
+void layer_norm_row(float* x, size_t n, const float* w, const float* b, float eps);
+
 // The portable loops above are built on (and tested against): std::exp per element.
 float max_of_scalar(const float* x, size_t n);
 float exp_shifted_sum_scalar(float* x, size_t n, float shift);
 void silu_mul_scalar(const float* gate, const float* up, size_t n, float* out);
+void gelu_scalar(float* x, size_t n);  // std::erf
+void layer_norm_row_scalar(float* x, size_t n, const float* w, const float* b, float eps);
 
 }  // namespace pivotmt::cpu::vmath
