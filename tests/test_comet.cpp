@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "metrics/comet.h"
+#include "metrics/comet_files.h"
 #include "test_util.h"
 
 namespace pivotmt {
@@ -109,6 +110,60 @@ TEST(Comet, LayersWithZeroWeightAreSkippedExactly) {
   EXPECT_EQ(w[2], 0.0f);
   const auto texts = golden_texts();
   expect_same_embeddings(model.embed(texts), model.embed_reference(texts), "embeddings without the last layer");
+}
+
+// The hub repo's layout (checkpoints/model.ckpt, hparams.yaml): the checkpoint converted
+// once into the cache without running its pickle, the encoder named by hparams.yaml and
+// resolved through the callback, the scores those of the golden; a damaged checkpoint
+// is named and leaves nothing in the cache.
+TEST(Comet, HubLayoutIsConvertedOnceAndScoresTheGolden) {
+  const std::string hub = kGoldens + "comet_tiny_hub";
+  EXPECT_EQ(comet::pretrained_model_from_hparams(hub + "/hparams.yaml"), "FacebookAI/xlm-roberta-large");
+  const test::TempDir cache;
+  std::vector<std::string> asked;
+  const auto resolver = [&](const std::string& id) {
+    asked.push_back(id);
+    return kGoldens + "unigram";
+  };
+  const auto where = comet::locate(hub, "", cache.str(), resolver);
+  EXPECT_EQ(asked, std::vector<std::string>{"FacebookAI/xlm-roberta-large"});
+  EXPECT_TRUE(where.model_dir.starts_with(cache.str()));
+  EXPECT_TRUE(std::filesystem::exists(where.model_dir + "/model.safetensors"));
+  const auto stamp = std::filesystem::last_write_time(where.model_dir + "/model.safetensors");
+  EXPECT_EQ(comet::locate(hub, kGoldens + "unigram", cache.str(), resolver).model_dir, where.model_dir);
+  EXPECT_EQ(std::filesystem::last_write_time(where.model_dir + "/model.safetensors"), stamp) << "converted twice";
+  EXPECT_EQ(asked.size(), 1u);  // an explicit encoder is not resolved
+
+  const comet::Model model(where.model_dir, where.encoder_dir);
+  const auto golden = nlohmann::json::parse(test::read_file(kGoldens + "comet_tiny/golden.json"));
+  std::vector<std::string> src, mt, ref;
+  for (const auto& r : golden.at("rows")) {
+    src.push_back(r.at("src"));
+    mt.push_back(r.at("mt"));
+    ref.push_back(r.at("ref"));
+  }
+  EXPECT_NEAR(model.score(src, mt, ref).system, golden.at("system_score").get<double>(), 1e-5);
+
+  // A converted folder is used as it is.
+  EXPECT_EQ(comet::locate(kGoldens + "comet_tiny", kGoldens + "unigram", "", resolver).model_dir, kGoldens + "comet_tiny");
+
+  // A checkpoint cut short.
+  const test::TempDir damaged;
+  std::filesystem::create_directories(damaged.str("checkpoints"));
+  const std::string bytes = test::read_file(hub + "/checkpoints/model.ckpt");
+  test::write_file(damaged.str("checkpoints/model.ckpt"), bytes.substr(0, bytes.size() / 2));
+  const test::TempDir cache2;
+  try {
+    comet::locate(damaged.str(), kGoldens + "unigram", cache2.str(), resolver);
+    FAIL() << "a truncated checkpoint was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.ckpt"), std::string::npos) << e.what();
+  }
+  for (const auto& f : std::filesystem::recursive_directory_iterator(cache2.str()))
+    EXPECT_FALSE(f.is_regular_file()) << f.path() << " left behind";
+  // Neither weights nor a checkpoint; an encoder that is not there.
+  EXPECT_THROW(comet::locate(cache2.str(), kGoldens + "unigram", cache2.str(), resolver), Error);
+  EXPECT_THROW(comet::locate(hub, cache2.str(), cache.str(), resolver), Error);
 }
 
 }  // namespace

@@ -53,7 +53,7 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
     ASSERT_NEAR(got[i], want[i], tol * std::max(1.0f, std::fabs(want[i]))) << what << " at " << i;
 }
 
-const std::vector<size_t> kRows = {1, 2, 5, 7, 8, 13, 33, 70};
+const std::vector<size_t> kRows = {1, 2, 5, 7, 8, 13, 33, 70, 130};  // 130: F32 SGEMM
 const std::vector<std::pair<size_t, size_t>> kShapes = {{7, 13}, {769, 65}, {64, 769}, {37, 1100}, {5, 2050}};
 
 TEST_F(IsaLevels, LinearEveryPathMatchesReference) {

@@ -13,7 +13,9 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "experiment/ablation.h"
+#include "comet_options.h"
 #include "experiment/cross_report.h"
+#include "metrics/comet.h"
 #include "experiment/plots.h"
 #include "io/temp_path.h"
 
@@ -55,11 +57,11 @@ std::pair<size_t, size_t> parse_shard(const std::string& text) {
 
 // Joins shard folders into `out`. Shards of a several-model run hold one folder per model:
 // those are joined by name.
-void merge_shards(const std::vector<std::string>& dirs, const std::string& out, bool force) {
+void merge_shards(const std::vector<std::string>& dirs, const std::string& out, bool force, const comet::Location& comet) {
   namespace fs = std::filesystem;
   if (out.empty()) throw Error("ablate --merge: --out is required");
   if (fs::exists(fs::path(dirs.front()) / "ablation_config.json")) {
-    const auto outcome = merge_ablation(dirs, out, force);
+    const auto outcome = merge_ablation(dirs, out, force, comet.model_dir, comet.encoder_dir);
     fmt::print("{}: merged {} shards ({} rows over all k); summary in {}/ablation_summary.csv\n", out, dirs.size(),
                outcome.rows_resumed, out);
     return;
@@ -73,7 +75,7 @@ void merge_shards(const std::vector<std::string>& dirs, const std::string& out, 
   for (const auto& name : names) {
     std::vector<std::string> parts;
     for (const auto& d : dirs) parts.push_back((fs::path(d) / name).string());
-    merge_shards(parts, (fs::path(out) / name).string(), force);
+    merge_shards(parts, (fs::path(out) / name).string(), force, comet);
   }
 }
 
@@ -86,6 +88,8 @@ void register_ablate(CLI::App& app) {
   static bool quick = false, force = false, quiet = false, log_json = false;
   static std::string shard;
   static std::vector<std::string> merge;
+  static CometArgs comet_args;
+  static comet::Location comet_dirs;
   cmd->add_option("CONFIG", args.config_file, "TOML file of options (keys: the long option names, e.g. max-new-tokens = 200)");
   add_study_options(cmd, args);
   cmd->add_option("-k,--k", ks, "k values: numbers and ranges (0..10)")->capture_default_str();
@@ -99,12 +103,15 @@ void register_ablate(CLI::App& app) {
   cmd->add_flag("--no-prefix-reuse", no_reuse, "Recompute every prompt in full (same outputs, slower; for comparison)");
   cmd->add_option("--shard", shard, "Run slice i of N (rows i-1, i-1+N, ...), e.g. 2/8; join with --merge");
   cmd->add_option("--merge", merge, "Join these --shard folders into --out (the outputs of a single run)");
+  add_comet_options(cmd, comet_args);
   cmd->add_flag("--quiet", quiet, "No progress output");
   cmd->add_flag("--log-json", log_json, "Progress as JSON lines on stderr (for clusters)");
   // One model's run into `out`.
   static auto run_one = [](AblationConfig config, const std::string& out) {
     config.out = out;
     config.reuse_prefixes = !no_reuse;
+    config.comet_model = comet_dirs.model_dir;
+    config.comet_encoder = comet_dirs.encoder_dir;
     config.ks = quick ? std::vector<size_t>{0, 5, 10} : parse_ks(ks);
     if (!shard.empty()) std::tie(config.shard_index, config.shard_count) = parse_shard(shard);
     AblationView view(choose_view_mode(quiet, log_json), std::filesystem::path(config.out).filename().string());
@@ -140,8 +147,10 @@ void register_ablate(CLI::App& app) {
   };
   cmd->callback([cmd] {
     if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file);
+    // Before any generation: a COMET download or conversion problem shows now, not hours later.
+    if (!dry_run) comet_dirs = resolve_comet(comet_args);
     if (!merge.empty()) {
-      merge_shards(merge, args.config.out, force);
+      merge_shards(merge, args.config.out, force, comet_dirs);
       return;
     }
     if (args.models.size() > 1) {
@@ -173,14 +182,20 @@ void register_ablate(CLI::App& app) {
 void register_report(CLI::App& app) {
   auto* cmd = app.add_subcommand("report", "Cross-run tables (per metric: runs x k, best in bold; best k) from ablation folders");
   static std::vector<std::string> dirs;
-  static std::string target, out, plots;
+  static std::string target, source, out, plots;
+  static CometArgs comet_args;
   cmd->add_option("DIR", dirs, "Ablation output folders (pivotmt's or the original pipeline's)")->required();
   cmd->add_option("--target", target, "Reference column (default: from the folder's config, else gom / tn)");
+  cmd->add_option("--source", source, "Source column, for COMET (default: from the folder's config, else mar / en)");
+  add_comet_options(cmd, comet_args);
   cmd->add_option("--out,-o", out, "Also write the Markdown here");
   cmd->add_option("--plots", plots, "Write each run's figures here ({run}_plots / {run}_bars, PNG and SVG)");
   cmd->callback([] {
+    const auto where = resolve_comet(comet_args);
+    std::unique_ptr<comet::Model> comet;
+    if (!where.model_dir.empty()) comet = std::make_unique<comet::Model>(where.model_dir, where.encoder_dir);
     std::vector<RunScores> runs;
-    for (const auto& d : dirs) runs.push_back(score_run_folder(d, target));
+    for (const auto& d : dirs) runs.push_back(score_run_folder(d, target, comet.get(), source));
     if (!plots.empty()) {
       std::filesystem::create_directories(plots);
       for (const auto& r : runs) {
@@ -191,7 +206,8 @@ void register_report(CLI::App& app) {
       }
     }
     const std::string md = "# Cross-run analysis\n\nScores recomputed from each folder's results_k*.csv "
-                           "(sacrebleu defaults; rows with an empty translation or reference left out).\n\n" +
+                           "(sacrebleu defaults; rows with an empty translation or reference left out" +
+                           std::string(comet ? "; COMET by " + comet_args.model : "") + ").\n\n" +
                            cross_run_markdown(runs);
     fmt::print("{}", md);
     if (!out.empty()) {

@@ -3,6 +3,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "io/table.h"
+#include "comet_options.h"
 #include "metrics/comet.h"
 #include "metrics/report.h"
 #include "text/unicode.h"
@@ -11,7 +12,8 @@ namespace pivotmt::cli {
 namespace {
 
 struct ScoreArgs {
-  std::string hyp_file, baseline_file, src_file, source_column, comet_model, comet_encoder;
+  std::string hyp_file, baseline_file, src_file, source_column;
+  CometArgs comet;
   std::vector<std::string> ref_files;
   std::string table_file, hyp_column, baseline_column, format;
   std::vector<std::string> ref_columns;
@@ -86,9 +88,8 @@ void run(const ScoreArgs& a) {
   r.metrics = split_list(a.metrics);
   // COMET is a model, not a sacrebleu metric: taken out of the list and run beside them.
   const bool comet = std::erase(r.metrics, std::string("comet")) > 0;
-  if (comet && (a.comet_model.empty() || a.comet_encoder.empty()))
-    throw Error("--metrics comet needs --comet-model DIR (the metric's converted weights) and --comet-encoder DIR "
-                "(its encoder's config.json and tokenizer, e.g. xlm-roberta-large)");
+  if (comet && a.comet.model.empty())
+    throw Error("--metrics comet needs --comet-model (a hub id such as Unbabel/wmt22-comet-da, or a directory)");
   for (const auto& m : r.metrics) metrics::metric_key(m);  // validates the names early
   r.confidence_n = a.confidence ? a.confidence_n : 0;
   r.paired_n = a.paired_n;
@@ -127,7 +128,8 @@ void run(const ScoreArgs& a) {
   }
   nlohmann::json result = r.metrics.empty() ? nlohmann::json::object() : metrics::run_scoring(r);
   if (comet) {
-    const comet::Model model(a.comet_model, a.comet_encoder);
+    const auto where = resolve_comet(a.comet);
+    const comet::Model model(where.model_dir, where.encoder_dir);
     // Stripped at both ends, as comet-score reads its files (sacrebleu's reading above only
     // strips the right).
     std::vector<std::string> mt, ref;
@@ -139,10 +141,10 @@ void run(const ScoreArgs& a) {
     result["COMET"] = {{"name", "COMET"},
                        {"score", scores.system},
                        {"segments", scores.segments},
-                       {"model", a.comet_model},
+                       {"model", a.comet.model},
                        {"truncated", scores.truncated},
                        {"formatted", fmt::format("COMET = {:.4f} ({} segments, {})", scores.system,
-                                                 scores.segments.size(), a.comet_model)}};
+                                                 scores.segments.size(), a.comet.model)}};
   }
   if (!rows.is_null()) result["rows"] = rows;
   if (a.json) fmt::print("{}\n", result.dump(2));
@@ -166,8 +168,7 @@ void register_score(CLI::App& app) {
   cmd->add_option("--metrics,-m", a.metrics, "Comma-separated: bleu,chrf,chrf++,ter,comet")->capture_default_str();
   cmd->add_option("--src", a.src_file, "Sources, one per line (COMET)");
   cmd->add_option("--source-column", a.source_column, "Source column (table input, COMET)");
-  cmd->add_option("--comet-model", a.comet_model, "COMET: the metric's weights as safetensors (pivotmt convert of model.ckpt)");
-  cmd->add_option("--comet-encoder", a.comet_encoder, "COMET: the encoder's config.json and tokenizer (xlm-roberta-large)");
+  add_comet_options(cmd, a.comet);
   cmd->add_flag("--json", a.json, "Print one JSON object");
   cmd->add_option("--width,-w", a.width, "Decimals in text output")->capture_default_str();
   auto& o = a.options;

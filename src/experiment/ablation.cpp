@@ -23,6 +23,7 @@
 #include "io/table.h"
 #include "io/temp_path.h"
 #include "models/llama_model.h"
+#include "metrics/comet.h"
 #include "models/model_config.h"
 #include "retrieval/index.h"
 #include "text/unicode.h"
@@ -303,6 +304,12 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
 
   const auto tokenizer = load_tokenizer(config.model);
   const ModelConfig model_config = load_model_config(config.model);
+  if (!config.comet_model.empty()) {
+    // Checked now, loaded after generation (below): a wrong path fails in seconds, not hours.
+    if (!fs::exists(fs::path(config.comet_model) / "model.safetensors"))
+      throw Error(fmt::format("COMET model {}: no model.safetensors", config.comet_model));
+    (void)load_model_config(config.comet_encoder);
+  }
   const GenerationConfig generation = load_generation_config(config.model, model_config);
 
   // This shard's rows, and what the logs already hold.
@@ -441,13 +448,19 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
   if (config.shard_count > 1) return outcome;  // the merge writes the outputs
   std::vector<const std::map<size_t, nlohmann::json>*> rows;
   for (const auto& log : logs) rows.push_back(&log->rows());
-  write_ablation_outputs({config, test_table, test, *tokenizer, size_t(model_config.max_position_embeddings), index.manifest},
+  // COMET's encoder is loaded only now, after the LLM is gone (both in memory at once would
+  // need their sum). If it fails, every row is already in the logs: a rerun scores them.
+  std::unique_ptr<comet::Model> comet_model;
+  if (!config.comet_model.empty()) comet_model = std::make_unique<comet::Model>(config.comet_model, config.comet_encoder);
+  write_ablation_outputs({config, test_table, test, *tokenizer, size_t(model_config.max_position_embeddings), index.manifest,
+                          comet_model.get()},
                          rows);
   outcome.outputs_written = true;
   return outcome;
 }
 
-AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force) {
+AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force,
+                               const std::string& comet_model, const std::string& comet_encoder) {
   if (shard_dirs.empty()) throw Error("merge: no shard folders");
   // Every shard of one configuration, each once.
   nlohmann::json identity;
@@ -483,6 +496,8 @@ AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const
   AblationConfig config = AblationConfig::from_identity(identity);
   config.ks.assign(ks.begin(), ks.end());
   config.out = out;
+  config.comet_model = comet_model;
+  config.comet_encoder = comet_encoder;
   // The joined logs, then the outputs of a single run over them (nothing left to generate).
   claim_folder(config, force);
   for (size_t k : ks) {

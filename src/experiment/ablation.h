@@ -55,6 +55,10 @@ struct AblationConfig {
   std::string index_dir;       // where the retrieval index lives (default OUT/index)
   size_t shard_index = 1, shard_count = 1;  // this process runs slice shard_index of shard_count
   std::string out;
+  // COMET (metrics/comet.h): the metric's weights directory and its encoder's (config and
+  // tokenizer); empty: "COMET Score" stays null. Scoring only: not part of the identity,
+  // so a finished folder can be rescored with it.
+  std::string comet_model, comet_encoder;
 
   // Everything that decides the outputs (not `out`, `max_batch`, `reuse_prefixes`, the
   // index folder or the k values: a folder
@@ -113,7 +117,9 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
 // Joins the folders of `--shard i/N` runs (all N, same configuration) into `out` and writes
 // the final outputs there, equal to a single run's (rows_resumed counts the rows joined, all
 // k together). Throws naming a missing shard or row.
-AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force);
+// `comet_model` / `comet_encoder`: as AblationConfig's (empty: no COMET).
+AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force,
+                               const std::string& comet_model = "", const std::string& comet_encoder = "");
 
 // BLEU, chrF, chrF++ and TER of translations against one reference each, as
 // `pivotmt score` reports them (run_scoring's JSON); rows with an empty translation or

@@ -1,5 +1,6 @@
 #include "experiment/ablation_outputs.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -8,7 +9,10 @@
 #include "experiment/run_report.h"
 #include "io/json_file.h"
 #include "io/temp_path.h"
+#include "metrics/comet.h"
 #include "metrics/report.h"
+#include "metrics/segment_mean.h"
+#include "metrics/significance.h"
 #include "text/unicode.h"
 
 namespace pivotmt {
@@ -93,7 +97,7 @@ KRun write_k_outputs(const AblationInputs& in, size_t k, const std::map<size_t, 
       {"chrF Score", metric("chrF")},
       {"CHRF++ Score", metric("chrF++")},
       {"TER Score", metric("TER")},
-      {"COMET Score", nullptr},  // COMET needs its own model: not computed yet
+      {"COMET Score", nullptr},  // filled below when a COMET model is given
       {"inference_time_minutes", run.seconds / 60},
       {"samples_processed", in.test.rows.size() - failed},
       {"samples_failed", failed},
@@ -105,6 +109,30 @@ KRun write_k_outputs(const AblationInputs& in, size_t k, const std::map<size_t, 
       // sacrebleu --confidence: the bootstrap mean and the 95% half-width.
       s["confidence_intervals"][key] = {{"mean", scores[key]["mean"]}, {"ci", scores[key]["ci"]}, {"level", 0.95}};
     }
+  if (in.comet) {
+    // The rows the other metrics score (a translation and a reference), with their sources.
+    std::vector<std::string> src, mt, ref;
+    std::vector<size_t> scored;
+    for (size_t i = 0; i < run.responses.size(); ++i) {
+      if (run.responses[i].empty() || targets[i].empty()) continue;
+      src.push_back(in.test.rows[i].source);
+      mt.push_back(run.responses[i]);
+      ref.push_back(targets[i]);
+      scored.push_back(i);
+    }
+    if (!mt.empty()) {
+      const auto cs = in.comet->score(src, mt, ref);
+      run.comet.assign(run.responses.size(), std::nullopt);
+      for (size_t j = 0; j < scored.size(); ++j) run.comet[scored[j]] = cs.segments[j];
+      s["COMET Score"] = cs.system;
+      const metrics::SegmentMeanMetric metric("COMET");
+      const auto iv = metrics::bootstrap_interval(metric, metrics::SegmentMeanMetric::stats(cs.segments),
+                                                  kBootstrapResamples, metrics::kDefaultSeed, true);
+      s["confidence_intervals"]["COMET"] = {{"mean", iv.mean}, {"ci", iv.ci}, {"level", 0.95}};
+      s["signatures"]["COMET"] = fmt::format("model:{}|encoder:{}|truncated:{}", in.config.comet_model,
+                                             in.config.comet_encoder, cs.truncated);
+    }
+  }
   write_file_atomically((kdir / fmt::format("scores_k{}.json", k)).string(), s.dump(4) + "\n");
   run.scores = s;
   return run;
@@ -115,15 +143,18 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
   const AblationConfig& config = in.config;
   const fs::path out = config.out;
   nlohmann::json per_k = nlohmann::json::object();
-  std::string summary = "k,BLEU,chrF,chrF++,Normalized_BLEU,time_minutes,TER\n";
+  const bool comet = in.comet != nullptr;
+  // The original's columns first (its readers index them by name); COMET last, when scored.
+  std::string summary = std::string("k,BLEU,chrF,chrF++,Normalized_BLEU,time_minutes,TER") + (comet ? ",COMET" : "") + "\n";
   std::vector<KRun> k_runs;
   const auto num = [](const nlohmann::json& v) { return v.is_null() ? std::string() : fmt::format("{}", v.get<double>()); };
   for (size_t j = 0; j < config.ks.size(); ++j) {
     KRun run = write_k_outputs(in, config.ks[j], *rows[j]);
     const auto& s = run.scores;
     per_k[std::to_string(run.k)] = s;
-    summary += fmt::format("{},{},{},{},{},{},{}\n", run.k, num(s["BLEU Score"]), num(s["chrF Score"]),
+    summary += fmt::format("{},{},{},{},{},{},{}", run.k, num(s["BLEU Score"]), num(s["chrF Score"]),
                            num(s["CHRF++ Score"]), num(s["Normalized BLEU Score"]), run.seconds / 60, num(s["TER Score"]));
+    summary += comet ? "," + num(s["COMET Score"]) + "\n" : "\n";
     k_runs.push_back(std::move(run));
   }
   write_file_atomically((out / "ablation_summary.csv").string(), summary);
@@ -133,7 +164,7 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
   if (per_k.contains("0")) {
     const auto& base = per_k["0"];
     for (const auto& [k, s] : per_k.items())
-      for (const char* key : {"BLEU Score", "chrF Score", "CHRF++ Score", "TER Score"})
+      for (const char* key : {"BLEU Score", "chrF Score", "CHRF++ Score", "TER Score", "COMET Score"})
         if (!s[key].is_null() && !base[key].is_null())
           detailed["change_over_k0"][k][key] = s[key].get<double>() - base[key].get<double>();
   }
@@ -165,6 +196,8 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
   for (const auto& [k, s] : per_k.items())
     if (s.contains("signatures")) manifest["metric_signatures"] = s["signatures"];
   if (fs::exists(out / "runtime.json")) manifest["runtime"] = read_json_file((out / "runtime.json").string());
+  if (comet) manifest["comet"] = {{"model", config.comet_model}, {"encoder", config.comet_encoder},
+                                  {"model_files", model_files_manifest(config.comet_model)}};
   write_json_file((out / "manifest.json").string(), manifest);
 
   // The original's figures: metrics against k (2x2) and grouped bars.
@@ -178,6 +211,25 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
                                           fs::path(config.model).filename().string());
     plot_metrics_vs_k(series, title, (out / "ablation_plots").string());
     plot_grouped_bars(series, title, (out / "ablation_bars").string());
+  }
+  MetricSeries comet_series{"COMET", {}, {}};
+  for (const auto& r : k_runs)
+    if (!r.scores["COMET Score"].is_null()) {
+      comet_series.ks.push_back(double(r.k));
+      comet_series.values.push_back(r.scores["COMET Score"].get<double>());
+    }
+  if (!comet_series.ks.empty()) {
+    // k_runs follow config.ks, which need not be sorted.
+    std::vector<size_t> order(comet_series.ks.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return comet_series.ks[a] < comet_series.ks[b]; });
+    MetricSeries sorted{"COMET", {}, {}};
+    for (size_t i : order) {
+      sorted.ks.push_back(comet_series.ks[i]);
+      sorted.values.push_back(comet_series.values[i]);
+    }
+    plot_metric_vs_k(sorted, fmt::format("COMET vs k: {} → {} via {}", config.source, config.target, config.pivot),
+                     (out / "ablation_comet").string());
   }
 }
 

@@ -14,6 +14,9 @@
 #include "tokenizer/tokenizer.h"
 
 namespace pivotmt {
+namespace comet {
+class Model;
+}
 
 struct AblationInputs {
   const AblationConfig& config;
@@ -22,6 +25,7 @@ struct AblationInputs {
   const Tokenizer& tokenizer;
   size_t context_length = 0;  // the model's max_position_embeddings
   nlohmann::json index_manifest;
+  const comet::Model* comet = nullptr;  // scores COMET when given (config.comet_model)
 };
 
 // rows[j]: the records of config.ks[j] by test row index, one for every test row.

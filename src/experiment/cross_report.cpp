@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 #include "experiment/ablation.h"
 #include "io/json_file.h"
 #include "io/table.h"
+#include "metrics/comet.h"
 #include "text/unicode.h"
 
 namespace pivotmt {
@@ -19,14 +21,19 @@ namespace {
 const std::vector<std::string> kMetrics = {"BLEU", "chrF", "chrF++", "TER"};
 }
 
-RunScores score_run_folder(const std::string& dir, const std::string& target) {
+RunScores score_run_folder(const std::string& dir, const std::string& target, const comet::Model* comet,
+                           const std::string& source) {
   if (!fs::is_directory(dir)) throw Error(fmt::format("{}: not a directory", dir));
   RunScores run;
   run.name = fs::path(dir).lexically_normal().filename().string();
   if (run.name.empty()) run.name = fs::path(dir).lexically_normal().parent_path().filename().string();
   run.target = target;
-  if (run.target.empty() && fs::exists(fs::path(dir) / "ablation_config.json"))
-    run.target = read_json_file((fs::path(dir) / "ablation_config.json").string()).value("target", "");
+  std::string source_column = source;
+  if (fs::exists(fs::path(dir) / "ablation_config.json")) {
+    const auto cfg = read_json_file((fs::path(dir) / "ablation_config.json").string());
+    if (run.target.empty()) run.target = cfg.value("target", "");
+    if (source_column.empty()) source_column = cfg.value("source", "");
+  }
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
     if (!e.is_directory() || name.rfind("k_", 0) != 0) continue;
@@ -60,6 +67,31 @@ RunScores score_run_folder(const std::string& dir, const std::string& target) {
     run.failed[k] = failed;
     if (scores.is_null()) continue;
     for (const auto& m : kMetrics) run.by_k[k][m] = scores[m]["score"].get<double>();
+    if (comet) {
+      // The original's source columns: mar (Konkani), en (Tunisian).
+      if (source_column.empty())
+        for (const char* guess : {"mar", "en", "translation.en"})
+          if (std::find(t.columns.begin(), t.columns.end(), guess) != t.columns.end()) {
+            source_column = guess;
+            break;
+          }
+      if (source_column.empty())
+        throw Error(fmt::format("{}: cannot tell the source column for COMET (columns: {}); give --source", csv.string(),
+                                fmt::join(t.columns, ", ")));
+      const size_t src_col = t.column(source_column);
+      std::vector<std::string> src, mt, ref;
+      for (size_t i = 0; i < t.rows.size(); ++i) {
+        if (hyps[i].empty() || refs[i].empty()) continue;  // as the other metrics
+        src.push_back(t.rows[i][src_col].value_or(""));
+        mt.push_back(hyps[i]);
+        ref.push_back(refs[i]);
+      }
+      run.by_k[k]["COMET"] = comet->score(src, mt, ref).system;
+    } else if (const fs::path sj = e.path() / fmt::format("scores_k{}.json", k); fs::exists(sj)) {
+      // COMET is a model run: without one, the folder's own score is shown when it has one.
+      const auto j = read_json_file(sj.string());
+      if (j.contains("COMET Score") && j["COMET Score"].is_number()) run.by_k[k]["COMET"] = j["COMET Score"].get<double>();
+    }
   }
   if (run.by_k.empty()) throw Error(fmt::format("{}: no k_*/results_k*.csv with scorable rows", dir));
   return run;
@@ -67,48 +99,63 @@ RunScores score_run_folder(const std::string& dir, const std::string& target) {
 
 std::string cross_run_markdown(const std::vector<RunScores>& runs) {
   std::set<size_t> ks;
+  bool comet = false;
   for (const auto& r : runs)
-    for (const auto& [k, _] : r.by_k) ks.insert(k);
-  std::string md;
-  for (const auto& metric : kMetrics) {
+    for (const auto& [k, m] : r.by_k) {
+      ks.insert(k);
+      comet = comet || m.count("COMET");
+    }
+  std::vector<std::string> metrics = kMetrics;
+  if (comet) metrics.push_back("COMET");
+  const auto value = [](const RunScores& r, size_t k, const std::string& metric) -> std::optional<double> {
+    const auto it = r.by_k.find(k);
+    if (it == r.by_k.end()) return std::nullopt;
+    const auto m = it->second.find(metric);
+    return m == it->second.end() ? std::nullopt : std::optional<double>(m->second);
+  };
+  const auto show = [](const std::string& metric, double v) {
+    return metric == "COMET" ? fmt::format("{:.4f}", v) : fmt::format("{:.2f}", v);
+  };
+  // The best k of a run for a metric (TER: lowest), if the run has the metric at all.
+  const auto best_of = [&](const RunScores& r, const std::string& metric) -> std::optional<size_t> {
     const bool lower_better = metric == "TER";
-    md += fmt::format("## {}{}\n\n| run |", metric, lower_better ? " (lower is better)" : "");
+    std::optional<size_t> best;
+    for (const auto& [k, m] : r.by_k) {
+      const auto v = value(r, k, metric);
+      if (!v) continue;
+      if (!best || (lower_better ? *v < *value(r, *best, metric) : *v > *value(r, *best, metric))) best = k;
+    }
+    return best;
+  };
+  std::string md;
+  for (const auto& metric : metrics) {
+    md += fmt::format("## {}{}\n\n| run |", metric, metric == "TER" ? " (lower is better)" : "");
     for (size_t k : ks) md += fmt::format(" k={} |", k);
     md += "\n|---|";
     for (size_t i = 0; i < ks.size(); ++i) md += "---:|";
     md += "\n";
     for (const auto& r : runs) {
-      double best = lower_better ? 1e300 : -1e300;
-      for (const auto& [k, m] : r.by_k) best = lower_better ? std::min(best, m.at(metric)) : std::max(best, m.at(metric));
+      const auto best = best_of(r, metric);
       md += fmt::format("| {} |", r.name);
       for (size_t k : ks) {
-        const auto it = r.by_k.find(k);
-        if (it == r.by_k.end()) {
-          md += " — |";
-          continue;
-        }
-        const double v = it->second.at(metric);
-        md += v == best ? fmt::format(" **{:.2f}** |", v) : fmt::format(" {:.2f} |", v);
+        const auto v = value(r, k, metric);
+        if (!v) md += " — |";
+        else md += *v == *value(r, *best, metric) ? fmt::format(" **{}** |", show(metric, *v)) : fmt::format(" {} |", show(metric, *v));
       }
       md += "\n";
     }
     md += "\n";
   }
   md += "## Best k\n\n| run |";
-  for (const auto& metric : kMetrics) md += fmt::format(" {} |", metric);
+  for (const auto& metric : metrics) md += fmt::format(" {} |", metric);
   md += "\n|---|";
-  for (size_t i = 0; i < kMetrics.size(); ++i) md += "---|";
+  for (size_t i = 0; i < metrics.size(); ++i) md += "---|";
   md += "\n";
   for (const auto& r : runs) {
     md += fmt::format("| {} |", r.name);
-    for (const auto& metric : kMetrics) {
-      const bool lower_better = metric == "TER";
-      size_t best_k = r.by_k.begin()->first;
-      for (const auto& [k, m] : r.by_k) {
-        const double v = m.at(metric), b = r.by_k.at(best_k).at(metric);
-        if (lower_better ? v < b : v > b) best_k = k;
-      }
-      md += fmt::format(" k={} ({:.2f}) |", best_k, r.by_k.at(best_k).at(metric));
+    for (const auto& metric : metrics) {
+      const auto best = best_of(r, metric);
+      md += best ? fmt::format(" k={} ({}) |", *best, show(metric, *value(r, *best, metric))) : std::string(" — |");
     }
     md += "\n";
   }

@@ -8,21 +8,27 @@
 #include <vector>
 
 namespace pivotmt {
+namespace comet {
+class Model;
+}
 
 struct RunScores {
   std::string name;    // the folder's name
   std::string target;  // the reference column used
-  // k -> metric (BLEU, chrF, chrF++, TER) -> score
+  // k -> metric (BLEU, chrF, chrF++, TER, and COMET when scored) -> score
   std::map<size_t, std::map<std::string, double>> by_k;
   std::map<size_t, size_t> failed;  // k -> rows left out (empty translation or reference)
 };
 
 // `target` empty: from the folder's ablation_config.json, else the first of gom / tn / the
-// columns the study used that the results file has.
-RunScores score_run_folder(const std::string& dir, const std::string& target = "");
+// columns the study used that the results file has. With `comet`, COMET too (sources from
+// `source`, else the folder's config, else mar / en); without, a COMET score the folder's
+// scores_k{k}.json holds is taken as it is.
+RunScores score_run_folder(const std::string& dir, const std::string& target = "", const comet::Model* comet = nullptr,
+                           const std::string& source = "");
 
 // One Markdown table per metric (rows: runs, columns: k, the best value of each row in
-// bold; TER is better when lower), then a best-k table.
+// bold; TER is better when lower; COMET when any run has it), then a best-k table.
 std::string cross_run_markdown(const std::vector<RunScores>& runs);
 
 }  // namespace pivotmt

@@ -66,19 +66,23 @@ std::pair<double, double> nice_axis(double hi) {
 struct Frame {
   double x0, y0, w, h;  // the plotting area (y0 at the top)
   double xmin, xmax, ymax;
+  double ymin = 0;  // below zero only for metrics that go negative (COMET)
   double px(double x) const { return x0 + (xmax > xmin ? (x - xmin) / (xmax - xmin) : 0.5) * w; }
-  double py(double y) const { return y0 + h - y / ymax * h; }
+  double py(double y) const { return y0 + h - (y - ymin) / (ymax - ymin) * h; }
 };
 
 // Axes, y grid and labels; returns the frame to draw in.
 Frame axes(cairo_t* cr, double x, double y, double w, double h, double xmin, double xmax, double yhi,
            const std::string& title, const std::string& ylabel, const std::vector<double>& xticks,
-           const std::string& xlabel = "k (examples)") {
-  const auto [ymax, step] = nice_axis(yhi);
-  Frame f{x + 55, y + 30, w - 75, h - 75, xmin, xmax, ymax};
+           const std::string& xlabel = "k (examples)", double ylo = 0) {
+  // Negative values: the axis extends below zero by whole steps of the span's scale.
+  const auto [ymax, step] = nice_axis(ylo < 0 ? std::max(yhi, 0.0) - ylo : yhi);
+  const double ymin = ylo < 0 ? -std::ceil(-ylo / step) * step : 0.0;
+  const double top = ylo < 0 ? ymin + std::ceil((std::max(yhi, 0.0) - ymin) / step) * step : ymax;
+  Frame f{x + 55, y + 30, w - 75, h - 75, xmin, xmax, top, ymin};
   text(cr, x + w / 2, y + 18, title, 14, 0.5, true);
   cairo_set_line_width(cr, 1);
-  for (double v = 0; v <= ymax + step / 2; v += step) {
+  for (double v = f.ymin; v <= f.ymax + step / 2; v += step) {
     cairo_set_source_rgb(cr, 0.88, 0.88, 0.88);
     cairo_move_to(cr, f.x0, f.py(v));
     cairo_line_to(cr, f.x0 + f.w, f.py(v));
@@ -207,6 +211,18 @@ void plot_grouped_bars(const std::vector<MetricSeries>& series, const std::strin
 }  // namespace pivotmt
 
 namespace pivotmt {
+
+void plot_metric_vs_k(const MetricSeries& s, const std::string& title, const std::string& path_stem) {
+  check({s});
+  const double lo = *std::min_element(s.values.begin(), s.values.end());
+  const double hi = *std::max_element(s.values.begin(), s.values.end());
+  const int W = 620, H = 420;
+  render_both(path_stem, W, H, [&](cairo_t* cr) {
+    const Frame f = axes(cr, 0, 0, W, H, s.ks.front(), s.ks.back(), hi, title, s.name, s.ks, "k (examples)",
+                         std::min(lo, 0.0));
+    line_series(cr, f, s, kColors[0]);
+  });
+}
 
 void plot_loss_curve(const std::vector<MetricSeries>& series, const std::string& title, const std::string& path_stem) {
   check(series);

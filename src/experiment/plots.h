@@ -20,6 +20,9 @@ std::vector<MetricSeries> bleu_chrf_series(const std::map<size_t, std::map<std::
 // Writes {path_stem}.png and {path_stem}.svg.
 void plot_metrics_vs_k(const std::vector<MetricSeries>& series, const std::string& title, const std::string& path_stem);
 void plot_grouped_bars(const std::vector<MetricSeries>& series, const std::string& title, const std::string& path_stem);
+// One metric against k in a panel of its own (COMET, on its own scale; the axis goes below
+// zero when a value does).
+void plot_metric_vs_k(const MetricSeries& series, const std::string& title, const std::string& path_stem);
 // Training (and evaluation) loss against the optimiser step.
 void plot_loss_curve(const std::vector<MetricSeries>& series, const std::string& title, const std::string& path_stem);
 

@@ -7,6 +7,8 @@
 
 #include "hub/file_hash.h"
 #include "metrics/report.h"
+#include "metrics/segment_mean.h"
+#include "metrics/significance.h"
 #include "text/unicode.h"
 
 namespace pivotmt {
@@ -35,24 +37,40 @@ std::string ablation_report_markdown(const AblationConfig& config, const std::ve
                                config.greedy ? std::string("greedy decoding")
                                              : fmt::format("sampling T = {}, top-k {}, top-p {}, seed {}", config.temperature,
                                                            config.top_k, config.top_p, config.seed));
-  md += "## Scores\n\n| k | BLEU | chrF | chrF++ | TER | rows scored | rows left out |\n|---:|---:|---:|---:|---:|---:|---:|\n";
-  for (const auto& r : runs)
-    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} |\n", r.k, num(r.scores["BLEU Score"]), num(r.scores["chrF Score"]),
-                      num(r.scores["CHRF++ Score"]), num(r.scores["TER Score"]), r.scores["samples_processed"].get<size_t>(),
-                      r.scores["samples_failed"].get<size_t>());
+  const bool comet = std::any_of(runs.begin(), runs.end(), [](const KRun& r) { return !r.comet.empty(); });
+  md += std::string("## Scores\n\n| k | BLEU | chrF | chrF++ | TER |") + (comet ? " COMET | ±95% |" : "") +
+        " rows scored | rows left out |\n|---:|---:|---:|---:|---:|" + (comet ? "---:|---:|" : "") + "---:|---:|\n";
+  for (const auto& r : runs) {
+    md += fmt::format("| {} | {} | {} | {} | {} |", r.k, num(r.scores["BLEU Score"]), num(r.scores["chrF Score"]),
+                      num(r.scores["CHRF++ Score"]), num(r.scores["TER Score"]));
+    if (comet) {
+      const auto& ci = r.scores.contains("confidence_intervals") && r.scores["confidence_intervals"].contains("COMET")
+                           ? r.scores["confidence_intervals"]["COMET"]["ci"]
+                           : nlohmann::json(nullptr);
+      md += fmt::format(" {} | {} |", num(r.scores["COMET Score"], 4), num(ci, 4));
+    }
+    md += fmt::format(" {} | {} |\n", r.scores["samples_processed"].get<size_t>(), r.scores["samples_failed"].get<size_t>());
+  }
 
   // Change over k = 0: paired bootstrap on the rows both runs translated.
   const auto base = std::find_if(runs.begin(), runs.end(), [](const KRun& r) { return r.k == 0; });
   if (base != runs.end() && runs.size() > 1) {
     md += "\n## Change over k = 0 (paired bootstrap, 1000 resamples, seed 12345; * a non-zero change with p < 0.05)\n\n"
-          "| k | ΔBLEU | p | ΔchrF | p | ΔchrF++ | p | ΔTER | p |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+          "| k | ΔBLEU | p | ΔchrF | p | ΔchrF++ | p | ΔTER | p |" +
+          std::string(comet ? " ΔCOMET | p |" : "") + "\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
+          (comet ? "---:|---:|" : "") + "\n";
     for (const auto& r : runs) {
       if (r.k == 0) continue;
       metrics::ScoreRequest req;
       req.refs.resize(1);
       std::vector<std::u32string> baseline;
+      std::vector<double> comet_run, comet_base;  // the same rows' COMET segment scores
       for (size_t i = 0; i < targets.size(); ++i) {
         if (targets[i].empty() || r.responses[i].empty() || base->responses[i].empty()) continue;
+        if (comet && i < r.comet.size() && i < base->comet.size() && r.comet[i] && base->comet[i]) {
+          comet_run.push_back(*r.comet[i]);
+          comet_base.push_back(*base->comet[i]);
+        }
         req.hyps.push_back(utf8_to_u32(r.responses[i]));
         baseline.push_back(utf8_to_u32(base->responses[i]));
         req.refs[0].push_back(utf8_to_u32(targets[i]));
@@ -70,6 +88,18 @@ std::string ablation_report_markdown(const AblationConfig& config, const std::ve
         const double delta = m["system"]["score"].get<double>() - m["baseline"]["score"].get<double>();
         const auto& p = m["system"]["p_value"];
         md += fmt::format(" {:+.2f} | {}{} |", delta, num(p, 4), delta != 0 && !p.is_null() && p.get<double>() < 0.05 ? " *" : "");
+      }
+      if (comet && !comet_run.empty()) {
+        // The same paired bootstrap (indices, resamples, seed) over COMET's segment scores.
+        const metrics::SegmentMeanMetric metric("COMET");
+        const auto paired = metrics::paired_bootstrap(
+            metric, {metrics::SegmentMeanMetric::stats(comet_base), metrics::SegmentMeanMetric::stats(comet_run)}, 1000,
+            metrics::kDefaultSeed);
+        const double delta = paired[1].score - paired[0].score;
+        const double p = paired[1].p_value.value_or(1.0);
+        md += fmt::format(" {:+.4f} | {:.4f}{} |", delta, p, delta != 0 && p < 0.05 ? " *" : "");
+      } else if (comet) {
+        md += " — | — |";
       }
       md += "\n";
     }

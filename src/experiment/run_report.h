@@ -3,6 +3,7 @@
 // throughput) and manifest.json (what produced the run: config, model and data files with
 // their hashes, tokenizer and chat template, versions, metric signatures).
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@ struct KRun {
   size_t new_tokens = 0, overflows = 0;
   double seconds = 0;
   nlohmann::json scores;  // scores_k{k}.json's object
+  std::vector<std::optional<double>> comet;  // COMET per test row (none: not scored), when computed
 };
 
 std::string ablation_report_markdown(const AblationConfig& config, const std::vector<std::string>& targets,

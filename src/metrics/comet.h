@@ -2,7 +2,8 @@
 // natively: the XLM-R encoder (BertEncoder), then the head (comet_head.h). REFERENCE §12.
 // Sentences are packed into batches without padding, so each is encoded exactly as
 // unbabel-comet does at batch size 1 (its larger batches pad, which moves scores in the
-// last digits) and its embedding does not depend on the other sentences.
+// last digits); its embedding depends on the other sentences only in the last bits (which
+// GEMM kernel its batch's row count selects).
 #pragma once
 #include <mutex>
 #include <string>
@@ -30,6 +31,8 @@ class Model {
   // Tokens per sentence, <s> and </s> included: COMET's tokenizer max_length (positions − 4:
   // 510 for XLM-R).
   size_t max_tokens() const { return max_tokens_; }
+  size_t hidden_size() const { return encoder_.dimension(); }
+  size_t intermediate_size() const { return size_t(encoder_.config().intermediate_size); }
   // The layer mix's weights (sparsemax of the checkpoint's scalar parameters).
   const std::vector<float>& layer_weights() const { return head_.layer_weights(); }
   // The sentence's ids, cut to max_tokens() (content first, </s> kept); `cut` says whether.

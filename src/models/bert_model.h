@@ -40,15 +40,16 @@ class BertEncoder {
   // (COMET mixes them all). The reference path: plain loops (cpu::ref), one sequence.
   std::vector<float> all_hidden_states(const std::vector<TokenId>& ids) const;
   // The fast path: several sequences packed one after another without padding (rows
-  // [Σ T_i, hidden]; attention stays within each sequence, so a sequence's states do not
-  // depend on its batch mates), each op threaded (cpu::fast). Runs the first `layers`
+  // [Σ T_i, hidden]; attention stays within each sequence, so a sequence's states depend
+  // on its batch mates only through the GEMM's choice of kernel for the row count, in the
+  // last bits), each op threaded (cpu::fast). Runs the first `layers`
   // layers; on_state(l, states) sees the embeddings' output (l = 0) and each layer's.
   void encode_batch(const std::vector<std::vector<TokenId>>& seqs, size_t layers,
                     const std::function<void(size_t layer, const float* states)>& on_state) const;
   size_t num_layers() const { return layers_.size(); }
   // Tokens per encode_batch call when embedding many sentences: large enough for the GEMMs
   // to run near their peak, small enough for the activations to stay a few MB per layer.
-  static constexpr size_t kBatchTokens = 1024;
+  static constexpr size_t kBatchTokens = 2048;
   // Tokens one sequence may hold: the position table less RoBERTa's offset.
   size_t max_positions() const { return size_t(cfg_.max_position_embeddings - cfg_.position_offset); }
   // Sentence embeddings [n, dimension], pooled and (when modules.json says) normalised;

@@ -43,6 +43,8 @@ bool cpu_has_avx2_fma_f16c() { return isa() >= Isa::Avx2; }
 // above kGemvRowsCached rows: the GEMV kernel is load-bound, SGEMM nearer the FMA peak.
 constexpr size_t kGemvMaxRows = 32, kGemvRowsCached = 8;
 constexpr size_t kCachedMatrixBytes = size_t(1) << 20;
+// F32 weights from this many rows on: SGEMM even with AVX-512 (see linear).
+constexpr size_t kSgemmRowsF32 = 64;
 
 // OpenBLAS runs single-threaded, called from our pool's threads: with both OpenBLAS's
 // threads and ours on the two cores, each side's idle workers spin and yield against the
@@ -252,7 +254,11 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   // One row (batch-1 decode) stays on the one-row GEMV below: it streams each weight row
   // with four accumulators at ~95% of the memory bandwidth, where the 4-row tiles measured
   // ~65% (bench_engine, small f16, b1).
-  if (level >= Isa::Avx512 && w.dtype != DType::NF4 && T > 1) {
+  // F32 weights and many rows: OpenBLAS's packed SGEMM (below) ran at 155-180 GFLOP/s on
+  // two cores for 256-1024 rows of XLM-R-large's shapes where the unpacked tiles reached
+  // 75-80 (they win for F16 / I8 weights, which SGEMM would need converted).
+  const bool f32_sgemm = w.dtype == DType::F32 && T >= kSgemmRowsF32;
+  if (level >= Isa::Avx512 && w.dtype != DType::NF4 && T > 1 && !f32_sgemm) {
     split_rows([&](size_t n0, size_t n1) { kernels::gemm_f32_avx512(x, T, w, y, ldy, n0, n1); });
     return;
   }
@@ -262,7 +268,7 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
 #if defined(__x86_64__)
   nf4_gemv = w.dtype == DType::NF4 && w.in % 8 == 0 && cpu_has_avx2_fma_f16c();
 #endif
-  if ((w.dtype != DType::NF4 || nf4_gemv) && T <= (w.bytes() < kCachedMatrixBytes ? kGemvRowsCached : kGemvMaxRows)) {
+  if ((w.dtype != DType::NF4 || nf4_gemv) && !f32_sgemm && T <= (w.bytes() < kCachedMatrixBytes ? kGemvRowsCached : kGemvMaxRows)) {
     parallel_for(w.out, [&](size_t o0, size_t o1) {
 #if defined(__x86_64__)
       if (cpu_has_avx2_fma_f16c()) {

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""pivotmt's COMET against unbabel-comet (PyTorch, CPU) on the same model and triples.
+
+The model: wmt22-comet-da's architecture at full size (XLM-R large: 24 layers, hidden 1024,
+16 heads, FFN 4096, 514 positions; the estimator 6144 -> 3072 -> 1024 -> 1) with random
+weights, since the real checkpoint cannot be downloaded here. The layer mix keeps
+unbabel-comet's initial scalar parameters (all equal: every layer weighs 1/25), so both
+sides run all 24 layers (pivotmt skips layers that sparsemax weighs 0; this model has
+none). The vocabulary is the Unigram tokenizer of tests/goldens/unigram (trained on the
+original's corpora) instead of xlm-roberta-large's 250k pieces: the sentences' token counts
+are what matter for speed, and the vocabulary size only changes the embedding table.
+The triples: the original study's Konkani and Tunisian ablation rows
+(../shared/fixtures/original/{konkani_full,arabic_full}/k_*/results_k*.csv: source, the
+model's response, reference), the first N.
+
+Python side: RegressionMetric.predict(batch_size=16, gpus=0) as comet-score runs on a CPU
+(sorted by length, F32), torch threads = the cores; timed after loading. pivotmt side:
+bench/bench_comet (build/bench/bench_comet) on the same weights, timed after loading.
+Development machine only (pip install unbabel-comet torch transformers safetensors):
+
+    python3 bench/side_by_side_comet.py --work /tmp/comet-side-by-side [--segments 1000]
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(ROOT, "..", "shared")
+csv.field_size_limit(1 << 30)
+
+
+def triples(n):
+    rows = []
+    for folder, src, ref in (("konkani_full", "mar", "gom"), ("arabic_full", "en", "tn")):
+        for k in range(11):
+            for path in sorted(glob.glob(os.path.join(SHARED, "fixtures/original", folder, f"k_{k}", "results_k*.csv"))):
+                with open(path, encoding="utf-8", newline="") as f:
+                    for r in csv.DictReader(f):
+                        rows.append({"src": r[src], "mt": r["response"].strip(), "ref": r[ref]})
+    if len(rows) < n:
+        sys.exit(f"only {len(rows)} rows in the fixtures")
+    return rows[:n]
+
+
+def make_model(work):
+    import comet.encoders.xlmr as comet_xlmr
+    import torch
+    from comet.models import RegressionMetric
+    from safetensors.torch import save_file
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    def xlmr_forward(self, input_ids, attention_mask, **kwargs):
+        # As tests/goldens/make_comet_golden.py: unbabel-comet 2.2.7 expects transformers 4's
+        # three-value tuple; the same outputs by name.
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, return_dict=True)
+        return {"sentemb": out.last_hidden_state[:, 0, :], "wordemb": out.last_hidden_state,
+                "all_layers": out.hidden_states, "attention_mask": attention_mask}
+
+    comet_xlmr.XLMREncoder.forward = xlmr_forward
+    enc, met = os.path.join(work, "encoder"), os.path.join(work, "metric")
+    os.makedirs(enc, exist_ok=True)
+    os.makedirs(met, exist_ok=True)
+    tok = os.path.join(ROOT, "tests/goldens/unigram/tokenizer.json")
+    shutil.copy(tok, enc)
+    vocab = len(json.load(open(tok, encoding="utf-8"))["model"]["vocab"])
+    if not os.path.exists(os.path.join(enc, "model.safetensors")):
+        torch.manual_seed(5)
+        cfg = XLMRobertaConfig(vocab_size=vocab, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                               intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1,
+                               layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+        XLMRobertaModel(cfg, add_pooling_layer=False).save_pretrained(enc)
+    torch.manual_seed(7)
+    model = RegressionMetric(pretrained_model=enc, load_pretrained_weights=True, layer="mix",
+                             layer_transformation="sparsemax", layer_norm=False, pool="avg",
+                             hidden_sizes=[3072, 1024], activations="Tanh", final_activation=None).eval()
+    if not os.path.exists(os.path.join(met, "model.safetensors")):
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(met, "model.safetensors"))
+    return model, enc, met
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--segments", type=int, default=1000)
+    ap.add_argument("--bench", default=os.path.join(ROOT, "build/bench/bench_comet"))
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args()
+    import torch
+    os.makedirs(args.work, exist_ok=True)
+    rows = triples(args.segments)
+    data = os.path.join(args.work, f"triples_{args.segments}.jsonl")
+    with open(data, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    model, enc, met = make_model(args.work)
+    # pivotmt first (it needs the memory PyTorch would otherwise hold during its run).
+    ours_json = os.path.join(args.work, "pivotmt_scores.json")
+    r = subprocess.run([args.bench, met, enc, data, ours_json], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(r.stderr[-3000:])
+    print(r.stdout.strip())
+    ours = json.load(open(ours_json))
+    threads = os.cpu_count()
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    pred = model.predict(rows, batch_size=args.batch_size, gpus=0, progress_bar=False)
+    theirs_s = time.time() - t0
+    diffs = [abs(a - b) for a, b in zip(pred.scores, ours["scores"])]
+    print(f"unbabel-comet {args.segments} segments, batch {args.batch_size}, {threads} threads: {theirs_s:.1f} s "
+          f"({args.segments / theirs_s:.2f} segments/s), system {pred.system_score:.6f}")
+    print(f"pivotmt: {ours['seconds']:.1f} s ({args.segments / ours['seconds']:.2f} segments/s), system "
+          f"{ours['system_score']:.6f}")
+    print(f"speed-up {theirs_s / ours['seconds']:.2f}x; largest segment difference {max(diffs):.2e}, "
+          f"system difference {abs(pred.system_score - ours['system_score']):.2e}")
+
+
+if __name__ == "__main__":
+    main()
