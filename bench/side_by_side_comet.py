@@ -9,9 +9,15 @@ sides run all 24 layers (pivotmt skips layers that sparsemax weighs 0; this mode
 none). The vocabulary is the Unigram tokenizer of tests/goldens/unigram (trained on the
 original's corpora) instead of xlm-roberta-large's 250k pieces: the sentences' token counts
 are what matter for speed, and the vocabulary size only changes the embedding table.
-The triples: the original study's Konkani and Tunisian ablation rows
-(../shared/fixtures/original/{konkani_full,arabic_full}/k_*/results_k*.csv: source, the
-model's response, reference), the first N.
+Two workloads (--triples):
+  ablation  the original study's Konkani and Tunisian ablation rows in order
+            (../shared/fixtures/original/{konkani_full,arabic_full}/k_*/results_k*.csv:
+            source, the model's response, reference), the first N: an ablation's sources
+            and references recur in every k, and pivotmt encodes each distinct text once;
+  distinct  every text different: the Konkani then Tunisian example pools
+            (../shared/fixtures/original/*_train_pool_reconstructed.jsonl: source, the pivot
+            sentence standing in for a translation, reference), the first N; only the
+            encoder's speed counts.
 
 Python side: RegressionMetric.predict(batch_size=16, gpus=0) as comet-score runs on a CPU
 (sorted by length, F32), torch threads = the cores; timed after loading. pivotmt side:
@@ -35,7 +41,24 @@ SHARED = os.path.join(ROOT, "..", "shared")
 csv.field_size_limit(1 << 30)
 
 
-def triples(n):
+def distinct_triples(n):
+    rows, seen = [], set()
+    for name, src, mt, ref in (("konkani", "mar", "hin", "gom"), ("arabic", "en", "msa", "tn")):
+        with open(os.path.join(SHARED, f"fixtures/original/{name}_train_pool_reconstructed.jsonl"), encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                t = {"src": r.get(src) or "", "mt": r.get(mt) or "", "ref": r.get(ref) or ""}
+                texts = (t["src"], t["mt"], t["ref"])
+                if not all(texts) or any(x in seen for x in texts):
+                    continue
+                seen.update(texts)
+                rows.append(t)
+    if len(rows) < n:
+        sys.exit(f"only {len(rows)} distinct rows in the pools")
+    return rows[:n]
+
+
+def ablation_triples(n):
     rows = []
     for folder, src, ref in (("konkani_full", "mar", "gom"), ("arabic_full", "en", "tn")):
         for k in range(11):
@@ -90,11 +113,12 @@ def main():
     ap.add_argument("--segments", type=int, default=1000)
     ap.add_argument("--bench", default=os.path.join(ROOT, "build/bench/bench_comet"))
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--triples", choices=("ablation", "distinct"), default="distinct")
     args = ap.parse_args()
     import torch
     os.makedirs(args.work, exist_ok=True)
-    rows = triples(args.segments)
-    data = os.path.join(args.work, f"triples_{args.segments}.jsonl")
+    rows = (distinct_triples if args.triples == "distinct" else ablation_triples)(args.segments)
+    data = os.path.join(args.work, f"triples_{args.triples}_{args.segments}.jsonl")
     with open(data, "w", encoding="utf-8") as f:
         f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     model, enc, met = make_model(args.work)
@@ -111,6 +135,7 @@ def main():
     pred = model.predict(rows, batch_size=args.batch_size, gpus=0, progress_bar=False)
     theirs_s = time.time() - t0
     diffs = [abs(a - b) for a, b in zip(pred.scores, ours["scores"])]
+    print(f"workload: {args.triples}")
     print(f"unbabel-comet {args.segments} segments, batch {args.batch_size}, {threads} threads: {theirs_s:.1f} s "
           f"({args.segments / theirs_s:.2f} segments/s), system {pred.system_score:.6f}")
     print(f"pivotmt: {ours['seconds']:.1f} s ({args.segments / ours['seconds']:.2f} segments/s), system "
