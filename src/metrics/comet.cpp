@@ -53,13 +53,14 @@ std::vector<float> Model::embed_reference(const std::vector<std::string>& texts,
 std::vector<float> Model::embed(const std::vector<std::string>& texts, size_t* truncated) const {
   const size_t H = encoder_.dimension();
   std::vector<float> out(texts.size() * H);
-  // Each distinct text not in the cache is encoded once.
+  // Each distinct text not in the cache is encoded once: todo_index maps it (a view into
+  // `texts`) to its place in `todo`.
   std::vector<std::string> todo;
+  std::unordered_map<std::string_view, size_t> todo_index;
   {
-    std::unordered_map<std::string_view, size_t> seen;
     std::lock_guard lock(cache_mutex_);
     for (const auto& t : texts)
-      if (!cache_.count(t) && seen.emplace(t, todo.size()).second) todo.push_back(t);
+      if (!cache_.count(t) && todo_index.emplace(t, todo.size()).second) todo.push_back(t);
   }
   std::vector<std::vector<TokenId>> ids(todo.size());
   std::vector<char> cut(todo.size(), 0);
@@ -118,17 +119,8 @@ std::vector<float> Model::embed(const std::vector<std::string>& texts, size_t* t
   }
   if (progress) progress->finish();
   std::lock_guard lock(cache_mutex_);
-  std::unordered_map<std::string_view, const float*> now;
-  for (size_t s = 0; s < todo.size(); ++s) {
-    const float* v = &fresh[s * H];
-    now.emplace(todo[s], v);
-    if (cache_.size() < kCacheSentences) cache_.emplace(todo[s], Cached{std::vector<float>(v, v + H), cut[s] != 0});
-  }
-  const std::unordered_map<std::string_view, size_t> todo_index = [&] {
-    std::unordered_map<std::string_view, size_t> m;
-    for (size_t s = 0; s < todo.size(); ++s) m.emplace(todo[s], s);
-    return m;
-  }();
+  for (size_t s = 0; s < todo.size() && cache_.size() < kCacheSentences; ++s)
+    cache_.emplace(todo[s], Cached{std::vector<float>(&fresh[s * H], &fresh[(s + 1) * H]), cut[s] != 0});
   for (size_t s = 0; s < texts.size(); ++s) {
     const float* v;
     bool was_cut;
