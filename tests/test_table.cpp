@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "io/table.h"
 #include "test_util.h"
 
@@ -61,6 +62,23 @@ TEST(Table, Jsonl) {
     EXPECT_NE(std::string(e.what()).find("t.jsonl:2"), std::string::npos) << e.what();
   }
   EXPECT_THROW(parse_jsonl("[1,2]\n", "t.jsonl"), FormatError);
+  // Found by fuzz_table: a number past double's range is nlohmann's out_of_range, not a
+  // parse_error, and escaped as an uncaught exception.
+  try {
+    parse_jsonl("{\"a\": 1}\n{\"a\": 1e999}\n", "t.jsonl");
+    FAIL();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("t.jsonl:2"), std::string::npos) << e.what();
+  }
+  // The same through read_json_file (fuzz_adapter: adapter_config.json).
+  const test::TempDir dir;
+  test::write_file(dir.str("c.json"), "{\"r\": 1e999}");
+  try {
+    read_json_file(dir.str("c.json"));
+    FAIL();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("c.json"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Table, OriginalResultFiles) {

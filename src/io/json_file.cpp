@@ -18,8 +18,8 @@ nlohmann::json read_json_file(const std::string& path) {
   ss << in.rdbuf();
   try {
     return nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    throw FormatError(fmt::format("{}: invalid JSON at byte {}: {}", path, e.byte, e.what()));
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
+    throw FormatError(fmt::format("{}: invalid JSON: {}", path, e.what()));
   }
 }
 

@@ -551,8 +551,8 @@ std::unique_ptr<Tokenizer> tokenizer_from_json_text(const std::string& text, con
   json t;
   try {
     t = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw FormatError(fmt::format("{}: invalid JSON at byte {}", label, e.byte));
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
+    throw FormatError(fmt::format("{}: invalid JSON ({})", label, e.what()));
   }
   if (!t.is_object()) throw FormatError(fmt::format("{}: expected a JSON object", label));
   return build_pipeline(t, label, TokenizerConfig{});
