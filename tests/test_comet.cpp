@@ -22,22 +22,35 @@ namespace {
 
 const std::string kGoldens = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/";
 
+// The golden's triples and unbabel-comet's scores of them (make_comet_golden.py).
+struct Golden {
+  std::vector<std::string> src, mt, ref;
+  std::vector<double> scores;
+  double system = 0;
+};
+Golden read_golden() {
+  const auto j = nlohmann::json::parse(test::read_file(kGoldens + "comet_tiny/golden.json"));
+  Golden g;
+  for (const auto& r : j.at("rows")) {
+    g.src.push_back(r.at("src"));
+    g.mt.push_back(r.at("mt"));
+    g.ref.push_back(r.at("ref"));
+  }
+  g.scores = j.at("scores").get<std::vector<double>>();
+  g.system = j.at("system_score").get<double>();
+  return g;
+}
+
 TEST(Comet, SegmentAndSystemScoresMatchUnbabelComet) {
   // The encoder's config and tokenizer (xlm-roberta-large's part) and the metric's weights.
   const comet::Model model(kGoldens + "comet_tiny", kGoldens + "unigram");
   EXPECT_EQ(model.max_tokens(), 126u);  // 130 positions − 4, as unbabel-comet truncates
-  const auto golden = nlohmann::json::parse(test::read_file(kGoldens + "comet_tiny/golden.json"));
-  std::vector<std::string> src, mt, ref;
-  for (const auto& r : golden.at("rows")) {
-    src.push_back(r.at("src"));
-    mt.push_back(r.at("mt"));
-    ref.push_back(r.at("ref"));
-  }
-  const auto scores = model.score(src, mt, ref);
-  const auto want = golden.at("scores").get<std::vector<double>>();
+  const Golden golden = read_golden();
+  const auto scores = model.score(golden.src, golden.mt, golden.ref);
+  const auto& want = golden.scores;
   ASSERT_EQ(scores.segments.size(), want.size());
   for (size_t s = 0; s < want.size(); ++s) EXPECT_NEAR(scores.segments[s], want[s], 1e-5) << "segment " << s;
-  EXPECT_NEAR(scores.system, golden.at("system_score").get<double>(), 1e-5);
+  EXPECT_NEAR(scores.system, golden.system, 1e-5);
   EXPECT_EQ(scores.truncated, 1u);  // the long translation
 
   EXPECT_THROW(model.score({"a"}, {"b", "c"}, {"d"}), Error);
@@ -45,10 +58,10 @@ TEST(Comet, SegmentAndSystemScoresMatchUnbabelComet) {
 }
 
 std::vector<std::string> golden_texts() {
-  const auto golden = nlohmann::json::parse(test::read_file(kGoldens + "comet_tiny/golden.json"));
+  const Golden g = read_golden();
   std::vector<std::string> texts;
-  for (const auto& r : golden.at("rows"))
-    for (const char* k : {"src", "mt", "ref"}) texts.push_back(r.at(k));
+  for (size_t i = 0; i < g.mt.size(); ++i)
+    for (const auto* list : {&g.src, &g.mt, &g.ref}) texts.push_back((*list)[i]);
   return texts;
 }
 
@@ -135,14 +148,8 @@ TEST(Comet, HubLayoutIsConvertedOnceAndScoresTheGolden) {
   EXPECT_EQ(asked.size(), 1u);  // an explicit encoder is not resolved
 
   const comet::Model model(where.model_dir, where.encoder_dir);
-  const auto golden = nlohmann::json::parse(test::read_file(kGoldens + "comet_tiny/golden.json"));
-  std::vector<std::string> src, mt, ref;
-  for (const auto& r : golden.at("rows")) {
-    src.push_back(r.at("src"));
-    mt.push_back(r.at("mt"));
-    ref.push_back(r.at("ref"));
-  }
-  EXPECT_NEAR(model.score(src, mt, ref).system, golden.at("system_score").get<double>(), 1e-5);
+  const Golden golden = read_golden();
+  EXPECT_NEAR(model.score(golden.src, golden.mt, golden.ref).system, golden.system, 1e-5);
 
   // A converted folder is used as it is.
   EXPECT_EQ(comet::locate(kGoldens + "comet_tiny", kGoldens + "unigram", "", resolver).model_dir, kGoldens + "comet_tiny");
