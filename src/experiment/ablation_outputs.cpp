@@ -1,7 +1,7 @@
 #include "experiment/ablation_outputs.h"
 
-#include <algorithm>
 #include <filesystem>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -212,23 +212,16 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
     plot_metrics_vs_k(series, title, (out / "ablation_plots").string());
     plot_grouped_bars(series, title, (out / "ablation_bars").string());
   }
-  MetricSeries comet_series{"COMET", {}, {}};
+  std::map<size_t, double> comet_by_k;  // sorted by k (config.ks need not be)
   for (const auto& r : k_runs)
-    if (!r.scores["COMET Score"].is_null()) {
-      comet_series.ks.push_back(double(r.k));
-      comet_series.values.push_back(r.scores["COMET Score"].get<double>());
+    if (!r.scores["COMET Score"].is_null()) comet_by_k[r.k] = r.scores["COMET Score"].get<double>();
+  if (!comet_by_k.empty()) {
+    MetricSeries comet_series{"COMET", {}, {}};
+    for (const auto& [k, v] : comet_by_k) {
+      comet_series.ks.push_back(double(k));
+      comet_series.values.push_back(v);
     }
-  if (!comet_series.ks.empty()) {
-    // k_runs follow config.ks, which need not be sorted.
-    std::vector<size_t> order(comet_series.ks.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return comet_series.ks[a] < comet_series.ks[b]; });
-    MetricSeries sorted{"COMET", {}, {}};
-    for (size_t i : order) {
-      sorted.ks.push_back(comet_series.ks[i]);
-      sorted.values.push_back(comet_series.values[i]);
-    }
-    plot_metric_vs_k(sorted, fmt::format("COMET vs k: {} → {} via {}", config.source, config.target, config.pivot),
+    plot_metric_vs_k(comet_series, fmt::format("COMET vs k: {} → {} via {}", config.source, config.target, config.pivot),
                      (out / "ablation_comet").string());
   }
 }

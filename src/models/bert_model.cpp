@@ -22,8 +22,10 @@ cpu::Matrix stacked_f32(const Checkpoint& ckpt, const std::vector<std::string>& 
   m.dtype = DType::F32;
   for (const auto& name : names) {
     const auto& info = ckpt.at(name);
-    if (info.shape.size() != 2 || (m.in != 0 && size_t(info.shape[1]) != m.in))
-      throw FormatError(fmt::format("{}: expected a matrix with {} columns", name, m.in));
+    if (info.shape.size() != 2)
+      throw FormatError(fmt::format("{}: expected a matrix, the checkpoint holds {} dimensions", name, info.shape.size()));
+    if (m.in != 0 && size_t(info.shape[1]) != m.in)
+      throw FormatError(fmt::format("{}: {} columns, but {} has {}", name, info.shape[1], names.front(), m.in));
     m.in = size_t(info.shape[1]);
     m.out += size_t(info.shape[0]);
     const auto values = ckpt.load_f32(name);
@@ -41,13 +43,8 @@ std::vector<float> concat_f32(const Checkpoint& ckpt, const std::vector<std::str
   return out;
 }
 
+// y[t] += b for each of T rows (both paths: plain additions, threaded over rows).
 void add_bias(float* y, size_t T, const std::vector<float>& b) {
-  const size_t n = b.size();
-  for (size_t t = 0; t < T; ++t)
-    for (size_t o = 0; o < n; ++o) y[t * n + o] += b[o];
-}
-
-void add_bias_fast(float* y, size_t T, const std::vector<float>& b) {
   const size_t n = b.size();
   cpu::parallel_for(T, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; ++t)
@@ -203,12 +200,12 @@ void BertEncoder::encode_batch(const std::vector<std::vector<TokenId>>& seqs, si
   for (size_t l = 0; l < layers; ++l) {
     const Layer& L = layers_[l];
     cpu::fast::linear(x.data(), T, L.qkv, qkv.data());
-    add_bias_fast(qkv.data(), T, L.qkv_b);
+    add_bias(qkv.data(), T, L.qkv_b);
     cpu::fast::encoder_attention(qkv.data(), starts, nh, d, ctx.data());
     cpu::fast::linear(ctx.data(), T, L.o, tmp.data());
     cpu::fast::residual_layer_norm(x.data(), tmp.data(), L.o_b.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps);
     cpu::fast::linear(x.data(), T, L.inter, inter.data());
-    add_bias_fast(inter.data(), T, L.inter_b);
+    add_bias(inter.data(), T, L.inter_b);
     cpu::fast::gelu(inter.data(), inter.size());
     cpu::fast::linear(inter.data(), T, L.out, tmp.data());
     cpu::fast::residual_layer_norm(x.data(), tmp.data(), L.out_b.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps);
