@@ -1,0 +1,243 @@
+// NLLB-200 (M2M100) against Hugging Face transformers: a tiny random model with a real
+// SentencePiece BPE model trained on the shared corpora (tests/goldens/make_nllb_golden.py)
+// — tokenization of the real test sentences, encoder states, teacher-forced logits, and
+// greedy / beam-search outputs under several settings.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "engine/seq2seq.h"
+#include "io/safetensors.h"
+#include "models/m2m100_model.h"
+#include "test_util.h"
+#include "tokenizer/nllb_tokenizer.h"
+
+namespace pivotmt {
+namespace {
+
+const std::string kModel = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/nllb_tiny";
+
+nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(test::read_file(path)); }
+
+TEST(NllbTokenizer, RealSentencesMatchTransformers) {
+  const NllbTokenizer tok(kModel);
+  const auto cases = read_json(kModel + "/tokenization.json");
+  ASSERT_GT(cases.size(), 1000u);
+  size_t checked = 0;
+  for (const auto& c : cases) {
+    const std::string text = c.at("text"), lang = c.at("lang");
+    const size_t max_length = c.value("max_length", size_t(0));
+    bool truncated = false;
+    const auto ids = tok.encode_source(text, lang, max_length, &truncated);
+    const auto expected = c.at("ids").get<std::vector<int32_t>>();
+    ASSERT_EQ(ids, expected) << lang << ": " << text;
+    if (max_length) EXPECT_TRUE(truncated);
+    ++checked;
+  }
+  EXPECT_EQ(checked, cases.size());
+}
+
+TEST(NllbTokenizer, LayoutAndLanguageCodes) {
+  const NllbTokenizer tok(kModel);
+  // 1500 SentencePiece pieces + the fairseq offset, then the codes in their listed order.
+  EXPECT_EQ(tok.language_id("eng_Latn"), 1501);
+  EXPECT_EQ(tok.language_id("aeb_Arab"), 1506);
+  EXPECT_EQ(tok.vocab_size(), 1508u);
+  EXPECT_EQ(tok.model_max_length(), 1024u);
+  try {
+    tok.language_id("gom_Latn");
+    FAIL() << "an unknown code was accepted";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("gom_Latn"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("closest: gom_Deva"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(closest_codes("gom", tok.languages(), 1), std::vector<std::string>{"gom_Deva"});
+}
+
+TEST(NllbTokenizer, LayoutFromSpecialTokensMapWithoutTokenizerJson) {
+  // The real repository's tokenizer_config.json lists no codes; special_tokens_map.json
+  // does. Without tokenizer.json the ids follow the listed order.
+  test::TempDir dir;
+  for (const char* f : {"sentencepiece.bpe.model", "special_tokens_map.json", "tokenizer_config.json"})
+    std::filesystem::copy_file(kModel + "/" + f, dir.str(f));
+  const NllbTokenizer tok(dir.str());
+  const NllbTokenizer with_json(kModel);
+  for (const auto& code : with_json.languages()) EXPECT_EQ(tok.language_id(code), with_json.language_id(code)) << code;
+  EXPECT_EQ(tok.encode_source("काही भजने", "mar_Deva"), with_json.encode_source("काही भजने", "mar_Deva"));
+}
+
+TEST(NllbTokenizer, MissingFilesNameTheFolder) {
+  test::TempDir dir;
+  try {
+    NllbTokenizer tok(dir.str());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sentencepiece.bpe.model"), std::string::npos) << e.what();
+  }
+  std::filesystem::copy_file(kModel + "/sentencepiece.bpe.model", dir.str("sentencepiece.bpe.model"));
+  EXPECT_THROW(NllbTokenizer{dir.str()}, FormatError);  // no language codes anywhere
+}
+
+TEST(M2M100, SinusoidalPositionsAsTorch) {
+  // Row p: [sin(p f_0) .. sin(p f_{h-1}), cos(p f_0) .. cos(p f_{h-1})], f_i = 10000^(−i/(h−1)).
+  const size_t d = 8;
+  const auto rows = sinusoidal_positions(0, 5, d, 1);
+  for (size_t i = 0; i < d; ++i) EXPECT_EQ(rows[1 * d + i], 0.0f);  // the padding row
+  for (size_t p : {0u, 2u, 4u})
+    for (size_t i = 0; i < 4; ++i) {
+      const double f = std::exp(-double(i) * std::log(10000.0) / 3.0);
+      EXPECT_NEAR(rows[p * d + i], std::sin(double(p) * f), 1e-6);
+      EXPECT_NEAR(rows[p * d + 4 + i], std::cos(double(p) * f), 1e-6);
+    }
+}
+
+class M2M100Golden : public ::testing::TestWithParam<OpsImpl> {};
+
+TEST_P(M2M100Golden, EncoderStatesAndLogits) {
+  const M2M100Model model(kModel, DType::F32, GetParam());
+  const SafetensorsFile golden_file(kModel + "/golden.safetensors");
+  const SafetensorsFile* golden = &golden_file;
+  for (int i = 0; i < 3; ++i) {
+    const auto ids = test::read_tensor<int32_t>(*golden, fmt::format("input_ids.{}", i));
+    const auto dec = test::read_tensor<int32_t>(*golden, fmt::format("decoder_ids.{}", i));
+    const auto enc_expected = test::read_tensor<float>(*golden, fmt::format("encoder.{}", i));
+    const auto logits_expected = test::read_tensor<float>(*golden, fmt::format("logits.{}", i));
+    // The source packed after another (attention must stay within each source).
+    const auto enc = model.encode({std::vector<int32_t>{1501, 5, 9, 2}, ids});
+    ASSERT_EQ(enc.starts.back() - enc.starts[1], ids.size());
+    double max_diff = 0;
+    for (size_t k = 0; k < enc_expected.size(); ++k)
+      max_diff = std::max(max_diff, double(std::fabs(enc.states[enc.starts[1] * 64 + k] - enc_expected[k])));
+    EXPECT_LT(max_diff, 1e-4) << "encoder, input " << i;
+
+    const auto cross = model.cross_caches(enc);
+    auto cache = model.new_self_cache();
+    // Teacher forcing in two passes (3 tokens, then the rest) exercises the cache.
+    std::vector<float> logits;
+    const std::span<const int32_t> all(dec);
+    auto first = model.decode({M2M100Model::DecoderRow{&cache, &cross[1], all.subspan(0, 3)}}, false);
+    auto rest = model.decode({M2M100Model::DecoderRow{&cache, &cross[1], all.subspan(3)}}, false);
+    logits.insert(logits.end(), first.begin(), first.end());
+    logits.insert(logits.end(), rest.begin(), rest.end());
+    ASSERT_EQ(logits.size(), logits_expected.size());
+    max_diff = 0;
+    for (size_t k = 0; k < logits.size(); ++k)
+      max_diff = std::max(max_diff, double(std::fabs(logits[k] - logits_expected[k])));
+    EXPECT_LT(max_diff, 1e-4) << "logits, input " << i;
+  }
+}
+
+Seq2SeqSettings settings_of(const nlohmann::json& j, int32_t forced) {
+  Seq2SeqSettings s;
+  s.max_length = j.value("max_length", size_t(200));
+  s.num_beams = j.value("num_beams", size_t(1));
+  s.length_penalty = j.value("length_penalty", 1.0);
+  s.no_repeat_ngram_size = j.value("no_repeat_ngram_size", size_t(0));
+  if (j.contains("early_stopping")) {
+    const auto& e = j["early_stopping"];
+    s.early_stopping = e.is_string() ? EarlyStopping::Never : (e.get<bool>() ? EarlyStopping::True : EarlyStopping::False);
+  }
+  s.forced_bos_token_id = forced;
+  return s;
+}
+
+TEST_P(M2M100Golden, GenerationMatchesTransformers) {
+  const M2M100Model model(kModel, DType::F32, GetParam());
+  const NllbTokenizer tok(kModel);
+  const auto golden = read_json(kModel + "/golden.json");
+  size_t cases = 0;
+  for (const auto& g : golden.at("generation")) {
+    std::vector<std::vector<int32_t>> sources;
+    for (const auto& src : g.at("sources")) sources.push_back(tok.encode_source(src.at("text").get<std::string>(), src.at("lang").get<std::string>()));
+    auto s = settings_of(g.at("settings"), tok.language_id(g.at("tgt_lang").get<std::string>()));
+    s.batch_size = 3;  // batches that end at different steps
+    std::vector<size_t> seen;
+    const auto results = generate_seq2seq(model, sources, s, [&](size_t i, const Seq2SeqResult&) { seen.push_back(i); });
+    EXPECT_EQ(seen.size(), sources.size());
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const auto& src = g.at("sources")[i];
+      auto expected = src.at("output_ids").get<std::vector<int32_t>>();
+      auto ids = results[i].ids;
+      while (!ids.empty() && ids.back() == NllbTokenizer::kPad) ids.pop_back();
+      EXPECT_EQ(ids, expected) << g.at("name") << " → " << g.at("tgt_lang") << ", source " << i;
+      EXPECT_EQ(tok.decode(results[i].ids), src.at("output_text").get<std::string>()) << g.at("name") << ", source " << i;
+      EXPECT_EQ(results[i].hit_max_length, results[i].ids.back() != 2);
+      ++cases;
+    }
+  }
+  EXPECT_EQ(cases, 70u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Impl, M2M100Golden, ::testing::Values(OpsImpl::Reference, OpsImpl::Fast),
+                         [](const auto& info) { return info.param == OpsImpl::Reference ? "Reference" : "Fast"; });
+
+TEST(M2M100, LowerPrecisionWeightsStayClose) {
+  // F16 and INT8 weights: the same greedy tokens on most sources is too weak a check on a
+  // random model; the teacher-forced logits stay within the weights' rounding instead.
+  const M2M100Model f32(kModel, DType::F32);
+  const SafetensorsFile golden_file(kModel + "/golden.safetensors");
+  const SafetensorsFile* golden = &golden_file;
+  const auto ids = test::read_tensor<int32_t>(*golden, "input_ids.0");
+  const auto dec = test::read_tensor<int32_t>(*golden, "decoder_ids.0");
+  auto logits_of = [&](const M2M100Model& m) {
+    const auto cross = m.cross_caches(m.encode(std::vector<std::vector<int32_t>>{ids}));
+    auto cache = m.new_self_cache();
+    return m.decode({M2M100Model::DecoderRow{&cache, &cross[0], std::span<const int32_t>(dec)}}, false);
+  };
+  const auto reference = logits_of(f32);
+  for (auto [dtype, tol] : {std::pair{DType::F16, 0.02}, std::pair{DType::I8, 0.2}}) {
+    const M2M100Model m(kModel, dtype);
+    const auto logits = logits_of(m);
+    double max_diff = 0, max_abs = 0;
+    for (size_t k = 0; k < logits.size(); ++k) {
+      max_diff = std::max(max_diff, double(std::fabs(logits[k] - reference[k])));
+      max_abs = std::max(max_abs, double(std::fabs(reference[k])));
+    }
+    EXPECT_LT(max_diff, tol * max_abs) << dtype_name(dtype);
+    EXPECT_GT(max_diff, 0.0) << dtype_name(dtype) << ": the weights were not converted";
+  }
+}
+
+TEST(M2M100, NoRepeatNgramBansAsTransformers) {
+  // transformers' example: 2-grams of [40, 2883, 2712, 4346] → after ...4346 nothing is
+  // banned; after a sequence ending in 2883 the continuation 2712 is.
+  EXPECT_TRUE(banned_ngram_tokens({40, 2883, 2712, 4346}, 2).empty());
+  EXPECT_EQ(banned_ngram_tokens({40, 2883, 2712, 2883}, 2), std::vector<int32_t>{2712});
+  EXPECT_EQ(banned_ngram_tokens({1, 2, 3, 1, 2}, 3), std::vector<int32_t>{3});
+  EXPECT_TRUE(banned_ngram_tokens({1, 2}, 3).empty());  // shorter than n − 1 + 1
+  EXPECT_EQ(banned_ngram_tokens({5, 6}, 1), (std::vector<int32_t>{5, 6}));
+}
+
+TEST(M2M100, BadInputIsNamed) {
+  test::TempDir dir;
+  auto config = read_json(kModel + "/config.json");
+  config["model_type"] = "llama";
+  test::write_file(dir.str("config.json"), config.dump());
+  try {
+    M2M100Model m(dir.str());
+    FAIL();
+  } catch (const UnsupportedError& e) {
+    EXPECT_NE(std::string(e.what()).find("not an M2M100"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(is_m2m100_model(dir.str()));
+  EXPECT_TRUE(is_m2m100_model(kModel));
+
+  const M2M100Model model(kModel);
+  Seq2SeqSettings s;
+  s.max_length = 1;
+  EXPECT_THROW(generate_seq2seq(model, {{1501, 2}}, s), Error);
+  s.max_length = 10;
+  s.forced_bos_token_id = 99999;
+  EXPECT_THROW(generate_seq2seq(model, {{1501, 2}}, s), Error);
+  EXPECT_THROW(model.encode({{1501, 99999, 2}}), Error);
+}
+
+}  // namespace
+}  // namespace pivotmt
