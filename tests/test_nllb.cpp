@@ -17,6 +17,7 @@
 #include "models/m2m100_model.h"
 #include "test_util.h"
 #include "tokenizer/nllb_tokenizer.h"
+#include "experiment/nllb_translate.h"
 
 namespace pivotmt {
 namespace {
@@ -237,6 +238,61 @@ TEST(M2M100, BadInputIsNamed) {
   s.forced_bos_token_id = 99999;
   EXPECT_THROW(generate_seq2seq(model, {{1501, 2}}, s), Error);
   EXPECT_THROW(model.encode({{1501, 99999, 2}}), Error);
+}
+
+}  // namespace
+}  // namespace pivotmt
+
+namespace pivotmt {
+namespace {
+
+TEST(NllbFiles, PytorchModelBinConvertedOnceWithoutTiedCopies) {
+  // The hub's NLLB-200 repositories ship pytorch_model.bin only; its tied embeddings are one
+  // storage under four names. Converted once into the cache, the model computes as from the
+  // safetensors of the same weights.
+  const std::string bin_dir = kModel + "_bin";
+  test::TempDir cache;
+  const std::string weights = nllb_weights_dir(bin_dir, cache.str());
+  ASSERT_NE(weights, bin_dir);
+  const auto converted = std::filesystem::path(weights) / "model.safetensors";
+  ASSERT_TRUE(std::filesystem::exists(converted));
+  const SafetensorsFile file(converted.string());
+  EXPECT_NE(file.find("model.shared.weight"), nullptr);
+  for (const char* alias : {"lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"})
+    EXPECT_EQ(file.find(alias), nullptr) << alias << " written again";
+  const auto written = std::filesystem::last_write_time(converted);
+  EXPECT_EQ(nllb_weights_dir(bin_dir, cache.str()), weights);  // found, not converted again
+  EXPECT_EQ(std::filesystem::last_write_time(converted), written);
+  EXPECT_EQ(nllb_weights_dir(kModel, cache.str()), kModel);  // safetensors: used in place
+
+  const NllbTranslator from_bin(bin_dir, weights, DType::F32);
+  const NllbTranslator from_safetensors(kModel, "", DType::F32);
+  const std::vector<std::string> texts = {"काही भजने शतकांपूर्वीची आहेत", "हे खूप सुंदर आहे"};
+  auto s = from_safetensors.settings("gom_Deva");
+  s.num_beams = 2;
+  const auto a = from_bin.translate(texts, "mar_Deva", s);
+  const auto b = from_safetensors.translate(texts, "mar_Deva", s);
+  for (size_t i = 0; i < texts.size(); ++i) EXPECT_EQ(a[i].ids, b[i].ids);
+
+  test::TempDir empty;
+  EXPECT_THROW(nllb_weights_dir(empty.str(), cache.str()), Error);
+}
+
+TEST(NllbFiles, ColumnCodesAndTruncation) {
+  EXPECT_EQ(nllb_code_for_column("gom"), "gom_Deva");
+  EXPECT_EQ(nllb_code_for_column("translation.tn"), "aeb_Arab");
+  EXPECT_EQ(nllb_code_for_column("msa"), "arb_Arab");
+  EXPECT_EQ(nllb_code_for_column("xx"), "");
+  // Sources past the limit are cut and say so; the output is still a translation.
+  const NllbTranslator t(kModel);
+  const std::string long_text = test::read_file(test::fixture("original/konkani_train_pool_reconstructed.jsonl")).substr(0, 3000);
+  auto s = t.settings("gom_Deva");
+  s.max_length = 6;
+  const auto out = t.translate({long_text, "हे"}, "mar_Deva", s, 20);
+  EXPECT_TRUE(out[0].truncated);
+  EXPECT_EQ(out[0].source_tokens, 20u);
+  EXPECT_FALSE(out[1].truncated);
+  EXPECT_LE(out[0].ids.size(), 6u);
 }
 
 }  // namespace

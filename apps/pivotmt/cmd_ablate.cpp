@@ -7,6 +7,8 @@
 #include <fstream>
 #include <memory>
 
+#include <nlohmann/json.hpp>
+
 #include "ablation_view.h"
 #include "commands.h"
 #include "study_options.h"
@@ -14,6 +16,7 @@
 #include "core/progress.h"
 #include "experiment/ablation.h"
 #include "comet_options.h"
+#include "nllb_options.h"
 #include "experiment/cross_report.h"
 #include "metrics/comet.h"
 #include "experiment/plots.h"
@@ -104,6 +107,15 @@ void register_ablate(CLI::App& app) {
   cmd->add_option("--shard", shard, "Run slice i of N (rows i-1, i-1+N, ...), e.g. 2/8; join with --merge");
   cmd->add_option("--merge", merge, "Join these --shard folders into --out (the outputs of a single run)");
   add_comet_options(cmd, comet_args);
+  static std::string baseline_model, baseline_weights = "f16";
+  static NllbArgs baseline_args;
+  cmd->add_option("--baseline-model", baseline_model,
+                  "NLLB-200 model (hub id or directory, e.g. facebook/nllb-200-distilled-600M): translate the test rows "
+                  "once with it into OUT/baseline, shown beside every k");
+  cmd->add_option("--baseline-weights", baseline_weights, "The baseline's weight storage: f32 | f16 | int8")
+      ->check(CLI::IsMember({"f32", "f16", "int8"}))
+      ->capture_default_str();
+  add_nllb_options(cmd, baseline_args, "baseline-");
   cmd->add_flag("--quiet", quiet, "No progress output");
   cmd->add_flag("--log-json", log_json, "Progress as JSON lines on stderr (for clusters)");
   // One model's run into `out`.
@@ -119,8 +131,22 @@ void register_ablate(CLI::App& app) {
     options.force = force;
     options.dry_run = dry_run;
     options.on_progress = [&](const AblationProgress& p) { view.update(p); };
+    std::unique_ptr<Progress> baseline_bar;
+    const ViewMode mode = choose_view_mode(quiet, log_json);
+    options.on_baseline_progress = [&](size_t done, size_t total) {
+      if (mode == ViewMode::Quiet) return;
+      if (mode == ViewMode::Json) {
+        fmt::print(stderr, "{}\n", nlohmann::json{{"event", "baseline"}, {"done", done}, {"total", total}}.dump());
+        return;
+      }
+      if (!baseline_bar) baseline_bar = std::make_unique<Progress>("baseline", total, ProgressUnit::Items);
+      baseline_bar->set(done);
+      if (done == total) baseline_bar->finish();
+    };
     if (dry_run) {
-      const auto plan = run_ablation(config, options).plan;
+      const auto planned = run_ablation(config, options);
+      const auto& plan = planned.plan;
+      const auto& run_ablation_plan_baseline = planned.baseline_plan;
       fmt::print("{}: dry run of {} (over the context: prompt + max_new_tokens {} > the model's positions)\n\n",
                  config.out, config.model, config.max_new_tokens);
       fmt::print("| k | rows done | rows to run | prompt tokens p50 | p90 | max | over the context |\n"
@@ -129,6 +155,10 @@ void register_ablate(CLI::App& app) {
         fmt::print("| {} | {} | {} | {:.0f} | {:.0f} | {:.0f} | {} |\n", r["k"].get<size_t>(), r["done"].get<size_t>(),
                    r["pending"].get<size_t>(), r["prompt_tokens_p50"].get<double>(), r["prompt_tokens_p90"].get<double>(),
                    r["prompt_tokens_max"].get<double>(), r["over_context"].get<size_t>());
+      if (const auto& b = run_ablation_plan_baseline; !b.is_null())
+        fmt::print("\nbaseline {} ({} → {}, column {}): {} rows done, {} to translate\n", b["languages"]["model"].get<std::string>(),
+                   b["languages"]["src_lang"].get<std::string>(), b["languages"]["tgt_lang"].get<std::string>(),
+                   b["languages"]["column"].get<std::string>(), b["done"].get<size_t>(), b["pending"].get<size_t>());
       return;
     }
     const auto outcome = run_ablation(config, options);
@@ -137,6 +167,10 @@ void register_ablate(CLI::App& app) {
                                   ? fmt::format(" ({:.0f}% of prompt tokens copied from shared prefixes)",
                                                 100.0 * double(outcome.reused_prompt_tokens) / double(outcome.prompt_tokens))
                                   : "";
+    if (outcome.baseline.generated > 0)
+      fmt::print("{}: baseline: {} rows translated{}\n", config.out, outcome.baseline.generated,
+                 outcome.baseline.truncated ? fmt::format(" ({} sources cut to the tokenizer's maximum)", outcome.baseline.truncated)
+                                            : std::string());
     if (outcome.outputs_written)
       fmt::print("{}: {} rows generated{}, {} resumed from earlier runs; summary in {}/ablation_summary.csv\n", config.out,
                  outcome.rows_generated, reuse, outcome.rows_resumed, config.out);
@@ -149,6 +183,8 @@ void register_ablate(CLI::App& app) {
     if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file);
     // Before any generation: a COMET download or conversion problem shows now, not hours later.
     if (!dry_run) comet_dirs = resolve_comet(comet_args);
+    if (!baseline_model.empty()) args.config.baseline = baseline_config(baseline_model, baseline_weights, baseline_args);
+    else if (any_nllb_option_given(baseline_args)) throw Error("the --baseline-* options need --baseline-model");
     if (!merge.empty()) {
       merge_shards(merge, args.config.out, force, comet_dirs);
       return;
@@ -164,6 +200,14 @@ void register_ablate(CLI::App& app) {
       }
       for (size_t m = 0; m < args.models.size(); ++m) {
         fmt::print("== {} -> {}\n", args.models[m], runs[m]);
+        // The NLLB baseline does not depend on the LLM: translated once, copied to the others.
+        const auto first_baseline = std::filesystem::path(runs[0]) / "baseline";
+        if (m > 0 && !baseline_model.empty() && std::filesystem::exists(first_baseline) &&
+            !std::filesystem::exists(std::filesystem::path(runs[m]) / "baseline")) {
+          std::filesystem::create_directories(runs[m]);
+          std::filesystem::copy(first_baseline, std::filesystem::path(runs[m]) / "baseline",
+                                std::filesystem::copy_options::recursive);
+        }
         run_one(resolve_study(args, {"data", "model", "out"}, m), runs[m]);
       }
       if (shard.empty()) {
@@ -199,7 +243,9 @@ void register_report(CLI::App& app) {
     if (!plots.empty()) {
       std::filesystem::create_directories(plots);
       for (const auto& r : runs) {
-        const auto series = bleu_chrf_series(r.by_k);
+        auto series = bleu_chrf_series(r.by_k);
+        for (auto& ms : series)  // the NLLB baseline as a line, when the folder has one
+          if (const auto b = r.baseline.find(ms.name); b != r.baseline.end()) ms.baseline = b->second;
         const std::string stem = (std::filesystem::path(plots) / r.name).string();
         plot_metrics_vs_k(series, r.name + " (target " + r.target + ")", stem + "_plots");
         plot_grouped_bars(series, r.name + " (target " + r.target + ")", stem + "_bars");

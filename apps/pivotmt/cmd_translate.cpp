@@ -19,8 +19,13 @@
 #include "hub/file_hash.h"
 #include "io/table.h"
 #include "experiment/translate.h"
+#include "models/m2m100_model.h"
+#include "models/model_config.h"
 #include "retrieval/corpus.h"
 #include "study_options.h"
+#include "nllb_options.h"
+#include "experiment/nllb_translate.h"
+#include "hub/hub_client.h"
 
 namespace pivotmt::cli {
 namespace {
@@ -58,6 +63,118 @@ std::string default_index_dir(const IndexSpec& spec) {
   return (cache / "pivotmt" / "indexes" / sha256_hex(key.dump()).substr(0, 16)).string();
 }
 
+// The NLLB path: a dedicated MT model, no retrieval, no prompt. Each input line is the text
+// to translate ("pivot<TAB>source": the source, or the pivot with --from-pivot); a table
+// file gives its source (or pivot) column.
+void translate_nllb(const AblationConfig& config, const std::string& model_arg, const NllbArgs& nllb,
+                    const std::string& input, const std::string& output, bool as_json) {
+  if (config.device != "auto" && config.device != "cpu")
+    throw Error(fmt::format("--device {}: NLLB models run on the CPU in this version", config.device));
+  const DType weights = config.weights == "f32"   ? DType::F32
+                        : config.weights == "f16" ? DType::F16
+                        : config.weights == "int8" ? DType::I8
+                                                   : throw Error(fmt::format("--weights {}: NLLB takes f32, f16 or int8", config.weights));
+  const std::string column = nllb.from_pivot ? config.pivot : config.source;
+  auto code = [&](const std::string& given, const std::string& col, const char* option) {
+    if (!given.empty()) return given;
+    const std::string c = nllb_code_for_column(col);
+    if (c.empty()) throw Error(fmt::format("{}: no NLLB code for the column '{}'; give {} (e.g. mar_Deva)", option, col, option));
+    return c;
+  };
+  const std::string src_lang = code(nllb.src_lang, column, "--src-lang");
+  const std::string tgt_lang = code(nllb.tgt_lang, config.target, "--tgt-lang");
+
+  std::string weights_dir;
+  const std::string dir = resolve_nllb_model(model_arg, &weights_dir);
+  const NllbTranslator translator(dir, weights_dir, weights);
+  (void)translator.tokenizer().language_id(src_lang);  // unknown codes fail before any work
+  Seq2SeqSettings settings = translator.settings(tgt_lang);
+  if (nllb.beams) settings.num_beams = *nllb.beams;
+  if (nllb.max_length) settings.max_length = *nllb.max_length;
+  if (nllb.no_repeat_ngram_size) settings.no_repeat_ngram_size = *nllb.no_repeat_ngram_size;
+  if (nllb.length_penalty) settings.length_penalty = *nllb.length_penalty;
+  if (!nllb.early_stopping.empty())
+    settings.early_stopping = nllb.early_stopping == "true"    ? EarlyStopping::True
+                              : nllb.early_stopping == "never" ? EarlyStopping::Never
+                                                               : EarlyStopping::False;
+  settings.batch_size = nllb.batch;
+
+  std::ofstream out_file;
+  if (!output.empty()) {
+    out_file.open(output, std::ios::binary);
+    if (!out_file) throw Error(fmt::format("cannot write {}", output));
+  }
+  auto emit = [&](const std::string& text, const NllbTranslation& t) {
+    std::string line;
+    if (as_json) {
+      line = nlohmann::json{{"text", text},
+                            {"translation", t.text},
+                            {"src_lang", src_lang},
+                            {"tgt_lang", tgt_lang},
+                            {"source_tokens", t.source_tokens},
+                            {"truncated", t.truncated},
+                            {"new_tokens", t.ids.size() > 1 ? t.ids.size() - 1 : 0},
+                            {"finish", t.hit_max_length ? "length" : "eos"}}
+                 .dump();
+    } else {
+      line = t.text;
+      for (char& c : line)
+        if (c == '\n' || c == '\r') c = ' ';
+    }
+    if (out_file.is_open()) {
+      out_file << line << '\n';
+      out_file.flush();
+    } else {
+      fmt::print("{}\n", line);
+      std::fflush(stdout);
+    }
+  };
+  auto text_of = [&](const std::string& line) {
+    std::string t = line;
+    if (!t.empty() && t.back() == '\r') t.pop_back();
+    const auto tab = t.find('\t');
+    if (tab == std::string::npos) return t;
+    return nllb.from_pivot ? t.substr(0, tab) : t.substr(tab + 1);
+  };
+  auto run = [&](const std::vector<std::string>& texts) {
+    Progress bar("translate", texts.size(), ProgressUnit::Items);
+    size_t done = 0;
+    const auto results = translator.translate(texts, src_lang, settings, 0, [&](size_t, const NllbTranslation&) {
+      if (texts.size() > 1) bar.set(++done);
+    });
+    if (texts.size() > 1) bar.finish();
+    size_t truncated = 0;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      emit(texts[i], results[i]);
+      truncated += results[i].truncated ? 1 : 0;
+    }
+    if (truncated)
+      fmt::print(stderr, "warning: {} of {} inputs were longer than {} tokens and were cut (as transformers truncates)\n",
+                 truncated, texts.size(), translator.tokenizer().model_max_length());
+  };
+  std::vector<std::string> texts;
+  if (input != "-" && is_table_file(input)) {
+    const Table t = read_table(input);
+    const size_t col = find_column(t, column);
+    for (const auto& row : t.rows) texts.push_back(row[col].value_or(""));
+  } else if (input == "-" && isatty(STDIN_FILENO)) {  // one line at a time, as typed
+    std::string line;
+    while (std::getline(std::cin, line)) run({text_of(line)});
+    return;
+  } else {
+    std::ifstream file;
+    if (input != "-") {
+      file.open(input, std::ios::binary);
+      if (!file) throw Error(fmt::format("cannot read {}", input));
+    }
+    std::istream& in = input == "-" ? std::cin : file;
+    std::string line;
+    while (std::getline(in, line)) texts.push_back(text_of(line));
+  }
+  if (texts.empty()) throw Error(fmt::format("{}: nothing to translate", input == "-" ? "stdin" : input));
+  run(texts);
+}
+
 }  // namespace
 
 void register_translate(CLI::App& app) {
@@ -74,10 +191,24 @@ void register_translate(CLI::App& app) {
   cmd->add_option("--shots,-k", shots, "Examples per prompt")->capture_default_str()->check(CLI::Range(0, 10));
   cmd->add_option("--index", index_dir, "Index folder (default: under ~/.cache/pivotmt/indexes, keyed by the corpus and retriever)");
   cmd->add_flag("--json", as_json, "One JSON object per line: pivot, source, translation, examples, finish, tokens");
+  static NllbArgs nllb;
+  add_nllb_options(cmd, nllb, "");
   cmd->callback([cmd] {
     // An ablate config works: its keys translate has no use for (k, out, ...) are skipped.
     if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file, cmd->get_parent()->get_subcommand("ablate"));
     if (args.models.size() > 1) throw Error("translate: one --model at a time");
+    // An NLLB-200 model translates directly (no corpus, no prompt).
+    if (args.models.size() == 1) {
+      const std::string dir = resolve_repo_path(args.models[0], RepoType::Model);
+      if (is_m2m100_model(dir)) {
+        translate_nllb(args.config, args.models[0], nllb, input, output, as_json);
+        return;
+      }
+      if (any_nllb_option_given(nllb))
+        throw Error(fmt::format("--src-lang, --tgt-lang, --beams and the other NLLB options need an NLLB-200 model; {} "
+                                "is a {} model",
+                                args.models[0], load_model_config(dir).model_type));
+    }
     AblationConfig config = resolve_study(args, {"data", "model"});
     const bool needs_pivot = retrieves_by_pivot(config);  // the prompt shows the pivot sentence
 

@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "engine/generate.h"
 #include "experiment/ablation_outputs.h"
+#include "experiment/row_log.h"
 #include "experiment/token_stats.h"
 #include "io/json_file.h"
 #include "io/table.h"
@@ -112,63 +113,6 @@ size_t AblationProgress::all_total() const {
 
 namespace {
 
-// The durable per-k row log.
-class RowLog {
- public:
-  // Reads the finished rows; a torn last line (the process died mid-write) is cut off.
-  RowLog(fs::path path, bool writable) : path_(std::move(path)) {
-    std::ifstream in(path_, std::ios::binary);
-    if (in) {
-      std::stringstream ss;
-      ss << in.rdbuf();
-      const std::string text = ss.str();
-      size_t start = 0, line = 1, good_end = 0;
-      while (start < text.size()) {
-        const size_t nl = text.find('\n', start);
-        if (nl == std::string::npos) break;  // torn: no newline yet
-        const auto entry = nlohmann::json::parse(text.begin() + long(start), text.begin() + long(nl), nullptr, false);
-        if (entry.is_discarded() || !entry.contains("i") || !entry["i"].is_number_unsigned())
-          throw FormatError(fmt::format("{}:{}: not a row record (the log is damaged; delete it to regenerate this k)",
-                                        path_.string(), line));
-        rows_[entry["i"].get<size_t>()] = entry;
-        start = nl + 1;
-        good_end = start;
-        ++line;
-      }
-      if (writable && good_end < text.size()) fs::resize_file(path_, good_end);
-    }
-    if (!writable) return;
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd_ < 0) throw Error("cannot open " + path_.string() + " for appending");
-  }
-  ~RowLog() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  RowLog(const RowLog&) = delete;
-  RowLog& operator=(const RowLog&) = delete;
-
-  const std::map<size_t, nlohmann::json>& rows() const { return rows_; }
-
-  // Appends the records and makes them durable before returning.
-  void append(const std::vector<nlohmann::json>& records) {
-    std::string text;
-    for (const auto& r : records) text += r.dump() + "\n";
-    size_t written = 0;
-    while (written < text.size()) {
-      const ssize_t n = ::write(fd_, text.data() + written, text.size() - written);
-      if (n < 0) throw Error("cannot append to " + path_.string());
-      written += size_t(n);
-    }
-    if (::fsync(fd_) != 0) throw Error("cannot fsync " + path_.string());
-    for (const auto& r : records) rows_[r["i"].get<size_t>()] = r;
-  }
-
- private:
-  fs::path path_;
-  int fd_ = -1;
-  std::map<size_t, nlohmann::json> rows_;
-};
-
 // One prompt to generate: test row i at config.ks[run].
 struct Job {
   size_t run, i;
@@ -196,7 +140,7 @@ void claim_folder(const AblationConfig& config, bool force, bool dry_run = false
       }
       if (dry_run) return;
       for (const auto& e : fs::directory_iterator(out))
-        if (e.path().filename().string().rfind("k_", 0) == 0) fs::remove_all(e.path());
+        if (e.path().filename().string().rfind("k_", 0) == 0 || e.path().filename() == "baseline") fs::remove_all(e.path());
     }
   }
   if (dry_run) return;
@@ -311,6 +255,8 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
     (void)load_model_config(config.comet_encoder);
   }
   const GenerationConfig generation = load_generation_config(config.model, model_config);
+  // The baseline's languages, tokenizer and settings: checked before hours of generation.
+  if (config.baseline.enabled()) (void)baseline_identity(config);
 
   // This shard's rows, and what the logs already hold.
   std::vector<size_t> slice;
@@ -385,6 +331,12 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
                               {"prompt_tokens_max", lengths.max},
                               {"over_context", lengths.over_context}});
     }
+    if (config.baseline.enabled()) {
+      const RowLog baseline_log(out / "baseline" / "rows.jsonl", false);
+      size_t done = 0;
+      for (size_t i : slice) done += baseline_log.rows().count(i);
+      outcome.baseline_plan = {{"done", done}, {"pending", slice.size() - done}, {"languages", baseline_identity(config)}};
+    }
     return outcome;
   }
 
@@ -445,15 +397,20 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
     options.on_progress(progress);
   }
 
+  // The NLLB baseline after the LLM is gone (both in memory at once would need their sum).
+  outcome.baseline = run_baseline(config, test, slice, options.force, options.generate_missing, options.on_baseline_progress);
+
   if (config.shard_count > 1) return outcome;  // the merge writes the outputs
   std::vector<const std::map<size_t, nlohmann::json>*> rows;
   for (const auto& log : logs) rows.push_back(&log->rows());
+  std::unique_ptr<RowLog> baseline_log;
+  if (config.baseline.enabled()) baseline_log = std::make_unique<RowLog>(out / "baseline" / "rows.jsonl", false);
   // COMET's encoder is loaded only now, after the LLM is gone (both in memory at once would
   // need their sum). If it fails, every row is already in the logs: a rerun scores them.
   std::unique_ptr<comet::Model> comet_model;
   if (!config.comet_model.empty()) comet_model = std::make_unique<comet::Model>(config.comet_model, config.comet_encoder);
   write_ablation_outputs({config, test_table, test, *tokenizer, size_t(model_config.max_position_embeddings), index.manifest,
-                          comet_model.get()},
+                          comet_model.get(), baseline_log ? &baseline_log->rows() : nullptr},
                          rows);
   outcome.outputs_written = true;
   return outcome;
@@ -511,6 +468,25 @@ AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const
     const fs::path kdir = fs::path(out) / fmt::format("k_{}", k);
     fs::create_directories(kdir);
     write_file_atomically((kdir / "rows.jsonl").string(), text);
+  }
+  // The baseline's rows, when the shards ran one (the same in every shard).
+  if (fs::exists(shards.begin()->second / "baseline" / "baseline_config.json")) {
+    const auto id = read_json_file((shards.begin()->second / "baseline" / "baseline_config.json").string());
+    std::map<size_t, nlohmann::json> rows;
+    for (const auto& [i, dir] : shards) {
+      const fs::path path = fs::path(dir) / "baseline" / "baseline_config.json";
+      if (!fs::exists(path) || read_json_file(path.string()) != id)
+        throw Error(fmt::format("{}: its baseline differs from {}'s (or it has none)", dir.string(), shards.begin()->second.string()));
+      const RowLog log(fs::path(dir) / "baseline" / "rows.jsonl", false);
+      rows.insert(log.rows().begin(), log.rows().end());
+    }
+    config.baseline = baseline_from_identity(id);
+    std::string text;
+    for (const auto& [i, rec] : rows) text += rec.dump() + "\n";
+    const fs::path bdir = fs::path(out) / "baseline";
+    fs::create_directories(bdir);
+    write_file_atomically((bdir / "rows.jsonl").string(), text);
+    write_json_file((bdir / "baseline_config.json").string(), id);
   }
   const fs::path index_dir = fs::path(out) / "index";
   if (!fs::exists(index_dir) && fs::exists(shards.begin()->second / "index"))

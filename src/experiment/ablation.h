@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/generate.h"
+#include "experiment/baseline.h"
 #include "experiment/prompt.h"
 #include "models/model_config.h"
 #include "retrieval/index.h"
@@ -59,6 +60,9 @@ struct AblationConfig {
   // tokenizer); empty: "COMET Score" stays null. Scoring only: not part of the identity,
   // so a finished folder can be rescored with it.
   std::string comet_model, comet_encoder;
+  // The NLLB-200 baseline (experiment/baseline.h): OUT/baseline/, with an identity of its own
+  // (baseline/baseline_config.json), so adding one to a finished folder keeps its k runs.
+  BaselineConfig baseline;
 
   // Everything that decides the outputs (not `out`, `max_batch`, `reuse_prefixes`, the
   // index folder or the k values: a folder
@@ -86,6 +90,9 @@ struct AblationOutcome {
   // Dry run: per k, rows done and pending, prompt-token percentiles of the pending ones and
   // how many would pass the context (prompt + max_new_tokens > max_position_embeddings).
   nlohmann::json plan;
+  BaselineOutcome baseline;  // the NLLB baseline's rows (when configured)
+  // Dry run with a baseline: its rows done and pending.
+  nlohmann::json baseline_plan;
 };
 
 struct AblationRunOptions {
@@ -93,6 +100,7 @@ struct AblationRunOptions {
   bool generate_missing = true;     // false: a missing row is an error (merging)
   bool dry_run = false;             // plan only: no model, nothing written but the index
   std::function<void(const AblationProgress&)> on_progress;  // often (every token): throttle
+  std::function<void(size_t done, size_t total)> on_baseline_progress;  // the baseline's rows
 };
 
 // The pieces a run and `pivotmt translate` share.

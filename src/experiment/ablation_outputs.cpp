@@ -2,9 +2,11 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include <fmt/format.h>
 
+#include "core/error.h"
 #include "experiment/plots.h"
 #include "experiment/run_report.h"
 #include "io/json_file.h"
@@ -60,9 +62,11 @@ std::vector<std::string> flat_columns(const Table& t) {
   return out;
 }
 
-// One k's results_k{k}.csv and scores_k{k}.json; returns what report.md needs.
-KRun write_k_outputs(const AblationInputs& in, size_t k, const std::map<size_t, nlohmann::json>& log) {
-  const fs::path kdir = fs::path(in.config.out) / fmt::format("k_{}", k);
+// One run's results_{name}.csv and scores_{name}.json in its folder (k_{k} with name k{k}, or
+// the baseline's); returns what report.md needs.
+KRun write_run_outputs(const AblationInputs& in, const KRun& id, const std::map<size_t, nlohmann::json>& log) {
+  const std::string name = id.baseline ? "baseline" : fmt::format("k{}", id.k);
+  const fs::path kdir = fs::path(in.config.out) / (id.baseline ? std::string("baseline") : fmt::format("k_{}", id.k));
   fs::create_directories(kdir);
   const auto columns = flat_columns(in.test_table);
   // results_k{k}.csv: the dataset's columns, then prompt and response, in test order.
@@ -70,10 +74,11 @@ KRun write_k_outputs(const AblationInputs& in, size_t k, const std::map<size_t, 
   for (const auto& c : columns) csv += csv_field(c) + ",";
   csv += "prompt,response\n";
   std::vector<std::string> targets;
-  KRun run;
-  run.k = k;
+  KRun run = id;
   for (size_t i = 0; i < in.test.rows.size(); ++i) {
-    const auto& rec = log.at(i);
+    const auto it = log.find(i);
+    if (it == log.end()) throw Error(fmt::format("{}: row {} was never translated", (kdir / "rows.jsonl").string(), i));
+    const auto& rec = it->second;
     for (const auto& cell : in.test_table.rows[in.test.rows[i].row]) csv += csv_field(cell.value_or("")) + ",";
     csv += csv_field(rec["prompt"].get<std::string>()) + "," + csv_field(rec["response"].get<std::string>()) + "\n";
     run.responses.push_back(rec["response"].get<std::string>());
@@ -83,7 +88,7 @@ KRun write_k_outputs(const AblationInputs& in, size_t k, const std::map<size_t, 
     run.prompt_tokens.push_back(rec.value("prompt_tokens", size_t(0)));
     run.new_tokens += rec.value("new_tokens", size_t(0));
   }
-  write_file_atomically((kdir / fmt::format("results_k{}.csv", k)).string(), csv);
+  write_file_atomically((kdir / fmt::format("results_{}.csv", name)).string(), csv);
 
   size_t failed = 0;
   const auto scores = score_translations(run.responses, targets, &failed, kBootstrapResamples);
@@ -102,7 +107,8 @@ KRun write_k_outputs(const AblationInputs& in, size_t k, const std::map<size_t, 
       {"samples_processed", in.test.rows.size() - failed},
       {"samples_failed", failed},
       {"context_overflows", run.overflows},
-      {"k", k}};
+      {"k", id.baseline ? nlohmann::json("baseline") : nlohmann::json(id.k)}};
+  if (id.baseline) s["model"] = in.config.baseline.model;
   if (!scores.is_null())
     for (const char* key : {"BLEU", "chrF", "chrF++", "TER"}) {
       s["signatures"][key] = scores[key]["signature"];
@@ -133,7 +139,7 @@ KRun write_k_outputs(const AblationInputs& in, size_t k, const std::map<size_t, 
                                              in.config.comet_encoder, cs.truncated);
     }
   }
-  write_file_atomically((kdir / fmt::format("scores_k{}.json", k)).string(), s.dump(4) + "\n");
+  write_file_atomically((kdir / fmt::format("scores_{}.json", name)).string(), s.dump(4) + "\n");
   run.scores = s;
   return run;
 }
@@ -148,14 +154,27 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
   std::string summary = std::string("k,BLEU,chrF,chrF++,Normalized_BLEU,time_minutes,TER") + (comet ? ",COMET" : "") + "\n";
   std::vector<KRun> k_runs;
   const auto num = [](const nlohmann::json& v) { return v.is_null() ? std::string() : fmt::format("{}", v.get<double>()); };
-  for (size_t j = 0; j < config.ks.size(); ++j) {
-    KRun run = write_k_outputs(in, config.ks[j], *rows[j]);
+  const auto summary_row = [&](const std::string& label, const KRun& run) {
     const auto& s = run.scores;
-    per_k[std::to_string(run.k)] = s;
-    summary += fmt::format("{},{},{},{},{},{},{}", run.k, num(s["BLEU Score"]), num(s["chrF Score"]),
-                           num(s["CHRF++ Score"]), num(s["Normalized BLEU Score"]), run.seconds / 60, num(s["TER Score"]));
+    summary += fmt::format("{},{},{},{},{},{},{}", label, num(s["BLEU Score"]), num(s["chrF Score"]), num(s["CHRF++ Score"]),
+                           num(s["Normalized BLEU Score"]), run.seconds / 60, num(s["TER Score"]));
     summary += comet ? "," + num(s["COMET Score"]) + "\n" : "\n";
+  };
+  for (size_t j = 0; j < config.ks.size(); ++j) {
+    KRun id;
+    id.k = config.ks[j];
+    KRun run = write_run_outputs(in, id, *rows[j]);
+    per_k[std::to_string(run.k)] = run.scores;
+    summary_row(std::to_string(run.k), run);
     k_runs.push_back(std::move(run));
+  }
+  // The NLLB baseline: a row of its own ("baseline" in the k column).
+  std::optional<KRun> baseline;
+  if (in.baseline) {
+    KRun id;
+    id.baseline = true;
+    baseline = write_run_outputs(in, id, *in.baseline);
+    summary_row("baseline", *baseline);
   }
   write_file_atomically((out / "ablation_summary.csv").string(), summary);
 
@@ -168,11 +187,12 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
         if (!s[key].is_null() && !base[key].is_null())
           detailed["change_over_k0"][k][key] = s[key].get<double>() - base[key].get<double>();
   }
+  if (baseline) detailed["baseline"] = baseline->scores;
   write_json_file((out / "ablation_detailed_results.json").string(), detailed);
 
   std::vector<std::string> targets;
   for (const auto& row : in.test.rows) targets.push_back(row.target);
-  std::string report = ablation_report_markdown(config, targets, k_runs, in.context_length);
+  std::string report = ablation_report_markdown(config, targets, k_runs, in.context_length, baseline ? &*baseline : nullptr);
   if (fs::exists(out / "runtime.json")) {  // the device of the last process that generated rows
     const auto rt = read_json_file((out / "runtime.json").string());
     report += fmt::format("Device: {}; model load {:.1f} s", rt.value("device_name", rt.value("device", "?")), rt.value("load_seconds", 0.0));
@@ -196,6 +216,8 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
   for (const auto& [k, s] : per_k.items())
     if (s.contains("signatures")) manifest["metric_signatures"] = s["signatures"];
   if (fs::exists(out / "runtime.json")) manifest["runtime"] = read_json_file((out / "runtime.json").string());
+  if (baseline) manifest["baseline"] = {{"config", read_json_file((out / "baseline" / "baseline_config.json").string())},
+                                       {"model_files", model_files_manifest(config.baseline.model)}};
   if (comet) manifest["comet"] = {{"model", config.comet_model}, {"encoder", config.comet_encoder},
                                   {"model_files", model_files_manifest(config.comet_model)}};
   write_json_file((out / "manifest.json").string(), manifest);
@@ -205,7 +227,12 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
   for (const auto& r : k_runs)
     for (const auto& [name, key] : {std::pair<const char*, const char*>{"BLEU", "BLEU Score"}, {"chrF", "chrF Score"}, {"chrF++", "CHRF++ Score"}})
       if (!r.scores[key].is_null()) scores_by_k[r.k][name] = r.scores[key].get<double>();
-  const auto series = bleu_chrf_series(scores_by_k);
+  auto series = bleu_chrf_series(scores_by_k);
+  if (baseline)  // a horizontal line in each panel
+    for (auto& ms : series) {
+      const char* key = ms.name == "BLEU" ? "BLEU Score" : ms.name == "chrF" ? "chrF Score" : "CHRF++ Score";
+      if (!baseline->scores[key].is_null()) ms.baseline = baseline->scores[key].get<double>();
+    }
   if (!series[0].ks.empty()) {
     const std::string title = fmt::format("{} → {} via {} ({})", config.source, config.target, config.pivot,
                                           fs::path(config.model).filename().string());
@@ -216,7 +243,8 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
   for (const auto& r : k_runs)
     if (!r.scores["COMET Score"].is_null()) comet_by_k[r.k] = r.scores["COMET Score"].get<double>();
   if (!comet_by_k.empty()) {
-    MetricSeries comet_series{"COMET", {}, {}};
+    MetricSeries comet_series{"COMET", {}, {}, std::nullopt};
+    if (baseline && !baseline->scores["COMET Score"].is_null()) comet_series.baseline = baseline->scores["COMET Score"].get<double>();
     for (const auto& [k, v] : comet_by_k) {
       comet_series.ks.push_back(double(k));
       comet_series.values.push_back(v);

@@ -26,6 +26,8 @@ struct AblationInputs {
   size_t context_length = 0;  // the model's max_position_embeddings
   nlohmann::json index_manifest;
   const comet::Model* comet = nullptr;  // scores COMET when given (config.comet_model)
+  // The NLLB baseline's records by test row index (baseline/rows.jsonl), when it ran.
+  const std::map<size_t, nlohmann::json>* baseline = nullptr;
 };
 
 // rows[j]: the records of config.ks[j] by test row index, one for every test row.

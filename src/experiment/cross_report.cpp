@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <optional>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -34,17 +35,9 @@ RunScores score_run_folder(const std::string& dir, const std::string& target, co
     if (run.target.empty()) run.target = cfg.value("target", "");
     if (source_column.empty()) source_column = cfg.value("source", "");
   }
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (!e.is_directory() || name.rfind("k_", 0) != 0) continue;
-    size_t k = 0;
-    try {
-      k = std::stoul(name.substr(2));
-    } catch (const std::exception&) {
-      continue;
-    }
-    const fs::path csv = e.path() / fmt::format("results_k{}.csv", k);
-    if (!fs::exists(csv)) continue;
+  // One results file's scores (and COMET: computed, or the folder's own score); returns the
+  // rows left out.
+  const auto score_file = [&](const fs::path& csv, const fs::path& scores_json, std::map<std::string, double>& into) {
     const Table t = read_table(csv.string());
     if (run.target.empty()) {
       for (const char* guess : {"gom", "tn", "translation.tn"})
@@ -64,9 +57,8 @@ RunScores score_run_folder(const std::string& dir, const std::string& target, co
     }
     size_t failed = 0;
     const auto scores = score_translations(hyps, refs, &failed);
-    run.failed[k] = failed;
-    if (scores.is_null()) continue;
-    for (const auto& m : kMetrics) run.by_k[k][m] = scores[m]["score"].get<double>();
+    if (scores.is_null()) return failed;
+    for (const auto& m : kMetrics) into[m] = scores[m]["score"].get<double>();
     if (comet) {
       // The original's source columns: mar (Konkani), en (Tunisian).
       if (source_column.empty())
@@ -86,13 +78,31 @@ RunScores score_run_folder(const std::string& dir, const std::string& target, co
         mt.push_back(hyps[i]);
         ref.push_back(refs[i]);
       }
-      run.by_k[k]["COMET"] = comet->score(src, mt, ref).system;
-    } else if (const fs::path sj = e.path() / fmt::format("scores_k{}.json", k); fs::exists(sj)) {
+      into["COMET"] = comet->score(src, mt, ref).system;
+    } else if (fs::exists(scores_json)) {
       // COMET is a model run: without one, the folder's own score is shown when it has one.
-      const auto j = read_json_file(sj.string());
-      if (j.contains("COMET Score") && j["COMET Score"].is_number()) run.by_k[k]["COMET"] = j["COMET Score"].get<double>();
+      const auto j = read_json_file(scores_json.string());
+      if (j.contains("COMET Score") && j["COMET Score"].is_number()) into["COMET"] = j["COMET Score"].get<double>();
     }
+    return failed;
+  };
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || name.rfind("k_", 0) != 0) continue;
+    size_t k = 0;
+    try {
+      k = std::stoul(name.substr(2));
+    } catch (const std::exception&) {
+      continue;
+    }
+    const fs::path csv = e.path() / fmt::format("results_k{}.csv", k);
+    if (!fs::exists(csv)) continue;
+    std::map<std::string, double> scores;
+    run.failed[k] = score_file(csv, e.path() / fmt::format("scores_k{}.json", k), scores);
+    if (!scores.empty()) run.by_k[k] = scores;
   }
+  if (const fs::path b = fs::path(dir) / "baseline"; fs::exists(b / "results_baseline.csv"))
+    score_file(b / "results_baseline.csv", b / "scores_baseline.json", run.baseline);
   if (run.by_k.empty()) throw Error(fmt::format("{}: no k_*/results_k*.csv with scorable rows", dir));
   return run;
 }
@@ -105,6 +115,11 @@ std::string cross_run_markdown(const std::vector<RunScores>& runs) {
       ks.insert(k);
       comet = comet || m.count("COMET");
     }
+  bool any_baseline = false;
+  for (const auto& r : runs) {
+    any_baseline = any_baseline || !r.baseline.empty();
+    comet = comet || r.baseline.count("COMET");
+  }
   std::vector<std::string> metrics = kMetrics;
   if (comet) metrics.push_back("COMET");
   const auto value = [](const RunScores& r, size_t k, const std::string& metric) -> std::optional<double> {
@@ -131,8 +146,9 @@ std::string cross_run_markdown(const std::vector<RunScores>& runs) {
   for (const auto& metric : metrics) {
     md += fmt::format("## {}{}\n\n| run |", metric, metric == "TER" ? " (lower is better)" : "");
     for (size_t k : ks) md += fmt::format(" k={} |", k);
+    if (any_baseline) md += " baseline |";
     md += "\n|---|";
-    for (size_t i = 0; i < ks.size(); ++i) md += "---:|";
+    for (size_t i = 0; i < ks.size() + (any_baseline ? 1 : 0); ++i) md += "---:|";
     md += "\n";
     for (const auto& r : runs) {
       const auto best = best_of(r, metric);
@@ -141,6 +157,10 @@ std::string cross_run_markdown(const std::vector<RunScores>& runs) {
         const auto v = value(r, k, metric);
         if (!v) md += " — |";
         else md += *v == *value(r, *best, metric) ? fmt::format(" **{}** |", show(metric, *v)) : fmt::format(" {} |", show(metric, *v));
+      }
+      if (any_baseline) {
+        const auto b = r.baseline.find(metric);
+        md += b == r.baseline.end() ? std::string(" — |") : fmt::format(" {} |", show(metric, b->second));
       }
       md += "\n";
     }

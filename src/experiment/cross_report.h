@@ -18,6 +18,8 @@ struct RunScores {
   // k -> metric (BLEU, chrF, chrF++, TER, and COMET when scored) -> score
   std::map<size_t, std::map<std::string, double>> by_k;
   std::map<size_t, size_t> failed;  // k -> rows left out (empty translation or reference)
+  // The NLLB baseline's scores (baseline/results_baseline.csv), when the folder has one.
+  std::map<std::string, double> baseline;
 };
 
 // `target` empty: from the folder's ablation_config.json, else the first of gom / tn / the
@@ -28,7 +30,8 @@ RunScores score_run_folder(const std::string& dir, const std::string& target = "
                            const std::string& source = "");
 
 // One Markdown table per metric (rows: runs, columns: k, the best value of each row in
-// bold; TER is better when lower; COMET when any run has it), then a best-k table.
+// bold; TER is better when lower; COMET when any run has it; a "baseline" column when a
+// run has an NLLB baseline), then a best-k table.
 std::string cross_run_markdown(const std::vector<RunScores>& runs);
 
 }  // namespace pivotmt

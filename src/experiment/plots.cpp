@@ -116,6 +116,29 @@ void line_series(cairo_t* cr, const Frame& f, const MetricSeries& s, const Rgb& 
   }
 }
 
+// The series' baseline (the NLLB baseline's score) as a dashed line across the frame,
+// labelled at its right end.
+void baseline_line(cairo_t* cr, const Frame& f, const MetricSeries& s, const Rgb& c) {
+  if (!s.baseline) return;
+  const double y = f.py(*s.baseline);
+  cairo_save(cr);
+  cairo_set_source_rgb(cr, c.r, c.g, c.b);
+  cairo_set_line_width(cr, 1.5);
+  const double dash[] = {6.0, 4.0};
+  cairo_set_dash(cr, dash, 2, 0);
+  cairo_move_to(cr, f.x0, y);
+  cairo_line_to(cr, f.x0 + f.w, y);
+  cairo_stroke(cr);
+  cairo_restore(cr);
+  text(cr, f.x0 + f.w - 4, y - 4, "baseline", 9, 1.0);
+}
+
+// The largest value of a series, its baseline included.
+double series_max(const MetricSeries& s) {
+  double hi = *std::max_element(s.values.begin(), s.values.end());
+  return s.baseline ? std::max(hi, *s.baseline) : hi;
+}
+
 void legend(cairo_t* cr, double x, double y, const std::vector<MetricSeries>& series) {
   for (size_t i = 0; i < series.size(); ++i) {
     const Rgb& c = kColors[i % 4];
@@ -137,7 +160,7 @@ void check(const std::vector<MetricSeries>& series) {
 std::vector<MetricSeries> bleu_chrf_series(const std::map<size_t, std::map<std::string, double>>& scores_by_k) {
   std::vector<MetricSeries> series;
   for (const char* metric : {"BLEU", "chrF", "chrF++"}) {
-    MetricSeries m{metric, {}, {}};
+    MetricSeries m{metric, {}, {}, std::nullopt};
     for (const auto& [k, scores] : scores_by_k)
       if (const auto it = scores.find(metric); it != scores.end()) {
         m.ks.push_back(double(k));
@@ -158,6 +181,7 @@ void plot_metrics_vs_k(const std::vector<MetricSeries>& series, const std::strin
       xmax = std::max(xmax, s.ks[i]);
       yall = std::max(yall, s.values[i]);
     }
+  for (const auto& s : series) yall = std::max(yall, series_max(s));
   const int W = 1000, H = 760;
   render_both(path_stem, W, H, [&](cairo_t* cr) {
     text(cr, W / 2.0, 24, title, 16, 0.5, true);
@@ -166,12 +190,15 @@ void plot_metrics_vs_k(const std::vector<MetricSeries>& series, const std::strin
       const double x = (p % 2) * W / 2.0, y = 36 + (p / 2) * (H - 36) / 2.0;
       if (p < series.size() && p < 3) {
         const auto& s = series[p];
-        const Frame f = axes(cr, x, y, W / 2.0, (H - 36) / 2.0, xmin, xmax, *std::max_element(s.values.begin(), s.values.end()),
-                             s.name + " vs k", s.name, xticks);
+        const Frame f = axes(cr, x, y, W / 2.0, (H - 36) / 2.0, xmin, xmax, series_max(s), s.name + " vs k", s.name, xticks);
+        baseline_line(cr, f, s, kColors[p % 4]);
         line_series(cr, f, s, kColors[p % 4]);
       } else if (p == 3) {
         const Frame f = axes(cr, x, y, W / 2.0, (H - 36) / 2.0, xmin, xmax, yall, "All metrics vs k", "score", xticks);
-        for (size_t i = 0; i < series.size(); ++i) line_series(cr, f, series[i], kColors[i % 4]);
+        for (size_t i = 0; i < series.size(); ++i) {
+          baseline_line(cr, f, series[i], kColors[i % 4]);
+          line_series(cr, f, series[i], kColors[i % 4]);
+        }
         legend(cr, f.x0 + 10, f.y0 + 16, series);
       }
     }
@@ -184,7 +211,7 @@ void plot_grouped_bars(const std::vector<MetricSeries>& series, const std::strin
   double yhi = 0;
   for (const auto& s : series) {
     if (s.ks != ks) throw Error("plot: grouped bars need the same k values in every series");
-    for (double v : s.values) yhi = std::max(yhi, v);
+    yhi = std::max(yhi, series_max(s));
   }
   const int W = 1000, H = 520;
   render_both(path_stem, W, H, [&](cairo_t* cr) {
@@ -204,6 +231,7 @@ void plot_grouped_bars(const std::vector<MetricSeries>& series, const std::strin
       }
       text(cr, f.px(double(g)), f.y0 + f.h + 15, fmt::format("{:g}", ks[g]), 10, 0.5);
     }
+    for (size_t i = 0; i < series.size(); ++i) baseline_line(cr, f, series[i], kColors[i % 4]);
     legend(cr, f.x0 + f.w + 15, f.y0 + 20, series);
   });
 }
@@ -214,12 +242,13 @@ namespace pivotmt {
 
 void plot_metric_vs_k(const MetricSeries& s, const std::string& title, const std::string& path_stem) {
   check({s});
-  const double lo = *std::min_element(s.values.begin(), s.values.end());
-  const double hi = *std::max_element(s.values.begin(), s.values.end());
+  const double lo = std::min(*std::min_element(s.values.begin(), s.values.end()), s.baseline.value_or(0.0));
+  const double hi = series_max(s);
   const int W = 620, H = 420;
   render_both(path_stem, W, H, [&](cairo_t* cr) {
     const Frame f = axes(cr, 0, 0, W, H, s.ks.front(), s.ks.back(), hi, title, s.name, s.ks, "k (examples)",
                          std::min(lo, 0.0));
+    baseline_line(cr, f, s, kColors[0]);
     line_series(cr, f, s, kColors[0]);
   });
 }

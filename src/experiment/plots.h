@@ -2,6 +2,7 @@
 // chrF++ against k, then the three together) and a grouped bar chart (one group per k).
 #pragma once
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@ struct MetricSeries {
   std::string name;        // "BLEU", "chrF", "chrF++"
   std::vector<double> ks;  // x values
   std::vector<double> values;
+  std::optional<double> baseline;  // a reference level drawn as a dashed horizontal line (the NLLB baseline)
 };
 
 // BLEU, chrF and chrF++ against k from per-k scores (k -> metric name -> score); a k

@@ -30,7 +30,7 @@ std::string num(const nlohmann::json& v, int digits = 2) {
 }  // namespace
 
 std::string ablation_report_markdown(const AblationConfig& config, const std::vector<std::string>& targets,
-                                     const std::vector<KRun>& runs, size_t context_length) {
+                                     const std::vector<KRun>& runs, size_t context_length, const KRun* baseline) {
   std::string md = fmt::format("# Ablation: {} → {} via {}\n\nmodel `{}`, data `{}` ({} test rows), retriever {}, {}\n\n",
                                config.source, config.target, config.pivot, config.model, config.data, targets.size(),
                                config.retriever,
@@ -40,8 +40,13 @@ std::string ablation_report_markdown(const AblationConfig& config, const std::ve
   const bool comet = std::any_of(runs.begin(), runs.end(), [](const KRun& r) { return !r.comet.empty(); });
   md += std::string("## Scores\n\n| k | BLEU | chrF | chrF++ | TER |") + (comet ? " COMET | ±95% |" : "") +
         " rows scored | rows left out |\n|---:|---:|---:|---:|---:|" + (comet ? "---:|---:|" : "") + "---:|---:|\n";
-  for (const auto& r : runs) {
-    md += fmt::format("| {} | {} | {} | {} | {} |", r.k, num(r.scores["BLEU Score"]), num(r.scores["chrF Score"]),
+  std::vector<const KRun*> rows;
+  for (const auto& r : runs) rows.push_back(&r);
+  if (baseline) rows.push_back(baseline);
+  const auto label = [](const KRun& r) { return r.baseline ? std::string("baseline") : std::to_string(r.k); };
+  for (const KRun* rp : rows) {
+    const KRun& r = *rp;
+    md += fmt::format("| {} | {} | {} | {} | {} |", label(r), num(r.scores["BLEU Score"]), num(r.scores["chrF Score"]),
                       num(r.scores["CHRF++ Score"]), num(r.scores["TER Score"]));
     if (comet) {
       const auto& ci = r.scores.contains("confidence_intervals") && r.scores["confidence_intervals"].contains("COMET")
@@ -52,18 +57,24 @@ std::string ablation_report_markdown(const AblationConfig& config, const std::ve
     md += fmt::format(" {} | {} |\n", r.scores["samples_processed"].get<size_t>(), r.scores["samples_failed"].get<size_t>());
   }
 
-  // Change over k = 0: paired bootstrap on the rows both runs translated.
-  const auto base = std::find_if(runs.begin(), runs.end(), [](const KRun& r) { return r.k == 0; });
-  if (base != runs.end() && runs.size() > 1) {
-    md += "\n## Change over k = 0 (paired bootstrap, 1000 resamples, seed 12345; * a non-zero change with p < 0.05)\n\n"
+  if (baseline) {
+    const auto languages = baseline_languages(config);
+    md += fmt::format("\nbaseline: the NLLB model `{}` translating the {} column ({} → {}) with no examples.\n",
+                      config.baseline.model, languages.column, languages.src_lang, languages.tgt_lang);
+  }
+
+  // Change over a base run (k = 0, or the baseline): paired bootstrap on the rows both
+  // runs translated.
+  const auto change_table = [&](const KRun* base, const std::string& title) {
+    md += "\n## " + title + " (paired bootstrap, 1000 resamples, seed 12345; * a non-zero change with p < 0.05)\n\n"
           "| k | ΔBLEU | p | ΔchrF | p | ΔchrF++ | p | ΔTER | p |" +
           std::string(comet ? " ΔCOMET | p |" : "") + "\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
           (comet ? "---:|---:|" : "") + "\n";
     for (const auto& r : runs) {
-      if (r.k == 0) continue;
+      if (&r == base) continue;
       metrics::ScoreRequest req;
       req.refs.resize(1);
-      std::vector<std::u32string> baseline;
+      std::vector<std::u32string> base_hyps;
       std::vector<double> comet_run, comet_base;  // the same rows' COMET segment scores
       for (size_t i = 0; i < targets.size(); ++i) {
         if (targets[i].empty() || r.responses[i].empty() || base->responses[i].empty()) continue;
@@ -72,14 +83,14 @@ std::string ablation_report_markdown(const AblationConfig& config, const std::ve
           comet_base.push_back(*base->comet[i]);
         }
         req.hyps.push_back(utf8_to_u32(r.responses[i]));
-        baseline.push_back(utf8_to_u32(base->responses[i]));
+        base_hyps.push_back(utf8_to_u32(base->responses[i]));
         req.refs[0].push_back(utf8_to_u32(targets[i]));
       }
       if (req.hyps.empty()) {
         md += fmt::format("| {} | no rows both runs translated |||||||| \n", r.k);
         continue;
       }
-      req.baseline = std::move(baseline);
+      req.baseline = std::move(base_hyps);
       req.paired = metrics::ScoreRequest::Paired::Bootstrap;
       const auto result = metrics::run_scoring(req);
       md += fmt::format("| {} |", r.k);
@@ -103,20 +114,26 @@ std::string ablation_report_markdown(const AblationConfig& config, const std::ve
       }
       md += "\n";
     }
-  }
+  };
+  const auto k0 = std::find_if(runs.begin(), runs.end(), [](const KRun& r) { return r.k == 0; });
+  if (k0 != runs.end() && runs.size() > 1) change_table(&*k0, "Change over k = 0");
+  if (baseline) change_table(baseline, "Change over the baseline");
 
   md += fmt::format("\n## Prompts and generation\n\n| k | prompt tokens p50 | p90 | p99 | max | over {} positions | new tokens | "
                     "seconds | rows/s | new tokens/s |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
                     context_length);
-  for (const auto& r : runs) {
+  for (const KRun* rp : rows) {
+    const KRun& r = *rp;
     std::vector<size_t> sorted = r.prompt_tokens;
     std::sort(sorted.begin(), sorted.end());
-    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {:.1f} | {:.2f} | {:.1f} |\n", r.k, percentile(sorted, 50),
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {:.1f} | {:.2f} | {:.1f} |\n", label(r), percentile(sorted, 50),
                       percentile(sorted, 90), percentile(sorted, 99), sorted.empty() ? 0 : sorted.back(), r.overflows,
                       r.new_tokens, r.seconds, r.seconds > 0 ? double(sorted.size()) / r.seconds : 0.0,
                       r.seconds > 0 ? double(r.new_tokens) / r.seconds : 0.0);
   }
-  md += "\nTimes are those of the process that generated each row (a resumed run adds the earlier processes' times).\n";
+  md += "\nTimes are those of the process that generated each row (a resumed run adds the earlier processes' times).";
+  if (baseline) md += " The baseline's prompt tokens are its source tokens.";
+  md += "\n";
   return md;
 }
 

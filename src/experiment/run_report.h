@@ -15,6 +15,7 @@ namespace pivotmt {
 
 struct KRun {
   size_t k = 0;
+  bool baseline = false;  // the NLLB baseline's run (k unused)
   std::vector<std::string> responses;  // test order
   std::vector<size_t> prompt_tokens;
   size_t new_tokens = 0, overflows = 0;
@@ -23,8 +24,9 @@ struct KRun {
   std::vector<std::optional<double>> comet;  // COMET per test row (none: not scored), when computed
 };
 
+// `baseline`: the NLLB baseline's run, shown as a row of its own (and tested against k = 0).
 std::string ablation_report_markdown(const AblationConfig& config, const std::vector<std::string>& targets,
-                                     const std::vector<KRun>& runs, size_t context_length);
+                                     const std::vector<KRun>& runs, size_t context_length, const KRun* baseline = nullptr);
 
 // Files of the model directory that decide its behaviour, each with its size and SHA-256
 // (from the Hugging Face cache's blob name when the file is a cache symlink to an LFS

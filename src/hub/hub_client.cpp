@@ -66,7 +66,7 @@ void note_lock_wait(const std::string& path) {
 }  // namespace
 
 std::vector<std::string> default_model_patterns() {
-  return {"*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja", "*.py"};
+  return {"*.json", "*.safetensors", "tokenizer.model", "sentencepiece.bpe.model", "*.txt", "*.jinja", "*.py"};
 }
 
 HubClient::HubClient(HubConfig config) : config_(std::move(config)), cache_(config_.cache_dir) {}

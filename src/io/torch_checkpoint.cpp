@@ -8,8 +8,12 @@
 #include <optional>
 #include <set>
 
+#include <filesystem>
+
 #include "core/error.h"
+#include "hub/file_hash.h"
 #include "io/safetensors.h"
+#include "io/temp_path.h"
 
 namespace pivotmt {
 
@@ -512,13 +516,45 @@ std::vector<float> TorchCheckpoint::load_f32(const std::string& name) const {
   return out;
 }
 
-void TorchCheckpoint::save_safetensors(const std::string& out_path) const {
+void TorchCheckpoint::save_safetensors(const std::string& out_path, const std::function<bool(const std::string&)>& keep) const {
   std::vector<TensorSpec> specs;
-  for (const auto& t : tensors_) specs.push_back({t.name, t.dtype, t.shape});
+  for (const auto& t : tensors_)
+    if (!keep || keep(t.name)) specs.push_back({t.name, t.dtype, t.shape});
   write_safetensors(out_path, specs, {{"format", "pt"}}, [&](const TensorSpec& spec, std::span<std::byte> out) {
     const auto bytes = contiguous_bytes(at(spec.name));
     std::memcpy(out.data(), bytes.data(), out.size());
   });
+}
+
+std::string converted_checkpoint_key(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path ckpt(path);
+  if (fs::is_symlink(ckpt)) {  // the hub cache: snapshots/<rev>/... -> blobs/<sha256>
+    const std::string blob = fs::read_symlink(ckpt).filename().string();
+    if (blob.size() == 64 && blob.find_first_not_of("0123456789abcdef") == std::string::npos) return blob;
+  }
+  const auto abs = fs::weakly_canonical(ckpt).string();
+  const auto size = fs::file_size(ckpt);
+  const auto time = fs::last_write_time(ckpt).time_since_epoch().count();
+  return sha256_hex(fmt::format("{}\n{}\n{}", abs, size, time)).substr(0, 32);
+}
+
+void convert_checkpoint_once(const std::string& ckpt, const std::string& target_dir, const std::string& what,
+                             const std::function<bool(const std::string&)>& keep) {
+  namespace fs = std::filesystem;
+  const fs::path target = fs::path(target_dir) / "model.safetensors";
+  if (fs::exists(target)) return;
+  fs::create_directories(target_dir);
+  fmt::print(stderr, "{}: converting {} to safetensors in {} (once)\n", what, ckpt, target_dir);
+  const std::string tmp = unique_temp_path(target.string());
+  try {
+    TorchCheckpoint(ckpt).save_safetensors(tmp, keep);
+    fs::rename(tmp, target);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
 }
 
 }  // namespace pivotmt

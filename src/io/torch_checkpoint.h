@@ -9,6 +9,7 @@
 // Written here because Debian has no library that reads this format without Python.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -43,8 +44,9 @@ class TorchCheckpoint {
   // of its dtype, or converted to F32 (float types).
   std::vector<std::byte> contiguous_bytes(const TorchTensor& t) const;
   std::vector<float> load_f32(const std::string& name) const;
-  // Every tensor, contiguous, into a safetensors file (the cache's converted copy).
-  void save_safetensors(const std::string& out_path) const;
+  // Every tensor (or those `keep` accepts), contiguous, into a safetensors file (the
+  // cache's converted copy).
+  void save_safetensors(const std::string& out_path, const std::function<bool(const std::string&)>& keep = {}) const;
 
  private:
   struct Entry {
@@ -57,5 +59,16 @@ class TorchCheckpoint {
   std::string prefix_;                    // "archive/" or the folder torch.save named
   std::vector<TorchTensor> tensors_;
 };
+
+// A folder name for a converted copy of the checkpoint at `path` that changes when the file
+// does: the hub cache's blob name (its SHA-256) when `path` is a cache symlink, else a hash
+// of the absolute path, size and modification time.
+std::string converted_checkpoint_key(const std::string& path);
+
+// `target_dir`/model.safetensors converted from the torch checkpoint `ckpt` unless it is
+// there already (written under a temporary name and renamed: a crash leaves no half file a
+// later run would take for the weights). `what` names the model in the one-line notice.
+void convert_checkpoint_once(const std::string& ckpt, const std::string& target_dir, const std::string& what,
+                             const std::function<bool(const std::string&)>& keep = {});
 
 }  // namespace pivotmt

@@ -6,8 +6,6 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
-#include "hub/file_hash.h"
-#include "io/temp_path.h"
 #include "io/torch_checkpoint.h"
 
 namespace pivotmt::comet {
@@ -31,19 +29,6 @@ std::string pretrained_model_from_hparams(const std::string& hparams_path) {
   return "";
 }
 
-namespace {
-// A name for the converted copy that changes when the checkpoint does.
-std::string checkpoint_key(const fs::path& ckpt) {
-  if (fs::is_symlink(ckpt)) {  // the hub cache: snapshots/<rev>/... -> blobs/<sha256>
-    const std::string blob = fs::read_symlink(ckpt).filename().string();
-    if (blob.size() == 64 && blob.find_first_not_of("0123456789abcdef") == std::string::npos) return blob;
-  }
-  const auto abs = fs::weakly_canonical(ckpt).string();
-  const auto size = fs::file_size(ckpt);
-  const auto time = fs::last_write_time(ckpt).time_since_epoch().count();
-  return sha256_hex(fmt::format("{}\n{}\n{}", abs, size, time)).substr(0, 32);
-}
-}  // namespace
 
 Location locate(const std::string& model, const std::string& encoder, const std::string& cache_dir,
                 const std::function<std::string(const std::string&)>& resolve_hub_id) {
@@ -55,22 +40,8 @@ Location locate(const std::string& model, const std::string& encoder, const std:
     loc.model_dir = dir.string();
   } else if (fs::exists(ckpt)) {
     if (cache_dir.empty()) throw Error(fmt::format("{}: no folder to convert it into", ckpt.string()));
-    const fs::path target = fs::path(cache_dir) / checkpoint_key(ckpt);
-    if (!fs::exists(target / "model.safetensors")) {
-      fs::create_directories(target);
-      fmt::print(stderr, "COMET: converting {} to safetensors in {} (once)\n", ckpt.string(), target.string());
-      // Written under a temporary name and renamed: a crash leaves no half file that a
-      // later run would take for the converted weights.
-      const std::string tmp = unique_temp_path((target / "model.safetensors").string());
-      try {
-        TorchCheckpoint(ckpt.string()).save_safetensors(tmp);
-        fs::rename(tmp, target / "model.safetensors");
-      } catch (...) {
-        std::error_code ec;
-        fs::remove(tmp, ec);
-        throw;
-      }
-    }
+    const fs::path target = fs::path(cache_dir) / converted_checkpoint_key(ckpt.string());
+    convert_checkpoint_once(ckpt.string(), target.string(), "COMET");
     loc.model_dir = target.string();
   } else {
     throw Error(fmt::format("COMET model {}: neither model.safetensors nor checkpoints/model.ckpt", model));

@@ -166,11 +166,11 @@ std::vector<float> M2M100Model::load_vector(const std::vector<std::string>& name
   return out;
 }
 
-M2M100Model::M2M100Model(const std::string& dir, DType weights, OpsImpl impl)
+M2M100Model::M2M100Model(const std::string& dir, DType weights, OpsImpl impl, const std::string& weights_dir)
     : cfg_(load_m2m100_config(dir)), weight_dtype_(weights), impl_(impl) {
   if (weights != DType::F32 && weights != DType::F16 && weights != DType::I8)
     throw UnsupportedError(fmt::format("M2M100: weights as {} (supported: f32, f16, int8)", dtype_name(weights)));
-  checkpoint_ = std::make_unique<Checkpoint>(dir);
+  checkpoint_ = std::make_unique<Checkpoint>(weights_dir.empty() ? dir : weights_dir);
   const int64_t d = cfg_.d_model;
   auto check = [&](const std::string& name, std::vector<int64_t> shape) {
     const auto& info = checkpoint_->at(name);

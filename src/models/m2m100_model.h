@@ -56,9 +56,11 @@ std::vector<float> sinusoidal_positions(size_t first, size_t n, size_t d, size_t
 
 class M2M100Model {
  public:
-  // `dir`: config.json and the weights (model.safetensors, an index, or the converted copy
-  // of pytorch_model.bin; see nllb_files.h). `weights`: F32, F16 or I8.
-  M2M100Model(const std::string& dir, DType weights = DType::F32, OpsImpl impl = OpsImpl::Fast);
+  // `dir`: config.json, and the weights (model.safetensors or an index) unless
+  // `weights_dir` names another folder (the converted copy of a pytorch_model.bin, see
+  // experiment/nllb_translate.h). `weights`: F32, F16 or I8 storage.
+  M2M100Model(const std::string& dir, DType weights = DType::F32, OpsImpl impl = OpsImpl::Fast,
+              const std::string& weights_dir = "");
   ~M2M100Model();
   const M2M100Config& config() const { return cfg_; }
   size_t weight_bytes() const;

@@ -327,7 +327,7 @@ std::vector<StepRecord> Trainer::run(const std::function<void(const StepRecord&)
   if (bar) bar->finish();
   if (write) {
     save_lora(model_.adapter(), model_.config(), o_.out_dir);
-    MetricSeries train_loss{"train loss", {}, {}}, eval_loss_series{"eval loss", {}, {}};
+    MetricSeries train_loss{"train loss", {}, {}, std::nullopt}, eval_loss_series{"eval loss", {}, {}, std::nullopt};
     for (const auto& r : records) {
       train_loss.ks.push_back(double(r.step));
       train_loss.values.push_back(r.loss);

@@ -17,6 +17,9 @@ Written into OUT:
                       (all columns, both studies), with their source language code
   golden.json         generation cases: inputs, settings, output token ids and texts
   golden.safetensors  encoder states and teacher-forced logits of a few inputs
+and into OUT_bin/ the same model as the hub's facebook/nllb-200-* repositories ship it:
+  pytorch_model.bin (torch.save of the state dict: the shared embedding, its tied aliases
+  and lm_head all one storage), config.json, generation_config.json and the tokenizer files
 
 Development machine only (pip install torch transformers sentencepiece safetensors):
 
@@ -210,6 +213,18 @@ def main():
                                             "output_text": text} for i, ids, text in outputs]})
     with open(os.path.join(out, "golden.json"), "w", encoding="utf-8") as f:
         json.dump({"generation": generation}, f, ensure_ascii=False, indent=1)
+
+    # The hub's layout of NLLB-200: pytorch_model.bin only, tied tensors saved with one storage.
+    bin_dir = out.rstrip("/") + "_bin"
+    os.makedirs(bin_dir, exist_ok=True)
+    state = model.state_dict()
+    state["model.encoder.embed_tokens.weight"] = state["model.shared.weight"]
+    state["model.decoder.embed_tokens.weight"] = state["model.shared.weight"]
+    state["lm_head.weight"] = state["model.shared.weight"]
+    torch.save(state, os.path.join(bin_dir, "pytorch_model.bin"))
+    for name in ["config.json", "generation_config.json", "sentencepiece.bpe.model", "special_tokens_map.json",
+                 "tokenizer_config.json"]:
+        shutil.copy(os.path.join(out, name), bin_dir)
 
 
 if __name__ == "__main__":

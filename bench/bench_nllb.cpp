@@ -1,0 +1,120 @@
+// NLLB-200 translation speed: a model folder (an M2M100 checkpoint with NLLB's tokenizer)
+// translating the lines of a file, in batches, greedy or with beams. Prints sentences/s and
+// decoder tokens/s, and the floor of a decode step (every weight of the decoder and lm_head
+// streamed once per step, over the machine's measured memory bandwidth); writes the output
+// token ids as JSON for bench/side_by_side_nllb.py, which runs transformers on the same model
+// and sentences and compares.
+//   bench_nllb MODEL_DIR SENTENCES.txt OUT.json --weights f32|f16|int8 --beams N --batch N
+//              --max-length N --src-lang CODE --tgt-lang CODE
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "backends/cpu/ops.h"
+#include "backends/cpu/thread_pool.h"
+#include "experiment/nllb_translate.h"
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+// Read bandwidth of this machine: a 1 GiB array summed by every thread (the ceiling a
+// decode step that streams its weights cannot beat).
+double measured_bandwidth_gbs() {
+  const size_t n = size_t(1) << 28;  // floats: 1 GiB
+  std::vector<float> a(n, 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = Clock::now();
+    std::vector<double> sums(64, 0.0);
+    pivotmt::cpu::parallel_for(64, [&](size_t b0, size_t b1) {
+      for (size_t b = b0; b < b1; ++b) {
+        float s = 0;
+        const float* p = a.data() + b * (n / 64);
+        for (size_t i = 0; i < n / 64; ++i) s += p[i];
+        sums[b] = s;
+      }
+    });
+    const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+    double total = 0;
+    for (double s : sums) total += s;
+    if (total != double(n)) fmt::print(stderr, "bandwidth check: sum {}\n", total);
+    best = std::max(best, double(n) * 4 / sec / 1e9);
+  }
+  return best;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    fmt::print(stderr,
+               "usage: bench_nllb MODEL_DIR SENTENCES.txt OUT.json [--weights f32|f16|int8] [--beams N] [--batch N] "
+               "[--max-length N] [--src-lang CODE] [--tgt-lang CODE]\n");
+    return 2;
+  }
+  try {
+    std::string weights = "f32", src_lang = "mar_Deva", tgt_lang = "gom_Deva";
+    size_t beams = 1, batch = 1, max_length = 64;
+    for (int i = 4; i + 1 < argc; i += 2) {
+      const std::string k = argv[i], v = argv[i + 1];
+      if (k == "--weights") weights = v;
+      else if (k == "--beams") beams = std::stoul(v);
+      else if (k == "--batch") batch = std::stoul(v);
+      else if (k == "--max-length") max_length = std::stoul(v);
+      else if (k == "--src-lang") src_lang = v;
+      else if (k == "--tgt-lang") tgt_lang = v;
+      else throw std::runtime_error("unknown option " + k);
+    }
+    std::vector<std::string> texts;
+    std::ifstream in(argv[2]);
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty()) texts.push_back(line);
+    const pivotmt::DType dtype = weights == "f16" ? pivotmt::DType::F16 : weights == "int8" ? pivotmt::DType::I8 : pivotmt::DType::F32;
+    const auto t0 = Clock::now();
+    const pivotmt::NllbTranslator translator(argv[1], "", dtype);
+    const double load = std::chrono::duration<double>(Clock::now() - t0).count();
+    auto s = translator.settings(tgt_lang);
+    s.num_beams = beams;
+    s.batch_size = batch;
+    s.max_length = max_length;
+    const auto t1 = Clock::now();
+    const auto out = translator.translate(texts, src_lang, s);
+    const double sec = std::chrono::duration<double>(Clock::now() - t1).count();
+    size_t tokens = 0;
+    nlohmann::json ids = nlohmann::json::array();
+    for (const auto& t : out) {
+      tokens += t.ids.size() - 1;
+      ids.push_back(t.ids);
+    }
+    std::ofstream(argv[3]) << nlohmann::json{{"ids", ids}, {"seconds", sec}}.dump() << "\n";
+    // The floor of one decode step: the decoder's weights and lm_head read once.
+    const auto& c = translator.model().config();
+    const double d = double(c.d_model), F = double(c.decoder_ffn), V = double(c.vocab_size);
+    const double bytes_per_weight = weights == "f32" ? 4 : weights == "f16" ? 2 : 1;
+    const double step_bytes = (double(c.decoder_layers) * (4 * d * d + 4 * d * d + 2 * d * F) + V * d) * bytes_per_weight;
+    const double bw = measured_bandwidth_gbs();
+    // Decode steps: per batch, as many as its longest output (every row of a batch steps together).
+    size_t steps = 0;
+    for (size_t b = 0; b < out.size(); b += batch) {
+      size_t longest = 0;
+      for (size_t i = b; i < std::min(out.size(), b + batch); ++i) longest = std::max(longest, out[i].ids.size() - 1);
+      steps += longest;
+    }
+    const double floor_s = double(steps) * step_bytes / (bw * 1e9);
+    fmt::print("{{\"weights\": \"{}\", \"beams\": {}, \"batch\": {}, \"sentences\": {}, \"load_s\": {:.2f}, "
+               "\"seconds\": {:.2f}, \"sentences_per_s\": {:.3f}, \"tokens_per_s\": {:.1f}, \"threads\": {}, "
+               "\"bandwidth_gbs\": {:.1f}, \"decode_steps\": {}, \"bandwidth_floor_s\": {:.2f}, \"floor_over_time\": {:.2f}}}\n",
+               weights, beams, batch, texts.size(), load, sec, double(texts.size()) / sec, double(tokens) / sec,
+               pivotmt::cpu::num_threads(), bw, steps, floor_s, floor_s / sec);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+}
