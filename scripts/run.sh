@@ -33,9 +33,11 @@ echo "== Ablation demo: data/demo (30 example rows, 6 test rows; Hindi pivot, Ma
 echo "   Konkani target), k = 0 1 3 5 7 10, BM25 retrieval, the original's sampling settings,"
 echo "   on a tiny random model with a byte-level tokenizer and TowerInstruct's chat template."
 echo "   Its translations are gibberish and its scores near zero: only the machinery is real."
+echo "   The NLLB-200 baseline beside it is the tests' tiny random M2M100 model (tests/goldens/nllb_tiny)."
 $PIVOTMT dev make-model --arch llama --preset tiny --byte-tokenizer --out "$OUT/tiny-byte-tower" --seed 1 >/dev/null
 $PIVOTMT ablate --data data/demo --pivot hin --source mar --target gom --model "$OUT/tiny-byte-tower" \
-  --retriever bm25 --max-new-tokens 48 --out "$OUT/ablation" --force
+  --retriever bm25 --max-new-tokens 48 --baseline-model tests/goldens/nllb_tiny --baseline-beams 4 \
+  --out "$OUT/ablation" --force
 echo
 cat "$OUT/ablation/ablation_summary.csv"
 echo
@@ -50,6 +52,6 @@ cat "$OUT/ablation-finetuned/ablation_summary.csv"
 echo
 echo "outputs in $OUT/ (the ablation in $OUT/ablation: k_*/results_k*.csv, k_*/scores_k*.json, report.md,"
 echo "manifest.json, ablation_summary.csv, ablation_detailed_results.json, ablation_plots.png/.svg,"
-echo "ablation_bars.png/.svg; the fine-tuning in $OUT/finetune: adapter_config.json, adapter_model.safetensors,"
+echo "ablation_bars.png/.svg, baseline/ (NLLB); the fine-tuning in $OUT/finetune: adapter_config.json, adapter_model.safetensors,"
 echo "train_log.jsonl, loss_curve.png/.svg, checkpoints/). For the real study:"
 echo "  ./build/apps/pivotmt/pivotmt download Unbabel/TowerInstruct-7B-v0.1 && bash scripts/run.sh"

@@ -17,6 +17,7 @@ PACKAGES=(
   libfaiss-dev                      # HNSW vector search for large retrieval pools
   libcairo2-dev                     # ablation plots (PNG and SVG)
   libgtest-dev libbenchmark-dev
+  slurmctld slurmd slurm-client munge  # the Slurm test runs a one-node cluster (tests/cli/slurm.sh)
 )
 
 missing=()

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -17,10 +18,15 @@
 #include "experiment/ablation.h"
 #include "comet_options.h"
 #include "nllb_options.h"
+#include "slurm.h"
+#include "workers.h"
+#include "backends/backend.h"
 #include "experiment/cross_report.h"
 #include "metrics/comet.h"
 #include "experiment/plots.h"
 #include "io/temp_path.h"
+#include "hub/hub_client.h"
+#include "models/model_config.h"
 
 namespace pivotmt::cli {
 namespace {
@@ -45,8 +51,9 @@ std::vector<size_t> parse_ks(const std::vector<std::string>& items) {
   return ks;
 }
 
-// "2/8" into (2, 8).
+// "2/8" into (2, 8); "auto": the Slurm array task's.
 std::pair<size_t, size_t> parse_shard(const std::string& text) {
+  if (text == "auto") return slurm_array_shard();
   const auto slash = text.find('/');
   try {
     if (slash != std::string::npos) {
@@ -55,7 +62,7 @@ std::pair<size_t, size_t> parse_shard(const std::string& text) {
     }
   } catch (const std::exception&) {
   }
-  throw Error(fmt::format("--shard {}: expected i/N with 1 <= i <= N, e.g. 2/8", text));
+  throw Error(fmt::format("--shard {}: expected i/N with 1 <= i <= N, e.g. 2/8, or auto (a Slurm array task)", text));
 }
 
 // Joins shard folders into `out`. Shards of a several-model run hold one folder per model:
@@ -82,6 +89,47 @@ void merge_shards(const std::vector<std::string>& dirs, const std::string& out, 
   }
 }
 
+// --emit-sbatch: the job array and the merge job for this command line (the run itself is the
+// array's).
+void emit_sbatch_scripts(const CLI::App& cmd, const StudyArgs& args, const std::string& dir, SbatchRequest request,
+                         const CometArgs& comet) {
+  namespace fs = std::filesystem;
+  if (args.config.out.empty()) throw Error("--emit-sbatch: --out is required (the shards and the merged run go there)");
+  // The command the tasks run: this binary, this command line without what each task sets.
+  auto base = strip_options(command_line(),
+                            {"--emit-sbatch", "--sbatch-tasks", "--sbatch-time", "--sbatch-mem", "--sbatch-cpus",
+                             "--sbatch-gpus", "--sbatch-partition", "--out", "-o", "--shard", "--workers", "--devices"},
+                            {"--log-json"});
+  std::error_code ec;
+  const auto exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) base[0] = exe.string();
+  // Memory: the model's weights in the chosen storage (from the safetensors sizes) + room.
+  if (request.mem.empty() || cmd.get_option("--sbatch-mem")->count() == 0) {
+    double bytes = 0;
+    for (const auto& m : args.models) {
+      const std::string local = fs::is_directory(m) ? m : resolve_repo_path(m, RepoType::Model);
+      for (const auto& e : fs::directory_iterator(local))
+        if (e.path().extension() == ".safetensors") bytes += double(fs::file_size(fs::canonical(e.path())));
+      // The files hold F32 or BF16/F16; the storage chosen scales them.
+      const auto cfg = load_model_config(local);
+      const double stored = cfg.torch_dtype == "float32" ? 4 : 2;
+      const std::string& w = args.config.weights;
+      const double chosen = w == "f32" ? 4 : w == "f16" ? 2 : w == "nf4" ? 0.55 : 1;
+      bytes = std::max(bytes, bytes * chosen / stored);
+    }
+    request.mem = fmt::format("{}G", size_t(bytes / double(1 << 30)) + 4);
+  }
+  if (cmd.get_option("--sbatch-gpus")->count() == 0)
+    request.gpus_per_task = args.config.device.rfind("cuda", 0) == 0 ? 1 : 0;
+  std::vector<std::string> merge_extra;
+  if (!comet.model.empty()) merge_extra = {"--comet-model", comet.model};
+  if (!comet.encoder.empty()) merge_extra.insert(merge_extra.end(), {"--comet-encoder", comet.encoder});
+  write_sbatch(dir, base, fs::absolute(args.config.out).string(), fs::current_path().string(), request, merge_extra);
+  fmt::print("{}: ablate.sbatch ({} array tasks, {} and {} each{}), merge.sbatch, submit.sh; submit with: bash {}/submit.sh\n",
+             dir, request.tasks, request.time, request.mem,
+             request.gpus_per_task ? fmt::format(", {} GPU", request.gpus_per_task) : std::string(), dir);
+}
+
 }  // namespace
 
 void register_ablate(CLI::App& app) {
@@ -104,7 +152,25 @@ void register_ablate(CLI::App& app) {
   static bool no_reuse = false, dry_run = false;
   cmd->add_flag("--dry-run", dry_run, "Show what would run (rows per k, prompt lengths, context overflows); load no model, write nothing but the index");
   cmd->add_flag("--no-prefix-reuse", no_reuse, "Recompute every prompt in full (same outputs, slower; for comparison)");
-  cmd->add_option("--shard", shard, "Run slice i of N (rows i-1, i-1+N, ...), e.g. 2/8; join with --merge");
+  cmd->add_option("--shard", shard,
+                  "Run slice i of N (rows i-1, i-1+N, ...), e.g. 2/8, or auto (Slurm's SLURM_ARRAY_TASK_ID / _MIN / "
+                  "_COUNT); join with --merge");
+  static size_t workers = 1;
+  static std::string devices;
+  cmd->add_option("--workers", workers, "Run as N worker processes on this machine (shards merged when all finish; CPU workers share the cores)")
+      ->capture_default_str();
+  cmd->add_option("--devices", devices, "One worker per device: cuda:0,cuda:1,... or all (every visible GPU)");
+  static std::string emit_sbatch;
+  static SbatchRequest sbatch;
+  cmd->add_option("--emit-sbatch", emit_sbatch,
+                  "Write DIR/ablate.sbatch (a job array of --sbatch-tasks shards), DIR/merge.sbatch and DIR/submit.sh "
+                  "instead of running");
+  cmd->add_option("--sbatch-tasks", sbatch.tasks, "Array tasks (shards) of --emit-sbatch")->capture_default_str();
+  cmd->add_option("--sbatch-time", sbatch.time, "Time limit per task")->capture_default_str();
+  cmd->add_option("--sbatch-mem", sbatch.mem, "Memory per task (default: the model's weights in the chosen storage + 4G)");
+  cmd->add_option("--sbatch-cpus", sbatch.cpus_per_task, "CPUs per task")->capture_default_str();
+  cmd->add_option("--sbatch-gpus", sbatch.gpus_per_task, "GPUs per task (default: 1 when --device is cuda, else 0)");
+  cmd->add_option("--sbatch-partition", sbatch.partition, "Slurm partition (default: the cluster's)");
   cmd->add_option("--merge", merge, "Join these --shard folders into --out (the outputs of a single run)");
   add_comet_options(cmd, comet_args);
   static std::string baseline_model, baseline_weights = "f16";
@@ -181,6 +247,31 @@ void register_ablate(CLI::App& app) {
   };
   cmd->callback([cmd] {
     if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file);
+    if (!emit_sbatch.empty()) {
+      emit_sbatch_scripts(*cmd, args, emit_sbatch, sbatch, comet_args);
+      return;
+    }
+    // Several worker processes (inside a worker, --workers / --devices of a config file are
+    // the parent's, not ours).
+    if ((workers > 1 || !devices.empty()) && !is_worker_process()) {
+      if (!shard.empty()) throw Error("--workers / --devices run the shards themselves; drop --shard");
+      if (!merge.empty()) throw Error("--workers / --devices with --merge: nothing to run");
+      if (args.config.out.empty()) throw Error("--out is required");
+      if (!dry_run) comet_dirs = resolve_comet(comet_args);
+      const auto plan = plan_workers(workers, devices, cuda_device_count(), int(std::max(1u, std::thread::hardware_concurrency())));
+      const auto base = strip_options(command_line(), {"--workers", "--devices", "--out", "-o", "--shard", "--device"},
+                                      {"--log-json"});
+      const auto dirs = run_workers(base, plan, args.config.out, choose_view_mode(quiet, log_json));
+      merge_shards(dirs, args.config.out, force, comet_dirs);
+      if (args.models.size() > 1) {
+        std::vector<RunScores> scored;
+        for (const auto& m : args.models)
+          scored.push_back(score_run_folder((std::filesystem::path(args.config.out) / model_slug(m)).string(), args.config.target));
+        write_file_atomically((std::filesystem::path(args.config.out) / "cross_report.md").string(),
+                              "# Cross-run analysis\n\n" + cross_run_markdown(scored));
+      }
+      return;
+    }
     // Before any generation: a COMET download or conversion problem shows now, not hours later.
     if (!dry_run) comet_dirs = resolve_comet(comet_args);
     if (!baseline_model.empty()) args.config.baseline = baseline_config(baseline_model, baseline_weights, baseline_args);

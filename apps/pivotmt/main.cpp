@@ -8,8 +8,10 @@
 #include "core/error.h"
 #include "chat/jinja.h"
 #include "core/progress.h"
+#include "workers.h"
 
 int main(int argc, char** argv) {
+  pivotmt::cli::set_command_line(argc, argv);  // workers repeat it
   CLI::App app{"pivotmt: low-resource machine translation with pivot-guided few-shot prompting"};
   app.set_version_flag("--version", std::string("pivotmt ") + PIVOTMT_VERSION);
   app.require_subcommand(1);

@@ -71,6 +71,7 @@ Seq2SeqSettings nllb_generation_settings(const std::string& model_dir, const Nll
   if (!fs::exists(path)) return s;
   const auto j = read_json_file(path.string());
   const std::string label = path.string();
+  if (!j.is_object()) throw FormatError(fmt::format("{}: expected a JSON object", label));
   auto count = [&](const char* key, size_t& into, size_t min) {
     if (!j.contains(key) || j[key].is_null()) return;
     if (!j[key].is_number_integer() || j[key].get<int64_t>() < int64_t(min))
@@ -87,8 +88,12 @@ Seq2SeqSettings nllb_generation_settings(const std::string& model_dir, const Nll
     else if (e.is_string() && e.get<std::string>() == "never") s.early_stopping = EarlyStopping::Never;
     else if (!e.is_null()) throw FormatError(fmt::format("{}: early_stopping should be true, false or \"never\"", label));
   }
-  if (j.contains("forced_eos_token_id") && j["forced_eos_token_id"].is_number_integer())
-    s.forced_eos_token_id = j["forced_eos_token_id"].get<int32_t>();
+  if (j.contains("forced_eos_token_id") && j["forced_eos_token_id"].is_number_integer()) {
+    const auto id = j["forced_eos_token_id"].get<int64_t>();
+    if (id < 0 || id >= (int64_t(1) << 30))  // the vocabulary's bound is checked by generate
+      throw FormatError(fmt::format("{}: forced_eos_token_id {} is out of range", label, id));
+    s.forced_eos_token_id = int32_t(id);
+  }
   return s;
 }
 

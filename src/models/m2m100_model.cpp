@@ -37,7 +37,20 @@ int32_t token_id(const nlohmann::json& j, const char* key, int32_t fallback, con
 }
 }  // namespace
 
+namespace {
+M2M100Config parse_m2m100_fields(const nlohmann::json& j, const std::string& label);
+}
+
 M2M100Config parse_m2m100_config(const nlohmann::json& j, const std::string& label) {
+  try {
+    return parse_m2m100_fields(j, label);
+  } catch (const nlohmann::json::exception& e) {  // a field of the wrong type
+    throw FormatError(fmt::format("{}: {}", label, e.what()));
+  }
+}
+
+namespace {
+M2M100Config parse_m2m100_fields(const nlohmann::json& j, const std::string& label) {
   if (!j.is_object()) throw FormatError(fmt::format("{}: expected a JSON object", label));
   const std::string type = j.value("model_type", std::string());
   if (type != "m2m_100")
@@ -72,6 +85,7 @@ M2M100Config parse_m2m100_config(const nlohmann::json& j, const std::string& lab
     if (id >= c.vocab_size) throw FormatError(fmt::format("{}: token id {} is outside the vocabulary ({})", label, id, c.vocab_size));
   return c;
 }
+}  // namespace
 
 M2M100Config load_m2m100_config(const std::string& dir) {
   const auto path = (fs::path(dir) / "config.json").string();
@@ -82,7 +96,7 @@ bool is_m2m100_model(const std::string& dir) {
   const auto path = fs::path(dir) / "config.json";
   if (!fs::is_regular_file(path)) return false;
   const auto j = read_json_file(path.string());
-  return j.is_object() && j.value("model_type", std::string()) == "m2m_100";
+  return j.is_object() && j.contains("model_type") && j["model_type"].is_string() && j["model_type"] == "m2m_100";
 }
 
 std::vector<float> sinusoidal_positions(size_t first, size_t n, size_t d, size_t padding_idx) {

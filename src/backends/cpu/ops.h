@@ -121,7 +121,7 @@ void gelu(float* x, size_t n);
 void encoder_attention(const float* qkv, const std::vector<size_t>& starts, size_t n_heads, size_t d, float* out);
 }  // namespace fast
 
-// Threads used by the fast kernels (default: all cores).
+// Threads used by the fast kernels (default: the PIVOTMT_THREADS environment variable, else all cores).
 void set_num_threads(int n);
 // OpenBLAS computes on the calling thread only and its worker threads are stopped: the
 // fast ops call it from their own pool (called once by them; again after using OpenBLAS's

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -105,8 +106,20 @@ class Pool {
 
 std::atomic<int> g_threads{0};
 
+// set_num_threads, else PIVOTMT_THREADS (workers sharing a machine's cores get their share
+// this way), else every core.
+int default_threads() {
+  if (g_threads.load() > 0) return g_threads.load();
+  if (const char* env = std::getenv("PIVOTMT_THREADS"); env && *env) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (end && *end == '\0' && n > 0 && n <= 4096) return int(n);
+  }
+  return int(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 Pool& pool() {
-  static Pool p(g_threads.load() > 0 ? g_threads.load() : int(std::max(1u, std::thread::hardware_concurrency())));
+  static Pool p(default_threads());
   return p;
 }
 }  // namespace
