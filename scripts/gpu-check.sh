@@ -145,6 +145,26 @@ else
   row "demo ablation --device "$DEV"" "FAIL rc=$rc" "see demo.log: $(tail -1 "$OUTDIR/demo.log")"
 fi
 
+# --- 4b. Every GPU of the machine in one command (--devices all): one worker per GPU on
+# interleaved shards, merged; its greedy rows must be those of the single-process run.
+t=$(date +%s)
+# Workers start this binary again; through the bundle's loader when it needs one.
+{ printf '#!/bin/bash\nexec'; printf ' %q' "${LOADER[@]}" "$BIN/pivotmt"; printf ' "$@"\n'; } >"$OUTDIR/pivotmt-self"
+chmod +x "$OUTDIR/pivotmt-self"
+PIVOTMT_EXEC="$OUTDIR/pivotmt-self" timeout "$(limit 120)" "${LOADER[@]}" "$BIN/pivotmt" ablate --data "$ROOT/data/demo" \
+  --pivot hin --source mar --target gom --model "$DEMO/tiny-byte-tower" --retriever bm25 --max-new-tokens 48 --greedy \
+  --devices all --out "$DEMO/devices-all" --force >"$OUTDIR/devices_all.log" 2>&1
+rc=$?
+if [[ $rc == 0 ]]; then
+  same=yes
+  for f in "$DEMO"/cuda-greedy/k_*/results_k*.csv; do
+    cmp -s "$f" "$DEMO/devices-all/${f#"$DEMO"/cuda-greedy/}" || same=no
+  done
+  row "ablate --devices all" ok "$(ls -d "$DEMO"/devices-all/shards/*-of-* | wc -l) workers; greedy rows identical to one process: $same; $(elapsed $t)"
+else
+  row "ablate --devices all" "FAIL rc=$rc" "see devices_all.log: $(tail -1 "$OUTDIR/devices_all.log")"
+fi
+
 # --- 5. Speed smoke test: 7B shapes, weights made on the device.
 t=$(date +%s)
 timeout "$(limit 180)" "${LOADER[@]}" "$BIN/bench_gpu" --preset "$PRESET" --device "$DEV" >"$OUTDIR/bench_gpu.log" 2>&1

@@ -7,7 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/build.sh >/dev/null
+echo "== building pivotmt (the first build takes several minutes)"
+# ninja's [done/total] lines as a percentage every 10% (warnings and errors pass through).
+bash scripts/build.sh 2>&1 | awk '
+  match($0, /^\[[0-9]+\/[0-9]+\]/) {
+    split(substr($0, 2, RLENGTH - 2), n, "/")
+    p = int(100 * n[1] / n[2])
+    if (p >= last + 10 || n[1] == n[2]) { printf "build: %3d%% (%d of %d steps)\n", p, n[1], n[2]; fflush(); last = p }
+    next
+  }
+  { print; fflush() }'
 PIVOTMT=./build/apps/pivotmt/pivotmt
 OUT="${PIVOTMT_OUT:-out/demo}"
 mkdir -p "$OUT"

@@ -19,6 +19,7 @@
 #include "core/progress.h"
 #include "hub/file_hash.h"
 #include "hub/hub_client.h"
+#include "hub/cache_scan.h"
 #include "hub/http.h"
 #include "test_util.h"
 
@@ -218,6 +219,29 @@ TEST_F(Hub, SnapshotHasHuggingFaceHubLayout) {
   // The token went to the hub and never to the CDN host.
   EXPECT_TRUE(server.hub_saw_token);
   EXPECT_FALSE(server.cdn_saw_authorization);
+}
+
+TEST_F(Hub, ScanOfOwnDownloadsCountsEveryBlobAndVerifies) {
+  // pivotmt cache list / verify over what pivotmt itself downloaded.
+  HubClient client(config(true));
+  client.download_snapshot(RepoRef::parse("org/model"));
+  const auto report = scan_cache(tmp.str("hub"));
+  ASSERT_EQ(report.repos.size(), 1u) << (report.warnings.empty() ? "" : report.warnings.front());
+  const auto& repo = report.repos[0];
+  EXPECT_EQ(repo.id, "org/model");
+  EXPECT_EQ(repo.type, "model");
+  ASSERT_EQ(repo.revisions.size(), 1u);
+  EXPECT_EQ(repo.revisions[0].commit, kCommit);
+  EXPECT_EQ(repo.revisions[0].refs, std::vector<std::string>{"main"});
+  uint64_t expected = 0;
+  for (const char* f : {"model.safetensors", "config.json", "sub/dir/notes.txt", "weights.bin"})
+    expected += server.content("org/model", f).size();
+  EXPECT_EQ(repo.size, expected);
+  EXPECT_EQ(repo.files, 4u);
+  const auto verified = verify_cache(report);
+  EXPECT_EQ(verified.checked, 4u);
+  EXPECT_TRUE(verified.problems.empty());
+  EXPECT_TRUE(plan_prune(report).paths.empty());  // nothing detached, nothing orphaned
 }
 
 TEST_F(Hub, SecondDownloadComesFromTheCache) {

@@ -41,6 +41,7 @@ void AblationView::finish(const AblationOutcome& outcome) {
                         {"prompt_tokens", outcome.prompt_tokens},
                         {"reused_prompt_tokens", outcome.reused_prompt_tokens},
                         {"outputs_written", outcome.outputs_written}};
+    if (!outcome.runtime.is_null()) j["runtime"] = outcome.runtime;  // load time, peak memory, GPU use
     fmt::print(out_, "{}\n", j.dump());
     std::fflush(out_);
   }

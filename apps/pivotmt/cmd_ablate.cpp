@@ -27,6 +27,9 @@
 #include "io/temp_path.h"
 #include "hub/hub_client.h"
 #include "models/model_config.h"
+#include "models/weights.h"
+#include "io/checkpoint.h"
+#include "experiment/run_plan.h"
 
 namespace pivotmt::cli {
 namespace {
@@ -150,7 +153,14 @@ void register_ablate(CLI::App& app) {
   cmd->add_flag("--force", force, "Replace a run of another configuration in --out");
   cmd->add_option("--index", args.config.index_dir, "Retrieval index folder, reusable across runs (default: OUT/index)");
   static bool no_reuse = false, dry_run = false;
-  cmd->add_flag("--dry-run", dry_run, "Show what would run (rows per k, prompt lengths, context overflows); load no model, write nothing but the index");
+  cmd->add_flag("--dry-run", dry_run, "Show what would run (rows per k, prompt lengths, context overflows) and the run plan (memory, batch, time; "
+                "OUT/run_plan.json); load no model, write nothing but the index and the plan");
+  static std::string plan_device;
+  static double within_hours = 24;
+  cmd->add_option("--plan-device", plan_device,
+                  "The dry run's plan for this device: cpu, cuda:N (measured), h100 or h200 (stated roofline); default: "
+                  "the --device the run would use");
+  cmd->add_option("--within", within_hours, "The plan's devices wanted to finish within this many hours")->capture_default_str();
   cmd->add_flag("--no-prefix-reuse", no_reuse, "Recompute every prompt in full (same outputs, slower; for comparison)");
   cmd->add_option("--shard", shard,
                   "Run slice i of N (rows i-1, i-1+N, ...), e.g. 2/8, or auto (Slurm's SLURM_ARRAY_TASK_ID / _MIN / "
@@ -225,6 +235,24 @@ void register_ablate(CLI::App& app) {
         fmt::print("\nbaseline {} ({} → {}, column {}): {} rows done, {} to translate\n", b["languages"]["model"].get<std::string>(),
                    b["languages"]["src_lang"].get<std::string>(), b["languages"]["tgt_lang"].get<std::string>(),
                    b["languages"]["column"].get<std::string>(), b["done"].get<size_t>(), b["pending"].get<size_t>());
+      // The run plan: memory, batch, tokens and time on the device.
+      if (planned.workload.rows > 0) {
+        const ModelConfig model_config = load_model_config(config.model);
+        const Checkpoint ckpt(config.model);
+        const uint64_t params = parameter_count(expected_weights(model_config, ckpt));
+        std::string device = plan_device;
+        if (device.empty()) {
+          const Device d = resolve_device(config.device, config.weights == "f16");
+          device = d.kind == DeviceKind::CUDA ? fmt::format("cuda:{}", d.index) : "cpu";
+        }
+        const DeviceCeiling ceiling = device == "cpu" ? measure_cpu_ceiling() : gpu_ceiling(device);
+        const RunPlan run_plan = make_run_plan(model_config, params, config.weights, planned.workload, ceiling);
+        fmt::print("\n{}", run_plan_markdown(run_plan, within_hours));
+        std::filesystem::create_directories(config.out);
+        write_file_atomically((std::filesystem::path(config.out) / "run_plan.json").string(), run_plan.to_json().dump(2) + "\n");
+      } else {
+        fmt::print("\nnothing left to run\n");
+      }
       return;
     }
     const auto outcome = run_ablation(config, options);

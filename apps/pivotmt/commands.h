@@ -18,5 +18,6 @@ void register_ablate(CLI::App& app);
 void register_report(CLI::App& app);
 void register_translate(CLI::App& app);
 void register_finetune(CLI::App& app);  // and merge
+void register_cache(CLI::App& app);
 
 }  // namespace pivotmt::cli

@@ -31,8 +31,24 @@ int main(int argc, char** argv) {
   pivotmt::cli::register_report(app);
   pivotmt::cli::register_translate(app);
   pivotmt::cli::register_finetune(app);
+  pivotmt::cli::register_cache(app);
+  // `pivotmt plan ARGS` is `pivotmt ablate ARGS --dry-run`: the rows to run, prompt lengths and
+  // the run plan (memory, batch, tokens, time), nothing generated.
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (!args[i].empty() && args[i][0] == '-') continue;  // a global flag (-q)
+    if (args[i] == "plan") {
+      args[i] = "ablate";
+      args.push_back("--dry-run");
+    }
+    break;
+  }
+  app.add_subcommand("plan", "The run plan of an ablation (its options): rows, prompt lengths, memory, batch, time "
+                             "(= ablate --dry-run)");
+  std::vector<char*> cargs;
+  for (auto& a : args) cargs.push_back(a.data());
   try {
-    app.parse(argc, argv);
+    app.parse(int(cargs.size()), cargs.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const pivotmt::jinja::TemplateError& e) {

@@ -180,7 +180,10 @@ std::vector<std::string> run_workers(const std::vector<std::string>& base_args, 
     w.dir = (fs::path(out) / "shards" / fmt::format("{}-of-{}", i + 1, n)).string();
     fs::create_directories(w.dir);
     std::vector<std::string> args = base_args;
-    args[0] = "/proc/self/exe";  // this very binary, wherever it was started from
+    // This very binary, wherever it was started from (PIVOTMT_EXEC: a wrapper, for a binary
+    // that runs through an explicit loader, as the GPU bundle's may).
+    const char* self = std::getenv("PIVOTMT_EXEC");
+    args[0] = self && *self ? self : "/proc/self/exe";
     for (const std::string& a : {std::string("--shard"), fmt::format("{}/{}", i + 1, n), std::string("--out"), w.dir,
                                  std::string("--device"), w.device, std::string("--log-json")})
       args.push_back(a);

@@ -19,6 +19,7 @@
 #include "engine/generate.h"
 #include "experiment/ablation_outputs.h"
 #include "experiment/row_log.h"
+#include "backends/resource_monitor.h"
 #include "experiment/token_stats.h"
 #include "io/json_file.h"
 #include "io/table.h"
@@ -316,6 +317,19 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
 
   if (options.dry_run) {  // the plan: what would run, and how long its prompts are
     const size_t context = size_t(model_config.max_position_embeddings);
+    // The run plan's workload: each pending prompt's tokens, and its output estimated by the
+    // reference's token count (+ the end token), at most max_new_tokens.
+    outcome.workload.max_new_tokens = config.max_new_tokens;
+    outcome.workload.max_batch = config.max_batch;
+    std::map<size_t, size_t> reference_tokens;
+    for (const auto& job : jobs) {
+      outcome.workload.prompt_tokens.push_back(tokenizer->encode(job.prompt, true).size());
+      auto it = reference_tokens.find(job.i);
+      if (it == reference_tokens.end())
+        it = reference_tokens.emplace(job.i, tokenizer->encode(test.rows[job.i].target, false).size() + 1).first;
+      outcome.workload.output_tokens.push_back(std::min(it->second, config.max_new_tokens));
+    }
+    outcome.workload.rows = jobs.size();
     outcome.plan = nlohmann::json::array();
     for (size_t run = 0; run < config.ks.size(); ++run) {
       std::vector<std::string> prompts;
@@ -383,14 +397,22 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
       report();
     };
     report();
-    Engine(model, tokenizer.get()).generate(requests, engine_options, hooks);
+    nlohmann::json resources;
+    {
+      // GPU memory and utilisation sampled while generating; the host's peak.
+      const ResourceMonitor monitor(model.device());
+      Engine(model, tokenizer.get()).generate(requests, engine_options, hooks);
+      resources = monitor.summary();
+    }
     // Where and how this process generated (manifest.json and report.md show it).
     nlohmann::json runtime = {{"device", model.device().to_string()},
                               {"device_name", model.describe_device()},
                               {"load_seconds", model.load_seconds()},
                               {"generation_seconds", progress.seconds}};
+    runtime.update(resources);
     if (model.device().kind == DeviceKind::CUDA) runtime["peak_device_memory_bytes"] = cuda::peak_allocated_bytes(model.device().index);
     write_json_file((out / "runtime.json").string(), runtime);
+    outcome.runtime = runtime;
     outcome.prompt_tokens = progress.prompt_tokens;
     outcome.reused_prompt_tokens = progress.reused_prompt_tokens;
   } else if (options.on_progress) {

@@ -25,6 +25,7 @@
 #include "engine/generate.h"
 #include "experiment/baseline.h"
 #include "experiment/prompt.h"
+#include "experiment/run_plan.h"
 #include "models/model_config.h"
 #include "retrieval/index.h"
 
@@ -93,6 +94,11 @@ struct AblationOutcome {
   BaselineOutcome baseline;  // the NLLB baseline's rows (when configured)
   // Dry run with a baseline: its rows done and pending.
   nlohmann::json baseline_plan;
+  // Dry run: the pending work for a run plan (prompt tokens, estimated output tokens).
+  StudyWorkload workload;
+  // What generation used (runtime.json): device, load time, peak host / GPU memory, GPU
+  // utilisation; null when nothing was generated.
+  nlohmann::json runtime;
 };
 
 struct AblationRunOptions {

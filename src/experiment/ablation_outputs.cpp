@@ -197,7 +197,15 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
     const auto rt = read_json_file((out / "runtime.json").string());
     report += fmt::format("Device: {}; model load {:.1f} s", rt.value("device_name", rt.value("device", "?")), rt.value("load_seconds", 0.0));
     if (rt.contains("peak_device_memory_bytes"))
-      report += fmt::format("; peak GPU memory {:.2f} GiB", rt["peak_device_memory_bytes"].get<double>() / (1 << 30));
+      report += fmt::format("; peak GPU memory {:.2f} GiB held by pivotmt", rt["peak_device_memory_bytes"].get<double>() / (1 << 30));
+    if (rt.contains("gpu_memory_used_max_bytes"))
+      report += fmt::format(", {:.2f} GiB used on the device at most ({})",
+                            rt["gpu_memory_used_max_bytes"].get<double>() / (1 << 30), rt.value("gpu_source", "cuda"));
+    if (rt.contains("gpu_utilization_mean"))
+      report += fmt::format("; GPU utilisation {:.0f}% on average, {:.0f}% at most", rt["gpu_utilization_mean"].get<double>(),
+                            rt["gpu_utilization_max"].get<double>());
+    if (rt.contains("peak_host_memory_bytes"))
+      report += fmt::format("; peak host memory {:.2f} GiB", rt["peak_host_memory_bytes"].get<double>() / (1 << 30));
     report += ".\n";
   }
   write_file_atomically((out / "report.md").string(), report);

@@ -1,0 +1,72 @@
+// The run plan of an ablation (`pivotmt plan`, `ablate --dry-run`): before hours of work, how
+// much memory the model and its keys and values take, how many sequences fit a device, how
+// many prompt and output tokens the study has, and how long it would take — from ceilings
+// measured on this machine's CPU or GPU (a short GEMM and a memory pass), or, for a GPU that
+// is not here, from its stated roofline (datasheet peak F16 tensor throughput at a stated
+// efficiency, and its memory bandwidth).
+//
+// Time model: prefill is compute-bound, 2 · params · T plus causal attention 2 · layers ·
+// d_model · T² FLOPs per prompt of T tokens, at the measured GEMM rate (shared prompt
+// prefixes, which the engine computes once, are counted in full: an upper bound); decode is
+// one step per output token and batch, each step the larger of streaming every weight once
+// (plus the batch's keys and values) at the measured bandwidth and 2 · params · batch FLOPs.
+// Output tokens are estimated by the references' token counts (the target column through
+// the model's tokenizer), capped by max_new_tokens.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/model_config.h"
+
+namespace pivotmt {
+
+struct DeviceCeiling {
+  std::string device;  // "cpu", "cuda:0", "h100", "h200"
+  std::string name;    // "AMD EPYC ... (2 threads)", "NVIDIA H200"
+  double gflops = 0;   // dense GEMM rate in the compute dtype
+  double gbps = 0;     // memory read bandwidth
+  uint64_t memory = 0;  // bytes the run may use (host RAM available, or device memory)
+  bool measured = false;  // false: stated roofline of a device that is not here
+};
+
+// This machine's CPU: an F32 GEMM through the fast kernels and a read pass over 512 MiB,
+// about a second.
+DeviceCeiling measure_cpu_ceiling();
+// A GPU: measured when `device` is a visible cuda:N; "h100" / "h200" (or a cuda:N that is
+// not here): the stated roofline. Throws on an unknown name.
+DeviceCeiling gpu_ceiling(const std::string& device);
+
+struct StudyWorkload {
+  size_t rows = 0;                    // (row, k) pairs to generate
+  std::vector<size_t> prompt_tokens;  // per pending (row, k)
+  std::vector<size_t> output_tokens;  // per pending (row, k): the estimate described above
+  size_t max_new_tokens = 0;
+  size_t max_batch = 32;
+};
+
+struct RunPlan {
+  uint64_t parameters = 0, weight_bytes = 0;
+  uint64_t kv_bytes_per_token = 0;
+  size_t batch = 0;           // sequences that fit beside the weights (capped by max_batch)
+  size_t max_batch = 0;
+  bool fits = false;          // the weights and one longest sequence fit the device
+  double prompt_tokens = 0, output_tokens = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+  double seconds() const { return prefill_seconds + decode_seconds; }
+  DeviceCeiling device;
+  std::string weights;  // storage
+  nlohmann::json to_json() const;
+};
+
+// `weights`: f32 | f16 | int8 | q8 | nf4 (a GPU stores F16).
+RunPlan make_run_plan(const ModelConfig& model, uint64_t parameters, const std::string& weights,
+                      const StudyWorkload& work, const DeviceCeiling& device);
+
+// The plan in words: memory, batch, tokens, time on one device and the devices that would
+// finish within `within_hours`.
+std::string run_plan_markdown(const RunPlan& plan, double within_hours);
+
+}  // namespace pivotmt
