@@ -5,10 +5,12 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <optional>
 
 #include <fmt/format.h>
 
 #include "backends/cpu/thread_pool.h"
+#include "backends/cpu/vmath.h"
 #include "core/error.h"
 
 namespace pivotmt {
@@ -44,15 +46,6 @@ void process(float* scores, size_t V, const std::vector<int32_t>& seq, const Seq
   if (s.forced_eos_token_id && cur_len == s.max_length - 1) force(*s.forced_eos_token_id);
 }
 
-// log_softmax of one row in place (F32 values, the sum in double).
-void log_softmax(float* x, size_t V) {
-  const float m = *std::max_element(x, x + V);
-  double sum = 0.0;
-  for (size_t i = 0; i < V; ++i) sum += std::exp(double(x[i] - m));
-  const double lse = std::log(sum);
-  for (size_t i = 0; i < V; ++i) x[i] = float(double(x[i] - m) - lse);
-}
-
 void check_settings(const M2M100Model& model, const Seq2SeqSettings& s) {
   const auto V = model.config().vocab_size;
   if (s.max_length < 2) throw Error(fmt::format("max_length {} leaves no room for a token after the decoder's start", s.max_length));
@@ -82,10 +75,12 @@ void greedy(const M2M100Model& model, const std::vector<std::vector<int32_t>>& s
     caches[i] = {};
     if (on_done) on_done(index[i], r);
   };
+  M2M100Model::Workspace ws;
   for (size_t cur_len = 1; cur_len < s.max_length && !active.empty(); ++cur_len) {
     std::vector<M2M100Model::DecoderRow> rows;
     for (size_t i : active) rows.push_back({&caches[i], &cross[i], std::span<const int32_t>(&seqs[i].back(), 1)});
-    auto logits = model.decode(rows);
+    model.decode(rows, true, ws);
+    auto& logits = ws.logits;
     std::vector<size_t> still;
     for (size_t r = 0; r < active.size(); ++r) {
       const size_t i = active[r];
@@ -156,6 +151,7 @@ void beam_search(const M2M100Model& model, const std::vector<std::vector<int32_t
     if (on_done) on_done(index[i], r);
   };
 
+  M2M100Model::Workspace ws;
   for (size_t cur_len = 1;; ++cur_len) {
     std::vector<M2M100Model::DecoderRow> rows;
     std::vector<std::pair<size_t, size_t>> row_of;  // (sentence, beam)
@@ -169,24 +165,47 @@ void beam_search(const M2M100Model& model, const std::vector<std::vector<int32_t
       }
     }
     if (rows.empty()) break;
-    auto logits = model.decode(rows);
-    // Each row: log-softmax, the processors, plus its running score; then its own top K.
+    model.decode(rows, true, ws);
+    float* const logits = ws.logits.data();
+    // Each row's own top K of log-softmax + processors + its running score (transformers:
+    // log_softmax, then the processors, then + the beam's score). log-softmax is monotonic
+    // in the logits, so only the K best need their value: x − max − log Σ e^(x − max).
     std::vector<std::vector<Candidate>> row_top(rows.size());
     cpu::parallel_for(rows.size(), [&](size_t r0, size_t r1) {
-      std::vector<int32_t> order(V);
+      // One buffer per pool thread for the whole search (a fresh V-float vector per step is
+      // a fresh mapping to fault in).
+      thread_local std::vector<float> scratch;
+      scratch.resize(V);
       for (size_t r = r0; r < r1; ++r) {
         const auto [i, b] = row_of[r];
         const Beam& beam = sent[i].running[b];
-        float* row = logits.data() + r * V;
-        log_softmax(row, V);
-        process(row, V, beam.seq, s);
-        for (size_t v = 0; v < V; ++v) row[v] += beam.score;
-        std::iota(order.begin(), order.end(), 0);
+        const float* row = logits + r * V;
+        const float m = cpu::vmath::max_of(row, V);
+        std::copy(row, row + V, scratch.data());
+        const float log_sum = float(std::log(double(cpu::vmath::exp_shifted_sum(scratch.data(), V, m))));
+        auto logp = [&](int32_t t) { return (row[t] - m) - log_sum; };
+        auto& top = row_top[r];
+        const size_t cur = beam.seq.size();
+        std::optional<int32_t> forced;
+        if (s.forced_bos_token_id && cur == 1) forced = s.forced_bos_token_id;
+        if (s.forced_eos_token_id && cur == s.max_length - 1) forced = s.forced_eos_token_id;
+        if (forced) {
+          // Every other token is −inf: the forced one scores 0 (not its log-probability).
+          top.push_back({0.0f + beam.score, b, *forced});
+          continue;
+        }
+        const auto banned = banned_after(beam.seq, s.no_repeat_ngram_size);
+        // The K best in one pass (ties: the lower token first, as a stable top-k).
         const size_t k = std::min(K, V);
-        std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(k), order.end(), [&](int32_t a, int32_t c) {
-          return row[a] > row[c] || (row[a] == row[c] && a < c);
-        });
-        for (size_t j = 0; j < k; ++j) row_top[r].push_back({row[order[j]], b, order[j]});
+        for (size_t v = 0; v < V; ++v) {
+          if (top.size() == k && !(row[v] > row[top.back().token])) continue;
+          if (!banned.empty() && std::find(banned.begin(), banned.end(), int32_t(v)) != banned.end()) continue;
+          auto at = std::upper_bound(top.begin(), top.end(), row[v],
+                                     [&](float value, const Candidate& c) { return value > row[c.token]; });
+          top.insert(at, {0.0f, b, int32_t(v)});
+          if (top.size() > k) top.pop_back();
+        }
+        for (auto& c : top) c.score = logp(c.token) + beam.score;
       }
     });
 
@@ -248,6 +267,10 @@ void beam_search(const M2M100Model& model, const std::vector<std::vector<int32_t
       std::vector<Beam> running(nb);
       std::vector<int> uses(nb, 0);
       for (size_t j = 0; j < nb; ++j) ++uses[cand[next[j]].beam];
+      // Caches of beams nobody continues: their memory is reused by the copies below.
+      std::vector<M2M100Model::SelfCache> spares;
+      for (size_t b = 0; b < nb; ++b)
+        if (uses[b] == 0 && st.running[b].alive) spares.push_back(std::move(st.running[b].cache));
       for (size_t j = 0; j < nb; ++j) {
         const Candidate& c = cand[next[j]];
         Beam& parent = st.running[c.beam];
@@ -256,10 +279,25 @@ void beam_search(const M2M100Model& model, const std::vector<std::vector<int32_t
         beam.alive = std::isfinite(beam.score) && parent.alive;
         beam.seq = parent.seq;
         beam.seq.push_back(c.token);
-        if (beam.alive) {
-          // The parent's keys and values: moved to its last user, copied for the others.
-          if (--uses[c.beam] == 0) beam.cache = std::move(parent.cache);
-          else beam.cache = parent.cache;
+        if (!beam.alive) continue;
+        // The parent's keys and values: moved to its last user, copied for the others (into
+        // a spare cache's memory when there is one).
+        if (--uses[c.beam] == 0) {
+          beam.cache = std::move(parent.cache);
+        } else if (!spares.empty()) {
+          beam.cache = std::move(spares.back());
+          spares.pop_back();
+          beam.cache.length = parent.cache.length;
+          for (size_t l = 0; l < parent.cache.k.size(); ++l) {
+            beam.cache.k[l].assign(parent.cache.k[l].begin(), parent.cache.k[l].end());
+            beam.cache.v[l].assign(parent.cache.v[l].begin(), parent.cache.v[l].end());
+          }
+        } else {
+          beam.cache = parent.cache;
+          for (size_t l = 0; l < parent.cache.k.size(); ++l) {  // room to grow without reallocating
+            beam.cache.k[l].reserve(parent.cache.k[l].capacity());
+            beam.cache.v[l].reserve(parent.cache.v[l].capacity());
+          }
         }
       }
       st.running = std::move(running);

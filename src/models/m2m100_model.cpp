@@ -397,6 +397,12 @@ M2M100Model::SelfCache M2M100Model::new_self_cache(size_t reserve_positions) con
 }
 
 std::vector<float> M2M100Model::decode(const std::vector<DecoderRow>& rows, bool last_only) const {
+  Workspace ws;
+  decode(rows, last_only, ws);
+  return std::move(ws.logits);
+}
+
+void M2M100Model::decode(const std::vector<DecoderRow>& rows, bool last_only, Workspace& ws) const {
   const size_t d = size_t(cfg_.d_model), nh = size_t(cfg_.decoder_heads), hd = d / nh, F = size_t(cfg_.decoder_ffn),
                V = size_t(cfg_.vocab_size);
   std::vector<size_t> row0{0};
@@ -407,8 +413,14 @@ std::vector<float> M2M100Model::decode(const std::vector<DecoderRow>& rows, bool
     row0.push_back(row0.back() + r.tokens.size());
   }
   const size_t T = row0.back();
-  if (T == 0) return {};
-  std::vector<float> x(T * d), y(T * d), qkv(T * 3 * d), ctx(T * d), inter(T * F);
+  ws.logits.clear();
+  if (T == 0) return;
+  ws.x.resize(T * d);
+  ws.y.resize(T * d);
+  ws.qkv.resize(T * 3 * d);
+  ws.ctx.resize(T * d);
+  ws.inter.resize(T * F);
+  auto &x = ws.x, &y = ws.y, &qkv = ws.qkv, &ctx = ws.ctx, &inter = ws.inter;
   for (size_t r = 0; r < rows.size(); ++r) embed(rows[r].tokens, rows[r].cache->length, x.data() + row0[r] * d);
 
   // Self-attention: every row's new tokens against its own cache (causal); cross
@@ -496,9 +508,8 @@ std::vector<float> M2M100Model::decode(const std::vector<DecoderRow>& rows, bool
     std::swap(x, ctx);
   }
   layer_norm(x.data(), n_out, dec_ln_w_, dec_ln_b_, y.data());
-  std::vector<float> logits(n_out * V);
-  linear(y.data(), n_out, cfg_.tie_word_embeddings ? embed_tokens_ : lm_head_, {}, logits.data());
-  return logits;
+  ws.logits.resize(n_out * V);
+  linear(y.data(), n_out, cfg_.tie_word_embeddings ? embed_tokens_ : lm_head_, {}, ws.logits.data());
 }
 
 }  // namespace pivotmt

@@ -95,9 +95,17 @@ class M2M100Model {
     const CrossCache* cross = nullptr;
     std::span<const int32_t> tokens;
   };
+  // Activations of decode passes, kept by the caller between steps: a step's buffers (the
+  // logits of 64 hypotheses of NLLB's 256k vocabulary are 65 MB) are then reused instead of
+  // mapped and zeroed afresh.
+  struct Workspace {
+    std::vector<float> x, y, qkv, ctx, inter, logits;
+  };
   // Runs the decoder over every row's new tokens together and returns the logits
   // [rows, V] of each row's last token (last_only), or [Σ tokens, V] of all of them.
   std::vector<float> decode(const std::vector<DecoderRow>& rows, bool last_only = true) const;
+  // The same into ws.logits (its size: rows · V or Σ tokens · V).
+  void decode(const std::vector<DecoderRow>& rows, bool last_only, Workspace& ws) const;
 
  private:
   struct Attention {

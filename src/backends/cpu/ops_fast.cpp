@@ -44,7 +44,7 @@ bool cpu_has_avx2_fma_f16c() { return isa() >= Isa::Avx2; }
 constexpr size_t kGemvMaxRows = 32, kGemvRowsCached = 8;
 constexpr size_t kCachedMatrixBytes = size_t(1) << 20;
 // F32 weights from this many rows on: SGEMM even with AVX-512 (see linear).
-constexpr size_t kSgemmRowsF32 = 64;
+constexpr size_t kSgemmRowsF32 = 128;
 
 // OpenBLAS runs single-threaded, called from our pool's threads: with both OpenBLAS's
 // threads and ours on the two cores, each side's idle workers spin and yield against the
@@ -256,7 +256,10 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   // ~65% (bench_engine, small f16, b1).
   // F32 weights and many rows: OpenBLAS's packed SGEMM (below) ran at 155-180 GFLOP/s on
   // two cores for 256-1024 rows of XLM-R-large's shapes where the unpacked tiles reached
-  // 75-80 (they win for F16 / I8 weights, which SGEMM would need converted).
+  // 75-80 (they win for F16 / I8 weights, which SGEMM would need converted). At 64 rows
+  // SGEMM's packing of the weights on every call is a third of its time: NLLB's 4-beam
+  // search over 16 sentences (64 rows through a 256k × 1024 lm_head each step) ran in
+  // 32.6 s with SGEMM from 64 rows and 28.3 s with the tiles up to 127.
   const bool f32_sgemm = w.dtype == DType::F32 && T >= kSgemmRowsF32;
   if (level >= Isa::Avx512 && w.dtype != DType::NF4 && T > 1 && !f32_sgemm) {
     split_rows([&](size_t n0, size_t n1) { kernels::gemm_f32_avx512(x, T, w, y, ldy, n0, n1); });
