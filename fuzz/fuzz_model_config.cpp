@@ -1,4 +1,5 @@
-// libFuzzer target: arbitrary bytes as config.json. Either a valid config or an Error.
+// libFuzzer target: arbitrary bytes as config.json (Llama family, then M2M100). Either a
+// valid config or an Error.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -6,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "models/m2m100_model.h"
 #include "models/model_config.h"
 #include "models/weights.h"
 
@@ -17,6 +19,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // Expected-weight lists are built from the parsed numbers: keep them small enough.
     if (config.num_layers < 1000) (void)pivotmt::parameter_count(pivotmt::llama_weights(config));
     (void)pivotmt::parse_generation_config(json, config, "fuzz-generation");
+  } catch (const pivotmt::Error&) {
+  }
+  try {  // the same bytes as an NLLB-200 (M2M100) config.json
+    (void)pivotmt::parse_m2m100_config(json, "fuzz-m2m100");
   } catch (const pivotmt::Error&) {
   }
   return 0;
