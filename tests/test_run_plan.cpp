@@ -80,10 +80,12 @@ TEST(RunPlan, TooLargeForTheDeviceSaysSo) {
 }
 
 TEST(RunPlan, CpuCeilingIsMeasured) {
+  // Figures only: how fast depends on the machine and the build (a sanitizer build is slow),
+  // so nothing is asserted of the speed.
   const DeviceCeiling c = measure_cpu_ceiling();
   EXPECT_TRUE(c.measured);
-  EXPECT_GT(c.gflops, 1.0);
-  EXPECT_GT(c.gbps, 0.5);
+  EXPECT_TRUE(std::isfinite(c.gflops) && c.gflops > 0);
+  EXPECT_TRUE(std::isfinite(c.gbps) && c.gbps > 0);
   EXPECT_GT(c.memory, 0u);
 }
 

@@ -95,7 +95,7 @@ void merge_shards(const std::vector<std::string>& dirs, const std::string& out, 
 // --emit-sbatch: the job array and the merge job for this command line (the run itself is the
 // array's).
 void emit_sbatch_scripts(const CLI::App& cmd, const StudyArgs& args, const std::string& dir, SbatchRequest request,
-                         const CometArgs& comet) {
+                         const CometArgs& comet, const std::string& plan_device) {
   namespace fs = std::filesystem;
   if (args.config.out.empty()) throw Error("--emit-sbatch: --out is required (the shards and the merged run go there)");
   // The command the tasks run: this binary, this command line without what each task sets.
@@ -124,6 +124,31 @@ void emit_sbatch_scripts(const CLI::App& cmd, const StudyArgs& args, const std::
   }
   if (cmd.get_option("--sbatch-gpus")->count() == 0)
     request.gpus_per_task = args.config.device.rfind("cuda", 0) == 0 ? 1 : 0;
+  // Time: the run plan's estimate of one task's share (the dry run builds every prompt; the
+  // device is --plan-device, else an H100 for GPU tasks, else this CPU), with half again
+  // and 15 minutes of margin.
+  if (cmd.get_option("--sbatch-time")->count() == 0) {
+    double seconds = 0;
+    const DeviceCeiling ceiling = !plan_device.empty() ? (plan_device == "cpu" ? measure_cpu_ceiling() : gpu_ceiling(plan_device))
+                                  : request.gpus_per_task > 0 ? gpu_ceiling("h100")
+                                                              : measure_cpu_ceiling();
+    for (size_t m = 0; m < std::max<size_t>(1, args.models.size()); ++m) {
+      AblationConfig config = resolve_study(args, {"data", "model", "out"}, m);
+      if (args.models.size() > 1) config.out = (fs::path(config.out) / model_slug(args.models[m])).string();
+      AblationRunOptions dry;
+      dry.dry_run = true;
+      const auto outcome = run_ablation(config, dry);
+      if (outcome.workload.rows == 0) continue;
+      const ModelConfig model_config = load_model_config(config.model);
+      const Checkpoint ckpt(config.model);
+      seconds += make_run_plan(model_config, parameter_count(expected_weights(model_config, ckpt)), config.weights,
+                               outcome.workload, ceiling)
+                     .seconds();
+    }
+    const double per_task = seconds / double(std::max<size_t>(1, request.tasks)) * 1.5 + 900;
+    const long t = std::min(long(per_task), 7L * 24 * 3600);
+    request.time = fmt::format("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
+  }
   std::vector<std::string> merge_extra;
   if (!comet.model.empty()) merge_extra = {"--comet-model", comet.model};
   if (!comet.encoder.empty()) merge_extra.insert(merge_extra.end(), {"--comet-encoder", comet.encoder});
@@ -176,7 +201,8 @@ void register_ablate(CLI::App& app) {
                   "Write DIR/ablate.sbatch (a job array of --sbatch-tasks shards), DIR/merge.sbatch and DIR/submit.sh "
                   "instead of running");
   cmd->add_option("--sbatch-tasks", sbatch.tasks, "Array tasks (shards) of --emit-sbatch")->capture_default_str();
-  cmd->add_option("--sbatch-time", sbatch.time, "Time limit per task")->capture_default_str();
+  cmd->add_option("--sbatch-time", sbatch.time,
+                  "Time limit per task (default: the run plan's estimate of a task's share, +50% and 15 minutes)");
   cmd->add_option("--sbatch-mem", sbatch.mem, "Memory per task (default: the model's weights in the chosen storage + 4G)");
   cmd->add_option("--sbatch-cpus", sbatch.cpus_per_task, "CPUs per task")->capture_default_str();
   cmd->add_option("--sbatch-gpus", sbatch.gpus_per_task, "GPUs per task (default: 1 when --device is cuda, else 0)");
@@ -276,7 +302,7 @@ void register_ablate(CLI::App& app) {
   cmd->callback([cmd] {
     if (!args.config_file.empty()) apply_config_file(*cmd, args.config_file);
     if (!emit_sbatch.empty()) {
-      emit_sbatch_scripts(*cmd, args, emit_sbatch, sbatch, comet_args);
+      emit_sbatch_scripts(*cmd, args, emit_sbatch, sbatch, comet_args, plan_device);
       return;
     }
     // Several worker processes (inside a worker, --workers / --devices of a config file are

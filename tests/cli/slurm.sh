@@ -2,7 +2,8 @@
 # pivotmt and a real Slurm (Debian's slurmctld, slurmd and munge on this machine, started
 # here as a one-node cluster and stopped at the end; shared/docs/REFERENCE.md §15):
 #   - ablate --emit-sbatch writes a 3-task job array and a merge job that depends on it;
-#     submitted, they produce the same outputs as a single run;
+#     submitted, they produce the same outputs as a single run; the time limit comes from
+#     the run plan unless given;
 #   - a task killed mid-way (its row log torn) is resumed by resubmitting the array;
 #   - --shard auto reads the array task from Slurm's environment.
 # Needs root and the packages (scripts/setup.sh installs them); exits 77 (skipped) without.
@@ -101,6 +102,9 @@ ARGS=(ablate --data data --model "$SHARED/fixtures/models/tiny-tower" -k 0 1 --m
 grep -q "ablate.sbatch (3 array tasks" emit.txt
 grep -q "^#SBATCH --array=1-3$" jobs/ablate.sbatch
 grep -q "dependency=afterok" jobs/submit.sh
+# Without --sbatch-time the limit comes from the run plan (a tiny model: the 15 minutes of margin).
+"$PIVOTMT" -q "${ARGS[@]}" --out planned --emit-sbatch jobs2 --sbatch-tasks 2 --sbatch-cpus 1 >/dev/null
+grep -q "^#SBATCH --time=00:1[5-9]:[0-9][0-9]$" jobs2/ablate.sbatch
 bash jobs/submit.sh >submit.txt
 grep -q "submitted: array job [0-9]* (3 shards), merge job [0-9]*" submit.txt
 wait_jobs
