@@ -63,6 +63,34 @@ std::string default_index_dir(const IndexSpec& spec) {
   return (cache / "pivotmt" / "indexes" / sha256_hex(key.dump()).substr(0, 16)).string();
 }
 
+// Every line of a file, or of stdin for "-".
+std::vector<std::string> read_lines(const std::string& input) {
+  std::ifstream file;
+  if (input != "-") {
+    file.open(input, std::ios::binary);
+    if (!file) throw Error(fmt::format("cannot read {}", input));
+  }
+  std::istream& in = input == "-" ? std::cin : file;
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// One translation per output line, as soon as it is there (to the file, else stdout): a
+// translation's own line breaks become spaces unless the line is JSON.
+void write_output_line(std::ofstream& file, std::string line, bool is_json) {
+  if (!is_json)
+    for (char& c : line)
+      if (c == '\n' || c == '\r') c = ' ';
+  if (file.is_open()) {
+    file << line << '\n';
+    file.flush();
+  } else {
+    fmt::print("{}\n", line);
+    std::fflush(stdout);
+  }
+}
+
 // The NLLB path: a dedicated MT model, no retrieval, no prompt. Each input line is the text
 // to translate ("pivot<TAB>source": the source, or the pivot with --from-pivot); a table
 // file gives its source (or pivot) column.
@@ -89,15 +117,7 @@ void translate_nllb(const AblationConfig& config, const std::string& model_arg, 
   const NllbTranslator translator(dir, weights_dir, weights);
   (void)translator.tokenizer().language_id(src_lang);  // unknown codes fail before any work
   Seq2SeqSettings settings = translator.settings(tgt_lang);
-  if (nllb.beams) settings.num_beams = *nllb.beams;
-  if (nllb.max_length) settings.max_length = *nllb.max_length;
-  if (nllb.no_repeat_ngram_size) settings.no_repeat_ngram_size = *nllb.no_repeat_ngram_size;
-  if (nllb.length_penalty) settings.length_penalty = *nllb.length_penalty;
-  if (!nllb.early_stopping.empty())
-    settings.early_stopping = nllb.early_stopping == "true"    ? EarlyStopping::True
-                              : nllb.early_stopping == "never" ? EarlyStopping::Never
-                                                               : EarlyStopping::False;
-  settings.batch_size = nllb.batch;
+  apply_nllb_overrides(nllb, settings);
 
   std::ofstream out_file;
   if (!output.empty()) {
@@ -118,16 +138,8 @@ void translate_nllb(const AblationConfig& config, const std::string& model_arg, 
                  .dump();
     } else {
       line = t.text;
-      for (char& c : line)
-        if (c == '\n' || c == '\r') c = ' ';
     }
-    if (out_file.is_open()) {
-      out_file << line << '\n';
-      out_file.flush();
-    } else {
-      fmt::print("{}\n", line);
-      std::fflush(stdout);
-    }
+    write_output_line(out_file, std::move(line), as_json);
   };
   auto text_of = [&](const std::string& line) {
     std::string t = line;
@@ -162,14 +174,7 @@ void translate_nllb(const AblationConfig& config, const std::string& model_arg, 
     while (std::getline(std::cin, line)) run({text_of(line)});
     return;
   } else {
-    std::ifstream file;
-    if (input != "-") {
-      file.open(input, std::ios::binary);
-      if (!file) throw Error(fmt::format("cannot read {}", input));
-    }
-    std::istream& in = input == "-" ? std::cin : file;
-    std::string line;
-    while (std::getline(in, line)) texts.push_back(text_of(line));
+    for (const auto& line : read_lines(input)) texts.push_back(text_of(line));
   }
   if (texts.empty()) throw Error(fmt::format("{}: nothing to translate", input == "-" ? "stdin" : input));
   run(texts);
@@ -223,15 +228,9 @@ void register_translate(CLI::App& app) {
         queries.push_back({t.rows[r][piv].value_or(""), t.rows[r][src].value_or(""),
                            fmt::format("{}:{}", input, t.row_lines[r])});
     } else if (!interactive) {
-      std::ifstream file;
-      if (input != "-") {
-        file.open(input, std::ios::binary);
-        if (!file) throw Error(fmt::format("cannot read {}", input));
-      }
-      std::istream& in = input == "-" ? std::cin : file;
-      std::string line;
-      for (size_t n = 1; std::getline(in, line); ++n)
-        queries.push_back(parse_line(line, fmt::format("{}:{}", input == "-" ? "stdin" : input, n), needs_pivot));
+      const auto lines = read_lines(input);
+      for (size_t n = 0; n < lines.size(); ++n)
+        queries.push_back(parse_line(lines[n], fmt::format("{}:{}", input == "-" ? "stdin" : input, n + 1), needs_pivot));
     }
 
     const IndexSpec spec = study_index_spec(config);
@@ -256,16 +255,8 @@ void register_translate(CLI::App& app) {
                    .dump();
       } else {
         line = text;
-        for (char& c : line)
-          if (c == '\n' || c == '\r') c = ' ';
       }
-      if (out_file.is_open()) {
-        out_file << line << '\n';
-        out_file.flush();
-      } else {
-        fmt::print("{}\n", line);
-        std::fflush(stdout);
-      }
+      write_output_line(out_file, std::move(line), as_json);
     };
     auto translate = [&](const std::vector<Query>& batch, size_t first_seed) {
       std::vector<TranslationQuery> queries;

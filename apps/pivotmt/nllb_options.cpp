@@ -55,6 +55,20 @@ std::string resolve_nllb_model(const std::string& arg, std::string* weights_dir)
   return dir;
 }
 
+std::optional<EarlyStopping> parse_early_stopping(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  return text == "true" ? EarlyStopping::True : text == "never" ? EarlyStopping::Never : EarlyStopping::False;
+}
+
+void apply_nllb_overrides(const NllbArgs& a, Seq2SeqSettings& s) {
+  if (a.beams) s.num_beams = *a.beams;
+  if (a.max_length) s.max_length = *a.max_length;
+  if (a.no_repeat_ngram_size) s.no_repeat_ngram_size = *a.no_repeat_ngram_size;
+  if (a.length_penalty) s.length_penalty = *a.length_penalty;
+  if (const auto e = parse_early_stopping(a.early_stopping)) s.early_stopping = *e;
+  s.batch_size = a.batch;
+}
+
 BaselineConfig baseline_config(const std::string& model, const std::string& weights, const NllbArgs& a) {
   BaselineConfig b;
   b.model = resolve_nllb_model(model, &b.weights_dir);
@@ -70,10 +84,7 @@ BaselineConfig baseline_config(const std::string& model, const std::string& weig
   b.max_length = a.max_length;
   b.no_repeat_ngram_size = a.no_repeat_ngram_size;
   b.length_penalty = a.length_penalty;
-  if (!a.early_stopping.empty())
-    b.early_stopping = a.early_stopping == "true" ? EarlyStopping::True
-                       : a.early_stopping == "never" ? EarlyStopping::Never
-                                                     : EarlyStopping::False;
+  b.early_stopping = parse_early_stopping(a.early_stopping);
   b.batch = a.batch;
   return b;
 }

@@ -31,6 +31,11 @@ bool any_nllb_option_given(const NllbArgs& args);
 // hub id; `weights_dir` receives the folder with its safetensors (converted when needed).
 std::string resolve_nllb_model(const std::string& arg, std::string* weights_dir);
 
+// --early-stopping's value ("" when not given).
+std::optional<EarlyStopping> parse_early_stopping(const std::string& text);
+// The options given, over `settings` (the model's generation_config).
+void apply_nllb_overrides(const NllbArgs& args, Seq2SeqSettings& settings);
+
 // The baseline configuration from these options (model resolved, languages as given).
 BaselineConfig baseline_config(const std::string& model, const std::string& weights, const NllbArgs& args);
 
