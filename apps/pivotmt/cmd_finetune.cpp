@@ -54,8 +54,13 @@ void split_eval(std::vector<TrainSequence>& train, std::vector<TrainSequence>& e
 
 void run_finetune(FinetuneArgs& a) {
   if (a.out.empty()) throw Error("--out is required (on the command line or in the config file)");
-  if (fs::exists(a.out) && !fs::is_empty(a.out) && !fs::exists(fs::path(a.out) / "finetune.json"))
-    throw Error(fmt::format("{} exists and does not hold a fine-tuning run: choose another --out", a.out));
+  // A folder of ours holds finetune.json, written when training starts; before that only the
+  // retrieval index this command builds first (a run killed then left just that).
+  if (fs::exists(a.out) && !fs::exists(fs::path(a.out) / "finetune.json"))
+    for (const auto& e : fs::directory_iterator(a.out))
+      if (e.path().filename() != "index" && e.path().filename().string().find(".tmp.") == std::string::npos)
+        throw Error(fmt::format("{} exists and does not hold a fine-tuning run ({} is not ours): choose another --out", a.out,
+                                e.path().filename().string()));
   const std::string model_name = a.study.models.empty() ? a.study.config.model : a.study.models.front();
   AblationConfig config = resolve_study(a.study, {"data", "model"});
   const bool quiet = Progress::quiet() || a.log_json;
