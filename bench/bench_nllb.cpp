@@ -21,38 +21,10 @@
 #include "backends/cpu/ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "experiment/nllb_translate.h"
+#include "experiment/run_plan.h"
 
 using Clock = std::chrono::steady_clock;
 
-namespace {
-// Read bandwidth of this machine: a 1 GiB array summed by every thread (the ceiling a
-// decode step that streams its weights cannot beat).
-double measured_bandwidth_gbs() {
-  const size_t n = size_t(1) << 28;  // floats: 1 GiB
-  std::vector<float> a(n, 1.0f);
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto t0 = Clock::now();
-    std::vector<double> sums(64, 0.0);
-    pivotmt::cpu::parallel_for(64, [&](size_t b0, size_t b1) {
-      for (size_t b = b0; b < b1; ++b) {
-        // Integer sums of the bit patterns: the compiler vectorises them (a float sum would be
-        // one long dependency chain and measure the adder's latency, not the memory).
-        uint64_t acc = 0;
-        const uint32_t* p = reinterpret_cast<const uint32_t*>(a.data() + b * (n / 64));
-        for (size_t i = 0; i < n / 64; ++i) acc += p[i];
-        sums[b] = double(acc);
-      }
-    });
-    const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
-    double total = 0;
-    for (double s : sums) total += s;
-    if (total != double(n) * 1065353216.0) fmt::print(stderr, "bandwidth check: sum {}\n", total);  // 1.0f's bits
-    best = std::max(best, double(n) * 4 / sec / 1e9);
-  }
-  return best;
-}
-}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 4) {
@@ -106,7 +78,8 @@ int main(int argc, char** argv) {
     const double d = double(c.d_model), F = double(c.decoder_ffn), V = double(c.vocab_size);
     const double bytes_per_weight = weights == "f32" ? 4 : weights == "f16" ? 2 : 1;
     const double step_bytes = (double(c.decoder_layers) * (4 * d * d + 4 * d * d + 2 * d * F) + V * d) * bytes_per_weight;
-    const double bw = measured_bandwidth_gbs();
+    // The read bandwidth the run plan measures (an integer pass over 512 MiB).
+    const double bw = pivotmt::measure_cpu_ceiling().gbps;
     // Decode steps: per batch, as many as its longest output (every row of a batch steps together).
     size_t steps = 0;
     for (size_t b = 0; b < out.size(); b += batch) {
