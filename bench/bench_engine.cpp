@@ -198,16 +198,19 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
       continue;
     }
     std::vector<KvCache> caches;
-    for (size_t s = 0; s < batch; ++s) caches.push_back(model.new_cache());
+    const int steps = 32;
+    for (size_t s = 0; s < batch; ++s) {
+      caches.push_back(model.new_cache());
+      model.reserve(caches.back(), 64 + steps);  // as the engine reserves prompt + new tokens
+    }
     std::vector<LlamaModel::Input> pre;
     for (size_t s = 0; s < batch; ++s) pre.push_back({&caches[s], std::vector<TokenId>(prompt.begin(), prompt.begin() + 64), false});
     model.forward(pre);
-    const int steps = 32;
     const auto t0 = Clock::now();
     for (int step = 0; step < steps; ++step) {
       std::vector<LlamaModel::Input> b;
       for (size_t s = 0; s < batch; ++s) b.push_back({&caches[s], {TokenId(5 + step)}, false});
-      model.forward(b);
+      model.forward_greedy(b);  // the engine's greedy path: argmax on the logits in place
     }
     const double s = seconds_since(t0);
     f.decode_tps[slot++] = double(batch * steps) / s;

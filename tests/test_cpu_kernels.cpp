@@ -259,6 +259,99 @@ TEST_F(IsaLevels, VectorMaxAndSiluMatchPlainLoops) {
   }
 }
 
+// The CPU engine's cache is head-major ([n_kv, capacity, d], capacity > L): prefill (query
+// blocks) and decode (attention_many) read it through its strides and give what the
+// reference gives on the same keys and values laid out [L, n_kv, d].
+TEST_F(IsaLevels, HeadMajorCacheMatchesPositionMajor) {
+  const size_t nh = 6, nkv = 2, d = 24, capacity = 700;
+  const auto head_major = [&](const std::vector<float>& pos_major, size_t L) {
+    std::vector<float> out(nkv * capacity * d, NAN);  // unwritten positions would poison results
+    for (size_t j = 0; j < L; ++j)
+      for (size_t h = 0; h < nkv; ++h)
+        std::copy_n(&pos_major[(j * nkv + h) * d], d, &out[(h * capacity + j) * d]);
+    return out;
+  };
+  const KvStrides strides{d, capacity * d};
+  for (Isa level : levels()) {
+    set_isa_cap(level);
+    for (size_t T : {size_t(1), size_t(3), size_t(16), size_t(150), size_t(600)})
+      for (size_t window : {size_t(0), size_t(70)}) {
+        const size_t L = T + 9;
+        const auto q = random_normal(T * nh * d, 1), k = random_normal(L * nkv * d, 2), v = random_normal(L * nkv * d, 3);
+        const auto kh = head_major(k, L), vh = head_major(v, L);
+        std::vector<float> want(T * nh * d), got(T * nh * d), got_ref(T * nh * d);
+        ref::attention(q.data(), nh * d, k.data(), v.data(), T, L, nh, nkv, d, window, want.data());
+        fast::attention(q.data(), nh * d, kh.data(), vh.data(), T, L, nh, nkv, d, window, got.data(), strides);
+        ref::attention(q.data(), nh * d, kh.data(), vh.data(), T, L, nh, nkv, d, window, got_ref.data(), strides);
+        const std::string what = std::string(isa_name(level)) + " T=" + std::to_string(T) + " window=" + std::to_string(window);
+        expect_close(got, want, 1e-5f, "fast head-major " + what);
+        EXPECT_EQ(got_ref, want) << "reference head-major " << what;
+      }
+    // A decode batch: two sequences' rows through attention_many, each with its own strides.
+    const size_t L0 = 40, L1 = 9;
+    const auto q = random_normal(3 * nh * d, 4), k0 = random_normal(L0 * nkv * d, 5), v0 = random_normal(L0 * nkv * d, 6),
+               k1 = random_normal(L1 * nkv * d, 7), v1 = random_normal(L1 * nkv * d, 8);
+    const auto k0h = head_major(k0, L0), v0h = head_major(v0, L0);
+    std::vector<float> got(3 * nh * d), want(3 * nh * d);
+    std::vector<fast::AttentionJob> jobs = {{q.data(), nh * d, k0h.data(), v0h.data(), 2, L0, got.data(), nh * d, strides},
+                                            {q.data() + 2 * nh * d, nh * d, k1.data(), v1.data(), 1, L1, got.data() + 2 * nh * d, nh * d}};
+    fast::attention_many(jobs, nh, nkv, d, 0);
+    ref::attention(q.data(), nh * d, k0.data(), v0.data(), 2, L0, nh, nkv, d, 0, want.data());
+    ref::attention(q.data() + 2 * nh * d, nh * d, k1.data(), v1.data(), 1, L1, nh, nkv, d, 0, want.data() + 2 * nh * d);
+    expect_close(got, want, 1e-5f, std::string("attention_many, mixed layouts ") + isa_name(level));
+  }
+}
+
+// RMSNorm rows, residual adds and RoPE rotations of the vector paths against their plain
+// loops (the sum of squares in another order: within float rounding); RoPE through a
+// pass's table equals RoPE computed per call.
+TEST_F(IsaLevels, RmsNormAddAndRopeMatchPlainLoops) {
+  for (Isa level : levels()) {
+    set_isa_cap(level);
+    for (size_t n : {1, 7, 16, 33, 64, 100, 1024}) {
+      const auto x = random_normal(n, unsigned(n), 3.0f), w = random_normal(n, unsigned(n + 1));
+      std::vector<float> got(n), want(n);
+      vmath::rms_norm_row(x.data(), n, w.data(), 1e-6f, got.data());
+      vmath::rms_norm_row_scalar(x.data(), n, w.data(), 1e-6f, want.data());
+      expect_close(got, want, 2e-6f, std::string("rms_norm ") + isa_name(level));
+      std::vector<float> a = x, b = x;
+      vmath::add(a.data(), w.data(), n);
+      vmath::add_scalar(b.data(), w.data(), n);
+      EXPECT_EQ(a, b) << "add " << isa_name(level) << " n=" << n;
+    }
+    for (size_t half : {1, 4, 16, 32, 40, 64}) {
+      const auto v = random_normal(2 * half, unsigned(half)), c = random_normal(half, 9), s = random_normal(half, 10);
+      std::vector<float> got = v, want = v;
+      vmath::rope_head(got.data(), half, c.data(), s.data());
+      vmath::rope_head_scalar(want.data(), half, c.data(), s.data());
+      expect_close(got, want, 1e-6f, std::string("rope_head ") + isa_name(level));
+    }
+    Rope r;
+    for (size_t i = 0; i < 16; ++i) r.inv_freq.push_back(std::pow(10000.0f, -float(i) / 16));
+    const std::vector<int64_t> positions = {0, 1, 7, 300, 4095, 3};
+    const size_t T = positions.size(), heads = 5, d = 32, stride = heads * d + 3;
+    auto x = random_normal(T * stride, 11);
+    std::vector<float> want = x;
+    fast::rope_apply(x.data(), T, stride, heads, d, fast::rope_table(positions.data(), T, r));
+    ref::rope(want.data(), T, stride, heads, d, positions.data(), r);
+    expect_close(x, want, 1e-5f, std::string("rope table ") + isa_name(level));
+  }
+}
+
+TEST(AttentionProducts, TransposeScaledMatchesPlainLoop) {
+  if (hardware_isa() < Isa::Avx512) GTEST_SKIP() << "no AVX-512 on this machine";
+  for (size_t rows : {1, 7, 16, 33, 64, 700})
+    for (size_t cols : {1, 16, 20, 64, 128}) {
+      const size_t ld_src = cols + 5, ld_dst = rows + 3;
+      const auto src = random_normal(rows * ld_src, 31);
+      std::vector<float> dst(cols * ld_dst, -7.0f);
+      kernels::transpose_scaled_avx512(src.data(), ld_src, rows, cols, 0.125f, dst.data(), ld_dst);
+      for (size_t i = 0; i < cols; ++i)
+        for (size_t j = 0; j < ld_dst; ++j)
+          ASSERT_EQ(dst[i * ld_dst + j], j < rows ? src[j * ld_src + i] * 0.125f : -7.0f) << rows << "x" << cols << " at " << i << "," << j;
+    }
+}
+
 // GELU against 0.5 · x · (1 + erf(x / √2)) in double: absolute error within 2e-7 · max(1, |x|)
 // over the whole range (deep negative x included, where 1 + erf cancels), exact signs and
 // zeros; LayerNorm rows against double loops.

@@ -1,13 +1,16 @@
 // The op interface on the CPU: F32 activations, the reference or fast kernels of
-// cpu/ops.h, and one contiguous [positions, kv_heads, head_dim] buffer per layer and
-// sequence for keys and values (a shared prefix is copied; attention runs SGEMMs over it).
+// cpu/ops.h, and one head-major [kv_heads, capacity, head_dim] buffer per layer and
+// sequence for keys and values (a shared prefix is copied).
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 
 #include <fmt/format.h>
 
 #include "backends/backend.h"
+#include "backends/cpu/host_buffer.h"
 #include "backends/cpu/ops.h"
 #include "backends/ops.h"
 #include "backends/random_fill.h"
@@ -67,18 +70,50 @@ struct KvAccount {
   size_t positions = 0;
 };
 
+// One sequence's keys and values, head-major: per layer [kv_heads, capacity, head_dim] for
+// keys, then the same for values, all layers in one buffer (HostBuffer: pages faulted in
+// at once, huge pages where it spans them). Attention reads each head's keys (and values)
+// as one contiguous stream. Positions at and past the cache's length are not data (an
+// aborted pass leaves nothing to undo).
 class CpuKv final : public KvStorage {
  public:
-  CpuKv(size_t layers, std::shared_ptr<KvAccount> account) : k(layers), v(layers), account_(std::move(account)) {}
+  CpuKv(size_t layers, size_t heads, size_t head_dim, std::shared_ptr<KvAccount> account)
+      : layers_(layers), heads_(heads), head_dim_(head_dim), account_(std::move(account)) {}
   ~CpuKv() override { account_->positions -= held; }
   void hold(size_t positions) {
     account_->positions = account_->positions - held + positions;
     held = positions;
   }
-  std::vector<std::vector<float>> k, v;  // per layer: [positions, kv_heads, head_dim]
-  size_t held = 0;                       // positions counted against the capacity
+  size_t capacity() const { return capacity_; }
+  cpu::KvStrides strides() const { return {head_dim_, capacity_ * head_dim_}; }
+  float* k(size_t layer) const { return side(2 * layer); }
+  float* v(size_t layer) const { return side(2 * layer + 1); }
+  // Room for `positions`, the first `keep` of every head copied over (nothing happens when
+  // the capacity is already that).
+  void set_capacity(size_t positions, size_t keep) {
+    if (positions == capacity_) return;
+    keep = std::min(keep, std::min(positions, capacity_));
+    cpu::HostBuffer fresh(2 * layers_ * heads_ * positions * head_dim_ * sizeof(float));
+    for (size_t block = 0; keep && block < 2 * layers_ * heads_; ++block)
+      std::memcpy(fresh.floats() + block * positions * head_dim_, buffer_.floats() + block * capacity_ * head_dim_,
+                  keep * head_dim_ * sizeof(float));
+    buffer_ = std::move(fresh);
+    capacity_ = positions;
+  }
+  // Positions [at, at + n) of every kv head from rows of a fused QKV output: row i's heads
+  // start at src + i * src_stride.
+  void write(float* side, const float* src, size_t src_stride, size_t at, size_t n) const {
+    for (size_t i = 0; i < n; ++i)
+      for (size_t h = 0; h < heads_; ++h)
+        std::memcpy(side + (h * capacity_ + at + i) * head_dim_, src + i * src_stride + h * head_dim_,
+                    head_dim_ * sizeof(float));
+  }
+  size_t held = 0;  // positions counted against the capacity
 
  private:
+  float* side(size_t index) const { return buffer_.floats() + index * heads_ * capacity_ * head_dim_; }
+  size_t layers_, heads_, head_dim_, capacity_ = 0;
+  cpu::HostBuffer buffer_;  // [layers, 2 (k, v), kv_heads, capacity, head_dim]
   std::shared_ptr<KvAccount> account_;
 };
 
@@ -148,14 +183,12 @@ class CpuOps final : public Ops {
 
   KvCache new_cache() override {
     KvCache c;
-    c.storage = std::make_unique<CpuKv>(shape().layers, account_);
+    c.storage = std::make_unique<CpuKv>(shape().layers, shape().kv_heads, shape().head_dim, account_);
     return c;
   }
   void reserve(KvCache& cache, size_t positions) override {
-    for (size_t l = 0; l < shape().layers; ++l) {
-      kv_of(cache).k[l].reserve(positions * width());
-      kv_of(cache).v[l].reserve(positions * width());
-    }
+    auto& kv = kv_of(cache);
+    if (positions > kv.capacity()) kv.set_capacity(positions, cache.length);
   }
   bool grow(KvCache& cache, size_t positions) override {
     auto& kv = kv_of(cache);
@@ -173,40 +206,39 @@ class CpuOps final : public Ops {
  protected:
   KvCache do_prefix_of(const KvCache& from, size_t n) override {
     KvCache c = new_cache();
-    for (size_t l = 0; l < shape().layers; ++l) {
-      kv_of(c).k[l].assign(kv_of(from).k[l].begin(), kv_of(from).k[l].begin() + long(n * width()));
-      kv_of(c).v[l].assign(kv_of(from).v[l].begin(), kv_of(from).v[l].begin() + long(n * width()));
-    }
-    kv_of(c).hold(n);
+    auto &to = kv_of(c), &src = kv_of(from);
+    to.set_capacity(n, 0);
+    const size_t d = shape().head_dim;
+    for (size_t l = 0; l < shape().layers; ++l)
+      for (size_t h = 0; h < shape().kv_heads; ++h) {
+        std::memcpy(to.k(l) + h * n * d, src.k(l) + h * src.capacity() * d, n * d * sizeof(float));
+        std::memcpy(to.v(l) + h * n * d, src.v(l) + h * src.capacity() * d, n * d * sizeof(float));
+      }
+    to.hold(n);
     c.length = n;
     return c;
   }
   void do_truncate(KvCache& cache, size_t n) override {
     auto& kv = kv_of(cache);
-    for (size_t l = 0; l < shape().layers; ++l) {
-      kv.k[l].resize(n * width());
-      kv.v[l].resize(n * width());
-      kv.k[l].shrink_to_fit();
-      kv.v[l].shrink_to_fit();
-    }
+    kv.set_capacity(n, n);  // the memory past n is given back
     kv.hold(n);
   }
   void do_configure() override { rope_.inv_freq = shape().inv_freq; }
   void do_begin_forward() override {
-    for (const auto& s : batch().seqs)
+    rope_rows_ = SIZE_MAX;
+    for (const auto& s : batch().seqs) {
       if (!grow(*s.cache, s.cache->length + s.count))
         throw Error(fmt::format("cpu: the KV capacity ({} bytes) cannot hold {} more positions", options_.kv_capacity_bytes, s.count));
+      // A first pass takes exactly what it needs (the engine reserves ahead; a lone
+      // prefill should not double its cache), later ones grow geometrically.
+      auto& kv = kv_of(*s.cache);
+      const size_t needed = s.cache->length + s.count;
+      if (kv.capacity() < needed) kv.set_capacity(kv.capacity() == 0 ? needed : std::max(needed, 2 * kv.capacity()), s.cache->length);
+    }
   }
 
-  void do_abort_forward() override {
-    for (const auto& s : batch().seqs)
-      for (size_t l = 0; l < shape().layers; ++l) {  // drop what this pass appended
-        auto& k = kv_of(*s.cache).k[l];
-        auto& v = kv_of(*s.cache).v[l];
-        if (k.size() > s.cache->length * width()) k.resize(s.cache->length * width());
-        if (v.size() > s.cache->length * width()) v.resize(s.cache->length * width());
-      }
-  }
+  // What an aborted pass wrote lies past each cache's length: nothing to undo.
+  void do_abort_forward() override {}
   void do_embed(const LinearWeights& table, const Tensor& x) override {
     require_contiguous(x, "embed");
     const auto& m = static_cast<const CpuLinear&>(table).parts.at(0);
@@ -259,6 +291,7 @@ class CpuOps final : public Ops {
     cw.lora[part] = std::move(l);
   }
   void do_add(const Tensor& x, const Tensor& y) override {
+    if (!ref()) return cpu::fast::add_rows(x.as<float>(), x.stride(), y.as<float>(), y.stride(), x.rows(), x.cols());
     for (size_t r = 0; r < x.rows(); ++r) {
       float* a = x.as<float>() + r * x.stride();
       const float* b = y.as<float>() + r * y.stride();
@@ -271,29 +304,22 @@ class CpuOps final : public Ops {
     (ref() ? cpu::ref::silu_mul : cpu::fast::silu_mul)(gate_up.as<float>(), out.rows(), out.cols(), out.as<float>());
   }
   void do_rope(const Tensor& x, size_t heads) override {
-    (ref() ? cpu::ref::rope : cpu::fast::rope)(x.as<float>(), x.rows(), x.stride(), heads, shape().head_dim,
-                                               batch().positions.data(), rope_);
+    if (ref())
+      return cpu::ref::rope(x.as<float>(), x.rows(), x.stride(), heads, shape().head_dim, batch().positions.data(), rope_);
+    if (rope_rows_ != x.rows()) {  // once per pass: every layer rotates at the same positions
+      rope_table_ = cpu::fast::rope_table(batch().positions.data(), x.rows(), rope_);
+      rope_rows_ = x.rows();
+    }
+    cpu::fast::rope_apply(x.as<float>(), x.rows(), x.stride(), heads, shape().head_dim, rope_table_);
   }
   void do_attention(size_t layer, const Tensor& qkv, const Tensor& out) override {
-    const size_t nh = shape().heads, nkv = shape().kv_heads, d = shape().head_dim, w = width();
+    const size_t nh = shape().heads, nkv = shape().kv_heads, d = shape().head_dim;
     bool all_few_rows = true;  // a decode step: one parallel section for all sequences
     for (const auto& s : batch().seqs) {
       auto& kv = kv_of(*s.cache);
-      auto& kc = kv.k[layer];
-      auto& vc = kv.v[layer];
-      // A first append takes exactly what it needs (the engine reserves ahead; a lone
-      // prefill should not double its cache), later ones grow geometrically.
-      const size_t needed = kc.size() + s.count * w;
-      if (kc.capacity() < needed) {
-        const size_t room = kc.empty() ? needed : std::max(needed, 2 * kc.capacity());
-        kc.reserve(room);
-        vc.reserve(room);
-      }
-      for (size_t i = 0; i < s.count; ++i) {
-        const float* row = qkv.as<float>() + (s.row0 + i) * qkv.stride();
-        kc.insert(kc.end(), row + nh * d, row + nh * d + w);
-        vc.insert(vc.end(), row + (nh + nkv) * d, row + (nh + nkv) * d + w);
-      }
+      const float* rows = qkv.as<float>() + s.row0 * qkv.stride();
+      kv.write(kv.k(layer), rows + nh * d, qkv.stride(), s.cache->length, s.count);
+      kv.write(kv.v(layer), rows + (nh + nkv) * d, qkv.stride(), s.cache->length, s.count);
       all_few_rows = all_few_rows && s.count < 16;
     }
     if (!ref() && all_few_rows) {
@@ -303,8 +329,9 @@ class CpuOps final : public Ops {
         cpu::fast::AttentionJob j;
         j.q = qkv.as<float>() + s.row0 * qkv.stride();
         j.q_stride = qkv.stride();
-        j.k = kv.k[layer].data();
-        j.v = kv.v[layer].data();
+        j.k = kv.k(layer);
+        j.v = kv.v(layer);
+        j.kv = kv.strides();
         j.T = s.count;
         j.L = s.cache->length + s.count;
         j.out = out.as<float>() + s.row0 * out.stride();
@@ -317,8 +344,9 @@ class CpuOps final : public Ops {
       const auto& kv = kv_of(*s.cache);
       const size_t len = s.cache->length + s.count;
       (ref() ? cpu::ref::attention : cpu::fast::attention)(qkv.as<float>() + s.row0 * qkv.stride(), qkv.stride(),
-                                                           kv.k[layer].data(), kv.v[layer].data(), s.count, len, nh, nkv,
-                                                           d, shape().window, out.as<float>() + s.row0 * out.stride());
+                                                           kv.k(layer), kv.v(layer), s.count, len, nh, nkv,
+                                                           d, shape().window, out.as<float>() + s.row0 * out.stride(),
+                                                           kv.strides());
     }
   }
   void do_gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out) override {
@@ -362,6 +390,8 @@ class CpuOps final : public Ops {
   OpsOptions options_;
   std::shared_ptr<KvAccount> account_;
   cpu::Rope rope_;
+  cpu::fast::RopeTable rope_table_;  // this pass's cos / sin (fast kernels)
+  size_t rope_rows_ = SIZE_MAX;      // rows rope_table_ holds; SIZE_MAX: not made this pass
 };
 
 }  // namespace

@@ -27,6 +27,11 @@ void gemm_nt_avx512(const float* a, size_t lda, size_t M, const float* b, size_t
 void gemm_nn_avx512(const float* a, size_t lda, size_t M, const float* b, size_t ldb, size_t K, size_t N, float* c,
                     size_t ldc);
 
+// dst[i, j] = scale · src[j, i] for j < rows, i < cols (prefill attention's keys, scaled by
+// 1/sqrt(d), as the rows of Kᵀ): 16 × 16 blocks in registers. AVX-512 only.
+void transpose_scaled_avx512(const float* src, size_t ld_src, size_t rows, size_t cols, float scale, float* dst,
+                             size_t ld_dst);
+
 // x quantised for int8 · int8 products: one scale per row and kQ8Block values,
 // q = round(x / scale) + 128 as unsigned bytes (VNNI multiplies unsigned by signed bytes),
 // rows padded with 128 (zero) to a multiple of 64 bytes.

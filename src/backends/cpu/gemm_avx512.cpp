@@ -526,6 +526,49 @@ void quantize_rows_q8_fast(const float* x, size_t M, size_t K, Q8Rows& out) {
   parallel_for(M, [&](size_t m0, size_t m1) { quantize_rows_q8_avx512(x, m0, m1, out); });
 }
 
+namespace {
+// One 16 × 16 block: dst[i, j] = scale · src[j, i].
+PIVOTMT_AVX512 void transpose16_scaled(const float* src, size_t ld_src, float scale, float* dst, size_t ld_dst) {
+  __m512 r[16], t[16];
+  const __m512 sv = _mm512_set1_ps(scale);
+  for (int j = 0; j < 16; ++j) r[j] = _mm512_mul_ps(_mm512_loadu_ps(src + j * ld_src), sv);
+  // Pairs of rows interleaved by 32-bit lanes, then 64-bit lanes, then 128-bit blocks twice.
+  for (int j = 0; j < 16; j += 2) {
+    t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (int j = 0; j < 16; j += 4) {
+    r[j] = _mm512_shuffle_ps(t[j], t[j + 2], 0x44);
+    r[j + 1] = _mm512_shuffle_ps(t[j], t[j + 2], 0xEE);
+    r[j + 2] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+    r[j + 3] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0x88);
+    t[j + 4] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0xDD);
+    t[j + 8] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0x88);
+    t[j + 12] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0xDD);
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
+  }
+  for (int q = 0; q < 16; ++q) _mm512_storeu_ps(dst + size_t(q) * ld_dst, r[q]);  // r[q]: column q
+}
+}  // namespace
+
+void transpose_scaled_avx512(const float* src, size_t ld_src, size_t rows, size_t cols, float scale, float* dst,
+                             size_t ld_dst) {
+  const size_t rows16 = rows & ~size_t(15), cols16 = cols & ~size_t(15);
+  for (size_t j = 0; j < rows16; j += 16)
+    for (size_t i = 0; i < cols16; i += 16) transpose16_scaled(src + j * ld_src + i, ld_src, scale, dst + i * ld_dst + j, ld_dst);
+  // Edges: the rows past the last whole block (all columns), the columns past it (whole rows).
+  for (size_t j = rows16; j < rows; ++j)
+    for (size_t i = 0; i < cols; ++i) dst[i * ld_dst + j] = src[j * ld_src + i] * scale;
+  for (size_t j = 0; j < rows16; ++j)
+    for (size_t i = cols16; i < cols; ++i) dst[i * ld_dst + j] = src[j * ld_src + i] * scale;
+}
+
 void gemm_nn_avx512(const float* a, size_t lda, size_t M, const float* b, size_t ldb, size_t K, size_t N, float* c,
                     size_t ldc) {
   static const auto table = make_nn_table(std::make_integer_sequence<int, kMaxRM>{});

@@ -56,6 +56,15 @@ struct Rope {
   std::vector<float> inv_freq;  // [head_dim / 2]
 };
 
+// Where a cache keeps key (or value) vector j of kv head h: k + j · pos + h · head floats.
+// The default {0, 0} means [L, n_kv, d] (pos = n_kv · d, head = d); the CPU engine's cache
+// is head-major, [n_kv, capacity, d] (pos = d, head = capacity · d), so one head's keys
+// are one contiguous stream.
+struct KvStrides {
+  size_t pos = 0, head = 0;
+  KvStrides resolved(size_t n_kv, size_t d) const { return pos || head ? *this : KvStrides{n_kv * d, d}; }
+};
+
 namespace ref {
 // y[T, out] = x[T, in] · W^T; rows of y are ldy floats apart (0: out), so a projection
 // can write its columns of a fused output.
@@ -68,11 +77,12 @@ void rope(float* x, size_t T, size_t stride, size_t heads, size_t head_dim, cons
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, F + i]: gate_up [T, 2F], out [T, F]
 void silu_mul(const float* gate_up, size_t T, size_t F, float* out);
 // Causal attention of T new query rows against the sequence's cache.
-//   q [T, n_heads, d] with rows q_stride floats apart; k, v [L, n_kv, d] (L = cached + T, new rows last);
+//   q [T, n_heads, d] with rows q_stride floats apart; k, v: L positions of n_kv heads of d
+//   values laid out as `kv` says (L = cached + T, new rows last);
 //   query t sits at cache position L - T + t; out [T, n_heads, d].
 //   window > 0: only the last `window` positions are visible (Mistral).
 void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
-               size_t n_kv, size_t d, size_t window, float* out);
+               size_t n_kv, size_t d, size_t window, float* out, KvStrides kv = {});
 
 // Encoder (BERT, XLM-R) ops.
 // Each row of x [T, H] in place: (x − mean) / sqrt(var + eps) · w + b, the variance biased
@@ -96,18 +106,29 @@ namespace fast {
 void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy = 0);
 void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, float* y);
 void rope(float* x, size_t T, size_t stride, size_t heads, size_t head_dim, const int64_t* positions, const Rope& rope);
+// The same in two steps: a pass's cos / sin per (row, pair) computed once (every layer
+// rotates at the same positions), then applied.
+struct RopeTable {
+  size_t half = 0;
+  std::vector<float> cos, sin;  // [T, half]
+};
+RopeTable rope_table(const int64_t* positions, size_t T, const Rope& rope);
+void rope_apply(float* x, size_t T, size_t stride, size_t heads, size_t head_dim, const RopeTable& table);
+// x[t, :n] += y[t, :n] for t < T (rows x_stride / y_stride floats apart).
+void add_rows(float* x, size_t x_stride, const float* y, size_t y_stride, size_t T, size_t n);
 void silu_mul(const float* gate_up, size_t T, size_t F, float* out);
 void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
-               size_t n_kv, size_t d, size_t window, float* out);
+               size_t n_kv, size_t d, size_t window, float* out, KvStrides kv = {});
 
 // Attention of one sequence's few new rows (decode), for attention_many.
 struct AttentionJob {
   const float* q = nullptr;  // [T, n_heads, d], rows q_stride floats apart
   size_t q_stride = 0;
-  const float *k = nullptr, *v = nullptr;  // [L, n_kv, d]
+  const float *k = nullptr, *v = nullptr;  // L positions of n_kv heads, laid out as `kv` says
   size_t T = 0, L = 0;
   float* out = nullptr;  // [T, n_heads, d], rows out_stride floats apart
   size_t out_stride = 0;
+  KvStrides kv;  // the default: [L, n_kv, d]
 };
 // Several sequences' attention in one parallel section (a decode step of a batch): every
 // (sequence, row, head) is an independent job. Same arithmetic as attention() per row.

@@ -309,35 +309,43 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
 
 void rmsnorm(const float* x, const float* w, size_t T, size_t H, float eps, float* y) {
   parallel_for(T, [&](size_t t0, size_t t1) {
-    for (size_t t = t0; t < t1; ++t) {
-      float ss = 0.0f;
-      for (size_t h = 0; h < H; ++h) ss += x[t * H + h] * x[t * H + h];
-      const float inv = 1.0f / std::sqrt(ss / float(H) + eps);
-      for (size_t h = 0; h < H; ++h) y[t * H + h] = w[h] * (x[t * H + h] * inv);
-    }
+    for (size_t t = t0; t < t1; ++t) vmath::rms_norm_row(x + t * H, H, w, eps, y + t * H);
+  });
+}
+
+void add_rows(float* x, size_t x_stride, const float* y, size_t y_stride, size_t T, size_t n) {
+  parallel_for(T, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t) vmath::add(x + t * x_stride, y + t * y_stride, n);
+  });
+}
+
+RopeTable rope_table(const int64_t* positions, size_t T, const Rope& r) {
+  RopeTable table;
+  table.half = r.inv_freq.size();
+  table.cos.resize(T * table.half);
+  table.sin.resize(T * table.half);
+  parallel_for(T, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t)
+      for (size_t i = 0; i < table.half; ++i) {
+        const float angle = float(positions[t]) * r.inv_freq[i];
+        table.cos[t * table.half + i] = std::cos(angle);
+        table.sin[t * table.half + i] = std::sin(angle);
+      }
+  });
+  return table;
+}
+
+void rope_apply(float* x, size_t T, size_t stride, size_t heads, size_t d, const RopeTable& table) {
+  const size_t half = d / 2;
+  parallel_for(T, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t)
+      for (size_t h = 0; h < heads; ++h)
+        vmath::rope_head(x + t * stride + h * d, half, &table.cos[t * half], &table.sin[t * half]);
   });
 }
 
 void rope(float* x, size_t T, size_t stride, size_t heads, size_t d, const int64_t* positions, const Rope& r) {
-  const size_t half = d / 2;
-  parallel_for(T, [&](size_t t0, size_t t1) {
-    std::vector<float> c(half), s(half);
-    for (size_t t = t0; t < t1; ++t) {
-      for (size_t i = 0; i < half; ++i) {
-        const float angle = float(positions[t]) * r.inv_freq[i];
-        c[i] = std::cos(angle);
-        s[i] = std::sin(angle);
-      }
-      for (size_t h = 0; h < heads; ++h) {
-        float* v = x + t * stride + h * d;
-        for (size_t i = 0; i < half; ++i) {
-          const float a = v[i], b = v[i + half];
-          v[i] = a * c[i] - b * s[i];
-          v[i + half] = b * c[i] + a * s[i];
-        }
-      }
-    }
-  });
+  rope_apply(x, T, stride, heads, d, rope_table(positions, T, r));
 }
 
 void silu_mul(const float* gate_up, size_t T, size_t F, float* out) {
@@ -353,7 +361,7 @@ void silu_mul(const float* gate_up, size_t T, size_t F, float* out) {
 
 namespace {
 // Prefill: per head and block of query rows, S = Q K^T and O = softmax(S) V over the keys
-// that block can see (K and V rows are strided by n_kv * d), the causal / window mask
+// that block can see (K and V rows strided as the cache lays them out), the causal / window mask
 // applied between them. Blocks of kQueryBlock rows keep the scores buffer small for long
 // prompts (7,000 tokens: 1.8 MiB per thread, not 196 MiB) and skip the keys above the
 // diagonal (half the work of a whole-prompt T × L product).
@@ -366,7 +374,7 @@ namespace {
 constexpr size_t kQueryBlock = 64, kBlocksPerTask = 8;
 
 void attention_gemm(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L,
-                    size_t n_heads, size_t n_kv, size_t d, size_t window, float* out) {
+                    size_t n_heads, size_t n_kv, size_t d, size_t window, float* out, KvStrides at) {
   const size_t group = n_heads / n_kv;
   const float scale = 1.0f / std::sqrt(float(d));
   const size_t blocks = (T + kQueryBlock - 1) / kQueryBlock, chunks = (blocks + kBlocksPerTask - 1) / kBlocksPerTask;
@@ -383,10 +391,7 @@ void attention_gemm(const float* q, size_t q_stride, const float* k, const float
       const size_t kt0 = first_key(L - T + b0 * kQueryBlock), nkt = L - T + std::min(T, b1 * kQueryBlock) - kt0;
       if (avx512) {
         keys_t.resize(d * nkt);
-        for (size_t j = 0; j < nkt; ++j) {
-          const float* key = k + ((kt0 + j) * n_kv + kv) * d;
-          for (size_t i = 0; i < d; ++i) keys_t[i * nkt + j] = key[i] * scale;
-        }
+        kernels::transpose_scaled_avx512(k + kt0 * at.pos + kv * at.head, at.pos, nkt, d, scale, keys_t.data(), nkt);
       }
       for (size_t blk = b0; blk < b1; ++blk) {
         const size_t t0 = blk * kQueryBlock, t1 = std::min(T, t0 + kQueryBlock), rows = t1 - t0;
@@ -395,13 +400,13 @@ void attention_gemm(const float* q, size_t q_stride, const float* k, const float
         const size_t keys = last_pos + 1 - k0;
         scores.resize(rows * keys);
         const float* qh = q + t0 * q_stride + h * d;
-        const float* vh = v + (k0 * n_kv + kv) * d;
+        const float* vh = v + k0 * at.pos + kv * at.head;
         float* oh = out + (t0 * n_heads + h) * d;
         if (avx512)
           kernels::gemm_nn_avx512(qh, q_stride, rows, keys_t.data() + (k0 - kt0), nkt, d, keys, scores.data(), keys);
         else
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(keys), int(d), scale, qh, int(q_stride),
-                      k + (k0 * n_kv + kv) * d, int(n_kv * d), 0.0f, scores.data(), int(keys));
+                      k + k0 * at.pos + kv * at.head, int(at.pos), 0.0f, scores.data(), int(keys));
         for (size_t t = 0; t < rows; ++t) {
           float* row = &scores[t * keys];
           const size_t pos = first_pos + t;
@@ -413,10 +418,10 @@ void attention_gemm(const float* q, size_t q_stride, const float* k, const float
           row_inv[t] = 1.0f / vmath::exp_shifted_sum(row + lo, hi + 1 - lo, max_score);
         }
         if (avx512)
-          kernels::gemm_nn_avx512(scores.data(), keys, rows, vh, n_kv * d, keys, d, oh, n_heads * d);
+          kernels::gemm_nn_avx512(scores.data(), keys, rows, vh, at.pos, keys, d, oh, n_heads * d);
         else
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(d), int(keys), 1.0f, scores.data(),
-                      int(keys), vh, int(n_kv * d), 0.0f, oh, int(n_heads * d));
+                      int(keys), vh, int(at.pos), 0.0f, oh, int(n_heads * d));
         for (size_t t = 0; t < rows; ++t) {
           float* o = oh + t * n_heads * d;
           for (size_t i = 0; i < d; ++i) o[i] *= row_inv[t];
@@ -469,31 +474,31 @@ void axpy(float p, const float* x, float* y, size_t n) {
 namespace {
 // One query row of one head against its sequence's cache (decode): scores, softmax, the
 // weighted sum of values. `scores` holds at least pos + 1 floats.
-void attend_row(const float* qv, const float* k, const float* v, size_t pos, size_t kv, size_t n_kv, size_t d,
+void attend_row(const float* qv, const float* k, const float* v, size_t pos, size_t kv, KvStrides at, size_t d,
                 size_t window, float* scores, float* o) {
   const float scale = 1.0f / std::sqrt(float(d));
   const size_t first = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
   const size_t n = pos + 1 - first;
-  const float *keys = k + (first * n_kv + kv) * d, *values = v + (first * n_kv + kv) * d;
+  const float *keys = k + first * at.pos + kv * at.head, *values = v + first * at.pos + kv * at.head;
   if (isa() >= Isa::Avx512) {
     // The same products as prefill's, one row: scores four keys per horizontal sum, then
     // the values weighted in registers (no per-key load and store of the output).
-    kernels::gemm_nt_avx512(qv, d, 1, keys, n_kv * d, n, d, scale, scores + first, n);
+    kernels::gemm_nt_avx512(qv, d, 1, keys, at.pos, n, d, scale, scores + first, n);
     const float inv = 1.0f / vmath::exp_shifted_sum(scores + first, n, vmath::max_of(scores + first, n));
-    kernels::gemm_nn_avx512(scores + first, n, 1, values, n_kv * d, n, d, o, d);
+    kernels::gemm_nn_avx512(scores + first, n, 1, values, at.pos, n, d, o, d);
     for (size_t i = 0; i < d; ++i) o[i] *= inv;
     return;
   }
-  for (size_t j = 0; j < n; ++j) scores[first + j] = dot(qv, keys + j * n_kv * d, d) * scale;
+  for (size_t j = 0; j < n; ++j) scores[first + j] = dot(qv, keys + j * at.pos, d) * scale;
   const float inv = 1.0f / vmath::exp_shifted_sum(scores + first, n, vmath::max_of(scores + first, n));
   for (size_t i = 0; i < d; ++i) o[i] = 0.0f;
-  for (size_t j = 0; j < n; ++j) axpy(scores[first + j] * inv, values + j * n_kv * d, o, d);
+  for (size_t j = 0; j < n; ++j) axpy(scores[first + j] * inv, values + j * at.pos, o, d);
 }
 }  // namespace
 
 void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
-               size_t n_kv, size_t d, size_t window, float* out) {
-  if (T >= 16) return attention_gemm(q, q_stride, k, v, T, L, n_heads, n_kv, d, window, out);
+               size_t n_kv, size_t d, size_t window, float* out, KvStrides kv) {
+  if (T >= 16) return attention_gemm(q, q_stride, k, v, T, L, n_heads, n_kv, d, window, out, kv.resolved(n_kv, d));
   AttentionJob job;
   job.q = q;
   job.q_stride = q_stride;
@@ -503,6 +508,7 @@ void attention(const float* q, size_t q_stride, const float* k, const float* v, 
   job.L = L;
   job.out = out;
   job.out_stride = n_heads * d;
+  job.kv = kv;
   attention_many({job}, n_heads, n_kv, d, window);
 }
 
@@ -523,7 +529,7 @@ void attention_many(const std::vector<AttentionJob>& jobs, size_t n_heads, size_
       while (row >= first_row[i + 1]) ++i;
       const AttentionJob& j = jobs[i];
       const size_t t = row - first_row[i];
-      attend_row(j.q + t * j.q_stride + h * d, j.k, j.v, j.L - j.T + t, h / group, n_kv, d, window, scores.data(),
+      attend_row(j.q + t * j.q_stride + h * d, j.k, j.v, j.L - j.T + t, h / group, j.kv.resolved(n_kv, d), d, window, scores.data(),
                  j.out + t * j.out_stride + h * d);
     }
   });

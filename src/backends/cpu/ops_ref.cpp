@@ -134,8 +134,9 @@ void silu_mul(const float* gate_up, size_t T, size_t F, float* out) {
 }
 
 void attention(const float* q, size_t q_stride, const float* k, const float* v, size_t T, size_t L, size_t n_heads,
-               size_t n_kv, size_t d, size_t window, float* out) {
+               size_t n_kv, size_t d, size_t window, float* out, KvStrides kv_strides) {
   const size_t group = n_heads / n_kv;
+  const KvStrides at = kv_strides.resolved(n_kv, d);
   const float scale = 1.0f / std::sqrt(float(d));
   std::vector<double> scores(L);
   for (size_t t = 0; t < T; ++t) {
@@ -147,7 +148,7 @@ void attention(const float* q, size_t q_stride, const float* k, const float* v, 
       double max_score = -INFINITY;
       for (size_t j = first; j <= pos; ++j) {
         double s = 0.0;
-        for (size_t i = 0; i < d; ++i) s += double(qv[i]) * double(k[(j * n_kv + kv) * d + i]);
+        for (size_t i = 0; i < d; ++i) s += double(qv[i]) * double(k[j * at.pos + kv * at.head + i]);
         scores[j] = s * scale;
         max_score = std::max(max_score, scores[j]);
       }
@@ -156,7 +157,7 @@ void attention(const float* q, size_t q_stride, const float* k, const float* v, 
       float* o = out + (t * n_heads + h) * d;
       for (size_t i = 0; i < d; ++i) {
         double acc = 0.0;
-        for (size_t j = first; j <= pos; ++j) acc += scores[j] / sum * double(v[(j * n_kv + kv) * d + i]);
+        for (size_t j = first; j <= pos; ++j) acc += scores[j] / sum * double(v[j * at.pos + kv * at.head + i]);
         o[i] = float(acc);
       }
     }

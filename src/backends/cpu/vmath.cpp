@@ -48,6 +48,25 @@ void layer_norm_row_scalar(float* x, size_t n, const float* w, const float* b, f
   for (size_t i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * w[i] + b[i];
 }
 
+void rms_norm_row_scalar(const float* x, size_t n, const float* w, float eps, float* y) {
+  float ss = 0.0f;
+  for (size_t i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(ss / float(n) + eps);
+  for (size_t i = 0; i < n; ++i) y[i] = w[i] * (x[i] * inv);
+}
+
+void add_scalar(float* x, const float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void rope_head_scalar(float* v, size_t half, const float* c, const float* s) {
+  for (size_t i = 0; i < half; ++i) {
+    const float a = v[i], b = v[i + half];
+    v[i] = a * c[i] - b * s[i];
+    v[i + half] = b * c[i] + a * s[i];
+  }
+}
+
 #if defined(__x86_64__)
 namespace {
 #define PIVOTMT_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,fma")))
@@ -153,8 +172,72 @@ PIVOTMT_AVX512 void layer_norm_row_avx512(float* x, size_t n, const float* w, co
                           _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(live, w + i), _mm512_maskz_loadu_ps(live, b + i)));
   }
 }
+PIVOTMT_AVX512 inline __mmask16 live_lanes(size_t i, size_t n) {
+  return i + 16 <= n ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
+}
+
+PIVOTMT_AVX512 void rms_norm_row_avx512(const float* x, size_t n, const float* w, float eps, float* y) {
+  // Four accumulators: the sum of squares is a chain of dependent FMAs otherwise.
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (int j = 0; j < 4; ++j) {
+      const __m512 v = _mm512_loadu_ps(x + i + 16 * j);
+      acc[j] = _mm512_fmadd_ps(v, v, acc[j]);
+    }
+  for (; i < n; i += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(live_lanes(i, n), x + i);
+    acc[0] = _mm512_fmadd_ps(v, v, acc[0]);
+  }
+  const float ss = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+  const __m512 inv = _mm512_set1_ps(1.0f / std::sqrt(ss / float(n) + eps));
+  for (i = 0; i < n; i += 16) {
+    const __mmask16 live = live_lanes(i, n);
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(live, x + i), inv);
+    _mm512_mask_storeu_ps(y + i, live, _mm512_mul_ps(_mm512_maskz_loadu_ps(live, w + i), v));
+  }
+}
+
+PIVOTMT_AVX512 void add_avx512(float* x, const float* y, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 live = live_lanes(i, n);
+    _mm512_mask_storeu_ps(x + i, live, _mm512_add_ps(_mm512_maskz_loadu_ps(live, x + i), _mm512_maskz_loadu_ps(live, y + i)));
+  }
+}
+
+PIVOTMT_AVX512 void rope_head_avx512(float* v, size_t half, const float* c, const float* s) {
+  for (size_t i = 0; i < half; i += 16) {
+    const __mmask16 live = live_lanes(i, half);
+    const __m512 a = _mm512_maskz_loadu_ps(live, v + i), b = _mm512_maskz_loadu_ps(live, v + half + i);
+    const __m512 cv = _mm512_maskz_loadu_ps(live, c + i), sv = _mm512_maskz_loadu_ps(live, s + i);
+    // Rounded as the scalar loop: each product rounded, then the difference / sum.
+    _mm512_mask_storeu_ps(v + i, live, _mm512_sub_ps(_mm512_mul_ps(a, cv), _mm512_mul_ps(b, sv)));
+    _mm512_mask_storeu_ps(v + half + i, live, _mm512_add_ps(_mm512_mul_ps(b, cv), _mm512_mul_ps(a, sv)));
+  }
+}
 }  // namespace
 #endif
+
+void rms_norm_row(const float* x, size_t n, const float* w, float eps, float* y) {
+#if defined(__x86_64__)
+  if (isa() >= Isa::Avx512) return rms_norm_row_avx512(x, n, w, eps, y);
+#endif
+  rms_norm_row_scalar(x, n, w, eps, y);
+}
+
+void add(float* x, const float* y, size_t n) {
+#if defined(__x86_64__)
+  if (isa() >= Isa::Avx512) return add_avx512(x, y, n);
+#endif
+  add_scalar(x, y, n);
+}
+
+void rope_head(float* v, size_t half, const float* c, const float* s) {
+#if defined(__x86_64__)
+  if (isa() >= Isa::Avx512) return rope_head_avx512(v, half, c, s);
+#endif
+  rope_head_scalar(v, half, c, s);
+}
 
 void gelu(float* x, size_t n) {
 #if defined(__x86_64__)

@@ -26,11 +26,24 @@ void gelu(float* x, size_t n);
 // One row of LayerNorm in place: (x − mean) / sqrt(var + eps) · w + b, var biased.
 void layer_norm_row(float* x, size_t n, const float* w, const float* b, float eps);
 
+// One row of RMSNorm: y[i] = w[i] · (x[i] / sqrt(mean(x²) + eps)).
+void rms_norm_row(const float* x, size_t n, const float* w, float eps, float* y);
+
+// x[i] += y[i] for i < n.
+void add(float* x, const float* y, size_t n);
+
+// Rotate-half RoPE of one head of 2·half values in place: (a, b) = (v[i], v[i + half]) to
+// (a·c[i] − b·s[i], b·c[i] + a·s[i]).
+void rope_head(float* v, size_t half, const float* c, const float* s);
+
 // The portable loops above are built on (and tested against): std::exp per element.
 float max_of_scalar(const float* x, size_t n);
 float exp_shifted_sum_scalar(float* x, size_t n, float shift);
 void silu_mul_scalar(const float* gate, const float* up, size_t n, float* out);
 void gelu_scalar(float* x, size_t n);  // std::erf
 void layer_norm_row_scalar(float* x, size_t n, const float* w, const float* b, float eps);
+void rms_norm_row_scalar(const float* x, size_t n, const float* w, float eps, float* y);
+void add_scalar(float* x, const float* y, size_t n);
+void rope_head_scalar(float* v, size_t half, const float* c, const float* s);
 
 }  // namespace pivotmt::cpu::vmath
