@@ -209,7 +209,7 @@ class CpuOps final : public Ops {
     auto &to = kv_of(c), &src = kv_of(from);
     to.set_capacity(n, 0);
     const size_t d = shape().head_dim;
-    for (size_t l = 0; l < shape().layers; ++l)
+    for (size_t l = 0; n && l < shape().layers; ++l)  // (an empty prefix has no buffer)
       for (size_t h = 0; h < shape().kv_heads; ++h) {
         std::memcpy(to.k(l) + h * n * d, src.k(l) + h * src.capacity() * d, n * d * sizeof(float));
         std::memcpy(to.v(l) + h * n * d, src.v(l) + h * src.capacity() * d, n * d * sizeof(float));
