@@ -92,13 +92,15 @@ class CpuKv final : public KvStorage {
   // the capacity is already that).
   void set_capacity(size_t positions, size_t keep) {
     if (positions == capacity_) return;
-    keep = std::min(keep, std::min(positions, capacity_));
     cpu::HostBuffer fresh(2 * layers_ * heads_ * positions * head_dim_ * sizeof(float));
-    for (size_t block = 0; keep && block < 2 * layers_ * heads_; ++block)
-      std::memcpy(fresh.floats() + block * positions * head_dim_, buffer_.floats() + block * capacity_ * head_dim_,
-                  keep * head_dim_ * sizeof(float));
+    copy_positions(*this, fresh.floats(), positions, std::min(keep, std::min(positions, capacity_)));
     buffer_ = std::move(fresh);
     capacity_ = positions;
+  }
+  // This cache as the first n positions of `from` (same shape), capacity n.
+  void assign_prefix(const CpuKv& from, size_t n) {
+    set_capacity(n, 0);
+    copy_positions(from, buffer_.floats(), capacity_, n);
   }
   // Positions [at, at + n) of every kv head from rows of a fused QKV output: row i's heads
   // start at src + i * src_stride.
@@ -112,6 +114,13 @@ class CpuKv final : public KvStorage {
 
  private:
   float* side(size_t index) const { return buffer_.floats() + index * heads_ * capacity_ * head_dim_; }
+  // The first n positions of every (layer, k / v, head) block of `from` into dst, whose
+  // blocks hold dst_capacity positions each.
+  static void copy_positions(const CpuKv& from, float* dst, size_t dst_capacity, size_t n) {
+    const size_t d = from.head_dim_;
+    for (size_t block = 0; n && block < 2 * from.layers_ * from.heads_; ++block)
+      std::memcpy(dst + block * dst_capacity * d, from.buffer_.floats() + block * from.capacity_ * d, n * d * sizeof(float));
+  }
   size_t layers_, heads_, head_dim_, capacity_ = 0;
   cpu::HostBuffer buffer_;  // [layers, 2 (k, v), kv_heads, capacity, head_dim]
   std::shared_ptr<KvAccount> account_;
@@ -206,15 +215,8 @@ class CpuOps final : public Ops {
  protected:
   KvCache do_prefix_of(const KvCache& from, size_t n) override {
     KvCache c = new_cache();
-    auto &to = kv_of(c), &src = kv_of(from);
-    to.set_capacity(n, 0);
-    const size_t d = shape().head_dim;
-    for (size_t l = 0; n && l < shape().layers; ++l)  // (an empty prefix has no buffer)
-      for (size_t h = 0; h < shape().kv_heads; ++h) {
-        std::memcpy(to.k(l) + h * n * d, src.k(l) + h * src.capacity() * d, n * d * sizeof(float));
-        std::memcpy(to.v(l) + h * n * d, src.v(l) + h * src.capacity() * d, n * d * sizeof(float));
-      }
-    to.hold(n);
+    kv_of(c).assign_prefix(kv_of(from), n);
+    kv_of(c).hold(n);
     c.length = n;
     return c;
   }
