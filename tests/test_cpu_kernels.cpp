@@ -13,6 +13,7 @@
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/ops.h"
 #include "backends/cpu/vmath.h"
+#include "core/error.h"
 #include "test_util.h"
 
 namespace pivotmt::cpu {
@@ -335,6 +336,10 @@ TEST_F(IsaLevels, RmsNormAddAndRopeMatchPlainLoops) {
     fast::rope_apply(x.data(), T, stride, heads, d, fast::rope_table(positions.data(), T, r));
     ref::rope(want.data(), T, stride, heads, d, positions.data(), r);
     expect_close(x, want, 1e-5f, std::string("rope table ") + isa_name(level));
+    // A table made for another head size, or for fewer rows, is refused.
+    const auto table = fast::rope_table(positions.data(), T, r);
+    EXPECT_THROW(fast::rope_apply(x.data(), T, stride, heads, 2 * d, table), Error);
+    EXPECT_THROW(fast::rope_apply(x.data(), T + 1, stride, heads, d, table), Error);
   }
 }
 

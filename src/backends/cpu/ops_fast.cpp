@@ -10,6 +10,8 @@
 #include <cstring>
 #include <vector>
 
+#include <fmt/format.h>
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -19,6 +21,7 @@
 #include "backends/cpu/ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vmath.h"
+#include "core/error.h"
 
 namespace pivotmt::cpu {
 
@@ -336,7 +339,10 @@ RopeTable rope_table(const int64_t* positions, size_t T, const Rope& r) {
 }
 
 void rope_apply(float* x, size_t T, size_t stride, size_t heads, size_t d, const RopeTable& table) {
-  const size_t half = d / 2;
+  if (table.half != d / 2 || table.cos.size() < T * table.half)
+    throw Error(fmt::format("rope_apply: a table of {} pairs for {} rows, used for {} rows of head_dim {}", table.half,
+                            table.half ? table.cos.size() / table.half : 0, T, d));
+  const size_t half = table.half;
   parallel_for(T, [&](size_t t0, size_t t1) {
     for (size_t t = t0; t < t1; ++t)
       for (size_t h = 0; h < heads; ++h)
