@@ -2,6 +2,7 @@
 // travel back to the host.
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 
 namespace pivotmt::cuda::kernels {
 namespace {
@@ -18,7 +19,8 @@ __global__ void argmax_kernel(const float* x, int ldx, int cols, int32_t* ids) {
   float v = -INFINITY;
   int idx = 0x7fffffff;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) better(v, idx, row[c], c);
-  for (int o = 16; o > 0; o /= 2) better(v, idx, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, idx, o));
+  for (int o = 16; o > 0; o /= 2)
+    better(v, idx, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, idx, o));
   __shared__ float vs[kThreads / 32];
   __shared__ int is[kThreads / 32];
   if (threadIdx.x % 32 == 0) vs[threadIdx.x / 32] = v, is[threadIdx.x / 32] = idx;
@@ -33,8 +35,7 @@ __global__ void argmax_kernel(const float* x, int ldx, int cols, int32_t* ids) {
 
 void argmax_rows(const float* x, int ldx, int rows, int cols, int32_t* ids, cudaStream_t s) {
   if (rows == 0) return;
-  argmax_kernel<<<rows, kThreads, 0, s>>>(x, ldx, cols, ids);
-  check_launch("argmax_kernel");
+  launch("argmax_kernel", argmax_kernel, rows, kThreads, s, x, ldx, cols, ids);
 }
 
 }  // namespace pivotmt::cuda::kernels

@@ -4,6 +4,7 @@
 
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "backends/random_fill.h"
 
 namespace pivotmt::cuda::kernels {
@@ -35,7 +36,8 @@ __global__ void silu_mul_kernel(const __half* gate_up, int ldg, int rows, int F,
   }
 }
 
-__global__ void gather_kernel(const char* x, int ldx, const int32_t* rows, int n, int cols, int elem, char* out, int ldo) {
+__global__ void gather_kernel(const char* x, int ldx, const int32_t* rows, int n, int cols, int elem, char* out,
+                              int ldo) {
   const size_t bytes = size_t(cols) * elem, total = size_t(n) * bytes;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
     const size_t r = i / bytes, b = i % bytes;
@@ -45,9 +47,12 @@ __global__ void gather_kernel(const char* x, int ldx, const int32_t* rows, int n
 
 __device__ float load_float(const void* src, int from, size_t i) {
   switch (from) {
-    case 0: return static_cast<const float*>(src)[i];
-    case 1: return __half2float(static_cast<const __half*>(src)[i]);
-    default: return __bfloat162float(static_cast<const __nv_bfloat16*>(src)[i]);
+    case 0:
+      return static_cast<const float*>(src)[i];
+    case 1:
+      return __half2float(static_cast<const __half*>(src)[i]);
+    default:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(src)[i]);
   }
 }
 
@@ -55,9 +60,15 @@ __global__ void convert_kernel(const void* src, int from, void* dst, int to, siz
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < count; i += size_t(gridDim.x) * blockDim.x) {
     const float v = load_float(src, from, i);
     switch (to) {
-      case 0: static_cast<float*>(dst)[i] = v; break;
-      case 1: static_cast<__half*>(dst)[i] = __float2half_rn(v); break;
-      default: static_cast<__nv_bfloat16*>(dst)[i] = __float2bfloat16_rn(v); break;
+      case 0:
+        static_cast<float*>(dst)[i] = v;
+        break;
+      case 1:
+        static_cast<__half*>(dst)[i] = __float2half_rn(v);
+        break;
+      default:
+        static_cast<__nv_bfloat16*>(dst)[i] = __float2bfloat16_rn(v);
+        break;
     }
   }
 }
@@ -72,39 +83,34 @@ constexpr unsigned kThreads = 256;
 
 void fill_random_f16(void* dst, size_t count, uint64_t seed, float scale, float offset, cudaStream_t s) {
   if (count == 0) return;
-  fill_random_kernel<<<blocks_for(count, kThreads), kThreads, 0, s>>>(static_cast<__half*>(dst), count, seed, scale, offset);
-  check_launch("fill_random_kernel");
+  launch("fill_random_kernel", fill_random_kernel, blocks_for(count, kThreads), kThreads, s, static_cast<__half*>(dst),
+         count, seed, scale, offset);
 }
 
 void embed(const void* table, const int32_t* ids, int T, int H, void* x, int ldx, cudaStream_t s) {
-  embed_kernel<<<blocks_for(size_t(T) * H, kThreads), kThreads, 0, s>>>(static_cast<const __half*>(table), ids, T, H,
-                                                                        static_cast<__half*>(x), ldx);
-  check_launch("embed_kernel");
+  launch("embed_kernel", embed_kernel, blocks_for(size_t(T) * H, kThreads), kThreads, s,
+         static_cast<const __half*>(table), ids, T, H, static_cast<__half*>(x), ldx);
 }
 
 void add(void* x, int ldx, const void* y, int ldy, int rows, int cols, cudaStream_t s) {
-  add_kernel<<<blocks_for(size_t(rows) * cols, kThreads), kThreads, 0, s>>>(static_cast<__half*>(x), ldx,
-                                                                            static_cast<const __half*>(y), ldy, rows, cols);
-  check_launch("add_kernel");
+  launch("add_kernel", add_kernel, blocks_for(size_t(rows) * cols, kThreads), kThreads, s, static_cast<__half*>(x), ldx,
+         static_cast<const __half*>(y), ldy, rows, cols);
 }
 
 void silu_mul(const void* gate_up, int ldg, int rows, int F, void* out, int ldo, cudaStream_t s) {
-  silu_mul_kernel<<<blocks_for(size_t(rows) * F, kThreads), kThreads, 0, s>>>(static_cast<const __half*>(gate_up), ldg,
-                                                                              rows, F, static_cast<__half*>(out), ldo);
-  check_launch("silu_mul_kernel");
+  launch("silu_mul_kernel", silu_mul_kernel, blocks_for(size_t(rows) * F, kThreads), kThreads, s,
+         static_cast<const __half*>(gate_up), ldg, rows, F, static_cast<__half*>(out), ldo);
 }
 
 void gather_rows(const void* x, int ldx, const int32_t* rows, int n, int cols, int elem_bytes, void* out, int ldo,
                  cudaStream_t s) {
-  gather_kernel<<<blocks_for(size_t(n) * cols * elem_bytes, kThreads), kThreads, 0, s>>>(
-      static_cast<const char*>(x), ldx, rows, n, cols, elem_bytes, static_cast<char*>(out), ldo);
-  check_launch("gather_kernel");
+  launch("gather_kernel", gather_kernel, blocks_for(size_t(n) * cols * elem_bytes, kThreads), kThreads, s,
+         static_cast<const char*>(x), ldx, rows, n, cols, elem_bytes, static_cast<char*>(out), ldo);
 }
 
 void convert(const void* src, int from, void* dst, int to, size_t count, cudaStream_t s) {
   if (count == 0) return;
-  convert_kernel<<<blocks_for(count, kThreads), kThreads, 0, s>>>(src, from, dst, to, count);
-  check_launch("convert_kernel");
+  launch("convert_kernel", convert_kernel, blocks_for(count, kThreads), kThreads, s, src, from, dst, to, count);
 }
 
 }  // namespace pivotmt::cuda::kernels

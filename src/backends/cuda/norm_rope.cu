@@ -3,6 +3,7 @@
 
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 
 namespace pivotmt::cuda::kernels {
 namespace {
@@ -30,13 +31,14 @@ __global__ void rmsnorm_kernel(const __half* x, int ldx, const __half* w, int H,
   __syncthreads();
   __half* out = y + size_t(blockIdx.x) * ldy;
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    const __half normed = __float2half_rn(__half2float(row[i]) * inv);  // .to(input_dtype)
+    const __half normed = __float2half_rn(__half2float(row[i]) * inv);    // .to(input_dtype)
     out[i] = __float2half_rn(__half2float(w[i]) * __half2float(normed));  // weight * hidden
   }
 }
 
 // One thread per (row, head, pair i < d/2): (a, b) = (x[i], x[i + d/2]).
-__global__ void rope_kernel(__half* x, int ldx, int T, int heads, int d, const int32_t* positions, const float* inv_freq) {
+__global__ void rope_kernel(__half* x, int ldx, int T, int heads, int d, const int32_t* positions,
+                            const float* inv_freq) {
   const int half_d = d / 2;
   const size_t n = size_t(T) * heads * half_d;
   for (size_t j = blockIdx.x * size_t(blockDim.x) + threadIdx.x; j < n; j += size_t(gridDim.x) * blockDim.x) {
@@ -57,17 +59,16 @@ __global__ void rope_kernel(__half* x, int ldx, int T, int heads, int d, const i
 
 void rmsnorm(const void* x, int ldx, const void* w, int rows, int H, float eps, void* y, int ldy, cudaStream_t s) {
   if (rows == 0) return;
-  rmsnorm_kernel<<<rows, kNormThreads, 0, s>>>(static_cast<const __half*>(x), ldx, static_cast<const __half*>(w), H, eps,
-                                               static_cast<__half*>(y), ldy);
-  check_launch("rmsnorm_kernel");
+  launch("rmsnorm_kernel", rmsnorm_kernel, rows, kNormThreads, s, static_cast<const __half*>(x), ldx,
+         static_cast<const __half*>(w), H, eps, static_cast<__half*>(y), ldy);
 }
 
 void rope(void* x, int ldx, int T, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
           cudaStream_t s) {
   const size_t n = size_t(T) * heads * (head_dim / 2);
   if (n == 0) return;
-  rope_kernel<<<blocks_for(n, 256), 256, 0, s>>>(static_cast<__half*>(x), ldx, T, heads, head_dim, positions, inv_freq);
-  check_launch("rope_kernel");
+  launch("rope_kernel", rope_kernel, blocks_for(n, 256), 256, s, static_cast<__half*>(x), ldx, T, heads, head_dim,
+         positions, inv_freq);
 }
 
 }  // namespace pivotmt::cuda::kernels

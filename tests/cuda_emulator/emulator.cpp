@@ -1,0 +1,290 @@
+// The CUDA emulator's scheduler: a block's CUDA threads as fibers on the calling thread.
+// A fiber runs until it waits at a barrier or returns; the last thread to arrive at a
+// barrier makes the waiting ones ready again. So a kernel without barriers costs one switch
+// per thread, and a warp shuffle costs one switch per lane.
+//
+// Why a hand-written context switch: attention's warps shuffle ~70 times per 32 keys, so an
+// emulated prefill of a long prompt switches fibers ~10⁹ times. glibc's swapcontext makes
+// a system call per switch (it saves the signal mask) and took over 5 minutes for one
+// test; this switch saves the six callee-saved registers and the stack pointer
+// (x86-64 System V, as the rest of the emulator assumes Linux on x86-64). Not built with
+// the sanitizers (the sanitizer build has CUDA off; fibers would need their annotations).
+#include <sys/mman.h>
+
+#include <exception>
+#include <memory>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "cuda_emulator/device_access.h"
+#include "cuda_emulator/emulator.h"
+
+static_assert(sizeof(void*) == 8, "the CUDA emulator's fibers are x86-64 only");
+
+// void pivotmt_emu_switch(void** save_sp, void* load_sp): saves the callee-saved registers
+// on the current stack and its pointer in *save_sp, then resumes the stack at load_sp.
+asm(R"(
+  .text
+  .globl pivotmt_emu_switch
+  .type pivotmt_emu_switch, @function
+pivotmt_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size pivotmt_emu_switch, .-pivotmt_emu_switch
+)");
+extern "C" void pivotmt_emu_switch(void** save_sp, void* load_sp);
+
+namespace pivotmt::cuda::emu {
+namespace {
+
+constexpr size_t kStackBytes = 64 * 1024;  // kernel frames are a few registers' worth of locals
+constexpr int kMaxThreadsPerBlock = 1024;
+
+struct Barrier {
+  int arrived = 0;
+  std::vector<int> waiting;  // fibers to make ready when it completes
+};
+
+struct Warp {
+  int lanes = 0;   // threads of the block in this warp (32 but in a partial last warp)
+  int exited = 0;  // lanes that have returned
+  Barrier barrier;
+  uint64_t generation = 0;      // completed warp barriers: picks the shuffle buffer
+  uint64_t slots[2][32] = {};  // a shuffle's values, double-buffered (one barrier per shuffle)
+};
+
+struct Fiber {
+  void* sp = nullptr;  // saved stack pointer while not running
+  Coordinates where;
+  bool done = false;
+};
+
+// Stacks for up to 1024 fibers, mapped once per OS thread and reused (pages are touched
+// only as deep as the kernels go).
+char* stacks() {
+  thread_local std::unique_ptr<char, void (*)(char*)> memory(nullptr, [](char* p) {
+    munmap(p, kStackBytes * kMaxThreadsPerBlock);
+  });
+  if (!memory) {
+    void* p = mmap(nullptr, kStackBytes * kMaxThreadsPerBlock, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw Error("CUDA emulator: cannot map fiber stacks");
+    memory.reset(static_cast<char*>(p));
+  }
+  return memory.get();
+}
+
+struct Block {
+  const char* kernel = nullptr;
+  const std::function<void()>* body = nullptr;
+  unsigned index = 0;
+  std::vector<Fiber> fibers;
+  std::vector<Warp> warps;
+  Barrier block_barrier;
+  int live = 0;                     // threads not yet returned
+  std::vector<int> ready;           // a queue: fibers[ready[head..]] can run
+  size_t head = 0;
+  int current = -1;
+  void* scheduler_sp = nullptr;     // the OS thread's own stack, while a fiber runs
+  std::exception_ptr error;
+};
+
+thread_local Block* running = nullptr;
+const Coordinates kHost{};
+
+Block& block() {
+  if (!running) throw Error("CUDA emulator: a device function was called outside a kernel");
+  return *running;
+}
+Fiber& fiber() { return block().fibers[size_t(block().current)]; }
+
+[[noreturn]] void fail(const std::string& what) {
+  const Block& b = block();
+  const Coordinates& c = b.fibers[size_t(b.current)].where;
+  throw Error(fmt::format("CUDA emulator: kernel {}, block {}, thread {}: {}", b.kernel, c.block.x, c.thread.x, what));
+}
+
+// Leaves the current fiber (saving it in *save unless it is done) for the next ready one,
+// or for the scheduler when none is ready.
+void switch_away(void** save) {
+  Block& b = *running;
+  void* scratch = nullptr;
+  if (b.head < b.ready.size()) {
+    b.current = b.ready[b.head++];
+    pivotmt_emu_switch(save ? save : &scratch, b.fibers[size_t(b.current)].sp);
+  } else {
+    b.current = -1;
+    pivotmt_emu_switch(save ? save : &scratch, b.scheduler_sp);
+  }
+}
+
+void make_ready(Barrier& barrier) {
+  Block& b = block();
+  for (int f : barrier.waiting) b.ready.push_back(f);
+  barrier.waiting.clear();
+  barrier.arrived = 0;
+}
+
+void arrive_and_wait(Barrier& barrier, int expected) {
+  Block& b = block();
+  if (++barrier.arrived >= expected) {
+    make_ready(barrier);
+    return;  // the last to arrive goes on
+  }
+  const int me = b.current;
+  barrier.waiting.push_back(me);
+  switch_away(&b.fibers[size_t(me)].sp);
+  b.current = me;
+  if (b.error) fail("stopped: another thread of the block failed");
+}
+
+Warp& own_warp() { return block().warps[fiber().where.thread.x / 32]; }
+
+void fiber_main() {
+  Block& b = *running;
+  try {
+    (*b.body)();
+  } catch (...) {
+    if (!b.error) b.error = std::current_exception();
+  }
+  Fiber& f = b.fibers[size_t(b.current)];
+  f.done = true;
+  --b.live;
+  Warp& w = b.warps[f.where.thread.x / 32];
+  ++w.exited;
+  if (!b.error && w.barrier.arrived > 0) {
+    try {
+      fail(fmt::format("returned while {} lane(s) of its warp wait at a shuffle or __syncwarp", w.barrier.arrived));
+    } catch (...) {
+      b.error = std::current_exception();
+    }
+  }
+  // Exited threads no longer count at __syncthreads (as on the hardware since Volta).
+  if (b.block_barrier.arrived > 0 && b.block_barrier.arrived >= b.live) make_ready(b.block_barrier);
+  if (b.error) {
+    b.current = -1;
+    void* scratch = nullptr;
+    pivotmt_emu_switch(&scratch, b.scheduler_sp);  // stop the block: the scheduler rethrows
+  }
+  switch_away(nullptr);  // never returns: a done fiber is not resumed
+}
+
+// A new fiber's first instructions: `ret` from pivotmt_emu_switch lands here.
+[[noreturn]] void fiber_entry() {
+  fiber_main();
+  __builtin_unreachable();
+}
+
+void* prepare_stack(char* stack) {
+  // Top 16-byte aligned; the entry's return address at top - 16 (so that at fiber_entry
+  // rsp ≡ 8 mod 16, as after a call), a null fake return address above it, and six zeros
+  // below for the registers the switch pops.
+  auto* top = reinterpret_cast<uintptr_t*>(stack + kStackBytes);
+  top[-1] = 0;
+  top[-2] = reinterpret_cast<uintptr_t>(&fiber_entry);
+  for (int i = 3; i <= 8; ++i) top[-i] = 0;
+  return top - 8;
+}
+
+void run_block(Block& b, unsigned blocks, unsigned threads) {
+  char* stack = stacks();
+  b.fibers.assign(threads, Fiber{});
+  b.warps.assign((threads + 31) / 32, Warp{});
+  for (unsigned w = 0; w < b.warps.size(); ++w) b.warps[w].lanes = int(std::min(32u, threads - 32 * w));
+  b.block_barrier = Barrier{};
+  b.live = int(threads);
+  b.ready.clear();
+  b.head = 0;
+  for (unsigned t = 0; t < threads; ++t) {
+    Fiber& f = b.fibers[t];
+    f.where.thread = uint3{t, 0, 0};
+    f.where.block = uint3{b.index, 0, 0};
+    f.where.block_dim = dim3(threads);
+    f.where.grid_dim = dim3(blocks);
+    f.sp = prepare_stack(stack + size_t(t) * kStackBytes);
+    b.ready.push_back(int(t));
+  }
+  b.current = b.ready[b.head++];
+  pivotmt_emu_switch(&b.scheduler_sp, b.fibers[size_t(b.current)].sp);
+  // Back here when no fiber is ready: all returned, a failure, or a deadlock.
+  if (b.error) std::rethrow_exception(b.error);
+  if (b.live > 0) {
+    int at_warps = 0;
+    for (const Warp& w : b.warps) at_warps += w.barrier.arrived;
+    throw Error(fmt::format("CUDA emulator: kernel {}, block {}: deadlock: {} thread(s) wait at __syncthreads and {} "
+                            "at warp operations that can never complete (a barrier in divergent code?)",
+                            b.kernel, b.index, b.block_barrier.arrived, at_warps));
+  }
+}
+
+}  // namespace
+
+const Coordinates& coordinates() { return running ? running->fibers[size_t(running->current)].where : kHost; }
+
+void sync_block() { arrive_and_wait(block().block_barrier, block().live); }
+
+namespace {
+// Returns the generation of the barrier it completed.
+uint64_t warp_barrier(Warp& w) {
+  if (w.lanes < 32)
+    fail(fmt::format("a full-warp operation in a warp of {} threads (blockDim.x is not a multiple of 32)", w.lanes));
+  if (w.exited > 0) fail(fmt::format("a full-warp operation after {} lane(s) of the warp returned", w.exited));
+  const uint64_t generation = w.generation;
+  if (w.barrier.arrived + 1 >= 32) ++w.generation;  // this arrival completes it
+  arrive_and_wait(w.barrier, 32);
+  return generation;
+}
+}  // namespace
+
+void sync_warp() { warp_barrier(own_warp()); }
+
+uint64_t warp_exchange(uint64_t value, int source_lane) {
+  Warp& w = own_warp();
+  // Written into this generation's buffer: a lane that runs ahead to the next shuffle
+  // writes the other one, and cannot come back to this one before every lane has read
+  // (it would have to pass the next barrier first).
+  const int lane = int(fiber().where.thread.x % 32);
+  w.slots[w.generation & 1][lane] = value;
+  const uint64_t generation = warp_barrier(w);
+  return w.slots[generation & 1][source_lane];
+}
+
+void run_grid(const char* name, unsigned blocks, unsigned threads, const std::function<void()>& kernel_body) {
+  if (running) throw Error(fmt::format("CUDA emulator: kernel {} launched from inside kernel {}", name, running->kernel));
+  if (blocks == 0 || threads == 0 || threads > unsigned(kMaxThreadsPerBlock) || blocks > 0x7fffffffu)
+    throw Error(fmt::format("CUDA {}: cudaErrorInvalidConfiguration (invalid configuration argument: {} blocks of {} "
+                            "threads)",
+                            name, blocks, threads));
+  DeviceAccess access;  // kernels read and write device memory
+  Block b;
+  b.kernel = name;
+  b.body = &kernel_body;
+  running = &b;
+  try {
+    for (unsigned i = 0; i < blocks; ++i) {
+      b.index = i;
+      run_block(b, blocks, threads);
+    }
+  } catch (...) {
+    running = nullptr;
+    throw;
+  }
+  running = nullptr;
+}
+
+}  // namespace pivotmt::cuda::emu

@@ -1,0 +1,501 @@
+// The CUDA emulator's host side: the part of the CUDA runtime API and of cuBLAS that
+// src/backends/cuda uses, implemented on the CPU, so that the backend's host code (device
+// memory, the paged KV pool, pinned staging, metadata uploads, events) runs unchanged in
+// the tests of a machine without a GPU. Linked instead of libcudart (tests only).
+//
+// Device memory is strict where a GPU would fail or corrupt silently:
+//  - every allocation ends at a guard page (an overrun faults at once) and starts filled
+//    with 0xFF bytes (NaN in F16 and F32) when under 64 MiB, so reading what was never
+//    written shows;
+//  - unless PIVOTMT_CUDA_EMULATOR_STRICT=0, device memory (allocations under 32 MiB) is
+//    inaccessible to host code (PROT_NONE) except inside kernels, copies and GEMMs: host
+//    code that dereferences a device pointer faults, and the fault handler names the
+//    allocation;
+//  - copies check that their device ranges lie inside one allocation.
+// Emulated devices: PIVOTMT_CUDA_EMULATOR_DEVICES (default 1) of
+// PIVOTMT_CUDA_EMULATOR_MEMORY_MIB each (default 4096); allocations past that fail as
+// cudaMalloc does.
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "backends/cuda/cublas_loader.h"
+#include "core/error.h"
+#include "cuda_emulator/device_access.h"
+
+// The runtime's opaque handle types, defined here.
+struct CUstream_st {
+  unsigned flags = 0;
+};
+struct CUevent_st {
+  std::chrono::steady_clock::time_point when{};
+  bool recorded = false;
+};
+struct cublasContext {
+  cudaStream_t stream = nullptr;
+};
+
+namespace pivotmt::cuda::emu {
+namespace {
+
+constexpr size_t kPoisonLimit = size_t(64) << 20;
+// Protecting a populated region costs ~50 µs per page table touched, per launch: only
+// allocations under this size are protected (the staging buffers, the cuBLAS workspace and
+// the KV pool are not).
+constexpr size_t kProtectLimit = size_t(32) << 20;
+
+size_t env_size(const char* name, size_t fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(v, &end, 10);
+  return end && *end == 0 ? size_t(n) : fallback;
+}
+// Device memory inaccessible to host code between launches: on unless
+// PIVOTMT_CUDA_EMULATOR_STRICT=0 (each launch costs an mprotect per protected allocation:
+// the GPU engine tests take ~15% longer).
+bool strict() {
+  static const bool on = [] {
+    const char* v = std::getenv("PIVOTMT_CUDA_EMULATOR_STRICT");
+    return !(v && std::string(v) == "0");
+  }();
+  return on;
+}
+int emulated_devices() { return int(env_size("PIVOTMT_CUDA_EMULATOR_DEVICES", 1)); }
+size_t emulated_memory() { return env_size("PIVOTMT_CUDA_EMULATOR_MEMORY_MIB", 4096) << 20; }
+
+size_t page_size() {
+  static const size_t p = size_t(sysconf(_SC_PAGESIZE));
+  return p;
+}
+
+struct Allocation {
+  char* map = nullptr;     // [data pages][guard page]
+  size_t data_bytes = 0;   // the data pages' length
+  char* ptr = nullptr;     // what cudaMalloc returned: ends at the guard page (16-byte aligned)
+  size_t bytes = 0;
+  int device = 0;
+};
+
+struct State {
+  std::mutex mutex;
+  std::map<const char*, Allocation> allocations;  // by ptr
+  std::set<void*> pinned;
+  std::vector<size_t> used;
+  int access_depth = 0;
+};
+State& state() {
+  static State* s = new State;  // never destroyed: device memory may be freed at exit
+  return *s;
+}
+
+thread_local int current_device = 0;
+thread_local cudaError_t last_error = cudaSuccess;
+
+cudaError_t record(cudaError_t e) {
+  if (e != cudaSuccess) last_error = e;
+  return e;
+}
+
+void protect(const Allocation& a, bool accessible) {
+  if (!strict() || a.bytes >= kProtectLimit) return;
+  if (mprotect(a.map, a.data_bytes, accessible ? PROT_READ | PROT_WRITE : PROT_NONE) != 0)
+    throw Error("CUDA emulator: mprotect failed");
+}
+
+// The allocation holding [p, p + n), or null.
+const Allocation* find(const void* p, size_t n) {
+  State& s = state();
+  const char* c = static_cast<const char*>(p);
+  auto it = s.allocations.upper_bound(c);
+  if (it == s.allocations.begin()) return nullptr;
+  --it;
+  const Allocation& a = it->second;
+  return c >= a.ptr && c + n <= a.ptr + a.bytes ? &a : nullptr;
+}
+
+// Fault handler: a fault inside device memory or its guard page is named, then the
+// default action runs (the test dies with a core, as on a real illegal address).
+struct sigaction previous_segv;
+void on_segv(int sig, siginfo_t* info, void* context) {
+  const char* addr = static_cast<const char*>(info->si_addr);
+  // No locking in a signal handler: the map is only read.
+  for (const auto& [ptr, a] : state().allocations) {
+    if (addr >= a.map && addr < a.map + a.data_bytes + page_size()) {
+      const char* what = addr >= a.map + a.data_bytes ? "ran past the end of" : "touched from host code";
+      char line[256];
+      const int n = snprintf(line, sizeof line,
+                             "\nCUDA emulator: address %p %s device allocation %p of %zu bytes (cuda:%d)%s\n",
+                             static_cast<const void*>(addr), what, static_cast<const void*>(a.ptr), a.bytes, a.device,
+                             state().access_depth ? " inside a kernel, copy or GEMM" : " outside any kernel or copy");
+      if (n > 0) (void)!write(2, line, size_t(n));
+      break;
+    }
+  }
+  sigaction(SIGSEGV, &previous_segv, nullptr);
+  (void)sig;
+  (void)context;
+}
+void install_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &previous_segv);
+  });
+}
+
+bool valid_device(int d) { return d >= 0 && d < emulated_devices(); }
+
+}  // namespace
+
+DeviceAccess::DeviceAccess() {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  if (s.access_depth++ == 0)
+    for (const auto& [ptr, a] : s.allocations) protect(a, true);
+}
+DeviceAccess::~DeviceAccess() {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  if (--s.access_depth == 0)
+    for (const auto& [ptr, a] : s.allocations) protect(a, false);
+}
+
+bool device_range(const void* p, size_t n) {
+  std::lock_guard lock(state().mutex);
+  return find(p, n) != nullptr;
+}
+
+}  // namespace pivotmt::cuda::emu
+
+using namespace pivotmt::cuda::emu;
+
+extern "C" {
+
+cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
+  *count = emulated_devices();
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaSetDevice(int device) {
+  if (!valid_device(device)) return record(cudaErrorInvalidDevice);
+  current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
+  if (!valid_device(device)) return record(cudaErrorInvalidDevice);
+  std::memset(prop, 0, sizeof *prop);
+  std::snprintf(prop->name, sizeof prop->name, "pivotmt CUDA emulator (CPU)");
+  prop->major = 9;
+  prop->minor = 0;
+  prop->totalGlobalMem = emulated_memory();
+  prop->multiProcessorCount = 1;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free, size_t* total) {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  s.used.resize(size_t(emulated_devices()), 0);
+  *total = emulated_memory();
+  *free = *total - s.used[size_t(current_device)];
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMalloc(void** devPtr, size_t size) {
+  install_handler();
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  s.used.resize(size_t(emulated_devices()), 0);
+  if (size > emulated_memory() - s.used[size_t(current_device)]) return record(cudaErrorMemoryAllocation);
+  const size_t page = page_size(), rounded = (std::max<size_t>(size, 1) + 15) / 16 * 16;
+  const size_t data = (rounded + page - 1) / page * page;
+  void* m = mmap(nullptr, data + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return record(cudaErrorMemoryAllocation);
+  Allocation a;
+  a.map = static_cast<char*>(m);
+  a.data_bytes = data;
+  a.ptr = a.map + data - rounded;
+  a.bytes = size;
+  a.device = current_device;
+  if (size <= kPoisonLimit) std::memset(a.ptr, 0xff, rounded);
+  mprotect(a.map + data, page, PROT_NONE);  // the guard page
+  if (s.access_depth == 0) protect(a, false);
+  s.allocations[a.ptr] = a;
+  s.used[size_t(current_device)] += size;
+  *devPtr = a.ptr;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaFree(void* devPtr) {
+  if (!devPtr) return cudaSuccess;
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  auto it = s.allocations.find(static_cast<const char*>(devPtr));
+  if (it == s.allocations.end()) return record(cudaErrorInvalidValue);
+  const Allocation a = it->second;
+  s.allocations.erase(it);
+  s.used[size_t(a.device)] -= a.bytes;
+  munmap(a.map, a.data_bytes + page_size());
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaHostAlloc(void** pHost, size_t size, unsigned int) {
+  void* p = std::aligned_alloc(4096, (std::max<size_t>(size, 1) + 4095) / 4096 * 4096);
+  if (!p) return record(cudaErrorMemoryAllocation);
+  std::lock_guard lock(state().mutex);
+  state().pinned.insert(p);
+  *pHost = p;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaFreeHost(void* ptr) {
+  std::lock_guard lock(state().mutex);
+  if (!state().pinned.erase(ptr)) return record(cudaErrorInvalidValue);
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+namespace {
+// The device side of a copy must lie in one allocation; the host side must not be device
+// memory.
+cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (kind == cudaMemcpyHostToHost || kind == cudaMemcpyDefault) return cudaErrorInvalidMemcpyDirection;
+  if (n == 0) return cudaSuccess;
+  if (dst_device != device_range(dst, n) || src_device != device_range(src, n)) return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+}  // namespace
+
+cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
+  if (const cudaError_t e = check_copy(dst, src, count, kind); e != cudaSuccess) return record(e);
+  DeviceAccess access;
+  if (count) std::memcpy(dst, src, count);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind, cudaStream_t) {
+  return cudaMemcpy(dst, src, count, kind);
+}
+
+cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
+                                        size_t height, enum cudaMemcpyKind kind, cudaStream_t) {
+  if (width > dpitch || width > spitch) return record(cudaErrorInvalidPitchValue);
+  if (height == 0 || width == 0) return cudaSuccess;
+  // The whole span of each side (first row's start to last row's end).
+  if (const cudaError_t e = check_copy(dst, src, 0, kind); e != cudaSuccess) return record(e);
+  const size_t dst_span = (height - 1) * dpitch + width, src_span = (height - 1) * spitch + width;
+  const bool dst_device = kind != cudaMemcpyDeviceToHost, src_device = kind != cudaMemcpyHostToDevice;
+  if (dst_device != device_range(dst, dst_span) || src_device != device_range(src, src_span))
+    return record(cudaErrorInvalidValue);
+  DeviceAccess access;
+  for (size_t r = 0; r < height; ++r)
+    std::memcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
+  *pStream = new CUstream_st{flags};
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t stream) {
+  delete stream;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }  // work is done when issued
+
+cudaError_t CUDARTAPI cudaEventCreate(cudaEvent_t* event) {
+  *event = new CUevent_st;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) { return cudaEventCreate(event); }
+cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  if (!event) return record(cudaErrorInvalidResourceHandle);
+  event->when = std::chrono::steady_clock::now();
+  event->recorded = true;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t event) {
+  return event ? cudaSuccess : record(cudaErrorInvalidResourceHandle);
+}
+cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!start || !end || !start->recorded || !end->recorded) return record(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaDriverGetVersion(int* driverVersion) {
+  *driverVersion = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaRuntimeGetVersion(int* runtimeVersion) {
+  *runtimeVersion = CUDART_VERSION;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaGetLastError(void) {
+  const cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
+
+const char* CUDARTAPI cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidPitchValue: return "cudaErrorInvalidPitchValue";
+    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    default: return "cudaErrorUnknown";
+  }
+}
+
+const char* CUDARTAPI cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument (emulator: a device range outside every allocation?)";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidPitchValue: return "invalid pitch argument";
+    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    default: return "unknown error";
+  }
+}
+
+}  // extern "C"
+
+// --- cuBLAS: the entry points cublas_loader.h names, with GemmEx on the CPU.
+namespace pivotmt::cuda {
+namespace {
+
+thread_local std::string blas_detail;
+
+cublasStatus_t blas_fail(cublasStatus_t s, std::string detail) {
+  blas_detail = std::move(detail);
+  return s;
+}
+
+cublasStatus_t create(cublasHandle_t* handle) {
+  *handle = new cublasContext;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t destroy(cublasHandle_t handle) {
+  delete handle;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t set_stream(cublasHandle_t handle, cudaStream_t stream) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  handle->stream = stream;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t set_workspace(cublasHandle_t handle, void* workspace, size_t bytes) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (bytes && !emu::device_range(workspace, bytes))
+    return blas_fail(CUBLAS_STATUS_INVALID_VALUE, "workspace is not device memory");
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// op(X) as a dense row-major float matrix [rows, depth]: row r = element (r, l) of op(X).
+std::vector<float> materialise(const void* x, int ld, bool transposed, int rows, int depth) {
+  const auto* h = static_cast<const __half*>(x);
+  std::vector<float> out(size_t(rows) * size_t(depth));
+  for (int r = 0; r < rows; ++r)
+    for (int l = 0; l < depth; ++l)
+      out[size_t(r) * depth + l] = __half2float(transposed ? h[size_t(r) * ld + l] : h[size_t(l) * ld + r]);
+  return out;
+}
+
+// C = alpha op(A) op(B) + beta C, column-major, F16 inputs, F32 accumulation, F16 or F32 C.
+cublasStatus_t gemm_ex(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
+                       const void* alpha, const void* A, cudaDataType Atype, int lda, const void* B,
+                       cudaDataType Btype, int ldb, const void* beta, void* C, cudaDataType Ctype, int ldc,
+                       cublasComputeType_t compute, cublasGemmAlgo_t) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (Atype != CUDA_R_16F || Btype != CUDA_R_16F || (Ctype != CUDA_R_16F && Ctype != CUDA_R_32F) ||
+      compute != CUBLAS_COMPUTE_32F)
+    return blas_fail(CUBLAS_STATUS_NOT_SUPPORTED, "the emulator's GemmEx takes F16 A and B, F16 or F32 C, compute 32F");
+  const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
+  if (m < 0 || n < 0 || k < 0 || lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) || ldc < std::max(1, m))
+    return blas_fail(CUBLAS_STATUS_INVALID_VALUE, fmt::format("m={} n={} k={} lda={} ldb={} ldc={}", m, n, k, lda, ldb, ldc));
+  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  // The matrices' spans (column-major: the last column's start plus its length).
+  const size_t a_span = (size_t(ta ? m : k) - 1) * lda + size_t(ta ? k : m);
+  const size_t b_span = (size_t(tb ? k : n) - 1) * ldb + size_t(tb ? n : k);
+  const size_t c_span = (size_t(n) - 1) * ldc + size_t(m), c_elem = Ctype == CUDA_R_32F ? 4 : 2;
+  if ((k > 0 && (!emu::device_range(A, a_span * 2) || !emu::device_range(B, b_span * 2))) ||
+      !emu::device_range(C, c_span * c_elem))
+    return blas_fail(CUBLAS_STATUS_EXECUTION_FAILED, "A, B or C is not wholly inside one device allocation");
+  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
+  emu::DeviceAccess access;
+  // Column-major op(A)[i, l] is A[i + l lda] (N) or A[l + i lda] (T): "transposed" in
+  // materialise's row-major terms is the N case for A's rows i.
+  const std::vector<float> rows_a = materialise(A, lda, ta, m, k);   // [m, k]
+  const std::vector<float> cols_b = materialise(B, ldb, !tb, n, k);  // [n, k]: column j of op(B)
+  for (int j = 0; j < n; ++j) {
+    for (int i = 0; i < m; ++i) {
+      const float* x = rows_a.data() + size_t(i) * k;
+      const float* y = cols_b.data() + size_t(j) * k;
+      float acc = 0.0f;
+      for (int l = 0; l < k; ++l) acc += x[l] * y[l];
+      const size_t at = size_t(j) * ldc + i;
+      if (Ctype == CUDA_R_32F) {
+        float* c = static_cast<float*>(C) + at;
+        *c = a * acc + (b != 0.0f ? b * *c : 0.0f);
+      } else {
+        __half* c = static_cast<__half*>(C) + at;
+        *c = __float2half_rn(a * acc + (b != 0.0f ? b * __half2float(*c) : 0.0f));
+      }
+    }
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+const char* status_name(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    default: return "CUBLAS_STATUS_UNKNOWN";
+  }
+}
+const char* status_string(cublasStatus_t) { return blas_detail.empty() ? "emulated cuBLAS" : blas_detail.c_str(); }
+
+}  // namespace
+
+const Cublas& cublas() {
+  static const Cublas c{create, destroy, set_stream, set_workspace, gemm_ex, status_name, status_string};
+  return c;
+}
+
+}  // namespace pivotmt::cuda

@@ -1,0 +1,212 @@
+// The CUDA emulator's own guarantees (tests/cuda_emulator): it runs cooperative kernels as
+// the hardware does (warp shuffles, shared memory between barriers) and refuses what the
+// hardware leaves undefined or faults on, so that the GPU tests run on it mean something.
+#include "cuda_emulator/emulator.h"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+#include <vector>
+
+#include "backends/backend.h"
+#include "backends/cuda/cublas_loader.h"
+#include "core/error.h"
+
+namespace pivotmt {
+namespace {
+
+using cuda::launch;
+
+// --- Kernels under test (plain CUDA; compiled here by the emulator's header).
+
+// out[b] = sum of x over block b's threads: warp butterflies, then one value per warp in
+// shared memory after a barrier.
+__global__ void block_sum(const float* x, float* out) {
+  float v = x[blockIdx.x * blockDim.x + threadIdx.x];
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __shared__ float partial[32];
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float total = 0;
+    for (unsigned w = 0; w < blockDim.x / 32; ++w) total += partial[w];
+    out[blockIdx.x] = total;
+  }
+}
+
+// out[i] = in[n - 1 - i] through shared memory: wrong without the barrier, since thread i
+// would read a slot a later thread has not yet written.
+__global__ void reverse_in_shared(const int* in, int* out) {
+  __shared__ int s[1024];
+  s[threadIdx.x] = in[threadIdx.x];
+  __syncthreads();
+  out[threadIdx.x] = s[blockDim.x - 1 - threadIdx.x];
+}
+
+// Each lane gets lane `source`'s 64-bit value, then its xor-neighbour's lane index.
+__global__ void broadcast(int64_t* out, int source) {
+  const int64_t mine = int64_t(threadIdx.x) << 40 | threadIdx.x;
+  out[threadIdx.x] = __shfl_sync(0xffffffffu, mine, source);
+  out[blockDim.x + threadIdx.x] = __shfl_xor_sync(0xffffffffu, int(threadIdx.x), 3);
+}
+
+__global__ void shuffle_in_partial_warp(float* out) { out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1); }
+
+// Lanes 16-31 return while lanes 0-15 shuffle: undefined on the hardware.
+__global__ void shuffle_after_some_lanes_return(float* out) {
+  if (threadIdx.x % 32 >= 16) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+
+// Lane 0 of warp 0 waits at __syncthreads while its warp-mates wait for it at __syncwarp.
+__global__ void barrier_deadlock(int* out) {
+  if (threadIdx.x == 0) {
+    __syncthreads();
+  } else if (threadIdx.x < 32) {
+    __syncwarp();
+  } else {
+    __syncthreads();
+  }
+  out[threadIdx.x] = 1;
+}
+
+__global__ void write_at(char* p, size_t offset) { p[offset] = 1; }
+
+// --- Helpers: device buffers through the backend (the emulated cudaMalloc).
+template <class T>
+std::shared_ptr<void> upload(const std::vector<T>& v) {
+  auto d = cuda::device_alloc(0, v.size() * sizeof(T));
+  EXPECT_EQ(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  return d;
+}
+template <class T>
+std::vector<T> download(const std::shared_ptr<void>& d, size_t n) {
+  std::vector<T> v(n);
+  EXPECT_EQ(cudaMemcpy(v.data(), d.get(), n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return v;
+}
+
+TEST(CudaEmulator, WarpShufflesAndSharedMemoryReduce) {
+  const unsigned blocks = 3, threads = 256;
+  std::vector<float> x(blocks * threads);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 97) - 40.0f;  // exact in F32 sums
+  auto dx = upload(x);
+  auto dout = cuda::device_alloc(0, blocks * sizeof(float));
+  launch("block_sum", block_sum, blocks, threads, nullptr, static_cast<const float*>(dx.get()),
+         static_cast<float*>(dout.get()));
+  const auto out = download<float>(dout, blocks);
+  for (unsigned b = 0; b < blocks; ++b)
+    EXPECT_EQ(out[b], std::accumulate(x.begin() + b * threads, x.begin() + (b + 1) * threads, 0.0f)) << "block " << b;
+}
+
+TEST(CudaEmulator, SyncthreadsOrdersSharedMemory) {
+  for (unsigned n : {32u, 100u, 1024u}) {
+    std::vector<int> in(n);
+    std::iota(in.begin(), in.end(), 7);
+    auto din = upload(in);
+    auto dout = cuda::device_alloc(0, n * sizeof(int));
+    launch("reverse_in_shared", reverse_in_shared, 1, n, nullptr, static_cast<const int*>(din.get()),
+           static_cast<int*>(dout.get()));
+    const auto out = download<int>(dout, n);
+    for (unsigned i = 0; i < n; ++i) ASSERT_EQ(out[i], in[n - 1 - i]) << "n " << n << " i " << i;
+  }
+}
+
+TEST(CudaEmulator, ShufflesMoveWholeValuesBetweenLanes) {
+  auto dout = cuda::device_alloc(0, 2 * 64 * sizeof(int64_t));
+  launch("broadcast", broadcast, 1, 64, nullptr, static_cast<int64_t*>(dout.get()), 37);  // source 37 & 31 = 5
+  const auto out = download<int64_t>(dout, 128);
+  for (int t = 0; t < 64; ++t) {
+    const int64_t lane5 = (t / 32) * 32 + 5;
+    EXPECT_EQ(out[size_t(t)], lane5 << 40 | lane5) << t;
+    EXPECT_EQ(int(out[size_t(64 + t)]), (t / 32) * 32 + ((t % 32) ^ 3)) << t;
+  }
+}
+
+TEST(CudaEmulator, RefusesWhatTheHardwareLeavesUndefined) {
+  auto dout = cuda::device_alloc(0, 1024 * sizeof(float));
+  auto* out = static_cast<float*>(dout.get());
+  auto message = [&](auto kernel, unsigned threads) {
+    try {
+      launch("kernel", kernel, 1, threads, nullptr, out);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_NE(message(shuffle_in_partial_warp, 48).find("warp of 16 threads"), std::string::npos);
+  EXPECT_NE(message(shuffle_after_some_lanes_return, 64).find("returned"), std::string::npos);
+  EXPECT_NE(message(shuffle_in_partial_warp, 0).find("cudaErrorInvalidConfiguration"), std::string::npos);
+  EXPECT_NE(message(shuffle_in_partial_warp, 2048).find("cudaErrorInvalidConfiguration"), std::string::npos);
+  try {
+    launch("barrier_deadlock", barrier_deadlock, 1, 64, nullptr, reinterpret_cast<int*>(out));
+    FAIL() << "a barrier that cannot complete went unnoticed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("deadlock"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("barrier_deadlock"), std::string::npos) << e.what();
+  }
+  // The emulator is usable after a failed launch.
+  launch("shuffle_in_partial_warp", shuffle_in_partial_warp, 1, 32, nullptr, out);
+  EXPECT_EQ(download<float>(dout, 1)[0], 1.0f);
+}
+
+TEST(CudaEmulator, CopiesAndGemmsStayInsideTheirAllocations) {
+  auto d = cuda::device_alloc(0, 100);
+  std::vector<char> host(200);
+  EXPECT_EQ(cudaMemcpy(d.get(), host.data(), 100, cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(d.get(), host.data(), 101, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(host.data(), static_cast<char*>(d.get()) + 1, 100, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(host.data(), host.data() + 100, 10, cudaMemcpyHostToDevice), cudaErrorInvalidValue);  // host dst
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // read once, then cleared
+  // A GEMM whose C would run past its allocation (m = 8 rows of F16 = 16 bytes, n = 4: 64
+  // bytes; the allocation has 48).
+  auto a = cuda::device_alloc(0, 8 * 2 * 2), b = cuda::device_alloc(0, 2 * 4 * 2), c = cuda::device_alloc(0, 48);
+  cublasHandle_t blas;
+  ASSERT_EQ(cuda::cublas().create(&blas), CUBLAS_STATUS_SUCCESS);
+  const float one = 1.0f, zero = 0.0f;
+  EXPECT_EQ(cuda::cublas().gemm_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, 8, 4, 2, &one, a.get(), CUDA_R_16F, 8, b.get(),
+                                   CUDA_R_16F, 2, &zero, c.get(), CUDA_R_16F, 8, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_EXECUTION_FAILED);
+  EXPECT_EQ(cuda::cublas().gemm_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, 8, 3, 2, &one, a.get(), CUDA_R_16F, 4, b.get(),
+                                   CUDA_R_16F, 2, &zero, c.get(), CUDA_R_16F, 8, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_INVALID_VALUE);  // lda < m
+  cuda::cublas().destroy(blas);
+}
+
+TEST(CudaEmulator, DeviceMemoryIsLimitedAndNamed) {
+  try {
+    cuda::device_alloc(0, size_t(1) << 40);
+    FAIL() << "allocated 1 TiB";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0: cannot allocate"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(cudaSetDevice(cuda::device_count()), cudaErrorInvalidDevice);
+  cudaGetLastError();
+}
+
+using CudaEmulatorDeathTest = ::testing::Test;
+
+TEST_F(CudaEmulatorDeathTest, HostCodeCannotTouchDeviceMemory) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto d = cuda::device_alloc(0, 64);
+        *static_cast<volatile char*>(d.get()) = 1;
+      },
+      "touched from host code");
+}
+
+TEST_F(CudaEmulatorDeathTest, AKernelRunningPastItsAllocationFaults) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto d = cuda::device_alloc(0, 4096);
+        launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), size_t(4095));  // the last byte: fine
+        launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), size_t(4096));
+      },
+      "ran past the end of device allocation 0x[0-9a-f]+ of 4096 bytes");
+}
+
+}  // namespace
+}  // namespace pivotmt
