@@ -72,6 +72,13 @@ __global__ void barrier_deadlock(int* out) {
 
 __global__ void write_at(char* p, size_t offset) { p[offset] = 1; }
 
+// A race: each thread reads its neighbour's shared slot with no barrier in between.
+__global__ void racy_neighbour(int* out) {
+  __shared__ int s[64];
+  s[threadIdx.x] = int(threadIdx.x) + 100 * int(blockIdx.x);
+  out[blockIdx.x * blockDim.x + threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x];
+}
+
 // --- Helpers: device buffers through the backend (the emulated cudaMalloc).
 template <class T>
 std::shared_ptr<void> upload(const std::vector<T>& v) {
@@ -148,6 +155,24 @@ TEST(CudaEmulator, RefusesWhatTheHardwareLeavesUndefined) {
   // The emulator is usable after a failed launch.
   launch("shuffle_in_partial_warp", shuffle_in_partial_warp, 1, 32, nullptr, out);
   EXPECT_EQ(download<float>(dout, 1)[0], 1.0f);
+}
+
+TEST(CudaEmulator, OtherSchedulesExposeRaces) {
+  auto dout = cuda::device_alloc(0, 2 * 64 * sizeof(int));
+  auto run = [&](const char* order) {
+    cuda::emu::set_schedule(order);
+    launch("racy_neighbour", racy_neighbour, 2, 64, nullptr, static_cast<int*>(dout.get()));
+    return download<int>(dout, 128);
+  };
+  const auto forward = run("forward"), reverse = run("reverse"), random = run("random:7");
+  cuda::emu::set_schedule("forward");
+  // Forward: thread t reads slot t + 1 before thread t + 1 writes it (the previous block's
+  // value); reverse: after. A race-free kernel gives the same under every order.
+  EXPECT_NE(forward, reverse);
+  EXPECT_EQ(reverse[5], 6 + 0);
+  EXPECT_EQ(reverse[64 + 5], 6 + 100);
+  EXPECT_NE(random, forward);
+  EXPECT_THROW(cuda::emu::set_schedule("sideways"), Error);
 }
 
 TEST(CudaEmulator, CopiesAndGemmsStayInsideTheirAllocations) {

@@ -11,7 +11,10 @@
 // the sanitizers (the sanitizer build has CUDA off; fibers would need their annotations).
 #include <sys/mman.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <exception>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -104,6 +107,46 @@ struct Block {
   std::exception_ptr error;
 };
 
+// The order in which ready threads run: PIVOTMT_CUDA_EMULATOR_SCHEDULE = forward (the
+// default: thread 0 first), reverse, or random:SEED. A kernel whose result depends on it
+// reads shared or global memory another thread writes without a barrier between (a race
+// on the hardware): the tests run the op harness under each order.
+struct Schedule {
+  enum Kind { Forward, Reverse, Random } kind = Forward;
+  uint64_t state = 0;
+};
+Schedule parse_schedule(const std::string& text) {
+  Schedule r;
+  if (text == "reverse") {
+      r.kind = Schedule::Reverse;
+    } else if (text.rfind("random:", 0) == 0) {
+      r.kind = Schedule::Random;
+      r.state = std::stoull(text.substr(7)) * 0x9e3779b97f4a7c15ull + 1;
+  } else if (text != "forward") {
+    throw Error("CUDA emulator schedule '" + text + "' is not forward, reverse or random:SEED");
+  }
+  return r;
+}
+Schedule& schedule() {
+  static Schedule s = [] {
+    const char* v = std::getenv("PIVOTMT_CUDA_EMULATOR_SCHEDULE");
+    return parse_schedule(v ? v : "forward");
+  }();
+  return s;
+}
+// Appends `threads` to the ready queue in the schedule's order.
+void enqueue(std::vector<int>& ready, std::vector<int> threads) {
+  Schedule& s = schedule();
+  if (s.kind == Schedule::Reverse) std::reverse(threads.begin(), threads.end());
+  if (s.kind == Schedule::Random) {
+    for (size_t i = threads.size(); i > 1; --i) {  // Fisher-Yates over xorshift64
+      s.state ^= s.state << 13, s.state ^= s.state >> 7, s.state ^= s.state << 17;
+      std::swap(threads[i - 1], threads[s.state % i]);
+    }
+  }
+  ready.insert(ready.end(), threads.begin(), threads.end());
+}
+
 thread_local Block* running = nullptr;
 const Coordinates kHost{};
 
@@ -135,7 +178,7 @@ void switch_away(void** save) {
 
 void make_ready(Barrier& barrier) {
   Block& b = block();
-  for (int f : barrier.waiting) b.ready.push_back(f);
+  enqueue(b.ready, std::move(barrier.waiting));
   barrier.waiting.clear();
   barrier.arrived = 0;
 }
@@ -217,8 +260,10 @@ void run_block(Block& b, unsigned blocks, unsigned threads) {
     f.where.block_dim = dim3(threads);
     f.where.grid_dim = dim3(blocks);
     f.sp = prepare_stack(stack + size_t(t) * kStackBytes);
-    b.ready.push_back(int(t));
   }
+  std::vector<int> all(threads);
+  for (unsigned t = 0; t < threads; ++t) all[t] = int(t);
+  enqueue(b.ready, std::move(all));
   b.current = b.ready[b.head++];
   pivotmt_emu_switch(&b.scheduler_sp, b.fibers[size_t(b.current)].sp);
   // Back here when no fiber is ready: all returned, a failure, or a deadlock.
@@ -233,6 +278,8 @@ void run_block(Block& b, unsigned blocks, unsigned threads) {
 }
 
 }  // namespace
+
+void set_schedule(const std::string& order) { schedule() = parse_schedule(order); }
 
 const Coordinates& coordinates() { return running ? running->fibers[size_t(running->current)].where : kHost; }
 

@@ -25,6 +25,7 @@
 #include <cstring>
 #include <functional>
 #include <stdexcept>
+#include <string>
 #include <tuple>
 #include <type_traits>
 
@@ -63,6 +64,10 @@ uint64_t warp_exchange(uint64_t value, int source_lane);
 // `name` for a launch the hardware refuses (no threads, more than 1024 per block) and for a
 // barrier that cannot complete.
 void run_grid(const char* name, unsigned blocks, unsigned threads, const std::function<void()>& kernel_body);
+
+// The order in which ready threads run (as PIVOTMT_CUDA_EMULATOR_SCHEDULE: "forward",
+// "reverse" or "random:SEED"); for tests.
+void set_schedule(const std::string& order);
 
 template <class T>
 uint64_t to_bits(T v) {
