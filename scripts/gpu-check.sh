@@ -131,8 +131,8 @@ done
 t=$(date +%s)
 DEMO="$OUTDIR/demo"
 mkdir -p "$DEMO"
-# On the emulator (kernels run one CUDA thread at a time), the demo's first 3 rows only.
-DEMO_LIMIT="$([[ "$EMULATED" == 1 ]] && echo "--limit 3")"
+# On the emulator (kernels run one CUDA thread at a time), the demo's first row only.
+DEMO_LIMIT="$([[ "$EMULATED" == 1 ]] && echo "--limit 1")"
 export DEMO ROOT DEV DEMO_LIMIT
 timeout "$(limit 150)" bash -c '
   set -e
