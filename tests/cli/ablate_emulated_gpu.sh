@@ -3,7 +3,8 @@
 # emulated devices: `info` lists them; `ablate --device cuda:0` records the device in the
 # manifest and report, and its greedy rows agree with the CPU's but for close calls;
 # `--devices all` runs one worker per device and merges exactly the single process's rows
-# (batch invariance across shards); a sampled run completes.
+# (batch invariance across shards); a device too small is refused clearly; a sampled run
+# completes.
 # usage: ablate_emulated_gpu.sh PIVOTMT_EMULATED SHARED_DIR
 set -euo pipefail
 PIVOTMT=$1
@@ -47,6 +48,16 @@ grep -q "2 workers: 12/12 rows" "$W/err_all"
 for k in 0 2; do cmp "$W/gpu/k_$k/results_k$k.csv" "$W/all/k_$k/results_k$k.csv"; done
 grep -q "== worker 2/2 on cuda:1" "$W/all/shards/2-of-2/worker.log"
 grep -q "\"device\": \"cuda:1\"" "$W/all/shards/2-of-2/runtime.json"
+
+# A device too small for the model: `inspect` says so, and a run fails naming the device
+# and the sizes (6 MiB: not even the 32 MiB cuBLAS workspace fits).
+PIVOTMT_CUDA_EMULATOR_MEMORY_MIB=6 "$PIVOTMT" inspect "$SHARED/fixtures/models/tiny-tower" --device cuda:0 >"$W/fit"
+grep -q "does NOT fit on cuda:0" "$W/fit"
+if PIVOTMT_CUDA_EMULATOR_MEMORY_MIB=6 "$PIVOTMT" generate --model "$SHARED/fixtures/models/tiny-tower" --prompt hi \
+  --max-new-tokens 2 --device cuda:0 >/dev/null 2>"$W/small"; then
+  echo "ran on a 6 MiB device" >&2; exit 1
+fi
+grep -q "cuda:0: cannot allocate 32.0 MiB of device memory (6.0 MiB free of 6.0 MiB)" "$W/small"
 
 # Sampling on the device (logits of the chosen rows copied to the host's sampler).
 "$PIVOTMT" -q ablate --data "$W/data" --model "$SHARED/fixtures/models/tiny-tower" -k 0 --max-new-tokens 4 \
