@@ -18,6 +18,7 @@ PACKAGES=(
   libcairo2-dev                     # ablation plots (PNG and SVG)
   libgtest-dev libbenchmark-dev
   slurmctld slurmd slurm-client munge  # the Slurm test runs a one-node cluster (tests/cli/slurm.sh)
+  python3                           # standard library only: CSV comparisons in CLI tests
 )
 
 missing=()
