@@ -79,7 +79,13 @@ class CudaOps final : public Ops {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check_cublas(cublas().create(&blas_), "cublasCreate");
     check_cublas(cublas().set_stream(blas_, stream_), "cublasSetStream");
-    blas_workspace_ = device_alloc(device, kBlasWorkspaceBytes);
+    try {
+      blas_workspace_ = device_alloc(device, kBlasWorkspaceBytes);
+    } catch (const Error& e) {  // the first allocation of all: say what it is for
+      throw Error(fmt::format("{} (cuBLAS's workspace, before any weight: this device has too little free memory "
+                              "for pivotmt)",
+                              e.what()));
+    }
     check_cublas(cublas().set_workspace(blas_, blas_workspace_.get(), kBlasWorkspaceBytes), "cublasSetWorkspace");
     for (auto& e : staging_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
     check(cudaEventCreateWithFlags(&meta_done_, cudaEventDisableTiming), "cudaEventCreate");
