@@ -83,8 +83,9 @@ __global__ void attention_kernel(const __half* qkv, int ldq, int T, int nh, int 
     const float old_scale = paged::rescale(state.max, merged.max), chunk_scale = paged::rescale(chunk.max, merged.max);
     for (int i = 0; i < kDimsPerLane; ++i) acc[i] *= old_scale;
     // Every lane adds every key of the chunk to the output dims it owns (lane + 32 i); the
-    // chunk's weights and slots go through the warp's shared memory (one __syncwarp, not
-    // two shuffles per key: the same on the GPU, and 30x fewer switches in the emulator).
+    // chunk's weights and slots go through the warp's shared memory (two __syncwarp per
+    // chunk instead of two shuffles per key: the same work on the GPU; in the tests' CUDA
+    // emulator, 12 warp barriers per 32 keys instead of 74, an emulated ablation 3.8x faster).
     p_shared[warp_in_block][lane] = p * chunk_scale;
     slot_shared[warp_in_block][lane] = slot;
     __syncwarp();
