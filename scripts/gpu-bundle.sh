@@ -17,7 +17,7 @@ trap 'rm -rf "$STAGE"' EXIT
 B="$STAGE/pivotmt-gpu"
 mkdir -p "$B/bin" "$B/lib" "$B/shared/fixtures/models"
 
-programs=(apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_gpu_engine bench/bench_gpu)
+programs=(apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_cuda_kernels tests/test_gpu_engine bench/bench_gpu)
 for p in "${programs[@]}"; do strip -o "$B/bin/$(basename "$p")" "build/$p"; done
 
 # Shared libraries: everything ldd resolves except the driver (libcuda). cuBLAS is not
@@ -45,7 +45,10 @@ for m in tiny-gqa tiny-bf16-tied tiny-sharded tiny-tower; do
     cp "$f" "$B/shared/fixtures/models/$m/"
   done
 done
-git rev-parse HEAD >"$B/COMMIT"
+# What it was built from: gpu-check.sh refuses it for a checkout with other sources.
+{ git rev-parse HEAD; git diff --quiet HEAD -- src apps tests bench fuzz CMakeLists.txt || echo "(with uncommitted changes)"; } |
+  paste -sd' ' >"$B/COMMIT"
+bash scripts/source-digest.sh >"$B/SOURCES"
 tar -C "$STAGE" -cf - pivotmt-gpu | xz -T2 -6 >"$ROOT/.gpu-bundle.tar.xz"
 ls -la "$ROOT/.gpu-bundle.tar.xz"
 du -sh "$B"

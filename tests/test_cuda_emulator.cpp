@@ -199,6 +199,24 @@ TEST(CudaEmulator, CopiesAndGemmsStayInsideTheirAllocations) {
   cuda::cublas().destroy(blas);
 }
 
+// What real CUDA refuses or guarantees, the emulator too: 256-byte aligned allocations (a
+// kernel's 16-byte loads rely on it) and no 2-D copy with a pitch past cudaDevAttrMaxPitch.
+TEST(CudaEmulator, AllocationsAlignAndPitchesAreLimitedAsOnTheHardware) {
+  for (size_t n : {size_t(1), size_t(100), size_t(256), size_t(4097), size_t(70) << 20}) {
+    auto d = cuda::device_alloc(0, n);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(d.get()) % 256, 0u) << n << " bytes";
+  }
+  int max_pitch = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&max_pitch, cudaDevAttrMaxPitch, 0), cudaSuccess);
+  EXPECT_EQ(max_pitch, 2147483647);
+  auto d = cuda::device_alloc(0, 4096);
+  char* p = static_cast<char*>(d.get());
+  EXPECT_EQ(cudaMemcpy2D(p, size_t(max_pitch), p + 2048, size_t(max_pitch), 1024, 1, cudaMemcpyDeviceToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy2D(p, size_t(max_pitch) + 1, p + 2048, 64, 64, 1, cudaMemcpyDeviceToDevice), cudaErrorInvalidPitchValue);
+  EXPECT_EQ(cudaMemcpy2D(p, 64, p + 2048, size_t(1) << 34, 64, 1, cudaMemcpyDeviceToDevice), cudaErrorInvalidPitchValue);
+  cudaGetLastError();
+}
+
 TEST(CudaEmulator, DeviceMemoryIsLimitedAndNamed) {
   try {
     cuda::device_alloc(0, size_t(1) << 40);
@@ -231,6 +249,19 @@ TEST_F(CudaEmulatorDeathTest, AKernelRunningPastItsAllocationFaults) {
         launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), size_t(4096));
       },
       "ran past the end of device allocation 0x[0-9a-f]+ of 4096 bytes");
+}
+
+// Alignment leaves bytes between an allocation's end and its guard page: a write there is
+// caught too, after the kernel.
+TEST_F(CudaEmulatorDeathTest, AKernelWritingIntoTheAlignmentPaddingIsCaught) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto d = cuda::device_alloc(0, 100);
+        launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), size_t(99));  // the last byte: fine
+        launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), size_t(130));
+      },
+      "ran past the end of device allocation 0x[0-9a-f]+ of 100 bytes .cuda:0.: byte 30 after its end");
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 
 #include "backends/kv_blocks.h"
@@ -197,25 +198,45 @@ TEST(PagedPass, MetadataPacksSlotsAndTables) {
   EXPECT_THROW(pack_pass({1, 2}, {0}, {{&b, 0, 2}}), Error);
 }
 
-// The one strided copy of a block (every layer's keys and values) against copying each
-// layer's positions one by one, on a host stand-in for the pool.
-TEST(PagedPass, BlockCopyGeometryCoversEveryLayer) {
-  const size_t layers = 3, blocks = 5, width = 6;  // width: elements per position and layer
-  const size_t layer_elems = blocks * kKvBlockPositions * width;
-  std::vector<uint16_t> pool(2 * layers * layer_elems), want;
-  for (size_t i = 0; i < pool.size(); ++i) pool[i] = uint16_t(i * 7 + 3);
-  want = pool;
-  const BlockCopy c{4, 1, 11};
-  for (size_t array = 0; array < 2 * layers; ++array)  // K0 V0 K1 V1 K2 V2
-    for (size_t p = 0; p < c.positions; ++p)
-      for (size_t e = 0; e < width; ++e)
-        want[array * layer_elems + (size_t(c.to) * kKvBlockPositions + p) * width + e] =
-            pool[array * layer_elems + (size_t(c.from) * kKvBlockPositions + p) * width + e];
-  const PoolCopy g = pool_copy(c, layers, layer_elems * 2, width * 2);
-  auto* bytes = reinterpret_cast<char*>(pool.data());
-  for (size_t row = 0; row < g.height; ++row)  // what cudaMemcpy2D does
-    std::memmove(bytes + g.dst + row * g.pitch, bytes + g.src + row * g.pitch, g.width);
-  EXPECT_EQ(pool, want);
+// Copies waiting for one launch must be independent: none reads a block another writes,
+// none writes a block another reads or writes (the GPU runs them all at once).
+TEST(PagedPass, WaitingBlockCopiesAreIndependent) {
+  PendingBlockCopies p;
+  p.add({4, 1, 11});
+  p.add({4, 2, 3});  // the same source twice: fine
+  p.add({0, 5, 0});  // nothing to copy: dropped
+  EXPECT_EQ(p.size(), 2u);
+  EXPECT_FALSE(p.independent({1, 6, 2}));  // reads block 1, which a waiting copy writes
+  EXPECT_FALSE(p.independent({7, 4, 2}));  // writes block 4, which a waiting copy reads
+  EXPECT_FALSE(p.independent({7, 2, 2}));  // writes block 2, which a waiting copy writes
+  EXPECT_TRUE(p.independent({3, 6, 16}));
+  EXPECT_THROW(p.add({1, 6, 2}), Error);
+  EXPECT_THROW(p.add({3, 6, 17}), Error);  // more positions than a block holds
+  EXPECT_THROW(p.add({3, 3, 1}), Error);
+  EXPECT_EQ(p.take_entries(), (std::vector<int32_t>{4, 1, 11, 4, 2, 3}));
+  EXPECT_TRUE(p.empty());
+  p.add({1, 6, 2});  // once the waiting ones ran
+  EXPECT_EQ(p.take_entries(), (std::vector<int32_t>{1, 6, 2}));
+}
+
+// The copies a prefix share and a copy on write produce, in the order an engine meets
+// them, with a donor freed in between: its block is handed out again as a destination,
+// which must wait for the copy that reads it.
+TEST(PagedPass, AFreedSourceReusedAsADestinationIsNotIndependent) {
+  BlockPool pool(4);
+  std::vector<BlockCopy> copies;
+  PendingBlockCopies pending;
+  auto donor = std::make_unique<BlockTable>(pool);
+  ASSERT_TRUE(donor->grow(0, 20, copies));  // blocks 0, 1
+  BlockTable a(pool), b(pool);
+  ASSERT_TRUE(a.share_prefix(*donor, 20, copies));  // block 0 shared, block 1's 4 positions into block 2
+  ASSERT_EQ(copies, (std::vector<BlockCopy>{{1, 2, 4}}));
+  for (const auto& c : copies) pending.add(c);
+  copies.clear();
+  donor.reset();  // block 1 free again
+  ASSERT_TRUE(b.share_prefix(a, 20, copies));  // block 0 shared; block 2's 4 positions into... block 1
+  ASSERT_EQ(copies, (std::vector<BlockCopy>{{2, 1, 4}}));
+  EXPECT_FALSE(pending.independent(copies[0]));
 }
 
 }  // namespace

@@ -9,7 +9,8 @@
 namespace pivotmt::cli {
 namespace {
 // Whether the model's weights fit the device's free memory, and how many KV positions the
-// rest holds: F16 weights and KV on a GPU (less what it keeps for activations, ~1 GiB); on
+// rest holds: F16 weights and KV on a GPU (less what the GPU ops keep — cuBLAS's workspace,
+// the weights' staging buffers, a safety margin — and ~350 MiB for activations); on
 // the CPU F16 weights read in place and F32 keys and values, from MemAvailable.
 nlohmann::json device_fit(const nlohmann::json& report, const Device& device) {
   const double weights = report["memory_bytes"]["fp16"].get<double>();
@@ -24,7 +25,7 @@ nlohmann::json device_fit(const nlohmann::json& report, const Device& device) {
     const HostMemory m = host_memory();
     free = double(m.available), total = double(m.total);
   }
-  const double kept = device.kind == DeviceKind::CUDA ? double(size_t(1) << 30) : 0.0;
+  const double kept = device.kind == DeviceKind::CUDA ? double(cuda::kReservedBytes + (size_t(352) << 20)) : 0.0;
   const double left = free - weights - kept;
   const bool fits = left > kv_per_position * 4096;  // room for one full-context sequence at least
   const double positions = left > 0 ? left / kv_per_position : 0;
@@ -34,7 +35,7 @@ nlohmann::json device_fit(const nlohmann::json& report, const Device& device) {
   j["summary"] = fits ? fmt::format("fits on {}: {} of F16 weights, {} free, room for {:.0f}k KV positions ({} each)", name,
                                     format_bytes(weights), format_bytes(free), positions / 1000, format_bytes(kv_per_position))
                       : fmt::format("does NOT fit on {}: {} of F16 weights{} and {} per KV position, {} free of {}", name,
-                                    format_bytes(weights), kept > 0 ? " + 1 GiB of working memory" : "",
+                                    format_bytes(weights), kept > 0 ? fmt::format(" + {} of working memory", format_bytes(kept)) : "",
                                     format_bytes(kv_per_position), format_bytes(free), format_bytes(total));
   return j;
 }

@@ -17,6 +17,7 @@ struct CudaDeviceInfo {
   std::string name;
   int sm_major = 0, sm_minor = 0;
   size_t total_memory = 0, free_memory = 0;
+  std::string pci_bus_id;  // "00000000:19:00.0": how NVML finds the same GPU
 };
 
 bool cuda_compiled();    // the CUDA backend is part of this build
@@ -40,6 +41,15 @@ Device resolve_device(std::string_view text, bool gpu_ok = true);
 void convert_floats_on(const Device& device, DType from, const void* src, DType to, void* dst, size_t count);
 
 namespace cuda {
+// Device memory a GPU's ops keep beside the weights, the KV pool and the activations:
+// cuBLAS's workspace, the two staging buffers weights are loaded through (freed once the
+// weights are in, before the KV pool is sized) and a margin for the CUDA context's growth
+// and fragmentation. The pool sizing, `inspect --device` and `plan` all count it.
+constexpr size_t kBlasWorkspaceBytes = size_t(32) << 20;  // cuBLAS(Lt) workspace on Hopper
+constexpr size_t kStagingBytes = size_t(64) << 20;        // per staging buffer (two, pinned and on the device)
+constexpr size_t kSafetyBytes = size_t(512) << 20;
+constexpr size_t kReservedBytes = kBlasWorkspaceBytes + 2 * kStagingBytes + kSafetyBytes;
+
 // Implemented in backends/cuda (or by the stub when CUDA is off).
 // Device memory (cudaMalloc, freed when the last handle goes); throws Error naming the
 // device, the size asked for and what is free.
@@ -55,6 +65,13 @@ double measure_gemm_tflops(int device, int n);
 size_t allocated_bytes(int device);
 size_t peak_allocated_bytes(int device);
 CudaDeviceInfo device_info(int index);
+// The cuBLAS library file loaded (loading it), or why none could be.
+std::string blas_library();
+// The CUDA versions the driver supports and the runtime was built as (e.g. 13000 = 13.0).
+struct CudaVersions {
+  int driver = 0, runtime = 0;
+};
+CudaVersions versions();
 void convert_floats(int device, DType from, const void* src, DType to, void* dst, size_t count);
 }  // namespace cuda
 

@@ -117,9 +117,26 @@ PassMetadata pack_pass(const std::vector<int32_t>& tokens, const std::vector<int
   return m;
 }
 
-PoolCopy pool_copy(const BlockCopy& c, size_t layers, size_t layer_bytes, size_t position_bytes) {
-  const size_t block_bytes = kKvBlockPositions * position_bytes;
-  return {size_t(c.to) * block_bytes, size_t(c.from) * block_bytes, layer_bytes, c.positions * position_bytes, 2 * layers};
+bool PendingBlockCopies::independent(const BlockCopy& c) const {
+  for (const auto& w : copies_)
+    if (c.from == w.to || c.to == w.from || c.to == w.to) return false;
+  return true;
+}
+
+void PendingBlockCopies::add(const BlockCopy& c) {
+  if (c.positions == 0) return;
+  if (c.positions > kKvBlockPositions || c.from < 0 || c.to < 0 || c.from == c.to)
+    throw Error(fmt::format("KV block copy {} -> {} of {} positions", c.from, c.to, c.positions));
+  if (!independent(c)) throw Error(fmt::format("KV block copy {} -> {} depends on a waiting copy", c.from, c.to));
+  copies_.push_back(c);
+}
+
+std::vector<int32_t> PendingBlockCopies::take_entries() {
+  std::vector<int32_t> entries;
+  entries.reserve(3 * copies_.size());
+  for (const auto& c : copies_) entries.insert(entries.end(), {c.from, c.to, int32_t(c.positions)});
+  copies_.clear();
+  return entries;
 }
 
 }  // namespace pivotmt

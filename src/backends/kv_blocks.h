@@ -91,12 +91,25 @@ struct PassMetadata {
 PassMetadata pack_pass(const std::vector<int32_t>& tokens, const std::vector<int64_t>& positions,
                        const std::vector<PassSequence>& seqs);
 
-// A BlockCopy as one strided copy over the pool (bytes): every layer's keys then values lie
-// `layer_bytes` apart ([layers][K, V][slots, kv_heads, head_dim]), so positions [0, p) of a
-// block in all 2 × layers arrays are `height` rows of `width` bytes, `pitch` apart.
-struct PoolCopy {
-  size_t dst = 0, src = 0, pitch = 0, width = 0, height = 0;
+// Block copies waiting for the next pass. The GPU runs them as one kernel launch, every
+// copy at once (the pool's layers are too far apart for one strided cudaMemcpy2D per copy:
+// the pitch would be a layer's whole array, gigabytes, past cudaDevAttrMaxPitch). Copies
+// run concurrently, so a copy joins the waiting ones only when it is independent of them:
+// it must not read a block a waiting copy writes, nor write a block a waiting copy reads or
+// writes (a block freed and handed out again between two copies); otherwise the waiting
+// copies run first.
+class PendingBlockCopies {
+ public:
+  bool independent(const BlockCopy& c) const;
+  void add(const BlockCopy& c);  // throws unless independent(c); copies of 0 positions are dropped
+  bool empty() const { return copies_.empty(); }
+  size_t size() const { return copies_.size(); }
+  // The waiting copies as (from, to, positions) int32 triples, the kernel's entries; forgets them.
+  std::vector<int32_t> take_entries();
+  void clear() { copies_.clear(); }
+
+ private:
+  std::vector<BlockCopy> copies_;
 };
-PoolCopy pool_copy(const BlockCopy& c, size_t layers, size_t layer_bytes, size_t position_bytes);
 
 }  // namespace pivotmt

@@ -21,7 +21,7 @@ struct NvmlMemory {
 };
 struct Nvml {
   int (*init)() = nullptr;
-  int (*handle_by_index)(unsigned int, void**) = nullptr;
+  int (*handle_by_pci_bus_id)(const char*, void**) = nullptr;
   int (*utilization)(void*, NvmlUtilization*) = nullptr;
   int (*memory)(void*, NvmlMemory*) = nullptr;
   bool ok = false;
@@ -33,10 +33,11 @@ const Nvml& nvml() {
     void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!lib) return r;
     r.init = reinterpret_cast<int (*)()>(dlsym(lib, "nvmlInit_v2"));
-    r.handle_by_index = reinterpret_cast<int (*)(unsigned int, void**)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
+    r.handle_by_pci_bus_id =
+        reinterpret_cast<int (*)(const char*, void**)>(dlsym(lib, "nvmlDeviceGetHandleByPciBusId_v2"));
     r.utilization = reinterpret_cast<int (*)(void*, NvmlUtilization*)>(dlsym(lib, "nvmlDeviceGetUtilizationRates"));
     r.memory = reinterpret_cast<int (*)(void*, NvmlMemory*)>(dlsym(lib, "nvmlDeviceGetMemoryInfo"));
-    r.ok = r.init && r.handle_by_index && r.utilization && r.memory && r.init() == 0;
+    r.ok = r.init && r.handle_by_pci_bus_id && r.utilization && r.memory && r.init() == 0;
     return r;
   }();
   return n;
@@ -53,9 +54,17 @@ size_t peak_host_memory_bytes() {
 
 ResourceMonitor::ResourceMonitor(const Device& device, double interval_s) : device_(device) {
   if (device_.kind != DeviceKind::CUDA) return;
-  // NVML numbers devices by PCI order, CUDA by speed unless CUDA_DEVICE_ORDER=PCI_BUS_ID:
-  // on a machine of identical GPUs (the usual node) the two agree.
-  if (nvml().ok && nvml().handle_by_index(unsigned(device_.index), &nvml_device_) == 0) nvml_ = true;
+  // The same GPU by its PCI bus id: NVML numbers every GPU of the machine in PCI order,
+  // CUDA only the visible ones (CUDA_VISIBLE_DEVICES, as --devices gives each worker) and
+  // fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, so index i is not the same GPU.
+  if (nvml().ok) {
+    std::string bus;
+    try {
+      bus = cuda_device_info(device_.index).pci_bus_id;
+    } catch (const std::exception&) {
+    }
+    if (!bus.empty() && nvml().handle_by_pci_bus_id(bus.c_str(), &nvml_device_) == 0) nvml_ = true;
+  }
   thread_ = std::thread([this, interval_s] {
     while (!stop_) {
       sample();

@@ -121,7 +121,9 @@ RunPlan make_run_plan(const ModelConfig& m, uint64_t parameters, const std::stri
   p.kv_bytes_per_token = uint64_t(m.num_layers) * 2 * uint64_t(m.num_kv_heads) * uint64_t(m.head_dim) * act_bytes;
   const size_t prompt_p90 = percentile(w.prompt_tokens, 90);
   const size_t prompt_max = w.prompt_tokens.empty() ? 0 : *std::max_element(w.prompt_tokens.begin(), w.prompt_tokens.end());
-  const double reserve = 0.1 * double(device.memory) + double(1ull << 30);  // activations, workspace, the rest
+  // What the GPU ops keep (cuBLAS workspace, staging, safety margin), then 10% of the rest and
+  // ~350 MiB for activations; the CPU keeps 10% and 1 GiB for the rest of the process.
+  const double reserve = 0.1 * double(device.memory) + (gpu ? double(cuda::kReservedBytes + (size_t(352) << 20)) : double(1ull << 30));
   const double kv_room = double(device.memory) - double(p.weight_bytes) - reserve;
   p.fits = kv_room >= double(p.kv_bytes_per_token) * double(prompt_max + w.max_new_tokens);
   const double per_sequence = double(p.kv_bytes_per_token) * double(prompt_p90 + w.max_new_tokens);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU paths of the CLI end to end on the CUDA emulator (tests/cuda_emulator), two
-# emulated devices: `info` lists them; `ablate --device cuda:0` records the device in the
+# emulated devices: `info` lists them and the cuBLAS it loaded; `ablate --device cuda:0` records the device in the
 # manifest and report, and its greedy rows agree with the CPU's but for close calls;
 # `--devices all` runs one worker per device and merges exactly the single process's rows
 # (batch invariance across shards); a device too small is refused clearly; a sampled run
@@ -19,7 +19,8 @@ sed -n 41,46p "$POOL" >"$W/data/test.jsonl"
 ARGS=(ablate --data "$W/data" --model "$SHARED/fixtures/models/tiny-tower" -k 0 2 --max-new-tokens 8 --greedy)
 
 "$PIVOTMT" info >"$W/info"
-grep -q "cuda:1 pivotmt CUDA emulator" "$W/info"
+grep -q "cuda:1 pivotmt CUDA emulator (CPU) (sm_90, PCI 00000000:11:00.0)" "$W/info"
+grep -q "^cuBLAS: pivotmt CUDA emulator (GemmEx on the CPU)" "$W/info"  # which cuBLAS was loaded
 
 "$PIVOTMT" -q "${ARGS[@]}" --device cpu --out "$W/cpu" >/dev/null 2>&1
 "$PIVOTMT" -q "${ARGS[@]}" --device cuda:0 --out "$W/gpu" >/dev/null 2>"$W/err"

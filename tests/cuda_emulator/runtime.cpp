@@ -11,7 +11,11 @@
 //    inaccessible to host code (PROT_NONE) except inside kernels, copies and GEMMs: host
 //    code that dereferences a device pointer faults, and the fault handler names the
 //    allocation;
-//  - copies check that their device ranges lie inside one allocation.
+//  - copies check that their device ranges lie inside one allocation;
+//  - what the hardware refuses is refused: cudaMalloc's pointers are 256-byte aligned as
+//    the real ones (the bytes between an allocation's end and its guard page hold a canary,
+//    checked after every kernel, copy and GEMM: a write there aborts naming the
+//    allocation), and a 2-D copy's pitch may not exceed cudaDevAttrMaxPitch (2^31 - 1).
 // Emulated devices: PIVOTMT_CUDA_EMULATOR_DEVICES (default 1) of
 // PIVOTMT_CUDA_EMULATOR_MEMORY_MIB each (default 4096); allocations past that fail as
 // cudaMalloc does.
@@ -53,6 +57,9 @@ namespace pivotmt::cuda::emu {
 namespace {
 
 constexpr size_t kPoisonLimit = size_t(64) << 20;
+constexpr size_t kMallocAlignment = 256;     // cudaMalloc's pointers (the CUDA programming guide)
+constexpr size_t kMaxPitch = 2147483647;     // cudaDevAttrMaxPitch of current GPUs (Hopper included)
+constexpr unsigned char kCanary = 0xC3;      // the bytes between an allocation's end and its guard page
 // Protecting a populated region costs ~50 µs per page table touched, per launch: only
 // allocations under this size are protected (the staging buffers, the cuBLAS workspace and
 // the KV pool are not).
@@ -86,8 +93,9 @@ size_t page_size() {
 struct Allocation {
   char* map = nullptr;     // [data pages][guard page]
   size_t data_bytes = 0;   // the data pages' length
-  char* ptr = nullptr;     // what cudaMalloc returned: ends at the guard page (16-byte aligned)
+  char* ptr = nullptr;     // what cudaMalloc returned: 256-byte aligned, under 256 bytes before the guard page
   size_t bytes = 0;
+  size_t tail() const { return size_t(map + data_bytes - (ptr + bytes)); }  // canary bytes after the end
   int device = 0;
 };
 
@@ -163,6 +171,25 @@ void install_handler() {
 
 bool valid_device(int d) { return d >= 0 && d < emulated_devices(); }
 
+// A kernel, copy or GEMM that wrote past an allocation's end into the bytes before its guard
+// page (what the 256-byte alignment leaves): named, then the process aborts, as the guard
+// page's fault would.
+void check_canaries() {
+  for (const auto& [ptr, a] : state().allocations) {
+    const unsigned char* tail = reinterpret_cast<const unsigned char*>(a.ptr + a.bytes);
+    for (size_t i = 0; i < a.tail(); ++i) {
+      if (tail[i] == kCanary) continue;
+      char line[256];
+      const int n = snprintf(line, sizeof line,
+                             "\nCUDA emulator: a kernel, copy or GEMM ran past the end of device allocation %p of %zu "
+                             "bytes (cuda:%d): byte %zu after its end was written\n",
+                             static_cast<const void*>(a.ptr), a.bytes, a.device, i);
+      if (n > 0) (void)!write(2, line, size_t(n));
+      std::abort();
+    }
+  }
+}
+
 }  // namespace
 
 DeviceAccess::DeviceAccess() {
@@ -174,8 +201,10 @@ DeviceAccess::DeviceAccess() {
 DeviceAccess::~DeviceAccess() {
   State& s = state();
   std::lock_guard lock(s.mutex);
-  if (--s.access_depth == 0)
+  if (--s.access_depth == 0) {
+    check_canaries();
     for (const auto& [ptr, a] : s.allocations) protect(a, false);
+  }
 }
 
 bool device_range(const void* p, size_t n) {
@@ -210,6 +239,40 @@ cudaError_t CUDARTAPI cudaGetDeviceProperties(struct cudaDeviceProp* prop, int d
   prop->multiProcessorCount = 1;
   prop->warpSize = 32;
   prop->maxThreadsPerBlock = 1024;
+  // Hopper's limits (what the kernels are built for).
+  prop->maxThreadsDim[0] = prop->maxThreadsDim[1] = 1024;
+  prop->maxThreadsDim[2] = 64;
+  prop->maxGridSize[0] = 2147483647;
+  prop->maxGridSize[1] = prop->maxGridSize[2] = 65535;
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->sharedMemPerBlockOptin = 227 * 1024;
+  prop->memPitch = kMaxPitch;
+  prop->textureAlignment = 512;
+  prop->pciBusID = 0x10 + device;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
+  if (!valid_device(device)) return record(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMaxPitch: *value = int(kMaxPitch); return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
+    case cudaDevAttrMaxGridDimX: *value = 2147483647; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = 1; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
+    default: return record(cudaErrorInvalidValue);
+  }
+}
+
+// Emulated device d sits at PCI bus 0x10 + d (NVML has none of them: the resource monitor
+// falls back to CUDA's free memory).
+cudaError_t CUDARTAPI cudaDeviceGetPCIBusId(char* pciBusId, int len, int device) {
+  if (!valid_device(device)) return record(cudaErrorInvalidDevice);
+  if (len < 13) return record(cudaErrorInvalidValue);
+  std::snprintf(pciBusId, size_t(len), "00000000:%02X:00.0", 0x10 + device);
   return cudaSuccess;
 }
 
@@ -228,17 +291,20 @@ cudaError_t CUDARTAPI cudaMalloc(void** devPtr, size_t size) {
   std::lock_guard lock(s.mutex);
   s.used.resize(size_t(emulated_devices()), 0);
   if (size > emulated_memory() - s.used[size_t(current_device)]) return record(cudaErrorMemoryAllocation);
-  const size_t page = page_size(), rounded = (std::max<size_t>(size, 1) + 15) / 16 * 16;
-  const size_t data = (rounded + page - 1) / page * page;
+  // The data pages end at the guard page; the pointer is the last 256-byte boundary that
+  // leaves room for `size` bytes before it.
+  const size_t page = page_size(), n = std::max<size_t>(size, 1);
+  const size_t data = (n + kMallocAlignment - 1 + page - 1) / page * page;
   void* m = mmap(nullptr, data + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED) return record(cudaErrorMemoryAllocation);
   Allocation a;
   a.map = static_cast<char*>(m);
   a.data_bytes = data;
-  a.ptr = a.map + data - rounded;
+  a.ptr = a.map + (data - n) / kMallocAlignment * kMallocAlignment;
   a.bytes = size;
   a.device = current_device;
-  if (size <= kPoisonLimit) std::memset(a.ptr, 0xff, rounded);
+  if (size <= kPoisonLimit) std::memset(a.ptr, 0xff, size);
+  std::memset(a.ptr + size, kCanary, a.tail());
   mprotect(a.map + data, page, PROT_NONE);  // the guard page
   if (s.access_depth == 0) protect(a, false);
   s.allocations[a.ptr] = a;
@@ -302,7 +368,8 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count, 
 
 cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
                                         size_t height, enum cudaMemcpyKind kind, cudaStream_t) {
-  if (width > dpitch || width > spitch) return record(cudaErrorInvalidPitchValue);
+  if (width > dpitch || width > spitch || dpitch > kMaxPitch || spitch > kMaxPitch)
+    return record(cudaErrorInvalidPitchValue);
   if (height == 0 || width == 0) return cudaSuccess;
   // The whole span of each side (first row's start to last row's end).
   if (const cudaError_t e = check_copy(dst, src, 0, kind); e != cudaSuccess) return record(e);
@@ -315,6 +382,13 @@ cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* sr
     std::memcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
   return cudaSuccess;
 }
+
+cudaError_t CUDARTAPI cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                                   enum cudaMemcpyKind kind) {
+  return cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, kind, nullptr);
+}
+
+cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return cudaSuccess; }  // work is done when issued
 
 cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
   *pStream = new CUstream_st{flags};
@@ -494,7 +568,9 @@ const char* status_string(cublasStatus_t) { return blas_detail.empty() ? "emulat
 }  // namespace
 
 const Cublas& cublas() {
-  static const Cublas c{create, destroy, set_stream, set_workspace, gemm_ex, status_name, status_string};
+  static const Cublas c{create,      destroy,       set_stream,
+                        set_workspace, gemm_ex, status_name,
+                        status_string, "pivotmt CUDA emulator (GemmEx on the CPU)"};
   return c;
 }
 

@@ -1,4 +1,4 @@
-// Keys and values into the paged cache, and causal attention over it. Correct first: one
+// Keys and values into the paged cache, block copies within it, and causal attention over it. Correct first: one
 // warp per (query row, head) streams the visible keys in chunks of 32 with an online
 // softmax, so no T × T score matrix exists at any prompt length. (Part 2 of the GPU work
 // replaces it with tiled prefill and split-KV decode kernels tested against this one.)
@@ -23,6 +23,24 @@ __global__ void kv_write_kernel(const __half* qkv, int ldq, int T, int nh, int n
     k_pool[dst] = row[size_t(nh) * d + e];
     v_pool[dst] = row[size_t(nh + nkv) * d + e];
   }
+}
+
+// Block copies: entry e = (from, to, positions) copies positions [0, positions) of block
+// `from` into block `to` in each of the pool's `arrays` arrays (every layer's keys and
+// values, `array_bytes` apart). One thread block per (entry, array), Unit-sized accesses
+// (16 bytes when a position's bytes allow). Entries are independent (kv_blocks.h's
+// PendingBlockCopies): no block is both read and written by one launch.
+template <class Unit>
+__global__ void kv_copy_blocks_kernel(const int32_t* entries, int arrays, size_t array_bytes, int position_bytes,
+                                      char* pool) {
+  const int entry = int(blockIdx.x / unsigned(arrays)), array = int(blockIdx.x % unsigned(arrays));
+  const int32_t from = entries[3 * entry], to = entries[3 * entry + 1], positions = entries[3 * entry + 2];
+  const size_t block_bytes = kKvBlockPositions * size_t(position_bytes);
+  char* base = pool + size_t(array) * array_bytes;
+  const Unit* src = reinterpret_cast<const Unit*>(base + size_t(from) * block_bytes);
+  Unit* dst = reinterpret_cast<Unit*>(base + size_t(to) * block_bytes);
+  const int units = int(size_t(positions) * size_t(position_bytes) / sizeof(Unit));
+  for (int i = int(threadIdx.x); i < units; i += int(blockDim.x)) dst[i] = src[i];
 }
 
 constexpr int kMaxHeadDim = 256;
@@ -117,6 +135,22 @@ void kv_write(const void* qkv, int ldq, int T, int nh, int nkv, int d, const int
   launch("kv_write_kernel", kv_write_kernel, blocks_for(size_t(T) * nkv * d, 256), 256, s,
          static_cast<const __half*>(qkv), ldq, T, nh, nkv, d, slots, static_cast<__half*>(k_pool),
          static_cast<__half*>(v_pool));
+}
+
+void kv_copy_blocks(const int32_t* entries, int count, int arrays, size_t array_bytes, int position_bytes, void* pool,
+                    cudaStream_t s) {
+  if (count == 0) return;
+  if (arrays <= 0 || position_bytes <= 0 || position_bytes % 2 != 0 || array_bytes % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(pool) % 16 != 0)
+    throw Error("cuda kv_copy_blocks: the pool must be 16-byte aligned with even position sizes");
+  const size_t blocks = size_t(count) * size_t(arrays);
+  if (blocks > 0x7fffffffu) throw Error("cuda kv_copy_blocks: too many block copies for one launch");
+  if (position_bytes % 16 == 0)
+    launch("kv_copy_blocks_kernel<uint4>", kv_copy_blocks_kernel<uint4>, unsigned(blocks), 128, s, entries, arrays,
+           array_bytes, position_bytes, static_cast<char*>(pool));
+  else
+    launch("kv_copy_blocks_kernel<uint16>", kv_copy_blocks_kernel<uint16_t>, unsigned(blocks), 128, s, entries, arrays,
+           array_bytes, position_bytes, static_cast<char*>(pool));
 }
 
 void attention(const void* qkv, int ldq, int T, int nh, int nkv, int d, int window, const int32_t* row_seq,

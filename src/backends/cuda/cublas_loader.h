@@ -17,9 +17,11 @@ struct Cublas {
                             cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
   decltype(&cublasGetStatusName) status_name;
   decltype(&cublasGetStatusString) status_string;
+  const char* library = "";  // the file loaded (pivotmt info shows it)
 };
 
-// The loaded library's entry points; throws Error naming the library when it cannot be loaded.
+// The loaded library's entry points; throws Error naming the library and the folders
+// searched when it cannot be loaded.
 const Cublas& cublas();
 
 }  // namespace pivotmt::cuda

@@ -54,7 +54,27 @@ CudaDeviceInfo device_info(int index) {
   info.sm_major = p.major;
   info.sm_minor = p.minor;
   check(cudaMemGetInfo(&info.free_memory, &info.total_memory), "cudaMemGetInfo");
+  char bus[32] = {};
+  if (cudaDeviceGetPCIBusId(bus, sizeof bus, index) == cudaSuccess)
+    info.pci_bus_id = bus;
+  else
+    cudaGetLastError();
   return info;
+}
+
+CudaVersions versions() {
+  CudaVersions v;
+  if (cudaDriverGetVersion(&v.driver) != cudaSuccess) cudaGetLastError();
+  if (cudaRuntimeGetVersion(&v.runtime) != cudaSuccess) cudaGetLastError();
+  return v;
+}
+
+std::string blas_library() {
+  try {
+    return cublas().library;
+  } catch (const Error& e) {
+    return fmt::format("not loaded: {}", e.what());
+  }
 }
 
 namespace {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -24,9 +25,6 @@ namespace pivotmt::cuda {
 namespace {
 
 constexpr size_t kMiB = size_t(1) << 20;
-constexpr size_t kStagingBytes = 64 * kMiB;       // per pinned staging buffer (two)
-constexpr size_t kBlasWorkspaceBytes = 32 * kMiB;  // cuBLAS(Lt) workspace on Hopper
-constexpr size_t kSafetyBytes = 512 * kMiB;        // left free: CUDA context growth, fragmentation
 
 int dtype_code(DType t) { return t == DType::F32 ? 0 : t == DType::F16 ? 1 : 2; }
 
@@ -54,11 +52,14 @@ struct Pinned {
   void* ptr = nullptr;
   size_t bytes = 0;
   void reset(size_t n) {
+    release();
+    check(cudaHostAlloc(&ptr, n, cudaHostAllocDefault), "cudaHostAlloc (pinned staging)");
+    bytes = n;
+  }
+  void release() {
     if (ptr) check(cudaFreeHost(ptr), "cudaFreeHost");
     ptr = nullptr;
     bytes = 0;
-    check(cudaHostAlloc(&ptr, n, cudaHostAllocDefault), "cudaHostAlloc (pinned staging)");
-    bytes = n;
   }
   ~Pinned() {
     if (ptr) cudaFreeHost(ptr);
@@ -72,10 +73,18 @@ class CudaOps final : public Ops {
     int driver = 0, runtime = 0;
     check(cudaDriverGetVersion(&driver), "cudaDriverGetVersion");
     check(cudaRuntimeGetVersion(&runtime), "cudaRuntimeGetVersion");
-    if (driver < runtime)
-      throw Error(fmt::format("cuda:{}: the NVIDIA driver supports CUDA {}.{}, older than the toolkit pivotmt was built "
-                              "with ({}.{}); update the driver",
-                              device, driver / 1000, driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10));
+    // Within one major version CUDA's minor-version compatibility runs a newer runtime on an
+    // older driver (features the driver lacks fail with cudaErrorCallRequiresNewerDriver,
+    // which every call's check names); only say so, once per device.
+    if (driver < runtime) {
+      static std::once_flag warned[64];
+      std::call_once(warned[std::clamp(device, 0, 63)], [&] {
+        fmt::print(stderr,
+                   "warning: cuda:{}: the NVIDIA driver supports CUDA {}.{}, older than the runtime pivotmt was built "
+                   "with ({}.{}); if a CUDA call fails, update the driver\n",
+                   device, driver / 1000, driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10);
+      });
+    }
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check_cublas(cublas().create(&blas_), "cublasCreate");
     check_cublas(cublas().set_stream(blas_, stream_), "cublasSetStream");
@@ -95,6 +104,8 @@ class CudaOps final : public Ops {
     cudaStreamSynchronize(stream_);
     for (auto& e : staging_done_) cudaEventDestroy(e);
     cudaEventDestroy(meta_done_);
+    if (rows_done_) cudaEventDestroy(rows_done_);
+    if (copies_done_) cudaEventDestroy(copies_done_);
     if (blas_) cublas().destroy(blas_);
     cudaStreamDestroy(stream_);
   }
@@ -172,21 +183,32 @@ class CudaOps final : public Ops {
   bool grow(KvCache& cache, size_t positions) override {
     std::vector<BlockCopy> copies;
     if (!table_of(cache).grow(cache.length, positions, copies)) return false;
-    copy_blocks(copies);
+    queue_copies(copies);
     return true;
   }
   size_t kv_bytes_per_position() const override { return 2 * shape().layers * width() * 2; }
   size_t default_kv_budget(size_t) const override { return kv_capacity_bytes(); }
   size_t kv_capacity_bytes() const override { return pool_ ? pool_->capacity() * kKvBlockPositions * kv_bytes_per_position() : 0; }
 
-  void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+  void synchronize() override {
+    run_copies();
+    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  }
 
  protected:
   void do_configure() override {
     select();
+    // The weights are in: their staging buffers go back to the pool (a later upload, the op
+    // harness's, makes them again).
+    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    for (int i = 0; i < 2; ++i) {
+      staging_[i].release();
+      staging_device_[i].reset();
+    }
     std::vector<float> f(shape().inv_freq);
     inv_freq_ = Tensor(device_, DType::F32, 1, f.size());
     from_host_f32(inv_freq_, f);
+    pending_copies_.clear();
     pool_.reset();  // a second configure() replaces the pool (tests, the op harness)
     kv_memory_.reset();
     // The pool: what is free once the weights are in, less the activations' room, the
@@ -217,7 +239,7 @@ class CudaOps final : public Ops {
       n -= n % kKvBlockPositions;
       table_of(c).share_prefix(table_of(from), n, copies);
     }
-    copy_blocks(copies);
+    queue_copies(copies);
     c.length = n;
     return c;
   }
@@ -225,6 +247,7 @@ class CudaOps final : public Ops {
 
   void do_begin_forward() override {
     select();
+    run_copies();  // before this pass writes into (or reads) the copied blocks
     const auto& b = batch();
     std::vector<PassSequence> pass;  // pack_pass refuses a position past a sequence's blocks (grow() first)
     for (const auto& s : b.seqs) pass.push_back({&table_of(*s.cache).blocks(), s.row0, s.count});
@@ -392,16 +415,32 @@ class CudaOps final : public Ops {
     }
   }
 
-  // Block copies (a partial prefix block, copy on write): positions [0, p) of a block, every
-  // layer's keys and values, as one 2-D copy (rows 2 × layers apart by layer_elems).
-  void copy_blocks(const std::vector<BlockCopy>& copies) {
-    auto* base = static_cast<char*>(kv_memory_.get());
+  // Block copies (a partial prefix block, copy on write) wait for the next pass and run
+  // as one kernel launch; one that depends on a waiting copy makes those run first.
+  void queue_copies(const std::vector<BlockCopy>& copies) {
     for (const auto& c : copies) {
       if (c.positions == 0) continue;
-      const PoolCopy g = pool_copy(c, shape().layers, layer_elems_ * 2, width() * 2);
-      check(cudaMemcpy2DAsync(base + g.dst, g.pitch, base + g.src, g.pitch, g.width, g.height, cudaMemcpyDeviceToDevice, stream_),
-            "copy KV block");
+      if (!pending_copies_.independent(c)) run_copies();
+      pending_copies_.add(c);
     }
+  }
+  void run_copies() {
+    if (pending_copies_.empty()) return;
+    select();
+    const int count = int(pending_copies_.size());
+    const std::vector<int32_t> entries = pending_copies_.take_entries();
+    check(cudaEventSynchronize(copies_done_ ? copies_done_ : meta_done_), "wait for the previous block copies' upload");
+    if (copies_host_.bytes < entries.size() * 4) {
+      copies_host_.reset(entries.size() * 8);
+      copies_device_ = Tensor(device_, DType::I32, 1, entries.size() * 2);
+      if (!copies_done_) check(cudaEventCreateWithFlags(&copies_done_, cudaEventDisableTiming), "cudaEventCreate");
+    }
+    std::memcpy(copies_host_.ptr, entries.data(), entries.size() * 4);
+    check(cudaMemcpyAsync(copies_device_.data(), copies_host_.ptr, entries.size() * 4, cudaMemcpyHostToDevice, stream_),
+          "copy the KV block copies' entries");
+    check(cudaEventRecord(copies_done_, stream_), "cudaEventRecord");
+    kernels::kv_copy_blocks(copies_device_.as<int32_t>(), count, int(2 * shape().layers), layer_elems_ * 2,
+                            int(width() * 2), kv_memory_.get(), stream_);
   }
 
   Device device_;
@@ -418,6 +457,10 @@ class CudaOps final : public Ops {
   std::shared_ptr<void> kv_memory_;  // [layers][K, V][slots, kv_heads, head_dim] F16
   size_t layer_elems_ = 0;
   std::shared_ptr<BlockPool> pool_;
+  PendingBlockCopies pending_copies_;
+  Pinned copies_host_;
+  Tensor copies_device_;
+  cudaEvent_t copies_done_ = nullptr;
 
   Pinned meta_host_, rows_host_, ids_host_;
   Tensor meta_device_, rows_device_, ids_device_;

@@ -18,6 +18,8 @@ size_t allocated_bytes(int) { return 0; }
 size_t peak_allocated_bytes(int) { return 0; }
 double measure_gemm_tflops(int, int) { no_cuda(); }
 CudaDeviceInfo device_info(int) { no_cuda(); }
+std::string blas_library() { return "none (built without CUDA)"; }
+CudaVersions versions() { return {}; }
 void convert_floats(int, DType, const void*, DType, void*, size_t) { no_cuda(); }
 
 }  // namespace pivotmt::cuda

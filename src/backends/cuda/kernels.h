@@ -36,6 +36,12 @@ void rope(void* x, int ldx, int T, int heads, int head_dim, const int32_t* posit
 // Stores row t's k and v (columns nh*d and (nh+nkv)*d of qkv) in slot slots[t].
 void kv_write(const void* qkv, int ldq, int T, int nh, int nkv, int d, const int32_t* slots, void* k_pool,
               void* v_pool, cudaStream_t s);
+// Runs `count` block copies (entries: (from block, to block, positions) int32 triples on the
+// device, independent of each other) over a pool of `arrays` arrays `array_bytes` apart,
+// each [slots, position_bytes]: positions [0, positions) of every array's block `from`
+// into block `to`. One launch, whatever the pool's size (no pitch limit).
+void kv_copy_blocks(const int32_t* entries, int count, int arrays, size_t array_bytes, int position_bytes, void* pool,
+                    cudaStream_t s);
 // Causal attention of each q row over its sequence's cached positions [first, pos]:
 // row t belongs to sequence row_seq[t] at position positions[t]; sequence i's block table
 // starts at tables + table_offsets[i]. F32 scores and softmax (online), F16 out.
