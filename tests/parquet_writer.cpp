@@ -45,7 +45,8 @@ void le32(std::string& s, uint32_t v) {
 }
 }  // namespace
 
-std::string write_parquet(const std::vector<ParquetColumn>& columns, const std::string& group, bool snappy) {
+std::string write_parquet(const std::vector<ParquetColumn>& columns, const std::string& group, bool snappy,
+                          int64_t claimed_uncompressed) {
   const size_t rows = columns.empty() ? 0 : columns[0].values.size();
   const int max_def = group.empty() ? 1 : 2;
   std::string file = "PAR1";
@@ -73,7 +74,7 @@ std::string write_parquet(const std::vector<ParquetColumn>& columns, const std::
     Compact h;
     h.begin_root();
     h.i32(1, 0);  // DATA_PAGE
-    h.i32(2, int64_t(page.size()));
+    h.i32(2, claimed_uncompressed >= 0 ? claimed_uncompressed : int64_t(page.size()));
     h.i32(3, int64_t(body.size()));
     h.begin_struct(5);
     h.i32(1, int64_t(c.values.size()));

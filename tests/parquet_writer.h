@@ -2,6 +2,7 @@
 // group), optional values, PLAIN encoding, data pages v1, uncompressed or SNAPPY. It
 // follows the format specification independently of the reader under test.
 #pragma once
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,9 @@ struct ParquetColumn {
 };
 
 // `group`: when not empty, the columns are fields of an optional struct with that name.
-std::string write_parquet(const std::vector<ParquetColumn>& columns, const std::string& group, bool snappy);
+// `claimed_uncompressed` >= 0: the page headers claim that many uncompressed bytes (crafted
+// files for the reader's bounds).
+std::string write_parquet(const std::vector<ParquetColumn>& columns, const std::string& group, bool snappy,
+                          int64_t claimed_uncompressed = -1);
 
 }  // namespace pivotmt::test

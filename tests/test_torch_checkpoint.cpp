@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "io/torch_checkpoint.h"
 #include "test_util.h"
+#include "torch_writer.h"
 
 namespace pivotmt {
 namespace {
@@ -88,6 +89,52 @@ TEST(TorchCheckpoint, DamagedArchivesAreNamed) {
   ASSERT_NE(at, std::string::npos);
   pickle_cut[at] = 'X';  // another global name: refused
   expect_error(pickle_cut, "renamed.bin");
+}
+
+// The crafted-checkpoint writer (tests/torch_writer.h) against the reader: a plain view
+// with an offset and strides reads back the right elements.
+TEST(TorchCheckpoint, CraftedCheckpointReadsBack) {
+  test::TempDir dir;
+  const std::string p = dir.str("crafted.bin");
+  test::write_file(p, test::crafted_torch_checkpoint({{.storage_numel = 8, .storage_bytes = 32, .offset = 1,
+                                                       .shape = {2, 2}, .stride = {3, 1}}}));
+  TorchCheckpoint ckpt(p);
+  const auto bytes = ckpt.contiguous_bytes(ckpt.at("w"));
+  ASSERT_EQ(bytes.size(), 16u);
+  for (size_t e = 0; e < 4; ++e) {  // elements 1, 2, 4, 5 of the storage
+    const size_t element = 1 + (e / 2) * 3 + e % 2;
+    for (size_t b = 0; b < 4; ++b) EXPECT_EQ(char(bytes[e * 4 + b]), char((element * 4 + b) * 37 + 11)) << e;
+  }
+}
+
+// Sizes, strides and offsets whose products or sums wrap around 64 bits: each is refused
+// with the file named, before any byte is read (they crashed pivotmt convert with a bus
+// error or a segmentation fault: the wrapped values passed the bounds checks).
+TEST(TorchCheckpoint, SizesThatWrapAroundAreRefused) {
+  test::TempDir dir;
+  const int64_t big = int64_t(1) << 62;
+  const std::vector<std::pair<std::string, test::CraftedTensor>> cases = {
+      // (2^62 + 4) floats: 2^64 + 16 bytes, 16 after the wrap, which the member holds.
+      {"storage-bytes.bin", {.storage_numel = big + 4, .storage_bytes = 16, .shape = {int64_t(1) << 40}, .stride = {1}}},
+      // The last element 2 (2^63 - 2^39) + 2^40 = 2^64 wraps to 0; element (0, 1) is at 2^40.
+      {"end-offset.bin",
+       {.storage_numel = 6, .storage_bytes = 24, .shape = {3, 2}, .stride = {(int64_t(1) << 63) - (int64_t(1) << 39), int64_t(1) << 40}}},
+      // 2^32 x 2^32 elements of stride 0: the count wraps to 0.
+      {"numel.bin", {.shape = {int64_t(1) << 32, int64_t(1) << 32}, .stride = {0, 0}}},
+      {"offset.bin", {.offset = -8}},
+      {"negative-storage.bin", {.storage_numel = -4}},
+  };
+  for (const auto& [file, tensor] : cases) {
+    const std::string p = dir.str(file);
+    test::write_file(p, test::crafted_torch_checkpoint({tensor}));
+    try {
+      TorchCheckpoint ckpt(p);
+      for (const auto& t : ckpt.tensors()) (void)ckpt.contiguous_bytes(t);
+      FAIL() << file << ": read without an error";
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Error types. Library code throws; only the CLI's main() turns an exception into a
 // message and an exit code.
 #pragma once
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -33,5 +34,32 @@ class UnsupportedError : public Error {
  public:
   using Error::Error;
 };
+
+// Runs `read`, a reader of the file `path`, so that every error it lets out names the file:
+// ours get "path: " in front unless they already name it; what a library underneath throws
+// (a JSON type error, an allocation a crafted size asked for, a standard container's range
+// check) becomes a FormatError naming the file. The error's type is kept.
+template <class Read>
+auto naming_file(const std::string& path, Read&& read) -> decltype(read()) {
+  const auto named = [&](const std::exception& e) {
+    const std::string what = e.what();
+    return what.find(path) != std::string::npos ? what : path + ": " + what;
+  };
+  try {
+    return read();
+  } catch (const UnsupportedError& e) {
+    throw UnsupportedError(named(e));
+  } catch (const HubError& e) {
+    throw;
+  } catch (const FormatError& e) {
+    throw FormatError(named(e));
+  } catch (const Error& e) {
+    throw Error(named(e));
+  } catch (const std::bad_alloc&) {
+    throw FormatError(path + ": a size in the file asks for more memory than there is (damaged or crafted?)");
+  } catch (const std::exception& e) {
+    throw FormatError(named(e));
+  }
+}
 
 }  // namespace pivotmt

@@ -5,6 +5,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -267,6 +268,10 @@ void read_column_chunk(const Leaf& leaf, const Value& chunk, size_t rows, std::s
     const int64_t uncompressed = header.int_field(2, -1), compressed = header.int_field(3, -1);
     if (uncompressed < 0 || compressed < 0 || compressed > end - p)
       ctx.fail(fmt::format("{}: page sizes {} / {} outside the chunk", where, compressed, uncompressed));
+    // Page sizes are i32 in Parquet's thrift; and no codec expands data more than ~2^17
+    // times, so a few bytes claiming gigabytes are refused before anything is allocated.
+    if (uncompressed > INT32_MAX || (codec != 0 && uncompressed > compressed * (int64_t(1) << 17) + (int64_t(1) << 16)))
+      ctx.fail(fmt::format("{}: a page of {} bytes claims {} uncompressed", where, compressed, uncompressed));
     const uint8_t* body = p;
     p += compressed;
     if (type == 2) {  // dictionary page
@@ -290,7 +295,8 @@ void read_column_chunk(const Leaf& leaf, const Value& chunk, size_t rows, std::s
     if (v2) {
       const int64_t def_len = dh->int_field(5, 0), rep_len = dh->int_field(6, 0);
       const bool compressed_values = !dh->field(7) || dh->field(7)->b;
-      if (def_len < 0 || rep_len < 0 || def_len + rep_len > compressed) ctx.fail(fmt::format("{}: level lengths", where));
+      if (def_len < 0 || rep_len < 0 || def_len > INT32_MAX || rep_len > INT32_MAX || def_len + rep_len > compressed)
+        ctx.fail(fmt::format("{}: level lengths {} / {} in a page of {} bytes", where, def_len, rep_len, compressed));
       levels = body + rep_len;
       levels_end = levels + def_len;
       const size_t values_compressed = size_t(compressed - def_len - rep_len);
@@ -360,7 +366,8 @@ void read_column_chunk(const Leaf& leaf, const Value& chunk, size_t rows, std::s
 }
 }  // namespace
 
-Table parse_parquet(std::span<const uint8_t> file, const std::string& label) {
+namespace {
+Table parse_parquet_unnamed(std::span<const uint8_t> file, const std::string& label) {
   const Context ctx{label};
   if (file.size() < 12 || std::memcmp(file.data(), "PAR1", 4) != 0 || std::memcmp(file.data() + file.size() - 4, "PAR1", 4) != 0)
     ctx.fail("missing PAR1 magic (not a Parquet file, or truncated)");
@@ -405,6 +412,12 @@ Table parse_parquet(std::span<const uint8_t> file, const std::string& label) {
   t.row_lines.resize(t.rows.size());
   for (size_t r = 0; r < t.rows.size(); ++r) t.row_lines[r] = r + 1;  // row numbers (1-based)
   return t;
+}
+
+}  // namespace
+
+Table parse_parquet(std::span<const uint8_t> file, const std::string& label) {
+  return naming_file(label, [&] { return parse_parquet_unnamed(file, label); });
 }
 
 Table read_parquet(const std::string& path) {

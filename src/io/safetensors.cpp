@@ -152,8 +152,10 @@ SafetensorsHeader parse_safetensors(std::span<const std::byte> prefix, uint64_t 
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
-  header_ = parse_safetensors(file_.bytes(), file_.size(), path);
-  for (size_t i = 0; i < header_.tensors.size(); ++i) index_.emplace(header_.tensors[i].name, i);
+  naming_file(path, [&] {
+    header_ = parse_safetensors(file_.bytes(), file_.size(), path);
+    for (size_t i = 0; i < header_.tensors.size(); ++i) index_.emplace(header_.tensors[i].name, i);
+  });
 }
 
 const TensorInfo* SafetensorsFile::find(std::string_view name) const {

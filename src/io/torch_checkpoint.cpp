@@ -12,16 +12,14 @@
 
 #include "core/error.h"
 #include "hub/file_hash.h"
+#include "core/checked.h"
+#include "text/unicode.h"
 #include "io/safetensors.h"
 #include "io/temp_path.h"
 
 namespace pivotmt {
 
-uint64_t TorchTensor::numel() const {
-  uint64_t n = 1;
-  for (int64_t d : shape) n *= uint64_t(d);
-  return n;
-}
+uint64_t TorchTensor::numel() const { return checked_numel(shape, "tensor " + name + "'s size"); }
 
 namespace {
 
@@ -137,6 +135,16 @@ bool inert_global(const std::string& g) {
                                               "lightning.fabric.utilities.data AttributeDict", "torch.torch_version TorchVersion",
                                               "builtins set", "builtins frozenset", "collections defaultdict"};
   return inert.count(g);
+}
+
+// A string for a message: bytes outside printable ASCII as \xNN, at most 60 of them.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 60; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    out += c >= 0x20 && c < 0x7f ? std::string(1, char(c)) : fmt::format("\\x{:02x}", c);
+  }
+  return s.size() > 60 ? out + "..." : out;
 }
 
 class Unpickler {
@@ -315,6 +323,12 @@ class Unpickler {
     auto v = make(k);
     const auto b = take(n);
     v->s.assign(reinterpret_cast<const char*>(b.data()), b.size());
+    // A pickled str is UTF-8; invalid bytes are damage (and would fail later, nameless, in
+    // the JSON of a safetensors header).
+    if (k == Value::Str) {
+      if (const size_t bad = utf8_invalid_offset(v->s); bad != std::string::npos)
+        fail(fmt::format("a string that is not UTF-8 (byte {} of \"{}\")", bad, printable(v->s)));
+    }
     stack_.push_back(v);
   }
   void push_int(int64_t i) {
@@ -403,20 +417,24 @@ class Unpickler {
       t->tensor.shape = ints_of(*args.items[2], "a tensor's size");
       t->tensor.strides = ints_of(*args.items[3], "a tensor's stride");
       if (t->tensor.shape.size() != t->tensor.strides.size()) fail("a tensor whose size and stride differ in length");
-      // Every element inside its storage.
+      if (int_of(*args.items[1], "a storage offset", *this) < 0) fail("a negative storage offset");
+      // Every element inside its storage, in overflow-checked arithmetic: a size times a
+      // stride that wraps around 64 bits must not pass for a small offset.
+      const std::string what = where_ + ": a tensor's size and stride";
       uint64_t last = t->tensor.offset;
       bool empty = false;
       for (size_t k = 0; k < t->tensor.shape.size(); ++k) {
         if (t->tensor.shape[k] < 0 || t->tensor.strides[k] < 0) fail("a negative size or stride");
         if (t->tensor.shape[k] == 0) empty = true;
-        else last += uint64_t(t->tensor.shape[k] - 1) * uint64_t(t->tensor.strides[k]);
       }
+      for (size_t k = 0; k < t->tensor.shape.size() && !empty; ++k)
+        last = checked_add(last, checked_mul(uint64_t(t->tensor.shape[k] - 1), uint64_t(t->tensor.strides[k]), what), what);
       const uint64_t storage_numel = uint64_t(args.items[0]->tensor.shape[0]);
       if (!empty && last >= storage_numel)
         fail(fmt::format("a tensor reaching element {} of a storage of {}", last, storage_numel));
       // Weights never repeat elements (stride 0 would let a small file claim a huge tensor).
-      if (t->tensor.numel() > storage_numel)
-        fail(fmt::format("a tensor of {} elements over a storage of {}", t->tensor.numel(), storage_numel));
+      const uint64_t numel = checked_numel(t->tensor.shape, what);
+      if (numel > storage_numel) fail(fmt::format("a tensor of {} elements over a storage of {}", numel, storage_numel));
       return t;
     }
     if (g == "torch._utils _rebuild_parameter" || g == "torch._utils _rebuild_parameter_with_state") {
@@ -438,39 +456,44 @@ class Unpickler {
 }  // namespace
 
 TorchCheckpoint::TorchCheckpoint(const std::string& path) : path_(path), file_(path) {
-  const auto b = file_.bytes();
-  for (const auto& [name, range] : read_zip(b, path)) entries_[name] = {range.first, range.second};
-  std::string pkl;
-  for (const auto& [name, e] : entries_)
-    if (name == "data.pkl" || (name.size() > 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0 &&
-                               name.find('/') == name.size() - 9)) {
-      pkl = name;
-      break;
+  naming_file(path, [&] {
+    const auto b = file_.bytes();
+    for (const auto& [name, range] : read_zip(b, path)) entries_[name] = {range.first, range.second};
+    std::string pkl;
+    for (const auto& [name, e] : entries_)
+      if (name == "data.pkl" || (name.size() > 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0 &&
+                                 name.find('/') == name.size() - 9)) {
+        pkl = name;
+        break;
+      }
+    if (pkl.empty()) throw FormatError(fmt::format("{}: no data.pkl in the archive: not a torch.save checkpoint", path));
+    prefix_ = pkl.substr(0, pkl.size() - 8);
+    Unpickler u(entry(pkl), path + " (" + pkl + ")", [&](const Value& s) {
+      const auto it = entries_.find(prefix_ + "data/" + s.tensor.storage);
+      if (it == entries_.end()) throw FormatError(fmt::format("{}: storage {} is missing from the archive", path, s.tensor.storage));
+      if (s.tensor.shape[0] < 0)
+        throw FormatError(fmt::format("{}: storage {} has a negative size ({})", path, s.tensor.storage, s.tensor.shape[0]));
+      const uint64_t need = checked_mul(uint64_t(s.tensor.shape[0]), dtype_size(s.tensor.dtype),
+                                        fmt::format("{}: storage {}'s size in bytes", path, s.tensor.storage));
+      if (it->second.size < need)
+        throw FormatError(fmt::format("{}: storage {} holds {} bytes, {} needed", path, s.tensor.storage, it->second.size, need));
+    });
+    const Ref top = u.run();
+    const Value* dict = top.get();
+    if (dict->kind == Value::Dict)
+      for (const auto& [k, v] : dict->entries)
+        if (k->kind == Value::Str && k->s == "state_dict" && v->kind == Value::Dict) dict = v.get();
+    if (dict->kind != Value::Dict) throw FormatError(fmt::format("{}: the checkpoint is not a dictionary of tensors", path));
+    std::set<std::string> seen;
+    for (const auto& [k, v] : dict->entries) {
+      if (v->kind != Value::Tensor || k->kind != Value::Str) continue;
+      if (!seen.insert(k->s).second) throw FormatError(fmt::format("{}: tensor {} appears twice", path, k->s));
+      TorchTensor t = v->tensor;
+      t.name = k->s;
+      tensors_.push_back(std::move(t));
     }
-  if (pkl.empty()) throw FormatError(fmt::format("{}: no data.pkl in the archive: not a torch.save checkpoint", path));
-  prefix_ = pkl.substr(0, pkl.size() - 8);
-  Unpickler u(entry(pkl), path + " (" + pkl + ")", [&](const Value& s) {
-    const auto it = entries_.find(prefix_ + "data/" + s.tensor.storage);
-    if (it == entries_.end()) throw FormatError(fmt::format("{}: storage {} is missing from the archive", path, s.tensor.storage));
-    const uint64_t need = uint64_t(s.tensor.shape[0]) * dtype_size(s.tensor.dtype);
-    if (s.tensor.shape[0] < 0 || it->second.size < need)
-      throw FormatError(fmt::format("{}: storage {} holds {} bytes, {} needed", path, s.tensor.storage, it->second.size, need));
+    if (tensors_.empty()) throw FormatError(fmt::format("{}: no tensors in the checkpoint", path));
   });
-  const Ref top = u.run();
-  const Value* dict = top.get();
-  if (dict->kind == Value::Dict)
-    for (const auto& [k, v] : dict->entries)
-      if (k->kind == Value::Str && k->s == "state_dict" && v->kind == Value::Dict) dict = v.get();
-  if (dict->kind != Value::Dict) throw FormatError(fmt::format("{}: the checkpoint is not a dictionary of tensors", path));
-  std::set<std::string> seen;
-  for (const auto& [k, v] : dict->entries) {
-    if (v->kind != Value::Tensor || k->kind != Value::Str) continue;
-    if (!seen.insert(k->s).second) throw FormatError(fmt::format("{}: tensor {} appears twice", path, k->s));
-    TorchTensor t = v->tensor;
-    t.name = k->s;
-    tensors_.push_back(std::move(t));
-  }
-  if (tensors_.empty()) throw FormatError(fmt::format("{}: no tensors in the checkpoint", path));
 }
 
 std::span<const std::byte> TorchCheckpoint::entry(const std::string& name) const {

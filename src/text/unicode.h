@@ -9,7 +9,7 @@
 namespace pivotmt {
 
 // UTF-8 -> code points. Invalid sequences become U+FFFD (one per maximal invalid
-// subpart, as Python's errors="replace"); use utf8_valid() first to reject them instead.
+// subpart, as Python's errors="replace"); use utf8_invalid_offset() first to reject them.
 std::u32string utf8_to_u32(std::string_view s);
 std::string u32_to_utf8(std::u32string_view s);
 // Byte offset of the first invalid UTF-8 sequence, or npos when the text is valid.

@@ -379,7 +379,7 @@ std::unique_ptr<Tokenizer> build_pipeline(const json& t, const std::string& path
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path, const TokenizerConfig& cfg) {
-  return build_pipeline(read_json_file(path), path, cfg);
+  return naming_file(path, [&] { return build_pipeline(read_json_file(path), path, cfg); });
 }
 
 // A BERT vocab.txt alone: the pipeline BertTokenizerFast builds from it.
