@@ -171,6 +171,7 @@ void register_ablate(CLI::App& app) {
   static comet::Location comet_dirs;
   cmd->add_option("CONFIG", args.config_file, "TOML file of options (keys: the long option names, e.g. max-new-tokens = 200)");
   add_study_options(cmd, args);
+  add_generation_options(cmd, args);
   cmd->add_option("-k,--k", ks, "k values: numbers and ranges (0..10)")->capture_default_str();
   cmd->add_flag("--quick", quick, "k = 0 5 10");
   cmd->add_option("--limit", args.config.limit, "Test rows (0: all)")->capture_default_str();

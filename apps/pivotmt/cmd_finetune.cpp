@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "backends/random_fill.h"
+#include "chat/chat_template.h"
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -28,7 +29,7 @@ struct FinetuneArgs {
   int64_t steps = 400, warmup = 100, batch_size = 2, grad_accum = 4, save_every = 50, eval_every = 0;
   double lr = 5e-5, max_grad_norm = 1.0, weight_decay = 0.0, eval_fraction = 0.0;
   LoraConfig lora;
-  std::string base_weights = "nf4", loss_on = "all", checkpointing = "auto";
+  std::string base_weights = "nf4", loss_on = "all", checkpointing = "auto", init_adapter;
   size_t max_seq_len = 4096, k = 3;
   bool drop_long = false, no_shuffle = false, log_json = false, reference_kernels = false;
 };
@@ -76,10 +77,14 @@ void run_finetune(FinetuneArgs& a) {
   DataReport report;
   std::vector<TrainSequence> data;
   const bool jsonl = fs::is_regular_file(config.data) && fs::path(config.data).extension() == ".jsonl";
-  if (jsonl) {
-    data = sequences_from_jsonl(config.data, *tokenizer, limits, report);
-  } else {
-    data = sequences_from_study(config, a.k, *tokenizer, limits, (fs::path(a.out) / "index").string(), report);
+  try {
+    if (jsonl) {
+      data = sequences_from_jsonl(config.data, *tokenizer, limits, report);
+    } else {
+      data = sequences_from_study(config, a.k, *tokenizer, limits, (fs::path(a.out) / "index").string(), report);
+    }
+  } catch (const NoChatTemplateError& e) {
+    throw Error(fmt::format("{}: {}", model_name, e.what()));
   }
   say(fmt::format("data: {}", report.describe()));
   std::vector<TrainSequence> eval;
@@ -90,10 +95,20 @@ void run_finetune(FinetuneArgs& a) {
   LoraLlama model(config.model, base, a.reference_kernels ? train::Kernels::Reference : train::Kernels::Fast);
   model.set_checkpointing(parse_checkpointing(a.checkpointing));
   LoraConfig lora = a.lora;
-  std::sort(lora.targets.begin(), lora.targets.end());
-  lora.targets.erase(std::unique(lora.targets.begin(), lora.targets.end()), lora.targets.end());
-  lora.base_model = model_name;
-  model.set_adapter(init_lora(model.config(), lora, config.seed));
+  if (!a.init_adapter.empty()) {
+    // Training continues from these weights (a resumed run's checkpoint still wins: the
+    // trainer restores it over this).
+    LoraAdapter start = load_lora(a.init_adapter, model.config());
+    lora = start.config;
+    lora.base_model = model_name;
+    start.config = lora;
+    model.set_adapter(std::move(start));
+  } else {
+    std::sort(lora.targets.begin(), lora.targets.end());
+    lora.targets.erase(std::unique(lora.targets.begin(), lora.targets.end()), lora.targets.end());
+    lora.base_model = model_name;
+    model.set_adapter(init_lora(model.config(), lora, config.seed));
+  }
   say(fmt::format("model: {} ({} base, {}), LoRA r {} alpha {} on {}: {} trainable parameters", config.model,
                   base_weights_name(base), format_bytes(double(model.base_bytes())), lora.r, lora.alpha,
                   fmt::join(lora.targets, ","), model.adapter().parameter_count()));
@@ -129,6 +144,7 @@ void run_finetune(FinetuneArgs& a) {
                 {"drop_long", a.drop_long},
                 {"eval_fraction", a.eval_fraction}};
   if (!jsonl) o.identity["k"] = a.k;
+  if (!a.init_adapter.empty()) o.identity["init_adapter"] = fs::absolute(a.init_adapter).string();
   Trainer trainer(model, std::move(data), std::move(eval), o);
   const int64_t every = std::max<int64_t>(1, a.steps / 20);
   const auto records = trainer.run([&](const StepRecord& r) {
@@ -154,6 +170,11 @@ void register_finetune(CLI::App& app) {
   auto* cmd = app.add_subcommand("finetune", "QLoRA fine-tuning (CPU) with PEFT-compatible adapters; rerun on --out to resume");
   cmd->add_option("config", a.study.config_file, "TOML file setting any option by its long name")->check(CLI::ExistingFile);
   add_study_options(cmd, a.study);
+  cmd->add_option("--seed", a.study.config.seed, "Seed of the data order, LoRA's initialisation and dropout")->capture_default_str();
+  cmd->add_option("--init-adapter", a.init_adapter,
+                  "Start from this adapter (PEFT's or pivotmt's: adapter_config.json + adapter_model.safetensors) instead "
+                  "of a fresh one; its rank, alpha, dropout and targets replace --lora-*")
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("--out", a.out, "Output folder: adapter, train_log.jsonl, loss curve, checkpoints");
   cmd->add_option("--steps", a.steps, "Optimiser steps")->capture_default_str();
   cmd->add_option("--lr", a.lr, "Peak learning rate (cosine schedule)")->capture_default_str();

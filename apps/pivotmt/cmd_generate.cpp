@@ -15,7 +15,7 @@
 namespace pivotmt::cli {
 
 void register_generate(CLI::App& app) {
-  auto* cmd = app.add_subcommand("generate", "Generate text with a Llama-family model on the CPU");
+  auto* cmd = app.add_subcommand("generate", "Generate text with a Llama-family model on the CPU or a GPU");
   static std::string model, prompt, messages, ids_file, context = "allow", dtype = "f16", device = "auto", adapter;
   static bool greedy = false, ignore_eos = false, as_json = false;
   static size_t max_new = 600, max_batch = 32;
@@ -40,11 +40,13 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--context-policy", context, "error | truncate-left | allow")
       ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
       ->capture_default_str();
-  cmd->add_option("--dtype", dtype, "Weight storage: f32 | f16 | int8 (weight-only, per output channel) | q8 (int8 weights and activations) | nf4 (bitsandbytes' 4-bit)")
+  cmd->add_option("--weights,--dtype", dtype,
+                  "Weight storage: f32 | f16 | int8 (weight-only, per output channel) | q8 (int8 weights and activations) "
+                  "| nf4 (bitsandbytes' 4-bit); the same option as ablate's and translate's")
       ->check(CLI::IsMember({"f32", "f16", "int8", "q8", "nf4"}))
       ->capture_default_str();
   cmd->add_option("--adapter", adapter, "A PEFT LoRA adapter directory, applied unmerged (CPU)");
-  cmd->add_option("--device", device, "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible and --dtype is f16)")->capture_default_str();
+  cmd->add_option("--device", device, "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible and --weights is f16)")->capture_default_str();
   cmd->add_option("--max-batch", max_batch, "Sequences decoded together")->capture_default_str();
   cmd->add_flag("--json", as_json, "One JSON object per prompt");
   cmd->callback([] {

@@ -153,7 +153,7 @@ void run(const ScoreArgs& a) {
 }  // namespace
 
 void register_score(CLI::App& app) {
-  auto* cmd = app.add_subcommand("score", "Score translations exactly as sacrebleu 2.6 does (BLEU, chrF, chrF++, TER)");
+  auto* cmd = app.add_subcommand("score", "Score translations: BLEU, chrF, chrF++ and TER exactly as sacrebleu 2.6, COMET as unbabel-comet");
   static ScoreArgs a;
   auto* hyp = cmd->add_option("--hyp", a.hyp_file, "Hypotheses, one per line");
   cmd->add_option("--ref", a.ref_files, "References, one per line (repeat for several)");

@@ -190,6 +190,7 @@ void register_translate(CLI::App& app) {
   static bool as_json = false;
   cmd->add_option("CONFIG", args.config_file, "TOML file of options (an ablate config works; its k and out are ignored)");
   add_study_options(cmd, args);
+  add_generation_options(cmd, args);
   cmd->add_option("--input,-i", input, "Lines to translate ('-': stdin), or a table file with pivot/source columns")
       ->capture_default_str();
   cmd->add_option("--output,-o", output, "Write translations here instead of stdout");

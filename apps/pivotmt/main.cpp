@@ -1,5 +1,7 @@
 // pivotmt: pivot-guided few-shot machine translation with LLMs. The only place that
-// turns exceptions into messages and exit codes.
+// turns exceptions into messages and exit codes: 0 success, 1 a failure (bad input, a
+// missing file, a device error: the message says which), 2 a usage error (the command
+// line itself: unknown option, missing argument, invalid value).
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -50,7 +52,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(int(cargs.size()), cargs.data());
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; a usage error (unknown option, missing or bad value)
+    // prints CLI11's message and exits 2, as the common convention has it.
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
   } catch (const pivotmt::jinja::TemplateError& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
@@ -59,7 +64,7 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
-    return 2;
+    return 1;
   }
   return 0;
 }

@@ -36,6 +36,10 @@ void add_study_options(CLI::App* cmd, StudyArgs& a) {
   // One value per flag (-m A -m B), so a CONFIG positional after it is not taken for a model.
   cmd->add_option("--model,-m", a.models, "Model directory or hub id (ablate: repeat the flag for several, run one after another)")
       ->allow_extra_args(false);
+}
+
+void add_generation_options(CLI::App* cmd, StudyArgs& a) {
+  AblationConfig& c = a.config;
   cmd->add_flag("--greedy", c.greedy, "Greedy decoding instead of the original's sampling");
   cmd->add_option("--temperature", c.temperature, "Sampling temperature")->capture_default_str();
   cmd->add_option("--top-k", c.top_k, "Top-k")->capture_default_str();
@@ -46,7 +50,7 @@ void add_study_options(CLI::App* cmd, StudyArgs& a) {
       ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
       ->capture_default_str();
   cmd->add_option("--max-batch", c.max_batch, "Sequences generated together")->capture_default_str();
-  cmd->add_option("--weights", c.weights,
+  cmd->add_option("--weights,--dtype", c.weights,
                   "Weight storage: f16 | f32 | int8 (weight-only, per output channel: a 7B model in ~7 GB) | q8 "
                   "(int8 weights and int8 activations per 256 values, VNNI where present: fastest on a CPU) | nf4 "
                   "(bitsandbytes' 4-bit, QLoRA's base: ~4 GB; CPU)")

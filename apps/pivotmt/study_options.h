@@ -1,5 +1,6 @@
-// The options `pivotmt ablate` and `pivotmt translate` share (data, columns, labels, prompt
-// variant, retriever, model, generation), and reading them from a TOML file (toml++):
+// The options `pivotmt ablate`, `translate` and `finetune` share (data, columns, labels,
+// prompt variant, retriever, model; generation for the first two), and reading them from a
+// TOML file (toml++):
 // every key is an option's long name, tables only group keys, and the command line wins
 // over the file.
 #pragma once
@@ -19,7 +20,12 @@ struct StudyArgs {
   std::string config_file;
 };
 
+// The study's data, columns, labels, prompt variant, retriever and --model (ablate,
+// translate, finetune).
 void add_study_options(CLI::App* cmd, StudyArgs& args);
+// Generation: decoding, --seed, context policy, batch, --weights (alias --dtype), --adapter,
+// --device (ablate and translate; finetune takes only its own --seed).
+void add_generation_options(CLI::App* cmd, StudyArgs& args);
 
 // Options from a TOML file for every option the command line did not give. Keys that are
 // options of `sibling` but not of `cmd` are skipped (translate reads ablate's configs).

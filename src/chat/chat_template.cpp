@@ -10,7 +10,10 @@ namespace pivotmt {
 std::string render_chat_template(const std::string& chat_template, const std::vector<ChatMessage>& messages,
                                  bool add_generation_prompt, const std::string& bos_token,
                                  const std::string& eos_token) {
-  if (chat_template.empty()) throw Error("the model has no chat_template in tokenizer_config.json (give one explicitly)");
+  if (chat_template.empty())
+    throw NoChatTemplateError(
+        "the model has no chat template (neither chat_template.jinja nor tokenizer_config.json's chat_template; give "
+        "one explicitly)");
   const jinja::Template t(chat_template);
   jinja::List list;
   for (const auto& m : messages) {

@@ -7,9 +7,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "tokenizer/tokenizer.h"
 
 namespace pivotmt {
+
+// The model has no chat template: a property of the model, not of the data being rendered
+// (callers naming a data file's line let it through unchanged).
+class NoChatTemplateError : public Error {
+ public:
+  using Error::Error;
+};
 
 struct ChatMessage {
   std::string role, content;

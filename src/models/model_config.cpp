@@ -209,6 +209,17 @@ ModelConfig load_model_config(const std::string& model_dir) {
   return parse_model_config(read_json_file(path), path);
 }
 
+ModelConfig load_decoder_config(const std::string& model_dir, const std::string& purpose) {
+  const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
+  if (!std::filesystem::exists(path)) throw Error(fmt::format("{}: no config.json (is this a model directory?)", model_dir));
+  const json j = read_json_file(path);
+  const auto mt = j.is_object() ? j.find("model_type") : j.end();
+  if (j.is_object() && mt != j.end() && mt->is_string() && *mt != "llama" && *mt != "mistral")
+    throw UnsupportedError(fmt::format("{}: model_type {}: {} needs a Llama-family decoder (model_type llama or mistral)",
+                                       path, mt->dump(), purpose));
+  return parse_model_config(j, path);
+}
+
 GenerationConfig parse_generation_config(const json& j, const ModelConfig& model, const std::string& label) {
   if (!j.is_object()) throw FormatError(fmt::format("{}: expected a JSON object", label));
   GenerationConfig g;

@@ -64,6 +64,10 @@ struct ModelConfig {
 // `label` names the source in error messages (usually the config.json path).
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& label);
 ModelConfig load_model_config(const std::string& model_dir);
+// The same for a command that takes only Llama-family decoders: another model_type is
+// refused saying so and naming `purpose` ("fine-tuning", "merge"), not the list of every
+// architecture pivotmt reads.
+ModelConfig load_decoder_config(const std::string& model_dir, const std::string& purpose);
 
 struct GenerationConfig {
   std::optional<int64_t> bos_token_id;

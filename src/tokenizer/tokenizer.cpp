@@ -59,6 +59,16 @@ TokenizerConfig read_config(const std::string& dir) {
   const fs::path cfg = fs::path(dir) / "tokenizer_config.json";
   if (fs::exists(cfg)) c.config = read_json_file(cfg.string());
   if (!c.config.is_object()) throw FormatError(fmt::format("{}: expected a JSON object", cfg.string()));
+  // transformers (since 4.43) saves the chat template as chat_template.jinja beside the
+  // config, and prefers it to the config's chat_template when loading.
+  const fs::path jinja = fs::path(dir) / "chat_template.jinja";
+  if (fs::exists(jinja)) {
+    std::ifstream in(jinja, std::ios::binary);
+    if (!in) throw Error(fmt::format("{}: cannot open", jinja.string()));
+    std::ostringstream text;
+    text << in.rdbuf();
+    c.config["chat_template"] = text.str();
+  }
   const fs::path map = fs::path(dir) / "special_tokens_map.json";
   if (fs::exists(map)) {
     const json m = read_json_file(map.string());

@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "chat/chat_template.h"
 #include "core/error.h"
 #include "io/table.h"
 #include "retrieval/corpus.h"
@@ -90,6 +91,8 @@ std::vector<TrainSequence> sequences_from_jsonl(const std::string& path, const T
         s = chat_sequence(tokenizer, messages_from_json(j["messages"], where), limits.loss_on);
       } catch (const FormatError&) {
         throw;  // already names the line
+      } catch (const NoChatTemplateError&) {
+        throw;  // the model's, not this line's
       } catch (const Error& e) {
         throw FormatError(fmt::format("{}: {}", where, e.what()));
       }

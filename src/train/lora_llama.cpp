@@ -156,8 +156,7 @@ void add_rows(const float* a, const float* b, size_t n, float* out) {  // out = 
 
 LoraLlama::LoraLlama(const std::string& dir, BaseWeights base, train::Kernels kernels)
     : kernels_(kernels), grads_buf_(std::make_unique<Grads>()) {
-  cfg_ = load_model_config(dir);
-  if (!cfg_.is_decoder()) throw UnsupportedError(fmt::format("{}: fine-tuning needs a Llama-family decoder", dir));
+  cfg_ = load_decoder_config(dir, "fine-tuning");
   Checkpoint ckpt(dir);
   verify_weights(cfg_, ckpt);
   layers_.resize(size_t(cfg_.num_layers));

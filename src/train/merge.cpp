@@ -1,6 +1,7 @@
 #include "train/merge.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -29,7 +30,7 @@ bool is_weight_file(const fs::path& p) {
 MergeReport merge_adapter(const std::string& model_dir, const std::string& adapter_dir, const std::string& out_dir) {
   if (fs::exists(out_dir) && !(fs::is_directory(out_dir) && fs::is_empty(out_dir)))
     throw Error(fmt::format("{} already exists and is not empty: choose a new --out (nothing is overwritten)", out_dir));
-  const ModelConfig cfg = load_model_config(model_dir);
+  const ModelConfig cfg = load_decoder_config(model_dir, "merge");
   const LoraAdapter adapter = load_lora(adapter_dir, cfg);
   const Checkpoint ckpt(model_dir);
   const float scaling = adapter.config.scaling();
@@ -79,6 +80,11 @@ MergeReport merge_adapter(const std::string& model_dir, const std::string& adapt
                         convert_floats(DType::F32, w.data(), spec.dtype, out.data(), w.size());
                         ++report.merged;
                       });
+    // An adapter that changes nothing is a mistake (another model's adapter, a wrong folder):
+    // refused rather than a copy of the base under a new name.
+    if (report.merged == 0)
+      throw Error(fmt::format("{}: none of the adapter's {} projections (targets {}) is a weight of {}: nothing to merge",
+                              adapter_dir, by_name.size(), fmt::join(adapter.config.targets, ", "), model_dir));
     for (const auto& e : fs::directory_iterator(model_dir))
       if (e.is_regular_file() && !is_weight_file(e.path())) fs::copy_file(e.path(), tmp / e.path().filename());
     fs::remove_all(out_dir);  // an empty folder at most (checked above)

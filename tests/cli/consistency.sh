@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# One consistent CLI, checked from the outside: exit codes (0 success, 1 failure, 2 usage),
+# each command accepting only the options it uses (finetune refuses ablate's generation
+# options), --weights on generate as on ablate (--dtype its alias), help texts that say
+# what the command does, errors that point at the right thing (merge on a non-Llama base,
+# fine-tuning a model without a chat template), chat_template.jinja read as transformers
+# reads it, and crafted torch checkpoints refused with the file named.
+# usage: consistency.sh PIVOTMT SHARED_DIR
+set -uo pipefail
+PIVOTMT=$1
+SHARED=$2
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+export HF_HUB_OFFLINE=1
+fail() { echo "FAIL: $*"; exit 1; }
+status() { "$@" >"$W/out" 2>"$W/err"; echo $?; }
+
+# Exit codes.
+[[ $(status "$PIVOTMT" --help) == 0 ]] || fail "--help"
+[[ $(status "$PIVOTMT" inspect --no-such-option x) == 2 ]] || fail "an unknown option is a usage error (2): $(cat "$W/err")"
+[[ $(status "$PIVOTMT" generate) == 2 ]] || fail "a missing required option is a usage error (2)"
+[[ $(status "$PIVOTMT" inspect "$W/nowhere") == 1 ]] || fail "a missing model is a failure (1)"
+
+# finetune takes only what it uses.
+[[ $(status "$PIVOTMT" finetune --model x --data y --out z --temperature 0.7) == 2 ]] ||
+  fail "finetune --temperature accepted: $(cat "$W/err")"
+for opt in --weights --adapter --device --greedy --max-new-tokens; do
+  "$PIVOTMT" finetune --help | grep -q -- "^ *$opt\b" && fail "finetune --help lists $opt"
+done
+"$PIVOTMT" finetune --help | grep -q -- "--init-adapter" || fail "finetune --help lacks --init-adapter"
+"$PIVOTMT" finetune --help | grep -q -- "--seed" || fail "finetune --help lacks --seed"
+
+# --weights on generate (and --dtype, its alias), nf4 included.
+M=$SHARED/fixtures/models/tiny-gqa
+for spelling in --weights --dtype; do
+  [[ $(status "$PIVOTMT" generate -m "$M" --ids "$M/prompts.json" --greedy --max-new-tokens 2 --json $spelling nf4 --device cpu) == 0 ]] ||
+    fail "generate $spelling nf4: $(cat "$W/err")"
+done
+"$PIVOTMT" generate --help | grep -q "CPU or a GPU" || fail "generate --help"
+"$PIVOTMT" score --help | grep -q "COMET" || fail "score --help"
+
+# merge on a BERT base: refused, saying what merge needs.
+mkdir -p "$W/adapter"
+[[ $(status "$PIVOTMT" merge --model "$SHARED/fixtures/models/tiny-minilm" --adapter "$W/adapter" --out "$W/merged") == 1 ]] ||
+  fail "merge on a BERT base"
+grep -q "merge needs a Llama-family decoder" "$W/err" || fail "merge's message: $(cat "$W/err")"
+[[ ! -e "$W/merged" ]] || fail "merge wrote an output"
+
+# A model without a chat template: the model is named, not the data's first line.
+T=$SHARED/fixtures/models/tiny-tower
+mkdir -p "$W/no-template"
+for f in "$T"/*; do [[ $(basename "$f") == golden.safetensors ]] || ln -s "$f" "$W/no-template/"; done
+rm "$W/no-template/tokenizer_config.json"
+python3 - "$T/tokenizer_config.json" "$W/no-template/tokenizer_config.json" "$W/template.jinja" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+open(sys.argv[3], "w").write(c.pop("chat_template"))
+json.dump(c, open(sys.argv[2], "w"))
+PY
+echo '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}' >"$W/train.jsonl"
+[[ $(status "$PIVOTMT" finetune --model "$W/no-template" --data "$W/train.jsonl" --out "$W/ft" --steps 1) == 1 ]] ||
+  fail "finetune without a chat template"
+grep -q "no-template: the model has no chat template" "$W/err" || fail "finetune's message: $(cat "$W/err")"
+grep -q "train.jsonl:1" "$W/err" && fail "the data's line blamed: $(cat "$W/err")"
+
+# chat_template.jinja beside the config (transformers >= 4.43 saves it there).
+cp "$W/template.jinja" "$W/no-template/chat_template.jinja"
+echo '[{"role": "user", "content": "Hi"}]' >"$W/messages.json"
+"$PIVOTMT" prompt -m "$T" --messages "$W/messages.json" --add-generation-prompt >"$W/want" || fail "prompt"
+"$PIVOTMT" prompt -m "$W/no-template" --messages "$W/messages.json" --add-generation-prompt >"$W/got" ||
+  fail "prompt with chat_template.jinja: $(cat "$W/got")"
+cmp -s "$W/want" "$W/got" || fail "chat_template.jinja renders differently"
+
+echo OK
