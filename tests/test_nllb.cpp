@@ -4,6 +4,8 @@
 // greedy / beam-search outputs under several settings.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -12,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "engine/seq2seq.h"
 #include "io/safetensors.h"
 #include "models/m2m100_model.h"
@@ -278,8 +281,39 @@ TEST(NllbFiles, PytorchModelBinConvertedOnceWithoutTiedCopies) {
   EXPECT_THROW(nllb_weights_dir(empty.str(), cache.str()), Error);
 }
 
+// Goan Konkani is not among NLLB-200's 202 codes (the real model's special_tokens_map.json
+// has no gom_Deva): the study's default is Marathi as a named proxy, and Konkani's Marathi
+// source then gives way to its Hindi pivot. Every default code is one of the real model's.
+TEST(NllbFiles, KonkaniHasANamedProxyTarget) {
+  const auto real = read_json_file(test::fixture("tokenizers/nllb-200-distilled-600M/special_tokens_map.json"));
+  std::set<std::string> codes;
+  for (const auto& c : real.at("additional_special_tokens")) codes.insert(c.is_string() ? c.get<std::string>() : c.at("content").get<std::string>());
+  ASSERT_EQ(codes.size(), 202u);
+  EXPECT_FALSE(codes.count("gom_Deva"));
+  for (const auto& [column, code] : nllb_column_codes()) EXPECT_TRUE(codes.count(code)) << column << " -> " << code;
+
+  const auto konkani = nllb_study_languages("hin", "mar", "gom", "", "", false, "--src-lang", "--tgt-lang");
+  EXPECT_EQ(konkani.tgt_lang, "mar_Deva");
+  EXPECT_EQ(konkani.src_lang, "hin_Deva");
+  EXPECT_EQ(konkani.column, "hin");
+  EXPECT_TRUE(konkani.from_pivot);
+  EXPECT_NE(konkani.proxy_note.find("Goan Konkani (gom) is not an NLLB-200 language: mar_Deva stands in"), std::string::npos)
+      << konkani.proxy_note;
+  // A source code given: kept, and the proxy still named.
+  const auto given = nllb_study_languages("hin", "mar", "gom", "mar_Deva", "", false, "--src-lang", "--tgt-lang");
+  EXPECT_EQ(given.src_lang, "mar_Deva");
+  EXPECT_FALSE(given.from_pivot);
+  EXPECT_FALSE(given.proxy_note.empty());
+  // Tunisian Arabic is an NLLB-200 language: no proxy.
+  const auto tunisian = nllb_study_languages("msa", "eg", "tn", "", "", false, "--src-lang", "--tgt-lang");
+  EXPECT_EQ(tunisian.tgt_lang, "aeb_Arab");
+  EXPECT_EQ(tunisian.src_lang, "arz_Arab");
+  EXPECT_TRUE(tunisian.proxy_note.empty());
+  EXPECT_THROW(nllb_study_languages("hin", "mar", "xx", "", "", false, "--src-lang", "--tgt-lang"), Error);
+}
+
 TEST(NllbFiles, ColumnCodesAndTruncation) {
-  EXPECT_EQ(nllb_code_for_column("gom"), "gom_Deva");
+  EXPECT_EQ(nllb_code_for_column("gom"), "mar_Deva");
   EXPECT_EQ(nllb_code_for_column("translation.tn"), "aeb_Arab");
   EXPECT_EQ(nllb_code_for_column("msa"), "arb_Arab");
   EXPECT_EQ(nllb_code_for_column("xx"), "");

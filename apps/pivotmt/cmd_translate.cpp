@@ -102,15 +102,13 @@ void translate_nllb(const AblationConfig& config, const std::string& model_arg, 
                         : config.weights == "f16" ? DType::F16
                         : config.weights == "int8" ? DType::I8
                                                    : throw Error(fmt::format("--weights {}: NLLB takes f32, f16 or int8", config.weights));
-  const std::string column = nllb.from_pivot ? config.pivot : config.source;
-  auto code = [&](const std::string& given, const std::string& col, const char* option) {
-    if (!given.empty()) return given;
-    const std::string c = nllb_code_for_column(col);
-    if (c.empty()) throw Error(fmt::format("{}: no NLLB code for the column '{}'; give {} (e.g. mar_Deva)", option, col, option));
-    return c;
-  };
-  const std::string src_lang = code(nllb.src_lang, column, "--src-lang");
-  const std::string tgt_lang = code(nllb.tgt_lang, config.target, "--tgt-lang");
+  const NllbLanguages languages = nllb_study_languages(config.pivot, config.source, config.target, nllb.src_lang,
+                                                       nllb.tgt_lang, nllb.from_pivot, "--src-lang", "--tgt-lang");
+  const std::string& src_lang = languages.src_lang;
+  const std::string& tgt_lang = languages.tgt_lang;
+  const bool from_pivot = languages.from_pivot;
+  const std::string& column = languages.column;
+  if (!languages.proxy_note.empty() && !Progress::quiet()) fmt::print(stderr, "note: {}\n", languages.proxy_note);
 
   std::string weights_dir;
   const std::string dir = resolve_nllb_model(model_arg, &weights_dir);
@@ -131,6 +129,7 @@ void translate_nllb(const AblationConfig& config, const std::string& model_arg, 
                             {"translation", t.text},
                             {"src_lang", src_lang},
                             {"tgt_lang", tgt_lang},
+                            {"proxy", languages.proxy_note.empty() ? nlohmann::json() : nlohmann::json(languages.proxy_note)},
                             {"source_tokens", t.source_tokens},
                             {"truncated", t.truncated},
                             {"new_tokens", t.ids.size() > 1 ? t.ids.size() - 1 : 0},
@@ -146,7 +145,7 @@ void translate_nllb(const AblationConfig& config, const std::string& model_arg, 
     if (!t.empty() && t.back() == '\r') t.pop_back();
     const auto tab = t.find('\t');
     if (tab == std::string::npos) return t;
-    return nllb.from_pivot ? t.substr(0, tab) : t.substr(tab + 1);
+    return from_pivot ? t.substr(0, tab) : t.substr(tab + 1);
   };
   auto run = [&](const std::vector<std::string>& texts) {
     Progress bar("translate", texts.size(), ProgressUnit::Items);

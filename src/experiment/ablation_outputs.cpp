@@ -1,5 +1,7 @@
 #include "experiment/ablation_outputs.h"
 
+#include "experiment/baseline.h"
+
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -108,7 +110,12 @@ KRun write_run_outputs(const AblationInputs& in, const KRun& id, const std::map<
       {"samples_failed", failed},
       {"context_overflows", run.overflows},
       {"k", id.baseline ? nlohmann::json("baseline") : nlohmann::json(id.k)}};
-  if (id.baseline) s["model"] = in.config.baseline.model;
+  if (id.baseline) {
+    const auto languages = baseline_languages(in.config);
+    s["model"] = in.config.baseline.model;
+    s["languages"] = {{"column", languages.column}, {"src_lang", languages.src_lang}, {"tgt_lang", languages.tgt_lang}};
+    if (!languages.proxy_note.empty()) s["proxy"] = languages.proxy_note;
+  }
   if (!scores.is_null())
     for (const char* key : {"BLEU", "chrF", "chrF++", "TER"}) {
       s["signatures"][key] = scores[key]["signature"];

@@ -30,22 +30,12 @@ DType baseline_dtype(const std::string& weights) {
 
 BaselineLanguages baseline_languages(const AblationConfig& config) {
   const BaselineConfig& b = config.baseline;
-  BaselineLanguages l;
-  l.column = b.from_pivot ? config.pivot : config.source;
-  auto pick = [&](const std::string& given, const std::string& column, const char* option) {
-    if (!given.empty()) return given;
-    const std::string code = nllb_code_for_column(column);
-    if (code.empty()) {
-      std::string known;
-      for (const auto& [c, k] : nllb_column_codes()) known += fmt::format("{}{} → {}", known.empty() ? "" : ", ", c, k);
-      throw Error(fmt::format("baseline: no NLLB language code for the column '{}' (known: {}); give {}", column, known,
-                              option));
-    }
-    return code;
-  };
-  l.src_lang = pick(b.src_lang, l.column, "--baseline-src-lang");
-  l.tgt_lang = pick(b.tgt_lang, config.target, "--baseline-tgt-lang");
-  return l;
+  try {
+    return nllb_study_languages(config.pivot, config.source, config.target, b.src_lang, b.tgt_lang, b.from_pivot,
+                                "--baseline-src-lang", "--baseline-tgt-lang");
+  } catch (const Error& e) {
+    throw Error(fmt::format("baseline: {}", e.what()));
+  }
 }
 
 Seq2SeqSettings baseline_settings(const AblationConfig& config, const BaselineLanguages& languages) {
@@ -69,7 +59,7 @@ nlohmann::json baseline_identity(const AblationConfig& config) {
   nlohmann::json j = {{"model", b.model},
                       {"weights", b.weights},
                       {"column", languages.column},
-                      {"from_pivot", b.from_pivot},
+                      {"from_pivot", languages.from_pivot},
                       {"src_lang", languages.src_lang},
                       {"tgt_lang", languages.tgt_lang},
                       {"max_length", s.max_length},
@@ -79,6 +69,7 @@ nlohmann::json baseline_identity(const AblationConfig& config) {
                       {"no_repeat_ngram_size", s.no_repeat_ngram_size},
                       {"forced_eos_token_id", s.forced_eos_token_id ? nlohmann::json(*s.forced_eos_token_id) : nlohmann::json()}};
   if (!b.weights_dir.empty()) j["weights_dir"] = b.weights_dir;
+  if (!languages.proxy_note.empty()) j["proxy"] = languages.proxy_note;
   return j;
 }
 
@@ -150,7 +141,7 @@ BaselineOutcome run_baseline(const AblationConfig& config, const ParallelCorpus&
   const auto settings = baseline_settings(config, languages);
   const NllbTranslator translator(config.baseline.model, config.baseline.weights_dir, baseline_dtype(config.baseline.weights));
   std::vector<std::string> texts;
-  for (size_t i : missing) texts.push_back(config.baseline.from_pivot ? test.rows[i].pivot : test.rows[i].source);
+  for (size_t i : missing) texts.push_back(languages.from_pivot ? test.rows[i].pivot : test.rows[i].source);
   size_t done = outcome.resumed;
   translator.translate(texts, languages.src_lang, settings, 0, [&](size_t j, const NllbTranslation& t) {
     const size_t i = missing[j];

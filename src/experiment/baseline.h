@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/seq2seq.h"
+#include "experiment/nllb_translate.h"
 
 namespace pivotmt {
 
@@ -36,9 +37,7 @@ struct BaselineConfig {
 
 // The column the baseline translates and its two language codes, defaults applied and
 // checked against the tokenizer (an unknown code names the closest ones).
-struct BaselineLanguages {
-  std::string column, src_lang, tgt_lang;
-};
+using BaselineLanguages = NllbLanguages;
 BaselineLanguages baseline_languages(const AblationConfig& config);
 
 struct BaselineOutcome {

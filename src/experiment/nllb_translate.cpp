@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 
 const std::vector<std::pair<std::string, std::string>>& nllb_column_codes() {
   static const std::vector<std::pair<std::string, std::string>> table = {
-      {"hin", "hin_Deva"}, {"mar", "mar_Deva"}, {"gom", "gom_Deva"}, {"eng", "eng_Latn"}, {"en", "eng_Latn"},
+      {"hin", "hin_Deva"}, {"mar", "mar_Deva"}, {"gom", "mar_Deva"}, {"eng", "eng_Latn"}, {"en", "eng_Latn"},
       {"msa", "arb_Arab"}, {"tn", "aeb_Arab"},  {"eg", "arz_Arab"},  {"jo", "ajp_Arab"},  {"pa", "ajp_Arab"},
       {"sy", "apc_Arab"}};
   return table;
@@ -27,6 +27,48 @@ std::string nllb_code_for_column(const std::string& column) {
   for (const auto& [c, code] : nllb_column_codes())
     if (c == name) return code;
   return "";
+}
+
+std::string nllb_missing_language(const std::string& column) {
+  const auto dot = column.rfind('.');
+  const std::string name = dot == std::string::npos ? column : column.substr(dot + 1);
+  return name == "gom" ? "Goan Konkani" : "";  // no gom_Deva among NLLB-200's 202 codes (REFERENCE §13)
+}
+
+NllbLanguages nllb_study_languages(const std::string& pivot, const std::string& source, const std::string& target,
+                                   const std::string& given_src, const std::string& given_tgt, bool from_pivot,
+                                   const std::string& src_option, const std::string& tgt_option) {
+  auto code = [](const std::string& given, const std::string& column, const std::string& option) {
+    if (!given.empty()) return given;
+    const std::string c = nllb_code_for_column(column);
+    if (c.empty()) {
+      std::string known;
+      for (const auto& [name, k] : nllb_column_codes()) known += fmt::format("{}{} → {}", known.empty() ? "" : ", ", name, k);
+      throw Error(fmt::format("no NLLB language code for the column '{}' (known: {}); give {}", column, known, option));
+    }
+    return c;
+  };
+  NllbLanguages l;
+  l.tgt_lang = code(given_tgt, target, tgt_option);
+  l.from_pivot = from_pivot;
+  l.column = from_pivot ? pivot : source;
+  l.src_lang = code(given_src, l.column, src_option);
+  if (const std::string missing = nllb_missing_language(target); !missing.empty()) {
+    l.proxy_note = fmt::format("{} ({}) is not an NLLB-200 language: {} stands in as the target (a proxy)", missing,
+                               target, l.tgt_lang);
+    if (given_src.empty() && !from_pivot && l.src_lang == l.tgt_lang) {
+      l.from_pivot = true;
+      l.column = pivot;
+      l.src_lang = code("", pivot, src_option);
+    }
+    // (Said whenever it holds, so that a configuration read back from its identity — a
+    // merge — gives the same note.)
+    if (l.from_pivot && nllb_code_for_column(source) == l.tgt_lang)
+      l.proxy_note += fmt::format("; the source column {} is in that language already, so the pivot column {} is "
+                                  "translated",
+                                  source, pivot);
+  }
+  return l;
 }
 
 std::string nllb_weights_dir(const std::string& model_dir, const std::string& cache_dir) {

@@ -15,12 +15,31 @@
 namespace pivotmt {
 
 // The study's corpus columns and their NLLB-200 codes (the defaults of --src-lang /
-// --tgt-lang and of the baseline's languages): hin hin_Deva, mar mar_Deva, gom gom_Deva,
+// --tgt-lang and of the baseline's languages): hin hin_Deva, mar mar_Deva, gom mar_Deva (a
+// proxy: Goan Konkani is not one of NLLB-200's languages; Marathi has the same script),
 // eng / en eng_Latn, msa arb_Arab, tn aeb_Arab, eg arz_Arab, jo / pa ajp_Arab (South
 // Levantine), sy apc_Arab (North Levantine). A nested name ("translation.tn") is looked up by
 // its last part. "" when the column is not in the table.
 std::string nllb_code_for_column(const std::string& column);
 const std::vector<std::pair<std::string, std::string>>& nllb_column_codes();
+// For a column whose language NLLB-200 lacks: the language's name ("Goan Konkani"); else "".
+std::string nllb_missing_language(const std::string& column);
+
+// The languages of an NLLB translation of a study's columns: the codes given, else the
+// columns' codes. When the target column's language is not an NLLB-200 language, the code
+// used stands in for it and `proxy_note` says so (every output names it); when the source
+// column is then the proxy's language itself (Konkani's source is Marathi, its proxy
+// Marathi) and no source code was given, the pivot column is translated instead, as
+// translating Marathi into Marathi would measure nothing.
+struct NllbLanguages {
+  std::string column;  // the column translated
+  bool from_pivot = false;
+  std::string src_lang, tgt_lang;
+  std::string proxy_note;  // "" unless the target code stands in for another language
+};
+NllbLanguages nllb_study_languages(const std::string& pivot, const std::string& source, const std::string& target,
+                                   const std::string& given_src, const std::string& given_tgt, bool from_pivot,
+                                   const std::string& src_option, const std::string& tgt_option);
 
 // The folder with the weights to load for an NLLB model folder: itself when it holds
 // safetensors, else `cache_dir`/<key of its pytorch_model.bin> after a one-time conversion

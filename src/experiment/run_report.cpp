@@ -59,8 +59,9 @@ std::string ablation_report_markdown(const AblationConfig& config, const std::ve
 
   if (baseline) {
     const auto languages = baseline_languages(config);
-    md += fmt::format("\nbaseline: the NLLB model `{}` translating the {} column ({} → {}) with no examples.\n",
-                      config.baseline.model, languages.column, languages.src_lang, languages.tgt_lang);
+    md += fmt::format("\nbaseline: the NLLB model `{}` translating the {} column ({} → {}) with no examples.{}\n",
+                      config.baseline.model, languages.column, languages.src_lang, languages.tgt_lang,
+                      languages.proxy_note.empty() ? "" : fmt::format(" **Proxy target:** {}.", languages.proxy_note));
   }
 
   // Change over a base run (k = 0, or the baseline): paired bootstrap on the rows both
