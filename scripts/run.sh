@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "== building pivotmt (the first build takes several minutes)"
+echo "== building pivotmt (the program only: the tests build when scripts/test.sh asks; a few minutes)"
 # ninja's [done/total] lines as a percentage every 10% (warnings and errors pass through).
-bash scripts/build.sh 2>&1 | awk '
+bash scripts/build.sh -- pivotmt 2>&1 | awk '
   match($0, /^\[[0-9]+\/[0-9]+\]/) {
     split(substr($0, 2, RLENGTH - 2), n, "/")
     p = int(100 * n[1] / n[2])

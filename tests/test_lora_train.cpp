@@ -161,6 +161,35 @@ void expect_trajectory(const std::string& prefix, BaseWeights base, double adapt
 }
 
 TEST(LoraTrajectory, F32BaseMatchesPytorchPeft) { expect_trajectory("f32", BaseWeights::F32, 1e-3); }
+
+// transformers' Trainer up to 4.57 (the original pipeline) divided the window's summed loss
+// by its target tokens plus each sequence's first token when it is a target: the first
+// step's loss (same initial adapter) scales by exactly predicted / (predicted + those).
+TEST(LoraTrajectory, FirstTokenCountedNormalisationIsTheOriginalsDenominator) {
+  SafetensorsFile f(golden_path());
+  const auto data = golden_sequences(f);
+  TrainOptions o = golden_options();
+  o.steps = 1;
+  auto first_loss = [&](TrainOptions::LossNormalization n) {
+    LoraLlama model(model_dir(), BaseWeights::F32);
+    model.set_adapter(adapter_from(f, "f32.init.", model.config()));
+    o.loss_normalization = n;
+    Trainer trainer(model, data, {}, o);
+    const auto r = trainer.run();
+    return std::pair(r.at(0).loss, r.at(0).target_tokens);
+  };
+  const auto [predicted, n_predicted] = first_loss(TrainOptions::LossNormalization::Predicted);
+  const auto [original, n_original] = first_loss(TrainOptions::LossNormalization::FirstTokenCounted);
+  size_t firsts = 0, targets = 0;
+  for (size_t i = 0; i < size_t(o.batch_size * o.grad_accum); ++i) {  // the first window (no shuffle)
+    firsts += data[i].target.at(0) ? 1 : 0;
+    targets += data[i].target_count();
+  }
+  ASSERT_GT(firsts, 0u) << "the golden's sequences all train on their first token (--loss-on all)";
+  EXPECT_EQ(n_predicted, targets);
+  EXPECT_EQ(n_original, targets + firsts);
+  EXPECT_NEAR(original, predicted * double(targets) / double(targets + firsts), 1e-9 * predicted);
+}
 TEST(LoraTrajectory, Nf4BaseMatchesPytorchOnDequantisedWeights) { expect_trajectory("nf4", BaseWeights::NF4, 1e-3); }
 
 // Killed after step 3 (an exception out of the step hook stands in for the kill: nothing

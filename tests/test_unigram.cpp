@@ -46,6 +46,26 @@ TEST(Unigram, IdsMatchHuggingFace) {
   EXPECT_EQ(mismatches, 0u);
 }
 
+// XLM-R's layout: tokenizer.json's added_tokens list only <s> and </s>; <pad>, <unk> and
+// <mask> (lstrip) are named by tokenizer_config.json / special_tokens_map.json, and
+// transformers treats them as special all the same (tests/goldens/special_tokens, made by
+// make_special_tokens_golden.py with transformers 5.25). pivotmt split "<mask>" as text.
+TEST(Unigram, SpecialTokensNamedOnlyByTheConfigAreSpecial) {
+  test::TempDir d;
+  const std::string golden = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/special_tokens";
+  for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"})
+    test::write_file(d.str(f), test::read_file(golden + "/" + f));
+  test::write_file(d.str("tokenizer.json"), test::read_file(dir() + "/tokenizer.json"));
+  const auto tok = load_tokenizer(d.str());
+  const auto cases = read_json_file(golden + "/golden.json").at("cases");
+  ASSERT_GE(cases.size(), 10u);
+  for (const auto& c : cases)
+    EXPECT_EQ(tok->encode(c.at("text").get<std::string>(), true), c.at("ids").get<std::vector<TokenId>>())
+        << c.at("text").get<std::string>();
+  EXPECT_TRUE(tok->is_special(2001));  // <mask>
+  EXPECT_TRUE(tok->is_special(1));     // <pad>
+}
+
 TEST(Unigram, UnknownCharactersFuseIntoOneUnk) {
   const auto tok = load_tokenizer(dir());
   const auto ids = tok->encode("漢字かな", false);  // four characters the vocabulary lacks

@@ -29,7 +29,7 @@ struct FinetuneArgs {
   int64_t steps = 400, warmup = 100, batch_size = 2, grad_accum = 4, save_every = 50, eval_every = 0;
   double lr = 5e-5, max_grad_norm = 1.0, weight_decay = 0.0, eval_fraction = 0.0;
   LoraConfig lora;
-  std::string base_weights = "nf4", loss_on = "all", checkpointing = "auto", init_adapter;
+  std::string base_weights = "nf4", loss_on = "all", checkpointing = "auto", init_adapter, loss_normalization = "predicted";
   size_t max_seq_len = 4096, k = 3;
   bool drop_long = false, no_shuffle = false, log_json = false, reference_kernels = false;
 };
@@ -127,6 +127,8 @@ void run_finetune(FinetuneArgs& a) {
   o.eval_every = a.eval_every;
   o.out_dir = a.out;
   o.progress = !quiet;
+  o.loss_normalization = a.loss_normalization == "first-token-counted" ? TrainOptions::LossNormalization::FirstTokenCounted
+                                                                       : TrainOptions::LossNormalization::Predicted;
   o.identity = {{"model", model_name},
                 {"base_weights", a.base_weights},
                 {"lora", {{"r", lora.r}, {"alpha", lora.alpha}, {"dropout", lora.dropout}, {"rslora", lora.rslora}, {"targets", lora.targets}}},
@@ -144,6 +146,7 @@ void run_finetune(FinetuneArgs& a) {
                 {"drop_long", a.drop_long},
                 {"eval_fraction", a.eval_fraction}};
   if (!jsonl) o.identity["k"] = a.k;
+  if (a.loss_normalization != "predicted") o.identity["loss_normalization"] = a.loss_normalization;
   if (!a.init_adapter.empty()) o.identity["init_adapter"] = fs::absolute(a.init_adapter).string();
   Trainer trainer(model, std::move(data), std::move(eval), o);
   const int64_t every = std::max<int64_t>(1, a.steps / 20);
@@ -190,6 +193,12 @@ void register_finetune(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--base-weights", a.base_weights, "Frozen base storage: nf4 (QLoRA) | f16 | f32")
       ->check(CLI::IsMember({"nf4", "f16", "f32"}))
+      ->capture_default_str();
+  cmd->add_option("--loss-normalization", a.loss_normalization,
+                  "predicted (the loss over the tokens the model predicts, as transformers >= 5) | first-token-counted "
+                  "(each sequence's first token counted too, as transformers' Trainer up to 4.57 and the original "
+                  "pipeline's logs)")
+      ->check(CLI::IsMember({"predicted", "first-token-counted"}))
       ->capture_default_str();
   cmd->add_option("--loss-on", a.loss_on, "all (the original) | response (the answer only)")
       ->check(CLI::IsMember({"all", "response"}))

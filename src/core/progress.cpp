@@ -66,6 +66,14 @@ void Progress::draw(bool final) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = elapsed > 0 ? double(done_ - start_done_) / elapsed : 0.0;
   auto amount = [&](double v) { return unit_ == ProgressUnit::Bytes ? format_bytes(v) : fmt::format("{:.0f}", v); };
+  // Slow items (a fine-tuning step of seconds) as seconds each, not "0/s".
+  auto speed = [&](double r) {
+    if (unit_ == ProgressUnit::Bytes) return format_bytes(r) + "/s";
+    if (r >= 10) return fmt::format("{:.0f}/s", r);
+    if (r >= 1) return fmt::format("{:.1f}/s", r);
+    if (r > 0) return fmt::format("{:.1f} s each", 1 / r);
+    return std::string("-/s");
+  };
   std::string line;
   if (total_ > 0) {
     const double frac = std::min(1.0, double(done_) / double(total_));
@@ -75,10 +83,10 @@ void Progress::draw(bool final) {
       const int width = 24, fill = static_cast<int>(frac * width);
       bar = "[" + std::string(fill, '#') + std::string(width - fill, '.') + "] ";
     }
-    line = fmt::format("{} {}{:3.0f}% {}/{} {}/s ETA {}", label_, bar, frac * 100, amount(done_), amount(total_),
-                       amount(rate), final ? format_duration(0) : format_duration(eta));
+    line = fmt::format("{} {}{:3.0f}% {}/{} {} ETA {}", label_, bar, frac * 100, amount(done_), amount(total_),
+                       speed(rate), final ? format_duration(0) : format_duration(eta));
   } else {
-    line = fmt::format("{} {} {}/s", label_, amount(done_), amount(rate));
+    line = fmt::format("{} {} {}", label_, amount(done_), speed(rate));
   }
   if (final) line += fmt::format(" (done in {})", format_duration(elapsed));
   if (tty_) {

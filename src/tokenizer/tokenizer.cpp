@@ -72,8 +72,14 @@ TokenizerConfig read_config(const std::string& dir) {
   const fs::path map = fs::path(dir) / "special_tokens_map.json";
   if (fs::exists(map)) {
     const json m = read_json_file(map.string());
-    for (const char* k : {"bos_token", "eos_token", "unk_token", "pad_token"})
-      if (m.contains(k) && !c.config.contains(k)) c.config[k] = m[k];
+    for (const char* k : {"bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token",
+                          "additional_special_tokens"}) {
+      if (!m.contains(k)) continue;
+      // The map's dict form (lstrip, rstrip...) wins over the config's bare string, as
+      // transformers' from_pretrained lets special_tokens_map.json override.
+      if (!c.config.contains(k) || (m[k].is_object() && c.config[k].is_string() && TokenizerConfig::token_text(m[k]) == c.config[k].get<std::string>()))
+        c.config[k] = m[k];
+    }
   }
   if (c.config.contains("added_tokens_decoder") && c.config["added_tokens_decoder"].is_object()) {
     for (const auto& [id, t] : c.config["added_tokens_decoder"].items()) {
@@ -307,6 +313,37 @@ void post_processor_ids(const json& pp, std::vector<TokenId>& prefix, std::vecto
   }
 }
 
+// The special tokens a tokenizer configuration names (bos, eos, unk, sep, pad, cls, mask,
+// additional_special_tokens), as transformers makes them: special, not normalised, lstrip /
+// rstrip from their dict form; a bare "<mask>" of the RoBERTa family strips on its left, as
+// those classes construct it.
+std::vector<AddedToken> named_special_tokens(const TokenizerConfig& cfg) {
+  const std::string cls = cfg.config.value("tokenizer_class", std::string());
+  const bool roberta_mask = cls.find("Roberta") != std::string::npos || cls.find("Camembert") != std::string::npos ||
+                            cls.find("Bart") != std::string::npos;
+  std::vector<AddedToken> out;
+  auto add = [&](const json& v, bool is_mask) {
+    AddedToken a;
+    a.special = true;
+    if (v.is_string()) {
+      a.content = v.get<std::string>();
+      a.lstrip = is_mask && roberta_mask;
+    } else if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+      a.content = v["content"].get<std::string>();
+      a.lstrip = v.value("lstrip", false);
+      a.rstrip = v.value("rstrip", false);
+      a.single_word = v.value("single_word", false);
+      a.normalized = v.value("normalized", false);
+    }
+    if (!a.content.empty()) out.push_back(a);
+  };
+  for (const char* k : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"})
+    if (cfg.config.contains(k)) add(cfg.config[k], std::string(k) == "mask_token");
+  if (cfg.config.contains("additional_special_tokens") && cfg.config["additional_special_tokens"].is_array())
+    for (const auto& v : cfg.config["additional_special_tokens"]) add(v, false);
+  return out;
+}
+
 std::unique_ptr<Tokenizer> build_pipeline(const json& t, const std::string& path, const TokenizerConfig& cfg) {
   try {
     const json& model = t.at("model");
@@ -380,6 +417,21 @@ std::unique_ptr<Tokenizer> build_pipeline(const json& t, const std::string& path
       bool known = false;
       for (const auto& b : added) known = known || b.id == a.id;
       if (!known) added.push_back(a);
+    }
+    // transformers registers every special token the configuration names as a special
+    // added token, also when tokenizer.json's added_tokens lists only some (XLM-R's lists
+    // <s> and </s>; its <pad>, <unk>, <mask> come from special_tokens_map.json): such a
+    // token is matched whole, before normalisation, and never split by the model. A token
+    // the vocabulary lacks would get a new id there; it is left out here.
+    for (const auto& named : named_special_tokens(cfg)) {
+      bool known = false;
+      for (const auto& b : added) known = known || b.content == named.content;
+      if (known) continue;
+      if (const auto id = tok->token_to_id(named.content)) {
+        AddedToken a = named;
+        a.id = *id;
+        added.push_back(a);
+      }
     }
     tok->configure(cfg, std::move(added));
     return tok;

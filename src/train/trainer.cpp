@@ -121,7 +121,9 @@ std::vector<StepRecord> read_log(const std::string& path, int64_t up_to) {
     ++n;
     if (line.empty()) continue;
     try {
-      auto r = record_from_json(nlohmann::json::parse(line));
+      const auto j = nlohmann::json::parse(line);
+      if (!j.contains("step")) continue;  // the header
+      auto r = record_from_json(j);
       if (r.step <= up_to) out.push_back(r);
     } catch (const std::exception&) {
       // A line cut short by a kill is the only thing a crash can leave; anything past the
@@ -251,6 +253,15 @@ int64_t Trainer::load_latest_checkpoint(train::AdamWState& st) {
   return step;
 }
 
+nlohmann::json Trainer::log_header() const {
+  const bool original = o_.loss_normalization == TrainOptions::LossNormalization::FirstTokenCounted;
+  return {{"loss_normalization", original ? "first-token-counted" : "predicted"},
+          {"loss", original ? "summed cross-entropy / (predicted target tokens + each sequence's first token when it is "
+                              "a target), as transformers' Trainer up to 4.57 (the original pipeline's logs)"
+                            : "summed cross-entropy / predicted target tokens of the window, as transformers >= 5 "
+                              "(a sequence's first token is never predicted, so never counted)"}};
+}
+
 std::vector<StepRecord> Trainer::run(const std::function<void(const StepRecord&)>& on_step) {
   std::vector<StepRecord> records;
   const bool write = !o_.out_dir.empty();
@@ -277,8 +288,8 @@ std::vector<StepRecord> Trainer::run(const std::function<void(const StepRecord&)
     const auto done = fs::path(o_.out_dir) / "trainer_state.json";
     if (fs::exists(done) && read_json_file(done.string()).value("complete", false)) resumed_from_ = o_.steps;
     records = read_log(log_path, resumed_from_);
-    // The log holds exactly the steps before the resume point.
-    std::string text;
+    // The log holds its header, then exactly the steps before the resume point.
+    std::string text = log_header().dump() + "\n";
     for (const auto& r : records) text += r.to_json().dump() + "\n";
     write_file_atomically(log_path, text);
     if (resumed_from_ >= o_.steps) return records;
@@ -297,6 +308,9 @@ std::vector<StepRecord> Trainer::run(const std::function<void(const StepRecord&)
     size_t targets = 0, tokens = 0;
     for (size_t i : idx) {
       targets += data_[i].target_count();
+      if (o_.loss_normalization == TrainOptions::LossNormalization::FirstTokenCounted && !data_[i].target.empty() &&
+          data_[i].target[0])
+        ++targets;  // transformers <= 4.57 counted the first token's label too
       tokens += data_[i].tokens.size();
     }
     // A true token mean over the window: every micro-batch's summed loss / all its targets.

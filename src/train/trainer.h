@@ -32,6 +32,13 @@ struct TrainOptions {
   int64_t eval_every = 0;    // evaluation loss on `eval` every N steps (0: never)
   std::string out_dir;       // empty: nothing written (tests)
   bool progress = true;
+  // The loss's denominator. Predicted (the default, as transformers >= 5 and PEFT's
+  // examples): the window's target tokens that are predicted — every target but a
+  // sequence's first token, which nothing predicts. FirstTokenCounted: transformers'
+  // Trainer up to 4.57 also counted each sequence's first token when it is a target (the
+  // original pipeline's logs: with --loss-on all its loss reads ~1% lower for ~100-token
+  // prompts); for comparing with those logs. It scales the gradients alike, as Trainer did.
+  enum class LossNormalization { Predicted, FirstTokenCounted } loss_normalization = LossNormalization::Predicted;
   // What a resumed run must match (options, data fingerprint); stored as finetune.json.
   nlohmann::json identity;
 };
@@ -51,6 +58,8 @@ struct StepRecord {
 
 class Trainer {
  public:
+  // train_log.jsonl's first line: how the logged loss is normalised.
+  nlohmann::json log_header() const;
   Trainer(LoraLlama& model, std::vector<TrainSequence> data, std::vector<TrainSequence> eval, TrainOptions options);
   // Trains from the latest checkpoint in out_dir (or from the model's current adapter) up
   // to options.steps; on_step sees each step's record as it completes. Returns every

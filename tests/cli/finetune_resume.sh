@@ -19,7 +19,8 @@ ARGS=(finetune --data "$W/data" --model "$MODEL" --retriever bm25 --k 1 --max-se
 "$PIVOTMT" -q "${ARGS[@]}" --out "$W/ref"
 test -s "$W/ref/adapter_model.safetensors"
 test -s "$W/ref/loss_curve.png"
-test "$(wc -l <"$W/ref/train_log.jsonl")" -eq 9
+test "$(wc -l <"$W/ref/train_log.jsonl")" -eq 10  # the header, then 9 steps
+head -1 "$W/ref/train_log.jsonl" | grep -q '"loss_normalization":"predicted"' 
 
 # Kill at random moments until the run completes.
 for attempt in $(seq 1 40); do
