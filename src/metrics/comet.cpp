@@ -44,7 +44,7 @@ std::vector<float> Model::embed_reference(const std::vector<std::string>& texts,
     const auto ids = tokenize(texts[s], &cut);
     if (cut && truncated) ++*truncated;
     const auto states = encoder_.all_hidden_states(ids);
-    const auto v = head_.sentence_embedding(states.data(), ids.size());
+    const auto v = head_.sentence_embedding(states.data(), ids.size(), ids, pad_id());
     std::copy(v.begin(), v.end(), out.begin() + std::ptrdiff_t(s * H));
   }
   return out;
@@ -97,6 +97,7 @@ std::vector<float> Model::embed(const std::vector<std::string>& texts, size_t* t
     // Σ_k w_k · Σ_t H_k[t] per sentence, then gamma / T: the mix and the mean are both
     // linear, so this is COMET's gamma · mean_t Σ_k w_k H_k[t] in another order.
     std::vector<double> acc(batch.size() * H, 0.0);
+    const int64_t pad = pad_id();
     encoder_.encode_batch(seqs, last, [&](size_t layer, const float* h) {
       const double wk = w[layer];
       if (wk == 0.0) return;
@@ -104,6 +105,7 @@ std::vector<float> Model::embed(const std::vector<std::string>& texts, size_t* t
         for (size_t j = j0; j < j1; ++j) {
           double* a = &acc[j * H];
           for (size_t t = starts[j]; t < starts[j + 1]; ++t) {
+            if (seqs[j][t - starts[j]] == pad) continue;  // COMET's pooling leaves a <pad> out of the sum
             const float* row = h + t * H;
             for (size_t i = 0; i < H; ++i) a[i] += wk * row[i];
           }

@@ -32,6 +32,8 @@ class Model {
   // 510 for XLM-R).
   size_t max_tokens() const { return max_tokens_; }
   size_t hidden_size() const { return encoder_.dimension(); }
+  // The encoder's padding id (COMET's padding_index), -1 when the config has none.
+  int64_t pad_id() const { return encoder_.config().pad_token_id.value_or(-1); }
   size_t intermediate_size() const { return size_t(encoder_.config().intermediate_size); }
   // The layer mix's weights (sparsemax of the checkpoint's scalar parameters).
   const std::vector<float>& layer_weights() const { return head_.layer_weights(); }

@@ -77,7 +77,9 @@ Head::Head(const Checkpoint& ckpt, size_t hidden) : hidden_(hidden) {
     throw FormatError(fmt::format("{}: the estimator's last layer has {} outputs, a regression metric has 1", ckpt.dir(), in));
 }
 
-std::vector<float> Head::sentence_embedding(const float* all_hidden, size_t T) const {
+std::vector<float> Head::sentence_embedding(const float* all_hidden, size_t T, std::span<const int32_t> ids,
+                                            int64_t pad_id) const {
+  if (!ids.empty() && ids.size() != T) throw Error(fmt::format("COMET: {} ids for {} tokens", ids.size(), T));
   if (T == 0) throw Error("COMET: a sentence without tokens");
   const size_t H = hidden_;
   // The mix in COMET's order: each w_k · H_k rounded, summed layer by layer, times gamma.
@@ -90,8 +92,10 @@ std::vector<float> Head::sentence_embedding(const float* all_hidden, size_t T) c
     }
   }
   std::vector<float> out(H, 0.0f);
-  for (size_t t = 0; t < T; ++t)
+  for (size_t t = 0; t < T; ++t) {
+    if (!ids.empty() && ids[t] == pad_id) continue;  // masked out of the sum, not of T
     for (size_t i = 0; i < H; ++i) out[i] += gamma_ * mixed[t * H + i];
+  }
   for (float& v : out) v /= float(T);
   return out;
 }

@@ -4,6 +4,7 @@
 // is BertEncoder (XLM-RoBERTa); this file is the arithmetic after it.
 #pragma once
 #include <cstddef>
+#include <span>
 #include <vector>
 
 #include "backends/cpu/ops.h"
@@ -32,8 +33,11 @@ class Head {
   float gamma() const { return gamma_; }
 
   // One sentence: gamma · Σ_k w_k · H_k (all_hidden: [layers(), T, hidden]) averaged over
-  // its T tokens (every token counts, <s> and </s> included).
-  std::vector<float> sentence_embedding(const float* all_hidden, size_t T) const;
+  // its T tokens, as COMET's average_pooling: tokens whose id is `pad_id` (a literal <pad>
+  // in the text) are left out of the sum but counted in T (the attention mask's length);
+  // <s> and </s> count like any token. `ids` empty: every token is summed.
+  std::vector<float> sentence_embedding(const float* all_hidden, size_t T, std::span<const int32_t> ids = {},
+                                        int64_t pad_id = -1) const;
 
   // Segment scores of n triples, each embedding [n, hidden]: the estimator on
   // [mt, ref, mt⊙ref, |mt−ref|, mt⊙src, |mt−src|].

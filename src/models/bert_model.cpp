@@ -85,7 +85,18 @@ BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir)
     L.ln2_b = ckpt.load_f32(lp + "output.LayerNorm.bias");
     layers_.push_back(std::move(L));
   }
-  tokenizer_ = load_tokenizer(dir);
+  // RoBERTa / XLM-R tokenizer classes name their special tokens themselves (a folder with
+  // tokenizer.json alone still has <pad>, <unk>, <mask> as special tokens in transformers).
+  const bool roberta = cfg_.model_type == "roberta" || cfg_.model_type == "xlm-roberta";
+  tokenizer_ = roberta ? load_tokenizer(dir, {{"tokenizer_class", cfg_.model_type == "roberta" ? "RobertaTokenizer" : "XLMRobertaTokenizer"},
+                                              {"bos_token", "<s>"},
+                                              {"eos_token", "</s>"},
+                                              {"sep_token", "</s>"},
+                                              {"cls_token", "<s>"},
+                                              {"unk_token", "<unk>"},
+                                              {"pad_token", "<pad>"},
+                                              {"mask_token", "<mask>"}})
+                       : load_tokenizer(dir);
   max_tokens_ = size_t(cfg_.max_position_embeddings - cfg_.position_offset);
   const fs::path sbert = fs::path(dir) / "sentence_bert_config.json";
   if (fs::exists(sbert)) {
@@ -146,11 +157,19 @@ void BertEncoder::embed_tokens(const std::vector<TokenId>& ids, float* x) const 
   if (T == 0) throw Error("BERT: no tokens");
   if (T > max_positions())
     throw Error(fmt::format("{}: {} tokens exceed the model's {} positions", cfg_.model_type, T, max_positions()));
+  // RoBERTa / XLM-R number positions cumsum(id != pad) · (id != pad) + pad (transformers'
+  // create_position_ids_from_input_ids): a token whose id is the padding id — a literal
+  // "<pad>" in the text too — sits at position `pad`, and the positions after it do not
+  // advance. BERT numbers them 0, 1, 2, ...
+  const bool roberta = offset > 0 && cfg_.pad_token_id;
+  const int64_t pad = roberta ? *cfg_.pad_token_id : 0;
+  size_t counted = 0;
   for (size_t t = 0; t < T; ++t) {
     if (ids[t] < 0 || int64_t(ids[t]) >= cfg_.vocab_size)
       throw Error(fmt::format("{}: token id {} out of range (vocabulary {})", cfg_.model_type, ids[t], cfg_.vocab_size));
+    const size_t position = !roberta ? t + offset : int64_t(ids[t]) == pad ? size_t(pad) : size_t(pad) + ++counted;
     for (size_t i = 0; i < H; ++i)
-      x[t * H + i] = word_[size_t(ids[t]) * H + i] + position_[(t + offset) * H + i] + token_type_[i];
+      x[t * H + i] = word_[size_t(ids[t]) * H + i] + position_[position * H + i] + token_type_[i];
   }
 }
 

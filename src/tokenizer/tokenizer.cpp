@@ -620,9 +620,13 @@ std::unique_ptr<Tokenizer> tokenizer_from_json_text(const std::string& text, con
   return build_pipeline(t, label, TokenizerConfig{});
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) { return load_tokenizer(dir, nlohmann::json::object()); }
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir, const nlohmann::json& class_defaults) {
   if (!fs::is_directory(dir)) throw Error(fmt::format("{}: not a directory", dir));
-  const TokenizerConfig cfg = read_config(dir);
+  TokenizerConfig cfg = read_config(dir);
+  for (const auto& [key, value] : class_defaults.items())
+    if (!cfg.config.contains(key)) cfg.config[key] = value;
   const fs::path json_path = fs::path(dir) / "tokenizer.json";
   if (fs::exists(json_path)) return load_tokenizer_json(json_path.string(), cfg);
   const fs::path model = fs::path(dir) / "tokenizer.model";

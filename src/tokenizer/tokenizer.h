@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "tokenizer/bpe.h"
 
 namespace pivotmt {
@@ -47,6 +49,11 @@ class Tokenizer {
 // tokenizer.model (SentencePiece protobuf or tiktoken ranks), else vocab.txt (WordPiece);
 // plus tokenizer_config.json, special_tokens_map.json and added_tokens.json.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
+// The same with the defaults a transformers tokenizer class gives the keys the folder's
+// tokenizer_config.json / special_tokens_map.json leave out (special tokens, their lstrip):
+// what `XLMRobertaTokenizerFast.from_pretrained(dir)` does for a folder holding only
+// tokenizer.json, as COMET's encoder loads it.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir, const nlohmann::json& class_defaults);
 
 // A tokenizer from tokenizer.json text alone (no tokenizer_config.json); for tests and
 // fuzzing. `label` names the source in errors.
