@@ -77,6 +77,25 @@ TEST(NllbTokenizer, LayoutFromSpecialTokensMapWithoutTokenizerJson) {
   EXPECT_EQ(tok.encode_source("काही भजने", "mar_Deva"), with_json.encode_source("काही भजने", "mar_Deva"));
 }
 
+// The slow layout as transformers saves it after a user adds a code (tests/goldens/
+// nllb_tiny_added, transformers 4.57): every id comes from added_tokens_decoder /
+// added_tokens.json. pivotmt numbered the codes by their order in special_tokens_map.json,
+// so the added code took <mask>'s id and the forced first token was wrong.
+TEST(NllbTokenizer, SlowLayoutReadsTheIdsTransformersSaved) {
+  const std::string golden = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/nllb_tiny_added";
+  test::TempDir dir;
+  std::filesystem::copy_file(kModel + "/sentencepiece.bpe.model", dir.str("sentencepiece.bpe.model"));
+  for (const char* f : {"special_tokens_map.json", "tokenizer_config.json", "added_tokens.json"})
+    std::filesystem::copy_file(golden + "/" + f, dir.str(f));
+  const NllbTokenizer tok(dir.str());
+  const auto j = read_json_file(golden + "/golden.json");
+  for (const auto& [code, id] : j.at("ids").items())
+    if (code != "<mask>") EXPECT_EQ(tok.language_id(code), id.get<int32_t>()) << code;
+  const auto& src = j.at("source");
+  EXPECT_EQ(tok.encode_source(src.at("text").get<std::string>(), src.at("lang").get<std::string>()),
+            src.at("ids").get<std::vector<int32_t>>());
+}
+
 TEST(NllbTokenizer, MissingFilesNameTheFolder) {
   test::TempDir dir;
   try {

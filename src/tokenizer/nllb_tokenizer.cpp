@@ -1,6 +1,7 @@
 #include "tokenizer/nllb_tokenizer.h"
 
 #include <algorithm>
+#include <map>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -119,8 +120,44 @@ NllbTokenizer::NllbTokenizer(const std::string& dir) : dir_(dir), sp_(std::make_
     const fs::path special = fs::path(dir) / "special_tokens_map.json";
     if (fs::exists(special)) listed = listed_codes(read_json_file(special.string()), special.string());
     if (listed.empty() && !cfg.is_null()) listed = listed_codes(cfg, config.string());
-    for (size_t i = 0; i < listed.size(); ++i) codes_[listed[i]] = int32_t(pieces_ + kFairseqOffset + i);
-    mask_id = int32_t(pieces_ + kFairseqOffset + listed.size());
+    // The ids transformers reads for this layout: tokenizer_config.json's added_tokens_decoder
+    // and added_tokens.json (a user's added code keeps the id it was given; the list's order
+    // need not be the ids' order). Codes neither file names are numbered after the pieces in
+    // the list's order, <mask> after them.
+    std::map<std::string, int32_t> given;
+    auto take = [&](const std::string& content, int64_t id, const std::string& where) {
+      if (id <= kUnk) return;
+      if (id < int64_t(pieces_) + kFairseqOffset || id >= int64_t(1) << 30)
+        throw FormatError(fmt::format("{}: added token '{}' has id {}, inside the SentencePiece vocabulary ({} pieces)",
+                                      where, content, id, pieces_));
+      given[content] = int32_t(id);
+    };
+    if (cfg.is_object() && cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object())
+      for (const auto& [key, t] : cfg["added_tokens_decoder"].items()) {
+        int64_t id = -1;
+        try {
+          id = std::stoll(key);
+        } catch (const std::exception&) {
+          throw FormatError(fmt::format("{}: added_tokens_decoder key '{}' is not a token id", config.string(), key));
+        }
+        if (t.is_object() && t.contains("content") && t["content"].is_string()) take(t["content"], id, config.string());
+      }
+    const fs::path added = fs::path(dir) / "added_tokens.json";
+    if (fs::exists(added)) {
+      const auto a = read_json_file(added.string());
+      if (!a.is_object()) throw FormatError(fmt::format("{}: expected an object of token: id", added.string()));
+      for (const auto& [content, id] : a.items()) {
+        if (!id.is_number_integer()) throw FormatError(fmt::format("{}: '{}' has no integer id", added.string(), content));
+        take(content, id.get<int64_t>(), added.string());
+      }
+    }
+    size_t position = 0;
+    for (const auto& code : listed) {
+      const auto it = given.find(code);
+      codes_[code] = it != given.end() ? it->second : int32_t(pieces_ + kFairseqOffset + position++);
+    }
+    const auto m = given.find(mask);
+    mask_id = m != given.end() ? m->second : int32_t(pieces_ + kFairseqOffset + position);
   }
   if (codes_.empty())
     throw FormatError(fmt::format("{}: no language codes (looked in tokenizer.json, special_tokens_map.json and "
