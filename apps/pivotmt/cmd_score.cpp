@@ -129,7 +129,7 @@ void run(const ScoreArgs& a) {
   nlohmann::json result = r.metrics.empty() ? nlohmann::json::object() : metrics::run_scoring(r);
   if (comet) {
     const auto where = resolve_comet(a.comet);
-    const comet::Model model(where.model_dir, where.encoder_dir);
+    const comet::Model model(where.model_dir, where.encoder_dir, a.comet.model);
     // Stripped at both ends, as comet-score reads its files (sacrebleu's reading above only
     // strips the right).
     std::vector<std::string> mt, ref;

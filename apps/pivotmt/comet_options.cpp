@@ -32,7 +32,9 @@ comet::Location resolve_comet(const CometArgs& a) {
   const std::string encoder = a.encoder.empty() ? "" : encoder_dir(a.encoder);
   const HubConfig hub = HubConfig::from_env();
   const std::string cache = (std::filesystem::path(hub.hf_home) / "pivotmt" / "comet").string();
-  return comet::locate(model, encoder, cache, encoder_dir);
+  comet::Location where = comet::locate(model, encoder, cache, encoder_dir);
+  where.name = a.model;
+  return where;
 }
 
 }  // namespace pivotmt::cli

@@ -430,7 +430,8 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
   // COMET's encoder is loaded only now, after the LLM is gone (both in memory at once would
   // need their sum). If it fails, every row is already in the logs: a rerun scores them.
   std::unique_ptr<comet::Model> comet_model;
-  if (!config.comet_model.empty()) comet_model = std::make_unique<comet::Model>(config.comet_model, config.comet_encoder);
+  if (!config.comet_model.empty())
+    comet_model = std::make_unique<comet::Model>(config.comet_model, config.comet_encoder, config.comet_name);
   write_ablation_outputs({config, test_table, test, *tokenizer, size_t(model_config.max_position_embeddings), index.manifest,
                           comet_model.get(), baseline_log ? &baseline_log->rows() : nullptr},
                          rows);
@@ -439,7 +440,8 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
 }
 
 AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force,
-                               const std::string& comet_model, const std::string& comet_encoder) {
+                               const std::string& comet_model, const std::string& comet_encoder,
+                               const std::string& comet_name) {
   if (shard_dirs.empty()) throw Error("merge: no shard folders");
   // Every shard of one configuration, each once.
   nlohmann::json identity;
@@ -477,6 +479,7 @@ AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const
   config.out = out;
   config.comet_model = comet_model;
   config.comet_encoder = comet_encoder;
+  config.comet_name = comet_name;
   // The joined logs, then the outputs of a single run over them (nothing left to generate).
   claim_folder(config, force);
   for (size_t k : ks) {

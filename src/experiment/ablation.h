@@ -61,6 +61,7 @@ struct AblationConfig {
   // tokenizer); empty: "COMET Score" stays null. Scoring only: not part of the identity,
   // so a finished folder can be rescored with it.
   std::string comet_model, comet_encoder;
+  std::string comet_name;  // the model as the user named it (signatures, messages); empty: comet_model
   // The NLLB-200 baseline (experiment/baseline.h): OUT/baseline/, with an identity of its own
   // (baseline/baseline_config.json), so adding one to a finished folder keeps its k runs.
   BaselineConfig baseline;
@@ -133,7 +134,8 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
 // k together). Throws naming a missing shard or row.
 // `comet_model` / `comet_encoder`: as AblationConfig's (empty: no COMET).
 AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force,
-                               const std::string& comet_model = "", const std::string& comet_encoder = "");
+                               const std::string& comet_model = "", const std::string& comet_encoder = "",
+                               const std::string& comet_name = "");
 
 // BLEU, chrF, chrF++ and TER of translations against one reference each, as
 // `pivotmt score` reports them (run_scoring's JSON); rows with an empty translation or

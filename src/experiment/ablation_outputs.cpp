@@ -142,7 +142,7 @@ KRun write_run_outputs(const AblationInputs& in, const KRun& id, const std::map<
       const auto iv = metrics::bootstrap_interval(metric, metrics::SegmentMeanMetric::stats(cs.segments),
                                                   kBootstrapResamples, metrics::kDefaultSeed, true);
       s["confidence_intervals"]["COMET"] = {{"mean", iv.mean}, {"ci", iv.ci}, {"level", 0.95}};
-      s["signatures"]["COMET"] = fmt::format("model:{}|encoder:{}|truncated:{}", in.config.comet_model,
+      s["signatures"]["COMET"] = fmt::format("model:{}|encoder:{}|truncated:{}", in.comet->name(),
                                              in.config.comet_encoder, cs.truncated);
     }
   }
@@ -233,7 +233,8 @@ void write_ablation_outputs(const AblationInputs& in, const std::vector<const st
   if (fs::exists(out / "runtime.json")) manifest["runtime"] = read_json_file((out / "runtime.json").string());
   if (baseline) manifest["baseline"] = {{"config", read_json_file((out / "baseline" / "baseline_config.json").string())},
                                        {"model_files", model_files_manifest(config.baseline.model)}};
-  if (comet) manifest["comet"] = {{"model", config.comet_model}, {"encoder", config.comet_encoder},
+  if (comet) manifest["comet"] = {{"name", config.comet_name.empty() ? config.comet_model : config.comet_name},
+                                  {"model", config.comet_model}, {"encoder", config.comet_encoder},
                                   {"model_files", model_files_manifest(config.comet_model)}};
   write_json_file((out / "manifest.json").string(), manifest);
 

@@ -12,11 +12,25 @@
 
 namespace pivotmt::comet {
 
-Model::Model(const std::string& model_dir, const std::string& encoder_dir)
-    : encoder_(encoder_dir, model_dir), head_(encoder_.checkpoint(), encoder_.dimension()) {
+namespace {
+// The encoder, its errors naming the user's model when its weights were converted into a cache.
+BertEncoder load_encoder(const std::string& model_dir, const std::string& encoder_dir, const std::string& name) {
+  try {
+    return BertEncoder(encoder_dir, model_dir);
+  } catch (const Error& e) {
+    if (name.empty() || name == model_dir) throw;
+    throw Error(fmt::format("COMET model {} (weights in {}): {}", name, model_dir, e.what()));
+  }
+}
+}  // namespace
+
+Model::Model(const std::string& model_dir, const std::string& encoder_dir, const std::string& name)
+    : name_(name.empty() ? model_dir : name),
+      encoder_(load_encoder(model_dir, encoder_dir, name)),
+      head_(encoder_.checkpoint(), encoder_.dimension()) {
   if (head_.layers() != size_t(encoder_.config().num_layers) + 1)
-    throw FormatError(fmt::format("{}: the layer mix has {} weights, the encoder {} hidden states ({} layers + embeddings)",
-                                  model_dir, head_.layers(), encoder_.config().num_layers + 1,
+    throw FormatError(fmt::format("COMET model {}: the layer mix has {} weights, the encoder {} hidden states ({} layers + embeddings)",
+                                  name_, head_.layers(), encoder_.config().num_layers + 1,
                                   encoder_.config().num_layers));
   // unbabel-comet: max_positions = max_position_embeddings − 2, tokenizer max_length = that − 2.
   const int64_t positions = encoder_.config().max_position_embeddings;

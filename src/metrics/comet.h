@@ -26,7 +26,10 @@ class Model {
   // `model_dir`: the metric's weights as safetensors (the state dict of checkpoints/model.ckpt,
   // converted by `pivotmt convert`); `encoder_dir`: the encoder's config.json and tokenizer
   // (xlm-roberta-large for wmt22-comet-da).
-  Model(const std::string& model_dir, const std::string& encoder_dir);
+  // `name`: the model as the user named it (a hub id, a checkpoint folder), for messages and
+  // score signatures: model_dir may be a cache folder the checkpoint was converted into.
+  Model(const std::string& model_dir, const std::string& encoder_dir, const std::string& name = "");
+  const std::string& name() const { return name_; }
 
   // Tokens per sentence, <s> and </s> included: COMET's tokenizer max_length (positions − 4:
   // 510 for XLM-R).
@@ -57,6 +60,7 @@ class Model {
   };
   // Up to this many embeddings are remembered (4 KB each for XLM-R large).
   static constexpr size_t kCacheSentences = 50000;
+  std::string name_;
   BertEncoder encoder_;
   Head head_;
   size_t max_tokens_ = 0;

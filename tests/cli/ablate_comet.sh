@@ -27,6 +27,9 @@ for k in 0 1; do
   test -n "$(comet_of "$W/run/k_$k/scores_k$k.json")"
   # An interval and a signature beside the score.
   test "$(grep -c '"COMET": ' "$W/run/k_$k/scores_k$k.json")" -eq 2
+  # The signature names the model as given, not the cache folder its checkpoint became.
+  grep -q "\"COMET\": \"model:$GOLDENS/comet_tiny_hub|" "$W/run/k_$k/scores_k$k.json"
+  if grep -q 'model:[^|]*pivotmt/comet' "$W/run/k_$k/scores_k$k.json"; then echo "cache folder in the signature" >&2; exit 1; fi
 done
 head -1 "$W/run/ablation_summary.csv" | grep -q ",COMET$"
 grep -q "ΔCOMET" "$W/run/report.md"
