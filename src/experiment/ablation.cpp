@@ -224,7 +224,12 @@ EngineOptions study_engine_options(const AblationConfig& config) {
   return o;
 }
 
-AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOptions& options) {
+namespace {
+
+// --- The phases of run_ablation, in order.
+
+// Settings that cannot work, refused before anything is read or written.
+void check_config(const AblationConfig& config) {
   if (config.out.empty()) throw Error("ablation: no output directory");
   if (config.ks.empty()) throw Error("ablation: no k values");
   if (std::set<size_t>(config.ks.begin(), config.ks.end()).size() != config.ks.size())
@@ -236,205 +241,250 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
   if (config.variant == PromptVariant::Custom) custom_user_message(config.labels, "", "");  // template errors now
   if (config.max_batch == 0) throw Error("ablation: max batch 0");
   study_load_options(config);  // an unknown weight storage fails before any work
-  claim_folder(config, options.force, options.dry_run);
-  const fs::path out = config.out;
+}
 
-  // Test rows and the example pool.
-  const Table test_table = read_split(config.data, config.test_split);
-  ParallelCorpus test = load_parallel(test_table, config.pivot, config.source, config.target);
-  if (config.limit > 0 && test.rows.size() > config.limit) test.rows.resize(config.limit);
-  if (test.rows.empty()) throw Error(fmt::format("{} ({}): no test rows", config.data, config.test_split));
-  const LoadedIndex index =
-      build_index(study_index_spec(config), config.index_dir.empty() ? (out / "index").string() : config.index_dir);
+// What every phase reads: the test rows, the example index, the model's tokenizer and
+// configurations. COMET's and the baseline's files are checked here too: a wrong path
+// fails in seconds, not after hours of generation.
+struct StudyInputs {
+  Table test_table;
+  ParallelCorpus test;
+  LoadedIndex index;
+  std::unique_ptr<Tokenizer> tokenizer;
+  ModelConfig model_config;
+  GenerationConfig generation;
+};
 
-  const auto tokenizer = load_tokenizer(config.model);
-  const ModelConfig model_config = load_model_config(config.model);
-  if (!config.comet_model.empty()) {
-    // Checked now, loaded after generation (below): a wrong path fails in seconds, not hours.
+StudyInputs read_inputs(const AblationConfig& config) {
+  StudyInputs in;
+  in.test_table = read_split(config.data, config.test_split);
+  in.test = load_parallel(in.test_table, config.pivot, config.source, config.target);
+  if (config.limit > 0 && in.test.rows.size() > config.limit) in.test.rows.resize(config.limit);
+  if (in.test.rows.empty()) throw Error(fmt::format("{} ({}): no test rows", config.data, config.test_split));
+  in.index = build_index(study_index_spec(config),
+                         config.index_dir.empty() ? (fs::path(config.out) / "index").string() : config.index_dir);
+  in.tokenizer = load_tokenizer(config.model);
+  in.model_config = load_model_config(config.model);
+  if (!config.comet_model.empty()) {  // loaded after generation (write_outputs)
     if (!fs::exists(fs::path(config.comet_model) / "model.safetensors"))
-      throw Error(fmt::format("COMET model {}: no model.safetensors", config.comet_model));
+      throw Error(fmt::format("COMET model {}: no model.safetensors", config.comet_name.empty() ? config.comet_model : config.comet_name));
     (void)load_model_config(config.comet_encoder);
   }
-  const GenerationConfig generation = load_generation_config(config.model, model_config);
-  // The baseline's languages, tokenizer and settings: checked before hours of generation.
-  if (config.baseline.enabled()) (void)baseline_identity(config);
+  in.generation = load_generation_config(config.model, in.model_config);
+  if (config.baseline.enabled()) (void)baseline_identity(config);  // its languages, tokenizer and settings
+  return in;
+}
 
-  // This shard's rows, and what the logs already hold.
-  std::vector<size_t> slice;
-  for (size_t i = config.shard_index - 1; i < test.rows.size(); i += config.shard_count) slice.push_back(i);
-  std::vector<std::unique_ptr<RowLog>> logs;
-  AblationOutcome outcome;
+// This shard's rows and, per k, its durable row log with what it already holds.
+struct RunLogs {
+  std::vector<size_t> slice;  // test row indices of this shard
+  std::vector<std::unique_ptr<RowLog>> logs;  // one per config.ks entry
   AblationProgress progress;
-  progress.ks = config.ks;
+};
+
+RunLogs open_logs(const AblationConfig& config, const ParallelCorpus& test, const AblationRunOptions& options) {
+  RunLogs r;
+  for (size_t i = config.shard_index - 1; i < test.rows.size(); i += config.shard_count) r.slice.push_back(i);
+  r.progress.ks = config.ks;
   for (size_t k : config.ks) {
-    const fs::path kdir = out / fmt::format("k_{}", k);
+    const fs::path kdir = fs::path(config.out) / fmt::format("k_{}", k);
     const bool writes = options.generate_missing && !options.dry_run;
     if (writes) fs::create_directories(kdir);
-    logs.push_back(std::make_unique<RowLog>(kdir / "rows.jsonl", writes));
+    r.logs.push_back(std::make_unique<RowLog>(kdir / "rows.jsonl", writes));
     size_t done = 0;
-    for (size_t i : slice) done += logs.back()->rows().count(i);
-    for (const auto& [i, rec] : logs.back()->rows())
+    for (size_t i : r.slice) done += r.logs.back()->rows().count(i);
+    for (const auto& [i, rec] : r.logs.back()->rows())
       if (i >= test.rows.size() || (i % config.shard_count) != config.shard_index - 1)
         throw FormatError(fmt::format("{}: row {} does not belong to this run ({} test rows, shard {}/{})",
                                       (kdir / "rows.jsonl").string(), i, test.rows.size(), config.shard_index,
                                       config.shard_count));
-    progress.done.push_back(done);
-    progress.total.push_back(slice.size());
-    progress.resumed += done;
+    r.progress.done.push_back(done);
+    r.progress.total.push_back(r.slice.size());
+    r.progress.resumed += done;
   }
-  outcome.rows_resumed = progress.resumed;
+  return r;
+}
 
-  // Every missing (row, k), row by row with the largest k first: the engine copies the
-  // shared prompt prefix of a row's smaller k from its larger ones.
+// Every missing (row, k), row by row with the largest k first: the engine copies the shared
+// prompt prefix of a row's smaller k from its larger ones. `generate_missing` false (a
+// merge): a missing row is an error.
+std::vector<Job> plan_jobs(const AblationConfig& config, const StudyInputs& in, const RunLogs& r, bool generate_missing) {
   std::vector<size_t> order(config.ks.size());
   for (size_t j = 0; j < order.size(); ++j) order[j] = j;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return config.ks[a] > config.ks[b]; });
   const size_t k_max = *std::max_element(config.ks.begin(), config.ks.end());
   std::vector<Job> jobs;
   std::vector<std::string> missing;
-  for (size_t i : slice) {
+  for (size_t i : r.slice) {
     std::vector<Example> examples;  // the k_max nearest; k takes the first k (retrieve's contract)
     bool retrieved = false;
     for (size_t run : order) {
-      if (logs[run]->rows().count(i)) continue;
-      if (!options.generate_missing) {
+      if (r.logs[run]->rows().count(i)) continue;
+      if (!generate_missing) {
         missing.push_back(fmt::format("k={} row {}", config.ks[run], i));
         continue;
       }
-      const auto& row = test.rows[i];
+      const auto& row = in.test.rows[i];
       if (!retrieved) {
-        examples = study_examples(config, index, row.pivot, row.source, k_max);
+        examples = study_examples(config, in.index, row.pivot, row.source, k_max);
         retrieved = true;
       }
       const size_t k = std::min(config.ks[run], examples.size());
       const std::vector<Example> shown(examples.begin(), examples.begin() + long(k));
-      jobs.push_back({run, i, study_prompt(config, *tokenizer, shown, row.pivot, row.source)});
+      jobs.push_back({run, i, study_prompt(config, *in.tokenizer, shown, row.pivot, row.source)});
     }
   }
   if (!missing.empty())
-    throw Error(fmt::format("{}: {} rows missing (first: {}); were all shards complete?", out.string(), missing.size(),
+    throw Error(fmt::format("{}: {} rows missing (first: {}); were all shards complete?", config.out, missing.size(),
                             missing.front()));
+  return jobs;
+}
 
-  if (options.dry_run) {  // the plan: what would run, and how long its prompts are
-    const size_t context = size_t(model_config.max_position_embeddings);
-    // The run plan's workload: each pending prompt's tokens, and its output estimated by the
-    // reference's token count (+ the end token), at most max_new_tokens.
-    outcome.workload.max_new_tokens = config.max_new_tokens;
-    outcome.workload.max_batch = config.max_batch;
-    std::map<size_t, size_t> reference_tokens;
-    for (const auto& job : jobs) {
-      outcome.workload.prompt_tokens.push_back(tokenizer->encode(job.prompt, true).size());
-      auto it = reference_tokens.find(job.i);
-      if (it == reference_tokens.end())
-        it = reference_tokens.emplace(job.i, tokenizer->encode(test.rows[job.i].target, false).size() + 1).first;
-      outcome.workload.output_tokens.push_back(std::min(it->second, config.max_new_tokens));
-    }
-    outcome.workload.rows = jobs.size();
-    outcome.plan = nlohmann::json::array();
-    for (size_t run = 0; run < config.ks.size(); ++run) {
-      std::vector<std::string> prompts;
-      for (const auto& job : jobs)
-        if (job.run == run) prompts.push_back(job.prompt);
-      const PromptLengths lengths =
-          prompt_lengths(*tokenizer, prompts, context > config.max_new_tokens ? context - config.max_new_tokens : 1);
-      outcome.plan.push_back({{"k", config.ks[run]},
-                              {"done", progress.done[run]},
-                              {"pending", prompts.size()},
-                              {"prompt_tokens_p50", lengths.p50},
-                              {"prompt_tokens_p90", lengths.p90},
-                              {"prompt_tokens_max", lengths.max},
-                              {"over_context", lengths.over_context}});
-    }
-    if (config.baseline.enabled()) {
-      const RowLog baseline_log(out / "baseline" / "rows.jsonl", false);
-      size_t done = 0;
-      for (size_t i : slice) done += baseline_log.rows().count(i);
-      outcome.baseline_plan = {{"done", done}, {"pending", slice.size() - done}, {"languages", baseline_identity(config)}};
-    }
-    return outcome;
+// A dry run's plan: per k what would run and how long its prompts are, the run plan's
+// workload (each pending prompt's tokens, its output estimated by the reference's token
+// count + the end token, at most max_new_tokens), and the baseline's rows.
+void describe_plan(const AblationConfig& config, const StudyInputs& in, const RunLogs& r, const std::vector<Job>& jobs,
+                   AblationOutcome& outcome) {
+  const size_t context = size_t(in.model_config.max_position_embeddings);
+  outcome.workload.max_new_tokens = config.max_new_tokens;
+  outcome.workload.max_batch = config.max_batch;
+  std::map<size_t, size_t> reference_tokens;
+  for (const auto& job : jobs) {
+    outcome.workload.prompt_tokens.push_back(in.tokenizer->encode(job.prompt, true).size());
+    auto it = reference_tokens.find(job.i);
+    if (it == reference_tokens.end())
+      it = reference_tokens.emplace(job.i, in.tokenizer->encode(in.test.rows[job.i].target, false).size() + 1).first;
+    outcome.workload.output_tokens.push_back(std::min(it->second, config.max_new_tokens));
   }
+  outcome.workload.rows = jobs.size();
+  outcome.plan = nlohmann::json::array();
+  for (size_t run = 0; run < config.ks.size(); ++run) {
+    std::vector<std::string> prompts;
+    for (const auto& job : jobs)
+      if (job.run == run) prompts.push_back(job.prompt);
+    const PromptLengths lengths =
+        prompt_lengths(*in.tokenizer, prompts, context > config.max_new_tokens ? context - config.max_new_tokens : 1);
+    outcome.plan.push_back({{"k", config.ks[run]},
+                            {"done", r.progress.done[run]},
+                            {"pending", prompts.size()},
+                            {"prompt_tokens_p50", lengths.p50},
+                            {"prompt_tokens_p90", lengths.p90},
+                            {"prompt_tokens_max", lengths.max},
+                            {"over_context", lengths.over_context}});
+  }
+  if (config.baseline.enabled()) {
+    const RowLog baseline_log(fs::path(config.out) / "baseline" / "rows.jsonl", false);
+    size_t done = 0;
+    for (size_t i : r.slice) done += baseline_log.rows().count(i);
+    outcome.baseline_plan = {{"done", done}, {"pending", r.slice.size() - done}, {"languages", baseline_identity(config)}};
+  }
+}
 
-  if (!jobs.empty()) {
-    LlamaModel model(config.model, study_load_options(config));
-    std::vector<GenerationRequest> requests;
-    for (const auto& job : jobs)  // per-row seeds: independent of batching and resumption
-      requests.push_back(study_request(config, generation, *tokenizer, job.prompt, config.seed + test.rows[job.i].row));
-    const EngineOptions engine_options = study_engine_options(config);
-    const auto start = std::chrono::steady_clock::now();
-    auto report = [&] {
-      progress.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (options.on_progress) options.on_progress(progress);
-    };
-    GenerationHooks hooks;
-    hooks.on_token = [&](size_t, TokenId) {
-      ++progress.generated_tokens;
-      report();
-    };
-    // Each finished row is durable before the next model step.
-    hooks.on_finished = [&](const std::vector<size_t>& finished, const std::vector<GenerationResult>& results) {
-      std::map<size_t, std::vector<nlohmann::json>> by_run;
-      for (size_t r : finished) {
-        const auto& job = jobs[r];
-        const auto& res = results[r];
-        by_run[job.run].push_back({{"i", job.i},
-                                   {"row", test.rows[job.i].row},
-                                   {"prompt", job.prompt},
-                                   {"response", py_strip_utf8(res.text)},
-                                   {"prompt_tokens", res.prompt_tokens},
-                                   {"reused_prompt_tokens", res.reused_prompt_tokens},
-                                   {"new_tokens", res.tokens.size()},
-                                   {"finish", finish_reason_name(res.finish)},
-                                   {"context_overflow", res.context_overflow},
-                                   {"seconds", res.compute_seconds}});
-        progress.prompt_tokens += res.prompt_tokens;
-        progress.reused_prompt_tokens += res.reused_prompt_tokens;
-      }
-      for (auto& [run, records] : by_run) {
-        logs[run]->append(records);
-        progress.done[run] += records.size();
-        outcome.rows_generated += records.size();
-      }
-      report();
-    };
+// The LLM over every job as one engine call; each finished row appended to its k's log
+// (fsync'd) before the next model step; runtime.json says where and how it ran.
+void generate(const AblationConfig& config, const StudyInputs& in, const std::vector<Job>& jobs, RunLogs& r,
+              const AblationRunOptions& options, AblationOutcome& outcome) {
+  if (jobs.empty()) {
+    if (options.on_progress) options.on_progress(r.progress);
+    return;
+  }
+  LlamaModel model(config.model, study_load_options(config));
+  std::vector<GenerationRequest> requests;
+  for (const auto& job : jobs)  // per-row seeds: independent of batching and resumption
+    requests.push_back(
+        study_request(config, in.generation, *in.tokenizer, job.prompt, config.seed + in.test.rows[job.i].row));
+  AblationProgress& progress = r.progress;
+  const auto start = std::chrono::steady_clock::now();
+  auto report = [&] {
+    progress.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (options.on_progress) options.on_progress(progress);
+  };
+  GenerationHooks hooks;
+  hooks.on_token = [&](size_t, TokenId) {
+    ++progress.generated_tokens;
     report();
-    nlohmann::json resources;
-    {
-      // GPU memory and utilisation sampled while generating; the host's peak.
-      const ResourceMonitor monitor(model.device());
-      Engine(model, tokenizer.get()).generate(requests, engine_options, hooks);
-      resources = monitor.summary();
+  };
+  hooks.on_finished = [&](const std::vector<size_t>& finished, const std::vector<GenerationResult>& results) {
+    std::map<size_t, std::vector<nlohmann::json>> by_run;
+    for (size_t f : finished) {
+      const auto& job = jobs[f];
+      const auto& res = results[f];
+      by_run[job.run].push_back({{"i", job.i},
+                                 {"row", in.test.rows[job.i].row},
+                                 {"prompt", job.prompt},
+                                 {"response", py_strip_utf8(res.text)},
+                                 {"prompt_tokens", res.prompt_tokens},
+                                 {"reused_prompt_tokens", res.reused_prompt_tokens},
+                                 {"new_tokens", res.tokens.size()},
+                                 {"finish", finish_reason_name(res.finish)},
+                                 {"context_overflow", res.context_overflow},
+                                 {"seconds", res.compute_seconds}});
+      progress.prompt_tokens += res.prompt_tokens;
+      progress.reused_prompt_tokens += res.reused_prompt_tokens;
     }
-    // Where and how this process generated (manifest.json and report.md show it).
-    nlohmann::json runtime = {{"device", model.device().to_string()},
-                              {"device_name", model.describe_device()},
-                              {"load_seconds", model.load_seconds()},
-                              {"generation_seconds", progress.seconds}};
-    runtime.update(resources);
-    if (model.device().kind == DeviceKind::CUDA) runtime["peak_device_memory_bytes"] = cuda::peak_allocated_bytes(model.device().index);
-    write_json_file((out / "runtime.json").string(), runtime);
-    outcome.runtime = runtime;
-    outcome.prompt_tokens = progress.prompt_tokens;
-    outcome.reused_prompt_tokens = progress.reused_prompt_tokens;
-  } else if (options.on_progress) {
-    options.on_progress(progress);
+    for (auto& [run, records] : by_run) {
+      r.logs[run]->append(records);
+      progress.done[run] += records.size();
+      outcome.rows_generated += records.size();
+    }
+    report();
+  };
+  report();
+  nlohmann::json resources;
+  {
+    // GPU memory and utilisation sampled while generating; the host's peak.
+    const ResourceMonitor monitor(model.device());
+    Engine(model, in.tokenizer.get()).generate(requests, study_engine_options(config), hooks);
+    resources = monitor.summary();
   }
+  nlohmann::json runtime = {{"device", model.device().to_string()},
+                            {"device_name", model.describe_device()},
+                            {"load_seconds", model.load_seconds()},
+                            {"generation_seconds", progress.seconds}};
+  runtime.update(resources);
+  if (model.device().kind == DeviceKind::CUDA) runtime["peak_device_memory_bytes"] = cuda::peak_allocated_bytes(model.device().index);
+  write_json_file((fs::path(config.out) / "runtime.json").string(), runtime);
+  outcome.runtime = runtime;
+  outcome.prompt_tokens = progress.prompt_tokens;
+  outcome.reused_prompt_tokens = progress.reused_prompt_tokens;
+}
 
-  // The NLLB baseline after the LLM is gone (both in memory at once would need their sum).
-  outcome.baseline = run_baseline(config, test, slice, options.force, options.generate_missing, options.on_baseline_progress);
-
-  if (config.shard_count > 1) return outcome;  // the merge writes the outputs
+// The original's output files from the logs. COMET's encoder is loaded only now, after the
+// LLM is gone (both in memory at once would need their sum); if it fails, every row is
+// already in the logs and a rerun scores them.
+void write_outputs(const AblationConfig& config, const StudyInputs& in, const RunLogs& r) {
   std::vector<const std::map<size_t, nlohmann::json>*> rows;
-  for (const auto& log : logs) rows.push_back(&log->rows());
+  for (const auto& log : r.logs) rows.push_back(&log->rows());
   std::unique_ptr<RowLog> baseline_log;
-  if (config.baseline.enabled()) baseline_log = std::make_unique<RowLog>(out / "baseline" / "rows.jsonl", false);
-  // COMET's encoder is loaded only now, after the LLM is gone (both in memory at once would
-  // need their sum). If it fails, every row is already in the logs: a rerun scores them.
+  if (config.baseline.enabled()) baseline_log = std::make_unique<RowLog>(fs::path(config.out) / "baseline" / "rows.jsonl", false);
   std::unique_ptr<comet::Model> comet_model;
   if (!config.comet_model.empty())
     comet_model = std::make_unique<comet::Model>(config.comet_model, config.comet_encoder, config.comet_name);
-  write_ablation_outputs({config, test_table, test, *tokenizer, size_t(model_config.max_position_embeddings), index.manifest,
-                          comet_model.get(), baseline_log ? &baseline_log->rows() : nullptr},
+  write_ablation_outputs({config, in.test_table, in.test, *in.tokenizer, size_t(in.model_config.max_position_embeddings),
+                          in.index.manifest, comet_model.get(), baseline_log ? &baseline_log->rows() : nullptr},
                          rows);
+}
+
+}  // namespace
+
+AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOptions& options) {
+  check_config(config);
+  claim_folder(config, options.force, options.dry_run);
+  const StudyInputs in = read_inputs(config);
+  RunLogs logs = open_logs(config, in.test, options);
+  AblationOutcome outcome;
+  outcome.rows_resumed = logs.progress.resumed;
+  const std::vector<Job> jobs = plan_jobs(config, in, logs, options.generate_missing);
+  if (options.dry_run) {
+    describe_plan(config, in, logs, jobs, outcome);
+    return outcome;
+  }
+  generate(config, in, jobs, logs, options, outcome);
+  // The NLLB baseline after the LLM is gone (both in memory at once would need their sum).
+  outcome.baseline = run_baseline(config, in.test, logs.slice, options.force, options.generate_missing,
+                                  options.on_baseline_progress);
+  if (config.shard_count > 1) return outcome;  // the merge writes the outputs
+  write_outputs(config, in, logs);
   outcome.outputs_written = true;
   return outcome;
 }
