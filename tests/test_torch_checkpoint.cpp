@@ -89,6 +89,13 @@ TEST(TorchCheckpoint, DamagedArchivesAreNamed) {
   ASSERT_NE(at, std::string::npos);
   pickle_cut[at] = 'X';  // another global name: refused
   expect_error(pickle_cut, "renamed.bin");
+  // A byte flipped inside a tensor's name: not UTF-8, refused naming the file (it was a JSON
+  // library's "invalid UTF-8 byte" from the converter, with no file).
+  std::string flipped = good;
+  const auto name = flipped.find("encoder.weight");
+  ASSERT_NE(name, std::string::npos);
+  flipped[name + 2] = '\xff';
+  expect_error(flipped, "flipped.bin");
 }
 
 // The crafted-checkpoint writer (tests/torch_writer.h) against the reader: a plain view
