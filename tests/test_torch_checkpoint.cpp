@@ -5,6 +5,7 @@
 // refused by name; damaged archives refused with the file named.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 
@@ -125,7 +126,7 @@ TEST(TorchCheckpoint, SizesThatWrapAroundAreRefused) {
       {"storage-bytes.bin", {.storage_numel = big + 4, .storage_bytes = 16, .shape = {int64_t(1) << 40}, .stride = {1}}},
       // The last element 2 (2^63 - 2^39) + 2^40 = 2^64 wraps to 0; element (0, 1) is at 2^40.
       {"end-offset.bin",
-       {.storage_numel = 6, .storage_bytes = 24, .shape = {3, 2}, .stride = {(int64_t(1) << 63) - (int64_t(1) << 39), int64_t(1) << 40}}},
+       {.storage_numel = 6, .storage_bytes = 24, .shape = {3, 2}, .stride = {INT64_MAX - (int64_t(1) << 39) + 1, int64_t(1) << 40}}},  // 2^63 − 2^39
       // 2^32 x 2^32 elements of stride 0: the count wraps to 0.
       {"numel.bin", {.shape = {int64_t(1) << 32, int64_t(1) << 32}, .stride = {0, 0}}},
       {"offset.bin", {.offset = -8}},
