@@ -42,9 +42,10 @@ START=$(date +%s)
 DEV="${PIVOTMT_GPU_CHECK_DEVICE:-cuda:0}"
 PRESET="${PIVOTMT_GPU_CHECK_PRESET:-7b-shape}"
 EMULATED="${PIVOTMT_GPU_CHECK_EMULATED:-0}"
-# On the emulator (kernels run one CUDA thread at a time on the CPU) every step takes longer:
-# its limits are 4 times the GPU's and the budget 1200 s (the budget is about device time).
-SCALE=$([[ "$EMULATED" == 1 ]] && echo 4 || echo 1)
+# On the emulator (kernels run one CUDA thread at a time on the CPU) and in the CPU rehearsal
+# every step takes longer: limits 4 times the GPU's, budget 1200 s (the budget is about
+# device time).
+SCALE=$([[ "$EMULATED" == 1 || "$DEV" == cpu ]] && echo 4 || echo 1)
 BUDGET="${PIVOTMT_GPU_CHECK_BUDGET:-$(( 300 * SCALE ))}"
 SUMMARY="$OUTDIR/summary.md"
 elapsed() { echo "$(( $(date +%s) - $1 )) s"; }
