@@ -240,28 +240,28 @@ TEST_F(CudaEmulatorDeathTest, HostCodeCannotTouchDeviceMemory) {
       "touched from host code");
 }
 
-TEST_F(CudaEmulatorDeathTest, AKernelRunningPastItsAllocationFaults) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+// A kernel writes the last byte of an allocation of `bytes` (fine), then byte `offset`: the
+// process must die with `message`.
+void expect_overrun_dies(size_t bytes, size_t offset, const std::string& message) {
   EXPECT_DEATH(
       {
-        auto d = cuda::device_alloc(0, 4096);
-        launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), size_t(4095));  // the last byte: fine
-        launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), size_t(4096));
+        auto d = cuda::device_alloc(0, bytes);
+        launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), bytes - 1);
+        launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), offset);
       },
-      "ran past the end of device allocation 0x[0-9a-f]+ of 4096 bytes");
+      message);
+}
+
+TEST_F(CudaEmulatorDeathTest, AKernelRunningPastItsAllocationFaults) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  expect_overrun_dies(4096, 4096, "ran past the end of device allocation 0x[0-9a-f]+ of 4096 bytes");
 }
 
 // Alignment leaves bytes between an allocation's end and its guard page: a write there is
 // caught too, after the kernel.
 TEST_F(CudaEmulatorDeathTest, AKernelWritingIntoTheAlignmentPaddingIsCaught) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_DEATH(
-      {
-        auto d = cuda::device_alloc(0, 100);
-        launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), size_t(99));  // the last byte: fine
-        launch("write_at", write_at, 1, 1, nullptr, static_cast<char*>(d.get()), size_t(130));
-      },
-      "ran past the end of device allocation 0x[0-9a-f]+ of 100 bytes .cuda:0.: byte 30 after its end");
+  expect_overrun_dies(100, 130, "ran past the end of device allocation 0x[0-9a-f]+ of 100 bytes .cuda:0.: byte 30 after its end");
 }
 
 }  // namespace

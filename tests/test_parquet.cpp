@@ -109,11 +109,11 @@ TEST(Parquet, MalformedFilesAreNamed) {
   std::string bad_page = good;
   bad_page[7] = '\x7f';  // inside the first page header
   expect_bad(bad_page, "page");
-  // A few compressed bytes claiming a terabyte, or 2^17 times their size: refused before
-  // anything is allocated (the first was a std::bad_alloc with no file named).
+  // A few compressed bytes claiming 1 GiB (the per-page cap) are refused before the GiB is
+  // allocated (it was allocated, then the codec failed); past the cap, as before.
   const std::vector<test::ParquetColumn> one = {{"a", {std::string("x"), std::string("yz")}}};
-  expect_bad(test::write_parquet(one, "", true, int64_t(1) << 40), "claims 1099511627776 uncompressed");
-  expect_bad(test::write_parquet(one, "", true, int64_t(1) << 30), "uncompressed");
+  expect_bad(test::write_parquet(one, "", true, int64_t(1) << 30), "cannot hold the 1073741824 the page header claims");
+  expect_bad(test::write_parquet(one, "", true, int64_t(1) << 40), "page of 1099511627776 bytes");
   const Table ok = parse_parquet(std::span(reinterpret_cast<const uint8_t*>(good.data()), good.size()), "ok");
   EXPECT_EQ(*ok.rows[1][0], "yz");
 }

@@ -49,7 +49,7 @@ auto naming_file(const std::string& path, Read&& read) -> decltype(read()) {
     return read();
   } catch (const UnsupportedError& e) {
     throw UnsupportedError(named(e));
-  } catch (const HubError& e) {
+  } catch (const HubError&) {
     throw;
   } catch (const FormatError& e) {
     throw FormatError(named(e));

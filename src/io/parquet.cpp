@@ -72,6 +72,10 @@ void walk_schema(const std::vector<Value>& schema, size_t& i, const std::string&
 std::vector<uint8_t> decompress(int codec, const uint8_t* data, size_t size, size_t expected, const std::string& where,
                                 const Context& ctx) {
   if (expected > kMaxPage) ctx.fail(fmt::format("{}: page of {} bytes", where, expected));
+  // No codec expands data more than ~2^17 times (zstd's best is about 2^15): a few bytes
+  // claiming up to kMaxPage are refused before that much is allocated.
+  if (codec != 0 && expected > size * (size_t(1) << 17) + (size_t(1) << 16))
+    ctx.fail(fmt::format("{}: {} compressed bytes cannot hold the {} the page header claims", where, size, expected));
   std::vector<uint8_t> out(expected);
   switch (codec) {
     case 0:
@@ -268,10 +272,6 @@ void read_column_chunk(const Leaf& leaf, const Value& chunk, size_t rows, std::s
     const int64_t uncompressed = header.int_field(2, -1), compressed = header.int_field(3, -1);
     if (uncompressed < 0 || compressed < 0 || compressed > end - p)
       ctx.fail(fmt::format("{}: page sizes {} / {} outside the chunk", where, compressed, uncompressed));
-    // Page sizes are i32 in Parquet's thrift; and no codec expands data more than ~2^17
-    // times, so a few bytes claiming gigabytes are refused before anything is allocated.
-    if (uncompressed > INT32_MAX || (codec != 0 && uncompressed > compressed * (int64_t(1) << 17) + (int64_t(1) << 16)))
-      ctx.fail(fmt::format("{}: a page of {} bytes claims {} uncompressed", where, compressed, uncompressed));
     const uint8_t* body = p;
     p += compressed;
     if (type == 2) {  // dictionary page
@@ -295,7 +295,7 @@ void read_column_chunk(const Leaf& leaf, const Value& chunk, size_t rows, std::s
     if (v2) {
       const int64_t def_len = dh->int_field(5, 0), rep_len = dh->int_field(6, 0);
       const bool compressed_values = !dh->field(7) || dh->field(7)->b;
-      if (def_len < 0 || rep_len < 0 || def_len > INT32_MAX || rep_len > INT32_MAX || def_len + rep_len > compressed)
+      if (def_len < 0 || rep_len < 0 || def_len > compressed || rep_len > compressed - def_len)
         ctx.fail(fmt::format("{}: level lengths {} / {} in a page of {} bytes", where, def_len, rep_len, compressed));
       levels = body + rep_len;
       levels_end = levels + def_len;

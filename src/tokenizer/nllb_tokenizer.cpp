@@ -95,6 +95,16 @@ NllbTokenizer::NllbTokenizer(const std::string& dir) : dir_(dir), sp_(std::make_
     }
   }
 
+  // Added tokens with the ids a file gives them (content → id): past the special four and
+  // the SentencePiece pieces.
+  std::map<std::string, int32_t> given;
+  auto take = [&](const std::string& content, int64_t id, const std::string& where) {
+    if (id <= kUnk) return;
+    if (id < int64_t(pieces_) + kFairseqOffset || id >= int64_t(1) << 30)
+      throw FormatError(fmt::format("{}: added token '{}' has id {}, inside the SentencePiece vocabulary ({} pieces)",
+                                    where, content, id, pieces_));
+    given[content] = int32_t(id);
+  };
   const fs::path tokenizer_json = fs::path(dir) / "tokenizer.json";
   int32_t mask_id = -1;
   if (fs::exists(tokenizer_json)) {
@@ -106,15 +116,9 @@ NllbTokenizer::NllbTokenizer(const std::string& dir) : dir_(dir), sp_(std::make_
       if (!t.is_object() || !t.contains("id") || !t.contains("content") || !t["id"].is_number_integer() ||
           !t["content"].is_string())
         throw FormatError(fmt::format("{}: an added token without an integer id and a content", tokenizer_json.string()));
-      const auto id = t["id"].get<int64_t>();
-      const auto content = t["content"].get<std::string>();
-      if (id <= kUnk) continue;
-      if (id < int64_t(pieces_) + kFairseqOffset || id >= int64_t(1) << 30)
-        throw FormatError(fmt::format("{}: added token '{}' has id {}, inside the SentencePiece vocabulary ({} pieces)",
-                                      tokenizer_json.string(), content, id, pieces_));
-      if (content == mask) mask_id = int32_t(id);
-      else codes_[content] = int32_t(id);
+      take(t["content"].get<std::string>(), t["id"].get<int64_t>(), tokenizer_json.string());
     }
+    for (const auto& [content, id] : given) (content == mask ? mask_id : codes_[content]) = id;
   } else {
     std::vector<std::string> listed;
     const fs::path special = fs::path(dir) / "special_tokens_map.json";
@@ -124,14 +128,6 @@ NllbTokenizer::NllbTokenizer(const std::string& dir) : dir_(dir), sp_(std::make_
     // and added_tokens.json (a user's added code keeps the id it was given; the list's order
     // need not be the ids' order). Codes neither file names are numbered after the pieces in
     // the list's order, <mask> after them.
-    std::map<std::string, int32_t> given;
-    auto take = [&](const std::string& content, int64_t id, const std::string& where) {
-      if (id <= kUnk) return;
-      if (id < int64_t(pieces_) + kFairseqOffset || id >= int64_t(1) << 30)
-        throw FormatError(fmt::format("{}: added token '{}' has id {}, inside the SentencePiece vocabulary ({} pieces)",
-                                      where, content, id, pieces_));
-      given[content] = int32_t(id);
-    };
     if (cfg.is_object() && cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object())
       for (const auto& [key, t] : cfg["added_tokens_decoder"].items()) {
         int64_t id = -1;
