@@ -1,5 +1,7 @@
 #include "hub/hub_client.h"
 
+#include "io/gguf.h"
+
 #include <fnmatch.h>
 
 #include <chrono>
@@ -15,6 +17,7 @@
 #include "hub/file_hash.h"
 #include "hub/file_lock.h"
 #include "hub/http.h"
+#include "io/gguf.h"
 
 namespace pivotmt {
 namespace fs = std::filesystem;
@@ -312,8 +315,10 @@ std::string HubClient::download_snapshot(const RepoRef& repo, const std::vector<
 
 std::string resolve_repo_path(const std::string& arg, RepoType type, const std::vector<std::string>& include) {
   if (fs::is_directory(arg)) return arg;
+  if (type == RepoType::Model && is_gguf_path(arg)) return arg;  // a GGUF file holds a whole model
   if (!RepoRef::looks_like_repo_id(arg))
-    throw Error(fmt::format("'{}' is neither a directory nor a hub id (org/name[@revision])", arg));
+    throw Error(fmt::format("'{}' is neither a directory{} nor a hub id (org/name[@revision])", arg,
+                            type == RepoType::Model ? ", a GGUF file" : ""));
   HubClient client(HubConfig::from_env());
   return client.download_snapshot(RepoRef::parse(arg, type),
                                   include.empty() && type == RepoType::Model ? default_model_patterns() : include);

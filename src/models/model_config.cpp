@@ -1,10 +1,13 @@
 #include "models/model_config.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "io/gguf.h"
 #include "io/json_file.h"
 
 namespace pivotmt {
@@ -203,13 +206,73 @@ ModelConfig parse_model_config(const json& j, const std::string& label) {
   return c;
 }
 
+json gguf_config_json(const GgufFile& g) {
+  const std::string& label = g.path();
+  const std::string arch = g.get_string("general.architecture").value_or("");
+  if (arch != "llama")
+    throw UnsupportedError(fmt::format("{}: general.architecture is '{}'; pivotmt runs the Llama family (GGUF "
+                                       "architecture 'llama': Llama-2/3, Mistral, SmolLM2, TowerInstruct)", label, arch));
+  auto required = [&](const std::string& key) -> uint64_t {
+    const auto v = g.get_uint(key);
+    if (!v) throw FormatError(fmt::format("{}: no metadata '{}'", label, key));
+    return *v;
+  };
+  json j = {{"model_type", "llama"}, {"architectures", {"LlamaForCausalLM"}}, {"hidden_act", "silu"}};
+  j["hidden_size"] = required("llama.embedding_length");
+  j["num_hidden_layers"] = required("llama.block_count");
+  j["num_attention_heads"] = required("llama.attention.head_count");
+  j["num_key_value_heads"] = g.get_uint("llama.attention.head_count_kv").value_or(j["num_attention_heads"].get<uint64_t>());
+  j["intermediate_size"] = required("llama.feed_forward_length");
+  j["max_position_embeddings"] = required("llama.context_length");
+  j["rms_norm_eps"] = g.get_float("llama.attention.layer_norm_rms_epsilon").value_or(1e-5);
+  j["rope_theta"] = g.get_float("llama.rope.freq_base").value_or(10000.0);
+  const auto tokens = g.find("tokenizer.ggml.tokens");
+  const auto* embed = g.find_tensor("token_embd.weight");
+  if (auto v = g.get_uint("llama.vocab_size")) j["vocab_size"] = *v;
+  else if (embed && embed->dims.size() == 2) j["vocab_size"] = embed->dims[1];
+  else if (tokens) j["vocab_size"] = tokens->array.size();
+  const uint64_t heads = j["num_attention_heads"].get<uint64_t>();
+  if (heads == 0) throw FormatError(fmt::format("{}: llama.attention.head_count is 0", label));
+  const uint64_t head_dim = g.get_uint("llama.attention.key_length").value_or(j["hidden_size"].get<uint64_t>() / heads);
+  if (const auto v = g.get_uint("llama.attention.value_length"); v && *v != head_dim)
+    throw UnsupportedError(fmt::format("{}: llama.attention.value_length {} differs from key_length {}", label, *v, head_dim));
+  j["head_dim"] = head_dim;
+  if (const auto rot = g.get_uint("llama.rope.dimension_count"); rot && *rot != head_dim)
+    throw UnsupportedError(fmt::format("{}: llama.rope.dimension_count {} rotates part of a {}-wide head; pivotmt "
+                                       "rotates whole heads", label, *rot, head_dim));
+  const std::string scaling = g.get_string("llama.rope.scaling.type").value_or("none");
+  if (scaling != "none")
+    throw UnsupportedError(fmt::format("{}: llama.rope.scaling.type '{}' is not supported (only 'none')", label, scaling));
+  if (g.find_tensor("rope_freqs.weight"))
+    throw UnsupportedError(fmt::format("{}: rope_freqs.weight (Llama-3.1's rope frequency factors) is not supported yet",
+                                       label));
+  if (g.find_tensor("blk.0.attn_q.bias") || g.find_tensor("blk.0.attn_k.bias")) j["attention_bias"] = true;
+  j["tie_word_embeddings"] = g.find_tensor("output.weight") == nullptr;
+  if (auto v = g.get_uint("tokenizer.ggml.bos_token_id")) j["bos_token_id"] = *v;
+  if (auto v = g.get_uint("tokenizer.ggml.eos_token_id")) j["eos_token_id"] = *v;
+  if (auto v = g.get_uint("tokenizer.ggml.padding_token_id")) j["pad_token_id"] = *v;
+  // Informational, as config.json's torch_dtype: the type most of its weights are stored in.
+  std::map<std::string, uint64_t> by_type;
+  for (const auto& t : g.tensors()) by_type[ggml_type_name(t.type)] += t.numel();
+  if (!by_type.empty())
+    j["torch_dtype"] = "gguf " + std::max_element(by_type.begin(), by_type.end(), [](auto& a, auto& b) {
+                         return a.second < b.second;
+                       })->first;
+  return j;
+}
+
 ModelConfig load_model_config(const std::string& model_dir) {
+  if (is_gguf_path(model_dir)) {
+    const GgufFile g(model_dir);
+    return parse_model_config(gguf_config_json(g), model_dir);
+  }
   const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
   if (!std::filesystem::exists(path)) throw Error(fmt::format("{}: no config.json (is this a model directory?)", model_dir));
   return parse_model_config(read_json_file(path), path);
 }
 
 ModelConfig load_decoder_config(const std::string& model_dir, const std::string& purpose) {
+  if (is_gguf_path(model_dir)) return load_model_config(model_dir);  // GGUF: the Llama family or an error saying so
   const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
   if (!std::filesystem::exists(path)) throw Error(fmt::format("{}: no config.json (is this a model directory?)", model_dir));
   const json j = read_json_file(path);
@@ -239,6 +302,25 @@ GenerationConfig parse_generation_config(const json& j, const ModelConfig& model
 }
 
 GenerationConfig load_generation_config(const std::string& model_dir, const ModelConfig& model) {
+  if (is_gguf_path(model_dir)) {
+    // A GGUF file has no generation_config.json: the model's ids, generation stopping at
+    // every end-of-generation token llama.cpp knows (EOS, end of turn, end of message), and
+    // the sampling defaults a converter may have stored (general.sampling.*).
+    const GgufFile g(model_dir);
+    json j = json::object();
+    std::vector<int64_t> eos(model.eos_token_ids.begin(), model.eos_token_ids.end());
+    for (const char* key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"})
+      if (const auto id = g.get_uint(key); id && std::find(eos.begin(), eos.end(), int64_t(*id)) == eos.end())
+        eos.push_back(int64_t(*id));
+    j["eos_token_id"] = eos;
+    if (const auto t = g.get_float("general.sampling.temp")) {
+      j["temperature"] = *t;
+      j["do_sample"] = *t > 0;
+    }
+    if (const auto k = g.get_uint("general.sampling.top_k")) j["top_k"] = *k;
+    if (const auto p = g.get_float("general.sampling.top_p")) j["top_p"] = *p;
+    return parse_generation_config(j, model, model_dir);
+  }
   const std::string path = (std::filesystem::path(model_dir) / "generation_config.json").string();
   if (!std::filesystem::exists(path)) return parse_generation_config(json::object(), model, path);
   return parse_generation_config(read_json_file(path), model, path);

@@ -61,8 +61,15 @@ struct ModelConfig {
   std::string describe() const;
 };
 
+class GgufFile;
+// A GGUF file's metadata as the config.json of the same model (the Llama family:
+// general.architecture 'llama'), for parse_model_config. Unsupported settings (partial
+// rotary, rope scaling, Llama-3.1's frequency factors) are refused naming the key.
+nlohmann::json gguf_config_json(const GgufFile& g);
+
 // `label` names the source in error messages (usually the config.json path).
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& label);
+// `model_dir`: a model directory (config.json) or a GGUF file.
 ModelConfig load_model_config(const std::string& model_dir);
 // The same for a command that takes only Llama-family decoders: another model_type is
 // refused saying so and naming `purpose` ("fine-tuning", "merge"), not the list of every

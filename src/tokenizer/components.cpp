@@ -610,6 +610,9 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j) {
   if (type == "Metaspace") return std::make_unique<MetaspacePreTokenizer>(j);
   if (type == "ByteLevel") return std::make_unique<ByteLevelPreTokenizer>(j);
   if (type == "BertPreTokenizer") return std::make_unique<BertPreTokenizer>();
+  if (type == "Digits")  // each digit (\p{N}: Rust's char::is_numeric) or each run of them, isolated
+    return std::make_unique<RegexSplitPreTokenizer>(flag(j, "individual_digits", false) ? "\\p{N}" : "\\p{N}+", true,
+                                                    "Isolated", false);
   if (type == "Split") {
     bool is_regex = false;
     const std::string pattern = pattern_of(j.at("pattern"), is_regex);

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/gguf.h"
 #include "io/json_file.h"
 #include "text/unicode.h"
 #include "tokenizer/added_vocab.h"
@@ -53,6 +54,8 @@ struct TokenizerConfig {
     return config.contains(key) ? token_text(config[key]) : "";
   }
 };
+
+void settle_config(TokenizerConfig& c);
 
 TokenizerConfig read_config(const std::string& dir) {
   TokenizerConfig c;
@@ -98,21 +101,26 @@ TokenizerConfig read_config(const std::string& dir) {
       c.added.push_back(a);
     }
   }
-  const fs::path added = fs::path(dir) / "added_tokens.json";
-  if (fs::exists(added)) {
-    const json a = read_json_file(added.string());
+  const fs::path added_path = fs::path(dir) / "added_tokens.json";
+  if (fs::exists(added_path)) {
+    const json a = read_json_file(added_path.string());
     for (const auto& [content, id] : a.items()) {
       bool known = false;
       for (const auto& t : c.added) known = known || t.content == content;
       if (!known) c.added.push_back({content, id.get<TokenId>(), true, false, false, false, false});
     }
   }
+  settle_config(c);
+  return c;
+}
+
+// The flags transformers derives from tokenizer_config.json.
+void settle_config(TokenizerConfig& c) {
   if (c.config.contains("add_bos_token") && c.config["add_bos_token"].is_boolean()) c.add_bos = c.config["add_bos_token"].get<bool>();
   if (c.config.contains("add_eos_token") && c.config["add_eos_token"].is_boolean()) c.add_eos = c.config["add_eos_token"].get<bool>();
   // transformers (up to 4.44) cleans up by default when the config does not say.
   c.clean_up = c.config.value("clean_up_tokenization_spaces", true);
   c.legacy = c.config.value("legacy", true);
-  return c;
 }
 
 // The common part: added tokens, special ids, post-processing, configuration.
@@ -548,6 +556,15 @@ class SentencePieceTokenizer : public BaseTokenizer {
   SentencePieceTokenizer(const std::string& path, const TokenizerConfig& cfg) {
     const auto status = sp_.Load(path);
     if (!status.ok()) throw FormatError(fmt::format("{}: cannot load SentencePiece model: {}", path, status.ToString()));
+    init(cfg);
+  }
+  // A ModelProto's bytes (a tokenizer.model's content, or one written from a GGUF file).
+  SentencePieceTokenizer(std::string_view proto, const TokenizerConfig& cfg, const std::string& label) {
+    const auto status = sp_.LoadFromSerializedProto(proto);
+    if (!status.ok()) throw FormatError(fmt::format("{}: cannot load the SentencePiece model: {}", label, status.ToString()));
+    init(cfg);
+  }
+  void init(const TokenizerConfig& cfg) {
     std::vector<AddedToken> added = cfg.added;
     for (int i = 0; i < sp_.GetPieceSize(); ++i)
       if (sp_.IsControl(i))  // <s>, </s>: special
@@ -622,8 +639,25 @@ std::unique_ptr<Tokenizer> tokenizer_from_json_text(const std::string& text, con
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) { return load_tokenizer(dir, nlohmann::json::object()); }
 
+std::unique_ptr<Tokenizer> tokenizer_from_parts(const nlohmann::json& tokenizer_json, const nlohmann::json& config,
+                                                const std::string& label) {
+  TokenizerConfig cfg;
+  cfg.config = config;
+  settle_config(cfg);
+  return build_pipeline(tokenizer_json, label, cfg);
+}
+
+std::unique_ptr<Tokenizer> sentencepiece_from_proto(std::string_view proto, const nlohmann::json& config,
+                                                    const std::string& label) {
+  TokenizerConfig cfg;
+  cfg.config = config;
+  settle_config(cfg);
+  return std::make_unique<SentencePieceTokenizer>(proto, cfg, label);
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir, const nlohmann::json& class_defaults) {
-  if (!fs::is_directory(dir)) throw Error(fmt::format("{}: not a directory", dir));
+  if (is_gguf_path(dir)) return load_gguf_tokenizer(dir);
+  if (!fs::is_directory(dir)) throw Error(fmt::format("{}: not a directory or GGUF file", dir));
   TokenizerConfig cfg = read_config(dir);
   for (const auto& [key, value] : class_defaults.items())
     if (!cfg.config.contains(key)) cfg.config[key] = value;

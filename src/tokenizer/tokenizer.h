@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -45,7 +46,7 @@ class Tokenizer {
   size_t model_max_length = 0;
 };
 
-// Loads the tokenizer of a model directory: tokenizer.json when present, else
+// Loads the tokenizer of a model directory (or of a GGUF file): tokenizer.json when present, else
 // tokenizer.model (SentencePiece protobuf or tiktoken ranks), else vocab.txt (WordPiece);
 // plus tokenizer_config.json, special_tokens_map.json and added_tokens.json.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
@@ -54,6 +55,20 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
 // what `XLMRobertaTokenizerFast.from_pretrained(dir)` does for a folder holding only
 // tokenizer.json, as COMET's encoder loads it.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir, const nlohmann::json& class_defaults);
+
+// A tokenizer from a tokenizer.json and a tokenizer_config.json given as JSON (the GGUF
+// reader writes both from a file's metadata). `label` names the source in errors.
+std::unique_ptr<Tokenizer> tokenizer_from_parts(const nlohmann::json& tokenizer_json, const nlohmann::json& config,
+                                                const std::string& label);
+// A SentencePiece tokenizer from a serialized ModelProto (tokenizer.model's bytes) and a
+// tokenizer_config.json given as JSON.
+std::unique_ptr<Tokenizer> sentencepiece_from_proto(std::string_view proto, const nlohmann::json& config,
+                                                    const std::string& label);
+// A GGUF file's tokenizer (tokenizer/gguf_tokenizer.cpp): tokenizer.ggml.model 'llama'
+// (SentencePiece with scores and byte fallback) or 'gpt2' (byte-level BPE with merges and
+// the pre-tokenizer tokenizer.ggml.pre names), its token types, special ids,
+// add_bos_token / add_eos_token and tokenizer.chat_template.
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path);
 
 // A tokenizer from tokenizer.json text alone (no tokenizer_config.json); for tests and
 // fuzzing. `label` names the source in errors.

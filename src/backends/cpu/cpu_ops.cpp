@@ -50,11 +50,13 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
     m.nf4 = nf4::quantize(ckpt.load_f32(name), true);
     return m;
   }
-  const auto raw = ckpt.raw(name);
   const size_t align = storage == DType::F32 ? 4 : 2;
-  if (info.dtype == storage && reinterpret_cast<uintptr_t>(raw.data()) % align == 0) {
-    m.borrowed = raw.data();  // stored as wanted: use the mapped pages in place (zero copy)
-    return m;
+  if (info.dtype == storage && ckpt.stored_as_is(name)) {
+    const auto raw = ckpt.raw(name);
+    if (reinterpret_cast<uintptr_t>(raw.data()) % align == 0) {
+      m.borrowed = raw.data();  // stored as wanted: use the mapped pages in place (zero copy)
+      return m;
+    }
   }
   if (storage == DType::F32) {
     m.f32 = ckpt.load_f32(name);

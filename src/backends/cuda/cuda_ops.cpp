@@ -137,7 +137,13 @@ class CudaOps final : public Ops {
       const auto& info = ckpt.at(name);
       if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16)
         throw UnsupportedError(fmt::format("{}: stored as {}; the GPU loads F32, F16 or BF16", name, dtype_name(info.dtype)));
-      upload_converted(ckpt.raw(name), info.dtype, w->w.as<char>() + row * in * 2);
+      if (ckpt.stored_as_is(name)) {
+        upload_converted(ckpt.raw(name), info.dtype, w->w.as<char>() + row * in * 2);
+      } else {  // a GGUF tensor: dequantised (and its rows reordered) on the host, uploaded as F16
+        std::vector<uint16_t> f16(size_t(info.numel()));
+        ckpt.load_into(name, DType::F16, std::as_writable_bytes(std::span(f16)));
+        upload_converted(std::as_bytes(std::span(f16)), DType::F16, w->w.as<char>() + row * in * 2);
+      }
       row += size_t(info.shape.at(0));
     }
     return w;
