@@ -87,6 +87,18 @@ void check_ggml(const Tokenizer& tok, const std::string& name) {
 
 TEST(TokenizerGolden, LlamaSpmTokenizerJson) { check_ggml(cached(llama2_json_dir()), "ggml-vocab-llama-spm"); }
 TEST(TokenizerGolden, LlamaSpmSentencePieceModel) { check_ggml(cached(llama2_spm_dir()), "ggml-vocab-llama-spm"); }
+// The same Llama-2 vocabulary as llama.cpp keeps it in a GGUF file (pieces, scores, token
+// types; no tokenizer.model): a SentencePiece model written from the metadata.
+std::string llama_spm_gguf() { return test::fixture("tokenizers/llama.cpp-vocab-tests/ggml-vocab-llama-spm.gguf"); }
+TEST(TokenizerGolden, LlamaSpmGguf) {
+  const auto& tok = cached(llama_spm_gguf());
+  EXPECT_EQ(tok.kind(), TokenizerKind::SentencePiece);
+  check_ggml(tok, "ggml-vocab-llama-spm");
+  // add_bos_token true in the file; byte fallback for a character the pieces lack.
+  EXPECT_EQ(tok.encode("Hello", true), (std::vector<TokenId>{1, 15043}));
+  EXPECT_EQ(tok.encode("\xF0\x9F\xA6\x99", false), cached(llama2_spm_dir()).encode("\xF0\x9F\xA6\x99", false));
+  EXPECT_EQ(tok.decode(tok.encode("नमस्ते दुनिया 🦙", true), true), "नमस्ते दुनिया 🦙");
+}
 TEST(TokenizerGolden, Llama3Tiktoken) { check_ggml(cached(llama3_dir()), "ggml-vocab-llama-bpe"); }
 TEST(TokenizerGolden, BertWordPiece) { check_ggml(cached(minilm_dir()), "ggml-vocab-bert-bge"); }
 

@@ -1,0 +1,391 @@
+// GGUF: the reader's validation (crafted files that lie), ggml dequantisation against
+// gguf-py, and the real trained model (SmolLM2-135M-Instruct, Q4_1 GGUF in ../shared)
+// against transformers reading the same file: configuration, dequantised tensors bit for
+// bit, chat prompt ids, logits within 1e-4 and greedy tokens (tests/goldens/
+// make_smollm2_golden.py, make_ggml_dequant_golden.py).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "chat/chat_template.h"
+#include "core/error.h"
+#include "gguf_writer.h"
+#include "hub/file_hash.h"
+#include "io/checkpoint.h"
+#include "io/gguf.h"
+#include "io/safetensors.h"
+#include "models/llama_model.h"
+#include "models/model_config.h"
+#include "quant/ggml_quants.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+namespace pivotmt {
+namespace {
+
+using test::GgufWriter;
+
+std::string smollm2() { return test::fixture("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"); }
+std::string golden_dir() { return std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/"; }
+
+std::span<const std::byte> as_bytes(const std::string& s) { return {reinterpret_cast<const std::byte*>(s.data()), s.size()}; }
+
+// The message of the FormatError parsing `file` throws ("" when it parses).
+std::string parse_error(const std::string& file) {
+  try {
+    parse_gguf(as_bytes(file), "crafted.gguf");
+  } catch (const FormatError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string f32_bytes(std::vector<float> v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4); }
+
+// --- The reader
+
+TEST(GgufReader, EveryMetadataTypeReadsBack) {
+  GgufWriter w;
+  w.kv("u8", 0, uint8_t(200));
+  w.kv("i8", 1, int8_t(-5));
+  w.kv("u16", 2, uint16_t(60000));
+  w.kv("i16", 3, int16_t(-30000));
+  w.kv_u32("u32", 4000000000u);
+  w.kv_i32("i32", -2000000000);
+  w.kv_f32("f32", 0.1f);
+  w.kv_bool("bool", true);
+  w.kv_string("string", "héllo");
+  w.kv_u64("u64", 1ull << 63);
+  w.kv("i64", 11, int64_t(-(1ll << 62)));
+  w.kv("f64", 12, 0.1);
+  w.kv_strings("strings", {"a", "", "c"});
+  w.kv_array<float>("floats", 6, {1.5f, -2.0f});
+  w.kv_array<int32_t>("ints", 5, {-1, 2});
+  // An array of arrays (the format allows it): [[1, 2], [3]] of u8.
+  std::string nested;
+  GgufWriter::put<uint32_t>(nested, 9);
+  GgufWriter::put<uint64_t>(nested, 2);
+  for (std::vector<uint8_t> inner : {std::vector<uint8_t>{1, 2}, std::vector<uint8_t>{3}}) {
+    GgufWriter::put<uint32_t>(nested, 0);
+    GgufWriter::put<uint64_t>(nested, inner.size());
+    for (auto b : inner) GgufWriter::put<uint8_t>(nested, b);
+  }
+  w.kv_raw("nested", 9, nested);
+  w.tensor("t", {4, 2}, 0, f32_bytes({1, 2, 3, 4, 5, 6, 7, 8}));
+  test::TempDir tmp;
+  test::write_file(tmp.str("m.gguf"), w.bytes());
+  const GgufFile g(tmp.str("m.gguf"));
+  EXPECT_EQ(g.version(), 3u);
+  EXPECT_EQ(g.get_uint("u8"), 200u);
+  EXPECT_EQ(g.at("i8").i, -5);
+  EXPECT_EQ(g.get_uint("u16"), 60000u);
+  EXPECT_EQ(g.at("i16").i, -30000);
+  EXPECT_EQ(g.get_uint("u32"), 4000000000u);
+  EXPECT_EQ(g.at("i32").i, -2000000000);
+  EXPECT_EQ(g.get_float("f32"), double(0.1f));
+  EXPECT_EQ(g.get_bool("bool"), true);
+  EXPECT_EQ(g.get_string("string"), "héllo");
+  EXPECT_EQ(g.get_uint("u64"), 1ull << 63);
+  EXPECT_EQ(g.at("i64").i, -(1ll << 62));
+  EXPECT_EQ(g.get_float("f64"), 0.1);
+  EXPECT_EQ(g.get_strings("strings"), (std::vector<std::string>{"a", "", "c"}));
+  EXPECT_EQ(g.get_numbers("floats"), (std::vector<double>{1.5, -2.0}));
+  EXPECT_EQ(g.get_integers("ints"), (std::vector<int64_t>{-1, 2}));
+  ASSERT_EQ(g.at("nested").array.size(), 2u);
+  EXPECT_EQ(g.at("nested").array[0].array[1].u, 2u);
+  EXPECT_EQ(g.at("nested").array[1].array[0].u, 3u);
+  // A value of the wrong type is an error naming the key and both types.
+  try {
+    g.get_string("u32");
+    FAIL();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("metadata 'u32' is u32 4000000000; expected a string"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(g.get_uint("i32"), FormatError);  // negative
+  EXPECT_EQ(g.get_uint("absent"), std::nullopt);
+  const auto& t = g.tensor("t");
+  EXPECT_EQ(t.torch_shape(), (std::vector<int64_t>{2, 4}));
+  float v[8];
+  std::memcpy(v, g.data(t).data(), 32);
+  EXPECT_EQ(v[7], 8.0f);
+}
+
+TEST(GgufReader, Version2IsReadVersion1AndBigEndianAreRefused) {
+  GgufWriter w;
+  w.version = 2;
+  w.kv_u32("x", 1);
+  EXPECT_EQ(parse_error(w.bytes()), "");
+  w.version = 1;
+  EXPECT_NE(parse_error(w.bytes()).find("version 1"), std::string::npos);
+  w.version = 0x03000000;  // 3 written big-endian
+  EXPECT_NE(parse_error(w.bytes()).find("big-endian"), std::string::npos);
+  w.version = 4;
+  EXPECT_NE(parse_error(w.bytes()).find("versions 2 and 3"), std::string::npos);
+  EXPECT_NE(parse_error("GGML"), "");
+  EXPECT_NE(parse_error("GGUF\x03"), "");
+}
+
+TEST(GgufReader, CountsThatCannotFitAreRefusedBeforeAllocating) {
+  GgufWriter w;
+  w.kv_u32("x", 1);
+  EXPECT_NE(parse_error(w.bytes(0, 1ull << 60)).find("metadata entries cannot fit"), std::string::npos);
+  EXPECT_NE(parse_error(w.bytes(1ull << 58, 1)).find("tensors cannot fit"), std::string::npos);
+  GgufWriter a;
+  std::string arr;
+  GgufWriter::put<uint32_t>(arr, 8);  // strings
+  GgufWriter::put<uint64_t>(arr, 1ull << 61);
+  a.kv_raw("tokens", 9, arr);
+  EXPECT_NE(parse_error(a.bytes()).find("claims 2305843009213693952 elements of type string"), std::string::npos);
+  GgufWriter s;
+  std::string str;
+  GgufWriter::put<uint64_t>(str, ~0ull);  // a string's length
+  s.kv_raw("name", 8, str);
+  EXPECT_NE(parse_error(s.bytes()).find("metadata 'name'"), std::string::npos);
+  GgufWriter b;
+  b.kv("flag", 7, uint8_t(2));
+  EXPECT_NE(parse_error(b.bytes()).find("bool stored as 2"), std::string::npos);
+  GgufWriter t;
+  t.kv("odd", 13, uint32_t(0));
+  EXPECT_NE(parse_error(t.bytes()).find("value type 13"), std::string::npos);
+  GgufWriter d;
+  d.kv_u32("x", 1);
+  d.kv_u32("x", 2);
+  EXPECT_NE(parse_error(d.bytes()).find("'x' appears twice"), std::string::npos);
+  // Arrays nested past the limit.
+  std::string deep;
+  for (int i = 0; i < 20; ++i) {
+    GgufWriter::put<uint32_t>(deep, 9);
+    GgufWriter::put<uint64_t>(deep, 1);
+  }
+  GgufWriter n;
+  n.kv_raw("deep", 9, deep);
+  EXPECT_NE(parse_error(n.bytes()).find("nests arrays deeper"), std::string::npos) << parse_error(n.bytes());
+}
+
+TEST(GgufReader, TensorInfosAreCheckedAgainstTheDataSection) {
+  const std::string row = f32_bytes(std::vector<float>(8, 1.0f));
+  auto one = [&](std::vector<uint64_t> dims, uint32_t type, const std::string& bytes, int64_t offset = -1) {
+    GgufWriter w;
+    w.tensor("w", dims, type, bytes, offset);
+    return parse_error(w.bytes());
+  };
+  EXPECT_EQ(one({8}, 0, row), "");
+  EXPECT_NE(one({9}, 0, row).find("runs past the data section"), std::string::npos);
+  EXPECT_NE(one({8}, 0, row, 4).find("not a multiple of the alignment 32"), std::string::npos);
+  EXPECT_NE(one({8}, 99, row).find("ggml type 99, which ggml does not define"), std::string::npos);
+  EXPECT_NE(one({16}, 2, row).find("not whole Q4_0 blocks of 32"), std::string::npos);
+  EXPECT_NE(one({}, 0, row).find("0 dimensions"), std::string::npos);
+  EXPECT_NE(one({1, 1, 1, 1, 8}, 0, row).find("5 dimensions"), std::string::npos);
+  EXPECT_NE(one({1ull << 32, 1ull << 32, 1ull << 32}, 0, row).find("overflows 64 bits"), std::string::npos);
+  EXPECT_NE(one({32, 1ull << 58}, 2, row).find("past 2^63"), std::string::npos);
+  EXPECT_NE(one({8}, 0, row, int64_t(~0ull >> 1) & ~31ll).find("runs past"), std::string::npos);
+  GgufWriter overlap;
+  overlap.tensor("a", {8}, 0, row);
+  overlap.tensor("b", {8}, 0, row, 0);
+  EXPECT_NE(parse_error(overlap.bytes()).find("'a' and 'b' overlap"), std::string::npos);
+  GgufWriter twice;
+  twice.tensor("a", {8}, 0, row);
+  twice.tensor("a", {8}, 0, row);
+  EXPECT_NE(parse_error(twice.bytes()).find("'a' appears twice"), std::string::npos);
+  GgufWriter align;
+  align.kv_u32("general.alignment", 48);
+  EXPECT_NE(parse_error(align.bytes()).find("power of two"), std::string::npos);
+  // A file cut short inside its data section.
+  GgufWriter cut;
+  cut.tensor("w", {8}, 0, row);
+  const std::string whole = cut.bytes();
+  EXPECT_NE(parse_error(whole.substr(0, whole.size() - 1)).find("file truncated?"), std::string::npos);
+  // Every prefix of a valid file is refused with a FormatError, never read past its end.
+  for (size_t n = 0; n < whole.size(); ++n) EXPECT_NE(parse_error(whole.substr(0, n)), "") << n;
+}
+
+// --- Dequantisation against gguf-py
+
+TEST(GgmlQuants, DequantisationEqualsGgufPyBitForBit) {
+  const SafetensorsFile golden(golden_dir() + "ggml_dequant/golden.safetensors");
+  size_t types = 0;
+  for (const char* name : {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}) {
+    const auto blocks = test::read_tensor<uint8_t>(golden, std::string(name) + ".blocks");
+    const auto want = test::read_tensor<float>(golden, std::string(name) + ".values");
+    std::optional<GgmlType> type;
+    for (uint32_t id = 0; id < 40; ++id)
+      if (auto t = ggml_type_traits(id); t && std::string(t->name) == name) type = GgmlType(id);
+    ASSERT_TRUE(type) << name;
+    std::vector<float> got(want.size());
+    ggml_dequantize(*type, std::as_bytes(std::span(blocks)), got.data(), got.size());
+    size_t differ = 0;
+    for (size_t i = 0; i < want.size(); ++i) differ += std::memcmp(&got[i], &want[i], 4) != 0;
+    EXPECT_EQ(differ, 0u) << name << ": " << differ << " of " << want.size() << " values differ";
+    ++types;
+  }
+  EXPECT_EQ(types, 11u);
+  std::vector<float> out(256);
+  const std::vector<std::byte> q2(84);
+  EXPECT_THROW(ggml_dequantize(GgmlType::Q2_K, q2, out.data(), 256), UnsupportedError);
+  const std::vector<std::byte> short_block(17);
+  EXPECT_THROW(ggml_dequantize(GgmlType::Q4_0, short_block, out.data(), 32), Error);
+}
+
+// --- The real model
+
+class SmolLm2 : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { golden_ = new SafetensorsFile(golden_dir() + "smollm2/golden.safetensors"); }
+  static void TearDownTestSuite() { delete golden_; }
+  static const SafetensorsFile& golden() { return *golden_; }
+  static std::string meta(const std::string& key) { return golden().metadata().at(key); }
+  static inline SafetensorsFile* golden_ = nullptr;
+};
+
+TEST_F(SmolLm2, ConfigFromMetadata) {
+  const ModelConfig c = load_model_config(smollm2());
+  EXPECT_EQ(c.arch, Architecture::Llama);
+  EXPECT_EQ(c.num_layers, 30);
+  EXPECT_EQ(c.hidden_size, 576);
+  EXPECT_EQ(c.num_heads, 9);
+  EXPECT_EQ(c.num_kv_heads, 3);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.intermediate_size, 1536);
+  EXPECT_EQ(c.vocab_size, 49152);
+  EXPECT_EQ(c.rope_theta, 100000.0);
+  EXPECT_EQ(c.norm_eps, double(1e-5f));
+  EXPECT_EQ(c.max_position_embeddings, 8192);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.bos_token_id, 1);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<int64_t>{2}));
+  EXPECT_EQ(c.torch_dtype, "gguf Q4_1");
+  const GenerationConfig g = load_generation_config(smollm2(), c);
+  EXPECT_EQ(g.eos_token_ids, (std::vector<int64_t>{2}));
+  EXPECT_FALSE(g.do_sample);
+}
+
+TEST_F(SmolLm2, DequantisedTensorsEqualTransformersBitForBit) {
+  const Checkpoint ckpt(smollm2());
+  size_t checked = 0;
+  for (const auto& [key, digest] : golden().metadata()) {
+    if (key.rfind("sha256.", 0) != 0) continue;
+    const std::string name = key.substr(7);
+    const auto values = ckpt.load_f32(name);
+    EXPECT_EQ(sha256_hex(std::string(reinterpret_cast<const char*>(values.data()), values.size() * 4)), digest) << name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 7u);
+  // Q and K are the tensors whose rows the converter interleaved.
+  EXPECT_EQ(ckpt.ggml_view("model.layers.0.self_attn.q_proj.weight")->interleaved_heads, 9u);
+  EXPECT_EQ(ckpt.ggml_view("model.layers.0.self_attn.k_proj.weight")->interleaved_heads, 3u);
+  EXPECT_EQ(ckpt.ggml_view("model.layers.0.self_attn.v_proj.weight")->interleaved_heads, 0u);
+  EXPECT_FALSE(ckpt.stored_as_is("model.layers.0.self_attn.v_proj.weight"));  // Q4_1
+  EXPECT_TRUE(ckpt.stored_as_is("model.norm.weight"));                      // F32
+  EXPECT_THROW(ckpt.raw("model.embed_tokens.weight"), Error);
+}
+
+TEST_F(SmolLm2, ChatPromptIdsEqualTheReferenceTokenizer) {
+  const auto tok = load_tokenizer(smollm2());
+  EXPECT_EQ(tok->kind(), TokenizerKind::ByteLevelBpe);
+  EXPECT_EQ(tok->vocab_size(), 49152u);
+  EXPECT_EQ(tok->bos_id, 1);
+  EXPECT_EQ(tok->eos_id, 2);
+  EXPECT_TRUE(tok->is_special(2));
+  const auto names = nlohmann::json::parse(meta("prompts"));
+  for (size_t r = 0; r < names.size(); ++r) {
+    const std::string p = "r" + std::to_string(r) + ".";
+    const auto messages = messages_from_json(nlohmann::json::parse(meta(p + "messages")), "golden");
+    const std::string rendered = apply_chat_template(*tok, messages, true);
+    EXPECT_EQ(rendered, meta(p + "rendered")) << names[r];
+    const auto enc = encode_rendered_prompt(*tok, rendered, DuplicateBos::Reproduce);
+    const auto want = test::read_tensor<int64_t>(golden(), p + "input_ids");
+    EXPECT_EQ(enc.ids, std::vector<TokenId>(want.begin(), want.end())) << names[r];
+    EXPECT_EQ(tok->decode(enc.ids), rendered) << names[r];
+  }
+}
+
+// Logits at the golden's vocabulary subset: the last prompt position, then after each of
+// the first greedy tokens; and 32 greedy tokens token for token.
+void check_logits_and_greedy(const SafetensorsFile& golden, LlamaModel& model, size_t r, const std::string& name) {
+  const std::string p = "r" + std::to_string(r) + ".";
+  const auto ids64 = test::read_tensor<int64_t>(golden, p + "input_ids");
+  const auto greedy = test::read_tensor<int64_t>(golden, p + "greedy_tokens");
+  const auto logit_ids = test::read_tensor<int64_t>(golden, p + "logit_ids");
+  const auto want = test::read_tensor<float>(golden, p + "logits");
+  const size_t V = size_t(model.config().vocab_size), rows = want.size() / logit_ids.size();
+  KvCache cache = model.new_cache();
+  std::vector<LlamaModel::Input> batch = {{&cache, std::vector<TokenId>(ids64.begin(), ids64.end()), false}};
+  std::vector<float> row = model.forward(batch);
+  double worst = 0;
+  for (size_t s = 0; s < greedy.size(); ++s) {
+    if (s < rows)
+      for (size_t i = 0; i < logit_ids.size(); ++i)
+        worst = std::max(worst, double(std::fabs(row[size_t(logit_ids[i])] - want[s * logit_ids.size() + i])));
+    const size_t next = size_t(std::max_element(row.begin(), row.begin() + V) - row.begin());
+    ASSERT_EQ(int64_t(next), greedy[s]) << name << " step " << s;
+    std::vector<LlamaModel::Input> step = {{&cache, {TokenId(next)}, false}};
+    row = model.forward(step);
+  }
+  EXPECT_LT(worst, 1e-4) << name << ": logits differ from transformers by " << worst;
+}
+
+TEST_F(SmolLm2, LogitsAndGreedyTokensEqualTransformers) {
+  LlamaModel model(smollm2(), {DType::F32, OpsImpl::Fast});
+  const auto names = nlohmann::json::parse(meta("prompts"));
+  for (size_t r = 0; r < names.size(); ++r) check_logits_and_greedy(golden(), model, r, names[r]);
+}
+
+TEST_F(SmolLm2, ReferenceOpsAgreeOnTheShortPrompt) {
+  LlamaModel model(smollm2(), {DType::F32, OpsImpl::Reference});
+  check_logits_and_greedy(golden(), model, 0, "capital (reference ops)");
+}
+
+// --- Tokenizers of other GGUF vocabularies
+
+TEST(GgufTokenizer, UnknownPreTokenizerAndModelAreNamed) {
+  GgufWriter w;
+  w.kv_string("tokenizer.ggml.model", "gpt2");
+  w.kv_string("tokenizer.ggml.pre", "qwen9");
+  w.kv_strings("tokenizer.ggml.tokens", {"a", "b", "ab"});
+  w.kv_strings("tokenizer.ggml.merges", {"a b"});
+  test::TempDir tmp;
+  test::write_file(tmp.str("t.gguf"), w.bytes());
+  try {
+    load_tokenizer(tmp.str("t.gguf"));
+    FAIL();
+  } catch (const UnsupportedError& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.pre 'qwen9' is not supported"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("t.gguf"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GgufModel, UnsupportedArchitecturesAndSettingsAreRefusedNamingTheKey) {
+  test::TempDir tmp;
+  GgufWriter w;
+  w.kv_string("general.architecture", "qwen2");
+  test::write_file(tmp.str("q.gguf"), w.bytes());
+  EXPECT_THROW(
+      {
+        try {
+          load_model_config(tmp.str("q.gguf"));
+        } catch (const UnsupportedError& e) {
+          EXPECT_NE(std::string(e.what()).find("general.architecture is 'qwen2'"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      UnsupportedError);
+  GgufWriter p;
+  p.kv_string("general.architecture", "llama");
+  for (const char* k : {"llama.embedding_length", "llama.block_count", "llama.feed_forward_length", "llama.context_length"})
+    p.kv_u32(k, 64);
+  p.kv_u32("llama.attention.head_count", 4);
+  p.kv_u32("llama.rope.dimension_count", 8);  // heads are 16 wide: partial rotary
+  test::write_file(tmp.str("p.gguf"), p.bytes());
+  try {
+    load_model_config(tmp.str("p.gguf"));
+    FAIL();
+  } catch (const UnsupportedError& e) {
+    EXPECT_NE(std::string(e.what()).find("llama.rope.dimension_count 8"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace pivotmt
