@@ -140,6 +140,12 @@ std::string ablation_report_markdown(const AblationConfig& config, const std::ve
 
 nlohmann::json model_files_manifest(const std::string& model_dir) {
   nlohmann::json files = nlohmann::json::object();
+  if (fs::is_regular_file(model_dir)) {  // a GGUF file: the whole model
+    const uint64_t bytes = fs::file_size(model_dir);
+    files[fs::path(model_dir).filename().string()] = {{"bytes", bytes}};
+    if (bytes < (uint64_t(64) << 20)) files[fs::path(model_dir).filename().string()]["sha256"] = sha256_file_hex(model_dir);
+    return files;
+  }
   for (const auto& e : fs::directory_iterator(model_dir)) {
     const std::string name = e.path().filename().string();
     const bool relevant = name.ends_with(".json") || name.ends_with(".safetensors") || name == "tokenizer.model";

@@ -9,6 +9,7 @@
 #include "io/checkpoint.h"
 #include "models/model_config.h"
 #include "models/weights.h"
+#include "quant/ggml_quants.h"
 
 namespace pivotmt {
 namespace {
@@ -49,7 +50,8 @@ nlohmann::json inspect_model(const std::string& model_dir) {
   uint64_t stored_bytes = 0, stored_params = 0;
   for (const auto& name : ckpt.tensor_names()) {
     const auto& t = ckpt.at(name);
-    stored[std::string(dtype_name(t.dtype))] += t.numel();
+    const auto view = ckpt.ggml_view(name);  // a GGUF tensor: its ggml type (Q4_1, Q8_0, F32...)
+    stored[view ? std::string(ggml_type_name(view->type)) : std::string(dtype_name(t.dtype))] += t.numel();
     stored_bytes += t.nbytes();
     stored_params += t.numel();
   }
