@@ -12,15 +12,19 @@
 // matched whole (llama.cpp splits both out of the text before the model sees it).
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "io/json_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace pivotmt {
+namespace fs = std::filesystem;
 namespace {
 using json = nlohmann::json;
 
@@ -128,9 +132,10 @@ std::string sentencepiece_proto(const std::vector<std::string>& tokens, const st
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
-  return naming_file(path, [&]() -> std::unique_ptr<Tokenizer> {
-    const GgufFile g(path);
+GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& g) {
+  const std::string& path = g.path();
+  return naming_file(path, [&]() -> GgufTokenizerFiles {
+    GgufTokenizerFiles files;
     const std::string model = g.get_string("tokenizer.ggml.model").value_or("");
     const std::vector<std::string> tokens = g.get_strings("tokenizer.ggml.tokens");
     if (model.empty() || tokens.empty())
@@ -169,7 +174,9 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
       // User-defined pieces are matched whole by SentencePiece itself; control pieces are
       // special tokens (SentencePieceTokenizer registers them).
       config["legacy"] = true;
-      return sentencepiece_from_proto(sentencepiece_proto(tokens, scores, types, g), config, path);
+      files.sentencepiece_model = sentencepiece_proto(tokens, scores, types, g);
+      files.tokenizer_config = std::move(config);
+      return files;
     }
     if (model != "gpt2")
       throw UnsupportedError(fmt::format("{}: tokenizer.ggml.model '{}' is not supported (llama: SentencePiece; gpt2: "
@@ -196,8 +203,30 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
                   {"byte_fallback", false}, {"fuse_unk", false},         {"ignore_merges", ignore_merges},
                   {"dropout", nullptr},     {"unk_token", nullptr},      {"continuing_subword_prefix", nullptr},
                   {"end_of_word_suffix", nullptr}};
-    return tokenizer_from_parts(t, config, path);
+    files.tokenizer_json = std::move(t);
+    files.tokenizer_config = std::move(config);
+    return files;
   });
+}
+
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
+  const GgufFile g(path);
+  const GgufTokenizerFiles files = gguf_tokenizer_files(g);
+  if (!files.sentencepiece_model.empty()) return sentencepiece_from_proto(files.sentencepiece_model, files.tokenizer_config, path);
+  return naming_file(path, [&] { return tokenizer_from_parts(files.tokenizer_json, files.tokenizer_config, path); });
+}
+
+void write_gguf_tokenizer_files(const GgufFile& g, const std::string& dir) {
+  const GgufTokenizerFiles files = gguf_tokenizer_files(g);
+  const fs::path d(dir);
+  if (!files.sentencepiece_model.empty()) {
+    std::ofstream out(d / "tokenizer.model", std::ios::binary);
+    out.write(files.sentencepiece_model.data(), std::streamsize(files.sentencepiece_model.size()));
+    if (!out) throw Error(fmt::format("{}: cannot write", (d / "tokenizer.model").string()));
+  } else {
+    write_json_file((d / "tokenizer.json").string(), files.tokenizer_json);
+  }
+  write_json_file((d / "tokenizer_config.json").string(), files.tokenizer_config);
 }
 
 }  // namespace pivotmt

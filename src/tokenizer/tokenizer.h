@@ -69,6 +69,17 @@ std::unique_ptr<Tokenizer> sentencepiece_from_proto(std::string_view proto, cons
 // the pre-tokenizer tokenizer.ggml.pre names), its token types, special ids,
 // add_bos_token / add_eos_token and tokenizer.chat_template.
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path);
+// The same tokenizer as the files a Hugging Face folder would hold: tokenizer.json (gpt2)
+// or tokenizer.model (llama), and tokenizer_config.json (merge writes them beside the
+// merged weights of a GGUF base).
+class GgufFile;
+struct GgufTokenizerFiles {
+  nlohmann::json tokenizer_json;    // byte-level BPE vocabularies
+  std::string sentencepiece_model;  // SentencePiece vocabularies: a ModelProto's bytes
+  nlohmann::json tokenizer_config;
+};
+GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& g);
+void write_gguf_tokenizer_files(const GgufFile& g, const std::string& dir);
 
 // A tokenizer from tokenizer.json text alone (no tokenizer_config.json); for tests and
 // fuzzing. `label` names the source in errors.

@@ -10,8 +10,10 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "models/model_config.h"
+#include "tokenizer/tokenizer.h"
 #include "train/lora.h"
 
 namespace pivotmt {
@@ -58,9 +60,9 @@ MergeReport merge_adapter(const std::string& model_dir, const std::string& adapt
                         ++report.tensors;
                         report.bytes += out.size();
                         const auto it = by_name.find(spec.name);
-                        const auto raw = ckpt.raw(spec.name);
                         if (it == by_name.end()) {
-                          std::memcpy(out.data(), raw.data(), out.size());
+                          if (ckpt.stored_as_is(spec.name)) std::memcpy(out.data(), ckpt.raw(spec.name).data(), out.size());
+                          else ckpt.load_into(spec.name, spec.dtype, out);  // a GGUF tensor, dequantised
                           return;
                         }
                         // W (F32) + (B @ A) · scaling, back to the stored dtype (PEFT adds the
@@ -85,8 +87,20 @@ MergeReport merge_adapter(const std::string& model_dir, const std::string& adapt
     if (report.merged == 0)
       throw Error(fmt::format("{}: none of the adapter's {} projections (targets {}) is a weight of {}: nothing to merge",
                               adapter_dir, by_name.size(), fmt::join(adapter.config.targets, ", "), model_dir));
-    for (const auto& e : fs::directory_iterator(model_dir))
-      if (e.is_regular_file() && !is_weight_file(e.path())) fs::copy_file(e.path(), tmp / e.path().filename());
+    if (const GgufFile* g = ckpt.gguf()) {
+      // A GGUF base: its metadata as the Hugging Face files of the same model.
+      nlohmann::json config = gguf_config_json(*g);
+      config["torch_dtype"] = "float32";
+      write_json_file((tmp / "config.json").string(), config);
+      const GenerationConfig gen = load_generation_config(model_dir, cfg);
+      nlohmann::json generation = {{"eos_token_id", gen.eos_token_ids}};
+      if (gen.bos_token_id) generation["bos_token_id"] = *gen.bos_token_id;
+      write_json_file((tmp / "generation_config.json").string(), generation);
+      write_gguf_tokenizer_files(*g, tmp.string());
+    } else {
+      for (const auto& e : fs::directory_iterator(model_dir))
+        if (e.is_regular_file() && !is_weight_file(e.path())) fs::copy_file(e.path(), tmp / e.path().filename());
+    }
     fs::remove_all(out_dir);  // an empty folder at most (checked above)
     fs::rename(tmp, out_dir);
   } catch (...) {

@@ -2,7 +2,8 @@
 # A GGUF file wherever a model is taken: the real SmolLM2-135M-Instruct (Q4_1) from
 # ../shared is inspected (its ggml types), tokenizes with its own vocabulary, answers a
 # chat greedily as transformers does (tests/goldens/smollm2: "The capital of France is
-# Paris."), and runs a small k-ablation on the study's Konkani rows.
+# Paris."), runs a small k-ablation on the study's Konkani rows, and is a base for
+# fine-tuning and merge.
 # usage: gguf.sh PIVOTMT SHARED_DIR
 set -euo pipefail
 PIVOTMT=$1
@@ -36,4 +37,15 @@ done
 # The prompts are the model's own chat template's (SmolLM2's default system turn).
 grep -q "<|im_start|>system" "$W/run/k_1/results_k1.csv"
 test -s "$W/run/ablation_summary.csv"
+
+# A GGUF base for QLoRA fine-tuning and merge: the merged folder (safetensors, config.json,
+# tokenizer.json written from the metadata) answers as the base with the adapter applied.
+"$PIVOTMT" -q finetune --data "$W/data" -m "$MODEL" --out "$W/ft" --steps 2 --warmup 0 --batch-size 1 --grad-accum 1 \
+  --k 0 --max-seq-len 96 --lora-r 4 --lr 1e-3 --base-weights f32 >/dev/null
+"$PIVOTMT" merge -m "$MODEL" --adapter "$W/ft" --out "$W/merged"
+test -s "$W/merged/tokenizer.json"
+with_adapter=$("$PIVOTMT" generate -m "$MODEL" --adapter "$W/ft" --messages "$W/chat.json" --greedy --weights f32 --max-new-tokens 12 2>/dev/null)
+merged=$("$PIVOTMT" generate -m "$W/merged" --messages "$W/chat.json" --greedy --weights f32 --max-new-tokens 12 2>/dev/null)
+echo "adapter: $with_adapter / merged: $merged"
+test "$with_adapter" = "$merged"
 echo OK
