@@ -173,6 +173,7 @@ TEST(GgufReader, TensorInfosAreCheckedAgainstTheDataSection) {
     return parse_error(w.bytes());
   };
   EXPECT_EQ(one({8}, 0, row), "");
+  EXPECT_EQ(one({0, 4}, 0, ""), "");  // a zero dimension is allowed (and dequantises to nothing)
   EXPECT_NE(one({9}, 0, row).find("runs past the data section"), std::string::npos);
   EXPECT_NE(one({8}, 0, row, 4).find("not a multiple of the alignment 32"), std::string::npos);
   EXPECT_NE(one({8}, 99, row).find("ggml type 99, which ggml does not define"), std::string::npos);

@@ -165,6 +165,7 @@ void ggml_dequantize(GgmlType t, std::span<const std::byte> src, float* y, uint6
                                                           "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)", tr.name));
   if (src.size() != ggml_row_bytes(t, n))
     throw Error(fmt::format("{}: {} bytes given for {} values, which take {}", tr.name, src.size(), n, ggml_row_bytes(t, n)));
+  if (n == 0) return;  // a tensor with a zero dimension (the format allows it)
   const auto* b = reinterpret_cast<const uint8_t*>(src.data());
   const uint64_t blocks = n / tr.block_size;
   switch (t) {
