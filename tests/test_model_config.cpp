@@ -142,5 +142,26 @@ TEST(GenerationConfig, EosListAndFallbacks) {
   EXPECT_THROW(parse_generation_config(json::parse(R"({"top_p":1.5})"), model, "g"), FormatError);
 }
 
+// What transformers 4.57's save_pretrained writes for a Llama (captured from it): "dtype"
+// instead of "torch_dtype", head_dim, several EOS ids in both files, sampling defaults.
+TEST(ModelConfig, CurrentTransformersFiles) {
+  const json config = json::parse(R"({"architectures":["LlamaForCausalLM"],"attention_bias":false,
+    "attention_dropout":0.0,"bos_token_id":1,"dtype":"bfloat16","eos_token_id":[2,3],"head_dim":8,"hidden_act":"silu",
+    "hidden_size":32,"initializer_range":0.02,"intermediate_size":64,"max_position_embeddings":2048,"mlp_bias":false,
+    "model_type":"llama","num_attention_heads":4,"num_hidden_layers":1,"num_key_value_heads":2,"pretraining_tp":1,
+    "rms_norm_eps":1e-06,"rope_scaling":null,"rope_theta":10000.0,"tie_word_embeddings":false,
+    "transformers_version":"4.57.6","use_cache":true,"vocab_size":64})");
+  const ModelConfig c = parse_model_config(config, "config.json");
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+  EXPECT_EQ(c.head_dim, 8);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<int64_t>{2, 3}));
+  const GenerationConfig g = parse_generation_config(
+      json::parse(R"({"bos_token_id":1,"do_sample":true,"eos_token_id":[2,3],"temperature":0.6,
+                      "transformers_version":"4.57.6"})"), c, "generation_config.json");
+  EXPECT_EQ(g.eos_token_ids, (std::vector<int64_t>{2, 3}));
+  EXPECT_TRUE(g.do_sample);
+  EXPECT_DOUBLE_EQ(g.temperature, 0.6);
+}
+
 }  // namespace
 }  // namespace pivotmt

@@ -189,7 +189,9 @@ ModelConfig parse_model_config(const json& j, const std::string& label) {
   c.model_type = mt->get<std::string>();
   if (auto a = j.find("architectures"); a != j.end() && a->is_array() && !a->empty() && (*a)[0].is_string())
     c.architecture_class = (*a)[0].get<std::string>();
-  if (auto d = j.find("torch_dtype"); d != j.end() && d->is_string()) c.torch_dtype = d->get<std::string>();
+  // transformers 4.56+ writes "dtype" where earlier versions wrote "torch_dtype".
+  for (const char* key : {"torch_dtype", "dtype"})
+    if (auto d = j.find(key); d != j.end() && d->is_string() && c.torch_dtype.empty()) c.torch_dtype = d->get<std::string>();
 
   if (c.model_type == "llama") {
     c.arch = Architecture::Llama;
