@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <tuple>
 #include <random>
 
@@ -167,6 +168,65 @@ TEST_F(IsaLevels, Int8ActivationsMatchReference) {
 
 // Long prefill attention runs in blocks of query rows over the keys each block can see;
 // a batch of decode rows runs as one parallel section: both against the reference.
+// GGUF blocks (Q8_0, Q4_0, Q4_1) multiplied in place: the expectation is computed without
+// the kernels — weights dequantised by ggml_dequantize (gguf-py's values, bit for bit),
+// products summed in double — and the reference op and every path this machine has
+// (portable falls back to the generic row conversion) are held to it.
+Matrix ggml_matrix(GgmlType type, size_t out, size_t in, unsigned seed) {
+  std::mt19937 rng(seed);
+  Matrix m;
+  m.dtype = DType::GGML;
+  m.ggml_type = type;
+  m.out = out;
+  m.in = in;
+  m.ggml_row_bytes = ggml_row_bytes(type, in);
+  m.ggml_owned.resize(out * m.ggml_row_bytes);
+  for (auto& b : m.ggml_owned) b = uint8_t(rng());
+  const size_t block = type == GgmlType::Q8_0 ? 34 : type == GgmlType::Q4_0 ? 18 : 20;
+  std::normal_distribution<float> scale(0.0f, 0.02f);
+  for (size_t off = 0; off < m.ggml_owned.size(); off += block)
+    for (size_t f = 0; f < (type == GgmlType::Q4_1 ? 2u : 1u); ++f) {  // finite F16 scale (and minimum)
+      const uint16_t h = f32_to_f16(scale(rng));
+      std::memcpy(&m.ggml_owned[off + 2 * f], &h, 2);
+    }
+  return m;
+}
+
+TEST_F(IsaLevels, GgmlBlocksEveryPathMatchesDequantisedProducts) {
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1})
+    for (size_t M : {1u, 3u, 4u, 9u}) {
+      const size_t out = 13, in = 160;
+      const Matrix w = ggml_matrix(type, out, in, unsigned(M) * 7 + unsigned(type));
+      const auto x = random_normal(M * in, unsigned(M) + 100, 1.0f);
+      std::vector<float> wrow(in);
+      std::vector<double> want(M * out);
+      for (size_t n = 0; n < out; ++n) {
+        ggml_dequantize(type, {reinterpret_cast<const std::byte*>(w.row_ggml(n)), w.ggml_row_bytes}, wrow.data(), in);
+        for (size_t m = 0; m < M; ++m) {
+          double acc = 0;
+          for (size_t k = 0; k < in; ++k) acc += double(wrow[k]) * double(x[m * in + k]);
+          want[m * out + n] = acc;
+        }
+      }
+      const std::string what = std::string(ggml_type_name(type)) + " M=" + std::to_string(M);
+      auto check = [&](const std::string& path, auto&& linear) {
+        std::vector<float> y(M * (out + 3), -7.0f);  // ldy > out: the gaps stay untouched
+        linear(y.data(), out + 3);
+        for (size_t m = 0; m < M; ++m) {
+          for (size_t n = 0; n < out; ++n)
+            EXPECT_NEAR(y[m * (out + 3) + n], want[m * out + n], 1e-5 * (1 + std::fabs(want[m * out + n])))
+                << what << " " << path << " [" << m << ", " << n << "]";
+          EXPECT_EQ(y[m * (out + 3) + out], -7.0f) << what << " " << path;
+        }
+      };
+      check("reference", [&](float* y, size_t ldy) { ref::linear(x.data(), M, w, y, ldy); });
+      for (Isa level : levels()) {
+        set_isa_cap(level);
+        check(isa_name(level), [&](float* y, size_t ldy) { fast::linear(x.data(), M, w, y, ldy); });
+      }
+    }
+}
+
 TEST_F(IsaLevels, AttentionBlocksAndBatchesMatchReference) {
   const size_t nh = 6, nkv = 2, d = 24;
   // Prefill (T >= 16): query blocks, windows, and more keys than one key block (600).

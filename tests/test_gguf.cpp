@@ -339,6 +339,19 @@ TEST_F(SmolLm2, ReferenceOpsAgreeOnTheShortPrompt) {
   check_logits_and_greedy(golden(), model, 0, "capital (reference ops)");
 }
 
+// --weights gguf: the Q8_0 / Q4_0 / Q4_1 tensors multiplied as the file stores them (in
+// place, except Q and K whose rows are reordered once), F32 activations: the same numbers
+// as the dequantised F32 model up to summation order, so transformers' logits within 1e-4
+// and its greedy tokens, fast and reference ops, at the file's size in memory.
+TEST_F(SmolLm2, FileBlocksInPlaceEqualTransformers) {
+  LlamaModel fast(smollm2(), {DType::GGML, OpsImpl::Fast});
+  for (size_t r : {0u, 1u, 3u}) check_logits_and_greedy(golden(), fast, r, "gguf blocks, " + std::to_string(r));
+  LlamaModel reference(smollm2(), {DType::GGML, OpsImpl::Reference});
+  check_logits_and_greedy(golden(), reference, 0, "gguf blocks, reference ops");
+  // Weights held: the quantised projections and the Q8_0 embedding as stored, the norms F32.
+  EXPECT_LT(fast.weight_bytes(), size_t(100) << 20);
+}
+
 // --- Tokenizers of other GGUF vocabularies
 
 TEST(GgufTokenizer, UnknownPreTokenizerAndModelAreNamed) {

@@ -17,11 +17,11 @@ struct DTypeInfo {
   size_t size;
   bool is_float;
 };
-constexpr std::array<DTypeInfo, 13> kInfo = {{
+constexpr std::array<DTypeInfo, 14> kInfo = {{
     {"F64", 8, true},  {"F32", 4, true}, {"F16", 2, true}, {"BF16", 2, true},
     {"I64", 8, false}, {"I32", 4, false}, {"I16", 2, false}, {"I8", 1, false},
     {"U8", 1, false},  {"BOOL", 1, false}, {"F8_E4M3", 1, true}, {"F8_E5M2", 1, true},
-    {"NF4", 0, false},
+    {"NF4", 0, false}, {"GGML", 0, false},
 }};
 constexpr size_t kFileDTypes = 12;  // the safetensors dtypes (NF4 is storage only)
 

@@ -13,7 +13,9 @@ namespace pivotmt {
 // NF4 comes last and is not a file dtype: it names bitsandbytes' 4-bit weight storage
 // (quant/nf4.h), two values per byte, so dtype_size() is 0 for it and dtype_from_name()
 // never returns it.
-enum class DType : uint8_t { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, F8_E4M3, F8_E5M2, NF4 };
+// GGML, after it, names weights kept as a GGUF file's blocks (quant/ggml_quants.h: Q8_0,
+// Q4_0, Q4_1), also storage only.
+enum class DType : uint8_t { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, F8_E4M3, F8_E5M2, NF4, GGML };
 
 // "F32" -> DType::F32; nullopt for a name the format does not define.
 std::optional<DType> dtype_from_name(std::string_view name);

@@ -206,7 +206,8 @@ LoadOptions study_load_options(const AblationConfig& config) {
                         : config.weights == "f32"  ? DType::F32
                         : config.weights == "int8" || config.weights == "q8" ? DType::I8
                         : config.weights == "nf4"  ? DType::NF4
-                                                   : throw Error(fmt::format("weights '{}': expected f16, f32, int8, q8 or nf4", config.weights));
+                        : config.weights == "gguf" ? DType::GGML
+                                                   : throw Error(fmt::format("weights '{}': expected f16, f32, int8, q8, nf4 or gguf", config.weights));
   LoadOptions o{weights, OpsImpl::Fast};
   o.int8_activations = config.weights == "q8";
   o.adapter = config.adapter;

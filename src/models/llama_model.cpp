@@ -44,8 +44,8 @@ LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(o
   cfg_ = load_model_config(dir);
   if (!cfg_.is_decoder()) throw UnsupportedError(fmt::format("{}: {} is not a decoder model", dir, architecture_name(cfg_.arch)));
   if (options.weights != DType::F32 && options.weights != DType::F16 && options.weights != DType::I8 &&
-      options.weights != DType::NF4)
-    throw UnsupportedError("weights can be stored as F32, F16, INT8 (I8) or NF4");
+      options.weights != DType::NF4 && options.weights != DType::GGML)
+    throw UnsupportedError("weights can be stored as F32, F16, INT8 (I8), NF4 or a GGUF file's blocks");
   // A GPU keeps room beside its KV pool for the largest pass's activations: [T, ·] rows of
   // the residual, normed, QKV and attention buffers, the MLP chunk and the logits rows.
   const size_t H = size_t(cfg_.hidden_size), qkv_cols = size_t(cfg_.num_heads + 2 * cfg_.num_kv_heads) * size_t(cfg_.head_dim);

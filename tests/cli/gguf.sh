@@ -25,6 +25,9 @@ echo '[{"role":"user","content":"What is the capital of France?"}]' >"$W/chat.js
 answer=$("$PIVOTMT" generate -m "$MODEL" --messages "$W/chat.json" --greedy --weights f32 --max-new-tokens 16 2>/dev/null)
 echo "answer: $answer"
 test "$answer" = "The capital of France is Paris."
+# The same answer with the file's Q4_1 / Q8_0 blocks multiplied in place.
+answer=$("$PIVOTMT" generate -m "$MODEL" --messages "$W/chat.json" --greedy --weights gguf --max-new-tokens 16 2>/dev/null)
+test "$answer" = "The capital of France is Paris."
 
 POOL=$SHARED/fixtures/original/konkani_train_pool_reconstructed.jsonl
 mkdir "$W/data"

@@ -50,6 +50,25 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
     m.nf4 = nf4::quantize(ckpt.load_f32(name), true);
     return m;
   }
+  if (storage == DType::GGML) {
+    // A GGUF tensor in a type the kernels multiply (Q8_0, Q4_0, Q4_1) stays as the file
+    // stores it; any other tensor (F32 norms, K-quants...) is stored as F16.
+    const auto view = ckpt.ggml_view(name);
+    const bool kept = view && m.in % 32 == 0 && view->rows == m.out &&
+                      (view->type == GgmlType::Q8_0 || view->type == GgmlType::Q4_0 || view->type == GgmlType::Q4_1);
+    if (!kept) return load_matrix(ckpt, name, DType::F16, false);
+    m.ggml_type = view->type;
+    m.ggml_row_bytes = ggml_row_bytes(view->type, m.in);
+    if (!view->interleaved_heads) {
+      m.borrowed = view->bytes.data();  // in place: the model takes its file's size in memory
+      return m;
+    }
+    m.ggml_owned.resize(m.out * m.ggml_row_bytes);  // Q and K: rows back in Hugging Face order
+    for (size_t r = 0; r < m.out; ++r)
+      std::memcpy(&m.ggml_owned[r * m.ggml_row_bytes], view->bytes.data() + view->stored_row(r) * m.ggml_row_bytes,
+                  m.ggml_row_bytes);
+    return m;
+  }
   const size_t align = storage == DType::F32 ? 4 : 2;
   if (info.dtype == storage && ckpt.stored_as_is(name)) {
     const auto raw = ckpt.raw(name);
@@ -154,8 +173,9 @@ class CpuOps final : public Ops {
 
   std::unique_ptr<LinearWeights> load_linear(const Checkpoint& ckpt, const std::vector<std::string>& names,
                                              DType storage) override {
-    if (storage != DType::F32 && storage != DType::F16 && storage != DType::I8 && storage != DType::NF4)
-      throw UnsupportedError("cpu: weights can be stored as F32, F16, INT8 (I8) or NF4");
+    if (storage != DType::F32 && storage != DType::F16 && storage != DType::I8 && storage != DType::NF4 &&
+        storage != DType::GGML)
+      throw UnsupportedError("cpu: weights can be stored as F32, F16, INT8 (I8), NF4 or a GGUF file's blocks");
     auto w = std::make_unique<CpuLinear>();
     for (const auto& name : names) {
       w->parts.push_back(load_matrix(ckpt, name, storage, options_.int8_activations));

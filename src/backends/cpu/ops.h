@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "quant/ggml_quants.h"
 #include "quant/nf4.h"
 
 namespace pivotmt::cpu {
@@ -34,14 +35,24 @@ struct Matrix {
   std::vector<int32_t> block_sums;  // [out, ceil(in / kQ8Block)] Σ q per block, when dtype == I8
   bool int8_activations = false;    // I8: quantise the activations (see above)
   nf4::Quantized nf4;          // the whole matrix flattened row-major, when dtype == NF4
+  // GGML: a GGUF file's blocks of 32 values (Q8_0, Q4_0 or Q4_1), ggml_row_bytes per row,
+  // read in place from the file's mapping (borrowed) or reordered into ggml_owned (Q and K,
+  // whose rows the converter interleaved).
+  GgmlType ggml_type = GgmlType::F32;
+  size_t ggml_row_bytes = 0;
+  std::vector<uint8_t> ggml_owned;
   const void* borrowed = nullptr;  // [out, in] in the checkpoint mapping, else null
   const float* data_f32() const { return borrowed ? static_cast<const float*>(borrowed) : f32.data(); }
   const uint16_t* data_f16() const { return borrowed ? static_cast<const uint16_t*>(borrowed) : f16.data(); }
   const float* row_f32(size_t o) const { return data_f32() + o * in; }
   const uint16_t* row_f16(size_t o) const { return data_f16() + o * in; }
   const int8_t* row_i8(size_t o) const { return i8.data() + o * in; }
+  const uint8_t* row_ggml(size_t o) const {
+    return (borrowed ? static_cast<const uint8_t*>(borrowed) : ggml_owned.data()) + o * ggml_row_bytes;
+  }
   size_t bytes() const {
     if (dtype == DType::NF4) return nf4.bytes();
+    if (dtype == DType::GGML) return out * ggml_row_bytes;
     return dtype == DType::I8 ? out * in + out * 4 : out * in * (dtype == DType::F32 ? 4 : 2);
   }
   // Row o as F32 (dequantised / converted).

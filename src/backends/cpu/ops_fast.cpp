@@ -241,6 +241,13 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   const auto split_rows = [&](auto&& body) {
     parallel_for((w.out + 3) / 4, [&](size_t u0, size_t u1) { body(u0 * 4, std::min(w.out, u1 * 4)); });
   };
+  if (w.dtype == DType::GGML && level >= Isa::Avx2) {  // a GGUF file's Q8_0 / Q4_0 / Q4_1 blocks, read in place
+    split_rows([&](size_t n0, size_t n1) {
+      if (level >= Isa::Avx512) kernels::gemm_ggml_avx512(x, T, w, y, ldy, n0, n1);
+      else kernels::gemm_ggml_avx2(x, T, w, y, ldy, n0, n1);
+    });
+    return;
+  }
   if (w.dtype == DType::I8 && w.int8_activations) {
     // Reused: decode calls this hundreds of times a step. The workers read the caller's
     // buffer through the reference (a thread_local named in the lambda would be theirs).
@@ -274,7 +281,7 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
 #if defined(__x86_64__)
   nf4_gemv = w.dtype == DType::NF4 && w.in % 8 == 0 && cpu_has_avx2_fma_f16c();
 #endif
-  if ((w.dtype != DType::NF4 || nf4_gemv) && !f32_sgemm && T <= (w.bytes() < kCachedMatrixBytes ? kGemvRowsCached : kGemvMaxRows)) {
+  if ((w.dtype != DType::NF4 || nf4_gemv) && w.dtype != DType::GGML && !f32_sgemm && T <= (w.bytes() < kCachedMatrixBytes ? kGemvRowsCached : kGemvMaxRows)) {
     parallel_for(w.out, [&](size_t o0, size_t o1) {
 #if defined(__x86_64__)
       if (cpu_has_avx2_fma_f16c()) {

@@ -14,6 +14,7 @@ void Matrix::row_to_f32(size_t o, float* dst) const {
     case DType::F32: std::copy(row_f32(o), row_f32(o) + in, dst); return;
     case DType::F16: convert_floats(DType::F16, row_f16(o), DType::F32, dst, in); return;
     case DType::NF4: nf4::dequantize(nf4, o * in, (o + 1) * in, dst); return;
+    case DType::GGML: ggml_dequantize(ggml_type, {reinterpret_cast<const std::byte*>(row_ggml(o)), ggml_row_bytes}, dst, in); return;
     default:
       for (size_t i = 0; i < in; ++i) dst[i] = scale[o] * float(row_i8(o)[i]);
   }

@@ -1,0 +1,182 @@
+// GGUF's Q8_0 / Q4_0 / Q4_1 weights multiplied in place, as the file stores them, so a
+// GGUF model runs at its file's size in memory (gemm.h). Written here rather than taken
+// from a library: no Debian package multiplies ggml's block formats (llama.cpp's ggml is
+// not packaged as a library we could link), and the loops are short.
+//
+// A weight row is dequantised a 32-value block at a time in registers (exactly gguf-py's
+// values: d · q, and d · q + m for Q4_1 without a fused multiply-add) into a row buffer,
+// then multiplied with the activation rows, 8 (AVX2) or 16 (AVX-512) F32 partial sums per
+// pair, added at the end.
+// GCC 12 warns inside its own AVX-512 intrinsics' headers (their "undefined" source
+// operands), a known false positive; as in gemm_avx512.cpp.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "backends/cpu/gemm.h"
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace pivotmt::cpu::kernels {
+namespace {
+
+constexpr size_t kBlock = 32;
+constexpr size_t kRows = 4;  // activation rows per pass over a dequantised weight row
+
+inline float half_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+
+size_t block_bytes(const Matrix& w) {
+  if (w.dtype != DType::GGML || w.in % kBlock)
+    throw Error(fmt::format("GGUF kernels: a {} [{}, {}] matrix is not GGUF blocks of 32",
+                            w.dtype == DType::GGML ? ggml_type_name(w.ggml_type) : "non-GGUF", w.out, w.in));
+  switch (w.ggml_type) {
+    case GgmlType::Q8_0: return 34;
+    case GgmlType::Q4_0: return 18;
+    case GgmlType::Q4_1: return 20;
+    default: throw UnsupportedError(fmt::format("GGUF kernels: {} weights are not kept quantised", ggml_type_name(w.ggml_type)));
+  }
+}
+
+// The block's 32 quants as four vectors of 8 int32 (value order 0..31).
+__attribute__((target("avx2,fma,f16c"))) inline void quants_avx2(GgmlType t, const uint8_t* b, __m256i q[4]) {
+  if (t == GgmlType::Q8_0) {
+    for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * i)));
+    return;
+  }
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + (t == GgmlType::Q4_1 ? 4 : 2)));
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  const __m128i lo = _mm_and_si128(packed, mask), hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+  q[0] = _mm256_cvtepu8_epi32(lo);
+  q[1] = _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8));
+  q[2] = _mm256_cvtepu8_epi32(hi);
+  q[3] = _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8));
+  if (t == GgmlType::Q4_0)
+    for (int i = 0; i < 4; ++i) q[i] = _mm256_sub_epi32(q[i], _mm256_set1_epi32(8));
+}
+
+__attribute__((target("avx2,fma,f16c"))) inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+}  // namespace
+
+// Both kernels: each weight row dequantised once into a buffer that stays in L1 (a 7B
+// model's longest row, 14336 values, is 56 KiB: L2 at worst), then multiplied with every
+// activation row, kRows at a time — so prefill pays the dequantisation once per weight
+// row, not once per activation row.
+__attribute__((target("avx2,fma,f16c"))) void gemm_ggml_avx2(const float* x, size_t M, const Matrix& w, float* y,
+                                                             size_t ldy, size_t n0, size_t n1) {
+  const size_t bb = block_bytes(w), K = w.in, blocks = K / kBlock;
+  const bool has_min = w.ggml_type == GgmlType::Q4_1;
+  static thread_local std::vector<float> buffer;
+  buffer.resize(K);
+  float* wf = buffer.data();
+  for (size_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.row_ggml(n);
+    for (size_t b = 0; b < blocks; ++b) {
+      const uint8_t* blk = row + b * bb;
+      __m256i q[4];
+      quants_avx2(w.ggml_type, blk, q);
+      const __m256 d = _mm256_set1_ps(half_at(blk)), mn = _mm256_set1_ps(has_min ? half_at(blk + 2) : 0.0f);
+      for (int i = 0; i < 4; ++i) {
+        __m256 v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(q[i]));
+        if (has_min) v = _mm256_add_ps(v, mn);
+        _mm256_storeu_ps(wf + b * kBlock + 8 * i, v);
+      }
+    }
+    for (size_t m0 = 0; m0 < M; m0 += kRows) {
+      const size_t rows = std::min(kRows, M - m0);
+      __m256 acc[kRows];
+      for (auto& a : acc) a = _mm256_setzero_ps();
+      for (size_t k = 0; k < K; k += 8) {
+        const __m256 wv = _mm256_loadu_ps(wf + k);
+        for (size_t r = 0; r < rows; ++r) acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (m0 + r) * K + k), acc[r]);
+      }
+      for (size_t r = 0; r < rows; ++r) y[(m0 + r) * ldy + n] = hsum(acc[r]);
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) void gemm_ggml_avx512(const float* x, size_t M,
+                                                                                         const Matrix& w, float* y,
+                                                                                         size_t ldy, size_t n0,
+                                                                                         size_t n1) {
+  const size_t bb = block_bytes(w), K = w.in, blocks = K / kBlock;
+  const GgmlType t = w.ggml_type;
+  const bool has_min = t == GgmlType::Q4_1;
+  // kCols weight rows dequantised at a time, each (weight row, activation row) pair with its
+  // own 16 partial sums: a 4 × 4 register tile, 8 loads per 16 FMAs.
+  constexpr size_t kCols = 4;
+  static thread_local std::vector<float> buffer;
+  buffer.resize(kCols * K);
+  float* wf = buffer.data();
+  for (size_t nb = n0; nb < n1; nb += kCols) {
+    const size_t cols = std::min(kCols, n1 - nb);
+    for (size_t c = 0; c < cols; ++c) {
+      const uint8_t* row = w.row_ggml(nb + c);
+      for (size_t b = 0; b < blocks; ++b) {
+        const uint8_t* blk = row + b * bb;
+        __m512i q[2];
+        if (t == GgmlType::Q8_0) {
+          q[0] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+          q[1] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18)));
+        } else {
+          const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + (has_min ? 4 : 2)));
+          const __m128i mask = _mm_set1_epi8(0x0F);
+          q[0] = _mm512_cvtepu8_epi32(_mm_and_si128(packed, mask));
+          q[1] = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(packed, 4), mask));
+          if (t == GgmlType::Q4_0)
+            for (auto& qi : q) qi = _mm512_sub_epi32(qi, _mm512_set1_epi32(8));
+        }
+        const __m512 d = _mm512_set1_ps(half_at(blk)), mn = _mm512_set1_ps(has_min ? half_at(blk + 2) : 0.0f);
+        for (int i = 0; i < 2; ++i) {
+          __m512 v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(q[i]));
+          if (has_min) v = _mm512_add_ps(v, mn);
+          _mm512_storeu_ps(wf + c * K + b * kBlock + 16 * i, v);
+        }
+      }
+    }
+    for (size_t m0 = 0; m0 < M; m0 += kRows) {
+      const size_t rows = std::min(kRows, M - m0);
+      __m512 acc[kRows][kCols];
+      for (auto& r : acc)
+        for (auto& a : r) a = _mm512_setzero_ps();
+      if (rows == kRows && cols == kCols) {  // the full tile, unrolled
+        for (size_t k = 0; k < K; k += 16) {
+          __m512 wv[kCols];
+          for (size_t c = 0; c < kCols; ++c) wv[c] = _mm512_loadu_ps(wf + c * K + k);
+          for (size_t r = 0; r < kRows; ++r) {
+            const __m512 xv = _mm512_loadu_ps(x + (m0 + r) * K + k);
+            for (size_t c = 0; c < kCols; ++c) acc[r][c] = _mm512_fmadd_ps(wv[c], xv, acc[r][c]);
+          }
+        }
+      } else {
+        for (size_t k = 0; k < K; k += 16)
+          for (size_t r = 0; r < rows; ++r) {
+            const __m512 xv = _mm512_loadu_ps(x + (m0 + r) * K + k);
+            for (size_t c = 0; c < cols; ++c) acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(wf + c * K + k), xv, acc[r][c]);
+          }
+      }
+      for (size_t r = 0; r < rows; ++r)
+        for (size_t c = 0; c < cols; ++c) y[(m0 + r) * ldy + nb + c] = _mm512_reduce_add_ps(acc[r][c]);
+    }
+  }
+}
+
+}  // namespace pivotmt::cpu::kernels
+
+#pragma GCC diagnostic pop
