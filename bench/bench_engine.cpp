@@ -122,7 +122,8 @@ Storage storage_named(const std::string& name) {
   if (name == "f32") return {name, DType::F32, false};
   if (name == "int8") return {name, DType::I8, false};
   if (name == "q8") return {name, DType::I8, true};
-  throw std::runtime_error("weights: expected f16, f32, int8 or q8, not " + name);
+  if (name == "gguf") return {name, DType::GGML, false};  // a GGUF file's blocks in place
+  throw std::runtime_error("weights: expected f16, f32, int8, q8 or gguf, not " + name);
 }
 
 // model_dir: an existing checkpoint (the side-by-side mode), else the preset is generated.
@@ -148,11 +149,18 @@ Figures run(const std::string& preset, const std::filesystem::path& dir, bool me
   const auto& c = model.config();
   Figures f;
   f.preset = preset + " " + weights.name;
-  // The checkpoint is F16 on disk: 2 bytes per parameter, whatever the in-memory storage.
+  // The checkpoint is F16 on disk: 2 bytes per parameter, whatever the in-memory storage;
+  // a GGUF file's parameters are counted from its config.
   size_t file_bytes = 0;
-  for (const auto& e : std::filesystem::directory_iterator(o.out_dir))
-    if (e.path().extension() == ".safetensors") file_bytes += e.file_size();
-  f.params = double(file_bytes) / 2;
+  if (std::filesystem::is_directory(o.out_dir)) {
+    for (const auto& e : std::filesystem::directory_iterator(o.out_dir))
+      if (e.path().extension() == ".safetensors") file_bytes += e.file_size();
+    f.params = double(file_bytes) / 2;
+  } else {
+    const double V = double(c.vocab_size), H = double(c.hidden_size), F = double(c.intermediate_size);
+    const double q = double(c.num_heads * c.head_dim), kv = double(c.num_kv_heads * c.head_dim);
+    f.params = double(c.num_layers) * (H * (q + 2 * kv) + q * H + 3 * H * F) + 2 * V * H;  // as if untied
+  }
   f.weight_mb = model.weight_bytes() / 1e6;
 
   // Prefill: one 512-token prompt.

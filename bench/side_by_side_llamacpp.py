@@ -14,6 +14,11 @@ transformers (--python). Then:
 
     python3 bench/side_by_side_llamacpp.py --llamacpp PATH/TO/llama.cpp --python VENV/bin/python
 
+With --gguf, the same GGUF files instead (issue 29): SmolLM2-135M-Instruct Q4_1 from
+../shared, the same model requantised to Q8_0 (llama-quantize --allow-requantize), and the
+7B-shaped model (4 layers) quantised to Q4_0 — pivotmt multiplying the file's blocks in
+place (--weights gguf) against llama.cpp on the very same file (needs llama-quantize too).
+
 Rounds alternate the two engines (and which goes first) on the same cores; the table
 gives each figure's median and range over the rounds and the ratio of the medians.
 Figures (as in docs/PERFORMANCE.md): prefill of one 512-token prompt; decode of 32 tokens
@@ -41,11 +46,13 @@ def run(cmd, **kw):
     return r.stdout
 
 
-def make_models(args):
+def make_models(args, only=None):
     pivotmt = os.path.join(args.build, "apps/pivotmt/pivotmt")
     tok = os.path.join(ROOT, "..", "shared", "fixtures", "tokenizers", "llama-2")
     models = {}
     for name, extra in (("small", ["--preset", "small"]), ("7b-shape-4-layers", ["--preset", "7b-shape", "--layers", "4"])):
+        if only and name != only:
+            continue
         d = os.path.join(args.work, name)
         if not os.path.exists(os.path.join(d, "model.safetensors")):
             run([pivotmt, "dev", "make-model", "--out", d, "--vocab", "32000", "--tokenizer", tok, *extra])
@@ -78,6 +85,48 @@ def llama_figures(args, gguf, only_b1=False):
     return out
 
 
+def make_gguf_models(args):
+    """The GGUF comparison's three files: SmolLM2 Q4_1 (the fixture), SmolLM2 Q8_0, 7B-shape Q4_0."""
+    quantize = os.path.join(args.llamacpp, "build", "bin", "llama-quantize")
+    smol = os.path.join(ROOT, "..", "shared", "fixtures", "models", "smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    smol_q8 = os.path.join(args.work, "smollm2-135m-q8_0.gguf")
+    if not os.path.exists(smol_q8):
+        run([quantize, "--allow-requantize", smol, smol_q8, "Q8_0"])
+    big_dir, big_ggufs = make_models(args, only="7b-shape-4-layers")["7b-shape-4-layers"]
+    big_q4 = os.path.join(args.work, "7b-shape-4-layers-q4_0.gguf")
+    if not os.path.exists(big_q4):
+        run([quantize, big_ggufs["f16"], big_q4, "Q4_0"])
+    return {"SmolLM2-135M Q4_1": smol, "SmolLM2-135M Q8_0": smol_q8, "7B shape (4 layers) Q4_0": big_q4}
+
+
+def gguf_main(args):
+    files = make_gguf_models(args)
+    keys = [("prefill 512", "prefill_tps"), ("decode b1 after 64", "decode_b1_tps"), ("decode b8", "decode_b8_tps"),
+            ("decode b32", "decode_b32_tps")]
+    samples = {}
+    for r in range(args.rounds):
+        order = ["pivotmt", "llama"] if r % 2 == 0 else ["llama", "pivotmt"]
+        for engine in order:
+            for name, path in files.items():
+                figs = pivotmt_figures(args, path, "gguf") if engine == "pivotmt" else llama_figures(args, path)
+                for k, v in figs.items():
+                    if k.endswith("_tps"):
+                        samples.setdefault((engine, name, k), []).append(v)
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+    def cell(vals):
+        return f"{statistics.median(vals):.1f} ({min(vals):.1f}–{max(vals):.1f})"
+
+    print(f"threads {args.threads}, {args.rounds} alternating rounds; tokens/s, median (range); the same GGUF file\n")
+    print("| model | figure | pivotmt --weights gguf | llama.cpp | pivotmt / llama.cpp |")
+    print("|---|---|---:|---:|---:|")
+    for name in files:
+        for label, key in keys:
+            a, b = samples.get(("pivotmt", name, key)), samples.get(("llama", name, key))
+            ratio = f"{statistics.median(a) / statistics.median(b):.2f}" if a and b else "—"
+            print(f"| {name} | {label} | {cell(a) if a else '—'} | {cell(b) if b else '—'} | {ratio} |")
+
+
 def pivotmt_figures(args, model_dir, weights, only_b1=False):
     cmd = [os.path.join(args.build, "bench/bench_engine"), "--figures", model_dir, weights, str(args.threads)]
     if only_b1:
@@ -93,8 +142,11 @@ def main():
     p.add_argument("--work", default="/tmp/pivotmt-side-by-side", help="checkpoints and GGUF files")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--gguf", action="store_true", help="the GGUF comparison (same files, --weights gguf)")
     args = p.parse_args()
     os.makedirs(args.work, exist_ok=True)
+    if args.gguf:
+        return gguf_main(args)
     models = make_models(args)
     small_dir, small_gguf = models["small"]
     big_dir, big_gguf = models["7b-shape-4-layers"]
