@@ -4,14 +4,18 @@
 // its multilingual conformance set (transformers 4.57.1), decoding included.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "gguf_writer.h"
 #include "io/json_file.h"
 #include "test_util.h"
+#include "text/base64.h"
 #include "tokenizer/components.h"
 #include "tokenizer/tokenizer.h"
 
@@ -99,6 +103,76 @@ TEST(TokenizerGolden, LlamaSpmGguf) {
   EXPECT_EQ(tok.encode("\xF0\x9F\xA6\x99", false), cached(llama2_spm_dir()).encode("\xF0\x9F\xA6\x99", false));
   EXPECT_EQ(tok.decode(tok.encode("नमस्ते दुनिया 🦙", true), true), "नमस्ते दुनिया 🦙");
 }
+// Llama-3's vocabulary as llama.cpp's converter writes it to a GGUF file (tokens byte-level
+// mapped, merges as Hugging Face's tiktoken conversion derives them, pre-tokenizer
+// "llama-bpe", the 256 special tokens as CONTROL), built here from the tiktoken fixture:
+// the GGUF reader's gpt2 path must give HF's ids.
+std::string byte_level_encode(const std::string& bytes) {
+  static const auto table = [] {
+    std::vector<std::string> t(256);
+    int n = 0;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+      const char32_t c = printable ? char32_t(b) : char32_t(256 + n++);
+      t[size_t(b)] = c < 0x80 ? std::string(1, char(c)) : std::string{char(0xC0 | (c >> 6)), char(0x80 | (c & 0x3F))};
+    }
+    return t;
+  }();
+  std::string out;
+  for (unsigned char b : bytes) out += table[b];
+  return out;
+}
+
+TEST(TokenizerGolden, Llama3BpeGguf) {
+  std::vector<std::string> pieces;  // by rank
+  std::unordered_map<std::string, int32_t> rank;
+  {
+    std::istringstream lines(test::read_file(llama3_dir() + "/tokenizer.model"));
+    std::string b64;
+    int32_t r;
+    while (lines >> b64 >> r) {
+      ASSERT_EQ(size_t(r), pieces.size());
+      pieces.push_back(base64_decode(b64, "llama-3 tokenizer.model"));
+      rank.emplace(pieces.back(), r);
+    }
+  }
+  std::vector<std::string> tokens, merges;
+  for (const auto& p : pieces) {
+    tokens.push_back(byte_level_encode(p));
+    std::vector<std::pair<std::string, std::string>> local;
+    for (size_t k = 1; k < p.size(); ++k)
+      if (rank.count(p.substr(0, k)) && rank.count(p.substr(k))) local.emplace_back(p.substr(0, k), p.substr(k));
+    std::sort(local.begin(), local.end(), [&](const auto& a, const auto& b) {
+      return std::pair(rank[a.first], rank[a.second]) < std::pair(rank[b.first], rank[b.second]);
+    });
+    for (const auto& [a, b] : local) merges.push_back(byte_level_encode(a) + " " + byte_level_encode(b));
+  }
+  std::vector<int32_t> types(tokens.size(), 1);
+  const json config = read_json_file(llama3_dir() + "/tokenizer_config.json");
+  for (const auto& [id, t] : config["added_tokens_decoder"].items()) {
+    ASSERT_EQ(size_t(std::stoul(id)), tokens.size());
+    tokens.push_back(t["content"].get<std::string>());
+    types.push_back(3);
+  }
+  test::GgufWriter w;
+  w.kv_string("general.architecture", "llama");
+  w.kv_string("tokenizer.ggml.model", "gpt2");
+  w.kv_string("tokenizer.ggml.pre", "llama-bpe");
+  w.kv_strings("tokenizer.ggml.tokens", tokens);
+  w.kv_array<int32_t>("tokenizer.ggml.token_type", 5, types);
+  w.kv_strings("tokenizer.ggml.merges", merges);
+  w.kv_u32("tokenizer.ggml.bos_token_id", 128000);
+  w.kv_u32("tokenizer.ggml.eos_token_id", 128001);
+  test::TempDir tmp;
+  test::write_file(tmp.str("llama3-vocab.gguf"), w.bytes());
+  const auto tok = load_tokenizer(tmp.str("llama3-vocab.gguf"));
+  EXPECT_EQ(tok->kind(), TokenizerKind::ByteLevelBpe);
+  check_ggml(*tok, "ggml-vocab-llama-bpe");
+  // llama-bpe adds BOS by llama.cpp's default (the file does not say).
+  EXPECT_EQ(tok->encode("Hello", true), (std::vector<TokenId>{128000, 9906}));
+  EXPECT_TRUE(tok->is_special(128001));
+}
+
 TEST(TokenizerGolden, Llama3Tiktoken) { check_ggml(cached(llama3_dir()), "ggml-vocab-llama-bpe"); }
 TEST(TokenizerGolden, BertWordPiece) { check_ggml(cached(minilm_dir()), "ggml-vocab-bert-bge"); }
 
