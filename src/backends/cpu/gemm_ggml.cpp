@@ -28,7 +28,8 @@ namespace pivotmt::cpu::kernels {
 namespace {
 
 constexpr size_t kBlock = 32;
-constexpr size_t kRows = 4;  // activation rows per pass over a dequantised weight row
+constexpr size_t kRows = 4;       // activation rows per pass over a dequantised weight row
+constexpr size_t kManyRows = 8;  // from here (prefill) the AVX-512 path hands dequantised blocks to the F32 GEMM
 
 inline float half_at(const uint8_t* p) {
   uint16_t h;
@@ -111,45 +112,74 @@ __attribute__((target("avx2,fma,f16c"))) void gemm_ggml_avx2(const float* x, siz
   }
 }
 
+// Weight rows [n0, n1) dequantised into out ([n1 - n0, in] F32), 16 values per step.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) void ggml_rows_avx512(const Matrix& w, size_t n0,
+                                                                                          size_t n1, float* out) {
+  const size_t bb = block_bytes(w), K = w.in, blocks = K / kBlock;
+  const GgmlType t = w.ggml_type;
+  const bool has_min = t == GgmlType::Q4_1;
+  for (size_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.row_ggml(n);
+    float* dst = out + (n - n0) * K;
+    for (size_t b = 0; b < blocks; ++b) {
+      const uint8_t* blk = row + b * bb;
+      __m512i q[2];
+      if (t == GgmlType::Q8_0) {
+        q[0] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+        q[1] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18)));
+      } else {
+        const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + (has_min ? 4 : 2)));
+        const __m128i mask = _mm_set1_epi8(0x0F);
+        q[0] = _mm512_cvtepu8_epi32(_mm_and_si128(packed, mask));
+        q[1] = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(packed, 4), mask));
+        if (t == GgmlType::Q4_0)
+          for (auto& qi : q) qi = _mm512_sub_epi32(qi, _mm512_set1_epi32(8));
+      }
+      const __m512 d = _mm512_set1_ps(half_at(blk)), mn = _mm512_set1_ps(has_min ? half_at(blk + 2) : 0.0f);
+      for (int i = 0; i < 2; ++i) {
+        __m512 v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(q[i]));
+        if (has_min) v = _mm512_add_ps(v, mn);
+        _mm512_storeu_ps(dst + b * kBlock + 16 * i, v);
+      }
+    }
+  }
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) void gemm_ggml_avx512(const float* x, size_t M,
                                                                                          const Matrix& w, float* y,
                                                                                          size_t ldy, size_t n0,
                                                                                          size_t n1) {
-  const size_t bb = block_bytes(w), K = w.in, blocks = K / kBlock;
-  const GgmlType t = w.ggml_type;
-  const bool has_min = t == GgmlType::Q4_1;
-  // kCols weight rows dequantised at a time, each (weight row, activation row) pair with its
-  // own 16 partial sums: a 4 × 4 register tile, 8 loads per 16 FMAs.
+  const size_t K = w.in;
+  block_bytes(w);  // checks the matrix
+  if (M >= kManyRows) {
+    // Prefill: 64 weight rows at a time dequantised into an F32 block (256 KiB for a 7B
+    // model's rows: L2), multiplied by the register-tiled F32 GEMM — the dequantisation
+    // is paid once per weight row for all M activation rows.
+    constexpr size_t kChunk = 64;
+    static thread_local std::vector<float> block;
+    block.resize(kChunk * K);
+    Matrix f;
+    f.dtype = DType::F32;
+    f.in = K;
+    f.borrowed = block.data();
+    for (size_t nb = n0; nb < n1; nb += kChunk) {
+      const size_t rows = std::min(kChunk, n1 - nb);
+      ggml_rows_avx512(w, nb, nb + rows, block.data());
+      f.out = rows;
+      gemm_f32_avx512(x, M, f, y + nb, ldy, 0, rows);
+    }
+    return;
+  }
+  // Decode (a few rows): kCols weight rows dequantised at a time into L1, each (weight
+  // row, activation row) pair with its own 16 partial sums: a 4 × 4 register tile, 8
+  // loads per 16 FMAs.
   constexpr size_t kCols = 4;
   static thread_local std::vector<float> buffer;
   buffer.resize(kCols * K);
   float* wf = buffer.data();
   for (size_t nb = n0; nb < n1; nb += kCols) {
     const size_t cols = std::min(kCols, n1 - nb);
-    for (size_t c = 0; c < cols; ++c) {
-      const uint8_t* row = w.row_ggml(nb + c);
-      for (size_t b = 0; b < blocks; ++b) {
-        const uint8_t* blk = row + b * bb;
-        __m512i q[2];
-        if (t == GgmlType::Q8_0) {
-          q[0] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
-          q[1] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18)));
-        } else {
-          const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + (has_min ? 4 : 2)));
-          const __m128i mask = _mm_set1_epi8(0x0F);
-          q[0] = _mm512_cvtepu8_epi32(_mm_and_si128(packed, mask));
-          q[1] = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(packed, 4), mask));
-          if (t == GgmlType::Q4_0)
-            for (auto& qi : q) qi = _mm512_sub_epi32(qi, _mm512_set1_epi32(8));
-        }
-        const __m512 d = _mm512_set1_ps(half_at(blk)), mn = _mm512_set1_ps(has_min ? half_at(blk + 2) : 0.0f);
-        for (int i = 0; i < 2; ++i) {
-          __m512 v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(q[i]));
-          if (has_min) v = _mm512_add_ps(v, mn);
-          _mm512_storeu_ps(wf + c * K + b * kBlock + 16 * i, v);
-        }
-      }
-    }
+    ggml_rows_avx512(w, nb, nb + cols, wf);
     for (size_t m0 = 0; m0 < M; m0 += kRows) {
       const size_t rows = std::min(kRows, M - m0);
       __m512 acc[kRows][kCols];
