@@ -16,7 +16,7 @@ transformers (--python). Then:
 
 With --gguf, the same GGUF files instead (issue 29): SmolLM2-135M-Instruct Q4_1 from
 ../shared, the same model requantised to Q8_0 (llama-quantize --allow-requantize), and the
-7B-shaped model (4 layers) quantised to Q4_0 — pivotmt multiplying the file's blocks in
+7B-shaped model (4 layers) quantised to Q4_0 (--pure: the output layer too) — pivotmt multiplying the file's blocks in
 place (--weights gguf) against llama.cpp on the very same file (needs llama-quantize too).
 
 Rounds alternate the two engines (and which goes first) on the same cores; the table
@@ -95,7 +95,7 @@ def make_gguf_models(args):
     big_dir, big_ggufs = make_models(args, only="7b-shape-4-layers")["7b-shape-4-layers"]
     big_q4 = os.path.join(args.work, "7b-shape-4-layers-q4_0.gguf")
     if not os.path.exists(big_q4):
-        run([quantize, big_ggufs["f16"], big_q4, "Q4_0"])
+        run([quantize, "--pure", big_ggufs["f16"], big_q4, "Q4_0"])  # every matrix Q4_0 (no Q6_K output layer)
     return {"SmolLM2-135M Q4_1": smol, "SmolLM2-135M Q8_0": smol_q8, "7B shape (4 layers) Q4_0": big_q4}
 
 
