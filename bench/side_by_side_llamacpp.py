@@ -85,6 +85,11 @@ def llama_figures(args, gguf, only_b1=False):
     return out
 
 
+def cell(vals):
+    """A figure's median and range over the rounds."""
+    return f"{statistics.median(vals):.1f} ({min(vals):.1f}–{max(vals):.1f})"
+
+
 def make_gguf_models(args):
     """The GGUF comparison's three files: SmolLM2 Q4_1 (the fixture), SmolLM2 Q8_0, 7B-shape Q4_0."""
     quantize = os.path.join(args.llamacpp, "build", "bin", "llama-quantize")
@@ -113,9 +118,6 @@ def gguf_main(args):
                     if k.endswith("_tps"):
                         samples.setdefault((engine, name, k), []).append(v)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-
-    def cell(vals):
-        return f"{statistics.median(vals):.1f} ({min(vals):.1f}–{max(vals):.1f})"
 
     print(f"threads {args.threads}, {args.rounds} alternating rounds; tokens/s, median (range); the same GGUF file\n")
     print("| model | figure | pivotmt --weights gguf | llama.cpp | pivotmt / llama.cpp |")
@@ -186,9 +188,6 @@ def main():
                     add("llama", w, "small", llama_figures(args, small_gguf[w]))
                 add("llama", "q8_0", "7b", llama_figures(args, big_gguf["q8_0"], True))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-
-    def cell(vals):
-        return f"{statistics.median(vals):.1f} ({min(vals):.1f}–{max(vals):.1f})"
 
     print(f"threads {args.threads}, {args.rounds} alternating rounds; tokens/s, median (range)\n")
     print("| figure | pivotmt | llama.cpp | pivotmt / llama.cpp |")
