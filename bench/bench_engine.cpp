@@ -123,7 +123,8 @@ Storage storage_named(const std::string& name) {
   if (name == "int8") return {name, DType::I8, false};
   if (name == "q8") return {name, DType::I8, true};
   if (name == "gguf") return {name, DType::GGML, false};  // a GGUF file's blocks in place
-  throw std::runtime_error("weights: expected f16, f32, int8, q8 or gguf, not " + name);
+  if (name == "gguf-q8") return {name, DType::GGML, true};  // the same blocks times int8 activations (llama.cpp's products)
+  throw std::runtime_error("weights: expected f16, f32, int8, q8, gguf or gguf-q8, not " + name);
 }
 
 // model_dir: an existing checkpoint (the side-by-side mode), else the preset is generated.

@@ -16,8 +16,10 @@ transformers (--python). Then:
 
 With --gguf, the same GGUF files instead (issue 29): SmolLM2-135M-Instruct Q4_1 from
 ../shared, the same model requantised to Q8_0 (llama-quantize --allow-requantize), and the
-7B-shaped model (4 layers) quantised to Q4_0 (--pure: the output layer too) — pivotmt multiplying the file's blocks in
-place (--weights gguf) against llama.cpp on the very same file (needs llama-quantize too).
+7B-shaped model (4 layers) quantised to Q4_0 (--pure: the output layer too) — pivotmt on the
+very same file as llama.cpp (needs llama-quantize too), with --weights gguf-q8 (the file's
+blocks times int8 activations: llama.cpp's arithmetic, the like-for-like row) and --weights
+gguf (F32 activations, transformers' numbers within 1e-4; slower).
 
 Rounds alternate the two engines (and which goes first) on the same cores; the table
 gives each figure's median and range over the rounds and the ratio of the medians.
@@ -108,25 +110,27 @@ def gguf_main(args):
     files = make_gguf_models(args)
     keys = [("prefill 512", "prefill_tps"), ("decode b1 after 64", "decode_b1_tps"), ("decode b8", "decode_b8_tps"),
             ("decode b32", "decode_b32_tps")]
+    engines = ["gguf-q8", "gguf", "llama"]
     samples = {}
     for r in range(args.rounds):
-        order = ["pivotmt", "llama"] if r % 2 == 0 else ["llama", "pivotmt"]
+        order = engines if r % 2 == 0 else engines[::-1]
         for engine in order:
             for name, path in files.items():
-                figs = pivotmt_figures(args, path, "gguf") if engine == "pivotmt" else llama_figures(args, path)
+                figs = llama_figures(args, path) if engine == "llama" else pivotmt_figures(args, path, engine)
                 for k, v in figs.items():
                     if k.endswith("_tps"):
                         samples.setdefault((engine, name, k), []).append(v)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
 
     print(f"threads {args.threads}, {args.rounds} alternating rounds; tokens/s, median (range); the same GGUF file\n")
-    print("| model | figure | pivotmt --weights gguf | llama.cpp | pivotmt / llama.cpp |")
-    print("|---|---|---:|---:|---:|")
+    print("| model | figure | pivotmt gguf-q8 | llama.cpp | gguf-q8 / llama.cpp | pivotmt gguf (F32 activations) | gguf / llama.cpp |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for name in files:
         for label, key in keys:
-            a, b = samples.get(("pivotmt", name, key)), samples.get(("llama", name, key))
-            ratio = f"{statistics.median(a) / statistics.median(b):.2f}" if a and b else "—"
-            print(f"| {name} | {label} | {cell(a) if a else '—'} | {cell(b) if b else '—'} | {ratio} |")
+            q, e, b = (samples.get((x, name, key)) for x in engines)
+            ratio = lambda a: f"{statistics.median(a) / statistics.median(b):.2f}" if a and b else "—"
+            print(f"| {name} | {label} | {cell(q) if q else '—'} | {cell(b) if b else '—'} | **{ratio(q)}** | "
+                  f"{cell(e) if e else '—'} | {ratio(e)} |")
 
 
 def pivotmt_figures(args, model_dir, weights, only_b1=False):
@@ -144,7 +148,7 @@ def main():
     p.add_argument("--work", default="/tmp/pivotmt-side-by-side", help="checkpoints and GGUF files")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--gguf", action="store_true", help="the GGUF comparison (same files, --weights gguf)")
+    p.add_argument("--gguf", action="store_true", help="the GGUF comparison (same files, --weights gguf-q8 and gguf)")
     args = p.parse_args()
     os.makedirs(args.work, exist_ok=True)
     if args.gguf:

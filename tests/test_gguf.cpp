@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -305,7 +306,8 @@ TEST_F(SmolLm2, ChatPromptIdsEqualTheReferenceTokenizer) {
 
 // Logits at the golden's vocabulary subset: the last prompt position, then after each of
 // the first greedy tokens; and 32 greedy tokens token for token.
-void check_logits_and_greedy(const SafetensorsFile& golden, LlamaModel& model, size_t r, const std::string& name) {
+void check_logits_and_greedy(const SafetensorsFile& golden, LlamaModel& model, size_t r, const std::string& name,
+                             double tolerance = 1e-4, const char* reference = "transformers") {
   const std::string p = "r" + std::to_string(r) + ".";
   const auto ids64 = test::read_tensor<int64_t>(golden, p + "input_ids");
   const auto greedy = test::read_tensor<int64_t>(golden, p + "greedy_tokens");
@@ -325,7 +327,8 @@ void check_logits_and_greedy(const SafetensorsFile& golden, LlamaModel& model, s
     std::vector<LlamaModel::Input> step = {{&cache, {TokenId(next)}, false}};
     row = model.forward(step);
   }
-  EXPECT_LT(worst, 1e-4) << name << ": logits differ from transformers by " << worst;
+  EXPECT_LT(worst, tolerance) << name << ": logits differ from " << reference << "'s by " << worst;
+  std::printf("%s: logits within %.3g of %s's\n", name.c_str(), worst, reference);
 }
 
 TEST_F(SmolLm2, LogitsAndGreedyTokensEqualTransformers) {
@@ -349,6 +352,63 @@ TEST_F(SmolLm2, FileBlocksInPlaceEqualTransformers) {
   LlamaModel reference(smollm2(), {DType::GGML, OpsImpl::Reference});
   check_logits_and_greedy(golden(), reference, 0, "gguf blocks, reference ops");
   // Weights held: the quantised projections and the Q8_0 embedding as stored, the norms F32.
+  EXPECT_LT(fast.weight_bytes(), size_t(100) << 20);
+}
+
+// --weights gguf-q8: the same blocks times activations quantised to Q8_0 blocks, as
+// llama.cpp computes, against llama.cpp itself on the same file
+// (make_smollm2_llamacpp_golden.py). Each linear layer is llama.cpp's arithmetic (the
+// kernel goldens in test_cpu_kernels), but a whole model cannot equal it to the last
+// digit: int8 rounding turns a last-bit difference anywhere (sums in another order, exp,
+// rope angles) into a whole quantisation step now and then, and 30 layers amplify it —
+// pivotmt's own fast and reference ops differ by ~0.7 in SmolLM2's logits in this mode,
+// as much as from llama.cpp, and llama.cpp is 0.5–1.7 from transformers' F32 products.
+// So: llama.cpp's greedy continuation fed back token by token (teacher forcing), pivotmt's
+// choice equal to llama.cpp's at ≥ 90% of the 4 × 33 steps (reference ops: the first
+// prompt's 33) and its logits within 1.5 of
+// llama.cpp's where the golden has them; the F32 path is held to 1e-4 against
+// transformers above.
+struct Agreement {
+  size_t steps = 0, equal = 0;
+  double worst = 0;
+};
+void teacher_forced(const SafetensorsFile& golden, LlamaModel& model, size_t r, Agreement& a) {
+  const std::string p = "r" + std::to_string(r) + ".";
+  const auto ids64 = test::read_tensor<int64_t>(golden, p + "input_ids");
+  const auto greedy = test::read_tensor<int64_t>(golden, p + "greedy_tokens");
+  const auto logit_ids = test::read_tensor<int64_t>(golden, p + "logit_ids");
+  const auto want = test::read_tensor<float>(golden, p + "logits");
+  const size_t V = size_t(model.config().vocab_size), rows = want.size() / logit_ids.size();
+  KvCache cache = model.new_cache();
+  std::vector<LlamaModel::Input> batch = {{&cache, std::vector<TokenId>(ids64.begin(), ids64.end()), false}};
+  std::vector<float> row = model.forward(batch);
+  for (size_t s = 0; s < greedy.size(); ++s) {
+    if (s < rows)
+      for (size_t i = 0; i < logit_ids.size(); ++i)
+        a.worst = std::max(a.worst, double(std::fabs(row[size_t(logit_ids[i])] - want[s * logit_ids.size() + i])));
+    a.equal += int64_t(std::max_element(row.begin(), row.begin() + V) - row.begin()) == greedy[s];
+    ++a.steps;
+    std::vector<LlamaModel::Input> step = {{&cache, {TokenId(greedy[s])}, false}};
+    row = model.forward(step);
+  }
+}
+
+TEST_F(SmolLm2, Int8ActivationsAgreeWithLlamaCpp) {
+  const SafetensorsFile llamacpp(golden_dir() + "smollm2_llamacpp/golden.safetensors");
+  LoadOptions load{DType::GGML, OpsImpl::Fast};
+  load.int8_activations = true;
+  LlamaModel fast(smollm2(), load);
+  load.ops = OpsImpl::Reference;
+  LlamaModel reference(smollm2(), load);
+  for (auto* model : {&fast, &reference}) {
+    Agreement a;
+    for (size_t r = 0; r < (model == &fast ? 4u : 1u); ++r) teacher_forced(llamacpp, *model, r, a);  // reference: the short prompt (its loops are slow)
+    const std::string what = model == &fast ? "fast ops" : "reference ops";
+    std::printf("gguf-q8, %s: %zu of %zu greedy choices equal llama.cpp's, logits within %.3g\n", what.c_str(), a.equal,
+                a.steps, a.worst);
+    EXPECT_GE(a.equal * 10, a.steps * 9) << what;
+    EXPECT_LT(a.worst, 1.5) << what;
+  }
   EXPECT_LT(fast.weight_bytes(), size_t(100) << 20);
 }
 

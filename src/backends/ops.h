@@ -69,7 +69,9 @@ struct OpsOptions {
   size_t activation_reserve_bytes = 0;
   // INT8 weights (CPU): quantise the activations too, per row and 256-value block, and
   // multiply int8 · int8 with exact int32 sums (VNNI where present; `--weights q8`).
-  // false: weight-only INT8, F32 activations (`--weights int8`).
+  // false: weight-only INT8, F32 activations (`--weights int8`). GGML (a GGUF file's
+  // Q8_0 / Q4_0 / Q4_1 blocks): activations quantised to Q8_0 blocks as llama.cpp does
+  // (`--weights gguf-q8`), else F32 activations (`--weights gguf`).
   bool int8_activations = false;
 };
 

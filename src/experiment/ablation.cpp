@@ -206,10 +206,10 @@ LoadOptions study_load_options(const AblationConfig& config) {
                         : config.weights == "f32"  ? DType::F32
                         : config.weights == "int8" || config.weights == "q8" ? DType::I8
                         : config.weights == "nf4"  ? DType::NF4
-                        : config.weights == "gguf" ? DType::GGML
-                                                   : throw Error(fmt::format("weights '{}': expected f16, f32, int8, q8, nf4 or gguf", config.weights));
+                        : config.weights == "gguf" || config.weights == "gguf-q8" ? DType::GGML
+                                                   : throw Error(fmt::format("weights '{}': expected f16, f32, int8, q8, nf4, gguf or gguf-q8", config.weights));
   LoadOptions o{weights, OpsImpl::Fast};
-  o.int8_activations = config.weights == "q8";
+  o.int8_activations = config.weights == "q8" || config.weights == "gguf-q8";
   o.adapter = config.adapter;
   o.device = resolve_device(config.device, weights == DType::F16);  // a GPU runs F16 weights
   return o;

@@ -20,7 +20,7 @@ class Checkpoint;
 struct LoadOptions {
   DType weights = DType::F32;  // CPU: F32, F16, I8 (weight-only INT8) or NF4, compute F32; GPU: F16
   OpsImpl ops = OpsImpl::Fast;
-  bool int8_activations = false;  // I8 weights: int8 · int8 products (see OpsOptions)
+  bool int8_activations = false;  // I8 or GGML weights: int8 · int8 products (see OpsOptions)
   Device device;               // cpu, cuda:N
   size_t kv_capacity_bytes = 0;  // see OpsOptions
   size_t max_prefill_tokens = 4096;  // rows of activations a GPU keeps room for

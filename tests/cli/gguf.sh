@@ -28,6 +28,12 @@ test "$answer" = "The capital of France is Paris."
 # The same answer with the file's Q4_1 / Q8_0 blocks multiplied in place.
 answer=$("$PIVOTMT" generate -m "$MODEL" --messages "$W/chat.json" --greedy --weights gguf --max-new-tokens 16 2>/dev/null)
 test "$answer" = "The capital of France is Paris."
+# gguf-q8 (int8 activations, llama.cpp's arithmetic) answers as llama.cpp does on this
+# file (its greedy tokens begin 60 23 39614: "L'Étoile" — not transformers' answer; see
+# test_gguf's Int8ActivationsAgreeWithLlamaCpp).
+ids=$("$PIVOTMT" generate -m "$MODEL" --messages "$W/chat.json" --greedy --weights gguf-q8 --max-new-tokens 3 --json 2>/dev/null)
+echo "gguf-q8: $ids"
+grep -q '"ids": *\[60, *23, *39614\]' <<<"$ids"
 
 POOL=$SHARED/fixtures/original/konkani_train_pool_reconstructed.jsonl
 mkdir "$W/data"

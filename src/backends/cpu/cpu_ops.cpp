@@ -59,6 +59,13 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
     if (!kept) return load_matrix(ckpt, name, DType::F16, false);
     m.ggml_type = view->type;
     m.ggml_row_bytes = ggml_row_bytes(view->type, m.in);
+    if (int8_activations) {  // gguf-q8: repacked for the int8 kernels (Q and K rows put back on the way)
+      m.int8_activations = true;
+      m.ggml_packed = cpu::GgmlPacked::pack(view->type, m.out, m.in, [&](size_t r) {
+        return reinterpret_cast<const uint8_t*>(view->bytes.data()) + view->stored_row(r) * m.ggml_row_bytes;
+      });
+      return m;
+    }
     if (!view->interleaved_heads) {
       m.borrowed = view->bytes.data();  // in place: the model takes its file's size in memory
       return m;

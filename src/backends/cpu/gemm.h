@@ -62,4 +62,29 @@ void gemm_q8_ref(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t 
 void gemm_ggml_avx2(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
 void gemm_ggml_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
 
+// `--weights gguf-q8`: GGUF blocks (Matrix::ggml_packed) times activations quantised as
+// llama.cpp's CPU backend quantises them on x86, to Q8_0 blocks: 32 values, d = max|x| /
+// 127 rounded to F16, q = x · (127 / max|x|) rounded to nearest even (ggml-cpu's
+// quantize_row_q8_0; Q8_1's d · Σ q rounded to F16 for Q4_1). Per block the int32
+// Σ q_w · q_x is exact; y = Σ_blocks d_w · d_x · Σ (q_w − z) · q_x (+ m_w · s_x for
+// Q4_1), as ggml's vec_dot_q4_0_q8_0 / q4_1_q8_1 / q8_0_q8_0 up to the order of the sums.
+// Much faster than F32 activations (one instruction per 4 values of 16 rows) and as far
+// from transformers' F32 products as llama.cpp is: SmolLM2-135M's logits move by up to
+// ~1 (of 25) and its chat answer changes (test_gguf).
+struct GgmlQ8Blocks {
+  size_t rows = 0, cols = 0, blocks = 0;  // blocks per row
+  std::vector<int8_t> q;                  // [rows, cols]
+  std::vector<float> d;                   // [rows, blocks] the F16-rounded scale
+  std::vector<int32_t> sum;               // [rows, blocks] Σ q
+  std::vector<float> ds;                  // [rows, blocks] Q8_1's s: d · Σ q rounded to F16
+};
+void quantize_rows_ggml_q8(const float* x, size_t M, size_t K, GgmlQ8Blocks& out);  // the plain loop
+// The same bytes with AVX-512 over the thread pool (isa() >= Avx512).
+void quantize_rows_ggml_q8_fast(const float* x, size_t M, size_t K, GgmlQ8Blocks& out);
+// Output rows [n0, n1): the reference (any rows), AVX-512 VNNI (n0 a multiple of 16,
+// isa() >= Avx512Vnni) and AVX2 (n0 a multiple of 8, isa() >= Avx2).
+void gemm_ggml_q8_ref(const GgmlQ8Blocks& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
+void gemm_ggml_q8_vnni(const GgmlQ8Blocks& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
+void gemm_ggml_q8_avx2(const GgmlQ8Blocks& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
+
 }  // namespace pivotmt::cpu::kernels

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/dtype.h"
@@ -25,6 +26,31 @@ namespace pivotmt::cpu {
 // kQ8Block values) and the products are int8 · int8 with exact int32 sums (VNNI), as
 // llama.cpp's Q8_0 × Q8_0; otherwise the activations stay F32 (weight-only INT8).
 constexpr size_t kQ8Block = 256;
+
+// A GGUF matrix's Q8_0 / Q4_0 / Q4_1 blocks repacked for int8 · int8 products
+// (`--weights gguf-q8`): 16 rows per group, each group's blocks one after another, one
+// record per (group, block) — the quants of the 16 rows interleaved 4 values at a time,
+// then their F16 scales (and Q4_1's minimums). The layout and the arithmetic are described
+// in gemm_ggml_q8.cpp; the accessors below read it value by value (for the reference).
+struct GgmlPacked {
+  static constexpr size_t kGroupRows = 16;
+  GgmlType type = GgmlType::Q8_0;
+  size_t rows = 0, cols = 0, blocks = 0, groups = 0;  // blocks per row, groups of 16 rows
+  std::vector<uint8_t> bytes;                         // [groups, blocks, record_bytes]
+
+  static constexpr size_t quant_bytes(GgmlType t) { return t == GgmlType::Q8_0 ? 512 : 256; }
+  static constexpr size_t record_bytes(GgmlType t) { return quant_bytes(t) + 2 * kGroupRows * (t == GgmlType::Q4_1 ? 2 : 1); }
+  // What the stored quant exceeds the signed value by: Q4_0's nibbles 8, the Q8_0 bytes
+  // (stored + 128, as VNNI's unsigned operand) 128, Q4_1 none.
+  static constexpr int zero_point(GgmlType t) { return t == GgmlType::Q4_0 ? 8 : t == GgmlType::Q8_0 ? 128 : 0; }
+  // Rows [0, rows) of a matrix whose row n's file blocks start at row(n).
+  static GgmlPacked pack(GgmlType type, size_t rows, size_t cols, const std::function<const uint8_t*(size_t)>& row);
+  const uint8_t* record(size_t n, size_t b) const;  // row n's group, block b
+  int quant(size_t n, size_t k) const;              // stored (unsigned) quant of value k of row n
+  float scale(size_t n, size_t b) const;
+  float minimum(size_t n, size_t b) const;  // Q4_1; 0 otherwise
+  void row_to_f32(size_t n, float* dst) const;  // as gguf-py dequantises the file's block
+};
 struct Matrix {
   DType dtype = DType::F32;
   size_t out = 0, in = 0;
@@ -33,7 +59,7 @@ struct Matrix {
   std::vector<int8_t> i8;      // [out, in] when dtype == I8
   std::vector<float> scale;    // [out] when dtype == I8
   std::vector<int32_t> block_sums;  // [out, ceil(in / kQ8Block)] Σ q per block, when dtype == I8
-  bool int8_activations = false;    // I8: quantise the activations (see above)
+  bool int8_activations = false;    // I8 or GGML: quantise the activations (see above)
   nf4::Quantized nf4;          // the whole matrix flattened row-major, when dtype == NF4
   // GGML: a GGUF file's blocks of 32 values (Q8_0, Q4_0 or Q4_1), ggml_row_bytes per row,
   // read in place from the file's mapping (borrowed) or reordered into ggml_owned (Q and K,
@@ -41,6 +67,8 @@ struct Matrix {
   GgmlType ggml_type = GgmlType::F32;
   size_t ggml_row_bytes = 0;
   std::vector<uint8_t> ggml_owned;
+  // GGML with int8_activations: the blocks repacked (no borrowed, no ggml_owned).
+  GgmlPacked ggml_packed;
   const void* borrowed = nullptr;  // [out, in] in the checkpoint mapping, else null
   const float* data_f32() const { return borrowed ? static_cast<const float*>(borrowed) : f32.data(); }
   const uint16_t* data_f16() const { return borrowed ? static_cast<const uint16_t*>(borrowed) : f16.data(); }
@@ -52,7 +80,7 @@ struct Matrix {
   }
   size_t bytes() const {
     if (dtype == DType::NF4) return nf4.bytes();
-    if (dtype == DType::GGML) return out * ggml_row_bytes;
+    if (dtype == DType::GGML) return ggml_packed.bytes.empty() ? out * ggml_row_bytes : ggml_packed.bytes.size();
     return dtype == DType::I8 ? out * in + out * 4 : out * in * (dtype == DType::F32 ? 4 : 2);
   }
   // Row o as F32 (dequantised / converted).

@@ -241,6 +241,21 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   const auto split_rows = [&](auto&& body) {
     parallel_for((w.out + 3) / 4, [&](size_t u0, size_t u1) { body(u0 * 4, std::min(w.out, u1 * 4)); });
   };
+  if (w.dtype == DType::GGML && w.int8_activations) {  // --weights gguf-q8: llama.cpp's int8 products
+    static thread_local kernels::GgmlQ8Blocks buffer;  // the workers read it through the reference
+    kernels::GgmlQ8Blocks& q = buffer;
+    if (level >= Isa::Avx512) kernels::quantize_rows_ggml_q8_fast(x, T, w.in, q);
+    else kernels::quantize_rows_ggml_q8(x, T, w.in, q);
+    // Output rows split over the pool in the packed layout's groups of 16.
+    constexpr size_t kGroup = GgmlPacked::kGroupRows;
+    parallel_for((w.out + kGroup - 1) / kGroup, [&](size_t g0, size_t g1) {
+      const size_t n0 = g0 * kGroup, n1 = std::min(w.out, g1 * kGroup);
+      if (level >= Isa::Avx512Vnni) kernels::gemm_ggml_q8_vnni(q, w, y, ldy, n0, n1);
+      else if (level >= Isa::Avx2) kernels::gemm_ggml_q8_avx2(q, w, y, ldy, n0, n1);
+      else kernels::gemm_ggml_q8_ref(q, w, y, ldy, n0, n1);
+    });
+    return;
+  }
   if (w.dtype == DType::GGML && level >= Isa::Avx2) {  // a GGUF file's Q8_0 / Q4_0 / Q4_1 blocks, read in place
     split_rows([&](size_t n0, size_t n1) {
       if (level >= Isa::Avx512) kernels::gemm_ggml_avx512(x, T, w, y, ldy, n0, n1);

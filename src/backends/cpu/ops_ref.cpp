@@ -14,7 +14,9 @@ void Matrix::row_to_f32(size_t o, float* dst) const {
     case DType::F32: std::copy(row_f32(o), row_f32(o) + in, dst); return;
     case DType::F16: convert_floats(DType::F16, row_f16(o), DType::F32, dst, in); return;
     case DType::NF4: nf4::dequantize(nf4, o * in, (o + 1) * in, dst); return;
-    case DType::GGML: ggml_dequantize(ggml_type, {reinterpret_cast<const std::byte*>(row_ggml(o)), ggml_row_bytes}, dst, in); return;
+    case DType::GGML:
+      if (!ggml_packed.bytes.empty()) return ggml_packed.row_to_f32(o, dst);
+      ggml_dequantize(ggml_type, {reinterpret_cast<const std::byte*>(row_ggml(o)), ggml_row_bytes}, dst, in); return;
     default:
       for (size_t i = 0; i < in; ++i) dst[i] = scale[o] * float(row_i8(o)[i]);
   }
@@ -90,6 +92,11 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
     kernels::Q8Rows q;
     kernels::quantize_rows_q8(x, T, w.in, q);
     return kernels::gemm_q8_ref(q, w, y, ldy, 0, w.out);
+  }
+  if (w.dtype == DType::GGML && w.int8_activations) {
+    kernels::GgmlQ8Blocks q;
+    kernels::quantize_rows_ggml_q8(x, T, w.in, q);
+    return kernels::gemm_ggml_q8_ref(q, w, y, ldy, 0, w.out);
   }
   std::vector<float> row(w.in);
   for (size_t o = 0; o < w.out; ++o) {
