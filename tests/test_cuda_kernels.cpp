@@ -5,12 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "backends/backend.h"
 #include "backends/cuda/kernels.h"
 #include "backends/kv_blocks.h"
+#include "backends/paged_attention.h"
+#include "core/dtype.h"
 #include "core/error.h"
 
 namespace pivotmt {
@@ -111,6 +115,92 @@ TEST(CudaKernels, KvBlockCopiesReachArraysPastTheMaximumPitch) {
       EXPECT_EQ(0, std::memcmp(got.data(), want.data() + (a * touched.size() + t) * p.block_bytes(), got.size()))
           << "array " << a << ", block " << touched[t];
     }
+}
+
+// Split-KV decode attention against its twin, the warp-per-(row, head) kernel of part 1:
+// MHA, SmolLM2's GQA 9/3, 4 query heads per KV head at 128 dims with and without a
+// sliding window, 256-dim heads; rows of 1 to 300 visible keys (two rows of one sequence
+// among them) over shuffled block tables; 1, 2 and 5 splits (short rows leave splits
+// empty). F16 outputs within two F16 steps (the sums run in another order).
+TEST(CudaKernels, SplitKvDecodeAttentionEqualsTheWarpPerHeadKernel) {
+  REQUIRE_GPU();
+  struct Config {
+    int nh, nkv, d, window;
+  };
+  const std::vector<int> lengths = {1, 50, 300, 101};      // sequences' cached positions
+  const std::vector<std::pair<int, int>> rows = {{0, 0}, {1, 49}, {2, 299}, {3, 99}, {3, 100}};  // (sequence, position)
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (const Config c : {Config{4, 4, 64, 0}, Config{9, 3, 64, 0}, Config{8, 2, 128, 0}, Config{8, 2, 128, 37},
+                         Config{2, 1, 256, 0}}) {
+    const int T = int(rows.size()), ldq = (c.nh + 2 * c.nkv) * c.d + 8;  // padded rows
+    ASSERT_TRUE(cuda::kernels::attention_split_supported(c.nh, c.nkv, c.d, ldq, reinterpret_cast<void*>(uintptr_t(256))));
+    // Block tables: each sequence's blocks, drawn from a shuffled pool.
+    std::vector<int32_t> table_offsets, tables;
+    for (int len : lengths) {
+      table_offsets.push_back(int32_t(tables.size()));
+      for (int b = 0; b < (len + int(kKvBlockPositions) - 1) / int(kKvBlockPositions); ++b) tables.push_back(int32_t(tables.size()));
+    }
+    const size_t pool_blocks = tables.size() + 3;
+    std::shuffle(tables.begin(), tables.end(), rng);
+    const size_t width = size_t(c.nkv) * c.d, slots = pool_blocks * kKvBlockPositions;
+    auto halves = [&](size_t n) {
+      std::vector<uint16_t> v(n);
+      for (auto& h : v) h = f32_to_f16(uniform(rng) * 2.0f);
+      return v;
+    };
+    const auto k = halves(slots * width), v = halves(slots * width), qkv = halves(size_t(T) * ldq);
+    std::vector<int32_t> row_seq, positions;
+    int max_keys = 0;
+    for (const auto& [seq, pos] : rows) {
+      row_seq.push_back(seq);
+      positions.push_back(pos);
+      max_keys = std::max(max_keys, int(pos + 1 - paged::first_visible(pos, c.window)));
+    }
+    auto upload = [&](const auto& host) {
+      auto d = cuda::device_alloc(0, host.size() * sizeof(host[0]));
+      EXPECT_EQ(cudaMemcpy(d.get(), host.data(), host.size() * sizeof(host[0]), cudaMemcpyHostToDevice), cudaSuccess);
+      return d;
+    };
+    auto dk = upload(k), dv = upload(v), dq = upload(qkv), dseq = upload(row_seq), dpos = upload(positions),
+         doff = upload(table_offsets), dtab = upload(tables);
+    const size_t ldo = size_t(c.nh) * c.d + 16;
+    auto run = [&](int splits) {
+      std::vector<uint16_t> out(T * ldo, 0x7e00);  // NaN: what no kernel writes stays visible
+      auto dout = upload(out);
+      const auto* seq = static_cast<const int32_t*>(dseq.get());
+      const auto* pos = static_cast<const int32_t*>(dpos.get());
+      const auto* off = static_cast<const int32_t*>(doff.get());
+      const auto* tab = static_cast<const int32_t*>(dtab.get());
+      if (splits == 0) {
+        cuda::kernels::attention(dq.get(), ldq, T, c.nh, c.nkv, c.d, c.window, seq, pos, off, tab, dk.get(), dv.get(),
+                                 dout.get(), int(ldo), nullptr);
+      } else {
+        auto partials = cuda::device_alloc(0, std::max<size_t>(4, cuda::kernels::attention_split_partials(T, c.nh, c.d, splits) * 4));
+        cuda::kernels::attention_split(dq.get(), ldq, T, c.nh, c.nkv, c.d, c.window, seq, pos, off, tab, dk.get(),
+                                       dv.get(), splits, (max_keys + splits - 1) / splits,
+                                       static_cast<float*>(partials.get()), dout.get(), int(ldo), nullptr);
+      }
+      EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(out.data(), dout.get(), out.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      return out;
+    };
+    const auto want = run(0);
+    for (int splits : {1, 2, 5}) {
+      const auto got = run(splits);
+      for (int t = 0; t < T; ++t)
+        for (size_t i = 0; i < ldo; ++i) {
+          const float a = f16_to_f32(want[t * ldo + i]), b = f16_to_f32(got[t * ldo + i]);
+          if (i >= size_t(c.nh) * c.d) {  // the padding stays untouched
+            EXPECT_TRUE(std::isnan(b)) << "row " << t << " padding " << i;
+            continue;
+          }
+          ASSERT_NEAR(b, a, 2e-3f + 2e-3f * std::fabs(a))
+              << c.nh << "/" << c.nkv << "x" << c.d << " window " << c.window << " splits " << splits << " row " << t
+              << " (position " << positions[t] << ") element " << i;
+        }
+    }
+  }
 }
 
 }  // namespace

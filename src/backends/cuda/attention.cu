@@ -1,8 +1,13 @@
 // Keys and values into the paged cache, block copies within it, and causal attention over it. Correct first: one
 // warp per (query row, head) streams the visible keys in chunks of 32 with an online
-// softmax, so no T × T score matrix exists at any prompt length. (Part 2 of the GPU work
-// replaces it with tiled prefill and split-KV decode kernels tested against this one.)
+// softmax, so no T × T score matrix exists at any prompt length. Decode rows (a few per
+// pass) take the split-KV kernel below instead, tested against that one; tiled prefill on
+// the tensor cores is still to come (part 2 of the GPU work).
 #include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
 
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
@@ -127,6 +132,140 @@ __global__ void attention_kernel(const __half* qkv, int ldq, int T, int nh, int 
   }
 }
 
+// ---- Split-KV decode attention
+//
+// One thread block per (row, KV head, split of the row's visible keys): the G = nh / nkv
+// query heads of a GQA group read each key and value once. A key is handled by
+// LanesPerKey = d / 8 lanes, each with 8 of its dims loaded as one 16-byte access, so a
+// warp scores 32 / LanesPerKey keys at a time and the block's 4 warps 4× that; each such
+// key lane keeps an online softmax per query head over the keys it saw (max, sum, the
+// weighted values' 8 dims). At the end the block merges its key lanes' states through
+// shared memory (log-sum-exp), and either writes the output (one split) or the split's
+// state to `partials` for attention_combine_kernel. Splits give a batch-1 step enough
+// blocks to fill the GPU at long contexts (the warp-per-(row, head) kernel runs nh warps).
+constexpr int kSplitWarps = 4;
+constexpr int kMaxGroup = 8;  // query heads per KV head
+
+// 8 halves from a 16-byte aligned address in one 16-byte load, as floats. (The bytes go
+// through memcpy: reading the uint4 through a __half2 pointer would break C++'s aliasing
+// rules, which the emulator's host compiler enforces.)
+__device__ __forceinline__ void load8(const __half* p, float out[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  __half2 h[4];
+  memcpy(h, &raw, sizeof(raw));
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __half22float2(h[i]);
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
+  }
+}
+
+template <int LanesPerKey>
+__global__ void attention_split_kernel(const __half* qkv, int ldq, int nh, int nkv, int window, float scale,
+                                       const int32_t* row_seq, const int32_t* positions, const int32_t* table_offsets,
+                                       const int32_t* tables, const __half* k_pool, const __half* v_pool, int splits,
+                                       int keys_per_split, float* partials, __half* out, int ldo) {
+  constexpr int D = 8 * LanesPerKey, KeysPerWarp = 32 / LanesPerKey, KeyLanes = kSplitWarps * KeysPerWarp;
+  __shared__ float state_shared[KeyLanes][kMaxGroup][2];  // (max, sum) per key lane and head
+  __shared__ float acc_shared[KeyLanes][kMaxGroup][D];    // 32 KiB whatever D
+  const int split = int(blockIdx.x % unsigned(splits)), kv_head = int(blockIdx.x / unsigned(splits)) % nkv;
+  const int t = int(blockIdx.x / unsigned(splits * nkv));
+  const int G = nh / nkv, warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int key_lane = warp * KeysPerWarp + lane / LanesPerKey, part = lane % LanesPerKey;
+  const int64_t pos = positions[t];
+  const int32_t* table = tables + table_offsets[row_seq[t]];
+  const int64_t begin = paged::first_visible(pos, window) + int64_t(split) * keys_per_split;
+  const int64_t end = min(pos + 1, begin + int64_t(keys_per_split));  // keys [begin, end); may be empty
+
+  float q[kMaxGroup][8], m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][8];
+  // Loops over the group's heads run to kMaxGroup, unrolled, guarded by g < G: constant
+  // indices keep q, m, l and acc in registers (a loop to a run-time G would index them
+  // dynamically, which puts them in local memory).
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g >= G) break;
+    load8(qkv + size_t(t) * ldq + size_t(kv_head * G + g) * D + 8 * part, q[g]);
+    for (int i = 0; i < 8; ++i) q[g][i] *= scale;
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+    for (int i = 0; i < 8; ++i) acc[g][i] = 0.0f;
+  }
+  // The loop bounds are the block's: every lane runs every shuffle (lanes past `end` add 0).
+  for (int64_t j0 = begin; j0 < end; j0 += KeyLanes) {
+    const int64_t j = j0 + key_lane;
+    const bool live = j < end;
+    float kf[8], vf[8];
+    if (live) {
+      const int64_t at = paged::element(paged::slot(table, j), kv_head, nkv, D) + 8 * part;
+      load8(k_pool + at, kf);
+      load8(v_pool + at, vf);
+    } else {
+      for (int i = 0; i < 8; ++i) kf[i] = vf[i] = 0.0f;
+    }
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g >= G) break;
+      float score = 0.0f;
+      for (int i = 0; i < 8; ++i) score += q[g][i] * kf[i];
+      for (int o = LanesPerKey / 2; o > 0; o /= 2) score += __shfl_xor_sync(0xffffffffu, score, o);
+      if (!live) continue;
+      const float m_new = fmaxf(m[g], score), old_scale = paged::rescale(m[g], m_new), p = expf(score - m_new);
+      l[g] = l[g] * old_scale + p;
+      for (int i = 0; i < 8; ++i) acc[g][i] = acc[g][i] * old_scale + p * vf[i];
+      m[g] = m_new;
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g >= G) break;
+    for (int i = 0; i < 8; ++i) acc_shared[key_lane][g][8 * part + i] = acc[g][i];
+    if (part == 0) {
+      state_shared[key_lane][g][0] = m[g];
+      state_shared[key_lane][g][1] = l[g];
+    }
+  }
+  __syncthreads();
+  for (int idx = int(threadIdx.x); idx < G * D; idx += int(blockDim.x)) {
+    const int g = idx / D, dim = idx % D, head = kv_head * G + g;
+    float top = -INFINITY;
+    for (int k = 0; k < KeyLanes; ++k) top = fmaxf(top, state_shared[k][g][0]);
+    float sum = 0.0f, value = 0.0f;
+    for (int k = 0; k < KeyLanes; ++k) {
+      const float f = paged::rescale(state_shared[k][g][0], top);
+      sum += state_shared[k][g][1] * f;
+      value += acc_shared[k][g][dim] * f;
+    }
+    if (splits == 1) {
+      out[size_t(t) * ldo + size_t(head) * D + dim] = __float2half_rn(value / sum);
+    } else {
+      float* p = partials + ((size_t(t) * nh + head) * splits + split) * (D + 2);
+      p[2 + dim] = value;
+      if (dim == 0) {
+        p[0] = top;
+        p[1] = sum;
+      }
+    }
+  }
+}
+
+// The splits' states of one (row, head) per block merged (log-sum-exp), F16 out.
+__global__ void attention_combine_kernel(const float* partials, int nh, int d, int splits, __half* out, int ldo) {
+  const int t = int(blockIdx.x) / nh, head = int(blockIdx.x) % nh;
+  const float* p = partials + size_t(blockIdx.x) * splits * (d + 2);
+  float top = -INFINITY;
+  for (int s = 0; s < splits; ++s) top = fmaxf(top, p[size_t(s) * (d + 2)]);
+  for (int dim = int(threadIdx.x); dim < d; dim += int(blockDim.x)) {
+    float sum = 0.0f, value = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      const float* ps = p + size_t(s) * (d + 2);
+      const float f = paged::rescale(ps[0], top);
+      sum += ps[1] * f;
+      value += ps[2 + dim] * f;
+    }
+    out[size_t(t) * ldo + size_t(head) * d + dim] = __float2half_rn(value / sum);
+  }
+}
+
 }  // namespace
 
 void kv_write(const void* qkv, int ldq, int T, int nh, int nkv, int d, const int32_t* slots, void* k_pool, void* v_pool,
@@ -163,6 +302,46 @@ void attention(const void* qkv, int ldq, int T, int nh, int nkv, int d, int wind
   launch("attention_kernel", attention_kernel, blocks, 32 * kWarpsPerBlock, s, static_cast<const __half*>(qkv), ldq, T,
          nh, nkv, d, window, 1.0f / sqrtf(float(d)), row_seq, positions, table_offsets, tables,
          static_cast<const __half*>(k_pool), static_cast<const __half*>(v_pool), static_cast<__half*>(out), ldo);
+}
+
+}  // namespace pivotmt::cuda::kernels
+
+namespace pivotmt::cuda::kernels {
+
+bool attention_split_supported(int nh, int nkv, int d, int ldq, const void* qkv) {
+  return (d == 64 || d == 128 || d == 256) && nkv > 0 && nh % nkv == 0 && nh / nkv <= kMaxGroup && ldq % 8 == 0 &&
+         reinterpret_cast<uintptr_t>(qkv) % 16 == 0;
+}
+
+size_t attention_split_partials(int T, int nh, int d, int splits) {
+  return splits > 1 ? size_t(T) * nh * splits * (d + 2) : 0;
+}
+
+void attention_split(const void* qkv, int ldq, int T, int nh, int nkv, int d, int window, const int32_t* row_seq,
+                     const int32_t* positions, const int32_t* table_offsets, const int32_t* tables, const void* k_pool,
+                     const void* v_pool, int splits, int keys_per_split, float* partials, void* out, int ldo,
+                     cudaStream_t s) {
+  if (!attention_split_supported(nh, nkv, d, ldq, qkv))
+    throw Error("cuda attention_split: " + std::to_string(nh) + " heads over " + std::to_string(nkv) + " KV heads of " +
+                std::to_string(d) + " dims (row stride " + std::to_string(ldq) + ") are not supported");
+  if (splits < 1 || keys_per_split < 1 || (splits > 1 && partials == nullptr))
+    throw Error("cuda attention_split: " + std::to_string(splits) + " splits of " + std::to_string(keys_per_split) +
+                " keys");
+  if (T == 0) return;
+  const size_t blocks = size_t(T) * nkv * splits;
+  if (blocks > 0x7fffffffu) throw Error("cuda attention_split: too many (row, KV head, split) blocks for one launch");
+  const float scale = 1.0f / sqrtf(float(d));
+  const auto run = [&](auto kernel, const char* name) {
+    launch(name, kernel, unsigned(blocks), 32 * kSplitWarps, s, static_cast<const __half*>(qkv), ldq, nh, nkv, window,
+           scale, row_seq, positions, table_offsets, tables, static_cast<const __half*>(k_pool),
+           static_cast<const __half*>(v_pool), splits, keys_per_split, partials, static_cast<__half*>(out), ldo);
+  };
+  if (d == 64) run(attention_split_kernel<8>, "attention_split_kernel<64>");
+  else if (d == 128) run(attention_split_kernel<16>, "attention_split_kernel<128>");
+  else run(attention_split_kernel<32>, "attention_split_kernel<256>");
+  if (splits > 1)
+    launch("attention_combine_kernel", attention_combine_kernel, unsigned(size_t(T) * nh), 128, s,
+           static_cast<const float*>(partials), nh, d, splits, static_cast<__half*>(out), ldo);
 }
 
 }  // namespace pivotmt::cuda::kernels

@@ -211,6 +211,11 @@ class CudaOps final : public Ops {
       staging_[i].release();
       staging_device_[i].reset();
     }
+    // Split-KV attention's partial softmax states: a fixed buffer taken before the pool is
+    // sized (attention_splits() keeps every pass's splits inside it).
+    attention_partials_ = Tensor(device_, DType::F32, 1, kAttentionPartialFloats);
+    check(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_.index),
+          "cudaDeviceGetAttribute(MultiProcessorCount)");
     std::vector<float> f(shape().inv_freq);
     inv_freq_ = Tensor(device_, DType::F32, 1, f.size());
     from_host_f32(inv_freq_, f);
@@ -258,6 +263,9 @@ class CudaOps final : public Ops {
     std::vector<PassSequence> pass;  // pack_pass refuses a position past a sequence's blocks (grow() first)
     for (const auto& s : b.seqs) pass.push_back({&table_of(*s.cache).blocks(), s.row0, s.count});
     const PassMetadata meta = pack_pass(b.tokens, b.positions, pass);
+    pass_max_keys_ = 0;
+    for (int64_t p : b.positions)
+      pass_max_keys_ = std::max(pass_max_keys_, p + 1 - paged::first_visible(p, int64_t(shape().window)));
     const size_t count = meta.data.size();
     check(cudaEventSynchronize(meta_done_), "wait for the previous pass's metadata copy");
     if (meta_host_.bytes < count * 4) {
@@ -313,8 +321,26 @@ class CudaOps final : public Ops {
     void* k = k_pool(layer);
     void* v = v_pool(layer);
     kernels::kv_write(qkv.data(), int(qkv.stride()), T, nh, nkv, d, d_slots_, k, v, stream_);
+    if (T <= kSplitKvMaxRows && kernels::attention_split_supported(nh, nkv, d, int(qkv.stride()), qkv.data())) {
+      const int splits = attention_splits(T, nh, nkv, d);
+      const int keys_per_split = int((pass_max_keys_ + splits - 1) / splits);
+      kernels::attention_split(qkv.data(), int(qkv.stride()), T, nh, nkv, d, int(shape().window), d_row_seq_,
+                               d_positions_, d_offsets_, d_tables_, k, v, splits, keys_per_split,
+                               attention_partials_.as<float>(), out.data(), int(out.stride()), stream_);
+      return;
+    }
     kernels::attention(qkv.data(), int(qkv.stride()), T, nh, nkv, d, int(shape().window), d_row_seq_, d_positions_,
                        d_offsets_, d_tables_, k, v, out.data(), int(out.stride()), stream_);
+  }
+  // Decode passes' split count: enough (row, KV head, split) blocks for two per
+  // multiprocessor, each split at least kMinKeysPerSplit keys, the partial states inside
+  // their buffer.
+  int attention_splits(int T, int nh, int nkv, int d) const {
+    const int64_t blocks = int64_t(T) * nkv;
+    int64_t splits = (2 * int64_t(multiprocessors_) + blocks - 1) / blocks;
+    splits = std::min(splits, (pass_max_keys_ + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
+    while (splits > 1 && kernels::attention_split_partials(T, nh, d, int(splits)) > kAttentionPartialFloats) --splits;
+    return int(std::max<int64_t>(splits, 1));
   }
   void do_gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out) override {
     if (rows.empty()) return;
@@ -470,6 +496,13 @@ class CudaOps final : public Ops {
 
   Pinned meta_host_, rows_host_, ids_host_;
   Tensor meta_device_, rows_device_, ids_device_;
+  // Split-KV decode attention (attention.cu): passes of up to kSplitKvMaxRows rows.
+  static constexpr int kSplitKvMaxRows = 64;
+  static constexpr int64_t kMinKeysPerSplit = 64;
+  static constexpr size_t kAttentionPartialFloats = size_t(2) << 20;  // 8 MiB
+  Tensor attention_partials_;
+  int multiprocessors_ = 1;
+  int64_t pass_max_keys_ = 0;  // the longest row's visible keys in this pass
   cudaEvent_t meta_done_ = nullptr, rows_done_ = nullptr;
   const int32_t *d_tokens_ = nullptr, *d_positions_ = nullptr, *d_slots_ = nullptr, *d_row_seq_ = nullptr,
                 *d_offsets_ = nullptr, *d_tables_ = nullptr;

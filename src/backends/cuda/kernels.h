@@ -49,6 +49,20 @@ void attention(const void* qkv, int ldq, int T, int nh, int nkv, int d, int wind
                const int32_t* positions, const int32_t* table_offsets, const int32_t* tables, const void* k_pool,
                const void* v_pool, void* out, int ldo, cudaStream_t s);
 
+// Decode rows' attention, split-KV: one thread block per (row, KV head, split of `keys_per_split`
+// consecutive visible keys), the GQA group's query heads sharing each loaded key and value
+// (16-byte loads, d / 8 lanes per key); with splits > 1 each split's softmax state goes to
+// `partials` (attention_split_partials(T, nh, d, splits) floats) and a second kernel merges
+// them by log-sum-exp. The same output as attention() up to the order of the sums. Needs
+// attention_split_supported: d of 64, 128 or 256, at most 8 query heads per KV head, qkv
+// rows 16-byte aligned.
+bool attention_split_supported(int nh, int nkv, int d, int ldq, const void* qkv);
+size_t attention_split_partials(int T, int nh, int d, int splits);
+void attention_split(const void* qkv, int ldq, int T, int nh, int nkv, int d, int window, const int32_t* row_seq,
+                     const int32_t* positions, const int32_t* table_offsets, const int32_t* tables, const void* k_pool,
+                     const void* v_pool, int splits, int keys_per_split, float* partials, void* out, int ldo,
+                     cudaStream_t s);
+
 // --- argmax.cu
 // ids[r] = the first index of the maximum of row r (F32).
 void argmax_rows(const float* x, int ldx, int rows, int cols, int32_t* ids, cudaStream_t s);
