@@ -196,7 +196,7 @@ Matrix ggml_matrix(GgmlType type, size_t out, size_t in, unsigned seed) {
 
 TEST_F(IsaLevels, GgmlBlocksEveryPathMatchesDequantisedProducts) {
   for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1})
-    for (size_t M : {1u, 3u, 4u, 9u}) {
+    for (size_t M : {1u, 2u, 3u, 4u, 6u, 9u}) {  // the fused decode kernel's 1-4 rows, 6 as 4 + 2, prefill from 8
       const size_t out = 13, in = 160;
       const Matrix w = ggml_matrix(type, out, in, unsigned(M) * 7 + unsigned(type));
       const auto x = random_normal(M * in, unsigned(M) + 100, 1.0f);
