@@ -244,7 +244,7 @@ else
   t=$(date +%s)
   bounded "$(limit 40)" "${LOADER[@]}" "$BIN/ops_harness" --device "$DEV" --perf >"$LOGS/ops_perf.log" 2>&1
   rc=$?
-  row "op perf (model shapes)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" "$(grep -m1 ceiling "$LOGS/ops_perf.log"); $(elapsed $t)"
+  row "op perf (model shapes)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" "$(grep -m1 ceiling "$LOGS/ops_perf.log"); $(grep -E '^perf (decode|prefill) attention' "$LOGS/ops_perf.log" | sed 's/^perf //' | tr -s ' ' | tr '\n' ';') $(elapsed $t)"
 fi
 
 # --- 5. Last (it may take what is left): the op harness under compute-sanitizer memcheck,

@@ -2,6 +2,7 @@
 // the hardware does (warp shuffles, shared memory between barriers) and refuses what the
 // hardware leaves undefined or faults on, so that the GPU tests run on it mean something.
 #include "cuda_emulator/emulator.h"
+#include "backends/cuda/ptx.cuh"
 
 #include <gtest/gtest.h>
 
@@ -10,12 +11,14 @@
 
 #include "backends/backend.h"
 #include "backends/cuda/cublas_loader.h"
+#include "core/dtype.h"
 #include "core/error.h"
 
 namespace pivotmt {
 namespace {
 
 using cuda::launch;
+namespace ptx = cuda::ptx;
 
 // --- Kernels under test (plain CUDA; compiled here by the emulator's header).
 
@@ -77,6 +80,59 @@ __global__ void racy_neighbour(int* out) {
   __shared__ int s[64];
   s[threadIdx.x] = int(threadIdx.x) + 100 * int(blockIdx.x);
   out[blockIdx.x * blockDim.x + threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x];
+}
+
+// The tensor-core path of src/backends/cuda/ptx.cuh on one warp: A (16 x 16, row-major) and
+// B (16 x 8) staged into shared memory by cp.async, A's fragments by ldmatrix, B's twice —
+// from Bᵀ stored [n][k] by ldmatrix and from B stored [k][n] by ldmatrix.trans (as the
+// attention kernel reads keys and values) — then d = a · b by mma, each lane writing its
+// accumulators where the PTX ISA's layout puts them: row g (+ 8), cols 2t, 2t + 1.
+__global__ void tensor_core_product(const __half* a, const __half* b_nk, const __half* b_kn, float* d_nk, float* d_kn) {
+  __shared__ struct alignas(16) {
+    __half a[16][24], b_nk[8][24], b_kn[16][16];  // rows padded to 16-byte multiples
+  } sh;
+  const int lane = int(threadIdx.x);
+  // 16-byte pieces: a has 32 (2 per row), b_nk 16, b_kn 16.
+  ptx::cp_async_16(&sh.a[lane / 2][8 * (lane % 2)], a + 8 * lane);
+  if (lane < 16) ptx::cp_async_16(&sh.b_nk[lane / 2][8 * (lane % 2)], b_nk + 8 * lane);
+  else ptx::cp_async_16(&sh.b_kn[(lane - 16)][0], b_kn + 8 * (lane - 16));
+  ptx::cp_async_commit();
+  ptx::cp_async_wait<0>();
+  __syncthreads();
+  uint32_t fa[4], fb[4], fbt[4];
+  ptx::ldmatrix_x4(fa, &sh.a[lane % 8 + 8 * ((lane / 8) % 2)][8 * (lane / 16)]);
+  ptx::ldmatrix_x4(fb, &sh.b_nk[lane % 8][8 * ((lane / 8) % 2)]);        // matrices 2, 3 repeat 0, 1
+  ptx::ldmatrix_x4_trans(fbt, &sh.b_kn[lane % 8 + 8 * ((lane / 8) % 2)][0]);
+  float d1[4] = {0, 0, 0, 0}, d2[4] = {0.5f, 0.5f, 0.5f, 0.5f};  // d2 accumulates onto 0.5
+  ptx::mma_f16_f32(d1, fa, fb);
+  ptx::mma_f16_f32(d2, fa, fbt);
+  const int g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+    d_nk[row * 8 + col] = d1[i];
+    d_kn[row * 8 + col] = d2[i];
+  }
+}
+
+// Reads a cp.async's destination without waiting for it: undefined on the hardware.
+__global__ void read_before_wait(const int* in, int* out) {
+  __shared__ struct alignas(16) {
+    int v[4 * 32];
+  } s;
+  for (int i = 0; i < 4; ++i) s.v[4 * threadIdx.x + i] = -1;
+  ptx::cp_async_16(&s.v[4 * threadIdx.x], in + 4 * threadIdx.x);
+  ptx::cp_async_commit();
+  for (int i = 0; i < 4; ++i) out[4 * threadIdx.x + i] = s.v[4 * threadIdx.x + i];
+  ptx::cp_async_wait<0>();
+}
+
+__global__ void misaligned_ldmatrix(float* out) {
+  __shared__ struct alignas(16) {
+    __half v[8 * 16 + 8];
+  } s;
+  uint32_t r[4];
+  ptx::ldmatrix_x4(r, &s.v[1 + 8 * (threadIdx.x % 8)]);
+  out[threadIdx.x] = float(r[0]);
 }
 
 // --- Helpers: device buffers through the backend (the emulated cudaMalloc).
@@ -173,6 +229,64 @@ TEST(CudaEmulator, OtherSchedulesExposeRaces) {
   EXPECT_EQ(reverse[64 + 5], 6 + 100);
   EXPECT_NE(random, forward);
   EXPECT_THROW(cuda::emu::set_schedule("sideways"), Error);
+}
+
+TEST(CudaEmulator, TensorCoreFragmentsFollowThePtxLayouts) {
+  // Small integers: every product and sum is exact in F32, so the result is the integer product.
+  std::vector<uint16_t> a(16 * 16), b_nk(8 * 16), b_kn(16 * 8);
+  std::vector<float> fa(a.size()), fb(16 * 8);
+  for (int i = 0; i < 16; ++i)
+    for (int k = 0; k < 16; ++k) fa[size_t(i * 16 + k)] = float((i * 5 + k * 3) % 11 - 5);
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 8; ++n) fb[size_t(k * 8 + n)] = float((k * 7 + n * 2) % 9 - 4);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = f32_to_f16(fa[i]);
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 8; ++n) {
+      b_kn[size_t(k * 8 + n)] = f32_to_f16(fb[size_t(k * 8 + n)]);
+      b_nk[size_t(n * 16 + k)] = f32_to_f16(fb[size_t(k * 8 + n)]);
+    }
+  auto da = upload(a), dbn = upload(b_nk), dbk = upload(b_kn);
+  auto d1 = cuda::device_alloc(0, 16 * 8 * 4), d2 = cuda::device_alloc(0, 16 * 8 * 4);
+  for (const char* order : {"forward", "reverse", "random:3"}) {
+    cuda::emu::set_schedule(order);
+    launch("tensor_core_product", tensor_core_product, 1, 32, nullptr, static_cast<const __half*>(da.get()),
+           static_cast<const __half*>(dbn.get()), static_cast<const __half*>(dbk.get()), static_cast<float*>(d1.get()),
+           static_cast<float*>(d2.get()));
+    const auto got1 = download<float>(d1, 128), got2 = download<float>(d2, 128);
+    for (int i = 0; i < 16; ++i)
+      for (int n = 0; n < 8; ++n) {
+        float want = 0;
+        for (int k = 0; k < 16; ++k) want += fa[size_t(i * 16 + k)] * fb[size_t(k * 8 + n)];
+        ASSERT_EQ(got1[size_t(i * 8 + n)], want) << order << " (" << i << ", " << n << ") from [n][k]";
+        ASSERT_EQ(got2[size_t(i * 8 + n)], want + 0.5f) << order << " (" << i << ", " << n << ") from [k][n], .trans";
+      }
+  }
+  cuda::emu::set_schedule("forward");
+}
+
+TEST(CudaEmulator, AsyncCopiesLandBetweenIssueAndWait) {
+  std::vector<int> in(128);
+  std::iota(in.begin(), in.end(), 1);
+  auto din = upload(in);
+  auto dout = cuda::device_alloc(0, in.size() * sizeof(int));
+  auto run = [&](const char* order) {
+    cuda::emu::set_schedule(order);
+    launch("read_before_wait", read_before_wait, 1, 32, nullptr, static_cast<const int*>(din.get()),
+           static_cast<int*>(dout.get()));
+    return download<int>(dout, in.size());
+  };
+  // Forward lands copies at the wait (the early read sees the old -1s), reverse at the
+  // issue: a kernel that reads before waiting gives different results.
+  EXPECT_EQ(run("forward"), std::vector<int>(in.size(), -1));
+  EXPECT_EQ(run("reverse"), in);
+  cuda::emu::set_schedule("forward");
+  auto dfloat = cuda::device_alloc(0, 32 * sizeof(float));
+  try {
+    launch("misaligned_ldmatrix", misaligned_ldmatrix, 1, 32, nullptr, static_cast<float*>(dfloat.get()));
+    FAIL() << "ldmatrix from a row that is not 16-byte aligned went unnoticed";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("16-byte aligned"), std::string::npos) << e.what();
+  }
 }
 
 TEST(CudaEmulator, CopiesAndGemmsStayInsideTheirAllocations) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <random>
 #include <vector>
 
@@ -200,6 +201,100 @@ TEST(CudaKernels, SplitKvDecodeAttentionEqualsTheWarpPerHeadKernel) {
               << " (position " << positions[t] << ") element " << i;
         }
     }
+  }
+}
+
+// The tensor-core prefill kernel against the warp-per-(row, head) kernel on a pass as
+// CudaOps builds it (pack_pass's query tiles): a 100-row prompt (tiles of 64 + 36 rows,
+// warps with no rows), a 70-row chunk continuing a 230-position cache, one decode row, and
+// 5 rows of one sequence at scattered positions (each row masks on its own position); MHA,
+// GQA, a sliding window, 64 and 128 dims.
+TEST(CudaKernels, TensorCorePrefillAttentionEqualsTheWarpPerHeadKernel) {
+  REQUIRE_GPU();
+  struct Config {
+    int nh, nkv, d, window;
+  };
+  struct Run {
+    int length;                  // the sequence's cached positions after the pass
+    std::vector<int> positions;  // its rows' positions in the pass
+  };
+  std::vector<Run> runs(4);
+  for (int p = 0; p < 100; ++p) runs[0].positions.push_back(p);
+  for (int p = 230; p < 300; ++p) runs[1].positions.push_back(p);
+  runs[2].positions = {150};
+  runs[3].positions = {40, 3, 39, 17, 0};
+  for (auto& r : runs) r.length = *std::max_element(r.positions.begin(), r.positions.end()) + 1;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (const Config c : {Config{4, 4, 64, 0}, Config{6, 2, 64, 0}, Config{8, 2, 128, 0}, Config{8, 2, 128, 37},
+                         Config{4, 1, 128, 0}}) {
+    std::vector<std::vector<int32_t>> blocks(runs.size());
+    int32_t next_block = 0;
+    for (size_t i = 0; i < runs.size(); ++i)
+      for (int b = 0; b < (runs[i].length + int(kKvBlockPositions) - 1) / int(kKvBlockPositions); ++b)
+        blocks[i].push_back(next_block++);
+    const size_t pool_blocks = size_t(next_block) + 2;
+    std::vector<int32_t> permutation(pool_blocks);  // the blocks scattered over the pool
+    for (size_t i = 0; i < pool_blocks; ++i) permutation[i] = int32_t(i);
+    std::shuffle(permutation.begin(), permutation.end(), rng);
+    for (auto& table : blocks)
+      for (auto& b : table) b = permutation[size_t(b)];
+    std::vector<PassSequence> seqs;
+    std::vector<int64_t> positions;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      seqs.push_back({&blocks[i], positions.size(), runs[i].positions.size()});
+      for (int p : runs[i].positions) positions.push_back(p);
+    }
+    const int T = int(positions.size());
+    const PassMetadata meta = pack_pass(std::vector<int32_t>(size_t(T), 0), positions, seqs);
+    const int ldq = (c.nh + 2 * c.nkv) * c.d + 8;
+    const size_t width = size_t(c.nkv) * c.d, slots = pool_blocks * kKvBlockPositions;
+    auto halves = [&](size_t n) {
+      std::vector<uint16_t> v(n);
+      for (auto& h : v) h = f32_to_f16(uniform(rng) * 2.0f);
+      return v;
+    };
+    const auto k = halves(slots * width), v = halves(slots * width), qkv = halves(size_t(T) * ldq);
+    auto upload = [&](const auto& host) {
+      auto d = cuda::device_alloc(0, host.size() * sizeof(host[0]));
+      EXPECT_EQ(cudaMemcpy(d.get(), host.data(), host.size() * sizeof(host[0]), cudaMemcpyHostToDevice), cudaSuccess);
+      return d;
+    };
+    auto dk = upload(k), dv = upload(v), dq = upload(qkv), dmeta = upload(meta.data);
+    const auto* m = static_cast<const int32_t*>(dmeta.get());
+    const int ldo = c.nh * c.d + 16;
+    ASSERT_TRUE(cuda::kernels::attention_prefill_supported(c.nh, c.nkv, c.d, ldq, dq.get(), ldo, dq.get()));
+    auto run = [&](bool tensor_cores) {
+      std::vector<uint16_t> out(size_t(T) * ldo, 0x7e00);  // NaN: what no kernel writes stays visible
+      auto dout = upload(out);
+      if (tensor_cores)
+        cuda::kernels::attention_prefill(dq.get(), ldq, c.nh, c.nkv, c.d, c.window, m + meta.query_tiles(),
+                                         int(meta.Q), m + meta.row_seq(), m + meta.positions(),
+                                         m + meta.table_offsets(), m + meta.tables(), dk.get(), dv.get(), dout.get(),
+                                         ldo, nullptr);
+      else
+        cuda::kernels::attention(dq.get(), ldq, T, c.nh, c.nkv, c.d, c.window, m + meta.row_seq(),
+                                 m + meta.positions(), m + meta.table_offsets(), m + meta.tables(), dk.get(), dv.get(),
+                                 dout.get(), ldo, nullptr);
+      EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(out.data(), dout.get(), out.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      return out;
+    };
+    const auto want = run(false), got = run(true);
+    double worst = 0;
+    for (int t = 0; t < T; ++t)
+      for (int i = 0; i < ldo; ++i) {
+        const float a = f16_to_f32(want[size_t(t) * ldo + i]), b = f16_to_f32(got[size_t(t) * ldo + i]);
+        if (i >= c.nh * c.d) {  // the padding stays untouched
+          EXPECT_TRUE(std::isnan(b)) << "row " << t << " padding " << i;
+          continue;
+        }
+        worst = std::max(worst, double(std::fabs(a - b)));
+        ASSERT_NEAR(b, a, 2e-3f + 2e-3f * std::fabs(a))
+            << c.nh << "/" << c.nkv << "x" << c.d << " window " << c.window << " row " << t << " (position "
+            << positions[size_t(t)] << ") element " << i;
+      }
+    std::cout << c.nh << "/" << c.nkv << "x" << c.d << " window " << c.window << ": largest difference " << worst << "\n";
   }
 }
 

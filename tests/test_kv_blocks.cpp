@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <random>
 
 #include "backends/kv_blocks.h"
@@ -179,7 +180,7 @@ TEST(PagedPass, MetadataPacksSlotsAndTables) {
   const std::vector<int32_t> tokens = {11, 12, 13, 14};
   const std::vector<int64_t> positions = {15, 16, 17, 3};  // a's rows cross a block boundary
   const auto m = pack_pass(tokens, positions, {{&a, 0, 3}, {&b, 3, 1}});
-  ASSERT_EQ(m.data.size(), 4u * 4 + 2 + 3);
+  ASSERT_EQ(m.data.size(), 4u * 4 + 2 + 3 + 2 * 2);
   EXPECT_EQ(std::vector<int32_t>(m.data.begin(), m.data.begin() + 4), tokens);
   EXPECT_EQ(m.data[m.positions() + 1], 16);
   EXPECT_EQ(m.data[m.slots() + 0], 7 * 16 + 15);
@@ -193,9 +194,30 @@ TEST(PagedPass, MetadataPacksSlotsAndTables) {
   }
   EXPECT_EQ(m.data[m.table_offsets() + 0], 0);
   EXPECT_EQ(m.data[m.table_offsets() + 1], 2);
-  EXPECT_EQ(std::vector<int32_t>(m.data.begin() + long(m.tables()), m.data.end()), (std::vector<int32_t>{7, 2, 4}));
+  EXPECT_EQ(std::vector<int32_t>(m.data.begin() + long(m.tables()), m.data.begin() + long(m.query_tiles())),
+            (std::vector<int32_t>{7, 2, 4}));
+  // One query tile per sequence here: (first row, rows).
+  EXPECT_EQ(std::vector<int32_t>(m.data.begin() + long(m.query_tiles()), m.data.end()), (std::vector<int32_t>{0, 3, 3, 1}));
   EXPECT_THROW(pack_pass({1}, {16}, {{&b, 0, 1}}), Error);  // past b's one block
   EXPECT_THROW(pack_pass({1, 2}, {0}, {{&b, 0, 2}}), Error);
+}
+
+// Query tiles cut each sequence's rows into runs of at most kQueryTileRows, never across
+// sequences: every row in exactly one tile, tiles in row order.
+TEST(PagedPass, QueryTilesCoverEachSequenceInRunsOfAtMost64Rows) {
+  std::vector<int32_t> a(10), b = {10}, c(9);
+  std::iota(a.begin(), a.end(), 0);
+  std::iota(c.begin(), c.end(), 11);
+  const size_t na = 130, nb = 1, nc = 128;  // 64 + 64 + 2; 1; 64 + 64
+  std::vector<int64_t> positions;
+  for (size_t i = 0; i < na; ++i) positions.push_back(int64_t(i) + 5);
+  positions.push_back(0);
+  for (size_t i = 0; i < nc; ++i) positions.push_back(int64_t(i));
+  const std::vector<int32_t> tokens(positions.size(), 1);
+  const auto m = pack_pass(tokens, positions, {{&a, 0, na}, {&b, na, nb}, {&c, na + nb, nc}});
+  ASSERT_EQ(m.Q, 6u);
+  const std::vector<int32_t> tiles(m.data.begin() + long(m.query_tiles()), m.data.end());
+  EXPECT_EQ(tiles, (std::vector<int32_t>{0, 64, 64, 64, 128, 2, 130, 1, 131, 64, 195, 64}));
 }
 
 // Copies waiting for one launch must be independent: none reads a block another writes,

@@ -1,5 +1,7 @@
 #include "backends/kv_blocks.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -92,9 +94,11 @@ PassMetadata pack_pass(const std::vector<int32_t>& tokens, const std::vector<int
   m.T = tokens.size();
   m.S = seqs.size();
   if (positions.size() != m.T) throw Error(fmt::format("pass: {} positions for {} tokens", positions.size(), m.T));
-  size_t entries = 0;
-  for (const auto& s : seqs) entries += s.blocks->size();
-  m.data.assign(4 * m.T + m.S + entries, -1);
+  for (const auto& s : seqs) {
+    m.E += s.blocks->size();
+    m.Q += (s.count + kQueryTileRows - 1) / kQueryTileRows;
+  }
+  m.data.assign(4 * m.T + m.S + m.E + 2 * m.Q, -1);
   std::copy(tokens.begin(), tokens.end(), m.data.begin());
   size_t entry = 0;
   for (size_t i = 0; i < m.S; ++i) {
@@ -114,6 +118,12 @@ PassMetadata pack_pass(const std::vector<int32_t>& tokens, const std::vector<int
     }
     entry += blocks.size();
   }
+  size_t tile = 0;
+  for (const auto& s : seqs)
+    for (size_t r = s.row0; r < s.row0 + s.count; r += kQueryTileRows, ++tile) {
+      m.data[m.query_tiles() + 2 * tile] = int32_t(r);
+      m.data[m.query_tiles() + 2 * tile + 1] = int32_t(std::min(kQueryTileRows, s.row0 + s.count - r));
+    }
   return m;
 }
 

@@ -70,12 +70,22 @@ struct Warp {
   Barrier barrier;
   uint64_t generation = 0;      // completed warp barriers: picks the shuffle buffer
   uint64_t slots[2][32] = {};  // a shuffle's values, double-buffered (one barrier per shuffle)
+  unsigned char gathered[2][32][kMaxGatherBytes] = {};  // warp_all_gather's, alike
+};
+
+// A cp.async copy not yet landed.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  size_t bytes;
 };
 
 struct Fiber {
   void* sp = nullptr;  // saved stack pointer while not running
   Coordinates where;
   bool done = false;
+  std::vector<AsyncCopy> open_copies;                // issued since the last commit
+  std::vector<std::vector<AsyncCopy>> copy_groups;  // committed, oldest first
 };
 
 // Stacks for up to 1024 fibers, mapped once per OS thread and reused (pages are touched
@@ -207,6 +217,13 @@ void fiber_main() {
     if (!b.error) b.error = std::current_exception();
   }
   Fiber& f = b.fibers[size_t(b.current)];
+  // Copies never waited for still land (what a thread reads of them is undefined; the
+  // kernel's later threads or launches may see them).
+  for (auto& group : f.copy_groups)
+    for (const AsyncCopy& c : group) std::memcpy(c.dst, c.src, c.bytes);
+  for (const AsyncCopy& c : f.open_copies) std::memcpy(c.dst, c.src, c.bytes);
+  f.copy_groups.clear();
+  f.open_copies.clear();
   f.done = true;
   --b.live;
   Warp& w = b.warps[f.where.thread.x / 32];
@@ -310,6 +327,50 @@ uint64_t warp_exchange(uint64_t value, int source_lane) {
   w.slots[w.generation & 1][lane] = value;
   const uint64_t generation = warp_barrier(w);
   return w.slots[generation & 1][source_lane];
+}
+
+const unsigned char* warp_all_gather(const void* mine, size_t bytes) {
+  if (bytes > kMaxGatherBytes) fail(fmt::format("warp_all_gather of {} bytes per lane", bytes));
+  Warp& w = own_warp();
+  const int lane = int(fiber().where.thread.x % 32);
+  // Double-buffered as warp_exchange's slots: a lane that runs ahead writes the other
+  // buffer, and cannot come back to this one before every lane has passed its next barrier.
+  std::memcpy(w.gathered[w.generation & 1][lane], mine, bytes);
+  const uint64_t generation = warp_barrier(w);
+  return &w.gathered[generation & 1][0][0];
+}
+
+void async_copy(void* shared_dst, const void* global_src, size_t bytes) {
+  if (reinterpret_cast<uintptr_t>(shared_dst) % bytes != 0 || reinterpret_cast<uintptr_t>(global_src) % bytes != 0)
+    fail(fmt::format("cp.async of {} bytes from {} to {}: both addresses must be aligned to the size", bytes, global_src,
+                     shared_dst));
+  if (!device_range(global_src, bytes)) fail(fmt::format("cp.async from {}: not {} bytes of device memory", global_src, bytes));
+  if (device_range(shared_dst, bytes)) fail(fmt::format("cp.async to {}: device memory, not shared memory", shared_dst));
+  Schedule& s = schedule();
+  bool now = s.kind == Schedule::Reverse;
+  if (s.kind == Schedule::Random) {
+    s.state ^= s.state << 13, s.state ^= s.state >> 7, s.state ^= s.state << 17;
+    now = s.state & 1;
+  }
+  if (now)
+    std::memcpy(shared_dst, global_src, bytes);
+  else
+    fiber().open_copies.push_back({shared_dst, global_src, bytes});
+}
+
+void async_commit() {
+  Fiber& f = fiber();
+  f.copy_groups.push_back(std::move(f.open_copies));
+  f.open_copies.clear();
+}
+
+void async_wait(int pending_groups) {
+  Fiber& f = fiber();
+  if (pending_groups < 0) fail("cp.async.wait_group with a negative count");
+  while (f.copy_groups.size() > size_t(pending_groups)) {
+    for (const AsyncCopy& c : f.copy_groups.front()) std::memcpy(c.dst, c.src, c.bytes);
+    f.copy_groups.erase(f.copy_groups.begin());
+  }
 }
 
 void run_grid(const char* name, unsigned blocks, unsigned threads, const std::function<void()>& kernel_body) {

@@ -60,6 +60,22 @@ void sync_warp();
 // The warp's lanes each contribute `value`; each gets the value of lane `source(lane)`.
 uint64_t warp_exchange(uint64_t value, int source_lane);
 
+// Every lane of the running warp contributes `bytes` (at most kMaxGatherBytes) at `mine`;
+// each gets a pointer to all 32 lanes' contributions, kMaxGatherBytes apart, valid until
+// its next warp operation (one warp barrier: the warp-collective PTX instructions below are
+// built on it).
+constexpr size_t kMaxGatherBytes = 64;
+const unsigned char* warp_all_gather(const void* mine, size_t bytes);
+
+// cp.async: a copy from device to shared memory that lands at some time between its issue
+// and the async_wait that covers its group. When is the schedule's choice (forward: at the
+// wait; reverse: at the issue; random: either, per copy), so a kernel that reads the
+// destination before waiting and syncing, or overwrites a buffer other threads still read,
+// sees other values under some schedule.
+void async_copy(void* shared_dst, const void* global_src, size_t bytes);
+void async_commit();
+void async_wait(int pending_groups);  // all but the newest `pending_groups` groups have landed
+
 // Runs `kernel_body` as a grid of `blocks` × `threads` CUDA threads; throws Error naming
 // `name` for a launch the hardware refuses (no threads, more than 1024 per block) and for a
 // barrier that cannot complete.
@@ -119,6 +135,75 @@ template <class T>
 T max(T a, T b) {
   return a < b ? b : a;
 }
+
+// The PTX instructions of src/backends/cuda/ptx.cuh, as the PTX ISA defines them (fragment
+// layouts of mma.m16n8k16 and ldmatrix), warp-collective: every lane must take part.
+namespace pivotmt::cuda::ptx {
+
+// d (16 x 8, F32) += a (16 x 16, F16, row-major fragments) · b (16 x 8, F16, column-major):
+// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32. With g = lane / 4, t = lane % 4: a's
+// registers hold (row g, cols 2t, 2t+1), (row g+8, same), (row g, cols 2t+8, 2t+9), (row g+8,
+// same); b's (rows 2t, 2t+1, col g), (rows 2t+8, 2t+9, col g); d's (row g, cols 2t, 2t+1),
+// (row g+8, same). Products of halves are exact in F32; the sum is taken in F32 in k order
+// (the hardware's order and intermediate precision are unspecified).
+inline void mma_f16_f32(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  uint32_t mine[6];  // a's four registers, then b's two
+  std::memcpy(mine, a, 16);
+  std::memcpy(mine + 4, b, 8);
+  const unsigned char* all = emu::warp_all_gather(mine, sizeof(mine));
+  auto half_at = [&](int lane, int reg, int which) {
+    uint16_t bits;
+    std::memcpy(&bits, all + size_t(lane) * emu::kMaxGatherBytes + 4 * reg + 2 * which, 2);
+    __half_raw raw;
+    raw.x = bits;
+    return __half2float(__half(raw));
+  };
+  auto A = [&](int row, int col) {  // the lane and register holding a[row][col]
+    return half_at((row % 8) * 4 + (col % 8) / 2, (row >= 8 ? 1 : 0) + (col >= 8 ? 2 : 0), col % 2);
+  };
+  auto B = [&](int k, int col) { return half_at(col * 4 + (k % 8) / 2, 4 + (k >= 8 ? 1 : 0), k % 2); };
+  const int lane = int(emu::coordinates().thread.x % 32), g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + i % 2;
+    float sum = 0.0f;
+    for (int k = 0; k < 16; ++k) sum += A(row, k) * B(k, col);
+    d[i] += sum;
+  }
+}
+
+// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: four 8 x 8 matrices of 16-bit values;
+// lane l gives the address of row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned). Lane
+// l's register i holds matrix i's (row l / 4, cols 2 (l % 4), +1), or with .trans its
+// (rows 2 (l % 4), +1, col l / 4).
+inline void ldmatrix_x4_impl(uint32_t r[4], const void* row_address, bool trans) {
+  if (reinterpret_cast<uintptr_t>(row_address) % 16 != 0)
+    throw std::logic_error("CUDA emulator: ldmatrix row address not 16-byte aligned");
+  const unsigned char* all = emu::warp_all_gather(&row_address, sizeof(row_address));
+  const int lane = int(emu::coordinates().thread.x % 32);
+  auto element = [&](int matrix, int row, int col) {
+    const char* address;
+    std::memcpy(&address, all + size_t(8 * matrix + row) * emu::kMaxGatherBytes, sizeof(address));
+    uint16_t v;
+    std::memcpy(&v, address + 2 * col, 2);
+    return uint32_t(v);
+  };
+  for (int m = 0; m < 4; ++m) {
+    const int a = lane / 4, b = 2 * (lane % 4);
+    r[m] = trans ? element(m, b, a) | element(m, b + 1, a) << 16 : element(m, a, b) | element(m, a, b + 1) << 16;
+  }
+}
+inline void ldmatrix_x4(uint32_t r[4], const void* row_address) { ldmatrix_x4_impl(r, row_address, false); }
+inline void ldmatrix_x4_trans(uint32_t r[4], const void* row_address) { ldmatrix_x4_impl(r, row_address, true); }
+
+// cp.async.cg.shared.global (16 bytes), cp.async.commit_group, cp.async.wait_group N.
+inline void cp_async_16(void* shared_dst, const void* global_src) { emu::async_copy(shared_dst, global_src, 16); }
+inline void cp_async_commit() { emu::async_commit(); }
+template <int N>
+void cp_async_wait() {
+  emu::async_wait(N);
+}
+
+}  // namespace pivotmt::cuda::ptx
 
 namespace pivotmt::cuda {
 

@@ -264,6 +264,8 @@ class CudaOps final : public Ops {
     for (const auto& s : b.seqs) pass.push_back({&table_of(*s.cache).blocks(), s.row0, s.count});
     const PassMetadata meta = pack_pass(b.tokens, b.positions, pass);
     pass_max_keys_ = 0;
+    pass_max_seq_rows_ = 0;
+    for (const auto& s : b.seqs) pass_max_seq_rows_ = std::max(pass_max_seq_rows_, s.count);
     for (int64_t p : b.positions)
       pass_max_keys_ = std::max(pass_max_keys_, p + 1 - paged::first_visible(p, int64_t(shape().window)));
     const size_t count = meta.data.size();
@@ -282,6 +284,8 @@ class CudaOps final : public Ops {
     d_row_seq_ = d + meta.row_seq();
     d_offsets_ = d + meta.table_offsets();
     d_tables_ = d + meta.tables();
+    d_query_tiles_ = d + meta.query_tiles();
+    query_tiles_ = int(meta.Q);
   }
 
   void do_embed(const LinearWeights& table, const Tensor& x) override {
@@ -321,12 +325,21 @@ class CudaOps final : public Ops {
     void* k = k_pool(layer);
     void* v = v_pool(layer);
     kernels::kv_write(qkv.data(), int(qkv.stride()), T, nh, nkv, d, d_slots_, k, v, stream_);
-    if (T <= kSplitKvMaxRows && kernels::attention_split_supported(nh, nkv, d, int(qkv.stride()), qkv.data())) {
+    // Decode (a few rows per sequence): split-KV, each key read once per GQA group. Prefill:
+    // the tensor cores, 64 rows of a sequence per block. Else the warp-per-(row, head) kernel.
+    if (pass_max_seq_rows_ <= kSplitKvMaxRowsPerSequence &&
+        kernels::attention_split_supported(nh, nkv, d, int(qkv.stride()), qkv.data())) {
       const int splits = attention_splits(T, nh, nkv, d);
       const int keys_per_split = int((pass_max_keys_ + splits - 1) / splits);
       kernels::attention_split(qkv.data(), int(qkv.stride()), T, nh, nkv, d, int(shape().window), d_row_seq_,
                                d_positions_, d_offsets_, d_tables_, k, v, splits, keys_per_split,
                                attention_partials_.as<float>(), out.data(), int(out.stride()), stream_);
+      return;
+    }
+    if (kernels::attention_prefill_supported(nh, nkv, d, int(qkv.stride()), qkv.data(), int(out.stride()), out.data())) {
+      kernels::attention_prefill(qkv.data(), int(qkv.stride()), nh, nkv, d, int(shape().window), d_query_tiles_,
+                                 query_tiles_, d_row_seq_, d_positions_, d_offsets_, d_tables_, k, v, out.data(),
+                                 int(out.stride()), stream_);
       return;
     }
     kernels::attention(qkv.data(), int(qkv.stride()), T, nh, nkv, d, int(shape().window), d_row_seq_, d_positions_,
@@ -496,13 +509,16 @@ class CudaOps final : public Ops {
 
   Pinned meta_host_, rows_host_, ids_host_;
   Tensor meta_device_, rows_device_, ids_device_;
-  // Split-KV decode attention (attention.cu): passes of up to kSplitKvMaxRows rows.
-  static constexpr int kSplitKvMaxRows = 64;
+  // Split-KV decode attention (attention.cu): passes of at most this many rows per sequence.
+  static constexpr size_t kSplitKvMaxRowsPerSequence = 4;
   static constexpr int64_t kMinKeysPerSplit = 64;
   static constexpr size_t kAttentionPartialFloats = size_t(2) << 20;  // 8 MiB
   Tensor attention_partials_;
   int multiprocessors_ = 1;
-  int64_t pass_max_keys_ = 0;  // the longest row's visible keys in this pass
+  int64_t pass_max_keys_ = 0;     // the longest row's visible keys in this pass
+  size_t pass_max_seq_rows_ = 0;  // the most rows one sequence has in this pass
+  const int32_t* d_query_tiles_ = nullptr;
+  int query_tiles_ = 0;
   cudaEvent_t meta_done_ = nullptr, rows_done_ = nullptr;
   const int32_t *d_tokens_ = nullptr, *d_positions_ = nullptr, *d_slots_ = nullptr, *d_row_seq_ = nullptr,
                 *d_offsets_ = nullptr, *d_tables_ = nullptr;

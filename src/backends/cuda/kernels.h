@@ -63,6 +63,19 @@ void attention_split(const void* qkv, int ldq, int T, int nh, int nkv, int d, in
                      const void* v_pool, int splits, int keys_per_split, float* partials, void* out, int ldo,
                      cudaStream_t s);
 
+// --- attention_prefill.cu
+// The same attention on the tensor cores for rows in query tiles ((first row, rows) int32
+// pairs, each up to kQueryTileRows consecutive rows of one sequence: PassMetadata's), one
+// thread block per (tile, head): keys and values staged through shared memory by cp.async,
+// S = Q Kᵀ and O += P V by mma.sync (F16 in, F32 accumulate, P rounded to F16), an online
+// softmax in registers. Needs attention_prefill_supported: d of 64 or 128, 4-byte aligned
+// rows.
+bool attention_prefill_supported(int nh, int nkv, int d, int ldq, const void* qkv, int ldo, const void* out);
+void attention_prefill(const void* qkv, int ldq, int nh, int nkv, int d, int window, const int32_t* tiles,
+                       int tile_count, const int32_t* row_seq, const int32_t* positions, const int32_t* table_offsets,
+                       const int32_t* tables, const void* k_pool, const void* v_pool, void* out, int ldo,
+                       cudaStream_t s);
+
 // --- argmax.cu
 // ids[r] = the first index of the maximum of row r (F32).
 void argmax_rows(const float* x, int ldx, int rows, int cols, int32_t* ids, cudaStream_t s);
