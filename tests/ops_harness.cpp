@@ -166,6 +166,20 @@ void check_elementwise(Harness& h) {
         h.dut->add(dx.inner, dy);
         h.compare("add " + shape, h.read(*h.dut, dx, "add " + shape), h.ref->to_host_f32(rx), h.threshold(1e-6, 0));
       }
+      if (h.wanted("add_rmsnorm")) {  // as the Llama forward calls it: out is y
+        const auto x = h.values(R * C), y = h.values(R * C), w = h.values(C, 0.5f);
+        const Tensor rx = Harness::upload(*h.ref, x, R, C, DType::F32), ry = Harness::upload(*h.ref, y, R, C, DType::F32);
+        const Tensor rw = h.ref->make_vector(w), dw = h.dut->make_vector(w);
+        auto dx = h.guarded(*h.dut, R, C, act, false), dy = h.guarded(*h.dut, R, C, act, false);
+        h.dut->from_host_f32(dx.inner, x);
+        h.dut->from_host_f32(dy.inner, y);
+        h.ref->add_rmsnorm(rx, ry, rw, 1e-5f, ry);
+        h.dut->add_rmsnorm(dx.inner, dy.inner, dw, 1e-5f, dy.inner);
+        h.compare("add_rmsnorm x " + shape, h.read(*h.dut, dx, "add_rmsnorm x " + shape), h.ref->to_host_f32(rx),
+                  h.threshold(1e-6, 0));
+        h.compare("add_rmsnorm out " + shape, h.read(*h.dut, dy, "add_rmsnorm out " + shape), h.ref->to_host_f32(ry),
+                  h.threshold(1e-5, 1e-10));
+      }
       if (h.wanted("silu_mul")) {
         const auto gu = h.values(R * 2 * C, 2.0f);
         const Tensor rg = Harness::upload(*h.ref, gu, R, 2 * C, DType::F32), dg = Harness::upload(*h.dut, gu, R, 2 * C, act);
@@ -318,17 +332,18 @@ void check_attention(Harness& h) {
       const Tensor rq1 = Harness::upload(*h.ref, qkv1, T, width, DType::F32), dq1 = Harness::upload(*h.dut, qkv1, T, width, act);
       const Tensor ro = h.ref->empty(T, c.heads * c.d), ro1 = h.ref->empty(T, c.heads * c.d);
       auto dout = h.guarded(*h.dut, T, c.heads * c.d, act, false), dout1 = h.guarded(*h.dut, T, c.heads * c.d, act, false);
+      // Layer 1 through rope_attention (RoPE then attention; fused on a GPU).
       h.ref->begin_forward(tokens, rseq);
       h.ref->attention(0, rq, ro);
-      h.ref->attention(1, rq1, ro1);
+      h.ref->rope_attention(1, rq1, ro1);
       h.ref->end_forward();
       h.dut->begin_forward(tokens, dseq);
       h.dut->attention(0, dq, dout.inner);
-      h.dut->attention(1, dq1, dout1.inner);
+      h.dut->rope_attention(1, dq1, dout1.inner);
       h.dut->end_forward();
       const std::string what = fmt::format("attention {}/{}x{} window {} pass {} (T={})", c.heads, c.kv, c.d, c.window, p + 1, T);
       h.compare(what, h.read(*h.dut, dout, what), h.ref->to_host_f32(ro), h.threshold(1e-5, 1e-9));
-      h.compare(what + " layer 1", h.read(*h.dut, dout1, what), h.ref->to_host_f32(ro1), h.threshold(1e-5, 1e-9));
+      h.compare(what + " layer 1 (rope_attention)", h.read(*h.dut, dout1, what), h.ref->to_host_f32(ro1), h.threshold(1e-5, 1e-9));
     }
   }
 }

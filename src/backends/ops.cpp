@@ -133,6 +133,29 @@ void Ops::attention(size_t layer, const Tensor& qkv, const Tensor& out) {
   do_attention(layer, qkv, out);
 }
 
+void Ops::add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps, const Tensor& out) {
+  for (const auto& [t, what] : {std::pair{&x, "x"}, {&y, "y"}, {&weight, "weight"}, {&out, "out"}})
+    check_device(*t, "add_rmsnorm", what);
+  if (x.rows() != y.rows() || x.cols() != y.cols() || x.dtype() != y.dtype() || weight.numel() != x.cols() ||
+      out.rows() != x.rows() || out.cols() != x.cols())
+    shape_error("add_rmsnorm", fmt::format("x {} += y {}, weight {}, out {}", x.describe(), y.describe(),
+                                           weight.describe(), out.describe()));
+  do_add_rmsnorm(x, y, weight, eps, out);
+}
+
+void Ops::rope_attention(size_t layer, const Tensor& qkv, const Tensor& out) {
+  check_device(qkv, "rope_attention", "qkv");
+  check_device(out, "rope_attention", "out");
+  const size_t d = shape_.head_dim;
+  if (layer >= shape_.layers || qkv.rows() != batch_.positions.size() ||
+      qkv.cols() != (shape_.heads + 2 * shape_.kv_heads) * d || out.rows() != qkv.rows() ||
+      out.cols() != shape_.heads * d || !out.contiguous())
+    shape_error("rope_attention", fmt::format("layer {} of {}, qkv {}, out {}, {} heads / {} kv heads of {}", layer,
+                                              shape_.layers, qkv.describe(), out.describe(), shape_.heads,
+                                              shape_.kv_heads, d));
+  do_rope_attention(layer, qkv, out);
+}
+
 void Ops::gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out) {
   check_device(x, "gather_rows", "x");
   check_device(out, "gather_rows", "out");

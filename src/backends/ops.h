@@ -142,6 +142,12 @@ class Ops {
   // qkv [T, (nh + 2 nkv) d]: stores each row's k and v in its sequence's cache at its
   // position, then causal attention of the q rows over the caches. out [T, nh d].
   void attention(size_t layer, const Tensor& qkv, const Tensor& out);
+  // Fused forms of the sequences the Llama forward runs (a device may do each in one pass;
+  // the result is the sequence's):
+  //   add_rmsnorm: add(x, y) then rmsnorm(x, weight, eps, out) (out may be y);
+  //   rope_attention: rope(qkv, heads + kv_heads) then attention(layer, qkv, out).
+  void add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps, const Tensor& out);
+  void rope_attention(size_t layer, const Tensor& qkv, const Tensor& out);
   void gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out);  // out[i] = x[rows[i]]
   std::vector<float> to_host_f32(const Tensor& t);  // rows × cols, row-major
   std::vector<int32_t> argmax_rows(const Tensor& logits);  // first maximum of each row
@@ -168,6 +174,14 @@ class Ops {
   virtual void do_silu_mul(const Tensor& gate_up, const Tensor& out) = 0;
   virtual void do_rope(const Tensor& x, size_t heads) = 0;
   virtual void do_attention(size_t layer, const Tensor& qkv, const Tensor& out) = 0;
+  virtual void do_add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& weight, float eps, const Tensor& out) {
+    do_add(x, y);
+    do_rmsnorm(x, weight, eps, out);
+  }
+  virtual void do_rope_attention(size_t layer, const Tensor& qkv, const Tensor& out) {
+    do_rope(qkv, shape_.heads + shape_.kv_heads);
+    do_attention(layer, qkv, out);
+  }
   virtual void do_gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out) = 0;
   virtual std::vector<float> do_to_host_f32(const Tensor& t) = 0;
   virtual void do_from_host_f32(const Tensor& t, std::span<const float> values) = 0;

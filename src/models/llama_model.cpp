@@ -199,7 +199,6 @@ void LlamaModel::ensure_workspace(size_t rows, size_t logit_rows) {
 }
 
 Tensor LlamaModel::run(std::vector<Input>& batch) {
-  const size_t nh = size_t(cfg_.num_heads), nkv = size_t(cfg_.num_kv_heads);
   const float eps = float(cfg_.norm_eps);
   std::vector<int32_t> tokens;
   std::vector<SeqRows> seqs;
@@ -229,22 +228,25 @@ Tensor LlamaModel::run(std::vector<Input>& batch) {
     // x [T, H] the residual stream; xn [T, H] normed input, then the o projection's output.
     const Tensor x = ws_.x.rows(0, T), xn = ws_.xn.rows(0, T), qkv = ws_.qkv.rows(0, T), attn = ws_.attn.rows(0, T);
     ops.embed(*embed_, x);
+    ops.rmsnorm(x, layers_.front().attn_norm, eps, xn);
     for (size_t l = 0; l < layers_.size(); ++l) {
       const Layer& L = layers_[l];
-      ops.rmsnorm(x, L.attn_norm, eps, xn);
-      ops.linear(xn, *L.qkv, qkv);  // [T, (nh + 2 nkv) d]
-      ops.rope(qkv, nh + nkv);      // q and k heads
-      ops.attention(l, qkv, attn);  // [T, nh d]
+      ops.linear(xn, *L.qkv, qkv);         // [T, (nh + 2 nkv) d]
+      ops.rope_attention(l, qkv, attn);    // RoPE on the q and k heads, then attention: [T, nh d]
       ops.linear(attn, *L.o, xn);
-      ops.add(x, xn);
-      ops.rmsnorm(x, L.mlp_norm, eps, xn);
+      ops.add_rmsnorm(x, xn, L.mlp_norm, eps, xn);  // x += o; xn = norm(x)
       for (size_t r = 0; r < T; r += kMlpRows) {
         const size_t n = std::min(kMlpRows, T - r);
         const Tensor gate_up = ws_.gate_up.rows(0, n), mlp = ws_.mlp.rows(0, n), down = ws_.down.rows(0, n);
         ops.linear(xn.rows(r, n), *L.gate_up, gate_up);  // [n, 2F]
         ops.silu_mul(gate_up, mlp);                      // [n, F]
         ops.linear(mlp, *L.down, down);                  // [n, H]
-        ops.add(x.rows(r, n), down);
+        // x += down, and (but after the last layer) the next layer's input norm of these
+        // rows: their xn rows were consumed by this chunk's gate/up projection above.
+        if (l + 1 < layers_.size())
+          ops.add_rmsnorm(x.rows(r, n), down, layers_[l + 1].attn_norm, eps, xn.rows(r, n));
+        else
+          ops.add(x.rows(r, n), down);
       }
     }
     // Final norm and output layer on the rows that need logits.

@@ -319,12 +319,43 @@ class CudaOps final : public Ops {
     kernels::rope(x.data(), int(x.stride()), int(x.rows()), int(heads), int(shape().head_dim), d_positions_,
                   inv_freq_.as<float>(), stream_);
   }
+  void do_add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& w, float eps, const Tensor& out) override {
+    require(x, DType::F16, "add_rmsnorm x");
+    require(y, DType::F16, "add_rmsnorm y");
+    require(w, DType::F16, "add_rmsnorm weight");
+    if (!kernels::add_rmsnorm_supported(x.data(), int(x.stride()), y.data(), int(y.stride()), w.data(), int(x.cols()),
+                                        out.data(), int(out.stride()))) {
+      do_add(x, y);
+      do_rmsnorm(x, w, eps, out);
+      return;
+    }
+    kernels::add_rmsnorm(x.data(), int(x.stride()), y.data(), int(y.stride()), w.data(), int(x.rows()), int(x.cols()),
+                         eps, out.data(), int(out.stride()), stream_);
+  }
   void do_attention(size_t layer, const Tensor& qkv, const Tensor& out) override {
     require(qkv, DType::F16, "attention qkv");
+    kernels::kv_write(qkv.data(), int(qkv.stride()), int(qkv.rows()), int(shape().heads), int(shape().kv_heads),
+                      int(shape().head_dim), d_slots_, k_pool(layer), v_pool(layer), stream_);
+    attend(layer, qkv, out);
+  }
+  // RoPE on q and k, k and v into the cache: one kernel, then attention.
+  void do_rope_attention(size_t layer, const Tensor& qkv, const Tensor& out) override {
+    require(qkv, DType::F16, "rope_attention qkv");
+    const int d = int(shape().head_dim);
+    if (!kernels::rope_kv_write_supported(qkv.data(), int(qkv.stride()), d, k_pool(layer), v_pool(layer))) {
+      do_rope(qkv, shape().heads + shape().kv_heads);
+      do_attention(layer, qkv, out);
+      return;
+    }
+    kernels::rope_kv_write(qkv.data(), int(qkv.stride()), int(qkv.rows()), int(shape().heads), int(shape().kv_heads), d,
+                           d_positions_, inv_freq_.as<float>(), d_slots_, k_pool(layer), v_pool(layer), stream_);
+    attend(layer, qkv, out);
+  }
+  // The attention kernels over the cache (this pass's keys and values already in it).
+  void attend(size_t layer, const Tensor& qkv, const Tensor& out) {
     const int T = int(qkv.rows()), nh = int(shape().heads), nkv = int(shape().kv_heads), d = int(shape().head_dim);
     void* k = k_pool(layer);
     void* v = v_pool(layer);
-    kernels::kv_write(qkv.data(), int(qkv.stride()), T, nh, nkv, d, d_slots_, k, v, stream_);
     // Decode (a few rows per sequence): split-KV, each key read once per GQA group. Prefill:
     // the tensor cores, 64 rows of a sequence per block. Else the warp-per-(row, head) kernel.
     if (pass_max_seq_rows_ <= kSplitKvMaxRowsPerSequence &&

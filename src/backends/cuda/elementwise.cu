@@ -2,6 +2,11 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <utility>
+
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
@@ -10,29 +15,65 @@
 namespace pivotmt::cuda::kernels {
 namespace {
 
-__global__ void embed_kernel(const __half* table, const int32_t* ids, int T, int H, __half* x, int ldx) {
-  const size_t n = size_t(T) * H;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t t = i / H, c = i % H;
-    x[t * ldx + c] = table[size_t(ids[t]) * H + c];
+// The row kernels below run one row per block over Unit-sized pieces: 8 halves (one
+// 16-byte access) when every row start is 16-byte aligned and the width a multiple of 8,
+// else single halves. No division per element: the row is the block.
+template <class Unit>
+constexpr int kLanes = sizeof(Unit) / 2;  // halves per piece
+
+template <class Unit>
+__device__ __forceinline__ void load_piece(const __half* p, __half* out) {
+  const Unit raw = *reinterpret_cast<const Unit*>(p);
+  memcpy(out, &raw, sizeof(raw));  // read as the halves they are (no type punning)
+}
+template <class Unit>
+__device__ __forceinline__ void store_piece(__half* p, const __half* in) {
+  Unit raw;
+  memcpy(&raw, in, sizeof(raw));
+  *reinterpret_cast<Unit*>(p) = raw;
+}
+
+template <class Unit>
+__global__ void embed_kernel(const __half* table, const int32_t* ids, int H, __half* x, int ldx) {
+  const __half* src = table + size_t(ids[blockIdx.x]) * H;
+  __half* dst = x + size_t(blockIdx.x) * ldx;
+  constexpr int L = kLanes<Unit>;
+  for (int c = L * int(threadIdx.x); c < H; c += L * int(blockDim.x)) {
+    __half v[L];
+    load_piece<Unit>(src + c, v);
+    store_piece<Unit>(dst + c, v);
   }
 }
 
-__global__ void add_kernel(__half* x, int ldx, const __half* y, int ldy, int rows, int cols) {
-  const size_t n = size_t(rows) * cols;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t r = i / cols, c = i % cols;
-    x[r * ldx + c] = __float2half_rn(__half2float(x[r * ldx + c]) + __half2float(y[r * ldy + c]));
+template <class Unit>
+__global__ void add_kernel(__half* x, int ldx, const __half* y, int ldy, int cols) {
+  __half* xr = x + size_t(blockIdx.x) * ldx;
+  const __half* yr = y + size_t(blockIdx.x) * ldy;
+  constexpr int L = kLanes<Unit>;
+  for (int c = L * int(threadIdx.x); c < cols; c += L * int(blockDim.x)) {
+    __half a[L], b[L];
+    load_piece<Unit>(xr + c, a);
+    load_piece<Unit>(yr + c, b);
+    for (int i = 0; i < L; ++i) a[i] = __float2half_rn(__half2float(a[i]) + __half2float(b[i]));
+    store_piece<Unit>(xr + c, a);
   }
 }
 
-__global__ void silu_mul_kernel(const __half* gate_up, int ldg, int rows, int F, __half* out, int ldo) {
-  const size_t n = size_t(rows) * F;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t r = i / F, c = i % F;
-    const float g = __half2float(gate_up[r * ldg + c]), u = __half2float(gate_up[r * ldg + F + c]);
-    const __half act = __float2half_rn(g / (1.0f + expf(-g)));  // F.silu on a half tensor
-    out[r * ldo + c] = __float2half_rn(__half2float(act) * u);
+template <class Unit>
+__global__ void silu_mul_kernel(const __half* gate_up, int ldg, int F, __half* out, int ldo) {
+  const __half* gate = gate_up + size_t(blockIdx.x) * ldg;
+  __half* o = out + size_t(blockIdx.x) * ldo;
+  constexpr int L = kLanes<Unit>;
+  for (int c = L * int(threadIdx.x); c < F; c += L * int(blockDim.x)) {
+    __half g[L], u[L];
+    load_piece<Unit>(gate + c, g);
+    load_piece<Unit>(gate + F + c, u);
+    for (int i = 0; i < L; ++i) {
+      const float gf = __half2float(g[i]);
+      const __half act = __float2half_rn(gf / (1.0f + expf(-gf)));  // F.silu on a half tensor
+      g[i] = __float2half_rn(__half2float(act) * __half2float(u[i]));
+    }
+    store_piece<Unit>(o + c, g);
   }
 }
 
@@ -87,19 +128,42 @@ void fill_random_f16(void* dst, size_t count, uint64_t seed, float scale, float 
          count, seed, scale, offset);
 }
 
+// Whether rows of `cols` halves at these starts and strides allow 16-byte pieces.
+static bool pieces16(int cols, std::initializer_list<std::pair<const void*, int>> rows) {
+  if (cols % 8 != 0) return false;
+  for (const auto& [p, ld] : rows)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0 || ld % 8 != 0) return false;
+  return true;
+}
+
 void embed(const void* table, const int32_t* ids, int T, int H, void* x, int ldx, cudaStream_t s) {
-  launch("embed_kernel", embed_kernel, blocks_for(size_t(T) * H, kThreads), kThreads, s,
-         static_cast<const __half*>(table), ids, T, H, static_cast<__half*>(x), ldx);
+  if (T == 0) return;
+  const auto* t = static_cast<const __half*>(table);
+  auto* out = static_cast<__half*>(x);
+  if (pieces16(H, {{table, H}, {x, ldx}}))
+    launch("embed_kernel<16B>", embed_kernel<uint4>, T, kThreads, s, t, ids, H, out, ldx);
+  else
+    launch("embed_kernel<2B>", embed_kernel<uint16_t>, T, kThreads, s, t, ids, H, out, ldx);
 }
 
 void add(void* x, int ldx, const void* y, int ldy, int rows, int cols, cudaStream_t s) {
-  launch("add_kernel", add_kernel, blocks_for(size_t(rows) * cols, kThreads), kThreads, s, static_cast<__half*>(x), ldx,
-         static_cast<const __half*>(y), ldy, rows, cols);
+  if (rows == 0) return;
+  auto* xp = static_cast<__half*>(x);
+  const auto* yp = static_cast<const __half*>(y);
+  if (pieces16(cols, {{x, ldx}, {y, ldy}}))
+    launch("add_kernel<16B>", add_kernel<uint4>, rows, kThreads, s, xp, ldx, yp, ldy, cols);
+  else
+    launch("add_kernel<2B>", add_kernel<uint16_t>, rows, kThreads, s, xp, ldx, yp, ldy, cols);
 }
 
 void silu_mul(const void* gate_up, int ldg, int rows, int F, void* out, int ldo, cudaStream_t s) {
-  launch("silu_mul_kernel", silu_mul_kernel, blocks_for(size_t(rows) * F, kThreads), kThreads, s,
-         static_cast<const __half*>(gate_up), ldg, rows, F, static_cast<__half*>(out), ldo);
+  if (rows == 0) return;
+  const auto* g = static_cast<const __half*>(gate_up);
+  auto* o = static_cast<__half*>(out);
+  if (pieces16(F, {{gate_up, ldg}, {out, ldo}}))
+    launch("silu_mul_kernel<16B>", silu_mul_kernel<uint4>, rows, kThreads, s, g, ldg, F, o, ldo);
+  else
+    launch("silu_mul_kernel<2B>", silu_mul_kernel<uint16_t>, rows, kThreads, s, g, ldg, F, o, ldo);
 }
 
 void gather_rows(const void* x, int ldx, const int32_t* rows, int n, int cols, int elem_bytes, void* out, int ldo,

@@ -32,6 +32,20 @@ void rmsnorm(const void* x, int ldx, const void* w, int rows, int H, float eps, 
 void rope(void* x, int ldx, int T, int heads, int head_dim, const int32_t* positions, const float* inv_freq,
           cudaStream_t s);
 
+// x += y, then out = rmsnorm(x) · w (add() and rmsnorm()'s arithmetic) in one pass, one row
+// per block with 16-byte accesses; out may be y. Needs add_rmsnorm_supported: 16-byte
+// aligned rows, H a multiple of 8.
+bool add_rmsnorm_supported(const void* x, int ldx, const void* y, int ldy, const void* w, int H, const void* out,
+                           int ldo);
+void add_rmsnorm(void* x, int ldx, const void* y, int ldy, const void* w, int rows, int H, float eps, void* out,
+                 int ldo, cudaStream_t s);
+// rope() on the q and k heads of qkv and kv_write() of its rows in one pass (one row per
+// block, 16-byte accesses). Needs rope_kv_write_supported: head_dim a multiple of 16,
+// 16-byte aligned rows and pools.
+bool rope_kv_write_supported(const void* qkv, int ldq, int d, const void* k_pool, const void* v_pool);
+void rope_kv_write(void* qkv, int ldq, int T, int nh, int nkv, int d, const int32_t* positions, const float* inv_freq,
+                   const int32_t* slots, void* k_pool, void* v_pool, cudaStream_t s);
+
 // --- attention.cu (paged KV: a layer's keys are [slots, kv_heads, head_dim] halves)
 // Stores row t's k and v (columns nh*d and (nh+nkv)*d of qkv) in slot slots[t].
 void kv_write(const void* qkv, int ldq, int T, int nh, int nkv, int d, const int32_t* slots, void* k_pool,
