@@ -282,6 +282,28 @@ void check_embed_rope_argmax(Harness& h) {
         std::cout << fmt::format("{} argmax [{}, {}]\n", ok ? "ok  " : "FAIL", R, V);
       }
   }
+  // Sampling: the same F32 logits and draws on both devices, the original study's settings,
+  // greedy rows mixed in, a top-k the device leaves to the host (whole call on the host).
+  if (h.wanted("sample_rows")) {
+    std::uniform_real_distribution<double> uniform(0.0, 1.0);
+    for (size_t V : {size_t(769), size_t(32007)})
+      for (int top_k : {50, 0}) {
+        const size_t R = 9;
+        std::normal_distribution<float> normal(0.0f, 3.0f);
+        std::vector<float> logits(R * V);
+        for (auto& x : logits) x = normal(h.rng);
+        std::vector<RowSampling> rows;
+        for (size_t r = 0; r < R; ++r)
+          rows.push_back({.greedy = r % 4 == 3, .temperature = r % 2 ? 0.1f : 1.0f, .top_k = top_k,
+                          .top_p = r % 3 ? 0.75f : 1.0f, .u = uniform(h.rng)});
+        const Tensor rl = Harness::upload(*h.ref, logits, R, V, DType::F32), dl = Harness::upload(*h.dut, logits, R, V, DType::F32);
+        const auto want = h.ref->sample_rows(rl, rows), got = h.dut->sample_rows(dl, rows);
+        ++h.checks;
+        const bool ok = want == got;
+        if (!ok) ++h.failures;
+        std::cout << fmt::format("{} sample_rows [{}, {}] top-k {}\n", ok ? "ok  " : "FAIL", R, V, top_k);
+      }
+  }
 }
 
 // Attention over the KV cache: three sequences, lengths crossing block boundaries, a shared

@@ -14,9 +14,11 @@
 #include "backends/backend.h"
 #include "backends/cuda/kernels.h"
 #include "backends/kv_blocks.h"
+#include "backends/ops.h"
 #include "backends/paged_attention.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "engine/sampling.h"
 
 namespace pivotmt {
 namespace {
@@ -296,6 +298,135 @@ TEST(CudaKernels, TensorCorePrefillAttentionEqualsTheWarpPerHeadKernel) {
       }
     std::cout << c.nh << "/" << c.nkv << "x" << c.d << " window " << c.window << ": largest difference " << worst << "\n";
   }
+}
+
+// Device sampling against engine/sampling.cpp's sample_token_at (the specification) on the
+// same logits and draws: greedy rows, the original study's settings (temperature 0.1, top-k
+// 50, top-p 0.75), top-k alone, wide top-k with top-p, ties at the k-th score and at the
+// maximum, draws near 0 and 1, vocabularies of 3,001 and TowerInstruct's 32,007 (a row
+// stride not a multiple of 4). On the emulator (the host's exp) every id must be equal; on
+// a GPU expf and exp may differ in the last bit, which moves a draw only when it falls
+// within that of a cumulative boundary: at most 1 in 200 may differ there.
+TEST(CudaKernels, DeviceSamplingEqualsTheHostSampler) {
+  REQUIRE_GPU();
+  cudaDeviceProp prop{};
+  ok(cudaGetDeviceProperties(&prop, 0));
+  const bool emulated = std::string(prop.name).find("emulator") != std::string::npos;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  struct Setting {
+    bool greedy;
+    float temperature;
+    int top_k;
+    float top_p;
+  };
+  const std::vector<Setting> settings = {{true, 1, 0, 1},        {false, 0.1f, 50, 0.75f}, {false, 1.0f, 1, 1.0f},
+                                         {false, 0.7f, 40, 1.0f}, {false, 1.3f, 1000, 0.9f}, {false, 2.0f, 7, 0.5f}};
+  int compared = 0, differing = 0, to_host = 0;
+  for (const int V : {3001, 32007}) {
+    const int ld = V + 3;
+    for (int round = 0; round < 4; ++round) {
+      const int rows = int(settings.size()) * 3;
+      std::vector<float> logits(size_t(rows) * ld, NAN);  // the padding is never read
+      std::vector<RowSampling> params(static_cast<size_t>(rows));
+      for (int r = 0; r < rows; ++r) {
+        const Setting& st = settings[size_t(r) % settings.size()];
+        float* row = &logits[size_t(r) * ld];
+        const float spread = round == 0 ? 1.0f : round == 1 ? 4.0f : 10.0f;
+        for (int i = 0; i < V; ++i) row[i] = normal(rng) * spread;
+        if (round == 3) {  // ties: a plateau at the top, and at what would be the k-th
+          for (int i = 0; i < 60; ++i) row[size_t(rng() % unsigned(V))] = 40.0f;
+          for (int i = 0; i < 3; ++i) row[size_t(rng() % unsigned(V))] = 41.0f;
+        }
+        const double u = r % 3 == 0 ? uniform(rng) : r % 3 == 1 ? 1e-9 : 1.0 - 1e-9;
+        params[size_t(r)] = {st.greedy, st.temperature, st.top_k, st.top_p, u};
+      }
+      auto dlogits = cuda::device_alloc(0, logits.size() * 4);
+      ok(cudaMemcpy(dlogits.get(), logits.data(), logits.size() * 4, cudaMemcpyHostToDevice));
+      std::vector<cuda::kernels::DeviceSampling> dp;
+      for (const auto& p : params) dp.push_back({p.u, p.temperature, p.top_p, p.top_k, p.greedy ? 1 : 0});
+      auto dparams = cuda::device_alloc(0, dp.size() * sizeof(dp[0]));
+      ok(cudaMemcpy(dparams.get(), dp.data(), dp.size() * sizeof(dp[0]), cudaMemcpyHostToDevice));
+      auto dids = cuda::device_alloc(0, size_t(rows) * 4);
+      cuda::kernels::sample_rows(static_cast<const float*>(dlogits.get()), ld, rows, V,
+                                 static_cast<const cuda::kernels::DeviceSampling*>(dparams.get()),
+                                 static_cast<int32_t*>(dids.get()), nullptr);
+      ok(cudaDeviceSynchronize());
+      std::vector<int32_t> ids(static_cast<size_t>(rows));
+      ok(cudaMemcpy(ids.data(), dids.get(), ids.size() * 4, cudaMemcpyDeviceToHost));
+      for (int r = 0; r < rows; ++r) {
+        const RowSampling& p = params[size_t(r)];
+        const SamplingParams sp{.greedy = p.greedy, .temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p};
+        const TokenId want = sample_token_at(std::span(&logits[size_t(r) * ld], size_t(V)), sp, p.u);
+        if (ids[size_t(r)] == -1) {  // handed back: only when more than the kept tokens tie into the top-k
+          ++to_host;
+          continue;
+        }
+        ++compared;
+        if (ids[size_t(r)] != want) {
+          ++differing;
+          if (emulated)
+            ADD_FAILURE() << "V " << V << " round " << round << " row " << r << " (T " << p.temperature << ", top-k "
+                          << p.top_k << ", top-p " << p.top_p << ", u " << p.u << "): device " << ids[size_t(r)]
+                          << ", host " << want;
+        }
+      }
+    }
+  }
+  std::cout << compared << " rows compared, " << differing << " differ, " << to_host << " left to the host\n";
+  EXPECT_EQ(to_host, 0);  // no row here has 2048 tokens tied into its top-k
+  EXPECT_LE(differing * 200, compared);
+}
+
+// Exact boundaries, where only the order of comparisons decides: two tokens tied at the top
+// (probability exactly 1/2 each, the rest underflowing to 0). top-p 0.5 drops the first of
+// them (cumulative 1/2 <= 1 - p; ascending order puts the lower index first); a draw of
+// exactly 1/2 is not below the first token's cumulative 1/2, so it takes the second.
+TEST(CudaKernels, DeviceSamplingTakesExactBoundariesAsTheHost) {
+  REQUIRE_GPU();
+  const int V = 1000;
+  std::vector<float> logits(size_t(3) * V, -1e4f);
+  for (int r = 0; r < 3; ++r) logits[size_t(r) * V + 17] = logits[size_t(r) * V + 604] = 5.0f;
+  const std::vector<cuda::kernels::DeviceSampling> params = {
+      {0.25, 1.0f, 0.5f, 2, 0},  // top-p 0.5: token 17 dropped, 604 whatever the draw
+      {0.5, 1.0f, 1.0f, 2, 0},   // u = 1/2 exactly: 604
+      {0.4999, 1.0f, 1.0f, 2, 0}};  // just below: 17
+  auto dlogits = cuda::device_alloc(0, logits.size() * 4);
+  ok(cudaMemcpy(dlogits.get(), logits.data(), logits.size() * 4, cudaMemcpyHostToDevice));
+  auto dparams = cuda::device_alloc(0, params.size() * sizeof(params[0]));
+  ok(cudaMemcpy(dparams.get(), params.data(), params.size() * sizeof(params[0]), cudaMemcpyHostToDevice));
+  auto dids = cuda::device_alloc(0, 3 * 4);
+  cuda::kernels::sample_rows(static_cast<const float*>(dlogits.get()), V, 3, V,
+                             static_cast<const cuda::kernels::DeviceSampling*>(dparams.get()),
+                             static_cast<int32_t*>(dids.get()), nullptr);
+  std::vector<int32_t> ids(3);
+  ok(cudaMemcpy(ids.data(), dids.get(), 3 * 4, cudaMemcpyDeviceToHost));
+  for (int r = 0; r < 3; ++r) {
+    const auto& p = params[size_t(r)];
+    const SamplingParams sp{.greedy = false, .temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p};
+    EXPECT_EQ(sample_token_at(std::span(&logits[size_t(r) * V], size_t(V)), sp, p.u), r == 2 ? 17 : 604) << r;
+    EXPECT_EQ(ids[size_t(r)], r == 2 ? 17 : 604) << "row " << r;
+  }
+}
+
+// More tokens tied into the top-k than the kernel keeps: the row is handed back (-1).
+TEST(CudaKernels, DeviceSamplingHandsBackARowWithTooManyTies) {
+  REQUIRE_GPU();
+  const int V = 5000;
+  std::vector<float> logits(size_t(V), 1.0f);  // every token ties at the k-th score
+  auto dlogits = cuda::device_alloc(0, logits.size() * 4);
+  ok(cudaMemcpy(dlogits.get(), logits.data(), logits.size() * 4, cudaMemcpyHostToDevice));
+  const cuda::kernels::DeviceSampling p{0.5, 1.0f, 1.0f, 5, 0};
+  auto dparams = cuda::device_alloc(0, sizeof(p));
+  ok(cudaMemcpy(dparams.get(), &p, sizeof(p), cudaMemcpyHostToDevice));
+  auto dids = cuda::device_alloc(0, 4);
+  cuda::kernels::sample_rows(static_cast<const float*>(dlogits.get()), V, 1, V,
+                             static_cast<const cuda::kernels::DeviceSampling*>(dparams.get()),
+                             static_cast<int32_t*>(dids.get()), nullptr);
+  int32_t id = 0;
+  ok(cudaMemcpy(&id, dids.get(), 4, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(id, -1);
 }
 
 }  // namespace

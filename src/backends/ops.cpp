@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "engine/sampling.h"  // the specification of sample_rows (the host path)
 
 namespace pivotmt {
 
@@ -191,6 +192,30 @@ std::vector<int32_t> Ops::argmax_rows(const Tensor& logits) {
   if (logits.dtype() != DType::F32 || logits.cols() == 0)
     shape_error("argmax_rows", fmt::format("{} is not F32 rows", logits.describe()));
   return do_argmax_rows(logits);
+}
+
+std::vector<int32_t> Ops::sample_rows(const Tensor& logits, std::span<const RowSampling> rows) {
+  check_device(logits, "sample_rows", "logits");
+  if (logits.dtype() != DType::F32 || logits.cols() == 0 || logits.rows() != rows.size())
+    shape_error("sample_rows", fmt::format("{} is not F32 rows, one per sampling ({})", logits.describe(), rows.size()));
+  for (const auto& r : rows)
+    if (!r.greedy && !(r.temperature > 0 && r.u >= 0 && r.u < 1 && r.top_k >= 0 && r.top_p > 0 && r.top_p <= 1))
+      throw Error(fmt::format("sample_rows: temperature {} (must be > 0), top-k {}, top-p {} (in (0, 1]), draw {} (in "
+                              "[0, 1))",
+                              r.temperature, r.top_k, r.top_p, r.u));
+  return do_sample_rows(logits, rows);
+}
+
+std::vector<int32_t> Ops::do_sample_rows(const Tensor& logits, std::span<const RowSampling> rows) {
+  const std::vector<float> host = do_to_host_f32(logits);
+  const size_t V = logits.cols();
+  std::vector<int32_t> ids(rows.size());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const SamplingParams p{.greedy = rows[r].greedy, .temperature = rows[r].temperature, .top_k = rows[r].top_k,
+                           .top_p = rows[r].top_p};
+    ids[r] = sample_token_at(std::span(host).subspan(r * V, V), p, rows[r].u);
+  }
+  return ids;
 }
 
 std::unique_ptr<Ops> make_ops(const Device& device, const OpsOptions& options) {

@@ -75,6 +75,16 @@ struct OpsOptions {
   bool int8_activations = false;
 };
 
+// How one row of logits becomes a token (engine/sampling.h's SamplingParams plus the row's
+// uniform draw u ∈ [0, 1), made by the request's generator on the host).
+struct RowSampling {
+  bool greedy = true;
+  float temperature = 1.0f;
+  int top_k = 0;       // 0: off
+  float top_p = 1.0f;  // 1: off
+  double u = 0.0;
+};
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -151,6 +161,10 @@ class Ops {
   void gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out);  // out[i] = x[rows[i]]
   std::vector<float> to_host_f32(const Tensor& t);  // rows × cols, row-major
   std::vector<int32_t> argmax_rows(const Tensor& logits);  // first maximum of each row
+  // One token per row of logits [R, V] F32 as engine/sampling.h's sample_token_at(row,
+  // params, u) picks it (argmax for a greedy row). A device may sample where the logits are,
+  // so that only the ids travel; the default copies the logits to the host.
+  std::vector<int32_t> sample_rows(const Tensor& logits, std::span<const RowSampling> rows);
   virtual void synchronize() {}
 
  protected:
@@ -187,6 +201,7 @@ class Ops {
   virtual void do_from_host_f32(const Tensor& t, std::span<const float> values) = 0;
   virtual DType vector_dtype() const = 0;  // the dtype of norm weights on this device
   virtual std::vector<int32_t> do_argmax_rows(const Tensor& logits) = 0;
+  virtual std::vector<int32_t> do_sample_rows(const Tensor& logits, std::span<const RowSampling> rows);
 
  private:
   void check_device(const Tensor& t, const char* op, const char* what) const;

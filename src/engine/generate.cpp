@@ -132,7 +132,6 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     a.pending = a.done ? -1 : token;
     if (a.done) finished_now.push_back(a.index);
   };
-  const size_t V = size_t(model_.config().vocab_size);
 
   // Prompt caches of recently finished requests, kept as prefix donors.
   struct Retired {
@@ -170,16 +169,23 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
   };
   // A sequence whose cache holds device memory that will be given back as it finishes.
   auto holds_kv = [](const Active& a) { return !a.done && !a.requeue && a.cache.storage; };
-  // Runs a forward pass; the chosen token of each row (greedy on the device when every row
-  // is greedy, else sampled on the host from the logits).
+  // Runs a forward pass; the chosen token of each row, chosen where the logits are (the
+  // device; each sampled row's uniform draw comes from its request's generator here).
   auto choose = [&](std::vector<LlamaModel::Input>& batch, const std::vector<Active*>& members) {
     bool greedy = true;
     for (const Active* a : members) greedy = greedy && requests[a->index].sampling.greedy;
     if (greedy) return model_.forward_greedy(batch);
-    const auto logits = model_.forward(batch);
-    std::vector<TokenId> ids(members.size());
-    for (size_t j = 0; j < members.size(); ++j)  // a resumed sequence's draw was made before: its RNG stays put
-      ids[j] = members[j]->resumed ? -1 : sample_token(std::span(&logits[j * V], V), requests[members[j]->index].sampling, members[j]->rng);
+    std::vector<RowSampling> rows(members.size());
+    for (size_t j = 0; j < members.size(); ++j) {
+      const SamplingParams& p = requests[members[j]->index].sampling;
+      // A greedy row draws nothing; a resumed sequence's draw was made before: its RNG stays put.
+      const bool draws = !p.greedy && !members[j]->resumed;
+      rows[j] = {.greedy = p.greedy, .temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p,
+                 .u = draws ? members[j]->rng.uniform() : 0.0};
+    }
+    std::vector<TokenId> ids = model_.forward_sample(batch, rows);
+    for (size_t j = 0; j < members.size(); ++j)
+      if (members[j]->resumed) ids[j] = -1;
     return ids;
   };
 

@@ -79,9 +79,13 @@ std::vector<float> sampling_distribution(std::span<const float> logits, const Sa
 }
 
 TokenId sample_token(std::span<const float> logits, const SamplingParams& p, SamplerRng& rng) {
+  if (p.greedy) return argmax(logits);  // greedy draws nothing
+  return sample_token_at(logits, p, rng.uniform());
+}
+
+TokenId sample_token_at(std::span<const float> logits, const SamplingParams& p, double u) {
   if (p.greedy) return argmax(logits);
   const auto dist = sampling_distribution(logits, p);
-  const double u = rng.uniform();
   double cumulative = 0;
   TokenId last = 0;
   for (size_t i = 0; i < dist.size(); ++i) {

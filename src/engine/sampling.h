@@ -35,5 +35,9 @@ TokenId argmax(std::span<const float> logits);
 // The probabilities after temperature / top-k / top-p (zeros for removed tokens).
 std::vector<float> sampling_distribution(std::span<const float> logits, const SamplingParams& p);
 TokenId sample_token(std::span<const float> logits, const SamplingParams& p, SamplerRng& rng);
+// The token the uniform draw u ∈ [0, 1) picks from sampling_distribution(logits, p): the
+// first kept token, in index order, whose cumulative probability exceeds u (argmax when
+// greedy). sample_token is this with u from the request's generator.
+TokenId sample_token_at(std::span<const float> logits, const SamplingParams& p, double u);
 
 }  // namespace pivotmt

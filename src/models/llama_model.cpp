@@ -267,4 +267,8 @@ std::vector<float> LlamaModel::forward(std::vector<Input>& batch) { return ops_-
 
 std::vector<TokenId> LlamaModel::forward_greedy(std::vector<Input>& batch) { return ops_->argmax_rows(run(batch)); }
 
+std::vector<TokenId> LlamaModel::forward_sample(std::vector<Input>& batch, std::span<const RowSampling> rows) {
+  return ops_->sample_rows(run(batch), rows);
+}
+
 }  // namespace pivotmt

@@ -70,6 +70,9 @@ class LlamaModel {
   // The same pass, returning each logits row's first maximum (greedy choice made on the
   // device: only the ids come back).
   std::vector<TokenId> forward_greedy(std::vector<Input>& batch);
+  // The same pass, each logits row turned into a token as rows[r] says (Ops::sample_rows:
+  // on a GPU only the ids come back).
+  std::vector<TokenId> forward_sample(std::vector<Input>& batch, std::span<const RowSampling> rows);
 
  private:
   struct Layer {

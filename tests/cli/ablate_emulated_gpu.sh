@@ -60,7 +60,7 @@ if PIVOTMT_CUDA_EMULATOR_MEMORY_MIB=6 "$PIVOTMT" generate --model "$SHARED/fixtu
 fi
 grep -q "cuda:0: cannot allocate 32.0 MiB of device memory (6.0 MiB free of 6.0 MiB).*(cuBLAS's workspace" "$W/small"
 
-# Sampling on the device (logits of the chosen rows copied to the host's sampler).
+# Sampling on the device (the sample_kernel: only the chosen ids come back).
 "$PIVOTMT" -q ablate --data "$W/data" --model "$SHARED/fixtures/models/tiny-tower" -k 0 --max-new-tokens 4 \
   --device cuda:0 --out "$W/sampled" >/dev/null 2>&1
 test "$(python3 -c "import csv,sys; print(len(list(csv.DictReader(open(sys.argv[1])))))" "$W/sampled/k_0/results_k0.csv")" = 6

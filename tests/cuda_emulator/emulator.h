@@ -125,6 +125,16 @@ T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
   return from_bits<T>(warp_exchange(to_bits(value), (lane ^ lane_mask) & 31));
 }
 
+// Atomics: threads run one at a time and switch only at barriers, so a read-modify-write
+// is atomic as written.
+template <class T>
+T atomicAdd(T* address, T value) {
+  static_assert(std::is_arithmetic_v<T>);
+  const T old = *address;
+  *address = old + value;
+  return old;
+}
+
 // Device math functions the host library lacks.
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 template <class T>

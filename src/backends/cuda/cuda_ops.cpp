@@ -446,6 +446,39 @@ class CudaOps final : public Ops {
     const int32_t* ids = static_cast<const int32_t*>(ids_host_.ptr);
     return std::vector<int32_t>(ids, ids + rows);
   }
+  // Sampled rows on the device when each row's top-k allows it (the ids come back), else
+  // the logits to the host (Ops' default).
+  std::vector<int32_t> do_sample_rows(const Tensor& logits, std::span<const RowSampling> rows) override {
+    const int V = int(logits.cols());
+    for (const auto& r : rows)
+      if (!r.greedy && !kernels::sampling_supported(r.top_k, V)) return Ops::do_sample_rows(logits, rows);
+    const size_t n = rows.size();
+    if (sampling_host_.bytes < n * sizeof(kernels::DeviceSampling)) {
+      sampling_host_.reset(2 * n * sizeof(kernels::DeviceSampling));
+      sampling_device_ = Tensor(device_, DType::F32, 1, 2 * n * sizeof(kernels::DeviceSampling) / 4);
+    }
+    if (ids_host_.bytes < n * 4) {
+      ids_host_.reset(n * 8);
+      ids_device_ = Tensor(device_, DType::I32, 1, n * 2);
+    }
+    auto* params = static_cast<kernels::DeviceSampling*>(sampling_host_.ptr);
+    for (size_t r = 0; r < n; ++r)
+      params[r] = {rows[r].u, rows[r].temperature, rows[r].top_p, rows[r].top_k, rows[r].greedy ? 1 : 0};
+    // The previous call's synchronize() finished every use of both pinned buffers.
+    check(cudaMemcpyAsync(sampling_device_.data(), params, n * sizeof(kernels::DeviceSampling), cudaMemcpyHostToDevice,
+                          stream_),
+          "copy sampling parameters");
+    kernels::sample_rows(logits.as<float>(), int(logits.stride()), int(n), V,
+                         static_cast<const kernels::DeviceSampling*>(sampling_device_.data()), ids_device_.as<int32_t>(),
+                         stream_);
+    check(cudaMemcpyAsync(ids_host_.ptr, ids_device_.data(), n * 4, cudaMemcpyDeviceToHost, stream_), "copy ids to host");
+    synchronize();
+    const int32_t* got = static_cast<const int32_t*>(ids_host_.ptr);
+    std::vector<int32_t> ids(got, got + n);
+    for (size_t r = 0; r < n; ++r)  // more ties into the top-k than the kernel keeps: this row on the host
+      if (ids[r] < 0) ids[r] = Ops::do_sample_rows(logits.rows(r, 1), rows.subspan(r, 1))[0];
+    return ids;
+  }
 
  private:
   void select() const { check(cudaSetDevice(device_.index), "cudaSetDevice"); }
@@ -538,7 +571,8 @@ class CudaOps final : public Ops {
   Tensor copies_device_;
   cudaEvent_t copies_done_ = nullptr;
 
-  Pinned meta_host_, rows_host_, ids_host_;
+  Pinned meta_host_, rows_host_, ids_host_, sampling_host_;
+  Tensor sampling_device_;  // the rows' DeviceSampling parameters
   Tensor meta_device_, rows_device_, ids_device_;
   // Split-KV decode attention (attention.cu): passes of at most this many rows per sequence.
   static constexpr size_t kSplitKvMaxRowsPerSequence = 4;

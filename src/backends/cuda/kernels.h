@@ -90,6 +90,22 @@ void attention_prefill(const void* qkv, int ldq, int nh, int nkv, int d, int win
                        const int32_t* tables, const void* k_pool, const void* v_pool, void* out, int ldo,
                        cudaStream_t s);
 
+// --- sampling.cu
+// One row's sampling as the kernel reads it (24 bytes, 8-byte aligned).
+struct DeviceSampling {
+  double u;  // the row's uniform draw in [0, 1)
+  float temperature, top_p;
+  int32_t top_k, greedy;
+};
+constexpr int kMaxSampledTopK = 1024;
+// Whether a sampled row can be sampled on the device: top-k on, under the vocabulary and at
+// most kMaxSampledTopK (otherwise every token may stay in: the host samples it).
+bool sampling_supported(int top_k, int V);
+// ids[r] = engine/sampling.cpp's sample_token_at(row r, params[r]) — argmax for a greedy row
+// — or -1 when more than 2048 tokens tie into the top-k (the host then samples the row).
+void sample_rows(const float* logits, int ld, int rows, int V, const DeviceSampling* params, int32_t* ids,
+                 cudaStream_t s);
+
 // --- argmax.cu
 // ids[r] = the first index of the maximum of row r (F32).
 void argmax_rows(const float* x, int ldx, int rows, int cols, int32_t* ids, cudaStream_t s);
