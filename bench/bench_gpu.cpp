@@ -8,8 +8,19 @@
 //
 //   bench_gpu [--preset 7b-shape|small|tiny] [--arch llama|mistral|llama3] [--device cuda:0]
 //             [--steps N] [--context N] [--batches 1,64]
+//
+// The original Tower study replayed (bench/replay.h): every request's exact prompt ids, its
+// response length forced (EOS ignored), greedy, through the engine's scheduler (batching,
+// shared prefixes: each row's k-variants run from k = 10 down, so smaller k reuse its blocks):
+//
+//   bench_gpu --replay bench/data/tower_study.replay.zst [--limit N] [--corpus konkani|arabic]
+//             [--max-batch N] [--outputs FILE] [--preset/--arch/--device as above]
+//   bench_gpu --write-replay FILE --original ../shared/fixtures/original --tokenizer DIR
+//             (DIR: TowerInstruct's tokenizer, e.g. ../shared/fixtures/models/tiny-tower)
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <tuple>
 #include <filesystem>
 #include <unistd.h>
 #include <iostream>
@@ -23,6 +34,8 @@
 #include "io/json_file.h"
 #include "models/llama_model.h"
 #include "models/make_model.h"
+#include "engine/generate.h"
+#include "replay.h"
 
 namespace pivotmt {
 namespace {
@@ -30,12 +43,95 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// The replay: prints what it ran, its wall time and throughputs against the ceilings
+// measured in the same run; writes each request's generated ids to `outputs` (if given) in
+// replay order, one line per request.
+int run_replay(LlamaModel& model, const Device& dev, double gemm_tflops, const std::string& file, size_t limit,
+               const std::string& corpus, size_t max_batch, const std::string& outputs) {
+  std::vector<ReplayRequest> requests = read_replay(file);
+  const size_t all = requests.size();
+  if (!corpus.empty()) {
+    if (corpus != "konkani" && corpus != "arabic") throw Error("--corpus: konkani or arabic, not " + corpus);
+    const uint8_t want = corpus == "konkani" ? 0 : 1;
+    std::erase_if(requests, [&](const ReplayRequest& q) { return q.corpus != want; });
+  }
+  // Row by row, k = 10 first: the smaller k's prompts extend prefixes of its one.
+  std::stable_sort(requests.begin(), requests.end(), [](const ReplayRequest& a, const ReplayRequest& b) {
+    return std::tuple(a.corpus, a.row, -int(a.k)) < std::tuple(b.corpus, b.row, -int(b.k));
+  });
+  if (limit && limit < requests.size()) requests.resize(limit);
+  const auto& c = model.config();
+  std::vector<GenerationRequest> reqs;
+  size_t prompt_tokens = 0, response_tokens = 0, longest = 0;
+  for (const auto& q : requests) {
+    GenerationRequest g;
+    g.prompt = q.prompt;
+    for (TokenId t : g.prompt)
+      if (t >= c.vocab_size) throw Error(fmt::format("replay: token id {} is past the model's vocabulary of {}", t, c.vocab_size));
+    g.max_new_tokens = std::max<size_t>(1, q.response_tokens);
+    g.ignore_eos = true;  // the original's response length, whatever random weights pick
+    prompt_tokens += g.prompt.size();
+    response_tokens += g.max_new_tokens;
+    longest = std::max(longest, g.prompt.size());
+    reqs.push_back(std::move(g));
+  }
+  fmt::print("replay: {} of the {} requests ({}), {} prompt tokens (longest {}), {} response tokens forced\n",
+             reqs.size(), all, corpus.empty() ? "both corpora" : corpus, prompt_tokens, longest, response_tokens);
+  Engine engine(model);
+  EngineOptions options;
+  options.max_batch = max_batch;
+  options.context = ContextPolicy::Allow;  // Konkani prompts at k >= 6 pass Tower's 4096 positions, as in the original
+  model.ops().synchronize();
+  const auto t0 = Clock::now();
+  const auto results = engine.generate(reqs, options);
+  model.ops().synchronize();
+  const double wall = since(t0);
+  size_t reused = 0, generated = 0;
+  for (const auto& r : results) {
+    reused += r.reused_prompt_tokens;
+    generated += r.tokens.size();
+  }
+  const size_t computed = prompt_tokens - reused;
+  // Work: 2 FLOPs per layer weight per computed token (the output layer once per request
+  // and per generated token), plus attention's 4 d FLOPs per (query, visible key) per head.
+  const double H = double(c.hidden_size), V = double(c.vocab_size);
+  const double layer_params = double(model.streamed_bytes_per_token()) / 2.0 - V * H;
+  double attention_flops = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const double from = double(results[i].reused_prompt_tokens);
+    const double end = double(reqs[i].prompt.size() + results[i].tokens.size());
+    attention_flops += 4.0 * double(c.head_dim) * double(c.num_heads) * double(c.num_layers) * (end * end - from * from) / 2;
+  }
+  const double flops = 2.0 * layer_params * double(computed + generated) + 2.0 * V * H * double(reqs.size() + generated) +
+                       attention_flops;
+  fmt::print("replay wall {:.2f} s: {} prompt tokens computed ({} reused from shared prefixes, {:.0f}%), {} generated; "
+             "{:.0f} prompt tok/s and {:.0f} generated tok/s over the wall; {:.1f} TFLOP/s{}\n",
+             wall, computed, reused, 100.0 * double(reused) / double(std::max<size_t>(1, prompt_tokens)), generated,
+             double(computed) / wall, double(generated) / wall, flops / wall / 1e12,
+             gemm_tflops > 0 ? fmt::format(" ({:.0f}% of the GEMM ceiling)", 100 * flops / wall / 1e12 / gemm_tflops) : "");
+  if (dev.kind == DeviceKind::CUDA)
+    fmt::print("peak device memory held by pivotmt: {:.2f} GiB\n", double(cuda::peak_allocated_bytes(dev.index)) / (1 << 30));
+  if (!outputs.empty()) {
+    std::ofstream f(outputs);
+    for (size_t i = 0; i < results.size(); ++i) {
+      f << int(requests[i].corpus) << ' ' << requests[i].row << ' ' << int(requests[i].k) << ':';
+      for (TokenId t : results[i].tokens) f << ' ' << t;
+      f << '\n';
+    }
+    if (!f) throw Error(outputs + ": cannot write");
+  }
+  return 0;
+}
+
 int run(int argc, char** argv) {
   MakeModelOptions shape;
   shape.preset = "7b-shape";
   std::string device = "cuda:0";
   size_t steps = 32, context = 512;
   std::vector<size_t> batches = {1, 64};
+  std::string replay, write_replay_to, original, tokenizer_dir, corpus, outputs;
+  size_t limit = 0, max_batch = 64;
+  bool ceilings = true;  // --no-ceilings: on the CUDA emulator, which times nothing
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -56,12 +152,42 @@ int run(int argc, char** argv) {
         p = q + 1;
       }
     }
+    else if (a == "--replay") replay = next();
+    else if (a == "--write-replay") write_replay_to = next();
+    else if (a == "--original") original = next();
+    else if (a == "--tokenizer") tokenizer_dir = next();
+    else if (a == "--limit") limit = std::stoul(next());
+    else if (a == "--corpus") corpus = next();
+    else if (a == "--max-batch") max_batch = std::stoul(next());
+    else if (a == "--outputs") outputs = next();
+    else if (a == "--no-ceilings") ceilings = false;
     else throw Error("unknown argument " + a);
+  }
+  if (!write_replay_to.empty()) {
+    if (original.empty() || tokenizer_dir.empty()) throw Error("--write-replay needs --original DIR and --tokenizer DIR");
+    const auto tokenizer = load_tokenizer(tokenizer_dir);
+    const auto t0 = Clock::now();
+    const auto requests = make_replay(original, *tokenizer);
+    size_t prompt = 0, response = 0;
+    for (const auto& q : requests) prompt += q.prompt.size(), response += q.response_tokens;
+    write_replay(write_replay_to, requests);
+    fmt::print("{}: {} requests, {} prompt tokens, {} response tokens ({:.1f} s), {} bytes\n", write_replay_to,
+               requests.size(), prompt, response, since(t0), std::filesystem::file_size(write_replay_to));
+    return 0;
   }
   const Device dev = Device::parse(device);
   if (dev.kind == DeviceKind::CUDA && (!cuda_compiled() || dev.index >= cuda_device_count())) {
     std::cout << "SKIP: no device " << device << "\n";
     return 77;
+  }
+  // The ceilings first, while the device's memory is free (the model's KV pool takes most
+  // of what its weights leave).
+  double copy_gbps = 0, gemm_tflops = 0;
+  if (dev.kind == DeviceKind::CUDA && ceilings) {
+    copy_gbps = cuda::measure_copy_gbps(dev.index, size_t(1) << 30);
+    gemm_tflops = cuda::measure_gemm_tflops(dev.index, 8192);
+    fmt::print("ceilings: device-to-device copy {:.0f} GB/s (read + write), F16 GEMM 8192^3 {:.0f} TFLOP/s\n", copy_gbps,
+               gemm_tflops);
   }
   // config.json alone: the weights are made on the device.
   const auto dir = std::filesystem::temp_directory_path() / fmt::format("pivotmt-bench-gpu-{}", ::getpid());
@@ -77,14 +203,8 @@ int run(int argc, char** argv) {
              shape.preset, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, V, model.weight_bytes() / 1e9,
              model.describe_device());
   fmt::print("weights made on the device in {:.2f} s\n", model.load_seconds());
+  if (!replay.empty()) return run_replay(model, dev, gemm_tflops, replay, limit, corpus, max_batch, outputs);
 
-  double copy_gbps = 0, gemm_tflops = 0;
-  if (dev.kind == DeviceKind::CUDA) {
-    copy_gbps = cuda::measure_copy_gbps(dev.index, size_t(1) << 30);
-    gemm_tflops = cuda::measure_gemm_tflops(dev.index, 8192);
-    fmt::print("ceilings: device-to-device copy {:.0f} GB/s (read + write), F16 GEMM 8192^3 {:.0f} TFLOP/s\n", copy_gbps,
-               gemm_tflops);
-  }
 
   auto prompt = [&](size_t n, size_t salt) {
     std::vector<TokenId> p(n);

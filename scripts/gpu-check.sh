@@ -46,7 +46,8 @@ EMULATED="${PIVOTMT_GPU_CHECK_EMULATED:-0}"
 # every step takes longer: limits 4 times the GPU's, budget 1200 s (the budget is about
 # device time).
 SCALE=$([[ "$EMULATED" == 1 || "$DEV" == cpu ]] && echo 4 || echo 1)
-BUDGET="${PIVOTMT_GPU_CHECK_BUDGET:-$(( 300 * SCALE ))}"
+BASE_BUDGET=$([[ "${PIVOTMT_GPU_CHECK_REPLAY:-}" == full ]] && echo 420 || echo 300)  # the whole replay: its own run
+BUDGET="${PIVOTMT_GPU_CHECK_BUDGET:-$(( BASE_BUDGET * SCALE ))}"
 SUMMARY="$OUTDIR/summary.md"
 elapsed() { echo "$(( $(date +%s) - $1 )) s"; }
 
@@ -79,7 +80,7 @@ bounded() { local s="$1"; shift; timeout -k 10 "$s" "$@"; }
 if [[ "$EMULATED" == 1 ]]; then
   BIN="$ROOT/build/bundle-bin-emulated"
   mkdir -p "$BIN"
-  for p in pivotmt ops_harness test_cuda test_cuda_kernels test_gpu_engine; do
+  for p in pivotmt ops_harness test_cuda test_cuda_kernels test_gpu_engine bench_gpu; do
     ln -sf "$ROOT/build/tests/${p}_emulated" "$BIN/$p"
   done
   export PIVOTMT_CUDA_EMULATOR_DEVICES=2
@@ -148,6 +149,23 @@ else
   row "pivotmt info" FAIL "no cuda:0 listed (see info.log); cuBLAS folders found: ${CUBLAS_DIRS:-none}, ldconfig: ${LDCONFIG_CUBLAS:-none}"
 fi
 grep -h "^warning:" "$LOGS/info.log" | head -3 | while read -r w; do row "warning" "note" "$w"; done
+
+# PIVOTMT_GPU_CHECK_REPLAY=full: after the setup above, only the whole study replayed
+# (bench/data/tower_study.replay.zst, 3,355 requests) on the preset's shapes, then stop.
+if [[ "${PIVOTMT_GPU_CHECK_REPLAY:-}" == full ]]; then
+  t=$(date +%s)
+  bounded "$(limit 400)" "${LOADER[@]}" "$BIN/bench_gpu" --preset "$PRESET" --device "$DEV" \
+    $([[ "$EMULATED" == 1 ]] && echo --no-ceilings) --replay bench/data/tower_study.replay.zst \
+    ${PIVOTMT_GPU_CHECK_REPLAY_ARGS:-} >"$LOGS/replay_full.log" 2>&1
+  rc=$?
+  row "replay, whole study ($PRESET)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
+    "$(grep -E '^(ceilings|replay wall|peak)' "$LOGS/replay_full.log" | tr '\n' ' '); $(elapsed $t)"
+  echo "Finished in $(elapsed "$START") ($(date -u +%Y-%m-%dT%H:%MZ))." >>"$SUMMARY"
+  pack_logs
+  cat "$SUMMARY"
+  [[ $rc == 0 ]]
+  exit
+fi
 
 # --- 1. The op harness: every CUDA op against the CPU reference.
 t=$(date +%s)
@@ -235,12 +253,21 @@ fi
 if [[ "$EMULATED" == 1 ]]; then
   row "speed smoke ($PRESET)" "not run" "the CUDA emulator times nothing"
   row "op perf (model shapes)" "not run" "the CUDA emulator times nothing"
+  row "replay subset" "not run" "the CUDA emulator times nothing (emulated.bench_replay checks it at a tiny scale)"
 else
   t=$(date +%s)
   bounded "$(limit 60)" "${LOADER[@]}" "$BIN/bench_gpu" --preset "$PRESET" --device "$DEV" >"$LOGS/bench_gpu.log" 2>&1
   rc=$?
   row "speed smoke ($PRESET)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
     "$(grep -E '^decode batch' "$LOGS/bench_gpu.log" | sed 's/ after [0-9]* tokens//; s/;.*//' | tr '\n' ' '); $(elapsed $t)"
+  # The study replayed (bench/data): a subset here — the first 20 Konkani rows, k = 10..0 —;
+  # the whole replay is its own command (README, "GPU").
+  t=$(date +%s)
+  bounded "$(limit 60)" "${LOADER[@]}" "$BIN/bench_gpu" --preset "$PRESET" --device "$DEV" \
+    --replay bench/data/tower_study.replay.zst --limit 220 >"$LOGS/replay.log" 2>&1
+  rc=$?
+  row "replay subset ($PRESET, 220 requests)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
+    "$(grep -E '^replay wall' "$LOGS/replay.log" | sed 's/ prompt tokens computed.*; / ... /'); $(elapsed $t)"
   t=$(date +%s)
   bounded "$(limit 40)" "${LOADER[@]}" "$BIN/ops_harness" --device "$DEV" --perf >"$LOGS/ops_perf.log" 2>&1
   rc=$?
