@@ -15,6 +15,7 @@
 //
 //   bench_gpu --replay bench/data/tower_study.replay.zst [--limit N] [--corpus konkani|arabic]
 //             [--max-batch N] [--outputs FILE] [--preset/--arch/--device as above]
+//   bench_gpu --replay FILE --export-sample OUT.json [--limit N]   (for side_by_side_replay.py)
 //   bench_gpu --write-replay FILE --original ../shared/fixtures/original --tokenizer DIR
 //             (DIR: TowerInstruct's tokenizer, e.g. ../shared/fixtures/models/tiny-tower)
 #include <algorithm>
@@ -129,7 +130,7 @@ int run(int argc, char** argv) {
   std::string device = "cuda:0";
   size_t steps = 32, context = 512;
   std::vector<size_t> batches = {1, 64};
-  std::string replay, write_replay_to, original, tokenizer_dir, corpus, outputs;
+  std::string replay, write_replay_to, original, tokenizer_dir, corpus, outputs, export_sample;
   size_t limit = 0, max_batch = 64;
   bool ceilings = true;  // --no-ceilings: on the CUDA emulator, which times nothing
   for (int i = 1; i < argc; ++i) {
@@ -161,7 +162,26 @@ int run(int argc, char** argv) {
     else if (a == "--max-batch") max_batch = std::stoul(next());
     else if (a == "--outputs") outputs = next();
     else if (a == "--no-ceilings") ceilings = false;
+    else if (a == "--export-sample") export_sample = next();  // with --replay FILE [--limit N]
     else throw Error("unknown argument " + a);
+  }
+  if (!export_sample.empty()) {
+    // A fixed sample for bench/side_by_side_replay.py: every (count / n)-th request of the
+    // file, with the whole replay's totals for its extrapolation.
+    const auto requests = read_replay(replay);
+    const size_t n = std::max<size_t>(1, std::min(limit ? limit : 64, requests.size())), stride = requests.size() / n;
+    nlohmann::json j;
+    size_t prompt = 0, response = 0;
+    for (const auto& q : requests) prompt += q.prompt.size(), response += q.response_tokens;
+    j["replay"] = {{"file", replay}, {"requests", requests.size()}, {"prompt_tokens", prompt}, {"response_tokens", response}};
+    j["sample"] = nlohmann::json::array();
+    for (size_t i = 0; i < n; ++i) {
+      const auto& q = requests[i * stride];
+      j["sample"].push_back({{"index", i * stride}, {"prompt", q.prompt}, {"response_tokens", q.response_tokens}});
+    }
+    write_json_file(export_sample, j);
+    fmt::print("{}: {} of {} requests (every {}th)\n", export_sample, n, requests.size(), stride);
+    return 0;
   }
   if (!write_replay_to.empty()) {
     if (original.empty() || tokenizer_dir.empty()) throw Error("--write-replay needs --original DIR and --tokenizer DIR");
