@@ -18,7 +18,7 @@ they are; both sides ignore EOS and generate the forced lengths.
 
 Runs where the device is (development machine at a tiny scale: --preset tiny --device cpu):
 
-  python3 bench/side_by_side_replay.py BUILD_DIR [--preset 7b-shape|tiny] [--arch llama|llama3]
+  python3 bench/side_by_side_replay.py BUILD_DIR|BENCH_GPU [--preset 7b-shape|tiny] [--arch llama|llama3]
          [--device cuda|cpu] [--sample 64] [--skip-pivotmt]
 """
 import argparse
@@ -89,14 +89,16 @@ def time_transformers(model, sample, device, batch, order_by_length, pad_id):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("build_dir")
+    ap.add_argument("build_dir", help="the build folder, or the bench_gpu program")
     ap.add_argument("--preset", default="7b-shape")
     ap.add_argument("--arch", default="llama")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--sample", type=int, default=64)
     ap.add_argument("--skip-pivotmt", action="store_true")
     a = ap.parse_args()
-    bench = os.path.join(a.build_dir, "bench", "bench_gpu")
+    # A build folder, or bench_gpu itself (the GPU bundle's bin/bench_gpu, its libraries on
+    # LD_LIBRARY_PATH as scripts/gpu-check.sh sets them).
+    bench = a.build_dir if os.path.isfile(a.build_dir) else os.path.join(a.build_dir, "bench", "bench_gpu")
     with tempfile.TemporaryDirectory() as work:
         sample_file = os.path.join(work, "sample.json")
         subprocess.run([bench, "--replay", REPLAY, "--export-sample", sample_file, "--limit", str(a.sample)], check=True,
