@@ -121,12 +121,24 @@ std::vector<ReplayRequest> read_replay(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(fmt::format("{}: cannot open the replay file", path));
   const std::string packed((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return parse_replay(packed, path);
+}
+
+std::vector<ReplayRequest> parse_replay(std::string_view packed, const std::string& path) {
+  // The study is ~5 MB uncompressed: far under these limits, which keep a damaged or crafted
+  // file from asking for gigabytes.
+  constexpr unsigned long long kMaxRawBytes = 256ull << 20;
   const unsigned long long size = ZSTD_getFrameContentSize(packed.data(), packed.size());
-  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > (1ull << 31))
-    throw Error(fmt::format("{}: not a zstd frame of a known size under 2 GiB", path));
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > kMaxRawBytes)
+    throw Error(fmt::format("{}: not a zstd frame of a known size under {} MiB", path, kMaxRawBytes >> 20));
   std::string raw(size, '\0');
   const size_t n = ZSTD_decompress(raw.data(), raw.size(), packed.data(), packed.size());
   if (ZSTD_isError(n) || n != size) throw Error(fmt::format("{}: zstd: {}", path, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short"));
+  return parse_replay_records(raw, path);
+}
+
+std::vector<ReplayRequest> parse_replay_records(const std::string& raw, const std::string& path) {
+  constexpr size_t kMaxTokens = size_t(100) << 20;  // prompts rebuilt in all (the study: 7.8 M)
   Reader r(raw, path);
   for (char c : kMagic)
     if (r.get<char>("the magic") != c) throw Error(fmt::format("{}: not a pivotmt replay file", path));
@@ -135,6 +147,7 @@ std::vector<ReplayRequest> read_replay(const std::string& path) {
   const uint32_t count = r.get<uint32_t>("the count");
   if (count > r.left() / 20) throw Error(fmt::format("{}: {} requests cannot fit in {} bytes", path, count, r.left()));
   std::vector<ReplayRequest> out(count);
+  size_t tokens = 0;
   for (uint32_t i = 0; i < count; ++i) {
     auto& q = out[i];
     q.corpus = r.get<uint8_t>("a corpus");
@@ -148,6 +161,8 @@ std::vector<ReplayRequest> read_replay(const std::string& path) {
         (ref >= 0 && shared > out[size_t(ref)].prompt.size()) || size_t(length - shared) * 2 > r.left())
       throw Error(fmt::format("{}: request {}: prefix of {} tokens from request {} for a prompt of {}", path, i, shared,
                               ref, length));
+    if ((tokens += length) > kMaxTokens)
+      throw Error(fmt::format("{}: more than {} prompt tokens in all (request {})", path, kMaxTokens, i));
     q.prompt.reserve(length);
     if (ref >= 0) q.prompt.assign(out[size_t(ref)].prompt.begin(), out[size_t(ref)].prompt.begin() + shared);
     for (uint32_t p = shared; p < length; ++p) q.prompt.push_back(TokenId(r.get<uint16_t>("a token")));

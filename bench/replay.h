@@ -9,6 +9,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tokenizer/tokenizer.h"
@@ -29,7 +30,11 @@ struct ReplayRequest {
 std::vector<ReplayRequest> make_replay(const std::string& original_dir, const Tokenizer& tokenizer);
 
 void write_replay(const std::string& path, const std::vector<ReplayRequest>& requests);
-// Throws naming the file and what is wrong (magic, counts, references, truncation).
+// Throws naming the file and what is wrong (magic, counts, references, truncation, sizes).
 std::vector<ReplayRequest> read_replay(const std::string& path);
+// The same from the file's bytes (zstd frame); `label` names it in errors.
+std::vector<ReplayRequest> parse_replay(std::string_view packed, const std::string& label);
+// The same from the uncompressed records (the fuzzer's way in).
+std::vector<ReplayRequest> parse_replay_records(const std::string& raw, const std::string& label);
 
 }  // namespace pivotmt

@@ -30,7 +30,7 @@ export LSAN_OPTIONS=suppressions=$PWD/scripts/lsan.supp:print_suppressions=0
 echo "== fuzzing (${FUZZ_SECONDS}s per target)"
 corpus="$(mktemp -d)"
 trap 'rm -rf "$corpus"' EXIT
-for target in safetensors model_config metrics table tokenizer adapter torch_checkpoint gguf; do
+for target in safetensors model_config metrics table tokenizer adapter torch_checkpoint gguf replay; do
   mkdir -p "$corpus/$target"
   cp fuzz/corpus/$target/* "$corpus/$target/"
 done
@@ -46,7 +46,7 @@ done
 for f in ../shared/fixtures/models/*/model.safetensors; do
   [[ -f "$f" ]] && head -c 65536 "$f" >"$corpus/safetensors/$(basename "$(dirname "$f")").safetensors"
 done
-for target in safetensors model_config metrics table tokenizer adapter torch_checkpoint gguf; do
+for target in safetensors model_config metrics table tokenizer adapter torch_checkpoint gguf replay; do
   mkdir -p build-asan/fuzz-artifacts
   ./build-asan/fuzz/fuzz_$target -max_total_time="$FUZZ_SECONDS" -max_len=65536 -print_final_stats=1 \
     -artifact_prefix=build-asan/fuzz-artifacts/$target- \

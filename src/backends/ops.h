@@ -90,6 +90,10 @@ class Ops {
   virtual ~Ops() = default;
   virtual Device device() const = 0;
   virtual DType activation_dtype() const = 0;
+  // Rows of a buffer of this dtype padded to a multiple of this many elements, where a
+  // device reads and writes them faster aligned (a GPU: 16 bytes; the model's F32 logits,
+  // whose vocabulary is often odd — TowerInstruct's 32,007 — take it). 1: no padding.
+  virtual size_t row_stride_multiple(DType) const { return 1; }
   virtual std::string describe() const = 0;  // "cpu (fast kernels)", "cuda:0 (NVIDIA H200)"
 
   Tensor empty(size_t rows, size_t cols) const { return Tensor(device(), activation_dtype(), rows, cols); }

@@ -193,7 +193,9 @@ void LlamaModel::ensure_workspace(size_t rows, size_t logit_rows) {
     ws_.h = ws_.hn = ws_.logits = Tensor();
     ws_.h = ops_->empty(n, H);
     ws_.hn = ops_->empty(n, H);
-    ws_.logits = ops_->empty(n, V, DType::F32);
+    // [n, V] F32 rows, their stride padded as the device prefers (a GPU: a multiple of 4).
+    const size_t pad = std::max<size_t>(1, ops_->row_stride_multiple(DType::F32)), padded = (V + pad - 1) / pad * pad;
+    ws_.logits = padded == V ? ops_->empty(n, V, DType::F32) : ops_->empty(n, padded, DType::F32).cols(0, V);
     ws_.logit_rows = n;
   }
 }

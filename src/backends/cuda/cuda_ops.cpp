@@ -112,6 +112,7 @@ class CudaOps final : public Ops {
 
   Device device() const override { return device_; }
   DType activation_dtype() const override { return DType::F16; }
+  size_t row_stride_multiple(DType t) const override { return 16 / dtype_size(t); }
   std::string describe() const override {
     return fmt::format("cuda:{} ({}, {:.1f} GiB)", device_.index, info_.name, double(info_.total_memory) / (kMiB * 1024));
   }
