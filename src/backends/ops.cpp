@@ -200,8 +200,8 @@ std::vector<int32_t> Ops::sample_rows(const Tensor& logits, std::span<const RowS
     shape_error("sample_rows", fmt::format("{} is not F32 rows, one per sampling ({})", logits.describe(), rows.size()));
   for (const auto& r : rows)
     if (!r.greedy && !(r.temperature > 0 && r.u >= 0 && r.u < 1 && r.top_k >= 0 && r.top_p > 0 && r.top_p <= 1))
-      throw Error(fmt::format("sample_rows: temperature {} (must be > 0), top-k {}, top-p {} (in (0, 1]), draw {} (in "
-                              "[0, 1))",
+      throw Error(fmt::format("sampling with temperature {}, top-k {}, top-p {}, draw {}: the temperature must be "
+                              "positive (use greedy decoding instead), top-k >= 0, top-p in (0, 1], the draw in [0, 1)",
                               r.temperature, r.top_k, r.top_p, r.u));
   return do_sample_rows(logits, rows);
 }
