@@ -47,13 +47,6 @@ class Reader {
   size_t at_ = 0;
 };
 
-size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
-  const size_t n = std::min(a.size(), b.size());
-  size_t i = 0;
-  while (i < n && a[i] == b[i]) ++i;
-  return i;
-}
-
 }  // namespace
 
 std::vector<ReplayRequest> make_replay(const std::string& original_dir, const Tokenizer& tokenizer) {
@@ -88,7 +81,8 @@ void write_replay(const std::string& path, const std::vector<ReplayRequest>& req
     for (size_t j = 0; j < i; ++j) {
       const auto& e = requests[j];
       if (!(e.corpus == q.corpus && e.row == q.row) && i - j > 16) continue;
-      const size_t n = common_prefix(e.prompt, q.prompt);
+      const size_t n = size_t(std::mismatch(e.prompt.begin(), e.prompt.end(), q.prompt.begin(), q.prompt.end()).first -
+                              e.prompt.begin());
       if (n > shared) shared = n, ref = int32_t(j);
     }
     put<uint8_t>(raw, q.corpus);

@@ -294,8 +294,9 @@ void check_embed_rope_argmax(Harness& h) {
         for (auto& x : logits) x = normal(h.rng);
         std::vector<RowSampling> rows;
         for (size_t r = 0; r < R; ++r)
-          rows.push_back({.greedy = r % 4 == 3, .temperature = r % 2 ? 0.1f : 1.0f, .top_k = top_k,
-                          .top_p = r % 3 ? 0.75f : 1.0f, .u = uniform(h.rng)});
+          rows.push_back({{.greedy = r % 4 == 3, .temperature = r % 2 ? 0.1f : 1.0f, .top_k = top_k,
+                           .top_p = r % 3 ? 0.75f : 1.0f},
+                          uniform(h.rng)});
         const Tensor rl = Harness::upload(*h.ref, logits, R, V, DType::F32), dl = Harness::upload(*h.dut, logits, R, V, DType::F32);
         const auto want = h.ref->sample_rows(rl, rows), got = h.dut->sample_rows(dl, rows);
         ++h.checks;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -28,6 +29,28 @@ bool have_gpu() { return cuda_compiled() && cuda_device_count() > 0; }
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
 
 void ok(cudaError_t e) { ASSERT_EQ(e, cudaSuccess) << cudaGetErrorName(e); }
+
+// A device copy of a host vector.
+template <class V>
+std::shared_ptr<void> to_device(const V& host) {
+  auto d = cuda::device_alloc(0, host.size() * sizeof(host[0]));
+  EXPECT_EQ(cudaMemcpy(d.get(), host.data(), host.size() * sizeof(host[0]), cudaMemcpyHostToDevice), cudaSuccess);
+  return d;
+}
+
+// sample_kernel on rows of `logits` (row stride ld, V scored), one setting per row; the ids.
+std::vector<int32_t> sample_on_device(const std::vector<float>& logits, int ld, int V,
+                                      const std::vector<cuda::kernels::DeviceSampling>& params) {
+  auto dlogits = to_device(logits), dparams = to_device(params);
+  auto dids = cuda::device_alloc(0, params.size() * 4);
+  cuda::kernels::sample_rows(static_cast<const float*>(dlogits.get()), ld, int(params.size()), V,
+                             static_cast<const cuda::kernels::DeviceSampling*>(dparams.get()),
+                             static_cast<int32_t*>(dids.get()), nullptr);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<int32_t> ids(params.size());
+  EXPECT_EQ(cudaMemcpy(ids.data(), dids.get(), ids.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  return ids;
+}
 
 // A pool as CudaOps lays it out: `arrays` arrays (every layer's K, then V) of `blocks`
 // blocks of kKvBlockPositions positions of `position_bytes` bytes.
@@ -160,17 +183,12 @@ TEST(CudaKernels, SplitKvDecodeAttentionEqualsTheWarpPerHeadKernel) {
       positions.push_back(pos);
       max_keys = std::max(max_keys, int(pos + 1 - paged::first_visible(pos, c.window)));
     }
-    auto upload = [&](const auto& host) {
-      auto d = cuda::device_alloc(0, host.size() * sizeof(host[0]));
-      EXPECT_EQ(cudaMemcpy(d.get(), host.data(), host.size() * sizeof(host[0]), cudaMemcpyHostToDevice), cudaSuccess);
-      return d;
-    };
-    auto dk = upload(k), dv = upload(v), dq = upload(qkv), dseq = upload(row_seq), dpos = upload(positions),
-         doff = upload(table_offsets), dtab = upload(tables);
+    auto dk = to_device(k), dv = to_device(v), dq = to_device(qkv), dseq = to_device(row_seq), dpos = to_device(positions),
+         doff = to_device(table_offsets), dtab = to_device(tables);
     const size_t ldo = size_t(c.nh) * c.d + 16;
     auto run = [&](int splits) {
       std::vector<uint16_t> out(T * ldo, 0x7e00);  // NaN: what no kernel writes stays visible
-      auto dout = upload(out);
+      auto dout = to_device(out);
       const auto* seq = static_cast<const int32_t*>(dseq.get());
       const auto* pos = static_cast<const int32_t*>(dpos.get());
       const auto* off = static_cast<const int32_t*>(doff.get());
@@ -257,18 +275,13 @@ TEST(CudaKernels, TensorCorePrefillAttentionEqualsTheWarpPerHeadKernel) {
       return v;
     };
     const auto k = halves(slots * width), v = halves(slots * width), qkv = halves(size_t(T) * ldq);
-    auto upload = [&](const auto& host) {
-      auto d = cuda::device_alloc(0, host.size() * sizeof(host[0]));
-      EXPECT_EQ(cudaMemcpy(d.get(), host.data(), host.size() * sizeof(host[0]), cudaMemcpyHostToDevice), cudaSuccess);
-      return d;
-    };
-    auto dk = upload(k), dv = upload(v), dq = upload(qkv), dmeta = upload(meta.data);
+    auto dk = to_device(k), dv = to_device(v), dq = to_device(qkv), dmeta = to_device(meta.data);
     const auto* m = static_cast<const int32_t*>(dmeta.get());
     const int ldo = c.nh * c.d + 16;
     ASSERT_TRUE(cuda::kernels::attention_prefill_supported(c.nh, c.nkv, c.d, ldq, dq.get(), ldo, dq.get()));
     auto run = [&](bool tensor_cores) {
       std::vector<uint16_t> out(size_t(T) * ldo, 0x7e00);  // NaN: what no kernel writes stays visible
-      auto dout = upload(out);
+      auto dout = to_device(out);
       if (tensor_cores)
         cuda::kernels::attention_prefill(dq.get(), ldq, c.nh, c.nkv, c.d, c.window, m + meta.query_tiles(),
                                          int(meta.Q), m + meta.row_seq(), m + meta.positions(),
@@ -315,14 +328,13 @@ TEST(CudaKernels, DeviceSamplingEqualsTheHostSampler) {
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  struct Setting {
-    bool greedy;
-    float temperature;
-    int top_k;
-    float top_p;
-  };
-  const std::vector<Setting> settings = {{true, 1, 0, 1},        {false, 0.1f, 50, 0.75f}, {false, 1.0f, 1, 1.0f},
-                                         {false, 0.7f, 40, 1.0f}, {false, 1.3f, 1000, 0.9f}, {false, 2.0f, 7, 0.5f}};
+  const std::vector<SamplingParams> settings = {
+      {.greedy = true},
+      {.greedy = false, .temperature = 0.1f, .top_k = 50, .top_p = 0.75f},
+      {.greedy = false, .temperature = 1.0f, .top_k = 1, .top_p = 1.0f},
+      {.greedy = false, .temperature = 0.7f, .top_k = 40, .top_p = 1.0f},
+      {.greedy = false, .temperature = 1.3f, .top_k = 1000, .top_p = 0.9f},
+      {.greedy = false, .temperature = 2.0f, .top_k = 7, .top_p = 0.5f}};
   int compared = 0, differing = 0, to_host = 0;
   for (const int V : {3001, 32007}) {
     const int ld = V + 3;
@@ -331,7 +343,6 @@ TEST(CudaKernels, DeviceSamplingEqualsTheHostSampler) {
       std::vector<float> logits(size_t(rows) * ld, NAN);  // the padding is never read
       std::vector<RowSampling> params(static_cast<size_t>(rows));
       for (int r = 0; r < rows; ++r) {
-        const Setting& st = settings[size_t(r) % settings.size()];
         float* row = &logits[size_t(r) * ld];
         const float spread = round == 0 ? 1.0f : round == 1 ? 4.0f : 10.0f;
         for (int i = 0; i < V; ++i) row[i] = normal(rng) * spread;
@@ -339,26 +350,16 @@ TEST(CudaKernels, DeviceSamplingEqualsTheHostSampler) {
           for (int i = 0; i < 60; ++i) row[size_t(rng() % unsigned(V))] = 40.0f;
           for (int i = 0; i < 3; ++i) row[size_t(rng() % unsigned(V))] = 41.0f;
         }
-        const double u = r % 3 == 0 ? uniform(rng) : r % 3 == 1 ? 1e-9 : 1.0 - 1e-9;
-        params[size_t(r)] = {st.greedy, st.temperature, st.top_k, st.top_p, u};
+        const int draw = r / int(settings.size());  // each setting with each kind of draw
+        const double u = draw == 0 ? uniform(rng) : draw == 1 ? 1e-9 : 1.0 - 1e-9;
+        params[size_t(r)] = {settings[size_t(r) % settings.size()], u};
       }
-      auto dlogits = cuda::device_alloc(0, logits.size() * 4);
-      ok(cudaMemcpy(dlogits.get(), logits.data(), logits.size() * 4, cudaMemcpyHostToDevice));
       std::vector<cuda::kernels::DeviceSampling> dp;
-      for (const auto& p : params) dp.push_back({p.u, p.temperature, p.top_p, p.top_k, p.greedy ? 1 : 0});
-      auto dparams = cuda::device_alloc(0, dp.size() * sizeof(dp[0]));
-      ok(cudaMemcpy(dparams.get(), dp.data(), dp.size() * sizeof(dp[0]), cudaMemcpyHostToDevice));
-      auto dids = cuda::device_alloc(0, size_t(rows) * 4);
-      cuda::kernels::sample_rows(static_cast<const float*>(dlogits.get()), ld, rows, V,
-                                 static_cast<const cuda::kernels::DeviceSampling*>(dparams.get()),
-                                 static_cast<int32_t*>(dids.get()), nullptr);
-      ok(cudaDeviceSynchronize());
-      std::vector<int32_t> ids(static_cast<size_t>(rows));
-      ok(cudaMemcpy(ids.data(), dids.get(), ids.size() * 4, cudaMemcpyDeviceToHost));
+      for (const auto& [p, u] : params) dp.push_back({u, p.temperature, p.top_p, p.top_k, p.greedy ? 1 : 0});
+      const std::vector<int32_t> ids = sample_on_device(logits, ld, V, dp);
       for (int r = 0; r < rows; ++r) {
-        const RowSampling& p = params[size_t(r)];
-        const SamplingParams sp{.greedy = p.greedy, .temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p};
-        const TokenId want = sample_token_at(std::span(&logits[size_t(r) * ld], size_t(V)), sp, p.u);
+        const auto& [p, u] = params[size_t(r)];
+        const TokenId want = sample_token_at(std::span(&logits[size_t(r) * ld], size_t(V)), p, u);
         if (ids[size_t(r)] == -1) {  // handed back: only when more than the kept tokens tie into the top-k
           ++to_host;
           continue;
@@ -368,7 +369,7 @@ TEST(CudaKernels, DeviceSamplingEqualsTheHostSampler) {
           ++differing;
           if (emulated)
             ADD_FAILURE() << "V " << V << " round " << round << " row " << r << " (T " << p.temperature << ", top-k "
-                          << p.top_k << ", top-p " << p.top_p << ", u " << p.u << "): device " << ids[size_t(r)]
+                          << p.top_k << ", top-p " << p.top_p << ", u " << u << "): device " << ids[size_t(r)]
                           << ", host " << want;
         }
       }
@@ -392,16 +393,7 @@ TEST(CudaKernels, DeviceSamplingTakesExactBoundariesAsTheHost) {
       {0.25, 1.0f, 0.5f, 2, 0},  // top-p 0.5: token 17 dropped, 604 whatever the draw
       {0.5, 1.0f, 1.0f, 2, 0},   // u = 1/2 exactly: 604
       {0.4999, 1.0f, 1.0f, 2, 0}};  // just below: 17
-  auto dlogits = cuda::device_alloc(0, logits.size() * 4);
-  ok(cudaMemcpy(dlogits.get(), logits.data(), logits.size() * 4, cudaMemcpyHostToDevice));
-  auto dparams = cuda::device_alloc(0, params.size() * sizeof(params[0]));
-  ok(cudaMemcpy(dparams.get(), params.data(), params.size() * sizeof(params[0]), cudaMemcpyHostToDevice));
-  auto dids = cuda::device_alloc(0, 3 * 4);
-  cuda::kernels::sample_rows(static_cast<const float*>(dlogits.get()), V, 3, V,
-                             static_cast<const cuda::kernels::DeviceSampling*>(dparams.get()),
-                             static_cast<int32_t*>(dids.get()), nullptr);
-  std::vector<int32_t> ids(3);
-  ok(cudaMemcpy(ids.data(), dids.get(), 3 * 4, cudaMemcpyDeviceToHost));
+  const std::vector<int32_t> ids = sample_on_device(logits, V, V, params);
   for (int r = 0; r < 3; ++r) {
     const auto& p = params[size_t(r)];
     const SamplingParams sp{.greedy = false, .temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p};
@@ -415,18 +407,7 @@ TEST(CudaKernels, DeviceSamplingHandsBackARowWithTooManyTies) {
   REQUIRE_GPU();
   const int V = 5000;
   std::vector<float> logits(size_t(V), 1.0f);  // every token ties at the k-th score
-  auto dlogits = cuda::device_alloc(0, logits.size() * 4);
-  ok(cudaMemcpy(dlogits.get(), logits.data(), logits.size() * 4, cudaMemcpyHostToDevice));
-  const cuda::kernels::DeviceSampling p{0.5, 1.0f, 1.0f, 5, 0};
-  auto dparams = cuda::device_alloc(0, sizeof(p));
-  ok(cudaMemcpy(dparams.get(), &p, sizeof(p), cudaMemcpyHostToDevice));
-  auto dids = cuda::device_alloc(0, 4);
-  cuda::kernels::sample_rows(static_cast<const float*>(dlogits.get()), V, 1, V,
-                             static_cast<const cuda::kernels::DeviceSampling*>(dparams.get()),
-                             static_cast<int32_t*>(dids.get()), nullptr);
-  int32_t id = 0;
-  ok(cudaMemcpy(&id, dids.get(), 4, cudaMemcpyDeviceToHost));
-  EXPECT_EQ(id, -1);
+  EXPECT_EQ(sample_on_device(logits, V, V, {{0.5, 1.0f, 1.0f, 5, 0}}), std::vector<int32_t>{-1});
 }
 
 }  // namespace

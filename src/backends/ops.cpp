@@ -198,11 +198,11 @@ std::vector<int32_t> Ops::sample_rows(const Tensor& logits, std::span<const RowS
   check_device(logits, "sample_rows", "logits");
   if (logits.dtype() != DType::F32 || logits.cols() == 0 || logits.rows() != rows.size())
     shape_error("sample_rows", fmt::format("{} is not F32 rows, one per sampling ({})", logits.describe(), rows.size()));
-  for (const auto& r : rows)
-    if (!r.greedy && !(r.temperature > 0 && r.u >= 0 && r.u < 1 && r.top_k >= 0 && r.top_p > 0 && r.top_p <= 1))
+  for (const auto& [p, u] : rows)
+    if (!p.greedy && !(p.temperature > 0 && u >= 0 && u < 1 && p.top_k >= 0 && p.top_p > 0 && p.top_p <= 1))
       throw Error(fmt::format("sampling with temperature {}, top-k {}, top-p {}, draw {}: the temperature must be "
                               "positive (use greedy decoding instead), top-k >= 0, top-p in (0, 1], the draw in [0, 1)",
-                              r.temperature, r.top_k, r.top_p, r.u));
+                              p.temperature, p.top_k, p.top_p, u));
   return do_sample_rows(logits, rows);
 }
 
@@ -210,11 +210,7 @@ std::vector<int32_t> Ops::do_sample_rows(const Tensor& logits, std::span<const R
   const std::vector<float> host = do_to_host_f32(logits);
   const size_t V = logits.cols();
   std::vector<int32_t> ids(rows.size());
-  for (size_t r = 0; r < rows.size(); ++r) {
-    const SamplingParams p{.greedy = rows[r].greedy, .temperature = rows[r].temperature, .top_k = rows[r].top_k,
-                           .top_p = rows[r].top_p};
-    ids[r] = sample_token_at(std::span(host).subspan(r * V, V), p, rows[r].u);
-  }
+  for (size_t r = 0; r < rows.size(); ++r) ids[r] = sample_token_at(std::span(host).subspan(r * V, V), rows[r].params, rows[r].u);
   return ids;
 }
 

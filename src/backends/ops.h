@@ -9,13 +9,14 @@
 // Activations are 2-D tensors in the device's activation dtype (F32 on the CPU, F16 on a
 // GPU, as Hugging Face computes in FP16); rows of a fused output may be strided views.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "backends/tensor.h"
-#include <cstdint>
+#include "engine/sampling_params.h"
 
 namespace pivotmt {
 
@@ -75,13 +76,10 @@ struct OpsOptions {
   bool int8_activations = false;
 };
 
-// How one row of logits becomes a token (engine/sampling.h's SamplingParams plus the row's
-// uniform draw u ∈ [0, 1), made by the request's generator on the host).
+// How one row of logits becomes a token: its request's settings and its uniform draw
+// u ∈ [0, 1), made by the request's generator on the host (the seed stays there).
 struct RowSampling {
-  bool greedy = true;
-  float temperature = 1.0f;
-  int top_k = 0;       // 0: off
-  float top_p = 1.0f;  // 1: off
+  SamplingParams params;
   double u = 0.0;
 };
 

@@ -180,8 +180,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       const SamplingParams& p = requests[members[j]->index].sampling;
       // A greedy row draws nothing; a resumed sequence's draw was made before: its RNG stays put.
       const bool draws = !p.greedy && !members[j]->resumed;
-      rows[j] = {.greedy = p.greedy, .temperature = p.temperature, .top_k = p.top_k, .top_p = p.top_p,
-                 .u = draws ? members[j]->rng.uniform() : 0.0};
+      rows[j] = {p, draws ? members[j]->rng.uniform() : 0.0};
     }
     std::vector<TokenId> ids = model_.forward_sample(batch, rows);
     for (size_t j = 0; j < members.size(); ++j)

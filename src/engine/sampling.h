@@ -7,17 +7,10 @@
 #include <span>
 #include <vector>
 
+#include "engine/sampling_params.h"
 #include "tokenizer/bpe.h"
 
 namespace pivotmt {
-
-struct SamplingParams {
-  bool greedy = true;
-  float temperature = 1.0f;
-  int top_k = 0;       // 0: off
-  float top_p = 1.0f;  // 1: off
-  uint64_t seed = 0;
-};
 
 // A small, portable generator (xoshiro256**), seeded per request so that what a request
 // draws never depends on the other requests it is batched with.

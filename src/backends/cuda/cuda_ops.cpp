@@ -452,7 +452,7 @@ class CudaOps final : public Ops {
   std::vector<int32_t> do_sample_rows(const Tensor& logits, std::span<const RowSampling> rows) override {
     const int V = int(logits.cols());
     for (const auto& r : rows)
-      if (!r.greedy && !kernels::sampling_supported(r.top_k, V)) return Ops::do_sample_rows(logits, rows);
+      if (!r.params.greedy && !kernels::sampling_supported(r.params.top_k, V)) return Ops::do_sample_rows(logits, rows);
     const size_t n = rows.size();
     if (sampling_host_.bytes < n * sizeof(kernels::DeviceSampling)) {
       sampling_host_.reset(2 * n * sizeof(kernels::DeviceSampling));
@@ -463,8 +463,10 @@ class CudaOps final : public Ops {
       ids_device_ = Tensor(device_, DType::I32, 1, n * 2);
     }
     auto* params = static_cast<kernels::DeviceSampling*>(sampling_host_.ptr);
-    for (size_t r = 0; r < n; ++r)
-      params[r] = {rows[r].u, rows[r].temperature, rows[r].top_p, rows[r].top_k, rows[r].greedy ? 1 : 0};
+    for (size_t r = 0; r < n; ++r) {
+      const SamplingParams& p = rows[r].params;
+      params[r] = {rows[r].u, p.temperature, p.top_p, p.top_k, p.greedy ? 1 : 0};
+    }
     // The previous call's synchronize() finished every use of both pinned buffers.
     check(cudaMemcpyAsync(sampling_device_.data(), params, n * sizeof(kernels::DeviceSampling), cudaMemcpyHostToDevice,
                           stream_),

@@ -13,14 +13,9 @@ namespace {
 
 constexpr int kNormThreads = 256;
 
-// One block per row: the sum of squares in F32 (warp shuffles, then one value per warp).
-__global__ void rmsnorm_kernel(const __half* x, int ldx, const __half* w, int H, float eps, __half* y, int ldy) {
-  const __half* row = x + size_t(blockIdx.x) * ldx;
-  float ss = 0.0f;
-  for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    const float v = __half2float(row[i]);
-    ss += v * v;
-  }
+// rsqrt(mean of squares + eps) of a block's row, from each thread's partial sum of squares
+// `ss`: warp shuffles, then one value per warp, summed by thread 0 in F32; every thread gets it.
+__device__ float block_inv_rms(float ss, int H, float eps) {
   for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   __shared__ float warp_sums[kNormThreads / 32];
   __shared__ float inv;
@@ -32,6 +27,18 @@ __global__ void rmsnorm_kernel(const __half* x, int ldx, const __half* w, int H,
     inv = rsqrtf(total / float(H) + eps);
   }
   __syncthreads();
+  return inv;
+}
+
+// One block per row: the sum of squares in F32.
+__global__ void rmsnorm_kernel(const __half* x, int ldx, const __half* w, int H, float eps, __half* y, int ldy) {
+  const __half* row = x + size_t(blockIdx.x) * ldx;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    const float v = __half2float(row[i]);
+    ss += v * v;
+  }
+  const float inv = block_inv_rms(ss, H, eps);
   __half* out = y + size_t(blockIdx.x) * ldy;
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
     const __half normed = __float2half_rn(__half2float(row[i]) * inv);    // .to(input_dtype)
@@ -93,17 +100,7 @@ __global__ void add_rmsnorm_kernel(__half* x, int ldx, const __half* y, int ldy,
     }
     store_half8(xr + c, sum);
   }
-  for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  __shared__ float warp_sums[kNormThreads / 32];
-  __shared__ float inv;
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = ss;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float total = 0.0f;
-    for (int i = 0; i < int(blockDim.x / 32); ++i) total += warp_sums[i];
-    inv = rsqrtf(total / float(H) + eps);
-  }
-  __syncthreads();
+  const float inv = block_inv_rms(ss, H, eps);
   __half* o = out + size_t(blockIdx.x) * ldo;
   for (int c = 8 * int(threadIdx.x); c < H; c += 8 * int(blockDim.x)) {
     const Half8 v = load_half8(xr + c), wv = load_half8(w + c);
