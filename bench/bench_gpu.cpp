@@ -8,6 +8,9 @@
 //
 //   bench_gpu [--preset 7b-shape|small|tiny] [--arch llama|mistral|llama3] [--device cuda:0]
 //             [--steps N] [--context N] [--batches 1,64]
+//   bench_gpu --model DIR ...   (a checkpoint on disk instead: its load time, from the page
+//             cache when the files were read before — `pivotmt dev make-model --preset
+//             7b-shape` writes a 7B-shaped one — then the same measurements)
 //
 // The original Tower study replayed (bench/replay.h): every request's exact prompt ids, its
 // response length forced (EOS ignored), greedy, through the engine's scheduler (batching,
@@ -25,6 +28,7 @@
 #include <filesystem>
 #include <unistd.h>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -110,8 +114,12 @@ int run_replay(LlamaModel& model, const Device& dev, double gemm_tflops, const s
              wall, computed, reused, 100.0 * double(reused) / double(std::max<size_t>(1, prompt_tokens)), generated,
              double(computed) / wall, double(generated) / wall, flops / wall / 1e12,
              gemm_tflops > 0 ? fmt::format(" ({:.0f}% of the GEMM ceiling)", 100 * flops / wall / 1e12 / gemm_tflops) : "");
-  if (dev.kind == DeviceKind::CUDA)
+  if (dev.kind == DeviceKind::CUDA) {
+    const PassCounters& passes = model.ops().pass_counters();
+    fmt::print("forward passes: {}, of which {} replayed CUDA graphs ({} captured)\n", passes.passes, passes.graph_replays,
+               passes.graph_captures);
     fmt::print("peak device memory held by pivotmt: {:.2f} GiB\n", double(cuda::peak_allocated_bytes(dev.index)) / (1 << 30));
+  }
   if (!outputs.empty()) {
     std::ofstream f(outputs);
     for (size_t i = 0; i < results.size(); ++i) {
@@ -130,7 +138,7 @@ int run(int argc, char** argv) {
   std::string device = "cuda:0";
   size_t steps = 32, context = 512;
   std::vector<size_t> batches = {1, 64};
-  std::string replay, write_replay_to, original, tokenizer_dir, corpus, outputs, export_sample;
+  std::string replay, write_replay_to, original, tokenizer_dir, corpus, outputs, export_sample, model_dir;
   size_t limit = 0, max_batch = 64;
   bool ceilings = true;  // --no-ceilings: on the CUDA emulator, which times nothing
   for (int i = 1; i < argc; ++i) {
@@ -162,6 +170,7 @@ int run(int argc, char** argv) {
     else if (a == "--max-batch") max_batch = std::stoul(next());
     else if (a == "--outputs") outputs = next();
     else if (a == "--no-ceilings") ceilings = false;
+    else if (a == "--model") model_dir = next();
     else if (a == "--export-sample") export_sample = next();  // with --replay FILE [--limit N]
     else throw Error("unknown argument " + a);
   }
@@ -209,20 +218,30 @@ int run(int argc, char** argv) {
     fmt::print("ceilings: device-to-device copy {:.0f} GB/s (read + write), F16 GEMM 8192^3 {:.0f} TFLOP/s\n", copy_gbps,
                gemm_tflops);
   }
-  // config.json alone: the weights are made on the device.
-  const auto dir = std::filesystem::temp_directory_path() / fmt::format("pivotmt-bench-gpu-{}", ::getpid());
-  std::filesystem::create_directories(dir);
-  write_json_file((dir / "config.json").string(), make_model_config_json(shape));
   LoadOptions load{.weights = DType::F16, .ops = OpsImpl::Fast, .device = dev};
-  load.random_weights_seed = 1;
-  LlamaModel model(dir.string(), load);
-  std::filesystem::remove_all(dir);
+  std::unique_ptr<LlamaModel> loaded;
+  if (!model_dir.empty()) {
+    loaded = std::make_unique<LlamaModel>(model_dir, load);
+  } else {
+    // config.json alone: the weights are made on the device.
+    const auto dir = std::filesystem::temp_directory_path() / fmt::format("pivotmt-bench-gpu-{}", ::getpid());
+    std::filesystem::create_directories(dir);
+    write_json_file((dir / "config.json").string(), make_model_config_json(shape));
+    load.random_weights_seed = 1;
+    loaded = std::make_unique<LlamaModel>(dir.string(), load);
+    std::filesystem::remove_all(dir);
+  }
+  LlamaModel& model = *loaded;
   const auto& c = model.config();
   const size_t V = size_t(c.vocab_size);
-  fmt::print("model: {} {} ({} layers, hidden {}, {} / {} heads, vocab {}), {:.2f} GB of F16 weights on {}\n", shape.arch,
-             shape.preset, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, V, model.weight_bytes() / 1e9,
-             model.describe_device());
-  fmt::print("weights made on the device in {:.2f} s\n", model.load_seconds());
+  fmt::print("model: {} ({} layers, hidden {}, {} / {} heads, vocab {}), {:.2f} GB of F16 weights on {}\n",
+             model_dir.empty() ? shape.arch + " " + shape.preset : model_dir, c.num_layers, c.hidden_size, c.num_heads,
+             c.num_kv_heads, V, model.weight_bytes() / 1e9, model.describe_device());
+  if (model_dir.empty())
+    fmt::print("weights made on the device in {:.2f} s\n", model.load_seconds());
+  else
+    fmt::print("weights loaded from {} in {:.2f} s ({:.1f} GB/s of F16 weights)\n", model_dir, model.load_seconds(),
+               model.weight_bytes() / 1e9 / model.load_seconds());
   if (!replay.empty()) return run_replay(model, dev, gemm_tflops, replay, limit, corpus, max_batch, outputs);
 
 
@@ -261,19 +280,36 @@ int run(int argc, char** argv) {
       const auto ids = model.forward_greedy(group);
       next.insert(next.end(), ids.begin(), ids.end());
     }
-    model.ops().synchronize();
-    const auto t0 = Clock::now();
-    for (size_t s = 0; s < steps; ++s) {
-      std::vector<LlamaModel::Input> step;
-      for (size_t b = 0; b < batch; ++b) step.push_back({&caches[b], {next[b]}, false});
-      next = model.forward_greedy(step);
+    // `steps` timed steps after an untimed one (a row count's first step captures its CUDA
+    // graph); batch 1 also without graphs, every kernel launched, for the difference.
+    auto run_steps = [&](size_t n) {
+      for (size_t s = 0; s < n; ++s) {
+        std::vector<LlamaModel::Input> step;
+        for (size_t b = 0; b < batch; ++b) step.push_back({&caches[b], {next[b]}, false});
+        next = model.forward_greedy(step);
+      }
+    };
+    for (const bool graphs : batch == 1 && dev.kind == DeviceKind::CUDA ? std::vector<bool>{true, false} : std::vector<bool>{true}) {
+      model.ops().set_cuda_graphs(graphs);
+      run_steps(1);
+      model.ops().synchronize();
+      const PassCounters before = model.ops().pass_counters();
+      const auto t0 = Clock::now();
+      run_steps(steps);
+      const double sec = since(t0);
+      const size_t replays = model.ops().pass_counters().graph_replays - before.graph_replays;
+      const double tps = double(steps * batch) / sec;
+      const double weight_gbps = double(model.streamed_bytes_per_token()) * double(steps) / sec / 1e9;
+      fmt::print("decode batch {:>2} after {} tokens{}: {:.1f} tok/s ({:.2f} ms/step); weights streamed {:.0f} GB/s{}\n",
+                 batch, context,
+                 dev.kind != DeviceKind::CUDA ? ""
+                 : replays == steps           ? " (CUDA graphs)"
+                 : graphs                     ? fmt::format(" ({} of {} steps from CUDA graphs)", replays, steps)
+                                              : " (no graphs)",
+                 tps, sec / double(steps) * 1e3, weight_gbps,
+                 copy_gbps > 0 ? fmt::format(" = {:.0f}% of the copy ceiling", 100 * weight_gbps / copy_gbps) : "");
     }
-    const double sec = since(t0);
-    const double tps = double(steps * batch) / sec;
-    const double weight_gbps = double(model.streamed_bytes_per_token()) * double(steps) / sec / 1e9;
-    fmt::print("decode batch {:>2} after {} tokens: {:.1f} tok/s ({:.2f} ms/step); weights streamed {:.0f} GB/s{}\n", batch,
-               context, tps, sec / double(steps) * 1e3, weight_gbps,
-               copy_gbps > 0 ? fmt::format(" = {:.0f}% of the copy ceiling", 100 * weight_gbps / copy_gbps) : "");
+    model.ops().set_cuda_graphs(true);
   }
   if (dev.kind == DeviceKind::CUDA)
     fmt::print("peak device memory held by pivotmt: {:.2f} GiB\n", double(cuda::peak_allocated_bytes(dev.index)) / (1 << 30));

@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "backends/backend.h"
@@ -311,6 +313,111 @@ TEST(CudaEmulator, CopiesAndGemmsStayInsideTheirAllocations) {
                                    CUDA_R_16F, 2, &zero, c.get(), CUDA_R_16F, 8, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
             CUBLAS_STATUS_INVALID_VALUE);  // lda < m
   cuda::cublas().destroy(blas);
+}
+
+__global__ void add_one(int* x) { x[threadIdx.x] += 1; }
+
+// Stream capture: kernels, copies and GEMMs issued to a capturing stream are recorded, not
+// run; each launch of the instantiated graph runs them in order, with the arguments they
+// were issued with (a GEMM's alpha read at capture, as cuBLAS reads a host pointer).
+TEST(CudaEmulator, StreamCaptureRecordsWorkAndGraphLaunchesRunIt) {
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  auto d = cuda::device_alloc(0, 32 * 4);
+  std::vector<int> host(32, 5), back(32);
+  ASSERT_EQ(cudaMemcpy(d.get(), host.data(), 32 * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  // A GEMM C [2, 1] = alpha A [2, 1] · B [1, 1] (F16 ones), F32 C.
+  auto a = cuda::device_alloc(0, 4), b = cuda::device_alloc(0, 2), c = cuda::device_alloc(0, 8);
+  const std::vector<uint16_t> ones(2, 0x3c00);
+  ASSERT_EQ(cudaMemcpy(a.get(), ones.data(), 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(b.get(), ones.data(), 2, cudaMemcpyHostToDevice), cudaSuccess);
+  cublasHandle_t blas;
+  ASSERT_EQ(cuda::cublas().create(&blas), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cuda::cublas().set_stream(blas, stream), CUBLAS_STATUS_SUCCESS);
+
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  cudaStreamCaptureStatus status;
+  ASSERT_EQ(cudaStreamIsCapturing(stream, &status), cudaSuccess);
+  EXPECT_EQ(status, cudaStreamCaptureStatusActive);
+  launch("add_one", add_one, 1, 32, stream, static_cast<int*>(d.get()));
+  launch("add_one", add_one, 1, 32, stream, static_cast<int*>(d.get()));
+  float alpha = 3.0f;
+  const float zero = 0.0f;
+  ASSERT_EQ(cuda::cublas().gemm_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, 2, 1, 1, &alpha, a.get(), CUDA_R_16F, 2, b.get(),
+                                   CUDA_R_16F, 1, &zero, c.get(), CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_SUCCESS);
+  alpha = 100.0f;  // read at capture: the graph keeps 3
+  ASSERT_EQ(cudaMemcpyAsync(back.data(), d.get(), 32 * 4, cudaMemcpyDeviceToHost, stream), cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_NE(graph, nullptr);
+  EXPECT_EQ(back, std::vector<int>(32, 0));  // nothing ran yet
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  for (int launches = 1; launches <= 2; ++launches) {
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_EQ(back, std::vector<int>(32, 5 + 2 * launches)) << "after launch " << launches;
+  }
+  std::vector<float> product(2);
+  ASSERT_EQ(cudaMemcpy(product.data(), c.get(), 8, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(product, std::vector<float>(2, 3.0f));
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  cuda::cublas().destroy(blas);
+  // Launch configurations are refused when issued, not when the graph runs.
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  EXPECT_THROW(launch("add_one", add_one, 1, 2048, stream, static_cast<int*>(d.get())), Error);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphDestroy(graph);
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+}
+
+// What CUDA refuses while a stream captures: synchronising, allocating and freeing,
+// synchronous copies (the capture is then invalidated and cudaStreamEndCapture fails); the
+// legacy default stream cannot be captured; relaxed mode allows allocation.
+TEST(CudaEmulator, StreamCaptureRefusesWhatCudaRefuses) {
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  EXPECT_EQ(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeGlobal), cudaErrorStreamCaptureUnsupported);
+  auto d = cuda::device_alloc(0, 256);
+  std::vector<char> host(256);
+  cudaEvent_t event;
+  ASSERT_EQ(cudaEventCreate(&event), cudaSuccess);
+  const std::vector<std::pair<const char*, std::function<cudaError_t()>>> refused = {
+      {"cudaStreamSynchronize", [&] { return cudaStreamSynchronize(stream); }},
+      {"cudaDeviceSynchronize", [&] { return cudaDeviceSynchronize(); }},
+      {"cudaEventSynchronize", [&] { return cudaEventSynchronize(event); }},
+      {"cudaMalloc", [&] {
+         void* p = nullptr;
+         return cudaMalloc(&p, 64);
+       }},
+      {"cudaFree", [&] { return cudaFree(d.get()); }},
+      {"cudaMemcpy", [&] { return cudaMemcpy(d.get(), host.data(), 16, cudaMemcpyHostToDevice); }},
+  };
+  for (const auto& [name, call] : refused) {
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaErrorIllegalState) << "nested";
+    EXPECT_EQ(call(), cudaErrorStreamCaptureUnsupported) << name;
+    cudaStreamCaptureStatus status;
+    ASSERT_EQ(cudaStreamIsCapturing(stream, &status), cudaSuccess);
+    EXPECT_EQ(status, cudaStreamCaptureStatusInvalidated) << name;
+    cudaGraph_t graph = reinterpret_cast<cudaGraph_t>(1);
+    EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaErrorStreamCaptureInvalidated) << name;
+    EXPECT_EQ(graph, nullptr) << name;
+  }
+  EXPECT_EQ(cudaStreamEndCapture(stream, nullptr), cudaErrorIllegalState);  // none in progress
+  EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);  // after the capture: allowed again
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
+  void* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, 64), cudaSuccess);
+  EXPECT_EQ(cudaFree(p), cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphDestroy(graph);
+  cudaEventDestroy(event);
+  cudaStreamDestroy(stream);
+  cudaGetLastError();
 }
 
 // What real CUDA refuses or guarantees, the emulator too: 256-byte aligned allocations (a

@@ -177,16 +177,14 @@ TEST(CudaKernels, SplitKvDecodeAttentionEqualsTheWarpPerHeadKernel) {
     };
     const auto k = halves(slots * width), v = halves(slots * width), qkv = halves(size_t(T) * ldq);
     std::vector<int32_t> row_seq, positions;
-    int max_keys = 0;
     for (const auto& [seq, pos] : rows) {
       row_seq.push_back(seq);
       positions.push_back(pos);
-      max_keys = std::max(max_keys, int(pos + 1 - paged::first_visible(pos, c.window)));
     }
     auto dk = to_device(k), dv = to_device(v), dq = to_device(qkv), dseq = to_device(row_seq), dpos = to_device(positions),
          doff = to_device(table_offsets), dtab = to_device(tables);
     const size_t ldo = size_t(c.nh) * c.d + 16;
-    auto run = [&](int splits) {
+    auto run = [&](int splits, int min_keys) {
       std::vector<uint16_t> out(T * ldo, 0x7e00);  // NaN: what no kernel writes stays visible
       auto dout = to_device(out);
       const auto* seq = static_cast<const int32_t*>(dseq.get());
@@ -199,16 +197,18 @@ TEST(CudaKernels, SplitKvDecodeAttentionEqualsTheWarpPerHeadKernel) {
       } else {
         auto partials = cuda::device_alloc(0, std::max<size_t>(4, cuda::kernels::attention_split_partials(T, c.nh, c.d, splits) * 4));
         cuda::kernels::attention_split(dq.get(), ldq, T, c.nh, c.nkv, c.d, c.window, seq, pos, off, tab, dk.get(),
-                                       dv.get(), splits, (max_keys + splits - 1) / splits,
+                                       dv.get(), splits, min_keys,
                                        static_cast<float*>(partials.get()), dout.get(), int(ldo), nullptr);
       }
       EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       EXPECT_EQ(cudaMemcpy(out.data(), dout.get(), out.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
       return out;
     };
-    const auto want = run(0);
-    for (int splits : {1, 2, 5}) {
-      const auto got = run(splits);
+    const auto want = run(0, 0);
+    // Each row cuts its own keys: even splits, splits past a short row's keys left empty
+    // (a minimum per split), and more splits than the longest row has keys.
+    for (const auto [splits, min_keys] : std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {5, 1}, {5, 64}, {33, 16}, {400, 1}}) {
+      const auto got = run(splits, min_keys);
       for (int t = 0; t < T; ++t)
         for (size_t i = 0; i < ldo; ++i) {
           const float a = f16_to_f32(want[t * ldo + i]), b = f16_to_f32(got[t * ldo + i]);
@@ -217,7 +217,8 @@ TEST(CudaKernels, SplitKvDecodeAttentionEqualsTheWarpPerHeadKernel) {
             continue;
           }
           ASSERT_NEAR(b, a, 2e-3f + 2e-3f * std::fabs(a))
-              << c.nh << "/" << c.nkv << "x" << c.d << " window " << c.window << " splits " << splits << " row " << t
+              << c.nh << "/" << c.nkv << "x" << c.d << " window " << c.window << " splits " << splits << " (min "
+              << min_keys << ") row " << t
               << " (position " << positions[t] << ") element " << i;
         }
     }

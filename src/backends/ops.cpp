@@ -56,13 +56,20 @@ void Ops::begin_forward(std::span<const int32_t> tokens, std::span<const SeqRows
   }
   if (row != tokens.size()) throw Error(fmt::format("begin_forward: {} tokens for {} sequence rows", tokens.size(), row));
   in_forward_ = true;
-  do_begin_forward();
+  try {
+    do_begin_forward();
+  } catch (...) {  // no pass began: the next one may
+    in_forward_ = false;
+    throw;
+  }
 }
 
 void Ops::end_forward() {
   if (!in_forward_) throw Error("end_forward without begin_forward");
+  do_end_forward();  // throws with the pass still in progress: the caller aborts it
   for (auto& s : batch_.seqs) s.cache->length += s.count;
   in_forward_ = false;
+  ++counters_.passes;
 }
 
 void Ops::abort_forward() {

@@ -74,6 +74,17 @@ struct OpsOptions {
   // Q8_0 / Q4_0 / Q4_1 blocks): activations quantised to Q8_0 blocks as llama.cpp does
   // (`--weights gguf-q8`), else F32 activations (`--weights gguf`).
   bool int8_activations = false;
+  // GPU: decode passes (one new token per sequence) run as CUDA graphs, one per row count,
+  // captured at that count's first pass and replayed after, so a step's few hundred kernel
+  // launches cost the host one. false: every pass launches its kernels. Same results.
+  bool cuda_graphs = true;
+};
+
+// What a device did with its forward passes, for tests and benchmarks.
+struct PassCounters {
+  size_t passes = 0;          // forward passes completed
+  size_t graph_captures = 0;  // passes captured into a new CUDA graph (then run from it)
+  size_t graph_replays = 0;   // passes run by replaying a graph captured before
 };
 
 // How one row of logits becomes a token: its request's settings and its uniform draw
@@ -168,6 +179,10 @@ class Ops {
   // so that only the ids travel; the default copies the logits to the host.
   std::vector<int32_t> sample_rows(const Tensor& logits, std::span<const RowSampling> rows);
   virtual void synchronize() {}
+  const PassCounters& pass_counters() const { return counters_; }
+  // A GPU's decode steps as CUDA graphs or launched kernel by kernel (OpsOptions::cuda_graphs;
+  // benchmarks measure both). Between passes.
+  virtual void set_cuda_graphs(bool) {}
 
  protected:
   // The batch of the pass in progress, for the implementations.
@@ -182,6 +197,7 @@ class Ops {
   virtual KvCache do_prefix_of(const KvCache& from, size_t n) = 0;
   virtual void do_truncate(KvCache& cache, size_t n) = 0;
   virtual void do_begin_forward() {}
+  virtual void do_end_forward() {}  // before the caches' lengths advance; may run the pass's work
   virtual void do_abort_forward() {}
   virtual void do_embed(const LinearWeights& table, const Tensor& x) = 0;
   virtual void do_rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) = 0;
@@ -204,6 +220,8 @@ class Ops {
   virtual DType vector_dtype() const = 0;  // the dtype of norm weights on this device
   virtual std::vector<int32_t> do_argmax_rows(const Tensor& logits) = 0;
   virtual std::vector<int32_t> do_sample_rows(const Tensor& logits, std::span<const RowSampling> rows);
+
+  PassCounters counters_;
 
  private:
   void check_device(const Tensor& t, const char* op, const char* what) const;

@@ -56,7 +56,8 @@ LlamaModel::LlamaModel(const std::string& dir, LoadOptions options) : options_(o
   ops_ = make_ops(options.device, {.impl = options.ops,
                                    .kv_capacity_bytes = options.kv_capacity_bytes,
                                    .activation_reserve_bytes = activation_bytes,
-                                   .int8_activations = options.int8_activations});
+                                   .int8_activations = options.int8_activations,
+                                   .cuda_graphs = options.cuda_graphs});
   Ops& ops = *ops_;
   if (options.random_weights_seed) {
     make_random_weights(*options.random_weights_seed);

@@ -24,6 +24,7 @@ struct LoadOptions {
   Device device;               // cpu, cuda:N
   size_t kv_capacity_bytes = 0;  // see OpsOptions
   size_t max_prefill_tokens = 4096;  // rows of activations a GPU keeps room for
+  bool cuda_graphs = true;  // a GPU's decode steps as CUDA graphs (see OpsOptions)
   // Set: no checkpoint is read (config.json alone), the weights are made on the device from
   // this seed (random_fill.h; U(-0.035, 0.035) ≈ std 0.02, norms 1 ± 0.035). Benchmarks of
   // real shapes without writing or reading 14 GB.

@@ -373,12 +373,16 @@ void async_wait(int pending_groups) {
   }
 }
 
-void run_grid(const char* name, unsigned blocks, unsigned threads, const std::function<void()>& kernel_body) {
+void check_launch(const char* name, unsigned blocks, unsigned threads) {
   if (running) throw Error(fmt::format("CUDA emulator: kernel {} launched from inside kernel {}", name, running->kernel));
   if (blocks == 0 || threads == 0 || threads > unsigned(kMaxThreadsPerBlock) || blocks > 0x7fffffffu)
     throw Error(fmt::format("CUDA {}: cudaErrorInvalidConfiguration (invalid configuration argument: {} blocks of {} "
                             "threads)",
                             name, blocks, threads));
+}
+
+void run_grid(const char* name, unsigned blocks, unsigned threads, const std::function<void()>& kernel_body) {
+  check_launch(name, blocks, threads);
   DeviceAccess access;  // kernels read and write device memory
   Block b;
   b.kernel = name;

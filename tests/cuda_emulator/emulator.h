@@ -29,6 +29,8 @@
 #include <tuple>
 #include <type_traits>
 
+#include "cuda_emulator/device_access.h"
+
 // Function and variable qualifiers: kernels are host functions; shared memory is one
 // object per (kernel, OS thread), which the fibers of a block share (blocks run one after
 // another, so no two blocks use it at once).
@@ -80,6 +82,9 @@ void async_wait(int pending_groups);  // all but the newest `pending_groups` gro
 // `name` for a launch the hardware refuses (no threads, more than 1024 per block) and for a
 // barrier that cannot complete.
 void run_grid(const char* name, unsigned blocks, unsigned threads, const std::function<void()>& kernel_body);
+// The launch configuration checks of run_grid alone: a launch into a capturing stream is
+// refused when it is issued, as on the hardware, not when the graph runs.
+void check_launch(const char* name, unsigned blocks, unsigned threads);
 
 // The order in which ready threads run (as PIVOTMT_CUDA_EMULATOR_SCHEDULE: "forward",
 // "reverse" or "random:SEED"); for tests.
@@ -217,12 +222,17 @@ void cp_async_wait() {
 
 namespace pivotmt::cuda {
 
-// The emulator's launch: the same signature as launch.cuh's.
+// The emulator's launch: the same signature as launch.cuh's. Into a capturing stream, the
+// kernel and its arguments (by value, as CUDA records them) become a node of the graph.
 template <class... Params, class... Args>
-void launch(const char* name, void (*kernel)(Params...), unsigned blocks, unsigned threads, cudaStream_t,
+void launch(const char* name, void (*kernel)(Params...), unsigned blocks, unsigned threads, cudaStream_t stream,
             Args&&... args) {
-  std::tuple<Params...> params(std::forward<Args>(args)...);
-  emu::run_grid(name, blocks, threads, [&] { std::apply(kernel, params); });
+  emu::check_launch(name, blocks, threads);
+  const std::tuple<Params...> params(std::forward<Args>(args)...);
+  const auto run = [name, kernel, blocks, threads, params] {
+    emu::run_grid(name, blocks, threads, [&] { std::apply(kernel, params); });
+  };
+  if (!emu::capture(stream, run)) run();
 }
 
 }  // namespace pivotmt::cuda

@@ -16,6 +16,12 @@
 //    the real ones (the bytes between an allocation's end and its guard page hold a canary,
 //    checked after every kernel, copy and GEMM: a write there aborts naming the
 //    allocation), and a 2-D copy's pitch may not exceed cudaDevAttrMaxPitch (2^31 - 1).
+// Stream capture (CUDA graphs): kernels, copies and GEMMs issued to a capturing stream are
+// recorded, not run, and run at each launch of the instantiated graph; what CUDA forbids
+// during a capture is refused the same way (cudaErrorStreamCaptureUnsupported, the capture
+// invalidated so that cudaStreamEndCapture fails): synchronising (device, stream, event),
+// cudaMalloc / cudaFree / cudaFreeHost and synchronous copies on a thread whose capture is
+// not in relaxed mode (in global mode, on every thread).
 // Emulated devices: PIVOTMT_CUDA_EMULATOR_DEVICES (default 1) of
 // PIVOTMT_CUDA_EMULATOR_MEMORY_MIB each (default 4096); allocations past that fail as
 // cudaMalloc does.
@@ -26,8 +32,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
+#include <memory>
+#include <thread>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -42,8 +52,21 @@
 #include "cuda_emulator/device_access.h"
 
 // The runtime's opaque handle types, defined here.
+struct CaptureSequence {
+  std::vector<std::function<void()>> work;
+  std::thread::id thread;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
+  bool invalidated = false;
+};
 struct CUstream_st {
   unsigned flags = 0;
+  std::unique_ptr<CaptureSequence> capture;  // while capturing
+};
+struct CUgraph_st {
+  std::vector<std::function<void()>> work;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> work;
 };
 struct CUevent_st {
   std::chrono::steady_clock::time_point when{};
@@ -117,6 +140,21 @@ thread_local cudaError_t last_error = cudaSuccess;
 cudaError_t record(cudaError_t e) {
   if (e != cudaSuccess) last_error = e;
   return e;
+}
+
+// The capturing streams: this thread's, and the count of global-mode captures anywhere.
+thread_local std::vector<cudaStream_t> thread_captures;
+std::atomic<int> global_captures{0};
+
+// CUDA's rule for "potentially unsafe" calls during a capture: refused on a thread with a
+// capture not in relaxed mode, and on any thread while a global-mode capture runs; the
+// thread's captures are invalidated.
+cudaError_t refuse_if_capturing() {
+  bool refused = global_captures.load() > 0;
+  for (cudaStream_t st : thread_captures) refused = refused || st->capture->mode != cudaStreamCaptureModeRelaxed;
+  if (!refused) return cudaSuccess;
+  for (cudaStream_t st : thread_captures) st->capture->invalidated = true;
+  return record(cudaErrorStreamCaptureUnsupported);
 }
 
 void protect(const Allocation& a, bool accessible) {
@@ -212,6 +250,12 @@ bool device_range(const void* p, size_t n) {
   return find(p, n) != nullptr;
 }
 
+bool capture(cudaStream_t stream, const std::function<void()>& work) {
+  if (!stream || !stream->capture) return false;
+  stream->capture->work.push_back(work);
+  return true;
+}
+
 }  // namespace pivotmt::cuda::emu
 
 using namespace pivotmt::cuda::emu;
@@ -286,6 +330,7 @@ cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free, size_t* total) {
 }
 
 cudaError_t CUDARTAPI cudaMalloc(void** devPtr, size_t size) {
+  if (const cudaError_t e = refuse_if_capturing()) return e;
   install_handler();
   State& s = state();
   std::lock_guard lock(s.mutex);
@@ -314,6 +359,7 @@ cudaError_t CUDARTAPI cudaMalloc(void** devPtr, size_t size) {
 }
 
 cudaError_t CUDARTAPI cudaFree(void* devPtr) {
+  if (const cudaError_t e = refuse_if_capturing()) return e;
   if (!devPtr) return cudaSuccess;
   State& s = state();
   std::lock_guard lock(s.mutex);
@@ -336,6 +382,7 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** pHost, size_t size, unsigned int) {
 }
 
 cudaError_t CUDARTAPI cudaFreeHost(void* ptr) {
+  if (const cudaError_t e = refuse_if_capturing()) return e;
   std::lock_guard lock(state().mutex);
   if (!state().pinned.erase(ptr)) return record(cudaErrorInvalidValue);
   std::free(ptr);
@@ -355,19 +402,24 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 }
 }  // namespace
 
-cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
+cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind,
+                                      cudaStream_t stream) {
   if (const cudaError_t e = check_copy(dst, src, count, kind); e != cudaSuccess) return record(e);
-  DeviceAccess access;
-  if (count) std::memcpy(dst, src, count);
+  const auto copy = [=] {
+    DeviceAccess access;
+    if (count) std::memcpy(dst, src, count);
+  };
+  if (!capture(stream, copy)) copy();
   return cudaSuccess;
 }
 
-cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, count, kind);
+cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
+  if (const cudaError_t e = refuse_if_capturing()) return e;
+  return cudaMemcpyAsync(dst, src, count, kind, nullptr);
 }
 
 cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
-                                        size_t height, enum cudaMemcpyKind kind, cudaStream_t) {
+                                        size_t height, enum cudaMemcpyKind kind, cudaStream_t stream) {
   if (width > dpitch || width > spitch || dpitch > kMaxPitch || spitch > kMaxPitch)
     return record(cudaErrorInvalidPitchValue);
   if (height == 0 || width == 0) return cudaSuccess;
@@ -377,28 +429,95 @@ cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* sr
   const bool dst_device = kind != cudaMemcpyDeviceToHost, src_device = kind != cudaMemcpyHostToDevice;
   if (dst_device != device_range(dst, dst_span) || src_device != device_range(src, src_span))
     return record(cudaErrorInvalidValue);
-  DeviceAccess access;
-  for (size_t r = 0; r < height; ++r)
-    std::memcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  const auto copy = [=] {
+    DeviceAccess access;
+    for (size_t r = 0; r < height; ++r)
+      std::memcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  };
+  if (!capture(stream, copy)) copy();
   return cudaSuccess;
 }
 
 cudaError_t CUDARTAPI cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                                    enum cudaMemcpyKind kind) {
+  if (const cudaError_t e = refuse_if_capturing()) return e;
   return cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, kind, nullptr);
 }
 
-cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return cudaSuccess; }  // work is done when issued
+// Work is done when issued (or recorded into a capture): synchronising only checks the
+// capture rules.
+cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return refuse_if_capturing(); }
 
 cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
   *pStream = new CUstream_st{flags};
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t stream) {
+  if (stream && stream->capture) return record(cudaErrorIllegalState);
   delete stream;
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }  // work is done when issued
+cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t stream) {
+  if (stream && stream->capture) {  // the capturing stream itself: refused in any mode
+    stream->capture->invalidated = true;
+    return record(cudaErrorStreamCaptureUnsupported);
+  }
+  return refuse_if_capturing();
+}
+
+// --- Stream capture and graphs.
+cudaError_t CUDARTAPI cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode) {
+  if (!stream) return record(cudaErrorStreamCaptureUnsupported);  // the legacy default stream cannot be captured
+  if (stream->capture) return record(cudaErrorIllegalState);
+  stream->capture = std::make_unique<CaptureSequence>();
+  stream->capture->thread = std::this_thread::get_id();
+  stream->capture->mode = mode;
+  if (mode != cudaStreamCaptureModeRelaxed) thread_captures.push_back(stream);
+  if (mode == cudaStreamCaptureModeGlobal) ++global_captures;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* pGraph) {
+  if (!stream || !stream->capture) return record(cudaErrorIllegalState);
+  CaptureSequence& c = *stream->capture;
+  if (c.mode != cudaStreamCaptureModeRelaxed && c.thread != std::this_thread::get_id())
+    return record(cudaErrorStreamCaptureWrongThread);
+  std::erase(thread_captures, stream);
+  if (c.mode == cudaStreamCaptureModeGlobal) --global_captures;
+  const std::unique_ptr<CaptureSequence> ended = std::move(stream->capture);
+  if (ended->invalidated) {
+    *pGraph = nullptr;
+    return record(cudaErrorStreamCaptureInvalidated);
+  }
+  *pGraph = new CUgraph_st{std::move(ended->work)};
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus* pCaptureStatus) {
+  *pCaptureStatus = !stream || !stream->capture        ? cudaStreamCaptureStatusNone
+                    : stream->capture->invalidated ? cudaStreamCaptureStatusInvalidated
+                                                   : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGraphInstantiate(cudaGraphExec_t* pGraphExec, cudaGraph_t graph, unsigned long long) {
+  if (!graph) return record(cudaErrorInvalidValue);
+  *pGraphExec = new CUgraphExec_st{graph->work};
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
+  if (!graphExec) return record(cudaErrorInvalidValue);
+  const auto run = [work = graphExec->work] {
+    for (const auto& w : work) w();
+  };
+  if (!capture(stream, run)) run();
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGraphExecDestroy(cudaGraphExec_t graphExec) {
+  delete graphExec;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
 
 cudaError_t CUDARTAPI cudaEventCreate(cudaEvent_t* event) {
   *event = new CUevent_st;
@@ -416,7 +535,8 @@ cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t) {
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t event) {
-  return event ? cudaSuccess : record(cudaErrorInvalidResourceHandle);
+  if (!event) return record(cudaErrorInvalidResourceHandle);
+  return refuse_if_capturing();
 }
 cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!start || !end || !start->recorded || !end->recorded) return record(cudaErrorInvalidResourceHandle);
@@ -448,6 +568,10 @@ const char* CUDARTAPI cudaGetErrorName(cudaError_t error) {
     case cudaErrorInvalidPitchValue: return "cudaErrorInvalidPitchValue";
     case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
     default: return "cudaErrorUnknown";
   }
 }
@@ -461,6 +585,10 @@ const char* CUDARTAPI cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidPitchValue: return "invalid pitch argument";
     case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorIllegalState: return "the operation is not permitted in this state (a stream capture?)";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
     default: return "unknown error";
   }
 }
@@ -508,6 +636,9 @@ std::vector<float> materialise(const void* x, int ld, bool transposed, int rows,
   return out;
 }
 
+void gemm_run(bool ta, bool tb, int m, int n, int k, float a, const void* A, int lda, const void* B, int ldb, float b,
+              void* C, cudaDataType Ctype, int ldc);
+
 // C = alpha op(A) op(B) + beta C, column-major, F16 inputs, F32 accumulation, F16 or F32 C.
 cublasStatus_t gemm_ex(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
                        const void* alpha, const void* A, cudaDataType Atype, int lda, const void* B,
@@ -528,7 +659,15 @@ cublasStatus_t gemm_ex(cublasHandle_t handle, cublasOperation_t transa, cublasOp
   if ((k > 0 && (!emu::device_range(A, a_span * 2) || !emu::device_range(B, b_span * 2))) ||
       !emu::device_range(C, c_span * c_elem))
     return blas_fail(CUBLAS_STATUS_EXECUTION_FAILED, "A, B or C is not wholly inside one device allocation");
+  // alpha and beta are host pointers: read now (a captured GEMM keeps the values it saw).
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
+  const auto run = [=] { gemm_run(ta, tb, m, n, k, a, A, lda, B, ldb, b, C, Ctype, ldc); };
+  if (!emu::capture(handle->stream, run)) run();
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+void gemm_run(bool ta, bool tb, int m, int n, int k, float a, const void* A, int lda, const void* B, int ldb, float b,
+              void* C, cudaDataType Ctype, int ldc) {
   emu::DeviceAccess access;
   // Column-major op(A)[i, l] is A[i + l lda] (N) or A[l + i lda] (T): "transposed" in
   // materialise's row-major terms is the N case for A's rows i.
@@ -550,7 +689,6 @@ cublasStatus_t gemm_ex(cublasHandle_t handle, cublasOperation_t transa, cublasOp
       }
     }
   }
-  return CUBLAS_STATUS_SUCCESS;
 }
 
 const char* status_name(cublasStatus_t s) {

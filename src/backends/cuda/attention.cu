@@ -164,7 +164,7 @@ template <int LanesPerKey>
 __global__ void attention_split_kernel(const __half* qkv, int ldq, int nh, int nkv, int window, float scale,
                                        const int32_t* row_seq, const int32_t* positions, const int32_t* table_offsets,
                                        const int32_t* tables, const __half* k_pool, const __half* v_pool, int splits,
-                                       int keys_per_split, float* partials, __half* out, int ldo) {
+                                       int min_keys_per_split, float* partials, __half* out, int ldo) {
   constexpr int D = 8 * LanesPerKey, KeysPerWarp = 32 / LanesPerKey, KeyLanes = kSplitWarps * KeysPerWarp;
   __shared__ float state_shared[KeyLanes][kMaxGroup][2];  // (max, sum) per key lane and head
   __shared__ float acc_shared[KeyLanes][kMaxGroup][D];    // 32 KiB whatever D
@@ -174,8 +174,14 @@ __global__ void attention_split_kernel(const __half* qkv, int ldq, int nh, int n
   const int key_lane = warp * KeysPerWarp + lane / LanesPerKey, part = lane % LanesPerKey;
   const int64_t pos = positions[t];
   const int32_t* table = tables + table_offsets[row_seq[t]];
-  const int64_t begin = paged::first_visible(pos, window) + int64_t(split) * keys_per_split;
-  const int64_t end = min(pos + 1, begin + int64_t(keys_per_split));  // keys [begin, end); may be empty
+  // The row's own visible keys cut into `splits` ranges of at least min_keys_per_split keys
+  // (a short row leaves its last splits empty): each row's partition depends on its own
+  // length and the split count only, so a pass's rows may differ in length and a captured
+  // CUDA graph (splits fixed per row count) computes what an uncaptured pass does.
+  const int64_t first = paged::first_visible(pos, window), visible = pos + 1 - first;
+  const int64_t keys_per_split = max(int64_t(min_keys_per_split), (visible + splits - 1) / splits);
+  const int64_t begin = first + int64_t(split) * keys_per_split;
+  const int64_t end = min(pos + 1, begin + keys_per_split);  // keys [begin, end); may be empty
 
   float q[kMaxGroup][8], m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][8];
   // Loops over the group's heads run to kMaxGroup, unrolled, guarded by g < G: constant
@@ -319,14 +325,14 @@ size_t attention_split_partials(int T, int nh, int d, int splits) {
 
 void attention_split(const void* qkv, int ldq, int T, int nh, int nkv, int d, int window, const int32_t* row_seq,
                      const int32_t* positions, const int32_t* table_offsets, const int32_t* tables, const void* k_pool,
-                     const void* v_pool, int splits, int keys_per_split, float* partials, void* out, int ldo,
+                     const void* v_pool, int splits, int min_keys_per_split, float* partials, void* out, int ldo,
                      cudaStream_t s) {
   if (!attention_split_supported(nh, nkv, d, ldq, qkv))
     throw Error("cuda attention_split: " + std::to_string(nh) + " heads over " + std::to_string(nkv) + " KV heads of " +
                 std::to_string(d) + " dims (row stride " + std::to_string(ldq) + ") are not supported");
-  if (splits < 1 || keys_per_split < 1 || (splits > 1 && partials == nullptr))
-    throw Error("cuda attention_split: " + std::to_string(splits) + " splits of " + std::to_string(keys_per_split) +
-                " keys");
+  if (splits < 1 || min_keys_per_split < 1 || (splits > 1 && partials == nullptr))
+    throw Error("cuda attention_split: " + std::to_string(splits) + " splits of at least " +
+                std::to_string(min_keys_per_split) + " keys");
   if (T == 0) return;
   const size_t blocks = size_t(T) * nkv * splits;
   if (blocks > 0x7fffffffu) throw Error("cuda attention_split: too many (row, KV head, split) blocks for one launch");
@@ -334,7 +340,7 @@ void attention_split(const void* qkv, int ldq, int T, int nh, int nkv, int d, in
   const auto run = [&](auto kernel, const char* name) {
     launch(name, kernel, unsigned(blocks), 32 * kSplitWarps, s, static_cast<const __half*>(qkv), ldq, nh, nkv, window,
            scale, row_seq, positions, table_offsets, tables, static_cast<const __half*>(k_pool),
-           static_cast<const __half*>(v_pool), splits, keys_per_split, partials, static_cast<__half*>(out), ldo);
+           static_cast<const __half*>(v_pool), splits, min_keys_per_split, partials, static_cast<__half*>(out), ldo);
   };
   if (d == 64) run(attention_split_kernel<8>, "attention_split_kernel<64>");
   else if (d == 128) run(attention_split_kernel<16>, "attention_split_kernel<128>");

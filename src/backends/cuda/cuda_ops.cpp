@@ -3,11 +3,24 @@
 // paged KV cache (blocks of kKvBlockPositions positions in a pool sized from free memory,
 // a block table per sequence, shared prefixes referenced). Weights reach the device through
 // pinned staging buffers; F32 / BF16 checkpoints are converted to F16 on the device.
+//
+// Decode passes run as CUDA graphs (OpsOptions::cuda_graphs): a pass with one new row per
+// sequence defers its ops, each recorded with its kernel arguments (its "signature"), to
+// end_forward. There the graph captured for this row count is replayed when the pass's
+// signature is the one it was captured with; else the ops are captured into a new graph
+// (and run by launching it). The pass metadata of a graph lives at fixed addresses, in a
+// buffer of its row count with pack_pass's layout (T one-row sequences: tokens, positions,
+// slots, row → sequence, table offsets, then the block tables), uploaded before each
+// launch; the split-KV kernel cuts each row's keys itself, so a graph's split count is
+// fixed by its row count alone. An activation buffer reallocated by a longer prefill
+// changes the signature: that count's graph is captured again.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <mutex>
 
 #include <fmt/format.h>
@@ -67,6 +80,8 @@ struct Pinned {
 };
 
 class CudaOps final : public Ops {
+  struct GraphSlot;  // a decode row count's CUDA graph (below)
+
  public:
   CudaOps(int device, const OpsOptions& options) : device_{DeviceKind::CUDA, device}, options_(options) {
     info_ = device_info(device);  // validates the index (clear error naming it)
@@ -102,6 +117,7 @@ class CudaOps final : public Ops {
   ~CudaOps() override {
     cudaSetDevice(device_.index);
     cudaStreamSynchronize(stream_);
+    graphs_.clear();
     for (auto& e : staging_done_) cudaEventDestroy(e);
     cudaEventDestroy(meta_done_);
     if (rows_done_) cudaEventDestroy(rows_done_);
@@ -197,7 +213,9 @@ class CudaOps final : public Ops {
   size_t default_kv_budget(size_t) const override { return kv_capacity_bytes(); }
   size_t kv_capacity_bytes() const override { return pool_ ? pool_->capacity() * kKvBlockPositions * kv_bytes_per_position() : 0; }
 
+  void set_cuda_graphs(bool on) override { options_.cuda_graphs = on; }
   void synchronize() override {
+    flush_deferred();
     run_copies();
     check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   }
@@ -214,6 +232,7 @@ class CudaOps final : public Ops {
     }
     // Split-KV attention's partial softmax states: a fixed buffer taken before the pool is
     // sized (attention_splits() keeps every pass's splits inside it).
+    graphs_.clear();  // they name the pool, the RoPE table and the partials being replaced
     attention_partials_ = Tensor(device_, DType::F32, 1, kAttentionPartialFloats);
     check(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_.index),
           "cudaDeviceGetAttribute(MultiProcessorCount)");
@@ -269,6 +288,13 @@ class CudaOps final : public Ops {
     for (const auto& s : b.seqs) pass_max_seq_rows_ = std::max(pass_max_seq_rows_, s.count);
     for (int64_t p : b.positions)
       pass_max_keys_ = std::max(pass_max_keys_, p + 1 - paged::first_visible(p, int64_t(shape().window)));
+    graph_ = nullptr;
+    if (options_.cuda_graphs && !graphs_failed_ && pass_max_seq_rows_ == 1 && meta.T <= kMaxGraphRows &&
+        kernels::attention_split_supported(int(shape().heads), int(shape().kv_heads), int(shape().head_dim), 8,
+                                           kv_memory_.get())) {
+      begin_graph_pass(meta);
+      return;
+    }
     const size_t count = meta.data.size();
     check(cudaEventSynchronize(meta_done_), "wait for the previous pass's metadata copy");
     if (meta_host_.bytes < count * 4) {
@@ -289,36 +315,181 @@ class CudaOps final : public Ops {
     query_tiles_ = int(meta.Q);
   }
 
+  // A decode pass headed for a CUDA graph: its metadata into its row count's buffer (fixed
+  // addresses), its ops deferred to end_forward.
+  void begin_graph_pass(const PassMetadata& meta) {
+    auto& slot = graphs_[meta.T];
+    if (!slot) {
+      slot = std::make_unique<GraphSlot>();
+      check(cudaEventCreateWithFlags(&slot->uploaded, cudaEventDisableTiming), "cudaEventCreate");
+      slot->splits = attention_splits(int(meta.T), int(shape().heads), int(shape().kv_heads), int(shape().head_dim),
+                                      kUnboundedKeys);
+    }
+    // Tokens through the block tables (a decode pass reads no query tiles).
+    const size_t used = meta.query_tiles();
+    check(cudaEventSynchronize(slot->uploaded), "wait for the previous upload of a graph's metadata");
+    if (used > slot->capacity) {  // a larger buffer moves the metadata: the graph read the old one
+      slot->drop_graph(stream_);
+      slot->capacity = 2 * used;
+      slot->meta = Tensor(device_, DType::I32, 1, slot->capacity);
+      slot->meta_host.reset(slot->capacity * 4);
+    }
+    std::memcpy(slot->meta_host.ptr, meta.data.data(), used * 4);
+    check(cudaMemcpyAsync(slot->meta.data(), slot->meta_host.ptr, used * 4, cudaMemcpyHostToDevice, stream_),
+          "copy a graph's pass metadata");
+    check(cudaEventRecord(slot->uploaded, stream_), "cudaEventRecord");
+    const int32_t* d = slot->meta.as<int32_t>();
+    d_tokens_ = d + meta.tokens();
+    d_positions_ = d + meta.positions();
+    d_slots_ = d + meta.slots();
+    d_row_seq_ = d + meta.row_seq();  // also the identity 0..T-1: T one-row sequences in order
+    d_offsets_ = d + meta.table_offsets();
+    d_tables_ = d + meta.tables();
+    d_query_tiles_ = nullptr;
+    query_tiles_ = 0;
+    graph_ = slot.get();
+    graphable_ = true;
+    deferred_.clear();
+    signature_.assign({int64_t(meta.T), address(d)});
+  }
+
+  // An op's kernels: launched now, or (a pass headed for a graph) recorded to run at
+  // end_forward, with the values that make its launches what they are: every kernel
+  // argument but the pass metadata (fixed per graph) and the stream.
+  template <class Body>
+  void issue(std::initializer_list<int64_t> signature, Body&& body) {
+    if (!graph_) {
+      body();
+      return;
+    }
+    signature_.insert(signature_.end(), signature);
+    deferred_.emplace_back(std::forward<Body>(body));
+  }
+  static int64_t address(const void* p) { return int64_t(reinterpret_cast<uintptr_t>(p)); }
+  static int64_t bits(float f) {
+    uint32_t b;
+    std::memcpy(&b, &f, 4);
+    return b;
+  }
+  static int64_t shape_of(const Tensor& t) { return int64_t(t.rows()) << 40 | int64_t(t.cols()) << 20 | int64_t(t.stride()); }
+
+  // Replays the row count's graph, or captures one; a pass that cannot be a graph (an op's
+  // form a graph does not hold) runs its ops as they were recorded.
+  void do_end_forward() override {
+    if (!graph_) return;
+    GraphSlot& slot = *std::exchange(graph_, nullptr);
+    const std::vector<std::function<void()>> work = std::move(deferred_);
+    deferred_.clear();
+    if (!graphable_) {
+      for (const auto& w : work) w();
+      return;
+    }
+    if (slot.exec && slot.signature == signature_) {
+      check(cudaGraphLaunch(slot.exec, stream_), "cudaGraphLaunch (a decode step)");
+      ++counters_.graph_replays;
+      return;
+    }
+    slot.drop_graph(stream_);
+    try {
+      capture(slot, work);
+    } catch (const Error& e) {
+      // Graphs are a speed-up: a capture the driver refuses leaves decode steps as launches.
+      graphs_failed_ = true;
+      slot.drop_graph(stream_);
+      fmt::print(stderr, "warning: {}: capturing a decode step as a CUDA graph failed ({}); decode steps run without graphs\n",
+                 describe(), e.what());
+      for (const auto& w : work) w();
+      return;
+    }
+    ++counters_.graph_captures;
+  }
+  void capture(GraphSlot& slot, const std::vector<std::function<void()>>& work) {
+    // Thread-local mode: other devices' threads (--devices all) may allocate meanwhile.
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    try {
+      for (const auto& w : work) w();
+    } catch (...) {
+      cudaGraph_t abandoned = nullptr;
+      cudaStreamEndCapture(stream_, &abandoned);
+      if (abandoned) cudaGraphDestroy(abandoned);
+      cudaGetLastError();
+      throw;
+    }
+    cudaGraph_t graph = nullptr;
+    check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
+    const cudaError_t instantiated = cudaGraphInstantiate(&slot.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (instantiated != cudaSuccess) slot.exec = nullptr;
+    check(instantiated, "cudaGraphInstantiate");
+    slot.signature = signature_;
+    check(cudaGraphLaunch(slot.exec, stream_), "cudaGraphLaunch (a decode step)");
+  }
+  // The ops called before the abort run, as they would have without a graph (the op
+  // harness ends its passes so); an error doing so is dropped for the one that aborted.
+  void do_abort_forward() override {
+    try {
+      flush_deferred();
+    } catch (const std::exception&) {
+      graph_ = nullptr;
+      deferred_.clear();
+    }
+  }
+  // Something needs the pass's results before end_forward (a read to the host mid-pass: the
+  // op harness): the recorded ops run now, and the rest of the pass as it comes.
+  void flush_deferred() {
+    if (!graph_) return;
+    graph_ = nullptr;
+    const std::vector<std::function<void()>> work = std::move(deferred_);
+    deferred_.clear();
+    for (const auto& w : work) w();
+  }
+
   void do_embed(const LinearWeights& table, const Tensor& x) override {
-    kernels::embed(static_cast<const CudaLinear&>(table).w.data(), d_tokens_, int(x.rows()), int(x.cols()), x.data(),
-                   int(x.stride()), stream_);
+    const void* w = static_cast<const CudaLinear&>(table).w.data();
+    issue({kEmbed, address(w), address(x.data()), shape_of(x)}, [=, this] {
+      kernels::embed(w, d_tokens_, int(x.rows()), int(x.cols()), x.data(), int(x.stride()), stream_);
+    });
   }
   void do_rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& y) override {
     require(x, DType::F16, "rmsnorm x");
     require(w, DType::F16, "rmsnorm weight");
-    kernels::rmsnorm(x.data(), int(x.stride()), w.data(), int(x.rows()), int(x.cols()), eps, y.data(), int(y.stride()),
-                     stream_);
+    issue({kRmsnorm, address(x.data()), shape_of(x), address(w.data()), bits(eps), address(y.data()), shape_of(y)},
+          [=, this] {
+            kernels::rmsnorm(x.data(), int(x.stride()), w.data(), int(x.rows()), int(x.cols()), eps, y.data(),
+                             int(y.stride()), stream_);
+          });
   }
   void do_linear(const Tensor& x, const LinearWeights& w, const Tensor& y) override {
     require(x, DType::F16, "linear x");
     if (y.dtype() != DType::F16 && y.dtype() != DType::F32) throw Error("cuda linear: y must be F16 or F32, is " + y.describe());
-    const auto& cw = static_cast<const CudaLinear&>(w);
-    kernels::linear(blas_, x.data(), int(x.stride()), int(x.rows()), cw.w.data(), int(w.out), int(w.in), y.data(),
-                    int(y.stride()), y.dtype() == DType::F32);
+    const void* weights = static_cast<const CudaLinear&>(w).w.data();
+    const int out = int(w.out), in = int(w.in);
+    const bool f32 = y.dtype() == DType::F32;
+    issue({kLinear, address(x.data()), shape_of(x), address(weights), out, in, address(y.data()), shape_of(y), f32},
+          [=, this] {
+            kernels::linear(blas_, x.data(), int(x.stride()), int(x.rows()), weights, out, in, y.data(), int(y.stride()),
+                            f32);
+          });
   }
   void do_add(const Tensor& x, const Tensor& y) override {
     require(x, DType::F16, "add x");
-    kernels::add(x.data(), int(x.stride()), y.data(), int(y.stride()), int(x.rows()), int(x.cols()), stream_);
+    issue({kAdd, address(x.data()), shape_of(x), address(y.data()), shape_of(y)}, [=, this] {
+      kernels::add(x.data(), int(x.stride()), y.data(), int(y.stride()), int(x.rows()), int(x.cols()), stream_);
+    });
   }
   void do_silu_mul(const Tensor& gate_up, const Tensor& out) override {
     require(gate_up, DType::F16, "silu_mul gate_up");
-    kernels::silu_mul(gate_up.data(), int(gate_up.stride()), int(out.rows()), int(out.cols()), out.data(),
-                      int(out.stride()), stream_);
+    issue({kSiluMul, address(gate_up.data()), shape_of(gate_up), address(out.data()), shape_of(out)}, [=, this] {
+      kernels::silu_mul(gate_up.data(), int(gate_up.stride()), int(out.rows()), int(out.cols()), out.data(),
+                        int(out.stride()), stream_);
+    });
   }
   void do_rope(const Tensor& x, size_t heads) override {
     require(x, DType::F16, "rope x");
-    kernels::rope(x.data(), int(x.stride()), int(x.rows()), int(heads), int(shape().head_dim), d_positions_,
-                  inv_freq_.as<float>(), stream_);
+    issue({kRope, address(x.data()), shape_of(x), int64_t(heads), address(inv_freq_.data())}, [=, this] {
+      kernels::rope(x.data(), int(x.stride()), int(x.rows()), int(heads), int(shape().head_dim), d_positions_,
+                    inv_freq_.as<float>(), stream_);
+    });
   }
   void do_add_rmsnorm(const Tensor& x, const Tensor& y, const Tensor& w, float eps, const Tensor& out) override {
     require(x, DType::F16, "add_rmsnorm x");
@@ -330,14 +501,23 @@ class CudaOps final : public Ops {
       do_rmsnorm(x, w, eps, out);
       return;
     }
-    kernels::add_rmsnorm(x.data(), int(x.stride()), y.data(), int(y.stride()), w.data(), int(x.rows()), int(x.cols()),
-                         eps, out.data(), int(out.stride()), stream_);
+    issue({kAddRmsnorm, address(x.data()), shape_of(x), address(y.data()), shape_of(y), address(w.data()), bits(eps),
+           address(out.data()), shape_of(out)},
+          [=, this] {
+            kernels::add_rmsnorm(x.data(), int(x.stride()), y.data(), int(y.stride()), w.data(), int(x.rows()),
+                                 int(x.cols()), eps, out.data(), int(out.stride()), stream_);
+          });
   }
   void do_attention(size_t layer, const Tensor& qkv, const Tensor& out) override {
     require(qkv, DType::F16, "attention qkv");
-    kernels::kv_write(qkv.data(), int(qkv.stride()), int(qkv.rows()), int(shape().heads), int(shape().kv_heads),
-                      int(shape().head_dim), d_slots_, k_pool(layer), v_pool(layer), stream_);
-    attend(layer, qkv, out);
+    const int splits = graph_splits(qkv);
+    issue({kAttention, int64_t(layer), address(qkv.data()), shape_of(qkv), address(out.data()), shape_of(out),
+           address(k_pool(layer)), address(v_pool(layer)), splits},
+          [=, this] {
+            kernels::kv_write(qkv.data(), int(qkv.stride()), int(qkv.rows()), int(shape().heads), int(shape().kv_heads),
+                              int(shape().head_dim), d_slots_, k_pool(layer), v_pool(layer), stream_);
+            attend(layer, qkv, out, splits);
+          });
   }
   // RoPE on q and k, k and v into the cache: one kernel, then attention.
   void do_rope_attention(size_t layer, const Tensor& qkv, const Tensor& out) override {
@@ -348,12 +528,29 @@ class CudaOps final : public Ops {
       do_attention(layer, qkv, out);
       return;
     }
-    kernels::rope_kv_write(qkv.data(), int(qkv.stride()), int(qkv.rows()), int(shape().heads), int(shape().kv_heads), d,
-                           d_positions_, inv_freq_.as<float>(), d_slots_, k_pool(layer), v_pool(layer), stream_);
-    attend(layer, qkv, out);
+    const int splits = graph_splits(qkv);
+    issue({kRopeAttention, int64_t(layer), address(qkv.data()), shape_of(qkv), address(out.data()), shape_of(out),
+           address(k_pool(layer)), address(v_pool(layer)), address(inv_freq_.data()), splits},
+          [=, this] {
+            kernels::rope_kv_write(qkv.data(), int(qkv.stride()), int(qkv.rows()), int(shape().heads),
+                                   int(shape().kv_heads), d, d_positions_, inv_freq_.as<float>(), d_slots_,
+                                   k_pool(layer), v_pool(layer), stream_);
+            attend(layer, qkv, out, splits);
+          });
   }
-  // The attention kernels over the cache (this pass's keys and values already in it).
-  void attend(size_t layer, const Tensor& qkv, const Tensor& out) {
+  // A graph's split count (fixed per row count), when this pass is headed for one and the
+  // split-KV kernel takes these rows (else the pass runs as launches: 0).
+  int graph_splits(const Tensor& qkv) {
+    if (!graph_) return 0;
+    if (kernels::attention_split_supported(int(shape().heads), int(shape().kv_heads), int(shape().head_dim),
+                                           int(qkv.stride()), qkv.data()))
+      return graph_->splits;
+    graphable_ = false;
+    return 0;
+  }
+  // The attention kernels over the cache (this pass's keys and values already in it);
+  // `graph_splits` > 0: split-KV with that many splits (a graph's).
+  void attend(size_t layer, const Tensor& qkv, const Tensor& out, int graph_splits) {
     const int T = int(qkv.rows()), nh = int(shape().heads), nkv = int(shape().kv_heads), d = int(shape().head_dim);
     void* k = k_pool(layer);
     void* v = v_pool(layer);
@@ -361,14 +558,16 @@ class CudaOps final : public Ops {
     // the tensor cores, 64 rows of a sequence per block. Else the warp-per-(row, head) kernel.
     if (pass_max_seq_rows_ <= kSplitKvMaxRowsPerSequence &&
         kernels::attention_split_supported(nh, nkv, d, int(qkv.stride()), qkv.data())) {
-      const int splits = attention_splits(T, nh, nkv, d);
-      const int keys_per_split = int((pass_max_keys_ + splits - 1) / splits);
+      // Splits past a row's keys stay empty (each at least kMinKeysPerSplit keys): a graph's
+      // count, made for the longest rows, computes what this pass's would.
+      const int splits = graph_splits > 0 ? graph_splits : attention_splits(T, nh, nkv, d, pass_max_keys_);
       kernels::attention_split(qkv.data(), int(qkv.stride()), T, nh, nkv, d, int(shape().window), d_row_seq_,
-                               d_positions_, d_offsets_, d_tables_, k, v, splits, keys_per_split,
+                               d_positions_, d_offsets_, d_tables_, k, v, splits, int(kMinKeysPerSplit),
                                attention_partials_.as<float>(), out.data(), int(out.stride()), stream_);
       return;
     }
-    if (kernels::attention_prefill_supported(nh, nkv, d, int(qkv.stride()), qkv.data(), int(out.stride()), out.data())) {
+    if (query_tiles_ > 0 &&  // a graph's pass packs none
+        kernels::attention_prefill_supported(nh, nkv, d, int(qkv.stride()), qkv.data(), int(out.stride()), out.data())) {
       kernels::attention_prefill(qkv.data(), int(qkv.stride()), nh, nkv, d, int(shape().window), d_query_tiles_,
                                  query_tiles_, d_row_seq_, d_positions_, d_offsets_, d_tables_, k, v, out.data(),
                                  int(out.stride()), stream_);
@@ -378,17 +577,35 @@ class CudaOps final : public Ops {
                        d_offsets_, d_tables_, k, v, out.data(), int(out.stride()), stream_);
   }
   // Decode passes' split count: enough (row, KV head, split) blocks for two per
-  // multiprocessor, each split at least kMinKeysPerSplit keys, the partial states inside
-  // their buffer.
-  int attention_splits(int T, int nh, int nkv, int d) const {
+  // multiprocessor, each split at least kMinKeysPerSplit of the longest row's `max_keys`,
+  // the partial states inside their buffer.
+  int attention_splits(int T, int nh, int nkv, int d, int64_t max_keys) const {
     const int64_t blocks = int64_t(T) * nkv;
     int64_t splits = (2 * int64_t(multiprocessors_) + blocks - 1) / blocks;
-    splits = std::min(splits, (pass_max_keys_ + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
+    splits = std::min(splits, (max_keys + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
     while (splits > 1 && kernels::attention_split_partials(T, nh, d, int(splits)) > kAttentionPartialFloats) --splits;
     return int(std::max<int64_t>(splits, 1));
   }
   void do_gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out) override {
     if (rows.empty()) return;
+    if (graph_) {
+      bool identity = rows.size() == x.rows();
+      for (size_t i = 0; identity && i < rows.size(); ++i) identity = rows[i] == i;
+      const int elem = int(dtype_size(x.dtype()));
+      if (identity) {  // every row's logits (a decode pass): the indices are the metadata's row → sequence map
+        issue({kGatherRows, address(x.data()), shape_of(x), address(out.data()), shape_of(out), elem}, [=, this] {
+          kernels::gather_rows(x.data(), int(x.stride()), d_row_seq_, int(x.rows()), int(x.cols()), elem, out.data(),
+                               int(out.stride()), stream_);
+        });
+        return;
+      }
+      graphable_ = false;
+      issue({}, [=, this, rows = std::vector<size_t>(rows.begin(), rows.end())] { gather_now(x, rows, out); });
+      return;
+    }
+    gather_now(x, rows, out);
+  }
+  void gather_now(const Tensor& x, std::span<const size_t> rows, const Tensor& out) {
     check(cudaEventSynchronize(rows_done_ ? rows_done_ : meta_done_), "wait for the previous row copy");
     if (rows_host_.bytes < rows.size() * 4) {
       rows_host_.reset(rows.size() * 8);
@@ -403,6 +620,7 @@ class CudaOps final : public Ops {
                          int(dtype_size(x.dtype())), out.data(), int(out.stride()), stream_);
   }
   std::vector<float> do_to_host_f32(const Tensor& t) override {
+    flush_deferred();
     const size_t elem = dtype_size(t.dtype());
     std::vector<float> v(t.numel());
     if (t.dtype() == DType::F32) {
@@ -423,6 +641,7 @@ class CudaOps final : public Ops {
   // not order it with a non-blocking stream's kernels.
   void do_from_host_f32(const Tensor& t, std::span<const float> values) override {
     select();
+    flush_deferred();
     if (t.dtype() == DType::F32) {
       check(cudaMemcpy2DAsync(t.data(), t.stride() * 4, values.data(), t.cols() * 4, t.cols() * 4, t.rows(),
                               cudaMemcpyHostToDevice, stream_), "copy to device");
@@ -436,6 +655,7 @@ class CudaOps final : public Ops {
     synchronize();
   }
   std::vector<int32_t> do_argmax_rows(const Tensor& logits) override {
+    flush_deferred();
     const size_t rows = logits.rows();
     if (ids_host_.bytes < rows * 4) {
       ids_host_.reset(rows * 8);
@@ -450,6 +670,7 @@ class CudaOps final : public Ops {
   // Sampled rows on the device when each row's top-k allows it (the ids come back), else
   // the logits to the host (Ops' default).
   std::vector<int32_t> do_sample_rows(const Tensor& logits, std::span<const RowSampling> rows) override {
+    flush_deferred();
     const int V = int(logits.cols());
     for (const auto& r : rows)
       if (!r.params.greedy && !kernels::sampling_supported(r.params.top_k, V)) return Ops::do_sample_rows(logits, rows);
@@ -538,6 +759,7 @@ class CudaOps final : public Ops {
   }
   void run_copies() {
     if (pending_copies_.empty()) return;
+    flush_deferred();
     select();
     const int count = int(pending_copies_.size());
     const std::vector<int32_t> entries = pending_copies_.take_entries();
@@ -580,6 +802,7 @@ class CudaOps final : public Ops {
   // Split-KV decode attention (attention.cu): passes of at most this many rows per sequence.
   static constexpr size_t kSplitKvMaxRowsPerSequence = 4;
   static constexpr int64_t kMinKeysPerSplit = 64;
+  static constexpr int64_t kUnboundedKeys = int64_t(1) << 40;  // a graph's rows may grow to any length
   static constexpr size_t kAttentionPartialFloats = size_t(2) << 20;  // 8 MiB
   Tensor attention_partials_;
   int multiprocessors_ = 1;
@@ -588,6 +811,36 @@ class CudaOps final : public Ops {
   const int32_t* d_query_tiles_ = nullptr;
   int query_tiles_ = 0;
   cudaEvent_t meta_done_ = nullptr, rows_done_ = nullptr;
+
+  // --- CUDA graphs of decode passes (the file's comment says how they work)
+  static constexpr size_t kMaxGraphRows = 256;  // passes of more rows are not graphed
+  enum OpCode : int64_t { kEmbed = 1, kRmsnorm, kLinear, kAdd, kSiluMul, kRope, kAttention, kRopeAttention, kAddRmsnorm, kGatherRows };
+  struct GraphSlot {
+    Tensor meta;  // [capacity] int32: pack_pass's layout up to the block tables
+    size_t capacity = 0;
+    Pinned meta_host;
+    cudaEvent_t uploaded = nullptr;  // the last upload from meta_host done
+    cudaGraphExec_t exec = nullptr;
+    std::vector<int64_t> signature;  // of the pass it was captured from
+    int splits = 1;                  // split-KV attention's
+    void drop_graph(cudaStream_t stream) {
+      if (!exec) return;
+      cudaStreamSynchronize(stream);  // no launch of it in flight
+      cudaGraphExecDestroy(exec);
+      exec = nullptr;
+      signature.clear();
+    }
+    ~GraphSlot() {
+      if (exec) cudaGraphExecDestroy(exec);
+      if (uploaded) cudaEventDestroy(uploaded);
+    }
+  };
+  std::map<size_t, std::unique_ptr<GraphSlot>> graphs_;  // by row count
+  GraphSlot* graph_ = nullptr;  // the pass's, while its ops are deferred
+  bool graphable_ = false;      // every op of the pass so far has a form a graph holds
+  bool graphs_failed_ = false;  // a capture failed: no more graphs on this device
+  std::vector<std::function<void()>> deferred_;
+  std::vector<int64_t> signature_;
   const int32_t *d_tokens_ = nullptr, *d_positions_ = nullptr, *d_slots_ = nullptr, *d_row_seq_ = nullptr,
                 *d_offsets_ = nullptr, *d_tables_ = nullptr;
 };
