@@ -269,6 +269,57 @@ TEST_F(EngineTest, PreemptionChangesNoOutput) {
   }
 }
 
+// A prompt longer than a pass's token budget is computed in chunks over several passes, and
+// decode rows ride along with prompt chunks in one pass (max_prefill_tokens rows in all):
+// outputs equal to whole-prompt passes (greedy, seeded sampling — a chunk before a
+// prompt's last draws nothing —, and with preemption), and the passes as the rules count
+// them.
+TEST_F(EngineTest, ChunkedPromptsAndMixedPassesChangeNoOutput) {
+  auto request = [](size_t prompt, size_t new_tokens, int salt, bool sampled) {
+    GenerationRequest r;
+    r.prompt = {1};
+    for (size_t k = 1; k < prompt; ++k) r.prompt.push_back(TokenId(50 + (k * 37 + size_t(salt) * 11) % 900));
+    r.max_new_tokens = new_tokens;
+    r.ignore_eos = true;
+    if (sampled) r.sampling = {.greedy = false, .temperature = 0.9f, .top_k = 40, .top_p = 0.95f, .seed = uint64_t(salt)};
+    return r;
+  };
+  // A (10-token prompt, 20 new tokens) and B (100 and 5), batch 2, 32 rows a pass. Pass 1:
+  // A's prompt (B's 100 do not fit the 22 rows left and a first chunk needs 256). Passes 2-4:
+  // A's decode row + 31 of B's prompt; pass 5: A's row + B's last 7 (B's first token). Then
+  // both decode: A's 20th token comes in pass 20, when B is long done.
+  const std::vector<GenerationRequest> pair = {request(10, 20, 1, false), request(100, 5, 2, false)};
+  Engine engine(model());
+  const auto whole = engine.generate(pair, {.max_batch = 2});
+  const size_t passes_before = model().ops().pass_counters().passes;
+  const auto chunked = engine.generate(pair, {.max_batch = 2, .max_prefill_tokens = 32});
+  EXPECT_EQ(model().ops().pass_counters().passes - passes_before, 20u);
+  for (size_t i = 0; i < pair.size(); ++i) EXPECT_EQ(chunked[i].tokens, whole[i].tokens) << "request " << i;
+  EXPECT_GT(chunked[1].prefill_seconds, 0.0);
+
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 6; ++i) requests.push_back(request(size_t(20 + 29 * i), size_t(8 + 3 * i), 10 + i, i % 2 == 1));
+  const auto reference = engine.generate(requests, {.max_batch = 8});
+  for (size_t budget : {size_t(1), size_t(7), size_t(16), size_t(64)})
+    for (size_t max_batch : {size_t(1), size_t(3), size_t(8)}) {
+      const auto got = engine.generate(requests, {.max_batch = max_batch, .max_prefill_tokens = budget});
+      for (size_t i = 0; i < requests.size(); ++i)
+        EXPECT_EQ(got[i].tokens, reference[i].tokens) << "request " << i << " budget " << budget << " batch " << max_batch;
+    }
+  // Chunks and preemption together: KV memory for the largest sequence (188 positions) and
+  // a little more.
+  const size_t per_position = model().kv_bytes_per_position();
+  LlamaModel tight_model(test::fixture("models/tiny-sharded"), {.kv_capacity_bytes = 200 * per_position});
+  Engine tight(tight_model);
+  const auto squeezed = tight.generate(requests, {.max_batch = 8, .max_prefill_tokens = 24});
+  size_t preemptions = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(squeezed[i].tokens, reference[i].tokens) << "request " << i << " (tight KV memory)";
+    preemptions += squeezed[i].preemptions;
+  }
+  EXPECT_GT(preemptions, 0u) << "the capacity was meant to force preemption";
+}
+
 TEST(EngineText, StopStringsCutTheText) {
   LlamaModel model(test::fixture("models/tiny-tower"));
   const auto tok = load_tokenizer(test::fixture("models/tiny-tower"));

@@ -22,7 +22,12 @@ struct Active {
   bool done = false;
   bool requeue = false;  // leaves the batch for the front of the queue (no KV room now)
   bool resumed = false;  // recomputing a preempted sequence: its next token is already chosen
+  bool prefilling = false;  // its prompt is not all in its cache yet (computed in chunks)
 };
+
+// A prompt chunk smaller than this is not started in a round that already computes one: it
+// would cost a pass's overheads for little work.
+constexpr size_t kMinChunkTokens = 256;
 
 // A preempted sequence's state, kept while it waits to be recomputed.
 struct Preempted {
@@ -169,33 +174,19 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
   };
   // A sequence whose cache holds device memory that will be given back as it finishes.
   auto holds_kv = [](const Active& a) { return !a.done && !a.requeue && a.cache.storage; };
-  // Runs a forward pass; the chosen token of each row, chosen where the logits are (the
-  // device; each sampled row's uniform draw comes from its request's generator here).
-  auto choose = [&](std::vector<LlamaModel::Input>& batch, const std::vector<Active*>& members) {
-    bool greedy = true;
-    for (const Active* a : members) greedy = greedy && requests[a->index].sampling.greedy;
-    if (greedy) return model_.forward_greedy(batch);
-    std::vector<RowSampling> rows(members.size());
-    for (size_t j = 0; j < members.size(); ++j) {
-      const SamplingParams& p = requests[members[j]->index].sampling;
-      // A greedy row draws nothing; a resumed sequence's draw was made before: its RNG stays put.
-      const bool draws = !p.greedy && !members[j]->resumed;
-      rows[j] = {p, draws ? members[j]->rng.uniform() : 0.0};
-    }
-    std::vector<TokenId> ids = model_.forward_sample(batch, rows);
-    for (size_t j = 0; j < members.size(); ++j)
-      if (members[j]->resumed) ids[j] = -1;
-    return ids;
-  };
+  // A sequence whose next pass feeds it its pending token (its prompt is all in its cache).
+  auto steps = [&](const Active& a) { return holds_kv(a) && !a.prefilling && a.pending >= 0; };
 
-  // A prefill to run: active[member] copies `shared` positions from the cache of request
-  // `donor` (running or finished; looked up when the pass runs, so admission may still move
-  // or drop caches), then computes the rest of its prompt.
+  // A prompt's chunk to compute in a pass: active[member] first copies `shared` positions
+  // from the cache of request `donor` (running or finished; looked up when the pass runs,
+  // so admission may still move or drop caches) when it has no cache yet, then computes
+  // `tokens` more of its prompt (a long prompt takes several passes).
   static constexpr size_t kNoDonor = size_t(-1);
   struct Plan {
     size_t member;
     size_t donor = kNoDonor;
     size_t shared = 0;
+    size_t tokens = 0;
   };
   auto cache_of = [&](size_t request) -> const KvCache* {
     for (const auto& a : active)
@@ -204,46 +195,87 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       if (r.index == request) return &r.cache;
     return nullptr;  // dropped to make room: the prompt is computed in full
   };
-  // Runs the planned prefills as one forward pass.
-  // A request that finds no room waits at the front of the queue (nothing of it is lost).
-  auto prefill = [&](std::vector<Plan>& plans) {
-    if (plans.empty()) return;
+
+  // One forward pass: the planned prompt chunks, and (with_decode) a row for every sequence
+  // with a pending token. The chosen token of a row is chosen where the logits are (the
+  // device); a sampled row's uniform draw comes from its request's generator here, made
+  // only for a row whose token is used (not a chunk before a prompt's last, nor a resumed
+  // sequence's, whose token was chosen before it was preempted). A chunk that finds no room
+  // in the KV memory sends its request to the front of the queue (nothing of it is lost).
+  auto run_pass = [&](std::vector<Plan>& plans, bool with_decode) {
     std::vector<LlamaModel::Input> batch;
     std::vector<Active*> members;
+    std::vector<char> prompt_rows;  // 1: a prompt chunk, 0: a decode row
     for (auto& p : plans) {
       Active& a = active[p.member];
+      if (a.requeue) continue;  // preempted for a decode row's room
       const auto& prompt = prompts[a.index];
-      const KvCache* donor = p.shared > 0 ? cache_of(p.donor) : nullptr;
-      if (!donor || donor->length < p.shared) p.shared = 0, donor = nullptr;
-      a.cache = donor ? model_.prefix_of(*donor, p.shared) : model_.new_cache();
-      p.shared = a.cache.length;  // a GPU short of a block for a partial one shares full blocks only
-      model_.reserve(a.cache, prompt.size() + requests[a.index].max_new_tokens);
-      if (!make_room(a, prompt.size())) {
+      if (!a.cache.storage) {  // its first chunk
+        const KvCache* donor = p.shared > 0 ? cache_of(p.donor) : nullptr;
+        const size_t shared = donor ? std::min(p.shared, donor->length) : 0;  // a donor may be mid-prompt
+        a.cache = shared > 0 ? model_.prefix_of(*donor, shared) : model_.new_cache();
+        // (a GPU short of a block for a partial one shares full blocks only: cache.length)
+        p.tokens += p.shared - a.cache.length;
+        model_.reserve(a.cache, prompt.size() + requests[a.index].max_new_tokens);
+        results[a.index].reused_prompt_tokens = std::max(results[a.index].reused_prompt_tokens, a.cache.length);
+      }
+      const size_t from = a.cache.length, n = std::min(p.tokens, prompt.size() - from);
+      if (!make_room(a, from + n)) {
         // Nothing else holds memory that will be freed: it can never fit.
         if (std::none_of(active.begin(), active.end(), [&](const Active& b) { return &b != &a && holds_kv(b); }))
-          throw too_large(a.index, prompt.size());
+          throw too_large(a.index, from + n);
+        if (from > 0 && p.donor == kNoDonor) ++results[a.index].preemptions;  // part of its prompt computed, dropped
         a.cache = KvCache{};
         a.requeue = true;
         continue;
       }
-      results[a.index].reused_prompt_tokens = std::max(results[a.index].reused_prompt_tokens, p.shared);
-      batch.push_back({&a.cache, std::vector<TokenId>(prompt.begin() + long(p.shared), prompt.end()), false});
+      batch.push_back({&a.cache, std::vector<TokenId>(prompt.begin() + long(from), prompt.begin() + long(from + n)), false});
       members.push_back(&a);
+      prompt_rows.push_back(1);
     }
+    if (with_decode)
+      for (auto& a : active)
+        if (steps(a)) {
+          batch.push_back({&a.cache, {a.pending}, false});
+          members.push_back(&a);
+          prompt_rows.push_back(0);
+        }
     if (batch.empty()) return;
+    // Whose token this pass chooses: a decode row's, a prompt's last chunk's.
+    std::vector<char> chooses(members.size());
+    for (size_t j = 0; j < members.size(); ++j)
+      chooses[j] = !prompt_rows[j] || members[j]->cache.length + batch[j].tokens.size() == prompts[members[j]->index].size();
+    bool greedy = true;
+    for (const Active* a : members) greedy = greedy && requests[a->index].sampling.greedy;
     const auto t0 = Clock::now();
-    const auto chosen = choose(batch, members);
+    std::vector<TokenId> chosen;
+    if (greedy) {
+      chosen = model_.forward_greedy(batch);
+    } else {
+      std::vector<RowSampling> rows(members.size());
+      for (size_t j = 0; j < members.size(); ++j) {
+        const SamplingParams& p = requests[members[j]->index].sampling;
+        const bool draws = !p.greedy && chooses[j] && !members[j]->resumed;
+        rows[j] = {p, draws ? members[j]->rng.uniform() : 0.0};
+      }
+      chosen = model_.forward_sample(batch, rows);
+    }
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     size_t fed = 0;
     for (const auto& in : batch) fed += in.tokens.size();
     for (size_t j = 0; j < members.size(); ++j) {
       Active& a = *members[j];
-      results[a.index].prefill_seconds += seconds;
-      results[a.index].compute_seconds += seconds * double(batch[j].tokens.size()) / double(fed);
-      if (a.resumed) {
-        a.resumed = false;  // its cache holds everything before the token it had chosen
-        preempted.erase(a.index);
-        continue;
+      auto& res = results[a.index];
+      (prompt_rows[j] ? res.prefill_seconds : res.decode_seconds) += seconds;
+      res.compute_seconds += seconds * double(batch[j].tokens.size()) / double(fed);
+      if (!chooses[j]) continue;  // more of its prompt to come
+      if (prompt_rows[j]) {
+        a.prefilling = false;
+        if (a.resumed) {
+          a.resumed = false;  // its cache holds everything before the token it had chosen
+          preempted.erase(a.index);
+          continue;
+        }
       }
       accept(a, chosen[j]);
     }
@@ -280,20 +312,35 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
   };
 
   while (!waiting.empty() || !active.empty()) {
-    // Admit waiting requests into free slots, planning each one's prefill as it comes: a
-    // donor already there, or (a second pass) a member of this round's first pass. The
-    // prefill token budget counts what a request will compute, its prompt less the prefix.
-    const size_t first_new = active.size();
-    size_t budget = options.max_prefill_tokens;
+    // One round: a pass of every decode row and prompt chunks up to the token budget
+    // (max_prefill_tokens rows in all), then (when worth it) a second pass of prompts that
+    // share a prefix with a prompt of the first. Prompts part-way through continue first,
+    // then waiting requests are admitted into free slots, each planned as it comes: a donor
+    // already there, or (the second pass) a member of this round's first pass; the budget
+    // counts what a prompt computes, less its shared prefix, and a prompt longer than what
+    // is left is computed in chunks over the next rounds.
+    size_t decode_rows = size_t(std::count_if(active.begin(), active.end(), steps));
+    size_t budget = options.max_prefill_tokens > decode_rows ? options.max_prefill_tokens - decode_rows : 0;
+    if (decode_rows == 0) budget = std::max<size_t>(budget, 1);  // a round always makes progress
     std::vector<Plan> first_pass, second_pass;
     std::vector<size_t> first_requests;  // requests of the first pass
-    while (!waiting.empty() && active.size() < options.max_batch) {
+    for (size_t m = 0; m < active.size() && budget > 0; ++m) {
+      const Active& a = active[m];
+      if (!a.prefilling || !a.cache.storage) continue;
+      const size_t n = std::min(budget, prompts[a.index].size() - a.cache.length);
+      first_pass.push_back({m, kNoDonor, 0, n});
+      budget -= n;
+    }
+    const size_t first_new = active.size();
+    while (!waiting.empty() && active.size() < options.max_batch && budget > 0) {
       const size_t i = waiting.front();
       const auto [donor, shared] = best_donor(i, first_new);
       const auto [round_donor, round_shared] = best_in_round(i, first_requests);
       const bool second = round_shared >= shared + options.min_shared_prefix;
       const size_t cost = prompts[i].size() - (second ? round_shared : shared);
-      if (active.size() > first_new && cost > budget) break;  // the first of a round always runs
+      // A prompt that does not fit what is left waits for the next round, unless this round
+      // computes no prompt yet or a sizeable chunk of it fits.
+      if (cost > budget && !first_pass.empty() && budget < kMinChunkTokens) break;
       // Donors give way to running work; a request that alone exceeds the budget runs alone.
       while (kv_in_use + reservation(i) > kv_budget && !retired.empty()) {
         kv_in_use -= retired.front().cache.length * per_position;
@@ -302,28 +349,27 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       if (!active.empty() && kv_in_use + reservation(i) > kv_budget) break;
       waiting.pop_front();
       active.push_back({i, KvCache{}, SamplerRng(requests[i].sampling.seed)});
+      active.back().prefilling = true;
       if (auto p = preempted.find(i); p != preempted.end()) {
         active.back().rng = p->second.rng;
         active.back().pending = p->second.pending;
         active.back().resumed = true;  // the entry stays until its prefill has run
       }
       kv_in_use += reservation(i);
-      budget -= std::min(budget, cost);
+      const size_t n = std::min(cost, budget);
+      budget -= n;
       const size_t m = active.size() - 1;
       if (second) {
-        second_pass.push_back({m, round_donor, round_shared});
+        second_pass.push_back({m, round_donor, round_shared, n});
       } else {
-        first_pass.push_back({m, donor, shared});
+        first_pass.push_back({m, donor, shared, n});
         first_requests.push_back(i);
       }
     }
-    prefill(first_pass);
-    prefill(second_pass);
-    // One decode step for every sequence with a pending token. A sequence the device's KV
-    // memory cannot grow preempts the most recently admitted one (itself, if it is that):
-    // its cache is released and it is recomputed later from its prompt and the tokens it
-    // has, resuming with the token it had chosen and its sampler state.
-    auto steps = [&](const Active& a) { return holds_kv(a) && a.pending >= 0; };
+    // Room for every decode row's new position. A sequence the device's KV memory cannot
+    // grow preempts the most recently admitted holder (itself, if it is that): its cache is
+    // released and it is recomputed later from its prompt and the tokens it has, resuming
+    // with the token it had chosen and its sampler state.
     for (size_t a = 0; a < active.size(); ++a) {
       if (!steps(active[a])) continue;
       while (!make_room(active[a], active[a].cache.length + 1)) {
@@ -331,7 +377,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
         size_t victim = active.size() - 1;  // the most recently admitted holder (a itself at worst)
         while (!holds_kv(active[victim])) --victim;
         Active& v = active[victim];
-        if (v.pending >= 0) {
+        if (v.pending >= 0 && !v.prefilling) {
           // Its cache held the prompt and every generated token but the pending one.
           const auto& tokens = results[v.index].tokens;
           prompts[v.index].insert(prompts[v.index].end(), tokens.begin() + long(in_prompt[v.index]), tokens.end() - 1);
@@ -344,24 +390,8 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
         if (victim == a) break;
       }
     }
-    std::vector<LlamaModel::Input> step;
-    std::vector<Active*> stepping;
-    for (auto& a : active)
-      if (steps(a)) {
-        step.push_back({&a.cache, {a.pending}, false});
-        stepping.push_back(&a);
-      }
-    if (!step.empty()) {
-      const auto t0 = Clock::now();
-      const auto chosen = choose(step, stepping);
-      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-      for (size_t j = 0; j < stepping.size(); ++j) {
-        Active& a = *stepping[j];
-        results[a.index].decode_seconds += seconds;
-        results[a.index].compute_seconds += seconds / double(stepping.size());
-        accept(a, chosen[j]);
-      }
-    }
+    run_pass(first_pass, true);
+    run_pass(second_pass, false);
     // Finished sequences leave (their slot goes to the next waiting request); their prompt
     // caches stay a while as donors.
     std::vector<Active> still;

@@ -1,7 +1,10 @@
 // Batched generation over the model, on whichever device it runs (the engine only sees
 // LlamaModel and opaque KV caches): requests of different lengths prefill together,
 // then decode step by step as one batch; a finished request's slot is given to the next
-// waiting one (continuous batching). Stops on any EOS id, a stop string, or the token
+// waiting one (continuous batching). A forward pass holds at most max_prefill_tokens rows:
+// every running sequence's decode row plus prompt chunks — a prompt longer than what is
+// left is computed over several passes, and new prompts do not stall the sequences
+// decoding (their rows ride along). Stops on any EOS id, a stop string, or the token
 // budget; reports why and how long each phase took.
 //
 // Prefix reuse: a request whose prompt starts like another's copies that one's keys and
@@ -56,7 +59,7 @@ struct GenerationResult {
 struct EngineOptions {
   ContextPolicy context = ContextPolicy::Allow;
   size_t max_batch = 32;             // sequences decoding together
-  size_t max_prefill_tokens = 4096;  // tokens per prefill forward
+  size_t max_prefill_tokens = 4096;  // rows per forward pass: decode rows and prompt chunks
   // Keys and values of the running sequences (each reserved for prompt + max_new_tokens)
   // and the kept donors stay under this; 0: the device's default (CPU: half of what is
   // available when generate starts, less the weights; GPU: the KV block pool).
