@@ -296,6 +296,21 @@ TEST_F(EngineTest, ChunkedPromptsAndMixedPassesChangeNoOutput) {
   EXPECT_EQ(model().ops().pass_counters().passes - passes_before, 20u);
   for (size_t i = 0; i < pair.size(); ++i) EXPECT_EQ(chunked[i].tokens, whole[i].tokens) << "request " << i;
   EXPECT_GT(chunked[1].prefill_seconds, 0.0);
+  // A prompt sharing 90 tokens with one computed in chunks copies all 90 (it is admitted
+  // once the room is there, by then they are computed).
+  GenerationRequest c = request(100, 4, 3, false), d = c;
+  for (size_t k = 90; k < d.prompt.size(); ++k) d.prompt[k] = TokenId(960 + k % 30);
+  const auto plain = engine.generate({c, d}, {.max_batch = 4, .reuse_prefixes = false});
+  const auto shared = engine.generate({c, d}, {.max_batch = 4, .max_prefill_tokens = 32});
+  EXPECT_EQ(shared[1].reused_prompt_tokens, 90u);
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(shared[i].tokens, plain[i].tokens) << "request " << i;
+  // A prompt whose donor finishes its last chunk in this round's first pass waits for the
+  // second pass (38 tokens shared) rather than copying the 32 the donor held at the start.
+  GenerationRequest e = request(40, 4, 4, false), f = e;
+  for (size_t k = 38; k < f.prompt.size(); ++k) f.prompt[k] = TokenId(990 - k);
+  const auto second = engine.generate({e, f}, {.max_batch = 4, .max_prefill_tokens = 32, .min_shared_prefix = 1});
+  EXPECT_EQ(second[1].reused_prompt_tokens, 38u);
+  EXPECT_EQ(second[1].tokens, engine.generate({f}, {})[0].tokens);
 
   std::vector<GenerationRequest> requests;
   for (int i = 0; i < 6; ++i) requests.push_back(request(size_t(20 + 29 * i), size_t(8 + 3 * i), 10 + i, i % 2 == 1));

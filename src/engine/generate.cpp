@@ -281,34 +281,44 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     }
   };
 
-  // The longest prefix of prompt i (at least one token left to compute: its logits choose
-  // the first new token) held by a running sequence active[0, upto) or a finished one.
-  auto best_donor = [&](size_t i, size_t upto) {
+  // Where prompt i takes its prefix from. Candidates: running sequences (those admitted
+  // before this round, from what their caches hold when the round starts), finished ones,
+  // and (a second pass, after the first) what the first pass will have computed — a
+  // prompt part-way through included. The shared prefix leaves at least one token to
+  // compute (its logits choose the first new token). A second pass is worth it when it
+  // shares min_shared_prefix more. (No prompt is ever part-computed when a round has room
+  // for another: a prompt is cut into a chunk only when it takes all the room left, and
+  // prompts part-way through are continued first, so waiting for one never pays.)
+  struct DonorChoice {
+    size_t donor = kNoDonor, shared = 0;
+    bool second = false;
+  };
+  auto choose_donor = [&](size_t i, size_t first_new, const std::vector<Plan>& first_pass) {
+    if (!options.reuse_prefixes) return DonorChoice{};
     const auto& prompt = prompts[i];
     const size_t most = prompt.size() - 1;
-    std::pair<size_t, size_t> best{kNoDonor, 0};  // donor request, shared positions
-    if (!options.reuse_prefixes) return best;
-    for (size_t a = 0; a < upto; ++a) {
-      const size_t n = std::min(most, common_prefix(prompt, prompts[active[a].index]));
-      if (n > best.second) best = {active[a].index, n};
+    std::vector<size_t> end_of_first(active.size(), 0);  // prompt positions after the first pass
+    for (const auto& p : first_pass) {
+      const Active& a = active[p.member];
+      end_of_first[p.member] = (a.cache.storage ? a.cache.length : p.shared) + p.tokens;
+    }
+    size_t now = 0, now_donor = kNoDonor, after = 0, after_donor = kNoDonor;
+    auto consider = [&](size_t request, size_t common, size_t at_start, size_t after_first) {
+      common = std::min(common, most);
+      if (std::min(common, at_start) > now) now = std::min(common, at_start), now_donor = request;
+      if (std::min(common, after_first) > after) after = std::min(common, after_first), after_donor = request;
+    };
+    for (size_t m = 0; m < active.size(); ++m) {
+      const Active& a = active[m];
+      const size_t held = m < first_new && a.cache.storage ? a.cache.length : 0;
+      consider(a.index, common_prefix(prompt, prompts[a.index]), held, std::max(held, end_of_first[m]));
     }
     for (const auto& r : retired) {
-      const size_t n = std::min({most, r.cache.length, common_prefix(prompt, prompts[r.index])});
-      if (n > best.second) best = {r.index, n};
+      const size_t held = r.cache.length;
+      consider(r.index, std::min(held, common_prefix(prompt, prompts[r.index])), held, held);
     }
-    return best;
-  };
-  // The longest prefix of prompt i that requests of this round's first pass will hold:
-  // worth a second pass when it saves min_shared_prefix more than a donor already there.
-  auto best_in_round = [&](size_t i, const std::vector<size_t>& members) {
-    const auto& prompt = prompts[i];
-    std::pair<size_t, size_t> best{kNoDonor, 0};  // donor request, shared positions
-    if (!options.reuse_prefixes) return best;
-    for (size_t request : members) {
-      const size_t n = std::min(prompt.size() - 1, common_prefix(prompt, prompts[request]));
-      if (n > best.second) best = {request, n};
-    }
-    return best;
+    if (after >= now + options.min_shared_prefix) return DonorChoice{after_donor, after, true};
+    return DonorChoice{now_donor, now, false};
   };
 
   while (!waiting.empty() || !active.empty()) {
@@ -323,7 +333,6 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     size_t budget = options.max_prefill_tokens > decode_rows ? options.max_prefill_tokens - decode_rows : 0;
     if (decode_rows == 0) budget = std::max<size_t>(budget, 1);  // a round always makes progress
     std::vector<Plan> first_pass, second_pass;
-    std::vector<size_t> first_requests;  // requests of the first pass
     for (size_t m = 0; m < active.size() && budget > 0; ++m) {
       const Active& a = active[m];
       if (!a.prefilling || !a.cache.storage) continue;
@@ -334,10 +343,8 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
     const size_t first_new = active.size();
     while (!waiting.empty() && active.size() < options.max_batch && budget > 0) {
       const size_t i = waiting.front();
-      const auto [donor, shared] = best_donor(i, first_new);
-      const auto [round_donor, round_shared] = best_in_round(i, first_requests);
-      const bool second = round_shared >= shared + options.min_shared_prefix;
-      const size_t cost = prompts[i].size() - (second ? round_shared : shared);
+      const DonorChoice d = choose_donor(i, first_new, first_pass);
+      const size_t cost = prompts[i].size() - d.shared;
       // A prompt that does not fit what is left waits for the next round, unless this round
       // computes no prompt yet or a sizeable chunk of it fits.
       if (cost > budget && !first_pass.empty() && budget < kMinChunkTokens) break;
@@ -359,12 +366,7 @@ std::vector<GenerationResult> Engine::generate(const std::vector<GenerationReque
       const size_t n = std::min(cost, budget);
       budget -= n;
       const size_t m = active.size() - 1;
-      if (second) {
-        second_pass.push_back({m, round_donor, round_shared, n});
-      } else {
-        first_pass.push_back({m, donor, shared, n});
-        first_requests.push_back(i);
-      }
+      (d.second ? second_pass : first_pass).push_back({m, d.donor, d.shared, n});
     }
     // Room for every decode row's new position. A sequence the device's KV memory cannot
     // grow preempts the most recently admitted holder (itself, if it is that): its cache is
