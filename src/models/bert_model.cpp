@@ -16,73 +16,70 @@ namespace pivotmt {
 namespace fs = std::filesystem;
 
 namespace {
-// [out, in] matrices stacked along out (Q, K and V into one projection).
-cpu::Matrix stacked_f32(const Checkpoint& ckpt, const std::vector<std::string>& names) {
-  cpu::Matrix m;
-  m.dtype = DType::F32;
+// [out, in] matrices stacked along out (Q, K and V into one projection), with the biases
+// named (stacked alike) or none.
+std::unique_ptr<EncoderLinear> stacked_f32(EncoderOps& ops, const Checkpoint& ckpt, const std::vector<std::string>& names,
+                                           const std::vector<std::string>& biases) {
+  std::vector<float> w, b;
+  size_t out = 0, in = 0;
   for (const auto& name : names) {
     const auto& info = ckpt.at(name);
     if (info.shape.size() != 2)
       throw FormatError(fmt::format("{}: expected a matrix, the checkpoint holds {} dimensions", name, info.shape.size()));
-    if (m.in != 0 && size_t(info.shape[1]) != m.in)
-      throw FormatError(fmt::format("{}: {} columns, but {} has {}", name, info.shape[1], names.front(), m.in));
-    m.in = size_t(info.shape[1]);
-    m.out += size_t(info.shape[0]);
+    if (in != 0 && size_t(info.shape[1]) != in)
+      throw FormatError(fmt::format("{}: {} columns, but {} has {}", name, info.shape[1], names.front(), in));
+    in = size_t(info.shape[1]);
+    out += size_t(info.shape[0]);
     const auto values = ckpt.load_f32(name);
-    m.f32.insert(m.f32.end(), values.begin(), values.end());
+    w.insert(w.end(), values.begin(), values.end());
   }
-  return m;
+  for (const auto& name : biases) {
+    const auto values = ckpt.load_f32(name);
+    b.insert(b.end(), values.begin(), values.end());
+  }
+  if (!biases.empty() && b.size() != out)
+    throw FormatError(fmt::format("{}: {} values for the {} rows of {}", biases.front(), b.size(), out, names.front()));
+  return ops.make_linear(std::move(w), out, in, std::move(b));
 }
 
-std::vector<float> concat_f32(const Checkpoint& ckpt, const std::vector<std::string>& names) {
-  std::vector<float> out;
-  for (const auto& name : names) {
-    const auto values = ckpt.load_f32(name);
-    out.insert(out.end(), values.begin(), values.end());
-  }
-  return out;
-}
-
-// y[t] += b for each of T rows (both paths: plain additions, threaded over rows).
-void add_bias(float* y, size_t T, const std::vector<float>& b) {
-  const size_t n = b.size();
-  cpu::parallel_for(T, [&](size_t t0, size_t t1) {
-    for (size_t t = t0; t < t1; ++t)
-      for (size_t o = 0; o < n; ++o) y[t * n + o] += b[o];
-  });
+Tensor vector_f32(EncoderOps& ops, const Checkpoint& ckpt, const std::string& name) {
+  const auto values = ckpt.load_f32(name);
+  return ops.upload(values, 1, values.size());
 }
 
 }  // namespace
 
-BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir) {
+BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir, const Device& device) {
   cfg_ = load_model_config(dir);
   if (cfg_.arch != Architecture::Bert)
     throw UnsupportedError(fmt::format("{}: a sentence encoder must be a BERT model, this is {}", dir, architecture_name(cfg_.arch)));
   checkpoint_ = std::make_unique<Checkpoint>(weights_dir.empty() ? dir : weights_dir);
   const Checkpoint& ckpt = *checkpoint_;
   verify_weights(cfg_, ckpt);
+  ops_ = make_encoder_ops(device, OpsImpl::Fast);
+  if (device.kind == DeviceKind::CPU) reference_ops_ = make_encoder_ops(device, OpsImpl::Reference);
+  EncoderOps& ops = *ops_;
   const std::string p = bert_prefix(ckpt);
   word_ = ckpt.load_f32(p + "embeddings.word_embeddings.weight");
   position_ = ckpt.load_f32(p + "embeddings.position_embeddings.weight");
   token_type_ = ckpt.load_f32(p + "embeddings.token_type_embeddings.weight");
-  emb_ln_w_ = ckpt.load_f32(p + "embeddings.LayerNorm.weight");
-  emb_ln_b_ = ckpt.load_f32(p + "embeddings.LayerNorm.bias");
+  emb_ln_w_ = vector_f32(ops, ckpt, p + "embeddings.LayerNorm.weight");
+  emb_ln_b_ = vector_f32(ops, ckpt, p + "embeddings.LayerNorm.bias");
   for (int64_t l = 0; l < cfg_.num_layers; ++l) {
     const std::string lp = fmt::format("{}encoder.layer.{}.", p, l);
     Layer L;
     const std::string a = lp + "attention.self.";
-    L.qkv = stacked_f32(ckpt, {a + "query.weight", a + "key.weight", a + "value.weight"});
-    L.qkv_b = concat_f32(ckpt, {a + "query.bias", a + "key.bias", a + "value.bias"});
-    L.o = stacked_f32(ckpt, {lp + "attention.output.dense.weight"});
-    L.inter = stacked_f32(ckpt, {lp + "intermediate.dense.weight"});
-    L.out = stacked_f32(ckpt, {lp + "output.dense.weight"});
-    L.o_b = ckpt.load_f32(lp + "attention.output.dense.bias");
-    L.inter_b = ckpt.load_f32(lp + "intermediate.dense.bias");
-    L.out_b = ckpt.load_f32(lp + "output.dense.bias");
-    L.ln1_w = ckpt.load_f32(lp + "attention.output.LayerNorm.weight");
-    L.ln1_b = ckpt.load_f32(lp + "attention.output.LayerNorm.bias");
-    L.ln2_w = ckpt.load_f32(lp + "output.LayerNorm.weight");
-    L.ln2_b = ckpt.load_f32(lp + "output.LayerNorm.bias");
+    L.qkv = stacked_f32(ops, ckpt, {a + "query.weight", a + "key.weight", a + "value.weight"},
+                        {a + "query.bias", a + "key.bias", a + "value.bias"});
+    L.o = stacked_f32(ops, ckpt, {lp + "attention.output.dense.weight"}, {});
+    L.inter = stacked_f32(ops, ckpt, {lp + "intermediate.dense.weight"}, {lp + "intermediate.dense.bias"});
+    L.out = stacked_f32(ops, ckpt, {lp + "output.dense.weight"}, {});
+    L.o_b = vector_f32(ops, ckpt, lp + "attention.output.dense.bias");
+    L.out_b = vector_f32(ops, ckpt, lp + "output.dense.bias");
+    L.ln1_w = vector_f32(ops, ckpt, lp + "attention.output.LayerNorm.weight");
+    L.ln1_b = vector_f32(ops, ckpt, lp + "attention.output.LayerNorm.bias");
+    L.ln2_w = vector_f32(ops, ckpt, lp + "output.LayerNorm.weight");
+    L.ln2_b = vector_f32(ops, ckpt, lp + "output.LayerNorm.bias");
     layers_.push_back(std::move(L));
   }
   // RoBERTa / XLM-R tokenizer classes name their special tokens themselves (a folder with
@@ -174,61 +171,48 @@ void BertEncoder::embed_tokens(const std::vector<TokenId>& ids, float* x) const 
 }
 
 std::vector<float> BertEncoder::all_hidden_states(const std::vector<TokenId>& ids) const {
-  const size_t T = ids.size(), H = dimension(), nh = size_t(cfg_.num_heads), d = size_t(cfg_.head_dim),
-               F = size_t(cfg_.intermediate_size);
-  const float eps = float(cfg_.norm_eps);
-  std::vector<float> x(T * H);
-  embed_tokens(ids, x.data());
-  std::vector<float> all((size_t(cfg_.num_layers) + 1) * T * H);
-  std::vector<float> qkv(T * 3 * H), ctx(T * H), tmp(T * H), inter(T * F);
-  const std::vector<size_t> starts{0, T};
-  cpu::ref::layer_norm(x.data(), T, H, emb_ln_w_.data(), emb_ln_b_.data(), eps);
-  std::copy(x.begin(), x.end(), all.begin());
-  size_t layer = 0;
-  for (const auto& L : layers_) {
-    cpu::ref::linear(x.data(), T, L.qkv, qkv.data());
-    add_bias(qkv.data(), T, L.qkv_b);
-    cpu::ref::encoder_attention(qkv.data(), starts, nh, d, ctx.data());
-    cpu::ref::linear(ctx.data(), T, L.o, tmp.data());
-    cpu::ref::residual_layer_norm(x.data(), tmp.data(), L.o_b.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps);
-    cpu::ref::linear(x.data(), T, L.inter, inter.data());
-    add_bias(inter.data(), T, L.inter_b);
-    cpu::ref::gelu(inter.data(), inter.size());
-    cpu::ref::linear(inter.data(), T, L.out, tmp.data());
-    cpu::ref::residual_layer_norm(x.data(), tmp.data(), L.out_b.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps);
-    std::copy(x.begin(), x.end(), all.begin() + std::ptrdiff_t(++layer * T * H));
-  }
+  const size_t T = ids.size(), H = dimension();
+  std::vector<float> all((layers_.size() + 1) * T * H);
+  run(reference_ops_ ? *reference_ops_ : *ops_, {ids}, layers_.size(), [&](size_t layer, const float* states) {
+    std::copy(states, states + T * H, all.begin() + std::ptrdiff_t(layer * T * H));
+  });
   return all;
 }
 
 void BertEncoder::encode_batch(const std::vector<std::vector<TokenId>>& seqs, size_t layers,
                                const std::function<void(size_t, const float*)>& on_state) const {
-  const size_t H = dimension(), nh = size_t(cfg_.num_heads), d = size_t(cfg_.head_dim),
-               F = size_t(cfg_.intermediate_size);
   if (layers > layers_.size())
     throw Error(fmt::format("BERT: {} layers asked of a {}-layer encoder", layers, layers_.size()));
+  run(*ops_, seqs, layers, on_state);
+}
+
+void BertEncoder::run(EncoderOps& ops, const std::vector<std::vector<TokenId>>& seqs, size_t layers,
+                      const std::function<void(size_t, const float*)>& on_state) const {
+  const size_t H = dimension(), nh = size_t(cfg_.num_heads), d = size_t(cfg_.head_dim),
+               F = size_t(cfg_.intermediate_size);
   const float eps = float(cfg_.norm_eps);
   std::vector<size_t> starts{0};
   for (const auto& ids : seqs) starts.push_back(starts.back() + ids.size());
   const size_t T = starts.back();
   if (T == 0) return;
-  std::vector<float> x(T * H), qkv(T * 3 * H), ctx(T * H), tmp(T * H), inter(T * F);
-  for (size_t s = 0; s < seqs.size(); ++s) embed_tokens(seqs[s], x.data() + starts[s] * H);
-  cpu::fast::layer_norm(x.data(), T, H, emb_ln_w_.data(), emb_ln_b_.data(), eps);
-  on_state(0, x.data());
+  std::vector<float> embedded(T * H), host;
+  for (size_t s = 0; s < seqs.size(); ++s) embed_tokens(seqs[s], embedded.data() + starts[s] * H);
+  // x [T, H] the residual stream; qkv [T, 3H]; ctx and tmp [T, H]; inter [T, F].
+  const Tensor x = ops.upload(embedded, T, H), qkv = ops.empty(T, 3 * H), ctx = ops.empty(T, H), tmp = ops.empty(T, H),
+               inter = ops.empty(T, F);
+  ops.layer_norm(x, emb_ln_w_, emb_ln_b_, eps);
+  on_state(0, ops.read(x, host));
   for (size_t l = 0; l < layers; ++l) {
     const Layer& L = layers_[l];
-    cpu::fast::linear(x.data(), T, L.qkv, qkv.data());
-    add_bias(qkv.data(), T, L.qkv_b);
-    cpu::fast::encoder_attention(qkv.data(), starts, nh, d, ctx.data());
-    cpu::fast::linear(ctx.data(), T, L.o, tmp.data());
-    cpu::fast::residual_layer_norm(x.data(), tmp.data(), L.o_b.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps);
-    cpu::fast::linear(x.data(), T, L.inter, inter.data());
-    add_bias(inter.data(), T, L.inter_b);
-    cpu::fast::gelu(inter.data(), inter.size());
-    cpu::fast::linear(inter.data(), T, L.out, tmp.data());
-    cpu::fast::residual_layer_norm(x.data(), tmp.data(), L.out_b.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps);
-    on_state(l + 1, x.data());
+    ops.linear(x, *L.qkv, qkv);
+    ops.attention(qkv, starts, nh, d, ctx);
+    ops.linear(ctx, *L.o, tmp);
+    ops.residual_layer_norm(x, tmp, L.o_b, L.ln1_w, L.ln1_b, eps);
+    ops.linear(x, *L.inter, inter);
+    ops.gelu(inter);
+    ops.linear(inter, *L.out, tmp);
+    ops.residual_layer_norm(x, tmp, L.out_b, L.ln2_w, L.ln2_b, eps);
+    on_state(l + 1, ops.read(x, host));
   }
 }
 

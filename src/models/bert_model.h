@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "backends/cpu/ops.h"
+#include "backends/encoder_ops.h"
 #include "models/model_config.h"
 #include "tokenizer/tokenizer.h"
 
@@ -23,8 +23,9 @@ class BertEncoder {
  public:
   // `dir`: config.json and the tokenizer (and sentence-transformers' files); the weights
   // come from `weights_dir` when given (COMET: the converted checkpoint, whose encoder
-  // tensors sit under "encoder.model." beside the head's), else from `dir`.
-  explicit BertEncoder(const std::string& dir, const std::string& weights_dir = "");
+  // tensors sit under "encoder.model." beside the head's), else from `dir`. The layers run
+  // on `device` (F32 everywhere: encoder_ops.h).
+  explicit BertEncoder(const std::string& dir, const std::string& weights_dir = "", const Device& device = {});
   ~BertEncoder();
   const ModelConfig& config() const { return cfg_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
@@ -37,12 +38,15 @@ class BertEncoder {
   // Last hidden states [T, hidden] of one sequence.
   std::vector<float> hidden_states(const std::vector<TokenId>& ids) const;
   // Every hidden state [layers + 1, T, hidden]: the embeddings' output, then each layer's
-  // (COMET mixes them all). The reference path: plain loops (cpu::ref), one sequence.
+  // (COMET mixes them all). The reference path: one sequence, through the plain loops
+  // (cpu::ref) on the CPU — a GPU's own kernels when the encoder is on a GPU.
   std::vector<float> all_hidden_states(const std::vector<TokenId>& ids) const;
+  Device device() const { return ops_->device(); }
+  std::string describe_device() const { return ops_->describe(); }
   // The fast path: several sequences packed one after another without padding (rows
   // [Σ T_i, hidden]; attention stays within each sequence, so a sequence's states depend
   // on its batch mates only through the GEMM's choice of kernel for the row count, in the
-  // last bits), each op threaded (cpu::fast). Runs the first `layers`
+  // last bits), on the encoder's device (the CPU: each op threaded, cpu::fast). Runs the first `layers`
   // layers; on_state(l, states) sees the embeddings' output (l = 0) and each layer's.
   void encode_batch(const std::vector<std::vector<TokenId>>& seqs, size_t layers,
                     const std::function<void(size_t layer, const float* states)>& on_state) const;
@@ -58,15 +62,23 @@ class BertEncoder {
 
  private:
   struct Layer {
-    cpu::Matrix qkv, o, inter, out;  // qkv: query, key and value stacked [3 · hidden, hidden]
-    std::vector<float> qkv_b, o_b, inter_b, out_b, ln1_w, ln1_b, ln2_w, ln2_b;
+    // qkv: query, key and value stacked [3 · hidden, hidden], with their biases; inter with
+    // its bias; o and out without (their biases join the residual LayerNorm).
+    std::unique_ptr<EncoderLinear> qkv, o, inter, out;
+    Tensor o_b, out_b, ln1_w, ln1_b, ln2_w, ln2_b;  // [1, hidden]
   };
   // x [T, hidden] = word + position + token type embeddings (before their LayerNorm).
   void embed_tokens(const std::vector<TokenId>& ids, float* x) const;
+  // The layers over `ops` (the encoder's, or the CPU's reference loops, which take the CPU
+  // encoder's weights as they are).
+  void run(EncoderOps& ops, const std::vector<std::vector<TokenId>>& seqs, size_t layers,
+           const std::function<void(size_t layer, const float* states)>& on_state) const;
   ModelConfig cfg_;
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::vector<float> word_, position_, token_type_, emb_ln_w_, emb_ln_b_;
+  std::unique_ptr<EncoderOps> ops_, reference_ops_;  // reference_ops_: the CPU's plain loops (CPU encoders)
+  std::vector<float> word_, position_, token_type_;
+  Tensor emb_ln_w_, emb_ln_b_;
   std::vector<Layer> layers_;
   Pooling pooling_ = Pooling::Mean;
   bool normalize_ = true;

@@ -627,17 +627,20 @@ cublasStatus_t set_workspace(cublasHandle_t handle, void* workspace, size_t byte
 }
 
 // op(X) as a dense row-major float matrix [rows, depth]: row r = element (r, l) of op(X).
-std::vector<float> materialise(const void* x, int ld, bool transposed, int rows, int depth) {
+std::vector<float> materialise(const void* x, bool f32, int ld, bool transposed, int rows, int depth) {
   const auto* h = static_cast<const __half*>(x);
+  const auto* f = static_cast<const float*>(x);
   std::vector<float> out(size_t(rows) * size_t(depth));
   for (int r = 0; r < rows; ++r)
-    for (int l = 0; l < depth; ++l)
-      out[size_t(r) * depth + l] = __half2float(transposed ? h[size_t(r) * ld + l] : h[size_t(l) * ld + r]);
+    for (int l = 0; l < depth; ++l) {
+      const size_t at = transposed ? size_t(r) * ld + l : size_t(l) * ld + r;
+      out[size_t(r) * depth + l] = f32 ? f[at] : __half2float(h[at]);
+    }
   return out;
 }
 
 void gemm_run(bool ta, bool tb, int m, int n, int k, float a, const void* A, int lda, const void* B, int ldb, float b,
-              void* C, cudaDataType Ctype, int ldc);
+              void* C, cudaDataType Ctype, int ldc, bool f32_inputs);
 
 // C = alpha op(A) op(B) + beta C, column-major, F16 inputs, F32 accumulation, F16 or F32 C.
 cublasStatus_t gemm_ex(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
@@ -645,9 +648,14 @@ cublasStatus_t gemm_ex(cublasHandle_t handle, cublasOperation_t transa, cublasOp
                        cudaDataType Btype, int ldb, const void* beta, void* C, cudaDataType Ctype, int ldc,
                        cublasComputeType_t compute, cublasGemmAlgo_t) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-  if (Atype != CUDA_R_16F || Btype != CUDA_R_16F || (Ctype != CUDA_R_16F && Ctype != CUDA_R_32F) ||
+  // F16 A and B (F16 or F32 C), or F32 throughout: the combinations cuBLAS takes with compute
+  // type 32F that the backend uses.
+  const bool f32_inputs = Atype == CUDA_R_32F && Btype == CUDA_R_32F && Ctype == CUDA_R_32F;
+  if (!(f32_inputs || (Atype == CUDA_R_16F && Btype == CUDA_R_16F && (Ctype == CUDA_R_16F || Ctype == CUDA_R_32F))) ||
       compute != CUBLAS_COMPUTE_32F)
-    return blas_fail(CUBLAS_STATUS_NOT_SUPPORTED, "the emulator's GemmEx takes F16 A and B, F16 or F32 C, compute 32F");
+    return blas_fail(CUBLAS_STATUS_NOT_SUPPORTED,
+                     "the emulator's GemmEx takes F16 A and B with F16 or F32 C, or F32 A, B and C; compute 32F");
+  const size_t in_elem = f32_inputs ? 4 : 2;
   const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
   if (m < 0 || n < 0 || k < 0 || lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) || ldc < std::max(1, m))
     return blas_fail(CUBLAS_STATUS_INVALID_VALUE, fmt::format("m={} n={} k={} lda={} ldb={} ldc={}", m, n, k, lda, ldb, ldc));
@@ -656,23 +664,23 @@ cublasStatus_t gemm_ex(cublasHandle_t handle, cublasOperation_t transa, cublasOp
   const size_t a_span = (size_t(ta ? m : k) - 1) * lda + size_t(ta ? k : m);
   const size_t b_span = (size_t(tb ? k : n) - 1) * ldb + size_t(tb ? n : k);
   const size_t c_span = (size_t(n) - 1) * ldc + size_t(m), c_elem = Ctype == CUDA_R_32F ? 4 : 2;
-  if ((k > 0 && (!emu::device_range(A, a_span * 2) || !emu::device_range(B, b_span * 2))) ||
+  if ((k > 0 && (!emu::device_range(A, a_span * in_elem) || !emu::device_range(B, b_span * in_elem))) ||
       !emu::device_range(C, c_span * c_elem))
     return blas_fail(CUBLAS_STATUS_EXECUTION_FAILED, "A, B or C is not wholly inside one device allocation");
   // alpha and beta are host pointers: read now (a captured GEMM keeps the values it saw).
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  const auto run = [=] { gemm_run(ta, tb, m, n, k, a, A, lda, B, ldb, b, C, Ctype, ldc); };
+  const auto run = [=] { gemm_run(ta, tb, m, n, k, a, A, lda, B, ldb, b, C, Ctype, ldc, f32_inputs); };
   if (!emu::capture(handle->stream, run)) run();
   return CUBLAS_STATUS_SUCCESS;
 }
 
 void gemm_run(bool ta, bool tb, int m, int n, int k, float a, const void* A, int lda, const void* B, int ldb, float b,
-              void* C, cudaDataType Ctype, int ldc) {
+              void* C, cudaDataType Ctype, int ldc, bool f32_inputs) {
   emu::DeviceAccess access;
   // Column-major op(A)[i, l] is A[i + l lda] (N) or A[l + i lda] (T): "transposed" in
   // materialise's row-major terms is the N case for A's rows i.
-  const std::vector<float> rows_a = materialise(A, lda, ta, m, k);   // [m, k]
-  const std::vector<float> cols_b = materialise(B, ldb, !tb, n, k);  // [n, k]: column j of op(B)
+  const std::vector<float> rows_a = materialise(A, f32_inputs, lda, ta, m, k);   // [m, k]
+  const std::vector<float> cols_b = materialise(B, f32_inputs, ldb, !tb, n, k);  // [n, k]: column j of op(B)
   for (int j = 0; j < n; ++j) {
     for (int i = 0; i < m; ++i) {
       const float* x = rows_a.data() + size_t(i) * k;

@@ -1,5 +1,6 @@
 // Compiled when the build has no CUDA: every CUDA entry point says so clearly.
 #include "backends/backend.h"
+#include "backends/encoder_ops.h"
 #include "backends/ops.h"
 #include "core/error.h"
 
@@ -12,6 +13,7 @@ namespace pivotmt::cuda {
 bool compiled() { return false; }
 std::shared_ptr<void> device_alloc(int, size_t) { no_cuda(); }
 std::unique_ptr<Ops> make_ops(int, const OpsOptions&) { no_cuda(); }
+std::unique_ptr<EncoderOps> make_encoder_ops(int) { no_cuda(); }
 int device_count() { return 0; }
 double measure_copy_gbps(int, size_t) { no_cuda(); }
 size_t allocated_bytes(int) { return 0; }

@@ -119,4 +119,17 @@ namespace pivotmt::cuda::kernels {
 // F32 accumulation (cuBLAS compute type 32F, as PyTorch), F16 or F32 output.
 void linear(cublasHandle_t blas, const void* x, int ldx, int rows, const void* w, int out, int in, void* y, int ldy,
             bool y_f32);
+
+// --- encoder.cu: the encoder ops (BERT, XLM-R), F32 throughout, contiguous rows.
+// y[rows, out] = x[rows, in] · Wᵀ, F32 inputs and sums (no TF32).
+void linear_f32(cublasHandle_t blas, const float* x, int rows, const float* w, int out, int in, float* y);
+void encoder_add_bias(float* y, int rows, int n, const float* bias, cudaStream_t s);  // y[r] += bias
+// x = LayerNorm(x + y + bias) per row of H (y and bias null: LayerNorm(x)), in place.
+void encoder_layer_norm(float* x, const float* y, const float* bias, int rows, int H, const float* w, const float* b,
+                        float eps, cudaStream_t s);
+void encoder_gelu(float* x, size_t n, cudaStream_t s);  // the exact (erf) GELU, in place
+// qkv [rows, 3 heads d] → out [rows, heads d]: row t attends to rows [row_begin[t], row_end[t]).
+bool encoder_attention_supported(int d);  // d ≤ 256
+void encoder_attention(const float* qkv, int rows, int heads, int d, const int32_t* row_begin, const int32_t* row_end,
+                       float* out, cudaStream_t s);
 }  // namespace pivotmt::cuda::kernels

@@ -1,0 +1,149 @@
+// The encoder ops' kernels (BERT, XLM-R), all F32: LayerNorm (and the post-norm residual
+// form), the exact GELU, bias rows, and bidirectional attention over packed sequences.
+// Their specification is backends/cpu/ops_ref.cpp's loops; the tests compare the two.
+#include <cstdint>
+#include <string>
+
+#include "backends/cuda/cublas_loader.h"
+#include "backends/cuda/cuda_util.h"
+#include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
+
+namespace pivotmt::cuda::kernels {
+namespace {
+
+constexpr int kRowThreads = 256;
+
+// The sum of each thread's `v` over the block (warp shuffles, then one value per warp
+// summed by thread 0 in order); every thread gets it.
+__device__ float block_sum(float v) {
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __shared__ float warp_sums[kRowThreads / 32];
+  __shared__ float total;
+  __syncthreads();  // a previous call's readers are done with `total`
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float s = 0.0f;
+    for (int i = 0; i < int(blockDim.x / 32); ++i) s += warp_sums[i];
+    total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
+// One block per row: x = LayerNorm(x + y + bias) (y, bias null: LayerNorm(x)); the mean,
+// then the biased variance around it (two passes, as torch.nn.LayerNorm), F32.
+__global__ void layer_norm_kernel(float* x, const float* y, const float* bias, int H, const float* w, const float* b,
+                                  float eps) {
+  float* row = x + size_t(blockIdx.x) * H;
+  const float* add = y ? y + size_t(blockIdx.x) * H : nullptr;
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    if (add) row[i] = row[i] + add[i] + bias[i];
+    s += row[i];
+  }
+  const float mean = block_sum(s) / float(H);
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    const float c = row[i] - mean;
+    ss += c * c;
+  }
+  const float inv = 1.0f / sqrtf(block_sum(ss) / float(H) + eps);
+  for (int i = threadIdx.x; i < H; i += blockDim.x) row[i] = (row[i] - mean) * inv * w[i] + b[i];
+}
+
+__global__ void gelu_kernel(float* x, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+// One block per row: y[row] += bias.
+__global__ void add_bias_kernel(float* y, int n, const float* bias) {
+  float* row = y + size_t(blockIdx.x) * n;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] += bias[i];
+}
+
+// One warp per (row, head): the row's query against every key of its sequence, an online
+// softmax (max, sum, weighted values) in F32; lanes across the head's dims (d ≤ 256).
+constexpr int kMaxDimsPerLane = 8;
+__global__ void encoder_attention_kernel(const float* qkv, int heads, int d, const int32_t* row_begin,
+                                         const int32_t* row_end, float* out, int rows) {
+  const int warp = int(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  if (warp >= rows * heads) return;  // whole warps leave together
+  const int t = warp / heads, h = warp % heads;
+  const int width = 3 * heads * d;
+  const float scale = 1.0f / sqrtf(float(d));
+  const float* q = qkv + size_t(t) * width + size_t(h) * d;
+  float qd[kMaxDimsPerLane], acc[kMaxDimsPerLane];
+  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+    const int dim = lane + 32 * i;
+    qd[i] = dim < d ? q[dim] : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  for (int j = row_begin[t]; j < row_end[t]; ++j) {
+    const float* k = qkv + size_t(j) * width + size_t(heads + h) * d;
+    const float* v = qkv + size_t(j) * width + size_t(2 * heads + h) * d;
+    float s = 0.0f;
+    for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      const int dim = lane + 32 * i;
+      if (dim < d) s += qd[i] * k[dim];
+    }
+    for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+    s *= scale;
+    const float m_new = fmaxf(m, s), old = m == -INFINITY ? 0.0f : expf(m - m_new), p = expf(s - m_new);
+    l = l * old + p;
+    for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      const int dim = lane + 32 * i;
+      acc[i] = acc[i] * old + (dim < d ? p * v[dim] : 0.0f);
+    }
+    m = m_new;
+  }
+  float* o = out + size_t(t) * heads * d + size_t(h) * d;
+  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+    const int dim = lane + 32 * i;
+    if (dim < d) o[dim] = acc[i] / l;
+  }
+}
+
+}  // namespace
+
+void encoder_layer_norm(float* x, const float* y, const float* bias, int rows, int H, const float* w, const float* b,
+                        float eps, cudaStream_t s) {
+  if (rows == 0) return;
+  launch("layer_norm_kernel", layer_norm_kernel, unsigned(rows), kRowThreads, s, x, y, bias, H, w, b, eps);
+}
+
+void encoder_gelu(float* x, size_t n, cudaStream_t s) {
+  if (n == 0) return;
+  launch("gelu_kernel", gelu_kernel, blocks_for(n, 256), 256, s, x, n);
+}
+
+void encoder_add_bias(float* y, int rows, int n, const float* bias, cudaStream_t s) {
+  if (rows == 0) return;
+  launch("add_bias_kernel", add_bias_kernel, unsigned(rows), kRowThreads, s, y, n, bias);
+}
+
+bool encoder_attention_supported(int d) { return d > 0 && d <= 32 * kMaxDimsPerLane; }
+
+void encoder_attention(const float* qkv, int rows, int heads, int d, const int32_t* row_begin, const int32_t* row_end,
+                       float* out, cudaStream_t s) {
+  if (!encoder_attention_supported(d))
+    throw Error("cuda encoder attention: heads of " + std::to_string(d) + " dims (at most 256)");
+  if (rows == 0) return;
+  constexpr int kWarps = 4;
+  const size_t warps = size_t(rows) * heads;
+  launch("encoder_attention_kernel", encoder_attention_kernel, unsigned((warps + kWarps - 1) / kWarps), 32 * kWarps, s,
+         qkv, heads, d, row_begin, row_end, out, rows);
+}
+
+void linear_f32(cublasHandle_t blas, const float* x, int rows, const float* w, int out, int in, float* y) {
+  if (rows == 0) return;
+  const float alpha = 1.0f, beta = 0.0f;
+  check_cublas(cublas().gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w, CUDA_R_32F, in, x, CUDA_R_32F,
+                                in, &beta, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx (encoder linear, F32)");
+}
+
+}  // namespace pivotmt::cuda::kernels

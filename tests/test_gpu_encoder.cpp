@@ -1,0 +1,167 @@
+// The encoders on a GPU (CTest label "gpu", and "emulator" on the CUDA emulator; every test
+// skips cleanly without a device): each encoder op against the CPU's reference loops on
+// random data (packed sequences of uneven lengths, odd widths), then BERT (tiny-minilm) and
+// XLM-R (COMET's encoder) on the device against transformers' goldens — the same limits
+// the CPU meets: hidden states within 1e-5.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/backend.h"
+#include "backends/encoder_ops.h"
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "models/bert_model.h"
+#include "test_util.h"
+
+namespace pivotmt {
+namespace {
+
+bool have_gpu() { return cuda_compiled() && cuda_device_count() > 0; }
+#define REQUIRE_GPU() \
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
+
+const Device kGpu{DeviceKind::CUDA, 0};
+
+std::vector<float> random_values(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+// max |a − b| / max(1, max |b|).
+double worst_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0, scale = 1;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+    scale = std::max(scale, std::fabs(double(b[i])));
+  }
+  return worst / scale;
+}
+
+TEST(GpuEncoder, EveryOpEqualsTheCpuReference) {
+  REQUIRE_GPU();
+  auto gpu = make_encoder_ops(kGpu), cpu = make_encoder_ops(Device{}, OpsImpl::Reference);
+  std::mt19937 rng(11);
+  const std::vector<size_t> starts = {0, 1, 8, 38, 45};  // sequences of 1, 7, 30 and 7 rows
+  const size_t T = starts.back();
+  for (const auto [heads, d] : std::vector<std::pair<size_t, size_t>>{{4, 32}, {3, 64}, {2, 48}}) {
+    const size_t H = heads * d, F = 3 * H + 5;  // an odd intermediate width
+    auto both = [&](const std::vector<float>& v, size_t rows, size_t cols) {
+      return std::pair{gpu->upload(v, rows, cols), cpu->upload(v, rows, cols)};
+    };
+    const auto x = random_values(T * H, rng), y = random_values(T * H, rng), w = random_values(H, rng),
+               b = random_values(H, rng), bias = random_values(H, rng);
+    const auto [gw, cw] = both(w, 1, H);
+    const auto [gb, cb] = both(b, 1, H);
+    const auto [gbias, cbias] = both(bias, 1, H);
+    const std::string shape = std::to_string(heads) + " heads of " + std::to_string(d);
+    {
+      auto [gx, cx] = both(x, T, H);
+      gpu->layer_norm(gx, gw, gb, 1e-5f);
+      cpu->layer_norm(cx, cw, cb, 1e-5f);
+      EXPECT_LT(worst_difference(gpu->download(gx), cpu->download(cx)), 1e-5) << "layer_norm, " << shape;
+      const auto [gy, cy] = both(y, T, H);
+      gpu->residual_layer_norm(gx, gy, gbias, gw, gb, 1e-12f);
+      cpu->residual_layer_norm(cx, cy, cbias, cw, cb, 1e-12f);
+      EXPECT_LT(worst_difference(gpu->download(gx), cpu->download(cx)), 1e-5) << "residual_layer_norm, " << shape;
+    }
+    {
+      auto [gx, cx] = both(random_values(T * F, rng, 4.0f), T, F);
+      gpu->gelu(gx);
+      cpu->gelu(cx);
+      EXPECT_LT(worst_difference(gpu->download(gx), cpu->download(cx)), 1e-6) << "gelu, " << shape;
+    }
+    for (const bool with_bias : {false, true}) {
+      const auto wv = random_values(F * H, rng, 0.1f);
+      const auto bv = with_bias ? random_values(F, rng) : std::vector<float>{};
+      const auto gl = gpu->make_linear(wv, F, H, bv), cl = cpu->make_linear(wv, F, H, bv);
+      const auto [gx, cx] = both(x, T, H);
+      const Tensor gy = gpu->empty(T, F), cy = cpu->empty(T, F);
+      gpu->linear(gx, *gl, gy);
+      cpu->linear(cx, *cl, cy);
+      EXPECT_LT(worst_difference(gpu->download(gy), cpu->download(cy)), 1e-5) << "linear, bias " << with_bias << ", " << shape;
+    }
+    {
+      const auto qkv = random_values(T * 3 * H, rng, 2.0f);
+      const auto [gq, cq] = both(qkv, T, 3 * H);
+      std::vector<float> poison(T * H, NAN);
+      const auto [go, co] = both(poison, T, H);
+      gpu->attention(gq, starts, heads, d, go);
+      cpu->attention(cq, starts, heads, d, co);
+      EXPECT_LT(worst_difference(gpu->download(go), cpu->download(co)), 1e-5) << "attention, " << shape;
+    }
+  }
+  // Refusals name the op and what was wrong.
+  const Tensor a = gpu->empty(4, 8), host = cpu->empty(4, 8);
+  EXPECT_THROW(gpu->gelu(host), Error);
+  const std::vector<size_t> bad = {0, 3};
+  EXPECT_THROW(gpu->attention(gpu->empty(4, 3 * 8), bad, 1, 8, a), Error);
+}
+
+TEST(GpuEncoder, MiniLmOnTheDeviceMatchesTransformers) {
+  REQUIRE_GPU();
+  const std::string dir = test::fixture("models/tiny-minilm");
+  const BertEncoder gpu(dir, "", kGpu), cpu(dir);
+  EXPECT_EQ(gpu.device(), kGpu);
+  const SafetensorsFile golden(dir + "/golden.safetensors");
+  const auto sentences = nlohmann::json::parse(golden.metadata().at("sentences")).get<std::vector<std::string>>();
+  const auto embeddings = gpu.embed(sentences), on_cpu = cpu.embed(sentences);
+  EXPECT_LT(worst_difference(embeddings, on_cpu), 1e-5);
+  const size_t H = gpu.dimension();
+  for (size_t s = 0; s < sentences.size(); ++s) {
+    const std::string p = "s" + std::to_string(s) + ".";
+    const auto ids = gpu.tokenize(sentences[s]);
+    const auto want = test::read_tensor<float>(golden, p + "last_hidden_state");
+    const auto hidden = gpu.hidden_states(ids);  // the device's kernels, one sequence
+    double worst = 0;
+    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, double(std::fabs(hidden[i] - want[i])));
+    EXPECT_LT(worst, 1e-5) << "sentence " << s;
+    const auto e = test::read_tensor<float>(golden, p + "embedding");
+    double dot = 0;
+    for (size_t i = 0; i < H; ++i) dot += double(embeddings[s * H + i]) * e[i];
+    EXPECT_GE(dot, 0.9999) << "sentence " << s;
+  }
+}
+
+// COMET's encoder: every hidden state (the layer mix reads them all) of packed batches on
+// the device against transformers' XLMRobertaModel.
+TEST(GpuEncoder, XlmRobertaOnTheDeviceMatchesTransformers) {
+  REQUIRE_GPU();
+  const std::string goldens = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/";
+  const test::TempDir dir;
+  for (const char* f : {"config.json", "tokenizer.json"}) std::filesystem::copy_file(goldens + "unigram/" + f, dir.str(f));
+  std::filesystem::copy_file(goldens + "xlmr/model.safetensors", dir.str("model.safetensors"));
+  const BertEncoder encoder(dir.str(), "", kGpu);
+  const SafetensorsFile golden(goldens + "xlmr/golden.safetensors");
+  const auto sentences = nlohmann::json::parse(golden.metadata().at("sentences")).get<std::vector<std::string>>();
+  const size_t H = encoder.dimension(), layers = size_t(encoder.config().num_layers);
+  std::vector<std::vector<TokenId>> seqs;
+  for (const auto& s : sentences) seqs.push_back(encoder.tokenize(s));
+  std::vector<size_t> row0{0};
+  for (const auto& ids : seqs) row0.push_back(row0.back() + ids.size());
+  size_t checked = 0;
+  encoder.encode_batch(seqs, layers, [&](size_t layer, const float* states) {
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      const auto want = test::read_tensor<float>(golden, "s" + std::to_string(s) + ".hidden_states");
+      const size_t T = seqs[s].size();
+      double worst = 0;
+      for (size_t i = 0; i < T * H; ++i)
+        worst = std::max(worst, double(std::fabs(states[row0[s] * H + i] - want[layer * T * H + i])));
+      EXPECT_LT(worst, 1e-5) << "sentence " << s << " layer " << layer;
+      ++checked;
+    }
+  });
+  EXPECT_EQ(checked, (layers + 1) * seqs.size());
+}
+
+}  // namespace
+}  // namespace pivotmt
