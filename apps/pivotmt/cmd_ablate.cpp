@@ -375,16 +375,21 @@ void register_report(CLI::App& app) {
   static std::vector<std::string> dirs;
   static std::string target, source, out, plots;
   static CometArgs comet_args;
+  static std::string comet_device = "auto";
   cmd->add_option("DIR", dirs, "Ablation output folders (pivotmt's or the original pipeline's)")->required();
   cmd->add_option("--target", target, "Reference column (default: from the folder's config, else gom / tn)");
   cmd->add_option("--source", source, "Source column, for COMET (default: from the folder's config, else mar / en)");
   add_comet_options(cmd, comet_args);
+  cmd->add_option("--device", comet_device, "COMET's encoder: auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible)")
+      ->capture_default_str();
   cmd->add_option("--out,-o", out, "Also write the Markdown here");
   cmd->add_option("--plots", plots, "Write each run's figures here ({run}_plots / {run}_bars, PNG and SVG)");
   cmd->callback([] {
     const auto where = resolve_comet(comet_args);
     std::unique_ptr<comet::Model> comet;
-    if (!where.model_dir.empty()) comet = std::make_unique<comet::Model>(where.model_dir, where.encoder_dir, comet_args.model);
+    if (!where.model_dir.empty())
+      comet = std::make_unique<comet::Model>(where.model_dir, where.encoder_dir, comet_args.model,
+                                             resolve_device(comet_device));
     std::vector<RunScores> runs;
     for (const auto& d : dirs) runs.push_back(score_run_folder(d, target, comet.get(), source));
     if (!plots.empty()) {

@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include "backends/backend.h"
 #include "commands.h"
 #include "core/error.h"
 #include "io/table.h"
@@ -14,6 +15,7 @@ namespace {
 struct ScoreArgs {
   std::string hyp_file, baseline_file, src_file, source_column;
   CometArgs comet;
+  std::string device = "auto";  // COMET's encoder
   std::vector<std::string> ref_files;
   std::string table_file, hyp_column, baseline_column, format;
   std::vector<std::string> ref_columns;
@@ -129,7 +131,7 @@ void run(const ScoreArgs& a) {
   nlohmann::json result = r.metrics.empty() ? nlohmann::json::object() : metrics::run_scoring(r);
   if (comet) {
     const auto where = resolve_comet(a.comet);
-    const comet::Model model(where.model_dir, where.encoder_dir, a.comet.model);
+    const comet::Model model(where.model_dir, where.encoder_dir, a.comet.model, resolve_device(a.device));
     // Stripped at both ends, as comet-score reads its files (sacrebleu's reading above only
     // strips the right).
     std::vector<std::string> mt, ref;
@@ -143,6 +145,7 @@ void run(const ScoreArgs& a) {
                        {"segments", scores.segments},
                        {"model", a.comet.model},
                        {"truncated", scores.truncated},
+                       {"device", model.describe_device()},
                        {"formatted", fmt::format("COMET = {:.4f} ({} segments, {})", scores.system,
                                                  scores.segments.size(), a.comet.model)}};
   }
@@ -169,6 +172,8 @@ void register_score(CLI::App& app) {
   cmd->add_option("--src", a.src_file, "Sources, one per line (COMET)");
   cmd->add_option("--source-column", a.source_column, "Source column (table input, COMET)");
   add_comet_options(cmd, a.comet);
+  cmd->add_option("--device", a.device, "COMET's encoder: auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible)")
+      ->capture_default_str();
   cmd->add_flag("--json", a.json, "Print one JSON object");
   cmd->add_option("--width,-w", a.width, "Decimals in text output")->capture_default_str();
   auto& o = a.options;

@@ -459,8 +459,9 @@ void write_outputs(const AblationConfig& config, const StudyInputs& in, const Ru
   std::unique_ptr<RowLog> baseline_log;
   if (config.baseline.enabled()) baseline_log = std::make_unique<RowLog>(fs::path(config.out) / "baseline" / "rows.jsonl", false);
   std::unique_ptr<comet::Model> comet_model;
-  if (!config.comet_model.empty())
-    comet_model = std::make_unique<comet::Model>(config.comet_model, config.comet_encoder, config.comet_name);
+  if (!config.comet_model.empty())  // on the device the LLM ran on (F32 there too)
+    comet_model = std::make_unique<comet::Model>(config.comet_model, config.comet_encoder, config.comet_name,
+                                                 resolve_device(config.device, config.weights == "f16"));
   write_ablation_outputs({config, in.test_table, in.test, *in.tokenizer, size_t(in.model_config.max_position_embeddings),
                           in.index.manifest, comet_model.get(), baseline_log ? &baseline_log->rows() : nullptr},
                          rows);

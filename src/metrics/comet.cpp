@@ -14,9 +14,10 @@ namespace pivotmt::comet {
 
 namespace {
 // The encoder, its errors naming the user's model when its weights were converted into a cache.
-BertEncoder load_encoder(const std::string& model_dir, const std::string& encoder_dir, const std::string& name) {
+BertEncoder load_encoder(const std::string& model_dir, const std::string& encoder_dir, const std::string& name,
+                         const Device& device) {
   try {
-    return BertEncoder(encoder_dir, model_dir);
+    return BertEncoder(encoder_dir, model_dir, device);
   } catch (const Error& e) {
     if (name.empty() || name == model_dir) throw;
     throw Error(fmt::format("COMET model {} (weights in {}): {}", name, model_dir, e.what()));
@@ -24,9 +25,10 @@ BertEncoder load_encoder(const std::string& model_dir, const std::string& encode
 }
 }  // namespace
 
-Model::Model(const std::string& model_dir, const std::string& encoder_dir, const std::string& name)
+Model::Model(const std::string& model_dir, const std::string& encoder_dir, const std::string& name,
+             const Device& device)
     : name_(name.empty() ? model_dir : name),
-      encoder_(load_encoder(model_dir, encoder_dir, name)),
+      encoder_(load_encoder(model_dir, encoder_dir, name, device)),
       head_(encoder_.checkpoint(), encoder_.dimension()) {
   if (head_.layers() != size_t(encoder_.config().num_layers) + 1)
     throw FormatError(fmt::format("COMET model {}: the layer mix has {} weights, the encoder {} hidden states ({} layers + embeddings)",

@@ -28,7 +28,10 @@ class Model {
   // (xlm-roberta-large for wmt22-comet-da).
   // `name`: the model as the user named it (a hub id, a checkpoint folder), for messages and
   // score signatures: model_dir may be a cache folder the checkpoint was converted into.
-  Model(const std::string& model_dir, const std::string& encoder_dir, const std::string& name = "");
+  // `device`: where the encoder runs (F32 on every device); the head stays on the host.
+  Model(const std::string& model_dir, const std::string& encoder_dir, const std::string& name = "",
+        const Device& device = {});
+  std::string describe_device() const { return encoder_.describe_device(); }
   const std::string& name() const { return name_; }
 
   // Tokens per sentence, <s> and </s> included: COMET's tokenizer max_length (positions − 4:
