@@ -3,7 +3,8 @@
 // "ref"} per line). Prints load and scoring time, segments/s, tokens/s and the encoder's
 // GFLOP/s; writes the segment scores as JSON for bench/side_by_side_comet.py, which runs
 // unbabel-comet on the same model and triples and compares.
-//   bench_comet MODEL_DIR ENCODER_DIR TRIPLES.jsonl SCORES_OUT.json
+//   bench_comet MODEL_DIR ENCODER_DIR TRIPLES.jsonl SCORES_OUT.json [DEVICE]
+// DEVICE: where the encoder runs (cpu, the default; cuda[:N]).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,14 +14,15 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "backends/backend.h"
 #include "backends/cpu/ops.h"
 #include "metrics/comet.h"
 
 using Clock = std::chrono::steady_clock;
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    fmt::print(stderr, "usage: bench_comet MODEL_DIR ENCODER_DIR TRIPLES.jsonl SCORES_OUT.json\n");
+  if (argc != 5 && argc != 6) {
+    fmt::print(stderr, "usage: bench_comet MODEL_DIR ENCODER_DIR TRIPLES.jsonl SCORES_OUT.json [DEVICE]\n");
     return 2;
   }
   try {
@@ -35,7 +37,7 @@ int main(int argc, char** argv) {
       ref.push_back(j.at("ref"));
     }
     const auto t0 = Clock::now();
-    const pivotmt::comet::Model model(argv[1], argv[2]);
+    const pivotmt::comet::Model model(argv[1], argv[2], "", argc == 6 ? pivotmt::resolve_device(argv[5]) : pivotmt::Device{});
     const double load = std::chrono::duration<double>(Clock::now() - t0).count();
     // Tokens the encoder runs over (each distinct text once, as embed does).
     size_t tokens = 0;
@@ -58,8 +60,8 @@ int main(int argc, char** argv) {
       if (w[k] != 0.0f) layers = k;
     const double H = double(model.hidden_size()), F = double(model.intermediate_size());
     const double gflop = double(tokens) * double(layers) * 2.0 * (4 * H * H + 2 * H * F) / 1e9;
-    fmt::print("threads {}  segments {}  distinct-text tokens {}  encoder layers run {}\n", pivotmt::cpu::num_threads(),
-               mt.size(), tokens, layers);
+    fmt::print("{}  threads {}  segments {}  distinct-text tokens {}  encoder layers run {}\n", model.describe_device(),
+               pivotmt::cpu::num_threads(), mt.size(), tokens, layers);
     fmt::print("load {:.2f} s  score {:.2f} s  {:.1f} segments/s  {:.0f} tokens/s  {:.1f} GFLOP/s  system {:.6f}  truncated {}\n",
                load, seconds, double(mt.size()) / seconds, double(tokens) / seconds, gflop / seconds, scores.system,
                scores.truncated);

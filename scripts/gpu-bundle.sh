@@ -17,7 +17,8 @@ trap 'rm -rf "$STAGE"' EXIT
 B="$STAGE/pivotmt-gpu"
 mkdir -p "$B/bin" "$B/lib" "$B/shared/fixtures/models"
 
-programs=(apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_cuda_kernels tests/test_gpu_engine bench/bench_gpu)
+programs=(apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_cuda_kernels tests/test_gpu_engine
+          tests/test_gpu_encoder bench/bench_gpu)
 for p in "${programs[@]}"; do strip -o "$B/bin/$(basename "$p")" "build/$p"; done
 
 # Shared libraries: everything ldd resolves except the driver (libcuda). cuBLAS is not
@@ -38,7 +39,7 @@ ldd --version | head -1 | awk '{print $NF}' >"$B/lib/glibc/VERSION"
 
 # Fixtures (../shared is not on the GPU machine): tiny-tower without its 14 MB golden (its
 # prompts.json carries the real prompts; its parity is checked against the CPU engine).
-for m in tiny-gqa tiny-bf16-tied tiny-sharded tiny-tower; do
+for m in tiny-gqa tiny-bf16-tied tiny-sharded tiny-tower tiny-minilm; do
   mkdir -p "$B/shared/fixtures/models/$m"
   for f in "$SHARED/fixtures/models/$m"/*; do
     [[ "$m" == tiny-tower && "$(basename "$f")" == golden.safetensors ]] && continue

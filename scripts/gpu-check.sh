@@ -80,7 +80,7 @@ bounded() { local s="$1"; shift; timeout -k 10 "$s" "$@"; }
 if [[ "$EMULATED" == 1 ]]; then
   BIN="$ROOT/build/bundle-bin-emulated"
   mkdir -p "$BIN"
-  for p in pivotmt ops_harness test_cuda test_cuda_kernels test_gpu_engine bench_gpu; do
+  for p in pivotmt ops_harness test_cuda test_cuda_kernels test_gpu_engine test_gpu_encoder bench_gpu; do
     ln -sf "$ROOT/build/tests/${p}_emulated" "$BIN/$p"
   done
   export PIVOTMT_CUDA_EMULATOR_DEVICES=2
@@ -92,7 +92,7 @@ elif [[ -f .gpu-bundle.tar.xz ]]; then
     { row "bundle" FAIL "cannot unpack .gpu-bundle.tar.xz"; exit 2; }
   B="$WORKDIR/pivotmt-gpu"
   BIN="$B/bin"
-  export PIVOTMT_SHARED_DIR="$B/shared"
+  export PIVOTMT_SHARED_DIR="$B/shared" PIVOTMT_SOURCE_DIR="$ROOT"  # fixtures; tests/goldens
   LIBS="$B/lib"
   here="$(bash scripts/source-digest.sh "$ROOT")"
   built="$(cat "$B/SOURCES" 2>/dev/null || echo none)"
@@ -105,7 +105,8 @@ elif [[ -f .gpu-bundle.tar.xz ]]; then
 else
   BIN="$ROOT/build/bundle-bin"
   mkdir -p "$BIN"
-  for p in apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_cuda_kernels tests/test_gpu_engine bench/bench_gpu; do
+  for p in apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_cuda_kernels tests/test_gpu_engine \
+    tests/test_gpu_encoder bench/bench_gpu; do
     ln -sf "$ROOT/build/$p" "$BIN/$(basename "$p")"
   done
   LIBS=""
@@ -197,7 +198,7 @@ row "op harness ($DEV vs CPU reference)" "$([[ $rc == 0 ]] && echo ok || echo "F
 
 # --- 2. The GPU tests (gtest): kernels called directly, then the engine (its KV pool
 # uncapped: 90% of the free memory, as a user's run has it).
-for t_name in test_cuda test_cuda_kernels test_gpu_engine; do
+for t_name in test_cuda test_cuda_kernels test_gpu_engine test_gpu_encoder; do
   t=$(date +%s)
   bounded "$(limit 90)" "${LOADER[@]}" "$BIN/$t_name" --gtest_color=no >"$LOGS/$t_name.log" 2>&1
   rc=$?

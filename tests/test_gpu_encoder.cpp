@@ -137,7 +137,7 @@ TEST(GpuEncoder, MiniLmOnTheDeviceMatchesTransformers) {
 // the device against transformers' XLMRobertaModel.
 TEST(GpuEncoder, XlmRobertaOnTheDeviceMatchesTransformers) {
   REQUIRE_GPU();
-  const std::string goldens = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/";
+  const std::string goldens = test::source_dir() + "/tests/goldens/";
   const test::TempDir dir;
   for (const char* f : {"config.json", "tokenizer.json"}) std::filesystem::copy_file(goldens + "unigram/" + f, dir.str(f));
   std::filesystem::copy_file(goldens + "xlmr/model.safetensors", dir.str("model.safetensors"));
@@ -169,7 +169,7 @@ TEST(GpuEncoder, XlmRobertaOnTheDeviceMatchesTransformers) {
 // CPU meets (the issue asks 1e-4), and against the CPU's scores.
 TEST(GpuEncoder, CometScoresOnTheDeviceMatchUnbabelComet) {
   REQUIRE_GPU();
-  const std::string goldens = std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/";
+  const std::string goldens = test::source_dir() + "/tests/goldens/";
   const auto j = nlohmann::json::parse(test::read_file(goldens + "comet_tiny/golden.json"));
   std::vector<std::string> src, mt, ref;
   for (const auto& r : j.at("rows")) {

@@ -18,6 +18,11 @@ std::string shared_dir() {
   return PIVOTMT_SHARED_DIR;
 }
 std::string fixture(const std::string& rel) { return (fs::path(shared_dir()) / "fixtures" / rel).string(); }
+// PIVOTMT_SOURCE_DIR likewise (the bundle's tests run in a copy of the working tree).
+std::string source_dir() {
+  if (const char* dir = std::getenv("PIVOTMT_SOURCE_DIR"); dir && *dir) return dir;
+  return PIVOTMT_SOURCE_DIR;
+}
 
 TempDir::TempDir() {
   std::random_device rd;

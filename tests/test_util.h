@@ -33,6 +33,7 @@ std::vector<T> read_tensor(const SafetensorsFile& f, const std::string& name) {
 
 std::string shared_dir();                     // ../shared (CI has it at the same place)
 std::string fixture(const std::string& rel);  // shared_dir()/fixtures/rel
+std::string source_dir();                     // the repository (tests/goldens/...)
 
 // A fresh directory under the system temp dir, removed when the object dies.
 class TempDir {
