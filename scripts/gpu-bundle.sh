@@ -43,7 +43,7 @@ for m in tiny-gqa tiny-bf16-tied tiny-sharded tiny-tower tiny-minilm; do
   mkdir -p "$B/shared/fixtures/models/$m"
   for f in "$SHARED/fixtures/models/$m"/*; do
     [[ "$m" == tiny-tower && "$(basename "$f")" == golden.safetensors ]] && continue
-    cp "$f" "$B/shared/fixtures/models/$m/"
+    cp -r "$f" "$B/shared/fixtures/models/$m/"
   done
 done
 # What it was built from: gpu-check.sh refuses it for a checkout with other sources.
