@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "metrics/comet.h"
+#include "retrieval/index.h"
 #include "models/bert_model.h"
 #include "test_util.h"
 
@@ -162,6 +164,43 @@ TEST(GpuEncoder, XlmRobertaOnTheDeviceMatchesTransformers) {
     }
   });
   EXPECT_EQ(checked, (layers + 1) * seqs.size());
+}
+
+// `pivotmt index --device cuda`: the pool embedded on the device — vectors within 1e-5 of
+// the CPU's, the same neighbours, the same manifest (the device is not part of it).
+TEST(GpuEncoder, RetrievalIndexBuiltOnTheDevice) {
+  REQUIRE_GPU();
+  const std::string dir = test::fixture("models/tiny-minilm");
+  const SafetensorsFile golden(dir + "/golden.safetensors");
+  const auto sentences = nlohmann::json::parse(golden.metadata().at("sentences")).get<std::vector<std::string>>();
+  const test::TempDir tmp;
+  {
+    std::ofstream out(tmp.str("pool.jsonl"));
+    for (size_t i = 0; i < sentences.size(); ++i)
+      if (!sentences[i].empty())
+        out << nlohmann::json{{"pivot", sentences[i]}, {"source", "s" + std::to_string(i)}, {"target", "t" + std::to_string(i)}}.dump()
+            << "\n";
+  }
+  IndexSpec spec;
+  spec.data = tmp.str("pool.jsonl");
+  spec.pivot = "pivot";
+  spec.source = "source";
+  spec.target = "target";
+  spec.model = dir;
+  const auto on_cpu = build_index(spec, tmp.str("cpu"));
+  spec.device = kGpu;
+  const auto on_gpu = build_index(spec, tmp.str("gpu"));
+  EXPECT_EQ(on_gpu.manifest, on_cpu.manifest);
+  EXPECT_EQ(std::filesystem::file_size(tmp.str("gpu/vectors.f32")), std::filesystem::file_size(tmp.str("cpu/vectors.f32")));
+  for (size_t q = 0; q < on_cpu.pool.rows.size(); q += 3) {
+    const std::string query = on_cpu.pool.rows[q].pivot;
+    const auto a = retrieve(*on_gpu.retriever, on_gpu.pool, query, 5), b = retrieve(*on_cpu.retriever, on_cpu.pool, query, 5);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].index, b[i].index) << "query " << q << " neighbour " << i;
+      EXPECT_NEAR(a[i].distance, b[i].distance, 1e-5) << "query " << q << " neighbour " << i;
+    }
+  }
 }
 
 // COMET on the device (`score --device cuda`): the tiny metric of tests/goldens/comet_tiny

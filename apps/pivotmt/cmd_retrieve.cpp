@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "backends/backend.h"
 #include "commands.h"
 #include <filesystem>
 
@@ -28,9 +29,13 @@ void register_retrieval(CLI::App& app) {
     cmd->add_option("--model", spec.model, "Sentence encoder for minilm (directory or hub id, e.g. "
                                            "sentence-transformers/all-MiniLM-L12-v2)");
     cmd->add_option("--seed", spec.seed, "Seed of the random retriever");
+    static std::string device = "cpu";
+    cmd->add_option("--device", device, "Where minilm embeds the pool: cpu | cuda[:N] | auto (F32 on every device)")
+        ->capture_default_str();
     cmd->add_option("--out", out, "Index directory")->required();
     cmd->callback([] {
       IndexSpec s = spec;
+      s.device = resolve_device(device);
       if (!s.model.empty()) s.model = resolve_repo_path(s.model, RepoType::Model);
       // A hub dataset id: its Parquet / JSON / CSV files, fetched into the cache.
       if (!std::filesystem::exists(s.data))

@@ -136,7 +136,7 @@ LoadedIndex build_index(const IndexSpec& spec, const std::string& dir, bool* reb
     fs::rename(tmp, fs::path(dir) / "rows.jsonl");
   }
   if (spec.retriever == "minilm" || spec.retriever == "minilm-hnsw") {
-    const BertEncoder encoder(spec.model);
+    const BertEncoder encoder(spec.model, "", spec.device);
     std::vector<std::string> texts;
     for (const auto& r : pool.rows) texts.push_back(r.pivot);
     const auto vectors = encoder.embed(texts);

@@ -21,6 +21,10 @@ struct IndexSpec {
   std::string retriever = "minilm";  // minilm | minilm-hnsw | bm25 | bm25-char | chrf | random
   std::string model;                 // the encoder directory (minilm)
   uint64_t seed = 0;                 // random
+  // Where the encoder embeds the pool (not part of the manifest: the vectors agree to the
+  // last bits across devices; the study's own indexes stay on the CPU, whose vectors decide
+  // near-ties as the original's did).
+  Device device;
 };
 
 struct LoadedIndex {
