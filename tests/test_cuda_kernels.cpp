@@ -184,7 +184,7 @@ TEST(CudaKernels, SplitKvDecodeAttentionEqualsTheWarpPerHeadKernel) {
     auto dk = to_device(k), dv = to_device(v), dq = to_device(qkv), dseq = to_device(row_seq), dpos = to_device(positions),
          doff = to_device(table_offsets), dtab = to_device(tables);
     const size_t ldo = size_t(c.nh) * c.d + 16;
-    auto run = [&](int splits, int min_keys) {
+    auto run = [&](int splits, int min_keys, const std::vector<int32_t>& only = {}) {
       std::vector<uint16_t> out(T * ldo, 0x7e00);  // NaN: what no kernel writes stays visible
       auto dout = to_device(out);
       const auto* seq = static_cast<const int32_t*>(dseq.get());
@@ -196,8 +196,11 @@ TEST(CudaKernels, SplitKvDecodeAttentionEqualsTheWarpPerHeadKernel) {
                                  dout.get(), int(ldo), nullptr);
       } else {
         auto partials = cuda::device_alloc(0, std::max<size_t>(4, cuda::kernels::attention_split_partials(T, c.nh, c.d, splits) * 4));
-        cuda::kernels::attention_split(dq.get(), ldq, T, c.nh, c.nkv, c.d, c.window, seq, pos, off, tab, dk.get(),
-                                       dv.get(), splits, min_keys,
+        // `only`: these rows through the kernel's row list (a mixed pass's decode rows).
+        auto drows = to_device(only.empty() ? std::vector<int32_t>{0} : only);
+        cuda::kernels::attention_split(dq.get(), ldq, only.empty() ? T : int(only.size()), c.nh, c.nkv, c.d, c.window, seq,
+                                       pos, off, tab, dk.get(), dv.get(), splits, min_keys,
+                                       only.empty() ? nullptr : static_cast<const int32_t*>(drows.get()),
                                        static_cast<float*>(partials.get()), dout.get(), int(ldo), nullptr);
       }
       EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -220,6 +223,21 @@ TEST(CudaKernels, SplitKvDecodeAttentionEqualsTheWarpPerHeadKernel) {
               << c.nh << "/" << c.nkv << "x" << c.d << " window " << c.window << " splits " << splits << " (min "
               << min_keys << ") row " << t
               << " (position " << positions[t] << ") element " << i;
+        }
+    }
+    // Rows 4 and 1 alone through the kernel's row list (the tensor cores take the others in
+    // a mixed pass): those rows as before, every other row untouched.
+    const std::vector<int32_t> only = {4, 1};
+    for (const auto [splits, min_keys] : std::vector<std::pair<int, int>>{{1, 1}, {5, 16}}) {
+      const auto got = run(splits, min_keys, only);
+      for (int t = 0; t < T; ++t)
+        for (size_t i = 0; i < ldo; ++i) {
+          const float a = f16_to_f32(want[t * ldo + i]), b = f16_to_f32(got[t * ldo + i]);
+          if (i >= size_t(c.nh) * c.d || std::find(only.begin(), only.end(), t) == only.end()) {
+            EXPECT_TRUE(std::isnan(b)) << "row " << t << " element " << i << " written though not listed";
+            continue;
+          }
+          ASSERT_NEAR(b, a, 2e-3f + 2e-3f * std::fabs(a)) << "listed row " << t << " element " << i << " splits " << splits;
         }
     }
   }

@@ -149,6 +149,47 @@ TEST(GpuEngine, BatchInvarianceAndBlockBoundaries) {
   EXPECT_LT(relative(model.forward(full).data(), last.data(), V), 5e-3) << "decode over " << seq.size() << " positions";
 }
 
+// A pass mixing a prompt chunk with decode rows and a 3-row sequence (the engine's rounds):
+// the chunk's tiles on the tensor cores, the few-row sequences split-KV in the same pass;
+// each sequence's logits as when it runs alone.
+TEST(GpuEngine, MixedPassEqualsSeparatePasses) {
+  REQUIRE_GPU();
+  const std::string dir = test::fixture("models/tiny-sharded");
+  LlamaModel model(dir, kGpu);
+  const size_t V = size_t(model.config().vocab_size);
+  auto tokens = [](size_t n, int salt) {
+    std::vector<TokenId> t(n);
+    for (size_t i = 0; i < n; ++i) t[i] = TokenId(3 + (i * 31 + size_t(salt) * 7) % 900);
+    return t;
+  };
+  // Three sequences with 40, 75 and 20 cached positions, then: 37 more rows, 1 row, 3 rows.
+  const std::vector<size_t> cached = {40, 75, 20}, fresh = {37, 1, 3};
+  auto run = [&](bool together) {
+    std::vector<KvCache> caches;
+    for (size_t s = 0; s < 3; ++s) {
+      caches.push_back(model.new_cache());
+      std::vector<LlamaModel::Input> p = {{&caches.back(), tokens(cached[s], int(s)), false}};
+      model.forward(p);
+    }
+    std::vector<std::vector<float>> logits(3);
+    if (together) {
+      std::vector<LlamaModel::Input> b;
+      for (size_t s = 0; s < 3; ++s) b.push_back({&caches[s], tokens(fresh[s], int(10 + s)), false});
+      const auto all = model.forward(b);
+      for (size_t s = 0; s < 3; ++s) logits[s].assign(all.begin() + long(s * V), all.begin() + long((s + 1) * V));
+    } else {
+      for (size_t s = 0; s < 3; ++s) {
+        std::vector<LlamaModel::Input> b = {{&caches[s], tokens(fresh[s], int(10 + s)), false}};
+        logits[s] = model.forward(b);
+      }
+    }
+    return logits;
+  };
+  const auto mixed = run(true), alone = run(false);
+  for (size_t s = 0; s < 3; ++s)
+    EXPECT_LT(relative(mixed[s].data(), alone[s].data(), V), 2e-3) << "sequence " << s << " (" << fresh[s] << " rows)";
+}
+
 TEST(GpuEngine, SharedPrefixEqualsRecomputation) {
   REQUIRE_GPU();
   const std::string dir = test::fixture("models/tiny-tower");

@@ -218,6 +218,16 @@ TEST(PagedPass, QueryTilesCoverEachSequenceInRunsOfAtMost64Rows) {
   ASSERT_EQ(m.Q, 6u);
   const std::vector<int32_t> tiles(m.data.begin() + long(m.query_tiles()), m.data.end());
   EXPECT_EQ(tiles, (std::vector<int32_t>{0, 64, 64, 64, 128, 2, 130, 1, 131, 64, 195, 64}));
+  EXPECT_EQ(m.R, 0u);
+  // A mixed pass: sequences under 5 rows (b's decode row) listed for the split-KV kernel
+  // instead of tiled; the rest of the layout unchanged.
+  const auto mixed = pack_pass(tokens, positions, {{&a, 0, na}, {&b, na, nb}, {&c, na + nb, nc}}, 5);
+  ASSERT_EQ(mixed.Q, 5u);
+  ASSERT_EQ(mixed.R, 1u);
+  EXPECT_TRUE(std::equal(m.data.begin(), m.data.begin() + long(m.query_tiles()), mixed.data.begin()));
+  EXPECT_EQ(std::vector<int32_t>(mixed.data.begin() + long(mixed.query_tiles()), mixed.data.begin() + long(mixed.few_rows())),
+            (std::vector<int32_t>{0, 64, 64, 64, 128, 2, 131, 64, 195, 64}));
+  EXPECT_EQ(std::vector<int32_t>(mixed.data.begin() + long(mixed.few_rows()), mixed.data.end()), (std::vector<int32_t>{130}));
 }
 
 // Copies waiting for one launch must be independent: none reads a block another writes,

@@ -89,16 +89,17 @@ void BlockTable::truncate(size_t n) {
 }
 
 PassMetadata pack_pass(const std::vector<int32_t>& tokens, const std::vector<int64_t>& positions,
-                       const std::vector<PassSequence>& seqs) {
+                       const std::vector<PassSequence>& seqs, size_t tile_min_rows) {
   PassMetadata m;
   m.T = tokens.size();
   m.S = seqs.size();
   if (positions.size() != m.T) throw Error(fmt::format("pass: {} positions for {} tokens", positions.size(), m.T));
   for (const auto& s : seqs) {
     m.E += s.blocks->size();
-    m.Q += (s.count + kQueryTileRows - 1) / kQueryTileRows;
+    if (s.count >= tile_min_rows) m.Q += (s.count + kQueryTileRows - 1) / kQueryTileRows;
+    else m.R += s.count;
   }
-  m.data.assign(4 * m.T + m.S + m.E + 2 * m.Q, -1);
+  m.data.assign(4 * m.T + m.S + m.E + 2 * m.Q + m.R, -1);
   std::copy(tokens.begin(), tokens.end(), m.data.begin());
   size_t entry = 0;
   for (size_t i = 0; i < m.S; ++i) {
@@ -118,12 +119,17 @@ PassMetadata pack_pass(const std::vector<int32_t>& tokens, const std::vector<int
     }
     entry += blocks.size();
   }
-  size_t tile = 0;
-  for (const auto& s : seqs)
+  size_t tile = 0, few = 0;
+  for (const auto& s : seqs) {
+    if (s.count < tile_min_rows) {
+      for (size_t r = s.row0; r < s.row0 + s.count; ++r) m.data[m.few_rows() + few++] = int32_t(r);
+      continue;
+    }
     for (size_t r = s.row0; r < s.row0 + s.count; r += kQueryTileRows, ++tile) {
       m.data[m.query_tiles() + 2 * tile] = int32_t(r);
       m.data[m.query_tiles() + 2 * tile + 1] = int32_t(std::min(kQueryTileRows, s.row0 + s.count - r));
     }
+  }
   return m;
 }
 

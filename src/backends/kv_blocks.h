@@ -75,15 +75,17 @@ struct PassSequence {
 
 // One int32 buffer, copied to the device in one go:
 //   tokens [T] | positions [T] | slots [T] | row_seq [T] | table_offsets [S] | tables [E]
-//   | query_tiles [2 Q].
+//   | query_tiles [2 Q] | few_rows [R].
 // slots[t] is row t's pool slot (block * 16 + position % 16), row_seq[t] its sequence,
 // tables the sequences' block tables one after another, table_offsets[s] where s's starts;
 // query_tiles the (first row, rows) pairs of each sequence's rows cut into tiles of at most
-// kQueryTileRows (tiled prefill attention: one tile's rows share one block table).
+// kQueryTileRows (tiled prefill attention: one tile's rows share one block table), for the
+// sequences of at least `tile_min_rows` rows; few_rows the rows of the others, in order (a
+// pass mixing prompt chunks with decode rows: the decode rows go to the split-KV kernel).
 constexpr size_t kQueryTileRows = 64;
 struct PassMetadata {
   std::vector<int32_t> data;
-  size_t T = 0, S = 0, E = 0, Q = 0;
+  size_t T = 0, S = 0, E = 0, Q = 0, R = 0;
   size_t tokens() const { return 0; }
   size_t positions() const { return T; }
   size_t slots() const { return 2 * T; }
@@ -91,10 +93,11 @@ struct PassMetadata {
   size_t table_offsets() const { return 4 * T; }
   size_t tables() const { return 4 * T + S; }
   size_t query_tiles() const { return 4 * T + S + E; }
+  size_t few_rows() const { return 4 * T + S + E + 2 * Q; }
 };
 // Throws when a row's position is past its sequence's blocks.
 PassMetadata pack_pass(const std::vector<int32_t>& tokens, const std::vector<int64_t>& positions,
-                       const std::vector<PassSequence>& seqs);
+                       const std::vector<PassSequence>& seqs, size_t tile_min_rows = 1);
 
 // Block copies waiting for the next pass. The GPU runs them as one kernel launch, every
 // copy at once (the pool's layers are too far apart for one strided cudaMemcpy2D per copy:

@@ -164,12 +164,14 @@ template <int LanesPerKey>
 __global__ void attention_split_kernel(const __half* qkv, int ldq, int nh, int nkv, int window, float scale,
                                        const int32_t* row_seq, const int32_t* positions, const int32_t* table_offsets,
                                        const int32_t* tables, const __half* k_pool, const __half* v_pool, int splits,
-                                       int min_keys_per_split, float* partials, __half* out, int ldo) {
+                                       int min_keys_per_split, const int32_t* rows, float* partials, __half* out,
+                                       int ldo) {
   constexpr int D = 8 * LanesPerKey, KeysPerWarp = 32 / LanesPerKey, KeyLanes = kSplitWarps * KeysPerWarp;
   __shared__ float state_shared[KeyLanes][kMaxGroup][2];  // (max, sum) per key lane and head
   __shared__ float acc_shared[KeyLanes][kMaxGroup][D];    // 32 KiB whatever D
   const int split = int(blockIdx.x % unsigned(splits)), kv_head = int(blockIdx.x / unsigned(splits)) % nkv;
-  const int t = int(blockIdx.x / unsigned(splits * nkv));
+  const int j = int(blockIdx.x / unsigned(splits * nkv));  // the j-th row this launch handles
+  const int t = rows ? rows[j] : j;
   const int G = nh / nkv, warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   const int key_lane = warp * KeysPerWarp + lane / LanesPerKey, part = lane % LanesPerKey;
   const int64_t pos = positions[t];
@@ -244,7 +246,7 @@ __global__ void attention_split_kernel(const __half* qkv, int ldq, int nh, int n
     if (splits == 1) {
       out[size_t(t) * ldo + size_t(head) * D + dim] = __float2half_rn(value / sum);
     } else {
-      float* p = partials + ((size_t(t) * nh + head) * splits + split) * (D + 2);
+      float* p = partials + ((size_t(j) * nh + head) * splits + split) * (D + 2);
       p[2 + dim] = value;
       if (dim == 0) {
         p[0] = top;
@@ -255,8 +257,9 @@ __global__ void attention_split_kernel(const __half* qkv, int ldq, int nh, int n
 }
 
 // The splits' states of one (row, head) per block merged (log-sum-exp), F16 out.
-__global__ void attention_combine_kernel(const float* partials, int nh, int d, int splits, __half* out, int ldo) {
-  const int t = int(blockIdx.x) / nh, head = int(blockIdx.x) % nh;
+__global__ void attention_combine_kernel(const float* partials, int nh, int d, int splits, const int32_t* rows,
+                                         __half* out, int ldo) {
+  const int j = int(blockIdx.x) / nh, head = int(blockIdx.x) % nh, t = rows ? rows[j] : j;
   const float* p = partials + size_t(blockIdx.x) * splits * (d + 2);
   float top = -INFINITY;
   for (int s = 0; s < splits; ++s) top = fmaxf(top, p[size_t(s) * (d + 2)]);
@@ -325,8 +328,8 @@ size_t attention_split_partials(int T, int nh, int d, int splits) {
 
 void attention_split(const void* qkv, int ldq, int T, int nh, int nkv, int d, int window, const int32_t* row_seq,
                      const int32_t* positions, const int32_t* table_offsets, const int32_t* tables, const void* k_pool,
-                     const void* v_pool, int splits, int min_keys_per_split, float* partials, void* out, int ldo,
-                     cudaStream_t s) {
+                     const void* v_pool, int splits, int min_keys_per_split, const int32_t* rows, float* partials,
+                     void* out, int ldo, cudaStream_t s) {
   if (!attention_split_supported(nh, nkv, d, ldq, qkv))
     throw Error("cuda attention_split: " + std::to_string(nh) + " heads over " + std::to_string(nkv) + " KV heads of " +
                 std::to_string(d) + " dims (row stride " + std::to_string(ldq) + ") are not supported");
@@ -340,14 +343,14 @@ void attention_split(const void* qkv, int ldq, int T, int nh, int nkv, int d, in
   const auto run = [&](auto kernel, const char* name) {
     launch(name, kernel, unsigned(blocks), 32 * kSplitWarps, s, static_cast<const __half*>(qkv), ldq, nh, nkv, window,
            scale, row_seq, positions, table_offsets, tables, static_cast<const __half*>(k_pool),
-           static_cast<const __half*>(v_pool), splits, min_keys_per_split, partials, static_cast<__half*>(out), ldo);
+           static_cast<const __half*>(v_pool), splits, min_keys_per_split, rows, partials, static_cast<__half*>(out), ldo);
   };
   if (d == 64) run(attention_split_kernel<8>, "attention_split_kernel<64>");
   else if (d == 128) run(attention_split_kernel<16>, "attention_split_kernel<128>");
   else run(attention_split_kernel<32>, "attention_split_kernel<256>");
   if (splits > 1)
     launch("attention_combine_kernel", attention_combine_kernel, unsigned(size_t(T) * nh), 128, s,
-           static_cast<const float*>(partials), nh, d, splits, static_cast<__half*>(out), ldo);
+           static_cast<const float*>(partials), nh, d, splits, rows, static_cast<__half*>(out), ldo);
 }
 
 }  // namespace pivotmt::cuda::kernels

@@ -282,16 +282,24 @@ class CudaOps final : public Ops {
     const auto& b = batch();
     std::vector<PassSequence> pass;  // pack_pass refuses a position past a sequence's blocks (grow() first)
     for (const auto& s : b.seqs) pass.push_back({&table_of(*s.cache).blocks(), s.row0, s.count});
-    const PassMetadata meta = pack_pass(b.tokens, b.positions, pass);
     pass_max_keys_ = 0;
     pass_max_seq_rows_ = 0;
-    for (const auto& s : b.seqs) pass_max_seq_rows_ = std::max(pass_max_seq_rows_, s.count);
+    size_t min_seq_rows = SIZE_MAX;
+    for (const auto& s : b.seqs) {
+      pass_max_seq_rows_ = std::max(pass_max_seq_rows_, s.count);
+      min_seq_rows = std::min(min_seq_rows, s.count);
+    }
+    // A pass mixing prompt chunks with decode rows: the tensor cores take the prompts' tiles,
+    // the split-KV kernel the few-row sequences (a 1-row tile would read its keys once per
+    // query head of a GQA group, in blocks of 64 rows with one live).
+    const bool mixed = pass_max_seq_rows_ > kSplitKvMaxRowsPerSequence && min_seq_rows <= kSplitKvMaxRowsPerSequence &&
+                       split_kv_shape_supported();
+    const PassMetadata meta = pack_pass(b.tokens, b.positions, pass, mixed ? kSplitKvMaxRowsPerSequence + 1 : 1);
     for (int64_t p : b.positions)
       pass_max_keys_ = std::max(pass_max_keys_, p + 1 - paged::first_visible(p, int64_t(shape().window)));
     graph_ = nullptr;
     if (options_.cuda_graphs && !graphs_failed_ && pass_max_seq_rows_ == 1 && meta.T <= kMaxGraphRows &&
-        kernels::attention_split_supported(int(shape().heads), int(shape().kv_heads), int(shape().head_dim), 8,
-                                           kv_memory_.get())) {
+        split_kv_shape_supported()) {
       begin_graph_pass(meta);
       return;
     }
@@ -313,6 +321,13 @@ class CudaOps final : public Ops {
     d_tables_ = d + meta.tables();
     d_query_tiles_ = d + meta.query_tiles();
     query_tiles_ = int(meta.Q);
+    d_few_rows_ = d + meta.few_rows();
+    few_rows_ = int(meta.R);
+  }
+  // The split-KV kernel takes this model's heads (and the model's fused QKV rows).
+  bool split_kv_shape_supported() const {
+    const int nh = int(shape().heads), nkv = int(shape().kv_heads), d = int(shape().head_dim);
+    return kernels::attention_split_supported(nh, nkv, d, (nh + 2 * nkv) * d, kv_memory_.get());
   }
 
   // A decode pass headed for a CUDA graph: its metadata into its row count's buffer (fixed
@@ -347,6 +362,8 @@ class CudaOps final : public Ops {
     d_tables_ = d + meta.tables();
     d_query_tiles_ = nullptr;
     query_tiles_ = 0;
+    d_few_rows_ = nullptr;
+    few_rows_ = 0;
     graph_ = slot.get();
     graphable_ = true;
     deferred_.clear();
@@ -562,15 +579,24 @@ class CudaOps final : public Ops {
       // count, made for the longest rows, computes what this pass's would.
       const int splits = graph_splits > 0 ? graph_splits : attention_splits(T, nh, nkv, d, pass_max_keys_);
       kernels::attention_split(qkv.data(), int(qkv.stride()), T, nh, nkv, d, int(shape().window), d_row_seq_,
-                               d_positions_, d_offsets_, d_tables_, k, v, splits, int(kMinKeysPerSplit),
+                               d_positions_, d_offsets_, d_tables_, k, v, splits, int(kMinKeysPerSplit), nullptr,
                                attention_partials_.as<float>(), out.data(), int(out.stride()), stream_);
       return;
     }
-    if (query_tiles_ > 0 &&  // a graph's pass packs none
+    // The tiles (every sequence's, or in a mixed pass the prompts') on the tensor cores, the
+    // few-row sequences' rows split-KV. When either kernel cannot take this pass, the
+    // warp-per-(row, head) kernel takes every row.
+    const bool split_ok = kernels::attention_split_supported(nh, nkv, d, int(qkv.stride()), qkv.data());
+    if (query_tiles_ > 0 && (few_rows_ == 0 || split_ok) &&
         kernels::attention_prefill_supported(nh, nkv, d, int(qkv.stride()), qkv.data(), int(out.stride()), out.data())) {
       kernels::attention_prefill(qkv.data(), int(qkv.stride()), nh, nkv, d, int(shape().window), d_query_tiles_,
                                  query_tiles_, d_row_seq_, d_positions_, d_offsets_, d_tables_, k, v, out.data(),
                                  int(out.stride()), stream_);
+      if (few_rows_ > 0)
+        kernels::attention_split(qkv.data(), int(qkv.stride()), few_rows_, nh, nkv, d, int(shape().window), d_row_seq_,
+                                 d_positions_, d_offsets_, d_tables_, k, v,
+                                 attention_splits(few_rows_, nh, nkv, d, pass_max_keys_), int(kMinKeysPerSplit),
+                                 d_few_rows_, attention_partials_.as<float>(), out.data(), int(out.stride()), stream_);
       return;
     }
     kernels::attention(qkv.data(), int(qkv.stride()), T, nh, nkv, d, int(shape().window), d_row_seq_, d_positions_,
@@ -810,6 +836,8 @@ class CudaOps final : public Ops {
   size_t pass_max_seq_rows_ = 0;  // the most rows one sequence has in this pass
   const int32_t* d_query_tiles_ = nullptr;
   int query_tiles_ = 0;
+  const int32_t* d_few_rows_ = nullptr;  // a mixed pass's rows of few-row sequences (split-KV)
+  int few_rows_ = 0;
   cudaEvent_t meta_done_ = nullptr, rows_done_ = nullptr;
 
   // --- CUDA graphs of decode passes (the file's comment says how they work)

@@ -65,7 +65,9 @@ void attention(const void* qkv, int ldq, int T, int nh, int nkv, int d, int wind
 
 // Decode rows' attention, split-KV: one thread block per (row, KV head, split of the row's
 // visible keys: `splits` consecutive ranges of max(min_keys_per_split, ⌈visible / splits⌉)
-// keys, so a short row leaves its last splits empty), the GQA group's query heads sharing each loaded key and value
+// keys, so a short row leaves its last splits empty), over T rows — rows 0..T−1, or with
+// `rows` the T rows it lists (the few-row sequences of a pass the tensor cores take the
+// rest of; partials then indexed by position in the list) —, the GQA group's query heads sharing each loaded key and value
 // (16-byte loads, d / 8 lanes per key); with splits > 1 each split's softmax state goes to
 // `partials` (attention_split_partials(T, nh, d, splits) floats) and a second kernel merges
 // them by log-sum-exp. The same output as attention() up to the order of the sums. Needs
@@ -75,8 +77,8 @@ bool attention_split_supported(int nh, int nkv, int d, int ldq, const void* qkv)
 size_t attention_split_partials(int T, int nh, int d, int splits);
 void attention_split(const void* qkv, int ldq, int T, int nh, int nkv, int d, int window, const int32_t* row_seq,
                      const int32_t* positions, const int32_t* table_offsets, const int32_t* tables, const void* k_pool,
-                     const void* v_pool, int splits, int min_keys_per_split, float* partials, void* out, int ldo,
-                     cudaStream_t s);
+                     const void* v_pool, int splits, int min_keys_per_split, const int32_t* rows, float* partials,
+                     void* out, int ldo, cudaStream_t s);
 
 // --- attention_prefill.cu
 // The same attention on the tensor cores for rows in query tiles ((first row, rows) int32
