@@ -4,6 +4,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -98,19 +99,23 @@ class CudaEncoderOps final : public EncoderOps {
     select();
     if (!kernels::encoder_attention_supported(int(d)))
       throw UnsupportedError(fmt::format("{}: encoder attention heads of {} dims (at most 256)", describe(), d));
-    // Each row's keys: its sequence's rows.
+    // Each row's keys: its sequence's rows. Uploaded once per batch (every layer of a
+    // batch has the same sequences).
     const size_t T = qkv.rows();
-    std::vector<int32_t> bounds(2 * T);
-    for (size_t s = 0; s + 1 < starts.size(); ++s)
-      for (size_t t = starts[s]; t < starts[s + 1]; ++t) {
-        bounds[t] = int32_t(starts[s]);
-        bounds[T + t] = int32_t(starts[s + 1]);
-      }
-    if (bounds_.numel() < bounds.size()) bounds_ = Tensor(device_, DType::I32, 1, 2 * bounds.size());
-    // The previous pass's kernels may still read the buffer: the copy is ordered after them.
-    check(cudaMemcpyAsync(bounds_.data(), bounds.data(), bounds.size() * 4, cudaMemcpyHostToDevice, stream_),
-          "copy the sequences' bounds");
-    synchronize();  // (pageable memory)
+    if (!std::equal(starts.begin(), starts.end(), bounds_starts_.begin(), bounds_starts_.end())) {
+      std::vector<int32_t> bounds(2 * T);
+      for (size_t s = 0; s + 1 < starts.size(); ++s)
+        for (size_t t = starts[s]; t < starts[s + 1]; ++t) {
+          bounds[t] = int32_t(starts[s]);
+          bounds[T + t] = int32_t(starts[s + 1]);
+        }
+      if (bounds_.numel() < bounds.size()) bounds_ = Tensor(device_, DType::I32, 1, 2 * bounds.size());
+      // Ordered after the previous batch's kernels that read the buffer; waited for (pageable).
+      check(cudaMemcpyAsync(bounds_.data(), bounds.data(), bounds.size() * 4, cudaMemcpyHostToDevice, stream_),
+            "copy the sequences' bounds");
+      synchronize();
+      bounds_starts_.assign(starts.begin(), starts.end());
+    }
     kernels::encoder_attention(qkv.as<float>(), int(T), int(heads), int(d), bounds_.as<int32_t>(),
                                bounds_.as<int32_t>() + T, out.as<float>(), stream_);
   }
@@ -124,6 +129,7 @@ class CudaEncoderOps final : public EncoderOps {
   cublasHandle_t blas_ = nullptr;
   std::shared_ptr<void> workspace_;
   Tensor bounds_;  // [2 T] int32: each row's first key, then each row's end
+  std::vector<size_t> bounds_starts_;  // the sequence starts bounds_ holds
 };
 
 }  // namespace
