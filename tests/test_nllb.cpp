@@ -18,6 +18,7 @@
 #include "engine/seq2seq.h"
 #include "io/safetensors.h"
 #include "models/m2m100_model.h"
+#include "nllb_golden.h"
 #include "test_util.h"
 #include "tokenizer/nllb_tokenizer.h"
 #include "experiment/nllb_translate.h"
@@ -135,9 +136,10 @@ TEST_P(M2M100Golden, EncoderStatesAndLogits) {
     // The source packed after another (attention must stay within each source).
     const auto enc = model.encode({std::vector<int32_t>{1501, 5, 9, 2}, ids});
     ASSERT_EQ(enc.starts.back() - enc.starts[1], ids.size());
+    const auto states = model.to_host(enc.states);
     double max_diff = 0;
     for (size_t k = 0; k < enc_expected.size(); ++k)
-      max_diff = std::max(max_diff, double(std::fabs(enc.states[enc.starts[1] * 64 + k] - enc_expected[k])));
+      max_diff = std::max(max_diff, double(std::fabs(states[enc.starts[1] * 64 + k] - enc_expected[k])));
     EXPECT_LT(max_diff, 1e-4) << "encoder, input " << i;
 
     const auto cross = model.cross_caches(enc);
@@ -157,40 +159,20 @@ TEST_P(M2M100Golden, EncoderStatesAndLogits) {
   }
 }
 
-Seq2SeqSettings settings_of(const nlohmann::json& j, int32_t forced) {
-  Seq2SeqSettings s;
-  s.max_length = j.value("max_length", size_t(200));
-  s.num_beams = j.value("num_beams", size_t(1));
-  s.length_penalty = j.value("length_penalty", 1.0);
-  s.no_repeat_ngram_size = j.value("no_repeat_ngram_size", size_t(0));
-  if (j.contains("early_stopping")) {
-    const auto& e = j["early_stopping"];
-    s.early_stopping = e.is_string() ? EarlyStopping::Never : (e.get<bool>() ? EarlyStopping::True : EarlyStopping::False);
-  }
-  s.forced_bos_token_id = forced;
-  return s;
-}
-
 TEST_P(M2M100Golden, GenerationMatchesTransformers) {
   const M2M100Model model(kModel, DType::F32, GetParam());
   const NllbTokenizer tok(kModel);
-  const auto golden = read_json(kModel + "/golden.json");
   size_t cases = 0;
-  for (const auto& g : golden.at("generation")) {
-    std::vector<std::vector<int32_t>> sources;
-    for (const auto& src : g.at("sources")) sources.push_back(tok.encode_source(src.at("text").get<std::string>(), src.at("lang").get<std::string>()));
-    auto s = settings_of(g.at("settings"), tok.language_id(g.at("tgt_lang").get<std::string>()));
-    s.batch_size = 3;  // batches that end at different steps
+  for (auto& g : test::nllb_generation_cases(tok)) {
+    g.settings.batch_size = 3;  // batches that end at different steps
     std::vector<size_t> seen;
-    const auto results = generate_seq2seq(model, sources, s, [&](size_t i, const Seq2SeqResult&) { seen.push_back(i); });
-    EXPECT_EQ(seen.size(), sources.size());
-    for (size_t i = 0; i < sources.size(); ++i) {
-      const auto& src = g.at("sources")[i];
-      auto expected = src.at("output_ids").get<std::vector<int32_t>>();
+    const auto results = generate_seq2seq(model, g.sources, g.settings, [&](size_t i, const Seq2SeqResult&) { seen.push_back(i); });
+    EXPECT_EQ(seen.size(), g.sources.size());
+    for (size_t i = 0; i < g.sources.size(); ++i) {
       auto ids = results[i].ids;
       while (!ids.empty() && ids.back() == NllbTokenizer::kPad) ids.pop_back();
-      EXPECT_EQ(ids, expected) << g.at("name") << " → " << g.at("tgt_lang") << ", source " << i;
-      EXPECT_EQ(tok.decode(results[i].ids), src.at("output_text").get<std::string>()) << g.at("name") << ", source " << i;
+      EXPECT_EQ(ids, g.expected_ids[i]) << g.name << ", source " << i;
+      EXPECT_EQ(tok.decode(results[i].ids), g.expected_texts[i]) << g.name << ", source " << i;
       EXPECT_EQ(results[i].hit_max_length, results[i].ids.back() != 2);
       ++cases;
     }

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "backends/backend.h"
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -96,8 +97,8 @@ void write_output_line(std::ofstream& file, std::string line, bool is_json) {
 // file gives its source (or pivot) column.
 void translate_nllb(const AblationConfig& config, const std::string& model_arg, const NllbArgs& nllb,
                     const std::string& input, const std::string& output, bool as_json) {
-  if (config.device != "auto" && config.device != "cpu")
-    throw Error(fmt::format("--device {}: NLLB models run on the CPU in this version", config.device));
+  // auto: a GPU when one is visible (NLLB runs F32 there, whatever --weights says).
+  const Device device = resolve_device(config.device);
   const DType weights = config.weights == "f32"   ? DType::F32
                         : config.weights == "f16" ? DType::F16
                         : config.weights == "int8" ? DType::I8
@@ -112,7 +113,10 @@ void translate_nllb(const AblationConfig& config, const std::string& model_arg, 
 
   std::string weights_dir;
   const std::string dir = resolve_nllb_model(model_arg, &weights_dir);
-  const NllbTranslator translator(dir, weights_dir, weights);
+  const NllbTranslator translator(dir, weights_dir, weights, OpsImpl::Fast, device);
+  if (device.kind == DeviceKind::CUDA && weights != DType::F32 && !Progress::quiet())
+    fmt::print(stderr, "note: NLLB on {} keeps its weights in F32 (--weights {} is a CPU storage format)\n",
+               translator.model().describe_device(), config.weights);
   (void)translator.tokenizer().language_id(src_lang);  // unknown codes fail before any work
   Seq2SeqSettings settings = translator.settings(tgt_lang);
   apply_nllb_overrides(nllb, settings);

@@ -6,9 +6,37 @@
 
 namespace pivotmt {
 
-void EncoderOps::check_tensor(const Tensor& t, const char* op, const char* what) const {
-  if (t.device() != device() || t.dtype() != DType::F32 || !t.contiguous())
-    throw Error(fmt::format("encoder {}: {} is {} (expected contiguous F32 on {})", op, what, t.describe(), describe()));
+void EncoderOps::check_tensor(const Tensor& t, const char* op, const char* what, bool strided) const {
+  if (t.device() != device() || t.dtype() != DType::F32 || (!strided && !t.contiguous()))
+    throw Error(fmt::format("encoder {}: {} is {} (expected {}F32 on {})", op, what, t.describe(),
+                            strided ? "" : "contiguous ", describe()));
+}
+
+void EncoderOps::check_spans(const Tensor& rows, std::span<const CachedRows> spans, size_t layer, size_t width,
+                             const char* op) const {
+  size_t total = 0;
+  for (const auto& s : spans) {
+    if (!s.kv) throw Error(fmt::format("encoder {}: a span without its cache", op));
+    check_tensor(*s.kv, op, "a cache");
+    if (s.kv->cols() != width || s.kv->rows() < (2 * layer + 2) * s.capacity)
+      throw Error(fmt::format("encoder {}: cache {} holds no layer {} of {} positions × {}", op, s.kv->describe(), layer,
+                              s.capacity, width));
+    if (s.keys > s.capacity || s.rows == 0 || (s.causal && s.rows > s.keys) || s.keys == 0)
+      throw Error(fmt::format("encoder {}: {} rows seeing {} keys of a cache of {} positions", op, s.rows, s.keys,
+                              s.capacity));
+    total += s.rows;
+  }
+  if (total != rows.rows())
+    throw Error(fmt::format("encoder {}: the spans hold {} rows, the pass {}", op, total, rows.rows()));
+}
+
+Tensor EncoderOps::host_view(float*, size_t, size_t) const { return Tensor(); }
+
+void EncoderOps::download(const Tensor& t, std::span<float> out) {
+  check_tensor(t, "download", "the tensor");
+  if (out.size() != t.numel())
+    throw Error(fmt::format("encoder download: {} into {} host values", t.describe(), out.size()));
+  if (!out.empty()) do_download(t, out.data());
 }
 
 Tensor EncoderOps::upload(std::span<const float> values, size_t rows, size_t cols) {
@@ -20,8 +48,9 @@ Tensor EncoderOps::upload(std::span<const float> values, size_t rows, size_t col
 }
 
 std::vector<float> EncoderOps::download(const Tensor& t) {
-  check_tensor(t, "download", "the tensor");
-  return do_download(t);
+  std::vector<float> v(t.numel());
+  download(t, v);
+  return v;
 }
 
 const float* EncoderOps::read(const Tensor& t, std::vector<float>& scratch) {
@@ -76,6 +105,67 @@ void EncoderOps::attention(const Tensor& qkv, std::span<const size_t> starts, si
   for (size_t i = 1; i < starts.size(); ++i)
     if (starts[i] < starts[i - 1]) throw Error("encoder attention: sequence starts must ascend");
   if (qkv.rows() > 0) do_attention(qkv, starts, heads, d, out);
+}
+
+void EncoderOps::add(const Tensor& x, const Tensor& y) {
+  check_tensor(x, "add", "x");
+  check_tensor(y, "add", "y");
+  if (x.rows() != y.rows() || x.cols() != y.cols())
+    throw Error(fmt::format("encoder add: x {} and y {}", x.describe(), y.describe()));
+  if (x.numel() > 0) do_add(x, y);
+}
+
+void EncoderOps::relu(const Tensor& x) {
+  check_tensor(x, "relu", "x");
+  if (x.numel() > 0) do_relu(x);
+}
+
+void EncoderOps::copy(const Tensor& src, size_t src_row, size_t src_col, const Tensor& dst, size_t dst_row,
+                      size_t dst_col, size_t rows, size_t cols) {
+  check_tensor(src, "copy", "the source", true);
+  check_tensor(dst, "copy", "the destination", true);
+  if (src_row + rows > src.rows() || src_col + cols > src.cols() || dst_row + rows > dst.rows() ||
+      dst_col + cols > dst.cols())
+    throw Error(fmt::format("encoder copy: [{}, {}] from ({}, {}) of {} to ({}, {}) of {}", rows, cols, src_row, src_col,
+                            src.describe(), dst_row, dst_col, dst.describe()));
+  if (rows > 0 && cols > 0) do_copy(src, src_row, src_col, dst, dst_row, dst_col, rows, cols);
+}
+
+void EncoderOps::embed(const EncoderLinear& table, std::span<const int32_t> ids, float scale, const Tensor& positions,
+                       std::span<const int32_t> position_ids, const Tensor& out) {
+  check_tensor(positions, "embed", "the positions");
+  check_tensor(out, "embed", "out");
+  if (ids.size() != out.rows() || position_ids.size() != out.rows() || table.in != out.cols() ||
+      positions.cols() != out.cols())
+    throw Error(fmt::format("encoder embed: {} ids at {} positions of a [{}, {}] table and {} positions into {}",
+                            ids.size(), position_ids.size(), table.out, table.in, positions.describe(), out.describe()));
+  for (size_t t = 0; t < ids.size(); ++t) {
+    if (ids[t] < 0 || size_t(ids[t]) >= table.out)
+      throw Error(fmt::format("encoder embed: token id {} is outside the vocabulary ({})", ids[t], table.out));
+    if (position_ids[t] < 0 || size_t(position_ids[t]) >= positions.rows())
+      throw Error(fmt::format("encoder embed: position {} beyond the table's {}", position_ids[t], positions.rows()));
+  }
+  if (!ids.empty()) do_embed(table, ids, scale, positions, position_ids, out);
+}
+
+void EncoderOps::write_cache(const Tensor& kv_new, std::span<const CachedRows> spans, size_t layer) {
+  check_tensor(kv_new, "write_cache", "the new keys and values", true);
+  if (kv_new.cols() % 2 != 0) throw Error(fmt::format("encoder write_cache: {} is not keys | values", kv_new.describe()));
+  check_spans(kv_new, spans, layer, kv_new.cols() / 2, "write_cache");
+  for (const auto& s : spans)
+    if (s.rows > s.keys) throw Error("encoder write_cache: a span writes more rows than its keys");
+  if (kv_new.rows() > 0) do_write_cache(kv_new, spans, layer);
+}
+
+void EncoderOps::cached_attention(const Tensor& q, std::span<const CachedRows> spans, size_t layer, size_t heads,
+                                  size_t d, const Tensor& out) {
+  check_tensor(q, "cached_attention", "q", true);
+  check_tensor(out, "cached_attention", "out");
+  if (q.cols() != heads * d || out.cols() != heads * d || out.rows() != q.rows())
+    throw Error(fmt::format("encoder cached_attention: q {} and out {} for {} heads of {}", q.describe(), out.describe(),
+                            heads, d));
+  check_spans(q, spans, layer, heads * d, "cached_attention");
+  if (q.rows() > 0) do_cached_attention(q, spans, layer, heads, d, out);
 }
 
 std::unique_ptr<EncoderOps> make_encoder_ops(const Device& device, OpsImpl impl) {

@@ -1,7 +1,7 @@
-// The op interface of bidirectional encoders (BERT and XLM-R: sentence embeddings for
-// retrieval, COMET's encoder), the encoders' side of the seam ops.h is for the Llama
-// forward: BertEncoder is written once over it; backends/cpu/encoder_ops.cpp and
-// backends/cuda/encoder_ops.cpp implement it.
+// The op interface of the F32 encoders and encoder–decoders (BERT and XLM-R: sentence
+// embeddings for retrieval, COMET's encoder; M2M100: NLLB-200), their side of the seam
+// ops.h is for the Llama forward: BertEncoder and M2M100Model are written once over it;
+// backends/cpu/encoder_ops.cpp and backends/cuda/encoder_ops.cpp implement it.
 //
 // Everything is F32 — weights, activations, sums — on every device: COMET's segment scores
 // must stay within 1e-4 of unbabel-comet's F32 ones. Activations are contiguous 2-D tensors
@@ -23,6 +23,18 @@ class EncoderLinear {
  public:
   virtual ~EncoderLinear() = default;
   size_t out = 0, in = 0;
+  size_t bytes = 0;  // what the weights and the bias take in the device's memory
+};
+
+// One sequence's query rows of a decoder pass and the key/value cache they attend to.
+// A cache is one tensor [layers · 2 · capacity, H]: layer l's keys in rows
+// [2l · capacity, 2l · capacity + keys), its values `capacity` rows further.
+struct CachedRows {
+  size_t rows = 0;            // its query rows: the pass's next `rows` rows
+  const Tensor* kv = nullptr;  // its cache
+  size_t capacity = 0;        // positions a layer's block holds
+  size_t keys = 0;            // keys its last row sees (self-attention: those before the pass + rows)
+  bool causal = true;         // row i sees keys [0, keys − rows + i]; else each row sees all `keys`
 };
 
 class EncoderOps {
@@ -31,15 +43,20 @@ class EncoderOps {
   virtual Device device() const = 0;
   virtual std::string describe() const = 0;
 
-  // Weights from host values (moved in: a device copies them out, the CPU keeps them).
+  // Weights from host values (moved in: a device copies them out, the CPU keeps them),
+  // stored as `storage` (F32 everywhere; the CPU also F16 and I8 with per-row scales).
   virtual std::unique_ptr<EncoderLinear> make_linear(std::vector<float> w, size_t out, size_t in,
-                                                     std::vector<float> bias) = 0;
+                                                     std::vector<float> bias, DType storage = DType::F32) = 0;
   Tensor upload(std::span<const float> values, size_t rows, size_t cols);  // F32 [rows, cols]
   std::vector<float> download(const Tensor& t);                           // rows × cols, row-major
   // t's values where host code can read them: in place on the CPU, else copied into
   // `scratch` (valid until the next call with it).
   virtual const float* read(const Tensor& t, std::vector<float>& scratch);
   Tensor empty(size_t rows, size_t cols) const { return Tensor(device(), DType::F32, rows, cols); }
+  // A tensor over host memory `p` [rows, cols] when this device computes in host memory
+  // (the CPU: results land there without a copy); an empty tensor otherwise.
+  virtual Tensor host_view(float* p, size_t rows, size_t cols) const;
+  void download(const Tensor& t, std::span<float> out);  // into host memory of t's size
 
   void linear(const Tensor& x, const EncoderLinear& w, const Tensor& y);  // y [T, out] = x Wᵀ (+ bias)
   // Each row of x [T, H] in place: (x − mean) / sqrt(var + eps) · w + b (biased variance).
@@ -52,11 +69,28 @@ class EncoderOps {
   // qkv [T, 3 nh d] (queries, keys, values side by side) → out [T, nh d]: every row attends
   // to every row of its own sequence (rows [starts[i], starts[i + 1])), scale 1 / √d.
   void attention(const Tensor& qkv, std::span<const size_t> starts, size_t heads, size_t d, const Tensor& out);
+
+  // --- the encoder–decoder's ops (M2M100 / NLLB-200: pre-norm, ReLU, cached decoding)
+  void add(const Tensor& x, const Tensor& y);  // x += y, elementwise
+  void relu(const Tensor& x);                  // max(x, 0) in place
+  // dst[dst_row + i, dst_col + j] = src[src_row + i, src_col + j] for i < rows, j < cols.
+  void copy(const Tensor& src, size_t src_row, size_t src_col, const Tensor& dst, size_t dst_row, size_t dst_col,
+            size_t rows, size_t cols);
+  // out [T, H] row t = table row ids[t] · scale + positions row positions[t] (the
+  // multiplication rounded, then the sum: no fused multiply-add, as the CPU's loop).
+  void embed(const EncoderLinear& table, std::span<const int32_t> ids, float scale, const Tensor& positions,
+             std::span<const int32_t> position_ids, const Tensor& out);
+  // Every span's new rows of kv_new [T, 2H] (keys | values, columns of a wider tensor
+  // allowed) into layer `layer` of its cache at positions [keys − rows, keys).
+  void write_cache(const Tensor& kv_new, std::span<const CachedRows> spans, size_t layer);
+  // q [T, heads d] (columns of a wider tensor allowed) against each span's cache, layer
+  // `layer`, scale 1 / √d → out [T, heads d].
+  void cached_attention(const Tensor& q, std::span<const CachedRows> spans, size_t layer, size_t heads, size_t d,
+                        const Tensor& out);
   virtual void synchronize() {}
 
  protected:
   virtual void do_upload(const Tensor& t, std::span<const float> values) = 0;
-  virtual std::vector<float> do_download(const Tensor& t) = 0;
   virtual void do_linear(const Tensor& x, const EncoderLinear& w, const Tensor& y) = 0;
   virtual void do_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) = 0;
   virtual void do_residual_layer_norm(const Tensor& x, const Tensor& y, const Tensor& bias, const Tensor& w,
@@ -64,9 +98,20 @@ class EncoderOps {
   virtual void do_gelu(const Tensor& x) = 0;
   virtual void do_attention(const Tensor& qkv, std::span<const size_t> starts, size_t heads, size_t d,
                             const Tensor& out) = 0;
+  virtual void do_download(const Tensor& t, float* out) = 0;
+  virtual void do_add(const Tensor& x, const Tensor& y) = 0;
+  virtual void do_relu(const Tensor& x) = 0;
+  virtual void do_copy(const Tensor& src, size_t src_row, size_t src_col, const Tensor& dst, size_t dst_row,
+                       size_t dst_col, size_t rows, size_t cols) = 0;
+  virtual void do_embed(const EncoderLinear& table, std::span<const int32_t> ids, float scale, const Tensor& positions,
+                        std::span<const int32_t> position_ids, const Tensor& out) = 0;
+  virtual void do_write_cache(const Tensor& kv_new, std::span<const CachedRows> spans, size_t layer) = 0;
+  virtual void do_cached_attention(const Tensor& q, std::span<const CachedRows> spans, size_t layer, size_t heads,
+                                   size_t d, const Tensor& out) = 0;
 
  private:
-  void check_tensor(const Tensor& t, const char* op, const char* what) const;
+  void check_tensor(const Tensor& t, const char* op, const char* what, bool strided = false) const;
+  void check_spans(const Tensor& rows, std::span<const CachedRows> spans, size_t layer, size_t width, const char* op) const;
 };
 
 // The encoder ops of a device: the CPU's (`impl`: the plain loops or the fast kernels) or

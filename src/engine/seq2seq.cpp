@@ -284,20 +284,12 @@ void beam_search(const M2M100Model& model, const std::vector<std::vector<int32_t
         // a spare cache's memory when there is one).
         if (--uses[c.beam] == 0) {
           beam.cache = std::move(parent.cache);
-        } else if (!spares.empty()) {
-          beam.cache = std::move(spares.back());
-          spares.pop_back();
-          beam.cache.length = parent.cache.length;
-          for (size_t l = 0; l < parent.cache.k.size(); ++l) {
-            beam.cache.k[l].assign(parent.cache.k[l].begin(), parent.cache.k[l].end());
-            beam.cache.v[l].assign(parent.cache.v[l].begin(), parent.cache.v[l].end());
-          }
         } else {
-          beam.cache = parent.cache;
-          for (size_t l = 0; l < parent.cache.k.size(); ++l) {  // room to grow without reallocating
-            beam.cache.k[l].reserve(parent.cache.k[l].capacity());
-            beam.cache.v[l].reserve(parent.cache.v[l].capacity());
+          if (!spares.empty()) {
+            beam.cache = std::move(spares.back());
+            spares.pop_back();
           }
+          model.copy_self_cache(parent.cache, beam.cache);
         }
       }
       st.running = std::move(running);

@@ -1,9 +1,12 @@
 #include "experiment/baseline.h"
 
+#include "backends/backend.h"
+
 #include <filesystem>
 
 #include <fmt/format.h>
 
+#include "backends/backend.h"
 #include "core/error.h"
 #include "experiment/ablation.h"
 #include "experiment/nllb_translate.h"
@@ -139,7 +142,9 @@ BaselineOutcome run_baseline(const AblationConfig& config, const ParallelCorpus&
 
   const auto languages = baseline_languages(config);
   const auto settings = baseline_settings(config, languages);
-  const NllbTranslator translator(config.baseline.model, config.baseline.weights_dir, baseline_dtype(config.baseline.weights));
+  // On the device the LLM ran on (a GPU when it ran on one).
+  const NllbTranslator translator(config.baseline.model, config.baseline.weights_dir, baseline_dtype(config.baseline.weights),
+                                  OpsImpl::Fast, resolve_device(config.device, config.weights == "f16"));
   std::vector<std::string> texts;
   for (size_t i : missing) texts.push_back(languages.from_pivot ? test.rows[i].pivot : test.rows[i].source);
   size_t done = outcome.resumed;

@@ -92,13 +92,15 @@ std::string nllb_weights_dir(const std::string& model_dir, const std::string& ca
   return target;
 }
 
-NllbTranslator::NllbTranslator(const std::string& model_dir, const std::string& weights_dir, DType weights, OpsImpl impl)
+NllbTranslator::NllbTranslator(const std::string& model_dir, const std::string& weights_dir, DType weights, OpsImpl impl,
+                               const Device& device)
     : dir_(model_dir) {
   if (!is_m2m100_model(model_dir))
     throw UnsupportedError(fmt::format("{}: not an NLLB-200 / M2M100 model (config.json's model_type is not \"m2m_100\")",
                                        model_dir));
   tokenizer_ = std::make_unique<NllbTokenizer>(model_dir);
-  model_ = std::make_unique<M2M100Model>(model_dir, weights, impl, weights_dir);
+  model_ = std::make_unique<M2M100Model>(model_dir, device.kind == DeviceKind::CUDA ? DType::F32 : weights, impl,
+                                         weights_dir, device);
   if (tokenizer_->vocab_size() > size_t(model_->config().vocab_size))
     throw FormatError(fmt::format("{}: the tokenizer has {} ids, the model's vocabulary {}", model_dir,
                                   tokenizer_->vocab_size(), model_->config().vocab_size));

@@ -65,9 +65,11 @@ Seq2SeqSettings nllb_generation_settings(const std::string& model_dir, const Nll
 class NllbTranslator {
  public:
   // `model_dir`: config.json, generation_config.json, the tokenizer; `weights_dir`: where
-  // the safetensors are (nllb_weights_dir; empty: model_dir).
+  // the safetensors are (nllb_weights_dir; empty: model_dir). On a GPU the weights are F32
+  // whatever `weights` asks (the GPU computes from F32 weights; F16 and INT8 storage are the
+  // CPU's ways to save memory): the tokens are the CPU's F32 tokens.
   NllbTranslator(const std::string& model_dir, const std::string& weights_dir = "", DType weights = DType::F32,
-                 OpsImpl impl = OpsImpl::Fast);
+                 OpsImpl impl = OpsImpl::Fast, const Device& device = Device{});
   const NllbTokenizer& tokenizer() const { return *tokenizer_; }
   const M2M100Model& model() const { return *model_; }
   Seq2SeqSettings settings(const std::string& tgt_lang) const { return nllb_generation_settings(dir_, *tokenizer_, tgt_lang); }

@@ -123,24 +123,8 @@ std::vector<float> sinusoidal_positions(size_t first, size_t n, size_t d, size_t
 
 // --- weights -----------------------------------------------------------------------------
 
-namespace {
-// y[t] += b for T rows of b.size() values.
-void add_bias(float* y, size_t T, const std::vector<float>& b) {
-  const size_t n = b.size();
-  cpu::parallel_for(T, [&](size_t t0, size_t t1) {
-    for (size_t t = t0; t < t1; ++t)
-      for (size_t o = 0; o < n; ++o) y[t * n + o] += b[o];
-  });
-}
-
-void add_rows(float* x, const float* y, size_t n) {
-  cpu::parallel_for((n + 4095) / 4096, [&](size_t b0, size_t b1) {
-    for (size_t i = b0 * 4096; i < std::min(n, b1 * 4096); ++i) x[i] += y[i];
-  });
-}
-}  // namespace
-
-cpu::Matrix M2M100Model::load_matrix(const std::vector<std::string>& names) const {
+std::unique_ptr<EncoderLinear> M2M100Model::load_linear(const std::vector<std::string>& names,
+                                                        const std::vector<std::string>& biases) const {
   std::vector<float> values;
   size_t out = 0, in = 0;
   for (const auto& name : names) {
@@ -154,36 +138,36 @@ cpu::Matrix M2M100Model::load_matrix(const std::vector<std::string>& names) cons
     const auto v = checkpoint_->load_f32(name);
     values.insert(values.end(), v.begin(), v.end());
   }
-  cpu::Matrix m;
-  if (weight_dtype_ == DType::I8) return cpu::quantize_int8(values.data(), out, in);
-  m.out = out;
-  m.in = in;
-  m.dtype = weight_dtype_;
-  if (weight_dtype_ == DType::F16) {
-    m.f16.resize(values.size());
-    convert_floats(DType::F32, values.data(), DType::F16, m.f16.data(), values.size());
-  } else {
-    m.f32 = std::move(values);
-  }
-  return m;
-}
-
-std::vector<float> M2M100Model::load_vector(const std::vector<std::string>& names) const {
-  std::vector<float> out;
-  for (const auto& name : names) {
+  std::vector<float> bias;
+  for (const auto& name : biases) {
     const auto& info = checkpoint_->at(name);
     if (info.shape.size() != 1)
       throw FormatError(fmt::format("{}: tensor {} should be a vector", checkpoint_->dir(), name));
     const auto v = checkpoint_->load_f32(name);
-    out.insert(out.end(), v.begin(), v.end());
+    bias.insert(bias.end(), v.begin(), v.end());
   }
-  return out;
+  return ops_->make_linear(std::move(values), out, in, std::move(bias), weight_dtype_);
 }
 
-M2M100Model::M2M100Model(const std::string& dir, DType weights, OpsImpl impl, const std::string& weights_dir)
-    : cfg_(load_m2m100_config(dir)), weight_dtype_(weights), impl_(impl) {
+M2M100Model::Norm M2M100Model::load_norm(const std::string& p) const {
+  const size_t d = size_t(cfg_.d_model);
+  Norm n;
+  for (auto [suffix, t] : {std::pair{".weight", &n.w}, std::pair{".bias", &n.b}}) {
+    const auto& info = checkpoint_->at(p + suffix);
+    if (info.shape != std::vector<int64_t>{int64_t(d)})
+      throw FormatError(fmt::format("{}: tensor {}{} has shape [{}], config.json implies [{}]", checkpoint_->dir(), p,
+                                    suffix, fmt::join(info.shape, ", "), d));
+    *t = ops_->upload(checkpoint_->load_f32(p + suffix), 1, d);
+  }
+  return n;
+}
+
+M2M100Model::M2M100Model(const std::string& dir, DType weights, OpsImpl impl, const std::string& weights_dir,
+                         const Device& device)
+    : cfg_(load_m2m100_config(dir)), weight_dtype_(weights) {
   if (weights != DType::F32 && weights != DType::F16 && weights != DType::I8)
     throw UnsupportedError(fmt::format("M2M100: weights as {} (supported: f32, f16, int8)", dtype_name(weights)));
+  ops_ = make_encoder_ops(device, impl);
   checkpoint_ = std::make_unique<Checkpoint>(weights_dir.empty() ? dir : weights_dir);
   const int64_t d = cfg_.d_model;
   auto check = [&](const std::string& name, std::vector<int64_t> shape) {
@@ -201,128 +185,107 @@ M2M100Model::M2M100Model(const std::string& dir, DType weights, OpsImpl impl, co
   if (embed_name.empty())
     throw FormatError(fmt::format("{}: no token embeddings (model.shared.weight); is this an M2M100 checkpoint?", dir));
   check(embed_name, {cfg_.vocab_size, d});
-  embed_tokens_ = load_matrix({embed_name});
+  embed_tokens_ = load_linear({embed_name}, {});
   if (!cfg_.tie_word_embeddings) {
     check("lm_head.weight", {cfg_.vocab_size, d});
-    lm_head_ = load_matrix({"lm_head.weight"});
+    lm_head_ = load_linear({"lm_head.weight"}, {});
   }
   embed_scale_ = cfg_.scale_embedding ? float(std::sqrt(double(d))) : 1.0f;
 
-  auto attention = [&](const std::string& p, int64_t dim) {
+  auto attention = [&](const std::string& p) {
     Attention a;
     for (const char* n : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
-      check(p + n + ".weight", {dim, dim});
-      check(p + n + ".bias", {dim});
+      check(p + n + ".weight", {d, d});
+      check(p + n + ".bias", {d});
     }
-    a.qkv = load_matrix({p + "q_proj.weight", p + "k_proj.weight", p + "v_proj.weight"});
-    a.qkv_b = load_vector({p + "q_proj.bias", p + "k_proj.bias", p + "v_proj.bias"});
-    a.o = load_matrix({p + "out_proj.weight"});
-    a.o_b = load_vector({p + "out_proj.bias"});
+    a.qkv = load_linear({p + "q_proj.weight", p + "k_proj.weight", p + "v_proj.weight"},
+                        {p + "q_proj.bias", p + "k_proj.bias", p + "v_proj.bias"});
+    a.o = load_linear({p + "out_proj.weight"}, {p + "out_proj.bias"});
     return a;
   };
-  auto ffn = [&](const std::string& p, int64_t F, cpu::Matrix& fc1, std::vector<float>& fc1_b, cpu::Matrix& fc2,
-                 std::vector<float>& fc2_b) {
+  auto ffn = [&](const std::string& p, int64_t F, std::unique_ptr<EncoderLinear>& fc1,
+                 std::unique_ptr<EncoderLinear>& fc2) {
     check(p + "fc1.weight", {F, d});
     check(p + "fc1.bias", {F});
     check(p + "fc2.weight", {d, F});
     check(p + "fc2.bias", {d});
-    fc1 = load_matrix({p + "fc1.weight"});
-    fc1_b = load_vector({p + "fc1.bias"});
-    fc2 = load_matrix({p + "fc2.weight"});
-    fc2_b = load_vector({p + "fc2.bias"});
-  };
-  auto norm = [&](const std::string& p, std::vector<float>& w, std::vector<float>& b) {
-    check(p + ".weight", {d});
-    check(p + ".bias", {d});
-    w = load_vector({p + ".weight"});
-    b = load_vector({p + ".bias"});
+    fc1 = load_linear({p + "fc1.weight"}, {p + "fc1.bias"});
+    fc2 = load_linear({p + "fc2.weight"}, {p + "fc2.bias"});
   };
   for (int64_t l = 0; l < cfg_.encoder_layers; ++l) {
     const std::string p = fmt::format("model.encoder.layers.{}.", l);
     EncoderLayer L;
-    L.self = attention(p + "self_attn.", d);
-    norm(p + "self_attn_layer_norm", L.ln1_w, L.ln1_b);
-    norm(p + "final_layer_norm", L.ln2_w, L.ln2_b);
-    ffn(p, cfg_.encoder_ffn, L.fc1, L.fc1_b, L.fc2, L.fc2_b);
+    L.self = attention(p + "self_attn.");
+    L.ln1 = load_norm(p + "self_attn_layer_norm");
+    L.ln2 = load_norm(p + "final_layer_norm");
+    ffn(p, cfg_.encoder_ffn, L.fc1, L.fc2);
     encoder_.push_back(std::move(L));
   }
-  norm("model.encoder.layer_norm", enc_ln_w_, enc_ln_b_);
+  enc_ln_ = load_norm("model.encoder.layer_norm");
   for (int64_t l = 0; l < cfg_.decoder_layers; ++l) {
     const std::string p = fmt::format("model.decoder.layers.{}.", l);
     DecoderLayer L;
-    L.self = attention(p + "self_attn.", d);
+    L.self = attention(p + "self_attn.");
     const std::string c = p + "encoder_attn.";
     for (const char* n : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
       check(c + n + ".weight", {d, d});
       check(c + n + ".bias", {d});
     }
-    L.cross_q = load_matrix({c + "q_proj.weight"});
-    L.cross_q_b = load_vector({c + "q_proj.bias"});
-    L.cross_kv = load_matrix({c + "k_proj.weight", c + "v_proj.weight"});
-    L.cross_kv_b = load_vector({c + "k_proj.bias", c + "v_proj.bias"});
-    L.cross_o = load_matrix({c + "out_proj.weight"});
-    L.cross_o_b = load_vector({c + "out_proj.bias"});
-    norm(p + "self_attn_layer_norm", L.ln1_w, L.ln1_b);
-    norm(p + "encoder_attn_layer_norm", L.ln_cross_w, L.ln_cross_b);
-    norm(p + "final_layer_norm", L.ln2_w, L.ln2_b);
-    ffn(p, cfg_.decoder_ffn, L.fc1, L.fc1_b, L.fc2, L.fc2_b);
+    L.cross_q = load_linear({c + "q_proj.weight"}, {c + "q_proj.bias"});
+    L.cross_kv = load_linear({c + "k_proj.weight", c + "v_proj.weight"}, {c + "k_proj.bias", c + "v_proj.bias"});
+    L.cross_o = load_linear({c + "out_proj.weight"}, {c + "out_proj.bias"});
+    L.ln1 = load_norm(p + "self_attn_layer_norm");
+    L.ln_cross = load_norm(p + "encoder_attn_layer_norm");
+    L.ln2 = load_norm(p + "final_layer_norm");
+    ffn(p, cfg_.decoder_ffn, L.fc1, L.fc2);
     decoder_.push_back(std::move(L));
   }
-  norm("model.decoder.layer_norm", dec_ln_w_, dec_ln_b_);
+  dec_ln_ = load_norm("model.decoder.layer_norm");
+  // Room for max_position_embeddings positions after fairseq's offset; grown on demand.
+  positions(size_t(cfg_.max_position_embeddings + cfg_.pad_token_id + 1));
 }
 
 M2M100Model::~M2M100Model() = default;
 
 size_t M2M100Model::weight_bytes() const {
-  size_t total = embed_tokens_.bytes() + lm_head_.bytes();
-  for (const auto& L : encoder_) total += L.self.qkv.bytes() + L.self.o.bytes() + L.fc1.bytes() + L.fc2.bytes();
+  size_t total = embed_tokens_->bytes + (lm_head_ ? lm_head_->bytes : 0);
+  for (const auto& L : encoder_) total += L.self.qkv->bytes + L.self.o->bytes + L.fc1->bytes + L.fc2->bytes;
   for (const auto& L : decoder_)
-    total += L.self.qkv.bytes() + L.self.o.bytes() + L.cross_q.bytes() + L.cross_kv.bytes() + L.cross_o.bytes() +
-             L.fc1.bytes() + L.fc2.bytes();
+    total += L.self.qkv->bytes + L.self.o->bytes + L.cross_q->bytes + L.cross_kv->bytes + L.cross_o->bytes +
+             L.fc1->bytes + L.fc2->bytes;
   return total;
 }
 
 // --- ops ---------------------------------------------------------------------------------
 
-void M2M100Model::linear(const float* x, size_t T, const cpu::Matrix& w, const std::vector<float>& b, float* y) const {
-  if (impl_ == OpsImpl::Reference) cpu::ref::linear(x, T, w, y);
-  else cpu::fast::linear(x, T, w, y);
-  if (!b.empty()) add_bias(y, T, b);
-}
-
-void M2M100Model::layer_norm(const float* x, size_t T, const std::vector<float>& w, const std::vector<float>& b,
-                             float* y) const {
-  const size_t d = size_t(cfg_.d_model);
-  std::copy(x, x + T * d, y);
+void M2M100Model::layer_norm(const Tensor& x, const Norm& n, const Tensor& y) const {
+  ops_->copy(x, 0, 0, y, 0, 0, x.rows(), x.cols());
   // torch.nn.LayerNorm's default eps; M2M100 does not configure it.
-  if (impl_ == OpsImpl::Reference) cpu::ref::layer_norm(y, T, d, w.data(), b.data(), 1e-5f);
-  else cpu::fast::layer_norm(y, T, d, w.data(), b.data(), 1e-5f);
+  ops_->layer_norm(y, n.w, n.b, 1e-5f);
 }
 
-void M2M100Model::activation(float* x, size_t n) const {
-  if (cfg_.activation == "gelu") {
-    if (impl_ == OpsImpl::Reference) cpu::ref::gelu(x, n);
-    else cpu::fast::gelu(x, n);
-    return;
-  }
-  cpu::parallel_for((n + 4095) / 4096, [&](size_t b0, size_t b1) {
-    for (size_t i = b0 * 4096; i < std::min(n, b1 * 4096); ++i) x[i] = std::max(x[i], 0.0f);
-  });
+void M2M100Model::activation(const Tensor& x) const {
+  if (cfg_.activation == "gelu") ops_->gelu(x);
+  else ops_->relu(x);
 }
 
-void M2M100Model::embed(std::span<const int32_t> ids, size_t first_position, float* x) const {
-  const size_t d = size_t(cfg_.d_model), T = ids.size();
-  // Positions start after the padding index: the first real token is pad + 1 (fairseq).
-  const size_t pad = size_t(cfg_.pad_token_id);
-  const auto pos = sinusoidal_positions(pad + 1 + first_position, T, d, pad);
-  for (size_t t = 0; t < T; ++t) {
-    if (ids[t] < 0 || ids[t] >= cfg_.vocab_size)
-      throw Error(fmt::format("M2M100: token id {} is outside the vocabulary ({})", ids[t], cfg_.vocab_size));
-    float* row = x + t * d;
-    embed_tokens_.row_to_f32(size_t(ids[t]), row);
-    for (size_t i = 0; i < d; ++i) row[i] = row[i] * embed_scale_ + pos[t * d + i];
+const Tensor& M2M100Model::positions(size_t n) const {
+  if (positions_.empty() || positions_.rows() < n) {
+    const size_t rows = std::max(n, positions_.empty() ? size_t(0) : 2 * positions_.rows());
+    const size_t d = size_t(cfg_.d_model);
+    positions_ = ops_->upload(sinusoidal_positions(0, rows, d, size_t(cfg_.pad_token_id)), rows, d);
   }
+  return positions_;
 }
+
+namespace {
+// A tensor's first `rows` rows, reallocated (contents dropped) when it has fewer.
+Tensor& sized(EncoderOps& ops, Tensor& t, size_t rows, size_t cols, Tensor& view) {
+  if (t.empty() || t.rows() < rows || t.cols() != cols) t = ops.empty(std::max<size_t>(rows, 1), cols);
+  view = t.rows(0, rows);
+  return view;
+}
+}  // namespace
 
 // --- encoder -----------------------------------------------------------------------------
 
@@ -330,54 +293,55 @@ M2M100Model::Encoded M2M100Model::encode(const std::vector<std::vector<int32_t>>
   const size_t d = size_t(cfg_.d_model), nh = size_t(cfg_.encoder_heads), hd = d / nh, F = size_t(cfg_.encoder_ffn);
   Encoded enc;
   enc.starts.push_back(0);
+  std::vector<int32_t> ids, position_ids;
+  // Positions start after the padding index: the first real token is pad + 1 (fairseq).
+  const size_t first = size_t(cfg_.pad_token_id) + 1;
   for (const auto& s : sources) {
     if (s.empty()) throw Error("M2M100: an empty source (a source holds at least its language code and </s>)");
     enc.starts.push_back(enc.starts.back() + s.size());
+    for (size_t t = 0; t < s.size(); ++t) {
+      if (s[t] < 0 || s[t] >= cfg_.vocab_size)
+        throw Error(fmt::format("M2M100: token id {} is outside the vocabulary ({})", s[t], cfg_.vocab_size));
+      ids.push_back(s[t]);
+      position_ids.push_back(int32_t(first + t));
+    }
   }
   const size_t T = enc.starts.back();
-  enc.states.resize(T * d);
-  float* x = enc.states.data();
-  for (size_t s = 0; s < sources.size(); ++s) embed(sources[s], 0, x + enc.starts[s] * d);
-  std::vector<float> y(T * d), qkv(T * 3 * d), ctx(T * d), inter(T * F);
+  Tensor x = ops_->empty(T, d), y = ops_->empty(T, d), qkv = ops_->empty(T, 3 * d), ctx = ops_->empty(T, d),
+         inter = ops_->empty(T, F);
+  if (T > 0) ops_->embed(*embed_tokens_, ids, embed_scale_, positions(first + T), position_ids, x);
   for (const EncoderLayer& L : encoder_) {
-    layer_norm(x, T, L.ln1_w, L.ln1_b, y.data());
-    linear(y.data(), T, L.self.qkv, L.self.qkv_b, qkv.data());
-    if (impl_ == OpsImpl::Reference) cpu::ref::encoder_attention(qkv.data(), enc.starts, nh, hd, ctx.data());
-    else cpu::fast::encoder_attention(qkv.data(), enc.starts, nh, hd, ctx.data());
-    linear(ctx.data(), T, L.self.o, L.self.o_b, y.data());
-    add_rows(x, y.data(), T * d);
-    layer_norm(x, T, L.ln2_w, L.ln2_b, y.data());
-    linear(y.data(), T, L.fc1, L.fc1_b, inter.data());
-    activation(inter.data(), inter.size());
-    linear(inter.data(), T, L.fc2, L.fc2_b, y.data());
-    add_rows(x, y.data(), T * d);
+    layer_norm(x, L.ln1, y);
+    ops_->linear(y, *L.self.qkv, qkv);
+    ops_->attention(qkv, enc.starts, nh, hd, ctx);
+    ops_->linear(ctx, *L.self.o, y);
+    ops_->add(x, y);
+    layer_norm(x, L.ln2, y);
+    ops_->linear(y, *L.fc1, inter);
+    activation(inter);
+    ops_->linear(inter, *L.fc2, y);
+    ops_->add(x, y);
   }
-  layer_norm(x, T, enc_ln_w_, enc_ln_b_, y.data());
-  enc.states.swap(y);
+  layer_norm(x, enc_ln_, y);
+  enc.states = y;
   return enc;
 }
 
 std::vector<M2M100Model::CrossCache> M2M100Model::cross_caches(const Encoded& enc) const {
-  const size_t d = size_t(cfg_.d_model), T = enc.starts.empty() ? 0 : enc.starts.back();
+  const size_t d = size_t(cfg_.d_model), T = enc.starts.empty() ? 0 : enc.starts.back(), L = decoder_.size();
   std::vector<CrossCache> out(enc.sources());
-  for (auto& c : out) {
-    c.k.resize(decoder_.size());
-    c.v.resize(decoder_.size());
+  for (size_t s = 0; s < out.size(); ++s) {
+    out[s].length = enc.starts[s + 1] - enc.starts[s];
+    out[s].kv = ops_->empty(std::max<size_t>(2 * L * out[s].length, 1), d);
   }
-  std::vector<float> kv(T * 2 * d);
-  for (size_t l = 0; l < decoder_.size(); ++l) {
-    // One GEMM over every source's rows, then each source's keys and values split out.
-    linear(enc.states.data(), T, decoder_[l].cross_kv, decoder_[l].cross_kv_b, kv.data());
+  const Tensor kv = ops_->empty(std::max<size_t>(T, 1), 2 * d);
+  for (size_t l = 0; l < L; ++l) {
+    // One GEMM over every source's rows, then each source's keys and values copied out.
+    if (T > 0) ops_->linear(enc.states, *decoder_[l].cross_kv, kv.rows(0, T));
     for (size_t s = 0; s < out.size(); ++s) {
-      const size_t r0 = enc.starts[s], S = enc.starts[s + 1] - r0;
-      out[s].length = S;
-      out[s].k[l].resize(S * d);
-      out[s].v[l].resize(S * d);
-      for (size_t t = 0; t < S; ++t) {
-        const float* row = kv.data() + (r0 + t) * 2 * d;
-        std::copy(row, row + d, out[s].k[l].data() + t * d);
-        std::copy(row + d, row + 2 * d, out[s].v[l].data() + t * d);
-      }
+      const size_t r0 = enc.starts[s], S = out[s].length;
+      ops_->copy(kv, r0, 0, out[s].kv, 2 * l * S, 0, S, d);
+      ops_->copy(kv, r0, d, out[s].kv, (2 * l + 1) * S, 0, S, d);
     }
   }
   return out;
@@ -387,13 +351,41 @@ std::vector<M2M100Model::CrossCache> M2M100Model::cross_caches(const Encoded& en
 
 M2M100Model::SelfCache M2M100Model::new_self_cache(size_t reserve_positions) const {
   SelfCache c;
-  c.k.resize(decoder_.size());
-  c.v.resize(decoder_.size());
-  for (size_t l = 0; l < decoder_.size(); ++l) {
-    c.k[l].reserve(reserve_positions * size_t(cfg_.d_model));
-    c.v[l].reserve(reserve_positions * size_t(cfg_.d_model));
-  }
+  grow(c, std::max<size_t>(reserve_positions, 16));
   return c;
+}
+
+namespace {
+// A cache's 2 · layers blocks as the rows of a [2 · layers, capacity · d] tensor (a view
+// of its storage, valid while the cache's tensor lives).
+Tensor blocks_of(const Tensor& kv, size_t capacity, size_t d) {
+  const size_t blocks = kv.rows() / capacity;
+  return Tensor(kv.device(), DType::F32, blocks, capacity * d, capacity * d, nullptr, kv.data());
+}
+}  // namespace
+
+void M2M100Model::grow(SelfCache& c, size_t capacity) const {
+  const size_t d = size_t(cfg_.d_model), blocks = 2 * decoder_.size();
+  SelfCache bigger;
+  bigger.capacity = capacity;
+  bigger.kv = ops_->empty(blocks * capacity, d);
+  if (c.length > 0) {
+    ops_->copy(blocks_of(c.kv, c.capacity, d), 0, 0, blocks_of(bigger.kv, capacity, d), 0, 0, blocks, c.length * d);
+    bigger.length = c.length;
+  }
+  c = std::move(bigger);
+}
+
+void M2M100Model::copy_self_cache(const SelfCache& src, SelfCache& dst) const {
+  const size_t d = size_t(cfg_.d_model), blocks = 2 * decoder_.size();
+  if (dst.kv.empty() || dst.capacity < src.length) {
+    dst = SelfCache();
+    grow(dst, src.capacity);
+  }
+  if (src.length > 0)
+    ops_->copy(blocks_of(src.kv, src.capacity, d), 0, 0, blocks_of(dst.kv, dst.capacity, d), 0, 0, blocks,
+               src.length * d);
+  dst.length = src.length;
 }
 
 std::vector<float> M2M100Model::decode(const std::vector<DecoderRow>& rows, bool last_only) const {
@@ -408,108 +400,84 @@ void M2M100Model::decode(const std::vector<DecoderRow>& rows, bool last_only, Wo
   std::vector<size_t> row0{0};
   for (const auto& r : rows) {
     if (!r.cache || !r.cross) throw Error("M2M100 decode: a row without its caches");
-    if (r.cache->k.size() != decoder_.size()) throw Error("M2M100 decode: a self-attention cache of another model");
+    if (r.cache->kv.empty() || r.cache->kv.rows() != 2 * decoder_.size() * r.cache->capacity)
+      throw Error("M2M100 decode: a self-attention cache of another model");
+    if (r.cross->kv.empty() || r.cross->kv.rows() < 2 * decoder_.size() * r.cross->length || r.cross->length == 0)
+      throw Error("M2M100 decode: a cross-attention cache of another model");
     if (r.tokens.empty()) throw Error("M2M100 decode: a row without new tokens");
     row0.push_back(row0.back() + r.tokens.size());
   }
   const size_t T = row0.back();
   ws.logits.clear();
   if (T == 0) return;
-  ws.x.resize(T * d);
-  ws.y.resize(T * d);
-  ws.qkv.resize(T * 3 * d);
-  ws.ctx.resize(T * d);
-  ws.inter.resize(T * F);
-  auto &x = ws.x, &y = ws.y, &qkv = ws.qkv, &ctx = ws.ctx, &inter = ws.inter;
-  for (size_t r = 0; r < rows.size(); ++r) embed(rows[r].tokens, rows[r].cache->length, x.data() + row0[r] * d);
-
-  // Self-attention: every row's new tokens against its own cache (causal); cross
-  // attention: every token against its source's keys (no mask: a single query row placed
-  // after all S keys sees them all).
-  auto attend_self = [&](size_t l) {
-    std::vector<cpu::fast::AttentionJob> jobs;
-    for (size_t r = 0; r < rows.size(); ++r) {
-      SelfCache& c = *rows[r].cache;
-      const size_t n = rows[r].tokens.size();
-      for (size_t t = 0; t < n; ++t) {
-        const float* row = qkv.data() + (row0[r] + t) * 3 * d;
-        c.k[l].insert(c.k[l].end(), row + d, row + 2 * d);
-        c.v[l].insert(c.v[l].end(), row + 2 * d, row + 3 * d);
-      }
-      cpu::fast::AttentionJob job;
-      job.q = qkv.data() + row0[r] * 3 * d;
-      job.q_stride = 3 * d;
-      job.k = c.k[l].data();
-      job.v = c.v[l].data();
-      job.T = n;
-      job.L = c.length + n;
-      job.out = ctx.data() + row0[r] * d;
-      job.out_stride = d;
-      jobs.push_back(job);
+  // Every row's tokens at its positions (after fairseq's offset), its caches grown to hold them.
+  const size_t first = size_t(cfg_.pad_token_id) + 1;
+  std::vector<int32_t> ids, position_ids;
+  std::vector<CachedRows> self_spans, cross_spans;
+  size_t last_position = 0;
+  for (const auto& r : rows) {
+    SelfCache& c = *r.cache;
+    const size_t n = r.tokens.size();
+    if (c.length + n > c.capacity) grow(c, std::max(c.length + n, 2 * c.capacity));
+    for (size_t t = 0; t < n; ++t) {
+      if (r.tokens[t] < 0 || r.tokens[t] >= cfg_.vocab_size)
+        throw Error(fmt::format("M2M100: token id {} is outside the vocabulary ({})", r.tokens[t], cfg_.vocab_size));
+      ids.push_back(r.tokens[t]);
+      position_ids.push_back(int32_t(first + c.length + t));
     }
-    if (impl_ == OpsImpl::Reference) {
-      for (const auto& j : jobs) cpu::ref::attention(j.q, j.q_stride, j.k, j.v, j.T, j.L, nh, nh, hd, 0, j.out);
-    } else {
-      cpu::fast::attention_many(jobs, nh, nh, hd, 0);
-    }
-  };
-  auto attend_cross = [&](size_t l) {
-    std::vector<cpu::fast::AttentionJob> jobs;
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const CrossCache& c = *rows[r].cross;
-      for (size_t t = 0; t < rows[r].tokens.size(); ++t) {
-        cpu::fast::AttentionJob job;
-        job.q = y.data() + (row0[r] + t) * d;
-        job.q_stride = d;
-        job.k = c.k[l].data();
-        job.v = c.v[l].data();
-        job.T = 1;
-        job.L = c.length;
-        job.out = ctx.data() + (row0[r] + t) * d;
-        job.out_stride = d;
-        jobs.push_back(job);
-      }
-    }
-    if (impl_ == OpsImpl::Reference) {
-      for (const auto& j : jobs) cpu::ref::attention(j.q, j.q_stride, j.k, j.v, 1, j.L, nh, nh, hd, 0, j.out);
-    } else {
-      cpu::fast::attention_many(jobs, nh, nh, hd, 0);
-    }
-  };
+    last_position = std::max(last_position, first + c.length + n);
+    // Self-attention: the row's new tokens against its own cache (causal); cross attention:
+    // every token against all its source's keys.
+    self_spans.push_back({n, &c.kv, c.capacity, c.length + n, true});
+    cross_spans.push_back({n, &r.cross->kv, r.cross->length, r.cross->length, false});
+  }
+  Tensor x, y, qkv, ctx, inter;
+  sized(*ops_, ws.x, T, d, x);
+  sized(*ops_, ws.y, T, d, y);
+  sized(*ops_, ws.qkv, T, 3 * d, qkv);
+  sized(*ops_, ws.ctx, T, d, ctx);
+  sized(*ops_, ws.inter, T, F, inter);
+  ops_->embed(*embed_tokens_, ids, embed_scale_, positions(last_position), position_ids, x);
 
   for (size_t l = 0; l < decoder_.size(); ++l) {
     const DecoderLayer& L = decoder_[l];
-    layer_norm(x.data(), T, L.ln1_w, L.ln1_b, y.data());
-    linear(y.data(), T, L.self.qkv, L.self.qkv_b, qkv.data());
-    attend_self(l);
-    linear(ctx.data(), T, L.self.o, L.self.o_b, y.data());
-    add_rows(x.data(), y.data(), T * d);
+    layer_norm(x, L.ln1, y);
+    ops_->linear(y, *L.self.qkv, qkv);
+    ops_->write_cache(qkv.cols(d, 2 * d), self_spans, l);
+    ops_->cached_attention(qkv.cols(0, d), self_spans, l, nh, hd, ctx);
+    ops_->linear(ctx, *L.self.o, y);
+    ops_->add(x, y);
 
-    layer_norm(x.data(), T, L.ln_cross_w, L.ln_cross_b, ctx.data());
-    linear(ctx.data(), T, L.cross_q, L.cross_q_b, y.data());
-    attend_cross(l);
-    linear(ctx.data(), T, L.cross_o, L.cross_o_b, y.data());
-    add_rows(x.data(), y.data(), T * d);
+    layer_norm(x, L.ln_cross, ctx);
+    ops_->linear(ctx, *L.cross_q, y);
+    ops_->cached_attention(y, cross_spans, l, nh, hd, ctx);
+    ops_->linear(ctx, *L.cross_o, y);
+    ops_->add(x, y);
 
-    layer_norm(x.data(), T, L.ln2_w, L.ln2_b, y.data());
-    linear(y.data(), T, L.fc1, L.fc1_b, inter.data());
-    activation(inter.data(), inter.size());
-    linear(inter.data(), T, L.fc2, L.fc2_b, y.data());
-    add_rows(x.data(), y.data(), T * d);
+    layer_norm(x, L.ln2, y);
+    ops_->linear(y, *L.fc1, inter);
+    activation(inter);
+    ops_->linear(inter, *L.fc2, y);
+    ops_->add(x, y);
   }
   for (const auto& r : rows) r.cache->length += r.tokens.size();
 
   // Logits only for the rows asked: a decode step reads each row's last token.
   size_t n_out = T;
+  Tensor last = x;
   if (last_only) {
     n_out = rows.size();
-    for (size_t r = 0; r < rows.size(); ++r)
-      std::copy(x.data() + (row0[r + 1] - 1) * d, x.data() + row0[r + 1] * d, ctx.data() + r * d);
-    std::swap(x, ctx);
+    for (size_t r = 0; r < rows.size(); ++r) ops_->copy(x, row0[r + 1] - 1, 0, ctx, r, 0, 1, d);
+    last = ctx.rows(0, n_out);
   }
-  layer_norm(x.data(), n_out, dec_ln_w_, dec_ln_b_, y.data());
+  const Tensor normed = y.rows(0, n_out);
+  layer_norm(last, dec_ln_, normed);
   ws.logits.resize(n_out * V);
-  linear(y.data(), n_out, cfg_.tie_word_embeddings ? embed_tokens_ : lm_head_, {}, ws.logits.data());
+  Tensor logits = ops_->host_view(ws.logits.data(), n_out, V);
+  const bool on_host = !logits.empty();
+  if (!on_host) sized(*ops_, ws.device_logits, n_out, V, logits);
+  ops_->linear(normed, lm_head_ ? *lm_head_ : *embed_tokens_, logits);
+  if (!on_host) ops_->download(logits, ws.logits);
 }
 
 }  // namespace pivotmt

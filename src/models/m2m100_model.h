@@ -6,9 +6,11 @@
 // √d_model and shared by encoder, decoder and lm_head (tied); positions are sinusoidal with
 // fairseq's offset: real tokens are numbered from pad + 1 = 2.
 //
-// Compute is F32 on the CPU, weights F32, F16 or INT8 (per-row scales), on the CPU ops of
-// backends/cpu/ops.h: `OpsImpl::Reference` runs the plain loops (the specification the
-// goldens check first), `Fast` the threaded SIMD / BLAS kernels.
+// The model is written once over the encoder ops (backends/encoder_ops.h), on a device:
+// the CPU — `OpsImpl::Reference` runs the plain loops (the specification the goldens check
+// first), `Fast` the threaded SIMD / BLAS kernels; weights F32, F16 or INT8 (per-row
+// scales) — or a GPU (F32 weights). Compute is F32 everywhere. A hypothesis' keys and
+// values live in one tensor on the device; beam search copies them there.
 //
 // Shapes: d = d_model, S = source tokens, V = vocabulary; nh heads of hd = d / nh.
 #pragma once
@@ -19,8 +21,10 @@
 #include <string>
 #include <vector>
 
-#include "backends/cpu/ops.h"
+#include "backends/encoder_ops.h"
 #include "backends/ops.h"
+#include "backends/tensor.h"
+#include "core/device.h"
 #include "core/dtype.h"
 
 #include <nlohmann/json_fwd.hpp>
@@ -58,35 +62,49 @@ class M2M100Model {
  public:
   // `dir`: config.json, and the weights (model.safetensors or an index) unless
   // `weights_dir` names another folder (the converted copy of a pytorch_model.bin, see
-  // experiment/nllb_translate.h). `weights`: F32, F16 or I8 storage.
+  // experiment/nllb_translate.h). `weights`: F32, F16 or I8 storage (a GPU: F32).
   M2M100Model(const std::string& dir, DType weights = DType::F32, OpsImpl impl = OpsImpl::Fast,
-              const std::string& weights_dir = "");
+              const std::string& weights_dir = "", const Device& device = Device{});
   ~M2M100Model();
   const M2M100Config& config() const { return cfg_; }
   size_t weight_bytes() const;
+  Device device() const { return ops_->device(); }
+  std::string describe_device() const { return ops_->describe(); }
+  std::vector<float> to_host(const Tensor& t) const { return ops_->download(t); }
 
   // Several sources' final encoder states, packed one after another without padding.
   struct Encoded {
-    std::vector<float> states;  // [Σ S_i, d]
+    Tensor states;               // [Σ S_i, d] on the model's device
     std::vector<size_t> starts;  // source i holds rows [starts[i], starts[i + 1])
     size_t sources() const { return starts.empty() ? 0 : starts.size() - 1; }
   };
   Encoded encode(const std::vector<std::vector<int32_t>>& sources) const;
 
   // A source's cross-attention keys and values for every decoder layer, computed once and
-  // shared by all its hypotheses (beams).
+  // shared by all its hypotheses (beams): kv [layers · 2 · S, d] (layer l's keys at rows
+  // [2l·S, 2l·S + S), its values next).
   struct CrossCache {
-    size_t length = 0;                        // S
-    std::vector<std::vector<float>> k, v;     // [layer][S, d]
+    size_t length = 0;  // S
+    Tensor kv;
   };
   std::vector<CrossCache> cross_caches(const Encoded& enc) const;
 
-  // One hypothesis' decoder self-attention keys and values, every layer.
+  // One hypothesis' decoder self-attention keys and values, every layer: kv [layers · 2 ·
+  // capacity, d], the first `length` positions of each block held. Move-only: a copy of the
+  // tensor would share its memory; copy_self_cache copies the values.
   struct SelfCache {
-    size_t length = 0;                     // positions held
-    std::vector<std::vector<float>> k, v;  // [layer][length, d]
+    size_t length = 0;    // positions held
+    size_t capacity = 0;  // positions a block has room for (decode grows it when needed)
+    Tensor kv;
+    SelfCache() = default;
+    SelfCache(SelfCache&&) = default;
+    SelfCache& operator=(SelfCache&&) = default;
+    SelfCache(const SelfCache&) = delete;
+    SelfCache& operator=(const SelfCache&) = delete;
   };
   SelfCache new_self_cache(size_t reserve_positions = 0) const;
+  // dst holds src's positions afterwards (its memory reused when it has room).
+  void copy_self_cache(const SelfCache& src, SelfCache& dst) const;
 
   // One decoder row of a pass: `tokens` are appended at cache->length (positions from
   // cache->length + 2) and attend to `cross`.
@@ -98,8 +116,10 @@ class M2M100Model {
   // Activations of decode passes, kept by the caller between steps: a step's buffers (the
   // logits of 64 hypotheses of NLLB's 256k vocabulary are 65 MB) are then reused instead of
   // mapped and zeroed afresh.
+  // The tensors are on the model's device, `logits` on the host.
   struct Workspace {
-    std::vector<float> x, y, qkv, ctx, inter, logits;
+    Tensor x, y, qkv, ctx, inter, device_logits;
+    std::vector<float> logits;
   };
   // Runs the decoder over every row's new tokens together and returns the logits
   // [rows, V] of each row's last token (last_only), or [Σ tokens, V] of all of them.
@@ -109,42 +129,43 @@ class M2M100Model {
 
  private:
   struct Attention {
-    cpu::Matrix qkv, o;  // qkv: q | k | v stacked [3d, d] (the cross attention's q alone in `q`)
-    std::vector<float> qkv_b, o_b;
+    std::unique_ptr<EncoderLinear> qkv, o;  // qkv: q | k | v stacked [3d, d]
+  };
+  struct Norm {
+    Tensor w, b;  // [1, d]
   };
   struct EncoderLayer {
     Attention self;
-    std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;
-    cpu::Matrix fc1, fc2;
-    std::vector<float> fc1_b, fc2_b;
+    Norm ln1, ln2;
+    std::unique_ptr<EncoderLinear> fc1, fc2;
   };
   struct DecoderLayer {
     Attention self;
-    cpu::Matrix cross_q, cross_kv, cross_o;  // cross_kv: k | v stacked [2d, d]
-    std::vector<float> cross_q_b, cross_kv_b, cross_o_b;
-    std::vector<float> ln1_w, ln1_b, ln_cross_w, ln_cross_b, ln2_w, ln2_b;
-    cpu::Matrix fc1, fc2;
-    std::vector<float> fc1_b, fc2_b;
+    std::unique_ptr<EncoderLinear> cross_q, cross_kv, cross_o;  // cross_kv: k | v stacked [2d, d]
+    Norm ln1, ln_cross, ln2;
+    std::unique_ptr<EncoderLinear> fc1, fc2;
   };
-  // The op set of `impl_` (reference loops or fast kernels).
-  void linear(const float* x, size_t T, const cpu::Matrix& w, const std::vector<float>& b, float* y) const;
-  void layer_norm(const float* x, size_t T, const std::vector<float>& w, const std::vector<float>& b, float* y) const;
-  void activation(float* x, size_t n) const;
-  // token embeddings · scale + positions into x [T, d].
-  void embed(std::span<const int32_t> ids, size_t first_position, float* x) const;
-  cpu::Matrix load_matrix(const std::vector<std::string>& names) const;
-  std::vector<float> load_vector(const std::vector<std::string>& names) const;
+  // y = LayerNorm(x) (x unchanged), torch.nn.LayerNorm's eps.
+  void layer_norm(const Tensor& x, const Norm& n, const Tensor& y) const;
+  void activation(const Tensor& x) const;
+  // Position rows [0, n) of the sinusoidal table on the device (grown on demand).
+  const Tensor& positions(size_t n) const;
+  void grow(SelfCache& c, size_t capacity) const;
+  std::unique_ptr<EncoderLinear> load_linear(const std::vector<std::string>& weights,
+                                             const std::vector<std::string>& biases) const;
+  Norm load_norm(const std::string& prefix) const;
 
   M2M100Config cfg_;
   DType weight_dtype_;
-  OpsImpl impl_;
+  std::unique_ptr<EncoderOps> ops_;
   std::unique_ptr<Checkpoint> checkpoint_;
-  cpu::Matrix embed_tokens_;  // [V, d]; lm_head too when tied
-  cpu::Matrix lm_head_;       // [V, d] when not tied
+  std::unique_ptr<EncoderLinear> embed_tokens_;  // [V, d]; lm_head too when tied
+  std::unique_ptr<EncoderLinear> lm_head_;       // [V, d] when not tied
   std::vector<EncoderLayer> encoder_;
   std::vector<DecoderLayer> decoder_;
-  std::vector<float> enc_ln_w_, enc_ln_b_, dec_ln_w_, dec_ln_b_;
+  Norm enc_ln_, dec_ln_;
   float embed_scale_ = 1.0f;
+  mutable Tensor positions_;  // sinusoidal rows [0, n)
 };
 
 }  // namespace pivotmt

@@ -142,6 +142,10 @@ T atomicAdd(T* address, T value) {
 
 // Device math functions the host library lacks.
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+// Round-to-nearest products and sums that the compiler must not fuse (the emulator is built
+// without FMA contraction, so the plain operators are exactly these).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 template <class T>
 T min(T a, T b) {
   return b < a ? b : a;

@@ -1,5 +1,7 @@
-// The encoder ops' kernels (BERT, XLM-R), all F32: LayerNorm (and the post-norm residual
-// form), the exact GELU, bias rows, and bidirectional attention over packed sequences.
+// The encoder ops' kernels (BERT, XLM-R, M2M100), all F32: LayerNorm (and the post-norm
+// residual form), the exact GELU, bias rows, bidirectional attention over packed sequences;
+// for the encoder–decoder also residual adds, ReLU, embeddings, and attention of decoder rows
+// over per-sequence key/value caches.
 // Their specification is backends/cpu/ops_ref.cpp's loops; the tests compare the two.
 #include <cstdint>
 #include <string>
@@ -64,17 +66,13 @@ __global__ void add_bias_kernel(float* y, int n, const float* bias) {
   for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] += bias[i];
 }
 
-// One warp per (row, head): the row's query against every key of its sequence, an online
-// softmax (max, sum, weighted values) in F32; lanes across the head's dims (d ≤ 256).
+// One warp's attention of a query row's head over `n` keys (rows `key_stride` floats apart,
+// values `value_offset` floats after their key): an online softmax (max, sum, weighted
+// values) in F32; lanes across the head's dims (d ≤ 256).
 constexpr int kMaxDimsPerLane = 8;
-__global__ void encoder_attention_kernel(const float* qkv, int heads, int d, const int32_t* row_begin,
-                                         const int32_t* row_end, float* out, int rows) {
-  const int warp = int(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32), lane = int(threadIdx.x % 32);
-  if (warp >= rows * heads) return;  // whole warps leave together
-  const int t = warp / heads, h = warp % heads;
-  const int width = 3 * heads * d;
+__device__ void attend_keys(const float* q, const float* keys, size_t key_stride, size_t value_offset, int n, int d,
+                            float* o, int lane) {
   const float scale = 1.0f / sqrtf(float(d));
-  const float* q = qkv + size_t(t) * width + size_t(h) * d;
   float qd[kMaxDimsPerLane], acc[kMaxDimsPerLane];
   for (int i = 0; i < kMaxDimsPerLane; ++i) {
     const int dim = lane + 32 * i;
@@ -82,15 +80,15 @@ __global__ void encoder_attention_kernel(const float* qkv, int heads, int d, con
     acc[i] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  for (int j = row_begin[t]; j < row_end[t]; ++j) {
-    const float* k = qkv + size_t(j) * width + size_t(heads + h) * d;
-    const float* v = qkv + size_t(j) * width + size_t(2 * heads + h) * d;
+  for (int j = 0; j < n; ++j) {
+    const float* k = keys + size_t(j) * key_stride;
+    const float* v = k + value_offset;
     float s = 0.0f;
     for (int i = 0; i < kMaxDimsPerLane; ++i) {
       const int dim = lane + 32 * i;
       if (dim < d) s += qd[i] * k[dim];
     }
-    for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+    for (int o2 = 16; o2 > 0; o2 /= 2) s += __shfl_xor_sync(0xffffffffu, s, o2);
     s *= scale;
     const float m_new = fmaxf(m, s), old = m == -INFINITY ? 0.0f : expf(m - m_new), p = expf(s - m_new);
     l = l * old + p;
@@ -100,11 +98,67 @@ __global__ void encoder_attention_kernel(const float* qkv, int heads, int d, con
     }
     m = m_new;
   }
-  float* o = out + size_t(t) * heads * d + size_t(h) * d;
   for (int i = 0; i < kMaxDimsPerLane; ++i) {
     const int dim = lane + 32 * i;
     if (dim < d) o[dim] = acc[i] / l;
   }
+}
+
+// One warp per (row, head): the row's query against every key of its sequence.
+__global__ void encoder_attention_kernel(const float* qkv, int heads, int d, const int32_t* row_begin,
+                                         const int32_t* row_end, float* out, int rows) {
+  const int warp = int(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  if (warp >= rows * heads) return;  // whole warps leave together
+  const int t = warp / heads, h = warp % heads;
+  const size_t width = size_t(3) * heads * d;
+  const float* keys = qkv + size_t(row_begin[t]) * width + size_t(heads + h) * d;
+  attend_keys(qkv + size_t(t) * width + size_t(h) * d, keys, width, size_t(heads) * d, row_end[t] - row_begin[t], d,
+              out + size_t(t) * heads * d + size_t(h) * d, lane);
+}
+
+// One warp per (row, head): a decoder row's query against its cache's visible keys.
+__global__ void cached_attention_kernel(const float* q, int ldq, const CacheRow* meta, int rows, int heads, int d,
+                                        int layer, float* out) {
+  const int warp = int(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  if (warp >= rows * heads) return;
+  const int t = warp / heads, h = warp % heads;
+  const size_t H = size_t(heads) * d;
+  const CacheRow c = meta[t];
+  const float* keys = c.kv + size_t(2 * layer) * c.capacity * H + size_t(h) * d;
+  attend_keys(q + size_t(t) * ldq + size_t(h) * d, keys, H, size_t(c.capacity) * H, c.visible, d,
+              out + size_t(t) * H + size_t(h) * d, lane);
+}
+
+// One block per row: its new key and value into its cache's layer.
+__global__ void write_cache_kernel(const float* kv_new, int ld, const CacheRow* meta, int H, int layer) {
+  const CacheRow c = meta[blockIdx.x];
+  const float* src = kv_new + size_t(blockIdx.x) * ld;
+  float* key = c.kv + (size_t(2 * layer) * c.capacity + size_t(c.position)) * H;
+  float* value = key + size_t(c.capacity) * H;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    key[i] = src[i];
+    value[i] = src[H + i];
+  }
+}
+
+__global__ void add_kernel(float* x, const float* y, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    x[i] += y[i];
+}
+
+__global__ void relu_kernel(float* x, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    x[i] = fmaxf(x[i], 0.0f);
+}
+
+// One block per row. __fmul_rn / __fadd_rn: no contraction into a fused multiply-add (the
+// CPU rounds the product, then the sum).
+__global__ void embed_kernel(const float* table, const int32_t* ids, const int32_t* position_ids, int H, float scale,
+                             const float* positions, float* out) {
+  const float* row = table + size_t(ids[blockIdx.x]) * H;
+  const float* pos = positions + size_t(position_ids[blockIdx.x]) * H;
+  float* o = out + size_t(blockIdx.x) * H;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) o[i] = __fadd_rn(__fmul_rn(row[i], scale), pos[i]);
 }
 
 }  // namespace
@@ -136,6 +190,40 @@ void encoder_attention(const float* qkv, int rows, int heads, int d, const int32
   const size_t warps = size_t(rows) * heads;
   launch("encoder_attention_kernel", encoder_attention_kernel, unsigned((warps + kWarps - 1) / kWarps), 32 * kWarps, s,
          qkv, heads, d, row_begin, row_end, out, rows);
+}
+
+void encoder_add(float* x, const float* y, size_t n, cudaStream_t s) {
+  if (n == 0) return;
+  launch("add_kernel", add_kernel, blocks_for(n, 256), 256, s, x, y, n);
+}
+
+void encoder_relu(float* x, size_t n, cudaStream_t s) {
+  if (n == 0) return;
+  launch("relu_kernel", relu_kernel, blocks_for(n, 256), 256, s, x, n);
+}
+
+void encoder_embed(const float* table, const int32_t* ids_and_positions, int rows, int H, float scale,
+                   const float* positions, float* out, cudaStream_t s) {
+  if (rows == 0) return;
+  launch("embed_kernel", embed_kernel, unsigned(rows), kRowThreads, s, table, ids_and_positions,
+         ids_and_positions + rows, H, scale, positions, out);
+}
+
+void encoder_write_cache(const float* kv_new, int ld, const CacheRow* rows_meta, int rows, int H, int layer,
+                         cudaStream_t s) {
+  if (rows == 0) return;
+  launch("write_cache_kernel", write_cache_kernel, unsigned(rows), kRowThreads, s, kv_new, ld, rows_meta, H, layer);
+}
+
+void encoder_cached_attention(const float* q, int ldq, const CacheRow* rows_meta, int rows, int heads, int d, int layer,
+                              float* out, cudaStream_t s) {
+  if (!encoder_attention_supported(d))
+    throw Error("cuda cached attention: heads of " + std::to_string(d) + " dims (at most 256)");
+  if (rows == 0) return;
+  constexpr int kWarps = 4;
+  const size_t warps = size_t(rows) * heads;
+  launch("cached_attention_kernel", cached_attention_kernel, unsigned((warps + kWarps - 1) / kWarps), 32 * kWarps, s,
+         q, ldq, rows_meta, rows, heads, d, layer, out);
 }
 
 void linear_f32(cublasHandle_t blas, const float* x, int rows, const float* w, int out, int in, float* y) {

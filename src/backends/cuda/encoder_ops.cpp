@@ -45,15 +45,19 @@ class CudaEncoderOps final : public EncoderOps {
   std::string describe() const override {
     return fmt::format("cuda:{} ({}, F32 encoder)", device_.index, info_.name);
   }
-  std::unique_ptr<EncoderLinear> make_linear(std::vector<float> w, size_t out, size_t in,
-                                             std::vector<float> bias) override {
+  std::unique_ptr<EncoderLinear> make_linear(std::vector<float> w, size_t out, size_t in, std::vector<float> bias,
+                                             DType storage) override {
     if (w.size() != out * in || (!bias.empty() && bias.size() != out))
       throw Error(fmt::format("encoder linear: {} weights and {} biases for [{}, {}]", w.size(), bias.size(), out, in));
+    if (storage != DType::F32)
+      throw UnsupportedError(fmt::format("{}: encoder weights as {} (the GPU encoders compute in F32: --weights f32)",
+                                         describe(), dtype_name(storage)));
     auto l = std::make_unique<CudaEncoderLinear>();
     l->out = out;
     l->in = in;
     l->w = upload(w, out, in);
     if (!bias.empty()) l->bias = upload(bias, 1, out);
+    l->bytes = (w.size() + bias.size()) * sizeof(float);
     return l;
   }
   void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
@@ -66,12 +70,10 @@ class CudaEncoderOps final : public EncoderOps {
           "copy to the device");
     synchronize();
   }
-  std::vector<float> do_download(const Tensor& t) override {
+  void do_download(const Tensor& t, float* out) override {
     select();
-    std::vector<float> v(t.numel());
-    check(cudaMemcpyAsync(v.data(), t.data(), v.size() * 4, cudaMemcpyDeviceToHost, stream_), "copy to the host");
+    check(cudaMemcpyAsync(out, t.data(), t.numel() * 4, cudaMemcpyDeviceToHost, stream_), "copy to the host");
     synchronize();
-    return v;
   }
   void do_linear(const Tensor& x, const EncoderLinear& w, const Tensor& y) override {
     select();
@@ -119,8 +121,90 @@ class CudaEncoderOps final : public EncoderOps {
     kernels::encoder_attention(qkv.as<float>(), int(T), int(heads), int(d), bounds_.as<int32_t>(),
                                bounds_.as<int32_t>() + T, out.as<float>(), stream_);
   }
+  void do_add(const Tensor& x, const Tensor& y) override {
+    select();
+    kernels::encoder_add(x.as<float>(), y.as<float>(), x.numel(), stream_);
+  }
+  void do_relu(const Tensor& x) override {
+    select();
+    kernels::encoder_relu(x.as<float>(), x.numel(), stream_);
+  }
+  void do_copy(const Tensor& src, size_t src_row, size_t src_col, const Tensor& dst, size_t dst_row, size_t dst_col,
+               size_t rows, size_t cols) override {
+    select();
+    // Pitches are a row of a tensor (a cache's block row: capacity · d floats), far below
+    // the 2 GiB limit.
+    check(cudaMemcpy2DAsync(dst.as<float>() + dst_row * dst.stride() + dst_col, dst.stride() * 4,
+                            src.as<float>() + src_row * src.stride() + src_col, src.stride() * 4, cols * 4, rows,
+                            cudaMemcpyDeviceToDevice, stream_),
+          "copy on the device");
+  }
+  void do_embed(const EncoderLinear& table, std::span<const int32_t> ids, float scale, const Tensor& positions,
+                std::span<const int32_t> position_ids, const Tensor& out) override {
+    select();
+    const auto& t = static_cast<const CudaEncoderLinear&>(table);
+    std::vector<int32_t> both(ids.begin(), ids.end());
+    both.insert(both.end(), position_ids.begin(), position_ids.end());
+    if (ids_.numel() < both.size()) ids_ = Tensor(device_, DType::I32, 1, 2 * both.size());
+    check(cudaMemcpyAsync(ids_.data(), both.data(), both.size() * 4, cudaMemcpyHostToDevice, stream_),
+          "copy the token ids");
+    synchronize();  // pageable memory: `both` must outlive the copy
+    kernels::encoder_embed(t.w.as<float>(), ids_.as<int32_t>(), int(ids.size()), int(out.cols()), scale,
+                           positions.as<float>(), out.as<float>(), stream_);
+  }
+  void do_write_cache(const Tensor& kv_new, std::span<const CachedRows> spans, size_t layer) override {
+    select();
+    const auto* meta = cache_rows(spans);
+    kernels::encoder_write_cache(kv_new.as<float>(), int(kv_new.stride()), meta, int(kv_new.rows()),
+                                 int(kv_new.cols() / 2), int(layer), stream_);
+  }
+  void do_cached_attention(const Tensor& q, std::span<const CachedRows> spans, size_t layer, size_t heads, size_t d,
+                           const Tensor& out) override {
+    select();
+    if (!kernels::encoder_attention_supported(int(d)))
+      throw UnsupportedError(fmt::format("{}: decoder attention heads of {} dims (at most 256)", describe(), d));
+    const auto* meta = cache_rows(spans);
+    kernels::encoder_cached_attention(q.as<float>(), int(q.stride()), meta, int(q.rows()), int(heads), int(d),
+                                      int(layer), out.as<float>(), stream_);
+  }
 
  private:
+  // Each row's cache, visible keys and write position on the device. A decoder step's
+  // layers all see the same spans (its self-attention's, then its cross-attention's): the
+  // last two uploads are kept, so a step uploads each once.
+  const kernels::CacheRow* cache_rows(std::span<const CachedRows> spans) {
+    std::vector<kernels::CacheRow> rows;
+    for (const auto& s : spans)
+      for (size_t i = 0; i < s.rows; ++i) {
+        const size_t position = s.keys - std::min(s.keys, s.rows) + i;
+        rows.push_back({s.kv->as<float>(), int32_t(s.capacity), int32_t(s.causal ? position + 1 : s.keys),
+                        int32_t(position), 0});
+      }
+    const size_t bytes = rows.size() * sizeof(kernels::CacheRow);
+    for (auto& slot : meta_slots_)
+      if (slot.bytes.size() == bytes && std::memcmp(slot.bytes.data(), rows.data(), bytes) == 0) {
+        slot.used = ++meta_clock_;
+        return slot.device.as<kernels::CacheRow>();
+      }
+    auto& slot = meta_slots_[0].used <= meta_slots_[1].used ? meta_slots_[0] : meta_slots_[1];
+    if (slot.device.numel() * 4 < bytes) slot.device = Tensor(device_, DType::I32, 1, 2 * bytes / 4);
+    // Ordered after the kernels that read the slot's previous rows; waited for (pageable).
+    check(cudaMemcpyAsync(slot.device.data(), rows.data(), bytes, cudaMemcpyHostToDevice, stream_),
+          "copy the decoder rows' caches");
+    synchronize();
+    slot.bytes.assign(reinterpret_cast<const char*>(rows.data()), reinterpret_cast<const char*>(rows.data()) + bytes);
+    slot.used = ++meta_clock_;
+    return slot.device.as<kernels::CacheRow>();
+  }
+  struct MetaSlot {
+    std::vector<char> bytes;  // what `device` holds
+    Tensor device;
+    size_t used = 0;
+  };
+  MetaSlot meta_slots_[2];
+  size_t meta_clock_ = 0;
+  Tensor ids_;  // token ids, then position ids, of an embedding
+
   void select() const { check(cudaSetDevice(device_.index), "cudaSetDevice"); }
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
   Device device_;

@@ -134,4 +134,24 @@ void encoder_gelu(float* x, size_t n, cudaStream_t s);  // the exact (erf) GELU,
 bool encoder_attention_supported(int d);  // d ≤ 256
 void encoder_attention(const float* qkv, int rows, int heads, int d, const int32_t* row_begin, const int32_t* row_end,
                        float* out, cudaStream_t s);
+// The encoder–decoder's ops (M2M100): x += y; max(x, 0); embedding rows.
+void encoder_add(float* x, const float* y, size_t n, cudaStream_t s);
+void encoder_relu(float* x, size_t n, cudaStream_t s);
+// out[r] = table[ids[r]] · scale + positions[position_ids[r]] (rounded product, then the sum);
+// ids_and_positions: rows ids, then rows position ids.
+void encoder_embed(const float* table, const int32_t* ids_and_positions, int rows, int H, float scale,
+                   const float* positions, float* out, cudaStream_t s);
+// A decoder row's cache: [layers · 2 · capacity, H]; the row sees keys [0, visible) of
+// layer l and writes its own at `position`.
+struct CacheRow {
+  float* kv;
+  int32_t capacity, visible, position, unused;
+};
+// kv_new [rows, 2H] (ld floats apart: keys | values) into each row's cache at its position.
+void encoder_write_cache(const float* kv_new, int ld, const CacheRow* rows_meta, int rows, int H, int layer,
+                         cudaStream_t s);
+// q [rows, heads d] (ldq apart) against each row's visible keys and values of `layer` →
+// out [rows, heads d]; the encoder attention's online softmax (d ≤ 256).
+void encoder_cached_attention(const float* q, int ldq, const CacheRow* rows_meta, int rows, int heads, int d, int layer,
+                              float* out, cudaStream_t s);
 }  // namespace pivotmt::cuda::kernels
