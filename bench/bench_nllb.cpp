@@ -1,11 +1,13 @@
 // NLLB-200 translation speed: a model folder (an M2M100 checkpoint with NLLB's tokenizer)
 // translating the lines of a file, in batches, greedy or with beams. Prints sentences/s and
 // decoder tokens/s, and the floor of a decode step (every weight of the decoder and lm_head
-// streamed once per step, over the machine's measured memory bandwidth); writes the output
+// streamed once per step, over the device's measured memory bandwidth); writes the output
 // token ids as JSON for bench/side_by_side_nllb.py, which runs transformers on the same model
 // and sentences and compares.
 //   bench_nllb MODEL_DIR SENTENCES.txt OUT.json --weights f32|f16|int8 --beams N --batch N
-//              --max-length N --src-lang CODE --tgt-lang CODE
+//              --max-length N --src-lang CODE --tgt-lang CODE --device cpu|cuda:N
+// On a GPU the weights are F32 (the GPU's NLLB path) and the floor uses the GPU's measured
+// copy bandwidth.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +20,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "backends/backend.h"
 #include "backends/cpu/ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "experiment/nllb_translate.h"
@@ -30,11 +33,11 @@ int main(int argc, char** argv) {
   if (argc < 4) {
     fmt::print(stderr,
                "usage: bench_nllb MODEL_DIR SENTENCES.txt OUT.json [--weights f32|f16|int8] [--beams N] [--batch N] "
-               "[--max-length N] [--src-lang CODE] [--tgt-lang CODE]\n");
+               "[--max-length N] [--src-lang CODE] [--tgt-lang CODE] [--device cpu|cuda:N]\n");
     return 2;
   }
   try {
-    std::string weights = "f32", src_lang = "mar_Deva", tgt_lang = "gom_Deva";
+    std::string weights = "f32", src_lang = "mar_Deva", tgt_lang = "gom_Deva", device_name = "cpu";
     size_t beams = 1, batch = 1, max_length = 64;
     for (int i = 4; i + 1 < argc; i += 2) {
       const std::string k = argv[i], v = argv[i + 1];
@@ -44,6 +47,7 @@ int main(int argc, char** argv) {
       else if (k == "--max-length") max_length = std::stoul(v);
       else if (k == "--src-lang") src_lang = v;
       else if (k == "--tgt-lang") tgt_lang = v;
+      else if (k == "--device") device_name = v;
       else throw std::runtime_error("unknown option " + k);
     }
     std::vector<std::string> texts;
@@ -51,9 +55,11 @@ int main(int argc, char** argv) {
     std::string line;
     while (std::getline(in, line))
       if (!line.empty()) texts.push_back(line);
+    const pivotmt::Device device = pivotmt::resolve_device(device_name);
+    if (device.kind == pivotmt::DeviceKind::CUDA) weights = "f32";
     const pivotmt::DType dtype = weights == "f16" ? pivotmt::DType::F16 : weights == "int8" ? pivotmt::DType::I8 : pivotmt::DType::F32;
     const auto t0 = Clock::now();
-    const pivotmt::NllbTranslator translator(argv[1], "", dtype);
+    const pivotmt::NllbTranslator translator(argv[1], "", dtype, pivotmt::OpsImpl::Fast, device);
     const double load = std::chrono::duration<double>(Clock::now() - t0).count();
     auto s = translator.settings(tgt_lang);
     s.num_beams = beams;
@@ -78,8 +84,10 @@ int main(int argc, char** argv) {
     const double d = double(c.d_model), F = double(c.decoder_ffn), V = double(c.vocab_size);
     const double bytes_per_weight = weights == "f32" ? 4 : weights == "f16" ? 2 : 1;
     const double step_bytes = (double(c.decoder_layers) * (4 * d * d + 4 * d * d + 2 * d * F) + V * d) * bytes_per_weight;
-    // The read bandwidth the run plan measures (an integer pass over 512 MiB).
-    const double bw = pivotmt::measure_cpu_ceiling().gbps;
+    // The read bandwidth the run plan measures (an integer pass over 512 MiB; on a GPU, half
+    // a device-to-device copy's bytes per second).
+    const double bw = device.kind == pivotmt::DeviceKind::CUDA ? pivotmt::gpu_ceiling(device.to_string()).gbps
+                                                                 : pivotmt::measure_cpu_ceiling().gbps;
     // Decode steps: per batch, as many as its longest output (every row of a batch steps together).
     size_t steps = 0;
     for (size_t b = 0; b < out.size(); b += batch) {
@@ -88,10 +96,10 @@ int main(int argc, char** argv) {
       steps += longest;
     }
     const double floor_s = double(steps) * step_bytes / (bw * 1e9);
-    fmt::print("{{\"weights\": \"{}\", \"beams\": {}, \"batch\": {}, \"sentences\": {}, \"load_s\": {:.2f}, "
+    fmt::print("{{\"device\": \"{}\", \"weights\": \"{}\", \"beams\": {}, \"batch\": {}, \"sentences\": {}, \"load_s\": {:.2f}, "
                "\"seconds\": {:.2f}, \"sentences_per_s\": {:.3f}, \"tokens_per_s\": {:.1f}, \"threads\": {}, "
                "\"bandwidth_gbs\": {:.1f}, \"decode_steps\": {}, \"bandwidth_floor_s\": {:.2f}, \"floor_over_time\": {:.2f}}}\n",
-               weights, beams, batch, texts.size(), load, sec, double(texts.size()) / sec, double(tokens) / sec,
+               translator.model().describe_device(), weights, beams, batch, texts.size(), load, sec, double(texts.size()) / sec, double(tokens) / sec,
                pivotmt::cpu::num_threads(), bw, steps, floor_s, floor_s / sec);
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());

@@ -10,14 +10,20 @@ The tokenizer is the tiny model's of tests/goldens/nllb_tiny (its ids are a subs
 vocabulary; the work per token does not depend on which ids they are). A random model never
 chooses </s>, so every sentence runs to max_length on both sides: the same work.
 
-Development machine only (pip install torch transformers):
+With --device cuda both run on the GPU (transformers F32 on CUDA, pivotmt's F32 GPU path);
+the GPU machine has no ../shared, so the sentences are then the golden's (tests/goldens/
+nllb_tiny), repeated to --sentences.
+
+Needs torch and transformers (the development machine; the GPU machine has them):
 
   python3 bench/side_by_side_nllb.py BUILD_DIR WORK_DIR [--sentences 16] [--max-length 64] [--threads 2]
+                                     [--device cpu|cuda]
 """
 import argparse
 import csv
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,33 +57,45 @@ def make_model(model_dir):
 
 def sentences(n):
     path = os.path.join(ROOT, "../shared/fixtures/original/konkani_full/k_0/results_k0.csv")
-    csv.field_size_limit(1 << 30)
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = [r["mar"] for r in csv.DictReader(f) if r["mar"]]
-    return rows[:n]
+    if os.path.exists(path):
+        csv.field_size_limit(1 << 30)
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = [r["mar"] for r in csv.DictReader(f) if r["mar"]]
+    else:  # the GPU machine: the golden's sources
+        with open(os.path.join(ROOT, "tests/goldens/nllb_tiny/golden.json"), encoding="utf-8") as f:
+            rows = [s["text"] for g in json.load(f)["generation"] for s in g["sources"]]
+    return (rows * (n // len(rows) + 1))[:n]
 
 
-def run_transformers(model, tok, texts, beams, batch, max_length):
+def run_transformers(model, tok, texts, beams, batch, max_length, device):
     tok.src_lang = "mar_Deva"
     forced = tok.convert_tokens_to_ids("gom_Deva")
     ids = []
+    if device == "cuda":  # warm-up: kernels loaded, cuBLAS handles made
+        with torch.inference_mode():
+            model.generate(**tok(texts[:1], return_tensors="pt").to(device), forced_bos_token_id=forced, max_length=8)
+        torch.cuda.synchronize()
     start = time.perf_counter()
     with torch.inference_mode():
         for b in range(0, len(texts), batch):
-            enc = tok(texts[b:b + batch], return_tensors="pt", padding=True, truncation=True)
+            enc = tok(texts[b:b + batch], return_tensors="pt", padding=True, truncation=True).to(device)
             out = model.generate(**enc, forced_bos_token_id=forced, max_length=max_length, num_beams=beams)
-            for row in out.tolist():
+            for row in out.cpu().tolist():
                 while row and row[-1] == 1:
                     row.pop()
                 ids.append(row)
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start, ids
 
 
-def run_pivotmt(build, model_dir, sentences_file, weights, beams, batch, max_length, threads, work):
+def run_pivotmt(build, model_dir, sentences_file, weights, beams, batch, max_length, threads, work, device):
     out = os.path.join(work, f"pivotmt_{weights}_{beams}_{batch}.json")
     env = dict(os.environ, PIVOTMT_THREADS=str(threads), OMP_NUM_THREADS="1")
-    cmd = [os.path.join(build, "bench/bench_nllb"), model_dir, sentences_file, out, "--weights", weights, "--beams",
-           str(beams), "--batch", str(batch), "--max-length", str(max_length)]
+    # PIVOTMT_BENCH_LAUNCH: a prefix for the program (gpu-check.sh's loader of a bundle's libraries).
+    cmd = shlex.split(os.environ.get("PIVOTMT_BENCH_LAUNCH", "")) + [os.path.join(build, "bench/bench_nllb"), model_dir, sentences_file, out, "--weights", weights, "--beams",
+           str(beams), "--batch", str(batch), "--max-length", str(max_length), "--device",
+           "cuda:0" if device == "cuda" else "cpu"]
     line = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
     figures = json.loads(line)
     with open(out) as f:
@@ -92,6 +110,7 @@ def main():
     ap.add_argument("--sentences", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model_dir = os.path.join(args.work, "nllb-600M-random")
@@ -100,16 +119,18 @@ def main():
     sentences_file = os.path.join(args.work, "sentences.txt")
     with open(sentences_file, "w", encoding="utf-8") as f:
         f.write("\n".join(texts) + "\n")
-    model = M2M100ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = M2M100ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval().to(args.device)
+    # F16 weights are a CPU storage format: the GPU runs F32 only.
+    weight_kinds = ["f32"] if args.device == "cuda" else ["f32", "f16"]
     tok = NllbTokenizer.from_pretrained(model_dir)
 
     rows = []
     for beams, batch in [(1, 1), (1, 16), (4, 1), (4, 16)]:
-        hf_s, hf_ids = run_transformers(model, tok, texts, beams, batch, args.max_length)
+        hf_s, hf_ids = run_transformers(model, tok, texts, beams, batch, args.max_length, args.device)
         line = {"beams": beams, "batch": batch, "transformers_s": hf_s}
-        for weights in ["f32", "f16"]:
+        for weights in weight_kinds:
             p = run_pivotmt(args.build, model_dir, sentences_file, weights, beams, batch, args.max_length,
-                            args.threads, args.work)
+                            args.threads, args.work, args.device)
             same = sum(a == b for a, b in zip(p["ids"], hf_ids))
             line[weights] = {"s": p["seconds"], "same": same, "floor_s": p["bandwidth_floor_s"],
                              "bandwidth_gbs": p["bandwidth_gbs"]}
@@ -117,8 +138,19 @@ def main():
         print(json.dumps(line), file=sys.stderr, flush=True)
 
     n = len(texts)
-    print(f"{n} sentences (Marathi → Konkani, max_length {args.max_length}), {args.threads} threads, "
+    where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{args.threads} threads"
+    print(f"{n} sentences (Marathi → Konkani, max_length {args.max_length}), {where}, "
           f"torch {torch.__version__}\n")
+    if args.device == "cuda":
+        print("| decoding | batch | transformers F32 sent/s | pivotmt F32 sent/s | ratio | same tokens | "
+              "bandwidth floor (s) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            decoding = "greedy" if r["beams"] == 1 else f"{r['beams']} beams"
+            hf, f32 = n / r["transformers_s"], n / r["f32"]["s"]
+            print(f"| {decoding} | {r['batch']} | {hf:.3f} | {f32:.3f} | {f32 / hf:.2f}× | {r['f32']['same']}/{n} | "
+                  f"{r['f32']['floor_s']:.2f} of {r['f32']['s']:.2f} |")
+        return
     print("| decoding | batch | transformers F32 sent/s | pivotmt F32 sent/s | ratio | same tokens | "
           "pivotmt F16 weights sent/s | ratio | bandwidth floor F16 (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

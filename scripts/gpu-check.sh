@@ -106,7 +106,7 @@ else
   BIN="$ROOT/build/bundle-bin"
   mkdir -p "$BIN"
   for p in apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_cuda_kernels tests/test_gpu_engine \
-    tests/test_gpu_encoder bench/bench_gpu; do
+    tests/test_gpu_encoder bench/bench_gpu bench/bench_nllb; do
     ln -sf "$ROOT/build/$p" "$BIN/$(basename "$p")"
   done
   LIBS=""
@@ -292,6 +292,39 @@ else
   bounded "$(limit 40)" "${LOADER[@]}" "$BIN/ops_harness" --device "$DEV" --perf >"$LOGS/ops_perf.log" 2>&1
   rc=$?
   row "op perf (model shapes)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" "$(grep -m1 ceiling "$LOGS/ops_perf.log"); $(grep -E '^perf (decode|prefill) attention' "$LOGS/ops_perf.log" | sed 's/^perf //' | tr -s ' ' | tr '\n' ';') $(elapsed $t)"
+fi
+
+# --- 4b. NLLB-200 on the device through the CLI (the tiny golden model, 4 beams: the CPU's
+# translations expected), then side by side with transformers on a 600M-shaped random model
+# (bench/side_by_side_nllb.py; where Python has torch and transformers, not on the emulator).
+t=$(date +%s)
+export NLLB="$ROOT/tests/goldens/nllb_tiny" WORKDIR
+bounded "$(limit 40)" bash -c '
+  set -e
+  for d in "$DEV" cpu; do
+    "$@" -q translate --model "$NLLB" --weights f32 --beams 4 --device "$d" -i "$ROOT/data/demo/test.jsonl" \
+      >"$WORKDIR/nllb-$d.txt"
+  done
+' nllb "${LOADER[@]}" "$BIN/pivotmt" >"$LOGS/nllb.log" 2>&1
+rc=$?
+if [[ $rc == 0 ]] && cmp -s "$WORKDIR/nllb-$DEV.txt" "$WORKDIR/nllb-cpu.txt"; then
+  row "NLLB translate --device $DEV" ok "$(wc -l <"$WORKDIR/nllb-cpu.txt") translations (4 beams) identical to the CPU's; $(elapsed $t)"
+else
+  row "NLLB translate --device $DEV" "FAIL rc=$rc" "see nllb.log; outputs differ from the CPU's or the run failed"
+fi
+if [[ "$EMULATED" == 1 ]] || ! python3 -c "import torch, transformers" 2>/dev/null || [[ ! -x "$BIN/bench_nllb" ]]; then
+  row "NLLB side by side" "not run" "needs a GPU, Python with torch and transformers, and bench_nllb"
+else
+  t=$(date +%s)
+  mkdir -p "$BIN/bench-layout/bench"
+  ln -sf "$BIN/bench_nllb" "$BIN/bench-layout/bench/bench_nllb"
+  LAUNCH="$(printf '%q ' "${LOADER[@]}")"
+  PIVOTMT_BENCH_LAUNCH="$LAUNCH" bounded "$(limit 90)" python3 bench/side_by_side_nllb.py "$BIN/bench-layout" \
+    "$WORKDIR/nllb-side" --sentences 16 --max-length 32 --device "$([[ "$DEV" == cpu ]] && echo cpu || echo cuda)" \
+    >"$LOGS/nllb_side_by_side.md" 2>"$LOGS/nllb_side_by_side.log"
+  rc=$?
+  row "NLLB side by side (600M shape)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
+    "$(grep -E '^\| (greedy|4 beams)' "$LOGS/nllb_side_by_side.md" | awk -F'|' '{printf "%s b%s: %s× ;", $2, $3, $6}'); $(elapsed $t)"
 fi
 
 # --- 5. Last (it may take what is left): the op harness under compute-sanitizer memcheck,

@@ -317,6 +317,9 @@ TEST_F(EngineTest, ChunkedPromptsAndMixedPassesChangeNoOutput) {
   const auto reference = engine.generate(requests, {.max_batch = 8});
   for (size_t budget : {size_t(1), size_t(7), size_t(16), size_t(64)})
     for (size_t max_batch : {size_t(1), size_t(3), size_t(8)}) {
+      // A budget of one row a pass runs a pass per prompt token: once is enough (and keeps
+      // the sanitizer build's run short).
+      if (budget == 1 && max_batch != 3) continue;
       const auto got = engine.generate(requests, {.max_batch = max_batch, .max_prefill_tokens = budget});
       for (size_t i = 0; i < requests.size(); ++i)
         EXPECT_EQ(got[i].tokens, reference[i].tokens) << "request " << i << " budget " << budget << " batch " << max_batch;
