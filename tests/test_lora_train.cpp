@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "lora_golden.h"
 #include "test_util.h"
 #include "train/lora_llama.h"
 #include "train/trainer.h"
@@ -17,57 +18,7 @@
 namespace pivotmt {
 namespace {
 
-std::string golden_path() { return std::string(PIVOTMT_SOURCE_DIR) + "/tests/goldens/lora.safetensors"; }
-std::string model_dir() { return test::fixture("models/tiny-gqa"); }
-
-LoraConfig golden_config() {
-  LoraConfig c;
-  c.r = 4;
-  c.alpha = 8;
-  c.dropout = 0;
-  std::sort(c.targets.begin(), c.targets.end());
-  return c;
-}
-
-LoraAdapter adapter_from(const SafetensorsFile& f, const std::string& prefix, const ModelConfig& mc) {
-  LoraAdapter a;
-  a.config = golden_config();
-  for (size_t l = 0; l < size_t(mc.num_layers); ++l)
-    for (const auto& m : llama_lora_modules(mc)) {
-      LoraPair p;
-      p.A = test::read_tensor<float>(f, prefix + lora_key(l, m) + ".lora_A.weight");
-      p.B = test::read_tensor<float>(f, prefix + lora_key(l, m) + ".lora_B.weight");
-      a.weights[{l, m.name}] = std::move(p);
-    }
-  return a;
-}
-
-std::vector<TrainSequence> golden_sequences(const SafetensorsFile& f) {
-  std::vector<TrainSequence> out;
-  for (size_t i = 0; f.find("seq" + std::to_string(i) + ".ids"); ++i) {
-    TrainSequence s;
-    s.tokens = test::read_tensor<int32_t>(f, "seq" + std::to_string(i) + ".ids");
-    s.target = test::read_tensor<uint8_t>(f, "seq" + std::to_string(i) + ".target");
-    out.push_back(std::move(s));
-  }
-  return out;
-}
-
-double max_abs(const std::vector<float>& v) {
-  double m = 0;
-  for (float x : v) m = std::max(m, double(std::fabs(x)));
-  return m;
-}
-
-// |got - want| <= tol * max|want| elementwise (a relative tolerance on the tensor's scale).
-::testing::AssertionResult close(const std::vector<float>& want, const std::vector<float>& got, double tol, const std::string& what) {
-  if (want.size() != got.size()) return ::testing::AssertionFailure() << what << ": size " << got.size() << " vs " << want.size();
-  const double scale = std::max(max_abs(want), 1e-12);
-  for (size_t i = 0; i < want.size(); ++i)
-    if (std::fabs(double(got[i]) - want[i]) > tol * scale)
-      return ::testing::AssertionFailure() << what << "[" << i << "]: got " << got[i] << ", want " << want[i] << " (scale " << scale << ")";
-  return ::testing::AssertionSuccess();
-}
+using namespace test::lora_golden;
 
 class LoraGradients : public ::testing::TestWithParam<train::Kernels> {};
 
@@ -124,17 +75,6 @@ TEST(LoraGradients, CheckpointingChangesNoBit) {
   }
 }
 
-TrainOptions golden_options() {
-  TrainOptions o;
-  o.steps = 10;
-  o.warmup = 3;
-  o.lr = 2e-3;
-  o.batch_size = 2;
-  o.grad_accum = 2;
-  o.shuffle = false;
-  o.progress = false;
-  return o;
-}
 
 // adapter_tol: the final adapter's tolerance, relative to its largest value (Adam divides by
 // √v, so where a gradient is near zero a tiny difference in it moves a parameter visibly).

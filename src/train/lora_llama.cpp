@@ -8,25 +8,14 @@
 
 #include "backends/backend.h"
 #include "backends/cpu/thread_pool.h"
-#include "backends/random_fill.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "train/dropout_mask.h"
 #include "io/checkpoint.h"
 #include "models/llama_model.h"
 #include "models/weights.h"
 
 namespace pivotmt {
-
-using train::gemm;
-
-const char* base_weights_name(BaseWeights b) {
-  switch (b) {
-    case BaseWeights::F32: return "f32";
-    case BaseWeights::F16: return "f16";
-    case BaseWeights::NF4: return "nf4";
-  }
-  return "?";
-}
 
 Checkpointing parse_checkpointing(const std::string& s) {
   if (s == "auto") return Checkpointing::Auto;
@@ -35,64 +24,39 @@ Checkpointing parse_checkpointing(const std::string& s) {
   throw Error(fmt::format("gradient checkpointing '{}': expected auto, always or never", s));
 }
 
-BaseWeights parse_base_weights(const std::string& s) {
-  if (s == "f32") return BaseWeights::F32;
-  if (s == "f16") return BaseWeights::F16;
-  if (s == "nf4") return BaseWeights::NF4;
-  throw Error(fmt::format("base weights '{}': expected f32, f16 or nf4", s));
-}
-
-const float* FrozenMatrix::as_f32(std::vector<float>& scratch) const {
-  if (storage == BaseWeights::F32) return f32.data();
-  if (scratch.size() < out * in) scratch.resize(out * in);
-  rows_f32(0, out, scratch.data());
-  return scratch.data();
-}
-
-void FrozenMatrix::rows_f32(size_t r0, size_t r1, float* dst) const {
-  switch (storage) {
-    case BaseWeights::F32: std::memcpy(dst, f32.data() + r0 * in, (r1 - r0) * in * sizeof(float)); break;
-    case BaseWeights::F16: convert_floats(DType::F16, f16.data() + r0 * in, DType::F32, dst, (r1 - r0) * in); break;
-    case BaseWeights::NF4: nf4::dequantize(q, r0 * in, r1 * in, dst); break;
-  }
-}
-
-size_t FrozenMatrix::bytes() const {
-  return storage == BaseWeights::F32 ? out * in * 4 : storage == BaseWeights::F16 ? out * in * 2 : q.bytes();
-}
-
 size_t TrainSequence::target_count() const {
   size_t n = 0;
   for (size_t t = 1; t < target.size(); ++t) n += target[t] != 0;
   return n;
 }
 
-namespace {
-void grow(std::vector<float>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
+Tensor& LoraLlama::grow(Tensor& t, size_t n) {
+  if (t.empty() || t.numel() < n) t = dev_->buffer(n);
+  return t;
 }
-}  // namespace
 
 struct LoraLlama::Layer {
-  std::vector<float> attn_norm, mlp_norm;
-  FrozenMatrix proj[7];  // in llama_lora_modules order: q k v o gate up down
+  Tensor attn_norm, mlp_norm;  // [H] on the device
+  FrozenMatrix proj[7];        // in llama_lora_modules order: q k v o gate up down (host copies: the CPU's)
+  std::unique_ptr<train::DeviceFrozen> dev[7];
 };
 
-// One layer's activations for a sequence of T tokens (what its backward reads).
+// One layer's activations for a sequence of T tokens (what its backward reads), on the
+// device. Sized for at least T rows, kept between sequences (no allocation per pass);
+// every buffer is written before it is read.
 struct LoraLlama::Activations {
-  std::vector<float> a, rinv1, q, k, v, attn, lse, x1, tmp, b, rinv2, g, u, m;
-  // Sized for at least T rows, kept between sequences (no allocation per pass); every
-  // buffer is written before it is read.
-  void size(const ModelConfig& c, size_t T) {
+  Tensor a, rinv1, q, k, v, attn, lse, x1, tmp, b, rinv2, g, u, m;
+  void size(LoraLlama& model, size_t T) {
+    const ModelConfig& c = model.cfg_;
     const size_t H = size_t(c.hidden_size), F = size_t(c.intermediate_size);
     const size_t qd = size_t(c.num_heads * c.head_dim), kvd = size_t(c.num_kv_heads * c.head_dim);
-    for (auto* v : {&a, &x1, &tmp, &b}) grow(*v, T * H);
-    for (auto* v : {&q, &attn}) grow(*v, T * qd);
-    for (auto* v : {&k, &this->v}) grow(*v, T * kvd);
-    for (auto* v : {&g, &u, &m}) grow(*v, T * F);
-    grow(rinv1, T);
-    grow(rinv2, T);
-    grow(lse, size_t(c.num_heads) * T);
+    for (auto* t : {&a, &x1, &tmp, &b}) model.grow(*t, T * H);
+    for (auto* t : {&q, &attn}) model.grow(*t, T * qd);
+    for (auto* t : {&k, &this->v}) model.grow(*t, T * kvd);
+    for (auto* t : {&g, &u, &m}) model.grow(*t, T * F);
+    model.grow(rinv1, T);
+    model.grow(rinv2, T);
+    model.grow(lse, size_t(c.num_heads) * T);
   }
   static size_t floats_per_token(const ModelConfig& c) {
     const size_t H = size_t(c.hidden_size), F = size_t(c.intermediate_size);
@@ -103,14 +67,15 @@ struct LoraLlama::Activations {
 
 // A layer's gradient buffers (shared by all layers: backward runs one layer at a time).
 struct LoraLlama::Grads {
-  std::vector<float> dx1, da, dq, dk, dv, dattn, db, dg, du, dm;
-  void size(const ModelConfig& c, size_t T) {
+  Tensor dx1, da, dq, dk, dv, dattn, db, dg, du, dm;
+  void size(LoraLlama& model, size_t T) {
+    const ModelConfig& c = model.cfg_;
     const size_t H = size_t(c.hidden_size), F = size_t(c.intermediate_size);
     const size_t qd = size_t(c.num_heads * c.head_dim), kvd = size_t(c.num_kv_heads * c.head_dim);
-    for (auto* v : {&dx1, &da, &db}) grow(*v, T * H);
-    for (auto* v : {&dq, &dattn}) grow(*v, T * qd);
-    for (auto* v : {&dk, &dv}) grow(*v, T * kvd);
-    for (auto* v : {&dg, &du, &dm}) grow(*v, T * F);
+    for (auto* t : {&dx1, &da, &db}) model.grow(*t, T * H);
+    for (auto* t : {&dq, &dattn}) model.grow(*t, T * qd);
+    for (auto* t : {&dk, &dv}) model.grow(*t, T * kvd);
+    for (auto* t : {&dg, &du, &dm}) model.grow(*t, T * F);
   }
 };
 
@@ -134,28 +99,17 @@ FrozenMatrix load_frozen(const Checkpoint& ckpt, const std::string& name, BaseWe
   return m;
 }
 
-// Dropout masks drawn from (key, layer, module, element) alone: the same mask when a
-// layer is recomputed in backward, or when a resumed run replays a step.
-uint64_t mask_seed(uint64_t key, size_t layer, size_t module) {
-  return random_fill::splitmix64(key ^ random_fill::splitmix64(0x4c6f5241ull + layer * 16 + module));
-}
-// Keep element i unless its 16-bit uniform falls below `threshold` = round(p · 65536) (the
-// dropout probability in steps of 1/65536); four elements per splitmix64 draw.
-bool keep(uint64_t seed, size_t i, uint32_t threshold) {
-  return uint32_t((random_fill::splitmix64(seed + i / 4) >> (16 * (i % 4))) & 0xffff) >= threshold;
-}
-uint32_t drop_threshold(float p) { return uint32_t(std::lround(double(p) * 65536.0)); }
-
-void add_rows(const float* a, const float* b, size_t n, float* out) {  // out = a + b
-  cpu::parallel_for(n, [&](size_t i0, size_t i1) {
-    for (size_t i = i0; i < i1; ++i) out[i] = a[i] + b[i];
-  });
+// A host vector as a device tensor (uploaded).
+Tensor to_device(train::TrainDevice& dev, const std::vector<float>& v) {
+  Tensor t = dev.buffer(v.size());
+  dev.upload(v.data(), v.size() * sizeof(float), t.data());
+  return t;
 }
 
 }  // namespace
 
-LoraLlama::LoraLlama(const std::string& dir, BaseWeights base, train::Kernels kernels)
-    : kernels_(kernels), grads_buf_(std::make_unique<Grads>()) {
+LoraLlama::LoraLlama(const std::string& dir, BaseWeights base, train::Kernels kernels, const Device& device)
+    : dev_(train::make_train_device(device, kernels)), grads_buf_(std::make_unique<Grads>()) {
   cfg_ = load_decoder_config(dir, "fine-tuning");
   Checkpoint ckpt(dir);
   verify_weights(cfg_, ckpt);
@@ -163,29 +117,38 @@ LoraLlama::LoraLlama(const std::string& dir, BaseWeights base, train::Kernels ke
   const auto modules = llama_lora_modules(cfg_);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
-    layers_[l].attn_norm = ckpt.load_f32(p + "input_layernorm.weight");
-    layers_[l].mlp_norm = ckpt.load_f32(p + "post_attention_layernorm.weight");
-    for (size_t i = 0; i < modules.size(); ++i)
+    layers_[l].attn_norm = to_device(*dev_, ckpt.load_f32(p + "input_layernorm.weight"));
+    layers_[l].mlp_norm = to_device(*dev_, ckpt.load_f32(p + "post_attention_layernorm.weight"));
+    for (size_t i = 0; i < modules.size(); ++i) {
       layers_[l].proj[i] = load_frozen(ckpt, p + modules[i].path + ".weight", base);
+      layers_[l].dev[i] = dev_->frozen(layers_[l].proj[i]);
+      if (!on_host()) layers_[l].proj[i] = FrozenMatrix{};  // the device holds it now
+    }
   }
-  final_norm_ = ckpt.load_f32("model.norm.weight");
+  final_norm_ = to_device(*dev_, ckpt.load_f32("model.norm.weight"));
   // Embedding and output layer stay unquantised (bitsandbytes quantises only the
   // projections), in F32 as prepare_model_for_kbit_training casts them.
   lm_head_ = load_frozen(ckpt, cfg_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", BaseWeights::F32);
-  if (!cfg_.tie_word_embeddings) embed_ = load_frozen(ckpt, "model.embed_tokens.weight", BaseWeights::F32);
+  lm_head_dev_ = dev_->frozen(lm_head_);
+  if (!cfg_.tie_word_embeddings) {
+    embed_ = load_frozen(ckpt, "model.embed_tokens.weight", BaseWeights::F32);
+    embed_dev_ = dev_->frozen(embed_);
+  }
+  if (!on_host()) embed_ = lm_head_ = FrozenMatrix{};
   inv_freq_ = rope_inv_freq(cfg_);
   // Auto checkpointing keeps all activations while they take at most a quarter of the
-  // memory available now.
-  activation_budget_bytes_ = host_memory().available / 4;
+  // memory available now (the device's on a GPU).
+  activation_budget_bytes_ =
+      on_host() ? host_memory().available / 4 : cuda_device_info(device.index).free_memory / 4;
 }
 
 LoraLlama::~LoraLlama() = default;
 LoraLlama::LoraLlama(LoraLlama&&) noexcept = default;
 
 size_t LoraLlama::base_bytes() const {
-  size_t b = lm_head_.bytes() + embed_.bytes();
+  size_t b = lm_head_dev_->bytes + (embed_dev_ ? embed_dev_->bytes : 0);
   for (const auto& l : layers_)
-    for (const auto& m : l.proj) b += m.bytes();
+    for (const auto& m : l.dev) b += m->bytes;
   return b;
 }
 
@@ -203,17 +166,47 @@ void LoraLlama::set_adapter(const LoraAdapter& a) {
   grads_ = a;
   scaling_ = a.config.scaling();
   dropout_ = float(a.config.dropout);
-  zero_grad();
   bind_lora();
+  zero_grad();
 }
 
 void LoraLlama::bind_lora() {
   const auto modules = llama_lora_modules(cfg_);
   lora_.assign(layers_.size(), std::vector<Lora>(modules.size()));
+  // On the CPU the tensors are views of the host vectors themselves; a GPU gets copies.
+  auto view = [&](std::vector<float>& v) {
+    if (on_host()) return Tensor(Device{}, DType::F32, 1, v.size(), v.size(), nullptr, v.data());
+    return dev_->buffer(v.size());
+  };
   for (auto& [key, p] : adapter_.weights) {
     const size_t m = lora_module_index(modules, key.second);
-    lora_[key.first][m] = {&p, &grads_.weights.at(key)};
+    LoraPair& g = grads_.weights.at(key);
+    lora_[key.first][m] = {&p, &g, view(p.A), view(p.B), view(g.A), view(g.B)};
   }
+  push_adapter();
+}
+
+void LoraLlama::push_adapter() {
+  if (on_host()) return;
+  for (auto& layer : lora_)
+    for (auto& lo : layer)
+      if (lo.w) {
+        dev_->upload(lo.w->A.data(), lo.w->A.size() * sizeof(float), lo.A.data());
+        dev_->upload(lo.w->B.data(), lo.w->B.size() * sizeof(float), lo.B.data());
+      }
+}
+
+LoraAdapter& LoraLlama::grads() {
+  if (!grads_on_host_) {
+    for (auto& layer : lora_)
+      for (auto& lo : layer)
+        if (lo.g) {
+          dev_->download(lo.gA.data(), lo.g->A.size() * sizeof(float), lo.g->A.data());
+          dev_->download(lo.gB.data(), lo.g->B.size() * sizeof(float), lo.g->B.data());
+        }
+    grads_on_host_ = true;
+  }
+  return grads_;
 }
 
 void LoraLlama::zero_grad() {
@@ -221,68 +214,56 @@ void LoraLlama::zero_grad() {
     std::fill(p.A.begin(), p.A.end(), 0.0f);
     std::fill(p.B.begin(), p.B.end(), 0.0f);
   }
+  if (!on_host())
+    for (auto& layer : lora_)
+      for (auto& lo : layer)
+        if (lo.g) {
+          dev_->zero(lo.gA.as<float>(), lo.g->A.size());
+          dev_->zero(lo.gB.as<float>(), lo.g->B.size());
+        }
+  grads_on_host_ = true;
 }
 
-namespace {
-
-// xd = dropout(x) for the LoRA branch: x / (1 - p) where the mask keeps, else 0.
-void dropped(const float* x, size_t n, uint64_t seed, float p, float* xd) {
-  const uint32_t threshold = drop_threshold(p);
-  const float s = 1.0f / (1.0f - p);
-  cpu::parallel_for(n, [&](size_t i0, size_t i1) {
-    for (size_t i = i0; i < i1; ++i) xd[i] = keep(seed, i, threshold) ? x[i] * s : 0.0f;
-  });
-}
-
-}  // namespace
-
-void LoraLlama::linear_forward(const FrozenMatrix& W, const Lora& lora, size_t layer, size_t module, const float* x,
-                               size_t T, float* y, uint64_t key, bool dropout) {
-  const float* w = W.as_f32(scratch_w_);
-  gemm(kernels_, false, true, T, W.out, W.in, 1.0f, x, W.in, w, W.in, 0.0f, y, W.out);
+void LoraLlama::linear_forward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module,
+                               const float* x, size_t T, float* y, uint64_t key, bool dropout) {
+  const float* w = dev_->weight_f32(W, scratch_w_);
+  dev_->gemm(false, true, T, W.out, W.in, 1.0f, x, W.in, w, W.in, 0.0f, y, W.out);
   if (!lora.w) return;
   const size_t r = size_t(adapter_.config.r);
   const float* xin = x;
   if (dropout && dropout_ > 0) {
-    grow(lora_x_, T * W.in);
-    dropped(x, T * W.in, mask_seed(key, layer, module), dropout_, lora_x_.data());
-    xin = lora_x_.data();
+    dev_->dropout(x, T * W.in, train::mask_seed(key, layer, module), dropout_, grow(lora_x_, T * W.in).as<float>());
+    xin = lora_x_.as<float>();
   }
-  grow(lora_h_, T * r);
-  gemm(kernels_, false, true, T, r, W.in, 1.0f, xin, W.in, lora.w->A.data(), W.in, 0.0f, lora_h_.data(), r);
-  gemm(kernels_, false, true, T, W.out, r, scaling_, lora_h_.data(), r, lora.w->B.data(), r, 1.0f, y, W.out);
+  float* h = grow(lora_h_, T * r).as<float>();
+  dev_->gemm(false, true, T, r, W.in, 1.0f, xin, W.in, lora.A.as<float>(), W.in, 0.0f, h, r);
+  dev_->gemm(false, true, T, W.out, r, scaling_, h, r, lora.B.as<float>(), r, 1.0f, y, W.out);
 }
 
-void LoraLlama::linear_backward(const FrozenMatrix& W, const Lora& lora, size_t layer, size_t module, const float* x,
-                                size_t T, const float* dy, float* dx, uint64_t key, bool dropout) {
-  const float* w = W.as_f32(scratch_w_);
-  gemm(kernels_, false, false, T, W.in, W.out, 1.0f, dy, W.out, w, W.in, 1.0f, dx, W.in);  // dx += dy W
+void LoraLlama::linear_backward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module,
+                                const float* x, size_t T, const float* dy, float* dx, uint64_t key, bool dropout) {
+  const float* w = dev_->weight_f32(W, scratch_w_);
+  dev_->gemm(false, false, T, W.in, W.out, 1.0f, dy, W.out, w, W.in, 1.0f, dx, W.in);  // dx += dy W
   if (!lora.w) return;
   const size_t r = size_t(adapter_.config.r);
   const bool drop = dropout && dropout_ > 0;
-  const uint64_t seed = mask_seed(key, layer, module);
+  const uint64_t seed = train::mask_seed(key, layer, module);
   const float* xin = x;
   if (drop) {
-    grow(lora_x_, T * W.in);
-    dropped(x, T * W.in, seed, dropout_, lora_x_.data());
-    xin = lora_x_.data();
+    dev_->dropout(x, T * W.in, seed, dropout_, grow(lora_x_, T * W.in).as<float>());
+    xin = lora_x_.as<float>();
   }
-  grow(lora_h_, T * r);
-  grow(lora_dh_, T * r);
-  grow(lora_dx_, T * W.in);
-  float *h = lora_h_.data(), *dh = lora_dh_.data(), *dxd = lora_dx_.data();
-  gemm(kernels_, false, true, T, r, W.in, 1.0f, xin, W.in, lora.w->A.data(), W.in, 0.0f, h, r);             // h = xd Aᵀ
-  gemm(kernels_, true, false, W.out, r, T, scaling_, dy, W.out, h, r, 1.0f, lora.g->B.data(), r);           // dB += s dyᵀ h
-  gemm(kernels_, false, false, T, r, W.out, scaling_, dy, W.out, lora.w->B.data(), r, 0.0f, dh, r);         // dh = s dy B
-  gemm(kernels_, true, false, r, W.in, T, 1.0f, dh, r, xin, W.in, 1.0f, lora.g->A.data(), W.in);            // dA += dhᵀ xd
-  gemm(kernels_, false, false, T, W.in, r, 1.0f, dh, r, lora.w->A.data(), W.in, 0.0f, dxd, W.in);           // dxd = dh A
+  float* h = grow(lora_h_, T * r).as<float>();
+  float* dh = grow(lora_dh_, T * r).as<float>();
+  float* dxd = grow(lora_dx_, T * W.in).as<float>();
+  const float *A = lora.A.as<float>(), *B = lora.B.as<float>();
+  dev_->gemm(false, true, T, r, W.in, 1.0f, xin, W.in, A, W.in, 0.0f, h, r);                    // h = xd Aᵀ
+  dev_->gemm(true, false, W.out, r, T, scaling_, dy, W.out, h, r, 1.0f, lora.gB.as<float>(), r);  // dB += s dyᵀ h
+  dev_->gemm(false, false, T, r, W.out, scaling_, dy, W.out, B, r, 0.0f, dh, r);                // dh = s dy B
+  dev_->gemm(true, false, r, W.in, T, 1.0f, dh, r, xin, W.in, 1.0f, lora.gA.as<float>(), W.in);  // dA += dhᵀ xd
+  dev_->gemm(false, false, T, W.in, r, 1.0f, dh, r, A, W.in, 0.0f, dxd, W.in);                  // dxd = dh A
   // dx += dropout'(dxd): the kept positions, scaled as in forward.
-  const uint32_t threshold = drop_threshold(dropout_);
-  const float s = drop ? 1.0f / (1.0f - dropout_) : 1.0f;
-  cpu::parallel_for(T * W.in, [&](size_t i0, size_t i1) {
-    for (size_t i = i0; i < i1; ++i)
-      if (!drop || keep(seed, i, threshold)) dx[i] += dxd[i] * s;
-  });
+  dev_->add_dropped(dxd, T * W.in, seed, drop ? dropout_ : 0.0f, dx);
 }
 
 void LoraLlama::layer_forward(size_t l, const float* x, size_t T, Activations& a, uint64_t key, bool dropout, float* x_out) {
@@ -292,21 +273,22 @@ void LoraLlama::layer_forward(size_t l, const float* x, size_t T, Activations& a
   const float eps = float(cfg_.norm_eps);
   const size_t window = cfg_.sliding_window ? size_t(*cfg_.sliding_window) : 0;
   const auto& lo = lora_.at(l);
-  train::rmsnorm_forward(x, L.attn_norm.data(), T, H, eps, a.a.data(), a.rinv1.data());
-  linear_forward(L.proj[0], lo[0], l, 0, a.a.data(), T, a.q.data(), key, dropout);
-  linear_forward(L.proj[1], lo[1], l, 1, a.a.data(), T, a.k.data(), key, dropout);
-  linear_forward(L.proj[2], lo[2], l, 2, a.a.data(), T, a.v.data(), key, dropout);
-  train::rope_apply(a.q.data(), T, nh * d, nh, d, rope_, false);
-  train::rope_apply(a.k.data(), T, nkv * d, nkv, d, rope_, false);
-  train::attention_forward(kernels_, a.q.data(), a.k.data(), a.v.data(), T, nh, nkv, d, window, a.attn.data(), a.lse.data());
-  linear_forward(L.proj[3], lo[3], l, 3, a.attn.data(), T, a.tmp.data(), key, dropout);
-  add_rows(x, a.tmp.data(), T * H, a.x1.data());
-  train::rmsnorm_forward(a.x1.data(), L.mlp_norm.data(), T, H, eps, a.b.data(), a.rinv2.data());
-  linear_forward(L.proj[4], lo[4], l, 4, a.b.data(), T, a.g.data(), key, dropout);
-  linear_forward(L.proj[5], lo[5], l, 5, a.b.data(), T, a.u.data(), key, dropout);
-  train::silu_mul_forward(a.g.data(), a.u.data(), T * F, a.m.data());
-  linear_forward(L.proj[6], lo[6], l, 6, a.m.data(), T, a.tmp.data(), key, dropout);
-  add_rows(a.x1.data(), a.tmp.data(), T * H, x_out);
+  auto f = [](const Tensor& t) { return t.as<float>(); };
+  dev_->rmsnorm_forward(x, f(L.attn_norm), T, H, eps, f(a.a), f(a.rinv1));
+  linear_forward(*L.dev[0], lo[0], l, 0, f(a.a), T, f(a.q), key, dropout);
+  linear_forward(*L.dev[1], lo[1], l, 1, f(a.a), T, f(a.k), key, dropout);
+  linear_forward(*L.dev[2], lo[2], l, 2, f(a.a), T, f(a.v), key, dropout);
+  dev_->rope_apply(f(a.q), T, nh * d, nh, d, false);
+  dev_->rope_apply(f(a.k), T, nkv * d, nkv, d, false);
+  dev_->attention_forward(f(a.q), f(a.k), f(a.v), T, nh, nkv, d, window, f(a.attn), f(a.lse));
+  linear_forward(*L.dev[3], lo[3], l, 3, f(a.attn), T, f(a.tmp), key, dropout);
+  dev_->add(x, f(a.tmp), T * H, f(a.x1));
+  dev_->rmsnorm_forward(f(a.x1), f(L.mlp_norm), T, H, eps, f(a.b), f(a.rinv2));
+  linear_forward(*L.dev[4], lo[4], l, 4, f(a.b), T, f(a.g), key, dropout);
+  linear_forward(*L.dev[5], lo[5], l, 5, f(a.b), T, f(a.u), key, dropout);
+  dev_->silu_mul_forward(f(a.g), f(a.u), T * F, f(a.m));
+  linear_forward(*L.dev[6], lo[6], l, 6, f(a.m), T, f(a.tmp), key, dropout);
+  dev_->add(f(a.x1), f(a.tmp), T * H, x_out);
 }
 
 void LoraLlama::layer_backward(size_t l, const float* x, size_t T, Activations& a, Grads& gr, uint64_t key, bool dropout,
@@ -316,35 +298,36 @@ void LoraLlama::layer_backward(size_t l, const float* x, size_t T, Activations& 
   const size_t d = size_t(cfg_.head_dim), F = size_t(cfg_.intermediate_size);
   const size_t window = cfg_.sliding_window ? size_t(*cfg_.sliding_window) : 0;
   const auto& lo = lora_.at(l);
-  auto zero = [T](std::vector<float>& v, size_t width) { std::fill(v.begin(), v.begin() + long(T * width), 0.0f); };
+  auto f = [](const Tensor& t) { return t.as<float>(); };
+  auto zero = [&](const Tensor& t, size_t width) { dev_->zero(f(t), T * width); };
   const size_t qd = nh * d, kvd = nkv * d;
   // MLP block: x_out = x1 + down(silu(gate(b)) * up(b)), b = norm(x1).
-  std::copy(dx, dx + T * H, gr.dx1.begin());
+  dev_->copy(dx, T * H, f(gr.dx1));
   zero(gr.dm, F);
-  linear_backward(L.proj[6], lo[6], l, 6, a.m.data(), T, dx, gr.dm.data(), key, dropout);
+  linear_backward(*L.dev[6], lo[6], l, 6, f(a.m), T, dx, f(gr.dm), key, dropout);
   zero(gr.dg, F);
   zero(gr.du, F);
-  train::silu_mul_backward(a.g.data(), a.u.data(), gr.dm.data(), T * F, gr.dg.data(), gr.du.data());
+  dev_->silu_mul_backward(f(a.g), f(a.u), f(gr.dm), T * F, f(gr.dg), f(gr.du));
   zero(gr.db, H);
-  linear_backward(L.proj[4], lo[4], l, 4, a.b.data(), T, gr.dg.data(), gr.db.data(), key, dropout);
-  linear_backward(L.proj[5], lo[5], l, 5, a.b.data(), T, gr.du.data(), gr.db.data(), key, dropout);
-  train::rmsnorm_backward(a.x1.data(), L.mlp_norm.data(), a.rinv2.data(), gr.db.data(), T, H, gr.dx1.data());
+  linear_backward(*L.dev[4], lo[4], l, 4, f(a.b), T, f(gr.dg), f(gr.db), key, dropout);
+  linear_backward(*L.dev[5], lo[5], l, 5, f(a.b), T, f(gr.du), f(gr.db), key, dropout);
+  dev_->rmsnorm_backward(f(a.x1), f(L.mlp_norm), f(a.rinv2), f(gr.db), T, H, f(gr.dx1));
   // Attention block: x1 = x + o(attention(rope(q(a)), rope(k(a)), v(a))), a = norm(x).
   zero(gr.dattn, qd);
-  linear_backward(L.proj[3], lo[3], l, 3, a.attn.data(), T, gr.dx1.data(), gr.dattn.data(), key, dropout);
+  linear_backward(*L.dev[3], lo[3], l, 3, f(a.attn), T, f(gr.dx1), f(gr.dattn), key, dropout);
   zero(gr.dq, qd);
   zero(gr.dk, kvd);
   zero(gr.dv, kvd);
-  train::attention_backward(kernels_, a.q.data(), a.k.data(), a.v.data(), a.attn.data(), gr.dattn.data(), a.lse.data(), T,
-                            nh, nkv, d, window, gr.dq.data(), gr.dk.data(), gr.dv.data());
-  train::rope_apply(gr.dq.data(), T, nh * d, nh, d, rope_, true);
-  train::rope_apply(gr.dk.data(), T, nkv * d, nkv, d, rope_, true);
+  dev_->attention_backward(f(a.q), f(a.k), f(a.v), f(a.attn), f(gr.dattn), f(a.lse), T, nh, nkv, d, window, f(gr.dq),
+                           f(gr.dk), f(gr.dv));
+  dev_->rope_apply(f(gr.dq), T, nh * d, nh, d, true);
+  dev_->rope_apply(f(gr.dk), T, nkv * d, nkv, d, true);
   zero(gr.da, H);
-  linear_backward(L.proj[0], lo[0], l, 0, a.a.data(), T, gr.dq.data(), gr.da.data(), key, dropout);
-  linear_backward(L.proj[1], lo[1], l, 1, a.a.data(), T, gr.dk.data(), gr.da.data(), key, dropout);
-  linear_backward(L.proj[2], lo[2], l, 2, a.a.data(), T, gr.dv.data(), gr.da.data(), key, dropout);
-  std::copy(gr.dx1.begin(), gr.dx1.begin() + long(T * H), dx);
-  train::rmsnorm_backward(x, L.attn_norm.data(), a.rinv1.data(), gr.da.data(), T, H, dx);
+  linear_backward(*L.dev[0], lo[0], l, 0, f(a.a), T, f(gr.dq), f(gr.da), key, dropout);
+  linear_backward(*L.dev[1], lo[1], l, 1, f(a.a), T, f(gr.dk), f(gr.da), key, dropout);
+  linear_backward(*L.dev[2], lo[2], l, 2, f(a.a), T, f(gr.dv), f(gr.da), key, dropout);
+  dev_->copy(f(gr.dx1), T * H, dx);
+  dev_->rmsnorm_backward(x, f(L.attn_norm), f(a.rinv1), f(gr.da), T, H, dx);
 }
 
 double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens, float scale, bool backward,
@@ -356,12 +339,11 @@ double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens
     if (tokens[t] < 0 || size_t(tokens[t]) >= V)
       throw Error(fmt::format("token {} at position {} is outside the vocabulary ({} ids)", tokens[t], t, V));
   const bool dropout = backward;
+  if (backward) grads_on_host_ = on_host();  // the device's gradients change
   // Each layer's input, kept for the recomputation in backward: [L + 1][T, H].
-  grow(xs_, (L + 1) * T * H);
-  std::vector<float>& xs = xs_;
-  const FrozenMatrix& table = cfg_.tie_word_embeddings ? lm_head_ : embed_;
-  for (size_t t = 0; t < T; ++t) table.rows_f32(size_t(tokens[t]), size_t(tokens[t]) + 1, &xs[t * H]);
-  rope_ = train::rope_tables(inv_freq_, T);
+  float* xs = grow(xs_, (L + 1) * T * H).as<float>();
+  dev_->embed_rows(cfg_.tie_word_embeddings ? *lm_head_dev_ : *embed_dev_, tokens.data(), T, xs);
+  dev_->set_rope(train::rope_tables(inv_freq_, T));
   // Keep every layer's activations (backward reads them) when they fit the memory budget;
   // otherwise keep one layer's and recompute each layer in backward (checkpointing). Both
   // give the same bits: the recomputation repeats the same operations.
@@ -371,41 +353,43 @@ double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens
     keep_all = checkpointing_ == Checkpointing::Never || bytes <= activation_budget_bytes_;
   }
   if (acts_.size() < (keep_all ? L : 1)) acts_.resize(keep_all ? L : 1);
-  for (size_t i = 0; i < (keep_all ? L : 1); ++i) acts_[i].size(cfg_, T);
+  for (size_t i = 0; i < (keep_all ? L : 1); ++i) acts_[i].size(*this, T);
   for (size_t l = 0; l < L; ++l)
-    layer_forward(l, &xs[l * T * H], T, acts_[keep_all ? l : 0], key, dropout, &xs[(l + 1) * T * H]);
+    layer_forward(l, xs + l * T * H, T, acts_[keep_all ? l : 0], key, dropout, xs + (l + 1) * T * H);
 
-  std::vector<float> hn(T * H), rinv(T), dhn(backward ? T * H : 0);
-  const float* xL = &xs[L * T * H];
-  train::rmsnorm_forward(xL, final_norm_.data(), T, H, float(cfg_.norm_eps), hn.data(), rinv.data());
+  float* hn = grow(hn_, T * H).as<float>();
+  float* rinv = grow(rinv_, T).as<float>();
+  float* dhn = backward ? grow(dhn_, T * H).as<float>() : nullptr;
+  const float* xL = xs + L * T * H;
+  dev_->rmsnorm_forward(xL, final_norm_.as<float>(), T, H, float(cfg_.norm_eps), hn, rinv);
   std::vector<int32_t> labels(T, -100);
   if (s)
     for (size_t t = 0; t + 1 < T; ++t)
       if (s->target[t + 1]) labels[t] = tokens[t + 1];
   // Logits a block of rows at a time (a [T, V] F32 matrix would be GBs for long sequences).
   const size_t chunk = std::max<size_t>(1, std::min<size_t>(T, (size_t(64) << 20) / (V * sizeof(float))));
-  std::vector<float> logits(chunk * V);
+  float* logits = grow(logits_, chunk * V).as<float>();
+  const float* head = dev_->weight_f32(*lm_head_dev_, scratch_w_);
   if (logits_out) logits_out->resize(T * V);
   double loss = 0;
   for (size_t r0 = 0; r0 < T; r0 += chunk) {
     const size_t rows = std::min(chunk, T - r0);
-    gemm(kernels_, false, true, rows, V, H, 1.0f, &hn[r0 * H], H, lm_head_.f32.data(), H, 0.0f, logits.data(), V);
-    if (logits_out) std::copy(logits.begin(), logits.begin() + long(rows * V), logits_out->begin() + long(r0 * V));
+    dev_->gemm(false, true, rows, V, H, 1.0f, hn + r0 * H, H, head, H, 0.0f, logits, V);
+    if (logits_out) dev_->download(logits, rows * V * sizeof(float), logits_out->data() + r0 * V);
     if (!s) continue;
-    loss += train::cross_entropy(logits.data(), &labels[r0], rows, V, scale);
-    if (backward) gemm(kernels_, false, false, rows, H, V, 1.0f, logits.data(), V, lm_head_.f32.data(), H, 0.0f, &dhn[r0 * H], H);
+    loss += dev_->cross_entropy(logits, &labels[r0], rows, V, scale);
+    if (backward) dev_->gemm(false, false, rows, H, V, 1.0f, logits, V, head, H, 0.0f, dhn + r0 * H, H);
   }
   if (!backward) return loss;
 
-  std::vector<float> dx(T * H, 0.0f), out;
-  grads_buf_->size(cfg_, T);
-  train::rmsnorm_backward(xL, final_norm_.data(), rinv.data(), dhn.data(), T, H, dx.data());
+  float* dx = grow(dx_, T * H).as<float>();
+  dev_->zero(dx, T * H);
+  grads_buf_->size(*this, T);
+  dev_->rmsnorm_backward(xL, final_norm_.as<float>(), rinv, dhn, T, H, dx);
   for (size_t l = L; l-- > 0;) {
-    if (!keep_all) {
-      out.resize(T * H);
-      layer_forward(l, &xs[l * T * H], T, acts_[0], key, dropout, out.data());  // recompute (checkpointing)
-    }
-    layer_backward(l, &xs[l * T * H], T, acts_[keep_all ? l : 0], *grads_buf_, key, dropout, dx.data());
+    if (!keep_all)
+      layer_forward(l, xs + l * T * H, T, acts_[0], key, dropout, grow(out_, T * H).as<float>());  // recompute
+    layer_backward(l, xs + l * T * H, T, acts_[keep_all ? l : 0], *grads_buf_, key, dropout, dx);
   }
   return loss;
 }

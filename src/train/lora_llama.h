@@ -1,5 +1,6 @@
-// A Llama-family model for LoRA training on the CPU: the base frozen (F32, F16 or NF4
-// storage; compute F32), LoRA adapters on its projections trained. Forward keeps each
+// A Llama-family model for LoRA training on a device (train/train_device.h: the CPU, or a
+// GPU): the base frozen (F32, F16 or NF4 storage, dequantised one matrix at a time just
+// before its GEMM; compute F32), LoRA adapters on its projections trained. Forward keeps each
 // layer's input only; backward recomputes a layer's activations just before it needs them
 // (gradient checkpointing per layer), so memory grows with layers × tokens × hidden, not
 // with every intermediate. One sequence at a time, no padding: a micro-batch of several
@@ -11,34 +12,18 @@
 #include <vector>
 
 #include "models/model_config.h"
-#include "quant/nf4.h"
+#include "train/frozen_matrix.h"
 #include "train/lora.h"
+#include "train/train_device.h"
 #include "train/train_ops.h"
 
 namespace pivotmt {
 
-enum class BaseWeights { F32, F16, NF4 };
 // Gradient checkpointing: Always recomputes each layer in backward (memory: one layer's
 // activations); Never keeps all layers'; Auto keeps them while they fit a quarter of the
 // available memory. The results are identical bit for bit.
 enum class Checkpointing { Auto, Always, Never };
 Checkpointing parse_checkpointing(const std::string& s);  // "auto" | "always" | "never"
-const char* base_weights_name(BaseWeights b);
-BaseWeights parse_base_weights(const std::string& s);  // "f32" | "f16" | "nf4"
-
-// A frozen weight matrix W [out, in] in its storage format, read as F32.
-class FrozenMatrix {
- public:
-  size_t out = 0, in = 0;
-  BaseWeights storage = BaseWeights::F32;
-  std::vector<float> f32;
-  std::vector<uint16_t> f16;
-  nf4::Quantized q;  // NF4 with double quantisation (QLoRA's default)
-  // W as F32: the stored values, or converted / dequantised into `scratch`.
-  const float* as_f32(std::vector<float>& scratch) const;
-  void rows_f32(size_t r0, size_t r1, float* out) const;  // rows [r0, r1) as F32
-  size_t bytes() const;
-};
 
 // One training sequence: token ids and, per token, whether it is a prediction target
 // (the loss covers target tokens; position t predicts token t + 1).
@@ -50,18 +35,25 @@ struct TrainSequence {
 
 class LoraLlama {
  public:
-  LoraLlama(const std::string& model_dir, BaseWeights base, train::Kernels kernels = train::Kernels::Fast);
+  LoraLlama(const std::string& model_dir, BaseWeights base, train::Kernels kernels = train::Kernels::Fast,
+            const Device& device = Device{});
   ~LoraLlama();
   LoraLlama(LoraLlama&&) noexcept;
   const ModelConfig& config() const { return cfg_; }
-  size_t base_bytes() const;
+  size_t base_bytes() const;  // the frozen base in device memory
+  Device device() const { return dev_->device(); }
+  std::string describe_device() const { return dev_->describe(); }
 
-  // The adapter this model trains (a copy is taken; read it back with adapter()).
+  // The adapter this model trains (a copy is taken; read it back with adapter()). The
+  // optimiser changes adapter() on the host: push_adapter() then makes the device's copy
+  // follow (nothing to do on the CPU, whose copy it is).
   void set_adapter(const LoraAdapter& a);
   const LoraAdapter& adapter() const { return adapter_; }
   LoraAdapter& adapter() { return adapter_; }
-  // Gradients, the same layout as the adapter; zeroed by zero_grad().
-  LoraAdapter& grads() { return grads_; }
+  void push_adapter();
+  // Gradients, the same layout as the adapter; zeroed by zero_grad(). On a GPU they
+  // accumulate on the device: grads() copies them to the host first.
+  LoraAdapter& grads();
   void zero_grad();
 
   // Forward and backward of one sequence: adds d(scale · loss)/dθ into grads() and
@@ -80,37 +72,44 @@ class LoraLlama {
   struct Layer;
   struct Activations;
   struct Grads;
+  // A module's adapter on the device: A [r, in], B [out, r] and their gradients (on the
+  // CPU, views of adapter_'s and grads_' own vectors).
   struct Lora {
     LoraPair* w = nullptr;
     LoraPair* g = nullptr;
+    Tensor A, B, gA, gB;
   };
   double run(const TrainSequence* s, const std::vector<int32_t>& tokens, float scale, bool backward, uint64_t key,
              std::vector<float>* logits_out);
   void layer_forward(size_t l, const float* x, size_t T, Activations& a, uint64_t key, bool dropout, float* x_out);
   void layer_backward(size_t l, const float* x, size_t T, Activations& a, Grads& g, uint64_t key, bool dropout, float* dx);
-  void linear_forward(const FrozenMatrix& W, const Lora& lora, size_t layer, size_t module, const float* x, size_t T,
-                      float* y, uint64_t key, bool dropout);
-  void linear_backward(const FrozenMatrix& W, const Lora& lora, size_t layer, size_t module, const float* x, size_t T,
-                       const float* dy, float* dx, uint64_t key, bool dropout);
+  void linear_forward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module, const float* x,
+                      size_t T, float* y, uint64_t key, bool dropout);
+  void linear_backward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module, const float* x,
+                       size_t T, const float* dy, float* dx, uint64_t key, bool dropout);
   void bind_lora();
+  bool on_host() const { return dev_->device().kind == DeviceKind::CPU; }
+  Tensor& grow(Tensor& t, size_t n);  // t with room for n floats (reallocated when smaller)
 
   ModelConfig cfg_;
-  train::Kernels kernels_;
+  std::unique_ptr<train::TrainDevice> dev_;
   std::vector<Layer> layers_;
   FrozenMatrix embed_, lm_head_;  // lm_head_ empty when tied
-  std::vector<float> final_norm_;
+  std::unique_ptr<train::DeviceFrozen> embed_dev_, lm_head_dev_;
+  Tensor final_norm_;
   std::vector<float> inv_freq_;
   LoraAdapter adapter_, grads_;
+  bool grads_on_host_ = true;  // grads_ holds the device's gradients
   std::vector<std::vector<Lora>> lora_;  // [layer][module index of llama_lora_modules]
   float scaling_ = 1, dropout_ = 0;
-  std::vector<float> scratch_w_;  // a dequantised weight matrix
+  Tensor scratch_w_;  // a dequantised weight matrix
   std::vector<Activations> acts_;      // one layer's (checkpointing) or every layer's activations
   std::unique_ptr<Grads> grads_buf_;   // one layer's gradient buffers
-  train::RopeTables rope_;             // cos / sin of the sequence in progress
   Checkpointing checkpointing_ = Checkpointing::Auto;
   size_t activation_budget_bytes_ = 0;
-  std::vector<float> lora_x_, lora_h_, lora_dh_, lora_dx_;  // LoRA branch scratch
-  std::vector<float> xs_;  // each layer's input [L + 1][T, H], kept for the recomputation
+  Tensor lora_x_, lora_h_, lora_dh_, lora_dx_;  // LoRA branch scratch
+  Tensor xs_;  // each layer's input [L + 1][T, H], kept for the recomputation
+  Tensor hn_, rinv_, dhn_, dx_, out_, logits_;  // the head's and backward's buffers
 };
 
 }  // namespace pivotmt

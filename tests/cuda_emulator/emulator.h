@@ -146,6 +146,7 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 // without FMA contraction, so the plain operators are exactly these).
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
 template <class T>
 T min(T a, T b) {
   return b < a ? b : a;

@@ -410,6 +410,17 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count, 
   return cudaSuccess;
 }
 
+// Device memory only, wholly inside one allocation (as the hardware faults otherwise).
+cudaError_t CUDARTAPI cudaMemsetAsync(void* dst, int value, size_t count, cudaStream_t stream) {
+  if (count && !device_range(dst, count)) return record(cudaErrorInvalidValue);
+  const auto set = [=] {
+    DeviceAccess access;
+    if (count) std::memset(dst, value, count);
+  };
+  if (!capture(stream, set)) set();
+  return cudaSuccess;
+}
+
 cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
   if (const cudaError_t e = refuse_if_capturing()) return e;
   return cudaMemcpyAsync(dst, src, count, kind, nullptr);

@@ -155,3 +155,34 @@ void encoder_write_cache(const float* kv_new, int ld, const CacheRow* rows_meta,
 void encoder_cached_attention(const float* q, int ldq, const CacheRow* rows_meta, int rows, int heads, int d, int layer,
                               float* out, cudaStream_t s);
 }  // namespace pivotmt::cuda::kernels
+
+namespace pivotmt::cuda::kernels {
+// --- train.cu: training's ops (train/train_device.h), F32, train_ops.cpp's contracts.
+// Row-major C[M, N] = alpha op(A) op(B) + beta C (cuBLAS F32, compute 32F, no TF32).
+void train_gemm(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+                int lda, const float* B, int ldb, float beta, float* C, int ldc);
+void train_rmsnorm_forward(const float* x, const float* w, int T, int H, float eps, float* y, float* rinv, cudaStream_t s);
+void train_rmsnorm_backward(const float* x, const float* w, const float* rinv, const float* dy, int T, int H, float* dx,
+                            cudaStream_t s);
+void train_rope(float* x, int T, int stride, int heads, int d, const float* cos_t, const float* sin_t, bool inverse,
+                cudaStream_t s);
+void train_attention_forward(const float* q, const float* k, const float* v, int T, int nh, int nkv, int d, int window,
+                             float* out, float* lse, cudaStream_t s);
+// D: scratch [nh, T].
+void train_attention_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
+                              const float* lse, int T, int nh, int nkv, int d, int window, float* D, float* dq,
+                              float* dk, float* dv, cudaStream_t s);
+void train_silu_mul_forward(const float* g, const float* u, size_t n, float* out, cudaStream_t s);
+void train_silu_mul_backward(const float* g, const float* u, const float* dout, size_t n, float* dg, float* du,
+                             cudaStream_t s);
+void train_add(const float* a, const float* b, size_t n, float* out, cudaStream_t s);
+void train_dropout(const float* x, size_t n, uint64_t seed, uint32_t threshold, float scale, float* out, cudaStream_t s);
+void train_add_dropped(const float* dxd, size_t n, uint64_t seed, uint32_t threshold, float scale, bool drop, float* dx,
+                       cudaStream_t s);
+void train_cross_entropy(float* logits, const int32_t* labels, int rows, int V, float scale, double* row_loss,
+                         cudaStream_t s);
+void train_embed_rows(const float* table, const int32_t* ids, int T, int H, float* out, cudaStream_t s);
+void train_nf4_dequantize(const uint8_t* packed, const float* absmax, const float* codes, size_t numel, float* out,
+                          cudaStream_t s);
+void train_f16_to_f32(const uint16_t* in, size_t n, float* out, cudaStream_t s);
+}  // namespace pivotmt::cuda::kernels

@@ -1,0 +1,229 @@
+// TrainDevice on an NVIDIA GPU (host side; the kernels are in train.cu): F32 activations
+// and GEMMs (cuBLAS, compute 32F, no TF32), one stream and cuBLAS handle; the frozen base
+// in its storage format (NF4 codes with their F32 absmax, F16, or F32), converted one matrix
+// at a time into a scratch buffer just before its GEMM.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "backends/backend.h"
+#include "backends/cuda/cublas_loader.h"
+#include "backends/cuda/cuda_util.h"
+#include "backends/cuda/kernels.h"
+#include "core/error.h"
+#include "train/dropout_mask.h"
+#include "train/train_device.h"
+
+namespace pivotmt::cuda {
+namespace {
+
+class CudaFrozen final : public train::DeviceFrozen {
+ public:
+  BaseWeights storage = BaseWeights::F32;
+  Tensor values;  // F32 [out·in] or F16 bits [out·in] (as I32 pairs' storage), or NF4 codes
+  Tensor absmax;  // NF4: [blocks] F32
+  size_t numel = 0;
+};
+
+class CudaTrainDevice final : public train::TrainDevice {
+ public:
+  explicit CudaTrainDevice(int device) : device_{DeviceKind::CUDA, device} {
+    info_ = device_info(device);
+    select();
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check_cublas(cublas().create(&blas_), "cublasCreate");
+    check_cublas(cublas().set_stream(blas_, stream_), "cublasSetStream");
+    workspace_ = device_alloc(device, kWorkspaceBytes);
+    check_cublas(cublas().set_workspace(blas_, workspace_.get(), kWorkspaceBytes), "cublasSetWorkspace");
+    codes_ = buffer(16);
+    upload(nf4::codes().data(), 16 * sizeof(float), codes_.data());
+  }
+  ~CudaTrainDevice() override {
+    cudaSetDevice(device_.index);
+    cudaStreamSynchronize(stream_);
+    if (blas_) cublas().destroy(blas_);
+    cudaStreamDestroy(stream_);
+  }
+  Device device() const override { return device_; }
+  std::string describe() const override { return fmt::format("cuda:{} ({}, F32 training)", device_.index, info_.name); }
+
+  void upload(const void* host, size_t bytes, void* dst) override {
+    select();
+    // Waited for: `host` may be pageable memory the caller frees or reuses at once.
+    check(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_), "copy to the device");
+    synchronize();
+  }
+  void download(const void* src, size_t bytes, void* host) override {
+    select();
+    check(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy to the host");
+    synchronize();
+  }
+  void zero(float* p, size_t n) override {
+    select();
+    check(cudaMemsetAsync(p, 0, n * sizeof(float), stream_), "cudaMemsetAsync");
+  }
+  void copy(const float* src, size_t n, float* dst) override {
+    select();
+    check(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_), "copy on the device");
+  }
+
+  std::unique_ptr<train::DeviceFrozen> frozen(const FrozenMatrix& m) override {
+    auto f = std::make_unique<CudaFrozen>();
+    f->out = m.out;
+    f->in = m.in;
+    f->storage = m.storage;
+    f->numel = m.out * m.in;
+    switch (m.storage) {
+      case BaseWeights::F32:
+        f->values = buffer(f->numel);
+        upload(m.f32.data(), f->numel * sizeof(float), f->values.data());
+        f->bytes = f->numel * sizeof(float);
+        break;
+      case BaseWeights::F16:
+        f->values = Tensor(device_, DType::F16, 1, f->numel);
+        upload(m.f16.data(), f->numel * sizeof(uint16_t), f->values.data());
+        f->bytes = f->numel * sizeof(uint16_t);
+        break;
+      case BaseWeights::NF4:
+        f->values = Tensor(device_, DType::U8, 1, m.q.packed.size());
+        upload(m.q.packed.data(), m.q.packed.size(), f->values.data());
+        f->absmax = buffer(m.q.absmax.size());
+        upload(m.q.absmax.data(), m.q.absmax.size() * sizeof(float), f->absmax.data());
+        f->bytes = m.q.packed.size() + m.q.absmax.size() * sizeof(float);
+        break;
+    }
+    return f;
+  }
+  const float* weight_f32(const train::DeviceFrozen& w, Tensor& scratch) override {
+    select();
+    const auto& f = static_cast<const CudaFrozen&>(w);
+    if (f.storage == BaseWeights::F32) return f.values.as<float>();
+    if (scratch.empty() || scratch.numel() < f.numel) scratch = buffer(f.numel);
+    if (f.storage == BaseWeights::F16)
+      kernels::train_f16_to_f32(f.values.as<uint16_t>(), f.numel, scratch.as<float>(), stream_);
+    else
+      kernels::train_nf4_dequantize(f.values.as<uint8_t>(), f.absmax.as<float>(), codes_.as<float>(), f.numel,
+                                    scratch.as<float>(), stream_);
+    return scratch.as<float>();
+  }
+  void embed_rows(const train::DeviceFrozen& table, const int32_t* ids, size_t T, float* out) override {
+    const auto& f = static_cast<const CudaFrozen&>(table);
+    if (f.storage != BaseWeights::F32) throw Error("cuda training: embedding rows of a table not kept in F32");
+    upload_ints(ids, T);
+    kernels::train_embed_rows(f.values.as<float>(), ints_.as<int32_t>(), int(T), int(f.in), out, stream_);
+  }
+
+  void gemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha, const float* A, size_t lda,
+            const float* B, size_t ldb, float beta, float* C, size_t ldc) override {
+    select();
+    kernels::train_gemm(blas_, trans_a, trans_b, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C,
+                        int(ldc));
+  }
+  void rmsnorm_forward(const float* x, const float* w, size_t T, size_t H, float eps, float* y, float* rinv) override {
+    select();
+    kernels::train_rmsnorm_forward(x, w, int(T), int(H), eps, y, rinv, stream_);
+  }
+  void rmsnorm_backward(const float* x, const float* w, const float* rinv, const float* dy, size_t T, size_t H,
+                        float* dx) override {
+    select();
+    kernels::train_rmsnorm_backward(x, w, rinv, dy, int(T), int(H), dx, stream_);
+  }
+  void set_rope(const train::RopeTables& t) override {
+    rope_half_ = t.half;
+    rope_rows_ = t.half ? t.cos.size() / t.half : 0;
+    if (rope_cos_.empty() || rope_cos_.numel() < t.cos.size()) {
+      rope_cos_ = buffer(t.cos.size());
+      rope_sin_ = buffer(t.sin.size());
+    }
+    upload(t.cos.data(), t.cos.size() * sizeof(float), rope_cos_.data());
+    upload(t.sin.data(), t.sin.size() * sizeof(float), rope_sin_.data());
+  }
+  void rope_apply(float* x, size_t T, size_t stride, size_t heads, size_t d, bool inverse) override {
+    select();
+    if (T > rope_rows_ || d / 2 != rope_half_)
+      throw Error(fmt::format("cuda training rope: {} rows of {} dims, tables for {} rows of {}", T, d, rope_rows_,
+                              2 * rope_half_));
+    kernels::train_rope(x, int(T), int(stride), int(heads), int(d), rope_cos_.as<float>(), rope_sin_.as<float>(), inverse,
+                        stream_);
+  }
+  void attention_forward(const float* q, const float* k, const float* v, size_t T, size_t nh, size_t nkv, size_t d,
+                         size_t window, float* out, float* lse) override {
+    select();
+    kernels::train_attention_forward(q, k, v, int(T), int(nh), int(nkv), int(d), int(window), out, lse, stream_);
+  }
+  void attention_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
+                          const float* lse, size_t T, size_t nh, size_t nkv, size_t d, size_t window, float* dq, float* dk,
+                          float* dv) override {
+    select();
+    if (D_.empty() || D_.numel() < nh * T) D_ = buffer(nh * T);
+    kernels::train_attention_backward(q, k, v, out, dout, lse, int(T), int(nh), int(nkv), int(d), int(window),
+                                      D_.as<float>(), dq, dk, dv, stream_);
+  }
+  void silu_mul_forward(const float* g, const float* u, size_t n, float* out) override {
+    select();
+    kernels::train_silu_mul_forward(g, u, n, out, stream_);
+  }
+  void silu_mul_backward(const float* g, const float* u, const float* dout, size_t n, float* dg, float* du) override {
+    select();
+    kernels::train_silu_mul_backward(g, u, dout, n, dg, du, stream_);
+  }
+  void add(const float* a, const float* b, size_t n, float* out) override {
+    select();
+    kernels::train_add(a, b, n, out, stream_);
+  }
+  void dropout(const float* x, size_t n, uint64_t seed, float p, float* out) override {
+    select();
+    kernels::train_dropout(x, n, seed, train::drop_threshold(p), 1.0f / (1.0f - p), out, stream_);
+  }
+  void add_dropped(const float* dxd, size_t n, uint64_t seed, float p, float* dx) override {
+    select();
+    const bool drop = p > 0;
+    kernels::train_add_dropped(dxd, n, seed, train::drop_threshold(p), drop ? 1.0f / (1.0f - p) : 1.0f, drop, dx,
+                               stream_);
+  }
+  double cross_entropy(float* logits, const int32_t* labels, size_t rows, size_t V, float scale) override {
+    select();
+    upload_ints(labels, rows);
+    if (row_loss_.empty() || row_loss_.numel() < 2 * rows) row_loss_ = buffer(2 * rows);  // doubles
+    kernels::train_cross_entropy(logits, ints_.as<int32_t>(), int(rows), int(V), scale,
+                                 reinterpret_cast<double*>(row_loss_.data()), stream_);
+    std::vector<double> loss(rows);
+    download(row_loss_.data(), rows * sizeof(double), loss.data());
+    double total = 0;  // in row order, as the CPU sums
+    for (double l : loss) total += l;
+    return total;
+  }
+  void synchronize() override {
+    select();
+    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  }
+
+ private:
+  void select() const { check(cudaSetDevice(device_.index), "cudaSetDevice"); }
+  void upload_ints(const int32_t* v, size_t n) {
+    if (ints_.empty() || ints_.numel() < n) ints_ = Tensor(device_, DType::I32, 1, std::max<size_t>(2 * n, 64));
+    upload(v, n * sizeof(int32_t), ints_.data());
+  }
+  static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+  Device device_;
+  CudaDeviceInfo info_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  std::shared_ptr<void> workspace_;
+  Tensor codes_;                 // NF4's 16 code values
+  Tensor rope_cos_, rope_sin_;   // [T, d/2] of the sequence in progress
+  size_t rope_half_ = 0, rope_rows_ = 0;
+  Tensor D_;                     // attention backward's dO·O per (head, row)
+  Tensor ints_;                  // token ids or labels
+  Tensor row_loss_;              // cross-entropy's per-row losses (doubles)
+};
+
+}  // namespace
+
+std::unique_ptr<train::TrainDevice> make_train_device(int device) { return std::make_unique<CudaTrainDevice>(device); }
+
+}  // namespace pivotmt::cuda
