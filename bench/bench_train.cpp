@@ -1,14 +1,16 @@
-// LoRA training speed on the CPU: tokens/s and peak RSS of `pivotmt finetune`'s trainer on
+// LoRA training speed: tokens/s and peak memory (RSS on the CPU, device memory on a GPU with
+// --device cuda:N) of `pivotmt finetune`'s trainer on
 // the generated `small` checkpoint (~110M parameters, F32 base and NF4 base), LoRA r 16 on
 // all projections, batch 2 x accumulation 2 of 256-token sequences, gradient checkpointing.
 // With --python PY (an interpreter with torch, transformers and peft) the same training of
 // the same checkpoint on the same sequences by PyTorch + PEFT runs beside it
 // (bench_train_pytorch.py) and the ratio is printed (issue target: >= 1.5x).
 //
-// usage: bench_train [--steps N] [--seq-len T] [--python PY] [--preset small|tiny]
+// usage: bench_train [--steps N] [--seq-len T] [--python PY] [--preset small|tiny|7b-shape] [--device cpu|cuda:N]
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -20,6 +22,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "backends/backend.h"
 #include "backends/cpu/ops.h"
 #include "models/make_model.h"
 #include "train/trainer.h"
@@ -65,8 +68,8 @@ std::vector<TrainSequence> read_sequences(const std::string& path) {
 }
 
 Result train_run(const std::string& dir, BaseWeights base, Checkpointing ckpt, const std::vector<TrainSequence>& data,
-                 int64_t steps) {
-  LoraLlama model(dir, base);
+                 int64_t steps, const Device& device) {
+  LoraLlama model(dir, base, train::Kernels::Fast, device);
   model.set_checkpointing(ckpt);
   LoraConfig c;  // the original's: r 16, alpha 16, dropout 0.05, all seven projections
   model.set_adapter(init_lora(model.config(), c, 1));
@@ -91,7 +94,7 @@ Result train_run(const std::string& dir, BaseWeights base, Checkpointing ckpt, c
 int main(int argc, char** argv) {
   int64_t steps = 3;
   size_t seq_len = 256;
-  std::string python, preset = "small", child, child_model, child_seqs;
+  std::string python, preset = "small", child, child_model, child_seqs, device_name = "cpu";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--child") child = argv[i + 1];  // internal: one configuration, in its own process
@@ -101,16 +104,22 @@ int main(int argc, char** argv) {
     else if (a == "--seq-len") seq_len = std::stoul(argv[i + 1]);
     else if (a == "--python") python = argv[i + 1];
     else if (a == "--preset") preset = argv[i + 1];
+    else if (a == "--device") device_name = argv[i + 1];
     else {
-      fmt::print(stderr, "usage: bench_train [--steps N] [--seq-len T] [--python PY] [--preset small|tiny]\n");
+      fmt::print(stderr,
+                 "usage: bench_train [--steps N] [--seq-len T] [--python PY] [--preset small|tiny|7b-shape] "
+                 "[--device cpu|cuda:N]\n");
       return 2;
     }
   }
   if (!child.empty()) {
     const auto colon = child.find(':');  // BASE:CHECKPOINTING
+    const Device device = resolve_device(device_name);
     const Result r = train_run(child_model, parse_base_weights(child.substr(0, colon)),
-                               parse_checkpointing(child.substr(colon + 1)), read_sequences(child_seqs), steps);
-    fmt::print("{}\n", nlohmann::json{{"tokens_per_second", r.tokens_per_second}, {"peak_rss_bytes", peak_rss_bytes()}}.dump());
+                               parse_checkpointing(child.substr(colon + 1)), read_sequences(child_seqs), steps, device);
+    // Peak memory: the device's on a GPU (what limits the batch there), else the RSS.
+    const size_t peak = device.kind == DeviceKind::CUDA ? cuda::peak_allocated_bytes(device.index) : peak_rss_bytes();
+    fmt::print("{}\n", nlohmann::json{{"tokens_per_second", r.tokens_per_second}, {"peak_rss_bytes", peak}}.dump());
     return 0;
   }
   const fs::path dir = fs::temp_directory_path() / fmt::format("pivotmt-bench-train-{}", getpid());
@@ -133,12 +142,15 @@ int main(int argc, char** argv) {
   std::ofstream(seqs) << ids.dump();
   const int threads = int(std::thread::hardware_concurrency());
   fmt::print("LoRA training, {} preset ({:.0f}M parameters), r 16 on all projections, batch 2 x accumulation 2 of {}-token "
-             "sequences, {} threads, {} timed steps\n",
-             preset, double(params) / 1e6, seq_len, threads, steps);
-  fmt::print("{:<52} {:>9} {:>12}\n", "", "tokens/s", "peak RSS");
+             "sequences, {}, {} timed steps\n",
+             preset, double(params) / 1e6, seq_len,
+             device_name == "cpu" ? fmt::format("{} threads", threads) : device_name + " (F32 compute)", steps);
+  fmt::print("{:<52} {:>9} {:>12}\n", "", "tokens/s", device_name == "cpu" ? "peak RSS" : "peak device");
+  // PIVOTMT_BENCH_LAUNCH: a prefix for the children (gpu-check.sh's loader of a bundle's libraries).
+  const char* launch = std::getenv("PIVOTMT_BENCH_LAUNCH");
   auto child_run = [&](const char* base) {
-    return parse_result(run_command(fmt::format("{} --child {} --child-model {} --child-seqs {} --steps {}", argv[0], base,
-                                                mo.out_dir, seqs, steps)));
+    return parse_result(run_command(fmt::format("{}{} --child {} --child-model {} --child-seqs {} --steps {} --device {}",
+                                                launch ? launch : "", argv[0], base, mo.out_dir, seqs, steps, device_name)));
   };
   const Result f32 = child_run("f32:auto"), f32_ckpt = child_run("f32:always"), nf4 = child_run("nf4:auto");
   auto row = [](const std::string& name, const Result& r) {
@@ -147,7 +159,7 @@ int main(int argc, char** argv) {
   row("pivotmt, F32 base (activations kept: they fit)", f32);
   row("pivotmt, F32 base, checkpointing every layer", f32_ckpt);
   row("pivotmt, NF4 base (activations kept)", nf4);
-  if (!python.empty()) {
+  if (!python.empty() && device_name == "cpu") {
     const std::string script = (fs::path(__FILE__).parent_path() / "bench_train_pytorch.py").string();
     auto py = [&](const char* mode) -> std::optional<std::pair<Result, std::string>> {
       const std::string out = run_command(fmt::format("{} {} {} {} {} 2 2 {} {} 2>/dev/null", python, script, mo.out_dir, seqs,

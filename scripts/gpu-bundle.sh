@@ -18,7 +18,7 @@ B="$STAGE/pivotmt-gpu"
 mkdir -p "$B/bin" "$B/lib" "$B/shared/fixtures/models"
 
 programs=(apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_cuda_kernels tests/test_gpu_engine
-          tests/test_gpu_encoder bench/bench_gpu bench/bench_nllb)
+          tests/test_gpu_encoder tests/test_gpu_train bench/bench_gpu bench/bench_nllb bench/bench_train)
 for p in "${programs[@]}"; do strip -o "$B/bin/$(basename "$p")" "build/$p"; done
 
 # Shared libraries: everything ldd resolves except the driver (libcuda). cuBLAS is not

@@ -80,7 +80,7 @@ bounded() { local s="$1"; shift; timeout -k 10 "$s" "$@"; }
 if [[ "$EMULATED" == 1 ]]; then
   BIN="$ROOT/build/bundle-bin-emulated"
   mkdir -p "$BIN"
-  for p in pivotmt ops_harness test_cuda test_cuda_kernels test_gpu_engine test_gpu_encoder bench_gpu; do
+  for p in pivotmt ops_harness test_cuda test_cuda_kernels test_gpu_engine test_gpu_encoder test_gpu_train bench_gpu; do
     ln -sf "$ROOT/build/tests/${p}_emulated" "$BIN/$p"
   done
   export PIVOTMT_CUDA_EMULATOR_DEVICES=2
@@ -106,7 +106,7 @@ else
   BIN="$ROOT/build/bundle-bin"
   mkdir -p "$BIN"
   for p in apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_cuda_kernels tests/test_gpu_engine \
-    tests/test_gpu_encoder bench/bench_gpu bench/bench_nllb; do
+    tests/test_gpu_encoder tests/test_gpu_train bench/bench_gpu bench/bench_nllb bench/bench_train; do
     ln -sf "$ROOT/build/$p" "$BIN/$(basename "$p")"
   done
   LIBS=""
@@ -198,7 +198,7 @@ row "op harness ($DEV vs CPU reference)" "$([[ $rc == 0 ]] && echo ok || echo "F
 
 # --- 2. The GPU tests (gtest): kernels called directly, then the engine (its KV pool
 # uncapped: 90% of the free memory, as a user's run has it).
-for t_name in test_cuda test_cuda_kernels test_gpu_engine test_gpu_encoder; do
+for t_name in test_cuda test_cuda_kernels test_gpu_engine test_gpu_encoder test_gpu_train; do
   t=$(date +%s)
   bounded "$(limit 90)" "${LOADER[@]}" "$BIN/$t_name" --gtest_color=no >"$LOGS/$t_name.log" 2>&1
   rc=$?
@@ -325,6 +325,19 @@ else
   rc=$?
   row "NLLB side by side (600M shape)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
     "$(grep -E '^\| (greedy|4 beams)' "$LOGS/nllb_side_by_side.md" | awk -F'|' '{printf "%s b%s: %s× ;", $2, $3, $6}'); $(elapsed $t)"
+fi
+
+# --- 4c. QLoRA fine-tuning speed on the device: bench_train's `small` checkpoint (~110M
+# parameters), F32 and NF4 bases, r 16 on every projection, 2 x 2 sequences of 512 tokens.
+if [[ "$EMULATED" == 1 || ! -x "$BIN/bench_train" ]]; then
+  row "fine-tuning speed" "not run" "$([[ "$EMULATED" == 1 ]] && echo "the CUDA emulator times nothing (test_gpu_train checks the numerics)" || echo "no bench_train")"
+else
+  t=$(date +%s)
+  PIVOTMT_BENCH_LAUNCH="$(printf '%q ' "${LOADER[@]}")" bounded "$(limit 60)" "${LOADER[@]}" "$BIN/bench_train" --preset small --steps 2 --seq-len 512 --device "$DEV" \
+    >"$LOGS/bench_train.log" 2>&1
+  rc=$?
+  row "fine-tuning speed (small, $DEV)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
+    "$(grep -E '^pivotmt' "$LOGS/bench_train.log" | tr -s ' ' | tr '\n' ';'); $(elapsed $t)"
 fi
 
 # --- 5. Last (it may take what is left): the op harness under compute-sanitizer memcheck,

@@ -8,6 +8,7 @@
 
 #include "backends/random_fill.h"
 #include "chat/chat_template.h"
+#include "backends/backend.h"
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -30,6 +31,7 @@ struct FinetuneArgs {
   double lr = 5e-5, max_grad_norm = 1.0, weight_decay = 0.0, eval_fraction = 0.0;
   LoraConfig lora;
   std::string base_weights = "nf4", loss_on = "all", checkpointing = "auto", init_adapter, loss_normalization = "predicted";
+  std::string device = "auto";
   size_t max_seq_len = 4096, k = 3;
   bool drop_long = false, no_shuffle = false, log_json = false, reference_kernels = false;
 };
@@ -92,7 +94,10 @@ void run_finetune(FinetuneArgs& a) {
   if (!eval.empty()) say(fmt::format("held out {} sequences for the evaluation loss", eval.size()));
 
   const BaseWeights base = parse_base_weights(a.base_weights);
-  LoraLlama model(config.model, base, a.reference_kernels ? train::Kernels::Reference : train::Kernels::Fast);
+  const Device device = resolve_device(a.device);
+  if (a.reference_kernels && device.kind == DeviceKind::CUDA)
+    throw Error(fmt::format("--reference-kernels runs the CPU's plain loops: use --device cpu with it (not {})", a.device));
+  LoraLlama model(config.model, base, a.reference_kernels ? train::Kernels::Reference : train::Kernels::Fast, device);
   model.set_checkpointing(parse_checkpointing(a.checkpointing));
   LoraConfig lora = a.lora;
   if (!a.init_adapter.empty()) {
@@ -109,9 +114,9 @@ void run_finetune(FinetuneArgs& a) {
     lora.base_model = model_name;
     model.set_adapter(init_lora(model.config(), lora, config.seed));
   }
-  say(fmt::format("model: {} ({} base, {}), LoRA r {} alpha {} on {}: {} trainable parameters", config.model,
+  say(fmt::format("model: {} ({} base, {}), LoRA r {} alpha {} on {}: {} trainable parameters; on {}", config.model,
                   base_weights_name(base), format_bytes(double(model.base_bytes())), lora.r, lora.alpha,
-                  fmt::join(lora.targets, ","), model.adapter().parameter_count()));
+                  fmt::join(lora.targets, ","), model.adapter().parameter_count(), model.describe_device()));
 
   TrainOptions o;
   o.steps = a.steps;
@@ -218,7 +223,11 @@ void register_finetune(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->capture_default_str();
   cmd->add_flag("--log-json", a.log_json, "One JSON object per step on stdout (no progress bar)");
-  cmd->add_flag("--reference-kernels", a.reference_kernels, "Plain loops instead of BLAS (slow; for checking)");
+  cmd->add_flag("--reference-kernels", a.reference_kernels, "Plain loops instead of BLAS (slow; for checking; CPU)");
+  cmd->add_option("--device", a.device,
+                  "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible; the GPU computes in F32 from the "
+                  "base's storage format)")
+      ->capture_default_str();
   cmd->callback([cmd] {
     if (!a.study.config_file.empty()) apply_config_file(*cmd, a.study.config_file, cmd->get_parent()->get_subcommand("ablate"));
     run_finetune(a);
