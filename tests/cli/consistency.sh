@@ -26,9 +26,10 @@ status() { "$@" >"$W/out" 2>"$W/err"; echo $?; }
   fail "finetune --temperature accepted: $(cat "$W/err")"
 # (Help into files first: grep -q closing the pipe early would fail the pipeline.)
 "$PIVOTMT" finetune --help >"$W/finetune-help"
-for opt in --weights --adapter --device --greedy --max-new-tokens; do
+for opt in --weights --adapter --greedy --max-new-tokens; do
   grep -q -- "^ *$opt\b" "$W/finetune-help" && fail "finetune --help lists $opt"
 done
+grep -q -- "^ *--device\b" "$W/finetune-help" || fail "finetune --help lacks --device (it trains on a GPU too)"
 grep -q -- "--init-adapter" "$W/finetune-help" || fail "finetune --help lacks --init-adapter"
 grep -q -- "--seed" "$W/finetune-help" || fail "finetune --help lacks --seed"
 
