@@ -31,7 +31,7 @@ struct FinetuneArgs {
   double lr = 5e-5, max_grad_norm = 1.0, weight_decay = 0.0, eval_fraction = 0.0;
   LoraConfig lora;
   std::string base_weights = "nf4", loss_on = "all", checkpointing = "auto", init_adapter, loss_normalization = "predicted";
-  std::string device = "auto";
+  std::string device = "auto", base_compute = "f16";
   size_t max_seq_len = 4096, k = 3;
   bool drop_long = false, no_shuffle = false, log_json = false, reference_kernels = false;
 };
@@ -97,7 +97,8 @@ void run_finetune(FinetuneArgs& a) {
   const Device device = resolve_device(a.device);
   if (a.reference_kernels && device.kind == DeviceKind::CUDA)
     throw Error(fmt::format("--reference-kernels runs the CPU's plain loops: use --device cpu with it (not {})", a.device));
-  LoraLlama model(config.model, base, a.reference_kernels ? train::Kernels::Reference : train::Kernels::Fast, device);
+  LoraLlama model(config.model, base, a.reference_kernels ? train::Kernels::Reference : train::Kernels::Fast, device,
+                  train::parse_base_compute(a.base_compute));
   model.set_checkpointing(parse_checkpointing(a.checkpointing));
   LoraConfig lora = a.lora;
   if (!a.init_adapter.empty()) {
@@ -225,8 +226,13 @@ void register_finetune(CLI::App& app) {
   cmd->add_flag("--log-json", a.log_json, "One JSON object per step on stdout (no progress bar)");
   cmd->add_flag("--reference-kernels", a.reference_kernels, "Plain loops instead of BLAS (slow; for checking; CPU)");
   cmd->add_option("--device", a.device,
-                  "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible; the GPU computes in F32 from the "
-                  "base's storage format)")
+                  "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible; the base stays in its storage format "
+                  "there, see --base-compute)")
+      ->capture_default_str();
+  cmd->add_option("--base-compute", a.base_compute,
+                  "On a GPU, the products with the frozen base: f16 (F16 inputs, F32 sums: the tensor cores, as "
+                  "bitsandbytes + PEFT; losses within 1e-3 of the CPU's) | f32 (the CPU's numerics, slower)")
+      ->check(CLI::IsMember({"f16", "f32"}))
       ->capture_default_str();
   cmd->callback([cmd] {
     if (!a.study.config_file.empty()) apply_config_file(*cmd, a.study.config_file, cmd->get_parent()->get_subcommand("ablate"));

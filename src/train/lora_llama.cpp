@@ -108,8 +108,9 @@ Tensor to_device(train::TrainDevice& dev, const std::vector<float>& v) {
 
 }  // namespace
 
-LoraLlama::LoraLlama(const std::string& dir, BaseWeights base, train::Kernels kernels, const Device& device)
-    : dev_(train::make_train_device(device, kernels)), grads_buf_(std::make_unique<Grads>()) {
+LoraLlama::LoraLlama(const std::string& dir, BaseWeights base, train::Kernels kernels, const Device& device,
+                     train::BaseCompute compute)
+    : dev_(train::make_train_device(device, kernels, compute)), grads_buf_(std::make_unique<Grads>()) {
   cfg_ = load_decoder_config(dir, "fine-tuning");
   Checkpoint ckpt(dir);
   verify_weights(cfg_, ckpt);
@@ -226,8 +227,7 @@ void LoraLlama::zero_grad() {
 
 void LoraLlama::linear_forward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module,
                                const float* x, size_t T, float* y, uint64_t key, bool dropout) {
-  const float* w = dev_->weight_f32(W, scratch_w_);
-  dev_->gemm(false, true, T, W.out, W.in, 1.0f, x, W.in, w, W.in, 0.0f, y, W.out);
+  dev_->base_gemm(true, T, W.out, W.in, 1.0f, x, W.in, W, 0.0f, y, W.out, scratch_w_);  // y = x Wᵀ
   if (!lora.w) return;
   const size_t r = size_t(adapter_.config.r);
   const float* xin = x;
@@ -242,8 +242,7 @@ void LoraLlama::linear_forward(const train::DeviceFrozen& W, const Lora& lora, s
 
 void LoraLlama::linear_backward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module,
                                 const float* x, size_t T, const float* dy, float* dx, uint64_t key, bool dropout) {
-  const float* w = dev_->weight_f32(W, scratch_w_);
-  dev_->gemm(false, false, T, W.in, W.out, 1.0f, dy, W.out, w, W.in, 1.0f, dx, W.in);  // dx += dy W
+  dev_->base_gemm(false, T, W.in, W.out, 1.0f, dy, W.out, W, 1.0f, dx, W.in, scratch_w_);  // dx += dy W
   if (!lora.w) return;
   const size_t r = size_t(adapter_.config.r);
   const bool drop = dropout && dropout_ > 0;

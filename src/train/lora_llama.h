@@ -35,8 +35,9 @@ struct TrainSequence {
 
 class LoraLlama {
  public:
+  // `compute`: how a GPU multiplies by the base (train_device.h); the CPU computes in F32.
   LoraLlama(const std::string& model_dir, BaseWeights base, train::Kernels kernels = train::Kernels::Fast,
-            const Device& device = Device{});
+            const Device& device = Device{}, train::BaseCompute compute = train::BaseCompute::F16);
   ~LoraLlama();
   LoraLlama(LoraLlama&&) noexcept;
   const ModelConfig& config() const { return cfg_; }

@@ -113,8 +113,14 @@ class CpuTrainDevice final : public TrainDevice {
 
 }  // namespace
 
-std::unique_ptr<TrainDevice> make_train_device(const Device& device, Kernels kernels) {
-  if (device.kind == DeviceKind::CUDA) return cuda::make_train_device(device.index);
+BaseCompute parse_base_compute(const std::string& s) {
+  if (s == "f16") return BaseCompute::F16;
+  if (s == "f32") return BaseCompute::F32;
+  throw Error(fmt::format("base compute '{}': expected f16 or f32", s));
+}
+
+std::unique_ptr<TrainDevice> make_train_device(const Device& device, Kernels kernels, BaseCompute compute) {
+  if (device.kind == DeviceKind::CUDA) return cuda::make_train_device(device.index, compute);
   return std::make_unique<CpuTrainDevice>(kernels);
 }
 

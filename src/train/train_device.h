@@ -48,6 +48,14 @@ class TrainDevice {
   virtual const float* weight_f32(const DeviceFrozen& w, Tensor& scratch) = 0;
   // out [T, in] = rows ids (host) of an F32 table.
   virtual void embed_rows(const DeviceFrozen& table, const int32_t* ids, size_t T, float* out) = 0;
+  // C [M, N] = alpha · A · op(W) + beta · C with W a frozen base matrix [out, in] (op(W) = Wᵀ
+  // when trans_w: y = x Wᵀ; else W: dx = dy W). This implementation converts W to F32 and
+  // multiplies in F32 (the CPU; a GPU in F32 mode); a GPU in F16 mode rounds A and W to F16
+  // and accumulates in F32 on the tensor cores, as bitsandbytes + PEFT compute QLoRA.
+  virtual void base_gemm(bool trans_w, size_t M, size_t N, size_t K, float alpha, const float* A, size_t lda,
+                         const DeviceFrozen& W, float beta, float* C, size_t ldc, Tensor& scratch) {
+    gemm(false, trans_w, M, N, K, alpha, A, lda, weight_f32(W, scratch), W.in, beta, C, ldc);
+  }
 
   virtual void gemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha, const float* A, size_t lda,
                     const float* B, size_t ldb, float beta, float* C, size_t ldc) = 0;
@@ -75,11 +83,17 @@ class TrainDevice {
   virtual void synchronize() {}
 };
 
+// How a GPU multiplies by the frozen base: F16 inputs with F32 accumulation (the tensor
+// cores; QLoRA's usual numerics) or F32 throughout (the CPU's numerics, ~15x slower).
+enum class BaseCompute { F16, F32 };
+BaseCompute parse_base_compute(const std::string& s);  // "f16" | "f32"
+
 // The CPU's (`kernels`: the reference loops or the fast kernels) or a GPU's training ops.
-std::unique_ptr<TrainDevice> make_train_device(const Device& device, Kernels kernels = Kernels::Fast);
+std::unique_ptr<TrainDevice> make_train_device(const Device& device, Kernels kernels = Kernels::Fast,
+                                               BaseCompute compute = BaseCompute::F16);
 
 }  // namespace pivotmt::train
 
 namespace pivotmt::cuda {
-std::unique_ptr<train::TrainDevice> make_train_device(int device);
+std::unique_ptr<train::TrainDevice> make_train_device(int device, train::BaseCompute compute);
 }

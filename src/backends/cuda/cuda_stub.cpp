@@ -15,7 +15,7 @@ bool compiled() { return false; }
 std::shared_ptr<void> device_alloc(int, size_t) { no_cuda(); }
 std::unique_ptr<Ops> make_ops(int, const OpsOptions&) { no_cuda(); }
 std::unique_ptr<EncoderOps> make_encoder_ops(int) { no_cuda(); }
-std::unique_ptr<train::TrainDevice> make_train_device(int) { no_cuda(); }
+std::unique_ptr<train::TrainDevice> make_train_device(int, train::BaseCompute) { no_cuda(); }
 int device_count() { return 0; }
 double measure_copy_gbps(int, size_t) { no_cuda(); }
 size_t allocated_bytes(int) { return 0; }

@@ -185,4 +185,10 @@ void train_embed_rows(const float* table, const int32_t* ids, int T, int H, floa
 void train_nf4_dequantize(const uint8_t* packed, const float* absmax, const float* codes, size_t numel, float* out,
                           cudaStream_t s);
 void train_f16_to_f32(const uint16_t* in, size_t n, float* out, cudaStream_t s);
+// Row-major C (F32) = alpha op(A) op(B) + beta C with A and B F16 (F32 accumulation).
+void train_gemm_f16(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const void* A,
+                    int lda, const void* B, int ldb, float beta, float* C, int ldc);
+void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s);  // out contiguous
+void train_nf4_to_f16(const uint8_t* packed, const float* absmax, const float* codes, size_t numel, uint16_t* out,
+                      cudaStream_t s);
 }  // namespace pivotmt::cuda::kernels

@@ -285,6 +285,25 @@ __global__ void nf4_dequantize_kernel(const uint8_t* packed, const float* absmax
   }
 }
 
+// F16 operands of a tensor-core GEMM: an F32 matrix [rows, cols] (ld apart) rounded to
+// nearest, or NF4 codes dequantised (the code times its block's absmax in F32, then rounded).
+__global__ void f32_to_f16_kernel(const float* in, int rows, int cols, int ld, __half* out) {
+  const size_t n = size_t(rows) * cols;
+  for (size_t e = blockIdx.x * size_t(blockDim.x) + threadIdx.x; e < n; e += size_t(gridDim.x) * blockDim.x)
+    out[e] = __float2half_rn(in[(e / cols) * ld + e % cols]);
+}
+
+__global__ void nf4_to_f16_kernel(const uint8_t* packed, const float* absmax, const float* codes, size_t numel,
+                                  __half* out) {
+  const size_t bytes = (numel + 1) / 2;
+  for (size_t b = blockIdx.x * size_t(blockDim.x) + threadIdx.x; b < bytes; b += size_t(gridDim.x) * blockDim.x) {
+    const uint8_t v = packed[b];
+    const size_t e = 2 * b;
+    out[e] = __float2half_rn(codes[v >> 4] * absmax[e / 64]);
+    if (e + 1 < numel) out[e + 1] = __float2half_rn(codes[v & 15] * absmax[(e + 1) / 64]);
+  }
+}
+
 __global__ void f16_to_f32_kernel(const __half* in, size_t n, float* out) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
     out[i] = __half2float(in[i]);
@@ -390,6 +409,29 @@ void train_nf4_dequantize(const uint8_t* packed, const float* absmax, const floa
   if (numel)
     launch("nf4_dequantize_kernel", nf4_dequantize_kernel, blocks_for((numel + 1) / 2, kThreads), kThreads, s, packed,
            absmax, codes, numel, out);
+}
+
+void train_gemm_f16(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const void* A,
+                    int lda, const void* B, int ldb, float beta, float* C, int ldc) {
+  if (M == 0 || N == 0) return;
+  check_cublas(cublas().gemm_ex(blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
+                                &alpha, B, CUDA_R_16F, ldb, A, CUDA_R_16F, lda, &beta, C, CUDA_R_32F, ldc,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx (training, F16 inputs, F32 accumulation)");
+}
+
+void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s) {
+  const size_t n = size_t(rows) * cols;
+  if (n)
+    launch("f32_to_f16_kernel", f32_to_f16_kernel, blocks_for(n, kThreads), kThreads, s, in, rows, cols, ld,
+           reinterpret_cast<__half*>(out));
+}
+
+void train_nf4_to_f16(const uint8_t* packed, const float* absmax, const float* codes, size_t numel, uint16_t* out,
+                      cudaStream_t s) {
+  if (numel)
+    launch("nf4_to_f16_kernel", nf4_to_f16_kernel, blocks_for((numel + 1) / 2, kThreads), kThreads, s, packed, absmax,
+           codes, numel, reinterpret_cast<__half*>(out));
 }
 
 void train_f16_to_f32(const uint16_t* in, size_t n, float* out, cudaStream_t s) {

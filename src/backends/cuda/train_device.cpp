@@ -31,7 +31,7 @@ class CudaFrozen final : public train::DeviceFrozen {
 
 class CudaTrainDevice final : public train::TrainDevice {
  public:
-  explicit CudaTrainDevice(int device) : device_{DeviceKind::CUDA, device} {
+  CudaTrainDevice(int device, train::BaseCompute compute) : device_{DeviceKind::CUDA, device}, compute_(compute) {
     info_ = device_info(device);
     select();
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -49,7 +49,10 @@ class CudaTrainDevice final : public train::TrainDevice {
     cudaStreamDestroy(stream_);
   }
   Device device() const override { return device_; }
-  std::string describe() const override { return fmt::format("cuda:{} ({}, F32 training)", device_.index, info_.name); }
+  std::string describe() const override {
+    return fmt::format("cuda:{} ({}, {} training)", device_.index, info_.name,
+                       compute_ == train::BaseCompute::F16 ? "F16 base GEMMs, F32" : "F32");
+  }
 
   void upload(const void* host, size_t bytes, void* dst) override {
     select();
@@ -117,6 +120,31 @@ class CudaTrainDevice final : public train::TrainDevice {
     kernels::train_embed_rows(f.values.as<float>(), ints_.as<int32_t>(), int(T), int(f.in), out, stream_);
   }
 
+  void base_gemm(bool trans_w, size_t M, size_t N, size_t K, float alpha, const float* A, size_t lda,
+                 const train::DeviceFrozen& W, float beta, float* C, size_t ldc, Tensor& scratch) override {
+    if (compute_ == train::BaseCompute::F32) return TrainDevice::base_gemm(trans_w, M, N, K, alpha, A, lda, W, beta, C, ldc, scratch);
+    select();
+    const auto& f = static_cast<const CudaFrozen&>(W);
+    // W as F16: its own values (F16 storage), or converted into the scratch (as F16 halves
+    // of the F32 scratch's storage: half the bytes a whole F32 matrix needs).
+    const uint16_t* w16 = nullptr;
+    if (f.storage == BaseWeights::F16) {
+      w16 = f.values.as<uint16_t>();
+    } else {
+      if (scratch.empty() || scratch.numel() * 2 < f.numel) scratch = buffer((f.numel + 1) / 2);
+      auto* out = scratch.as<uint16_t>();
+      if (f.storage == BaseWeights::NF4)
+        kernels::train_nf4_to_f16(f.values.as<uint8_t>(), f.absmax.as<float>(), codes_.as<float>(), f.numel, out, stream_);
+      else
+        kernels::train_f32_to_f16(f.values.as<float>(), int(f.out), int(f.in), int(f.in), out, stream_);
+      w16 = out;
+    }
+    // A [M, K] rounded to F16, contiguous.
+    if (a16_.empty() || a16_.numel() * 2 < M * K) a16_ = buffer((M * K + 1) / 2);
+    kernels::train_f32_to_f16(A, int(M), int(K), int(lda), a16_.as<uint16_t>(), stream_);
+    kernels::train_gemm_f16(blas_, false, trans_w, int(M), int(N), int(K), alpha, a16_.data(), int(K), w16, int(f.in),
+                            beta, C, int(ldc));
+  }
   void gemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha, const float* A, size_t lda,
             const float* B, size_t ldb, float beta, float* C, size_t ldc) override {
     select();
@@ -220,10 +248,14 @@ class CudaTrainDevice final : public train::TrainDevice {
   Tensor D_;                     // attention backward's dO·O per (head, row)
   Tensor ints_;                  // token ids or labels
   Tensor row_loss_;              // cross-entropy's per-row losses (doubles)
+  train::BaseCompute compute_;
+  Tensor a16_;                   // base_gemm's activations in F16
 };
 
 }  // namespace
 
-std::unique_ptr<train::TrainDevice> make_train_device(int device) { return std::make_unique<CudaTrainDevice>(device); }
+std::unique_ptr<train::TrainDevice> make_train_device(int device, train::BaseCompute compute) {
+  return std::make_unique<CudaTrainDevice>(device, compute);
+}
 
 }  // namespace pivotmt::cuda
