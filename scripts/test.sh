@@ -5,7 +5,7 @@
 #  3. the libFuzzer targets, each for FUZZ_SECONDS on its seed corpus
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FUZZ_SECONDS="${FUZZ_SECONDS:-40}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 JOBS="$(nproc)"
 
 bash scripts/setup.sh
