@@ -319,8 +319,8 @@ else
   mkdir -p "$BIN/bench-layout/bench"
   ln -sf "$BIN/bench_nllb" "$BIN/bench-layout/bench/bench_nllb"
   LAUNCH="$(printf '%q ' "${LOADER[@]}")"
-  PIVOTMT_BENCH_LAUNCH="$LAUNCH" bounded "$(limit 90)" python3 bench/side_by_side_nllb.py "$BIN/bench-layout" \
-    "$WORKDIR/nllb-side" --sentences 16 --max-length 32 --device "$([[ "$DEV" == cpu ]] && echo cpu || echo cuda)" \
+  PIVOTMT_BENCH_LAUNCH="$LAUNCH" bounded "$(limit 60)" python3 bench/side_by_side_nllb.py "$BIN/bench-layout" \
+    "$WORKDIR/nllb-side" --sentences 8 --max-length 32 --device "$([[ "$DEV" == cpu ]] && echo cpu || echo cuda)" \
     >"$LOGS/nllb_side_by_side.md" 2>"$LOGS/nllb_side_by_side.log"
   rc=$?
   row "NLLB side by side (600M shape)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
