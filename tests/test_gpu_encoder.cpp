@@ -23,23 +23,14 @@
 #include "models/bert_model.h"
 #include "models/m2m100_model.h"
 #include "nllb_golden.h"
+#include "gpu_test.h"
 #include "test_util.h"
 
 namespace pivotmt {
 namespace {
 
-bool have_gpu() { return cuda_compiled() && cuda_device_count() > 0; }
-#define REQUIRE_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
-
-const Device kGpu{DeviceKind::CUDA, 0};
-
-std::vector<float> random_values(size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::uniform_real_distribution<float> u(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
+using test::kGpu;
+using test::random_values;
 
 // max |a − b| / max(1, max |b|).
 double worst_difference(const std::vector<float>& a, const std::vector<float>& b) {

@@ -13,6 +13,7 @@
 #include "backends/backend.h"
 #include "core/error.h"
 #include "lora_golden.h"
+#include "gpu_test.h"
 #include "test_util.h"
 #include "train/dropout_mask.h"
 #include "train/train_device.h"
@@ -22,18 +23,8 @@ namespace {
 
 using namespace test::lora_golden;
 
-bool have_gpu() { return cuda_compiled() && cuda_device_count() > 0; }
-#define REQUIRE_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
-
-const Device kGpu{DeviceKind::CUDA, 0};
-
-std::vector<float> random_values(size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::uniform_real_distribution<float> u(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
+using test::kGpu;
+using test::random_values;
 
 // Host values on both devices; reading back either.
 struct Pair {
@@ -180,8 +171,11 @@ TEST(GpuTrain, EveryOpEqualsTheCpuReference) {
     Tensor scratch;
     b.gpu->download(b.gpu->weight_f32(*fg, scratch), got.size() * 4, got.data());
     EXPECT_EQ(got, want) << base_weights_name(storage);
-    EXPECT_EQ(fg->bytes, m.bytes() - (storage == BaseWeights::NF4 ? m.q.bytes() - m.q.packed.size() - m.q.absmax.size() * 4 : 0))
-        << base_weights_name(storage);
+    // Device bytes: F32 4 a weight, F16 2, NF4 the packed codes and an F32 absmax per 64.
+    const size_t want_bytes = storage == BaseWeights::F32   ? values.size() * 4
+                              : storage == BaseWeights::F16 ? values.size() * 2
+                                                            : values.size() / 2 + (values.size() + 63) / 64 * 4;
+    EXPECT_EQ(fg->bytes, want_bytes) << base_weights_name(storage);
     // The base GEMM: F32 mode exactly the CPU's path; F16 mode (inputs rounded to F16, F32
     // sums) within F16's rounding of the CPU's F32 products.
     for (bool trans_w : {true, false}) {

@@ -6,7 +6,6 @@
 
 #include <fmt/format.h>
 
-#include "backends/cpu/thread_pool.h"
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "io/json_file.h"
@@ -269,6 +268,15 @@ void M2M100Model::activation(const Tensor& x) const {
   else ops_->relu(x);
 }
 
+void M2M100Model::feed_forward(const Tensor& x, const Norm& norm, const EncoderLinear& fc1, const EncoderLinear& fc2,
+                               const Tensor& y, const Tensor& inter) const {
+  layer_norm(x, norm, y);
+  ops_->linear(y, fc1, inter);
+  activation(inter);
+  ops_->linear(inter, fc2, y);
+  ops_->add(x, y);
+}
+
 const Tensor& M2M100Model::positions(size_t n) const {
   if (positions_.empty() || positions_.rows() < n) {
     const size_t rows = std::max(n, positions_.empty() ? size_t(0) : 2 * positions_.rows());
@@ -316,11 +324,7 @@ M2M100Model::Encoded M2M100Model::encode(const std::vector<std::vector<int32_t>>
     ops_->attention(qkv, enc.starts, nh, hd, ctx);
     ops_->linear(ctx, *L.self.o, y);
     ops_->add(x, y);
-    layer_norm(x, L.ln2, y);
-    ops_->linear(y, *L.fc1, inter);
-    activation(inter);
-    ops_->linear(inter, *L.fc2, y);
-    ops_->add(x, y);
+    feed_forward(x, L.ln2, *L.fc1, *L.fc2, y, inter);
   }
   layer_norm(x, enc_ln_, y);
   enc.states = y;
@@ -454,11 +458,7 @@ void M2M100Model::decode(const std::vector<DecoderRow>& rows, bool last_only, Wo
     ops_->linear(ctx, *L.cross_o, y);
     ops_->add(x, y);
 
-    layer_norm(x, L.ln2, y);
-    ops_->linear(y, *L.fc1, inter);
-    activation(inter);
-    ops_->linear(inter, *L.fc2, y);
-    ops_->add(x, y);
+    feed_forward(x, L.ln2, *L.fc1, *L.fc2, y, inter);
   }
   for (const auto& r : rows) r.cache->length += r.tokens.size();
 

@@ -148,6 +148,10 @@ class M2M100Model {
   // y = LayerNorm(x) (x unchanged), torch.nn.LayerNorm's eps.
   void layer_norm(const Tensor& x, const Norm& n, const Tensor& y) const;
   void activation(const Tensor& x) const;
+  // x += fc2(act(fc1(LayerNorm(x)))): the pre-norm feed-forward block of either stack (y
+  // [T, d] and inter [T, F] are scratch).
+  void feed_forward(const Tensor& x, const Norm& norm, const EncoderLinear& fc1, const EncoderLinear& fc2, const Tensor& y,
+                    const Tensor& inter) const;
   // Position rows [0, n) of the sinusoidal table on the device (grown on demand).
   const Tensor& positions(size_t n) const;
   void grow(SelfCache& c, size_t capacity) const;

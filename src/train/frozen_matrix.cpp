@@ -25,13 +25,6 @@ BaseWeights parse_base_weights(const std::string& s) {
   throw Error(fmt::format("base weights '{}': expected f32, f16 or nf4", s));
 }
 
-const float* FrozenMatrix::as_f32(std::vector<float>& scratch) const {
-  if (storage == BaseWeights::F32) return f32.data();
-  if (scratch.size() < out * in) scratch.resize(out * in);
-  rows_f32(0, out, scratch.data());
-  return scratch.data();
-}
-
 void FrozenMatrix::rows_f32(size_t r0, size_t r1, float* dst) const {
   switch (storage) {
     case BaseWeights::F32: std::memcpy(dst, f32.data() + r0 * in, (r1 - r0) * in * sizeof(float)); break;

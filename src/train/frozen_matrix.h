@@ -23,8 +23,6 @@ class FrozenMatrix {
   std::vector<float> f32;
   std::vector<uint16_t> f16;
   nf4::Quantized q;  // NF4 with double quantisation (QLoRA's default)
-  // W as F32: the stored values, or converted / dequantised into `scratch`.
-  const float* as_f32(std::vector<float>& scratch) const;
   void rows_f32(size_t r0, size_t r1, float* out) const;  // rows [r0, r1) as F32
   size_t bytes() const;
 };

@@ -7,7 +7,6 @@
 #include <cstring>
 
 #include "backends/backend.h"
-#include "backends/cpu/thread_pool.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "train/dropout_mask.h"

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "backends/backend.h"
+#include "backends/cuda/blas_stream.h"
 #include "backends/cuda/cublas_loader.h"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
@@ -26,21 +27,8 @@ class CudaEncoderLinear final : public EncoderLinear {
 
 class CudaEncoderOps final : public EncoderOps {
  public:
-  explicit CudaEncoderOps(int device) : device_{DeviceKind::CUDA, device} {
-    info_ = device_info(device);  // validates the index (clear error naming it)
-    select();
-    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-    check_cublas(cublas().create(&blas_), "cublasCreate");
-    check_cublas(cublas().set_stream(blas_, stream_), "cublasSetStream");
-    workspace_ = device_alloc(device, kWorkspaceBytes);
-    check_cublas(cublas().set_workspace(blas_, workspace_.get(), kWorkspaceBytes), "cublasSetWorkspace");
-  }
-  ~CudaEncoderOps() override {
-    cudaSetDevice(device_.index);
-    cudaStreamSynchronize(stream_);
-    if (blas_) cublas().destroy(blas_);
-    cudaStreamDestroy(stream_);
-  }
+  // device_info first: it validates the index with a clear error naming it.
+  explicit CudaEncoderOps(int device) : device_{DeviceKind::CUDA, device}, info_(device_info(device)), bs_(device) {}
   Device device() const override { return device_; }
   std::string describe() const override {
     return fmt::format("cuda:{} ({}, F32 encoder)", device_.index, info_.name);
@@ -206,12 +194,11 @@ class CudaEncoderOps final : public EncoderOps {
   Tensor ids_;  // token ids, then position ids, of an embedding
 
   void select() const { check(cudaSetDevice(device_.index), "cudaSetDevice"); }
-  static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
   Device device_;
   CudaDeviceInfo info_;
-  cudaStream_t stream_ = nullptr;
-  cublasHandle_t blas_ = nullptr;
-  std::shared_ptr<void> workspace_;
+  BlasStream bs_;
+  cudaStream_t stream_ = bs_.stream();
+  cublasHandle_t blas_ = bs_.blas();
   Tensor bounds_;  // [2 T] int32: each row's first key, then each row's end
   std::vector<size_t> bounds_starts_;  // the sequence starts bounds_ holds
 };

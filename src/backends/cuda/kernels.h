@@ -158,9 +158,10 @@ void encoder_cached_attention(const float* q, int ldq, const CacheRow* rows_meta
 
 namespace pivotmt::cuda::kernels {
 // --- train.cu: training's ops (train/train_device.h), F32, train_ops.cpp's contracts.
-// Row-major C[M, N] = alpha op(A) op(B) + beta C (cuBLAS F32, compute 32F, no TF32).
-void train_gemm(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
-                int lda, const float* B, int ldb, float beta, float* C, int ldc);
+// Row-major C[M, N] (F32) = alpha op(A) op(B) + beta C, compute 32F (no TF32); A and B F32,
+// or F16 (f16_inputs: the tensor cores).
+void train_gemm(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const void* A,
+                int lda, const void* B, int ldb, float beta, float* C, int ldc, bool f16_inputs);
 void train_rmsnorm_forward(const float* x, const float* w, int T, int H, float eps, float* y, float* rinv, cudaStream_t s);
 void train_rmsnorm_backward(const float* x, const float* w, const float* rinv, const float* dy, int T, int H, float* dx,
                             cudaStream_t s);
@@ -185,9 +186,6 @@ void train_embed_rows(const float* table, const int32_t* ids, int T, int H, floa
 void train_nf4_dequantize(const uint8_t* packed, const float* absmax, const float* codes, size_t numel, float* out,
                           cudaStream_t s);
 void train_f16_to_f32(const uint16_t* in, size_t n, float* out, cudaStream_t s);
-// Row-major C (F32) = alpha op(A) op(B) + beta C with A and B F16 (F32 accumulation).
-void train_gemm_f16(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const void* A,
-                    int lda, const void* B, int ldb, float beta, float* C, int ldc);
 void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s);  // out contiguous
 void train_nf4_to_f16(const uint8_t* packed, const float* absmax, const float* codes, size_t numel, uint16_t* out,
                       cudaStream_t s);

@@ -316,15 +316,16 @@ void check_dims(int d, const char* what) {
 
 }  // namespace
 
-void train_gemm(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
-                int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+void train_gemm(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const void* A,
+                int lda, const void* B, int ldb, float beta, float* C, int ldc, bool f16_inputs) {
   if (M == 0 || N == 0) return;
   // Row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ: B's and A's buffers read
   // column-major are Bᵀ and Aᵀ, so each keeps its own transpose flag.
+  const cudaDataType in = f16_inputs ? CUDA_R_16F : CUDA_R_32F;
   check_cublas(cublas().gemm_ex(blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
-                                &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
-                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-               "cublasGemmEx (training, F32)");
+                                &alpha, B, in, ldb, A, in, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT),
+               f16_inputs ? "cublasGemmEx (training, F16 inputs, F32 accumulation)" : "cublasGemmEx (training, F32)");
 }
 
 void train_rmsnorm_forward(const float* x, const float* w, int T, int H, float eps, float* y, float* rinv, cudaStream_t s) {
@@ -409,15 +410,6 @@ void train_nf4_dequantize(const uint8_t* packed, const float* absmax, const floa
   if (numel)
     launch("nf4_dequantize_kernel", nf4_dequantize_kernel, blocks_for((numel + 1) / 2, kThreads), kThreads, s, packed,
            absmax, codes, numel, out);
-}
-
-void train_gemm_f16(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const void* A,
-                    int lda, const void* B, int ldb, float beta, float* C, int ldc) {
-  if (M == 0 || N == 0) return;
-  check_cublas(cublas().gemm_ex(blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
-                                &alpha, B, CUDA_R_16F, ldb, A, CUDA_R_16F, lda, &beta, C, CUDA_R_32F, ldc,
-                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-               "cublasGemmEx (training, F16 inputs, F32 accumulation)");
 }
 
 void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s) {

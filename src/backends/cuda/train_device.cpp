@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "backends/backend.h"
+#include "backends/cuda/blas_stream.h"
 #include "backends/cuda/cublas_loader.h"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
@@ -31,22 +32,11 @@ class CudaFrozen final : public train::DeviceFrozen {
 
 class CudaTrainDevice final : public train::TrainDevice {
  public:
-  CudaTrainDevice(int device, train::BaseCompute compute) : device_{DeviceKind::CUDA, device}, compute_(compute) {
-    info_ = device_info(device);
-    select();
-    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-    check_cublas(cublas().create(&blas_), "cublasCreate");
-    check_cublas(cublas().set_stream(blas_, stream_), "cublasSetStream");
-    workspace_ = device_alloc(device, kWorkspaceBytes);
-    check_cublas(cublas().set_workspace(blas_, workspace_.get(), kWorkspaceBytes), "cublasSetWorkspace");
+  // device_info first: it validates the index with a clear error naming it.
+  CudaTrainDevice(int device, train::BaseCompute compute)
+      : device_{DeviceKind::CUDA, device}, info_(device_info(device)), bs_(device), compute_(compute) {
     codes_ = buffer(16);
     upload(nf4::codes().data(), 16 * sizeof(float), codes_.data());
-  }
-  ~CudaTrainDevice() override {
-    cudaSetDevice(device_.index);
-    cudaStreamSynchronize(stream_);
-    if (blas_) cublas().destroy(blas_);
-    cudaStreamDestroy(stream_);
   }
   Device device() const override { return device_; }
   std::string describe() const override {
@@ -142,14 +132,14 @@ class CudaTrainDevice final : public train::TrainDevice {
     // A [M, K] rounded to F16, contiguous.
     if (a16_.empty() || a16_.numel() * 2 < M * K) a16_ = buffer((M * K + 1) / 2);
     kernels::train_f32_to_f16(A, int(M), int(K), int(lda), a16_.as<uint16_t>(), stream_);
-    kernels::train_gemm_f16(blas_, false, trans_w, int(M), int(N), int(K), alpha, a16_.data(), int(K), w16, int(f.in),
-                            beta, C, int(ldc));
+    kernels::train_gemm(blas_, false, trans_w, int(M), int(N), int(K), alpha, a16_.data(), int(K), w16, int(f.in), beta,
+                        C, int(ldc), true);
   }
   void gemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha, const float* A, size_t lda,
             const float* B, size_t ldb, float beta, float* C, size_t ldc) override {
     select();
     kernels::train_gemm(blas_, trans_a, trans_b, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C,
-                        int(ldc));
+                        int(ldc), false);
   }
   void rmsnorm_forward(const float* x, const float* w, size_t T, size_t H, float eps, float* y, float* rinv) override {
     select();
@@ -236,12 +226,11 @@ class CudaTrainDevice final : public train::TrainDevice {
     if (ints_.empty() || ints_.numel() < n) ints_ = Tensor(device_, DType::I32, 1, std::max<size_t>(2 * n, 64));
     upload(v, n * sizeof(int32_t), ints_.data());
   }
-  static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
   Device device_;
   CudaDeviceInfo info_;
-  cudaStream_t stream_ = nullptr;
-  cublasHandle_t blas_ = nullptr;
-  std::shared_ptr<void> workspace_;
+  BlasStream bs_;
+  cudaStream_t stream_ = bs_.stream();
+  cublasHandle_t blas_ = bs_.blas();
   Tensor codes_;                 // NF4's 16 code values
   Tensor rope_cos_, rope_sin_;   // [T, d/2] of the sequence in progress
   size_t rope_half_ = 0, rope_rows_ = 0;
