@@ -1,6 +1,7 @@
 // QLoRA fine-tuning on a GPU (CTest label "gpu", and "emulator" on the CUDA emulator; every
 // test skips cleanly without a device): each training op against the CPU's reference loops
-// on random data (GQA, a sliding window, odd widths), then LoraLlama on the device — one
+// on random data (GQA, a sliding window, odd widths; the optimiser's Σ x², clipping scale and
+// AdamW update bit for bit), then LoraLlama on the device — one
 // sequence's loss and every LoRA gradient against the CPU's, with dropout — and the
 // original recipe's 10 steps on an NF4 base against PyTorch + PEFT's goldens and the CPU's
 // trajectory — F32 base GEMMs within 1e-5, the default F16 ones within the 1e-3
@@ -150,6 +151,34 @@ TEST(GpuTrain, EveryOpEqualsTheCpuReference) {
     const double lc = b.cpu->cross_entropy(c(logits), labels.data(), rows, V, 0.125f);
     EXPECT_NEAR(lg, lc, 1e-6 * std::fabs(lc)) << "cross_entropy loss";
     same(logits, rows * V, 1e-6, "cross_entropy gradients");
+  }
+  // The optimiser on the device: Σ x² in double (order aside, the CPU's), clipping's scale and
+  // AdamW's update bit for bit (three steps, with and without weight decay).
+  {
+    const size_t n = 9001;  // several blocks and a ragged tail
+    const auto x = b.put(random_values(n, rng, 3.0f));
+    const double sg = b.gpu->sum_squares(g(x), n), sc = b.cpu->sum_squares(c(x), n);
+    EXPECT_NEAR(sg, sc, 1e-12 * sc) << "sum_squares";
+    EXPECT_EQ(b.gpu->sum_squares(g(x), 0), 0.0) << "sum_squares of nothing";
+    b.gpu->scale(g(x), n, 0.3f);
+    b.cpu->scale(c(x), n, 0.3f);
+    EXPECT_EQ(b.get_gpu(x, n), b.get_cpu(x, n)) << "scale";
+    for (double decay : {0.0, 0.01}) {
+      const auto p = b.put(random_values(n, rng)), m = b.put(std::vector<float>(n)), v = b.put(std::vector<float>(n));
+      train::AdamWConfig config;
+      config.weight_decay = decay;
+      for (int64_t t = 1; t <= 3; ++t) {
+        auto grads = random_values(n, rng, t == 2 ? 1e-4f : 2.0f);
+        for (size_t i = 0; i < n; i += 7) grads[i] = 0.0f;  // untouched parameters keep decaying moments
+        const auto gr = b.put(grads);
+        const auto s = train::adamw_scalars(t, 2e-4 * double(t), config);
+        b.gpu->adamw(g(p), g(gr), g(m), g(v), n, s);
+        b.cpu->adamw(c(p), c(gr), c(m), c(v), n, s);
+      }
+      EXPECT_EQ(b.get_gpu(p, n), b.get_cpu(p, n)) << "adamw parameters, weight decay " << decay;
+      EXPECT_EQ(b.get_gpu(m, n), b.get_cpu(m, n)) << "adamw first moments";
+      EXPECT_EQ(b.get_gpu(v, n), b.get_cpu(v, n)) << "adamw second moments";
+    }
   }
   // The frozen base: F32 kept, F16 converted and NF4 dequantised on the device exactly as
   // the host does; embedding rows of an F32 table.

@@ -166,6 +166,7 @@ void LoraLlama::set_adapter(const LoraAdapter& a) {
   grads_ = a;
   scaling_ = a.config.scaling();
   dropout_ = float(a.config.dropout);
+  opt_ = train::adamw_init(adapter_);
   bind_lora();
   zero_grad();
 }
@@ -173,37 +174,75 @@ void LoraLlama::set_adapter(const LoraAdapter& a) {
 void LoraLlama::bind_lora() {
   const auto modules = llama_lora_modules(cfg_);
   lora_.assign(layers_.size(), std::vector<Lora>(modules.size()));
-  // On the CPU the tensors are views of the host vectors themselves; a GPU gets copies.
-  auto view = [&](std::vector<float>& v) {
-    if (on_host()) return Tensor(Device{}, DType::F32, 1, v.size(), v.size(), nullptr, v.data());
-    return dev_->buffer(v.size());
-  };
+  if (on_host()) {
+    // The tensors are views of the host vectors themselves.
+    auto view = [](std::vector<float>& v) { return Tensor(Device{}, DType::F32, 1, v.size(), v.size(), nullptr, v.data()); };
+    for (auto& [key, p] : adapter_.weights) {
+      LoraPair& g = grads_.weights.at(key);
+      lora_[key.first][lora_module_index(modules, key.second)] = {&p, &g, view(p.A), view(p.B), view(g.A), view(g.B)};
+    }
+    return;
+  }
+  // A GPU: parameters, gradients and AdamW's moments in four flat buffers of one layout
+  // (modules in adapter_'s key order, A then B), so that the norm, clipping and AdamW are
+  // one kernel each over all of them.
+  flat_n_ = 0;
+  for (const auto& [key, p] : adapter_.weights) flat_n_ += p.A.size() + p.B.size();
+  auto flat = [&] { return Tensor(dev_->device(), DType::F32, std::max<size_t>(flat_n_, 1), 1); };
+  params_ = flat();
+  grads_flat_ = flat();
+  moment1_ = flat();
+  moment2_ = flat();
+  dev_->zero(moment1_.as<float>(), flat_n_);
+  dev_->zero(moment2_.as<float>(), flat_n_);
+  size_t offset = 0;
   for (auto& [key, p] : adapter_.weights) {
-    const size_t m = lora_module_index(modules, key.second);
     LoraPair& g = grads_.weights.at(key);
-    lora_[key.first][m] = {&p, &g, view(p.A), view(p.B), view(g.A), view(g.B)};
+    const size_t a = p.A.size(), b = p.B.size();
+    lora_[key.first][lora_module_index(modules, key.second)] = {
+        &p, &g, params_.rows(offset, a), params_.rows(offset + a, b), grads_flat_.rows(offset, a),
+        grads_flat_.rows(offset + a, b)};
+    offset += a + b;
   }
   push_adapter();
 }
 
-void LoraLlama::push_adapter() {
-  if (on_host()) return;
+template <class Fn>
+void LoraLlama::for_each_lora(Fn&& fn) {
   for (auto& layer : lora_)
     for (auto& lo : layer)
-      if (lo.w) {
-        dev_->upload(lo.w->A.data(), lo.w->A.size() * sizeof(float), lo.A.data());
-        dev_->upload(lo.w->B.data(), lo.w->B.size() * sizeof(float), lo.B.data());
-      }
+      if (lo.w) fn(lo);
+}
+
+void LoraLlama::push_adapter() {
+  adapter_on_host_ = true;
+  if (on_host()) return;
+  for_each_lora([&](Lora& lo) {
+    dev_->upload(lo.w->A.data(), lo.w->A.size() * sizeof(float), lo.A.data());
+    dev_->upload(lo.w->B.data(), lo.w->B.size() * sizeof(float), lo.B.data());
+  });
+}
+
+void LoraLlama::pull_adapter() {
+  if (adapter_on_host_) return;
+  for_each_lora([&](Lora& lo) {
+    dev_->download(lo.A.data(), lo.w->A.size() * sizeof(float), lo.w->A.data());
+    dev_->download(lo.B.data(), lo.w->B.size() * sizeof(float), lo.w->B.data());
+  });
+  adapter_on_host_ = true;
+}
+
+LoraAdapter& LoraLlama::adapter() {
+  pull_adapter();
+  return adapter_;
 }
 
 LoraAdapter& LoraLlama::grads() {
   if (!grads_on_host_) {
-    for (auto& layer : lora_)
-      for (auto& lo : layer)
-        if (lo.g) {
-          dev_->download(lo.gA.data(), lo.g->A.size() * sizeof(float), lo.g->A.data());
-          dev_->download(lo.gB.data(), lo.g->B.size() * sizeof(float), lo.g->B.data());
-        }
+    for_each_lora([&](Lora& lo) {
+      dev_->download(lo.gA.data(), lo.g->A.size() * sizeof(float), lo.g->A.data());
+      dev_->download(lo.gB.data(), lo.g->B.size() * sizeof(float), lo.g->B.data());
+    });
     grads_on_host_ = true;
   }
   return grads_;
@@ -214,14 +253,80 @@ void LoraLlama::zero_grad() {
     std::fill(p.A.begin(), p.A.end(), 0.0f);
     std::fill(p.B.begin(), p.B.end(), 0.0f);
   }
-  if (!on_host())
-    for (auto& layer : lora_)
-      for (auto& lo : layer)
-        if (lo.g) {
-          dev_->zero(lo.gA.as<float>(), lo.g->A.size());
-          dev_->zero(lo.gB.as<float>(), lo.g->B.size());
-        }
+  if (!on_host()) dev_->zero(grads_flat_.as<float>(), flat_n_);
   grads_on_host_ = true;
+}
+
+double LoraLlama::grad_norm() {
+  if (on_host()) return train::global_norm(grads_);
+  return std::sqrt(dev_->sum_squares(grads_flat_.as<float>(), flat_n_));
+}
+
+void LoraLlama::optimizer_step(double norm, double max_norm, double lr, const train::AdamWConfig& c) {
+  if (on_host()) {
+    train::clip_gradients(grads_, norm, max_norm);
+    train::adamw_step(adapter_, grads_, opt_, lr, c);
+    return;
+  }
+  // The same floats as the CPU's functions above, applied where the adapter lives.
+  const float coef = train::clip_coefficient(norm, max_norm);
+  if (coef < 1.0f) dev_->scale(grads_flat_.as<float>(), flat_n_, coef);
+  ++opt_.step;
+  dev_->adamw(params_.as<float>(), grads_flat_.as<float>(), moment1_.as<float>(), moment2_.as<float>(), flat_n_,
+              train::adamw_scalars(opt_.step, lr, c));
+  adapter_on_host_ = false;
+  grads_on_host_ = false;  // clipped on the device
+  moments_on_host_ = false;
+}
+
+// Visits AdamW's moments of each module with the offset of its A in the flat buffers (the
+// moments' maps have adapter_'s keys, so their order is the flat layout's).
+template <class Fn>
+void LoraLlama::for_each_moment(Fn&& fn) {
+  size_t offset = 0;
+  for (auto& [key, m] : opt_.m.weights) {
+    LoraPair& v = opt_.v.weights.at(key);
+    fn(m, v, offset);
+    offset += m.A.size() + m.B.size();
+  }
+}
+
+const train::AdamWState& LoraLlama::optimizer_state() {
+  if (!moments_on_host_) {
+    float *m1 = moment1_.as<float>(), *m2 = moment2_.as<float>();
+    for_each_moment([&](LoraPair& m, LoraPair& v, size_t off) {
+      const size_t a = m.A.size(), b = m.B.size();
+      dev_->download(m1 + off, a * sizeof(float), m.A.data());
+      dev_->download(m1 + off + a, b * sizeof(float), m.B.data());
+      dev_->download(m2 + off, a * sizeof(float), v.A.data());
+      dev_->download(m2 + off + a, b * sizeof(float), v.B.data());
+    });
+    moments_on_host_ = true;
+  }
+  return opt_;
+}
+
+void LoraLlama::set_optimizer_state(const train::AdamWState& st) {
+  auto same_shape = [](const auto& map, const auto& key, const LoraPair& p) {
+    const auto it = map.find(key);
+    return it != map.end() && it->second.A.size() == p.A.size() && it->second.B.size() == p.B.size();
+  };
+  if (st.m.weights.size() != adapter_.weights.size() || st.v.weights.size() != adapter_.weights.size())
+    throw Error(fmt::format("optimiser state: {} modules, the adapter has {}", st.m.weights.size(), adapter_.weights.size()));
+  for (const auto& [key, p] : adapter_.weights)
+    if (!same_shape(st.m.weights, key, p) || !same_shape(st.v.weights, key, p))
+      throw Error(fmt::format("optimiser state: layer {} {} does not match the adapter", key.first, key.second));
+  opt_ = st;
+  moments_on_host_ = true;
+  if (on_host()) return;
+  float *m1 = moment1_.as<float>(), *m2 = moment2_.as<float>();
+  for_each_moment([&](LoraPair& m, LoraPair& v, size_t off) {
+    const size_t a = m.A.size(), b = m.B.size();
+    dev_->upload(m.A.data(), a * sizeof(float), m1 + off);
+    dev_->upload(m.B.data(), b * sizeof(float), m1 + off + a);
+    dev_->upload(v.A.data(), a * sizeof(float), m2 + off);
+    dev_->upload(v.B.data(), b * sizeof(float), m2 + off + a);
+  });
 }
 
 void LoraLlama::linear_forward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module,

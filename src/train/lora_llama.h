@@ -14,6 +14,7 @@
 #include "models/model_config.h"
 #include "train/frozen_matrix.h"
 #include "train/lora.h"
+#include "train/optimizer.h"
 #include "train/train_device.h"
 #include "train/train_ops.h"
 
@@ -45,17 +46,26 @@ class LoraLlama {
   Device device() const { return dev_->device(); }
   std::string describe_device() const { return dev_->describe(); }
 
-  // The adapter this model trains (a copy is taken; read it back with adapter()). The
-  // optimiser changes adapter() on the host: push_adapter() then makes the device's copy
-  // follow (nothing to do on the CPU, whose copy it is).
+  // The adapter this model trains (a copy is taken; read it back with adapter()). It lives
+  // on the model's device: on a GPU adapter() copies it to the host when the optimiser has
+  // changed it there, and a caller who edits the host copy calls push_adapter() after.
   void set_adapter(const LoraAdapter& a);
-  const LoraAdapter& adapter() const { return adapter_; }
-  LoraAdapter& adapter() { return adapter_; }
+  LoraAdapter& adapter();
   void push_adapter();
   // Gradients, the same layout as the adapter; zeroed by zero_grad(). On a GPU they
   // accumulate on the device: grads() copies them to the host first.
   LoraAdapter& grads();
   void zero_grad();
+
+  // The optimiser, run where the adapter lives (a GPU: no parameter or gradient crosses to
+  // the host per step). grad_norm: the global L2 norm of the gradients (optimizer.h's
+  // global_norm); optimizer_step: clip to max_norm given that norm, then one AdamW step at
+  // lr — optimizer.h's clip_gradients and adamw_step, the same floats on every device.
+  double grad_norm();
+  void optimizer_step(double norm, double max_norm, double lr, const train::AdamWConfig& c);
+  // AdamW's moments and step (a host copy, for checkpoints; set_adapter resets them).
+  const train::AdamWState& optimizer_state();
+  void set_optimizer_state(const train::AdamWState& s);
 
   // Forward and backward of one sequence: adds d(scale · loss)/dθ into grads() and
   // returns the summed cross-entropy over its targets. `dropout_key` picks the dropout
@@ -74,7 +84,7 @@ class LoraLlama {
   struct Activations;
   struct Grads;
   // A module's adapter on the device: A [r, in], B [out, r] and their gradients (on the
-  // CPU, views of adapter_'s and grads_' own vectors).
+  // CPU, views of adapter_'s and grads_' own vectors; on a GPU, of the flat buffers).
   struct Lora {
     LoraPair* w = nullptr;
     LoraPair* g = nullptr;
@@ -89,6 +99,11 @@ class LoraLlama {
   void linear_backward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module, const float* x,
                        size_t T, const float* dy, float* dx, uint64_t key, bool dropout);
   void bind_lora();
+  void pull_adapter();
+  template <class Fn>
+  void for_each_lora(Fn&& fn);
+  template <class Fn>
+  void for_each_moment(Fn&& fn);
   bool on_host() const { return dev_->device().kind == DeviceKind::CPU; }
   Tensor& grow(Tensor& t, size_t n);  // t with room for n floats (reallocated when smaller)
 
@@ -100,7 +115,13 @@ class LoraLlama {
   Tensor final_norm_;
   std::vector<float> inv_freq_;
   LoraAdapter adapter_, grads_;
-  bool grads_on_host_ = true;  // grads_ holds the device's gradients
+  bool grads_on_host_ = true;    // grads_ holds the device's gradients
+  bool adapter_on_host_ = true;  // adapter_ holds the device's parameters
+  train::AdamWState opt_;        // the moments a host copy of the device's when moments_on_host_
+  bool moments_on_host_ = true;
+  // A GPU's adapter: parameters, gradients and moments, flat [n] each (bind_lora's layout).
+  Tensor params_, grads_flat_, moment1_, moment2_;
+  size_t flat_n_ = 0;
   std::vector<std::vector<Lora>> lora_;  // [layer][module index of llama_lora_modules]
   float scaling_ = 1, dropout_ = 0;
   Tensor scratch_w_;  // a dequantised weight matrix

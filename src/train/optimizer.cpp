@@ -17,31 +17,40 @@ AdamWState adamw_init(const LoraAdapter& params) {
   return s;
 }
 
-namespace {
-void update(std::vector<float>& p, const std::vector<float>& g, std::vector<float>& m, std::vector<float>& v, float b1,
-            float b2, float step_size, float eps_scaled, float decay) {
-  for (size_t i = 0; i < p.size(); ++i) {
-    m[i] = m[i] * b1 + (1.0f - b1) * g[i];
-    v[i] = v[i] * b2 + (1.0f - b2) * (g[i] * g[i]);
-    p[i] = p[i] + step_size * (m[i] / (std::sqrt(v[i]) + eps_scaled));
-    if (decay != 1.0f) p[i] = p[i] * decay;
+AdamWScalars adamw_scalars(int64_t t, double lr, const AdamWConfig& c) {
+  const double correction1 = 1.0 - std::pow(c.beta1, double(t));
+  const double correction2 = std::sqrt(1.0 - std::pow(c.beta2, double(t)));
+  AdamWScalars s;
+  s.beta1 = float(c.beta1);
+  s.one_minus_beta1 = 1.0f - s.beta1;
+  s.beta2 = float(c.beta2);
+  s.one_minus_beta2 = 1.0f - s.beta2;
+  s.step_size = float(-lr * correction2 / correction1);
+  s.eps_scaled = float(c.eps * correction2);
+  s.decay = c.weight_decay > 0 ? float(1.0 - lr * c.weight_decay) : 1.0f;
+  return s;
+}
+
+void adamw_update(float* p, const float* g, float* m, float* v, size_t n, const AdamWScalars& s) {
+  // The build never contracts these into FMAs (no -ffp-contract=fast target with FMA), so
+  // each operation rounds on its own — what the CUDA kernel writes with __fmul_rn/__fadd_rn.
+  for (size_t i = 0; i < n; ++i) {
+    m[i] = m[i] * s.beta1 + s.one_minus_beta1 * g[i];
+    v[i] = v[i] * s.beta2 + s.one_minus_beta2 * (g[i] * g[i]);
+    p[i] = p[i] + s.step_size * (m[i] / (std::sqrt(v[i]) + s.eps_scaled));
+    if (s.decay != 1.0f) p[i] = p[i] * s.decay;
   }
 }
-}  // namespace
 
-void adamw_step(LoraAdapter& params, const LoraAdapter& grads, AdamWState& s, double lr, const AdamWConfig& c) {
-  ++s.step;
-  const double correction1 = 1.0 - std::pow(c.beta1, double(s.step));
-  const double correction2 = std::sqrt(1.0 - std::pow(c.beta2, double(s.step)));
-  const float step_size = float(-lr * correction2 / correction1);
-  const float eps_scaled = float(c.eps * correction2);
-  const float decay = c.weight_decay > 0 ? float(1.0 - lr * c.weight_decay) : 1.0f;
+void adamw_step(LoraAdapter& params, const LoraAdapter& grads, AdamWState& st, double lr, const AdamWConfig& c) {
+  ++st.step;
+  const AdamWScalars s = adamw_scalars(st.step, lr, c);
   for (auto& [key, p] : params.weights) {
     const auto& g = grads.weights.at(key);
-    auto& m = s.m.weights.at(key);
-    auto& v = s.v.weights.at(key);
-    update(p.A, g.A, m.A, v.A, float(c.beta1), float(c.beta2), step_size, eps_scaled, decay);
-    update(p.B, g.B, m.B, v.B, float(c.beta1), float(c.beta2), step_size, eps_scaled, decay);
+    auto& m = st.m.weights.at(key);
+    auto& v = st.v.weights.at(key);
+    adamw_update(p.A.data(), g.A.data(), m.A.data(), v.A.data(), p.A.size(), s);
+    adamw_update(p.B.data(), g.B.data(), m.B.data(), v.B.data(), p.B.size(), s);
   }
 }
 
@@ -60,9 +69,13 @@ double global_norm(const LoraAdapter& grads) {
   return std::sqrt(s);
 }
 
+float clip_coefficient(double norm, double max_norm) {
+  if (max_norm <= 0) return 1.0f;
+  return float(std::min(1.0, max_norm / (norm + 1e-6)));
+}
+
 void clip_gradients(LoraAdapter& grads, double norm, double max_norm) {
-  if (max_norm <= 0) return;
-  const float coef = float(std::min(1.0, max_norm / (norm + 1e-6)));
+  const float coef = clip_coefficient(norm, max_norm);
   if (coef >= 1.0f) return;
   for (auto& [k, p] : grads.weights) {
     for (float& x : p.A) x *= coef;

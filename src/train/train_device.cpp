@@ -105,6 +105,17 @@ class CpuTrainDevice final : public TrainDevice {
   double cross_entropy(float* logits, const int32_t* labels, size_t rows, size_t V, float scale) override {
     return train::cross_entropy(logits, labels, rows, V, scale);
   }
+  double sum_squares(const float* x, size_t n) override {
+    double s = 0;
+    for (size_t i = 0; i < n; ++i) s += double(x[i]) * x[i];
+    return s;
+  }
+  void scale(float* x, size_t n, float s) override {
+    for (size_t i = 0; i < n; ++i) x[i] *= s;
+  }
+  void adamw(float* p, const float* g, float* m, float* v, size_t n, const AdamWScalars& s) override {
+    adamw_update(p, g, m, v, n, s);
+  }
 
  private:
   Kernels k_;

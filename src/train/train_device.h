@@ -16,6 +16,7 @@
 #include "backends/tensor.h"
 #include "core/device.h"
 #include "train/frozen_matrix.h"
+#include "train/optimizer.h"
 #include "train/train_ops.h"
 
 namespace pivotmt::train {
@@ -80,6 +81,13 @@ class TrainDevice {
   // train::cross_entropy over device logits [rows, V] and host labels: the summed loss;
   // the logits replaced by d(scale · loss)/d(logits).
   virtual double cross_entropy(float* logits, const int32_t* labels, size_t rows, size_t V, float scale) = 0;
+
+  // The optimiser, where the adapter lives (no copy of parameters or gradients through the
+  // host per step). Σ x² in double (a global gradient norm's part), returned to the host:
+  virtual double sum_squares(const float* x, size_t n) = 0;
+  virtual void scale(float* x, size_t n, float s) = 0;  // x *= s (gradient clipping)
+  // optimizer.h's adamw_update over n elements of parameters, gradients and moments.
+  virtual void adamw(float* p, const float* g, float* m, float* v, size_t n, const AdamWScalars& s) = 0;
   virtual void synchronize() {}
 };
 

@@ -204,7 +204,8 @@ double Trainer::eval_loss() {
   return n ? sum / double(n) : 0.0;
 }
 
-void Trainer::save_checkpoint(int64_t step, const train::AdamWState& st) {
+void Trainer::save_checkpoint(int64_t step) {
+  const train::AdamWState& st = model_.optimizer_state();
   const fs::path root = fs::path(o_.out_dir) / "checkpoints";
   fs::create_directories(root);
   const fs::path final_dir = root / step_dir_name(step);
@@ -224,7 +225,7 @@ void Trainer::save_checkpoint(int64_t step, const train::AdamWState& st) {
   for (size_t i = 0; o_.keep_checkpoints > 0 && i + size_t(o_.keep_checkpoints) < dirs.size(); ++i) fs::remove_all(dirs[i]);
 }
 
-int64_t Trainer::load_latest_checkpoint(train::AdamWState& st) {
+int64_t Trainer::load_latest_checkpoint() {
   const fs::path root = fs::path(o_.out_dir) / "checkpoints";
   if (!fs::exists(root)) return 0;
   std::vector<fs::path> dirs;
@@ -247,9 +248,10 @@ int64_t Trainer::load_latest_checkpoint(train::AdamWState& st) {
                             a.config.r, a.config.alpha, want.r, want.alpha));
   a.config = want;  // dropout and the base name as this run states them
   model_.set_adapter(a);
-  st = train::adamw_init(model_.adapter());
+  train::AdamWState st = train::adamw_init(model_.adapter());
   read_optimizer((dir / "optimizer.safetensors").string(), st, model_.config());
   if (st.step != step) throw FormatError(fmt::format("{}: optimiser step {} but trainer step {}", dir.string(), st.step, step));
+  model_.set_optimizer_state(st);
   return step;
 }
 
@@ -266,7 +268,7 @@ std::vector<StepRecord> Trainer::run(const std::function<void(const StepRecord&)
   std::vector<StepRecord> records;
   const bool write = !o_.out_dir.empty();
   const std::string log_path = write ? (fs::path(o_.out_dir) / "train_log.jsonl").string() : "";
-  train::AdamWState st = train::adamw_init(model_.adapter());
+  model_.set_optimizer_state(train::adamw_init(model_.adapter()));  // fresh moments unless a checkpoint resumes
   if (write) {
     fs::create_directories(o_.out_dir);
     const std::string id_path = (fs::path(o_.out_dir) / "finetune.json").string();
@@ -284,7 +286,7 @@ std::vector<StepRecord> Trainer::run(const std::function<void(const StepRecord&)
     } else {
       write_json_file(id_path, identity);
     }
-    resumed_from_ = load_latest_checkpoint(st);
+    resumed_from_ = load_latest_checkpoint();
     const auto done = fs::path(o_.out_dir) / "trainer_state.json";
     if (fs::exists(done) && read_json_file(done.string()).value("complete", false)) resumed_from_ = o_.steps;
     records = read_log(log_path, resumed_from_);
@@ -320,13 +322,9 @@ std::vector<StepRecord> Trainer::run(const std::function<void(const StepRecord&)
     StepRecord r;
     r.step = step + 1;
     r.loss = loss / double(targets);
-    r.grad_norm = train::global_norm(model_.grads());
-    train::clip_gradients(model_.grads(), r.grad_norm, o_.max_grad_norm);
+    r.grad_norm = model_.grad_norm();
     r.lr = train::cosine_lr(o_.lr, step, o_.warmup, o_.steps);
-    // AdamW on the host (the adapter's parameters are small beside the base: r 16 on every
-    // projection of a 7B model is 40 M); the device's copy follows.
-    train::adamw_step(model_.adapter(), model_.grads(), st, r.lr, o_.adam);
-    model_.push_adapter();
+    model_.optimizer_step(r.grad_norm, o_.max_grad_norm, r.lr, o_.adam);
     r.tokens = tokens;
     r.target_tokens = targets;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -336,7 +334,7 @@ std::vector<StepRecord> Trainer::run(const std::function<void(const StepRecord&)
     records.push_back(r);
     if (write) {
       append_line(log_path, r.to_json().dump());
-      if (o_.save_every > 0 && r.step % o_.save_every == 0 && r.step < o_.steps) save_checkpoint(r.step, st);
+      if (o_.save_every > 0 && r.step % o_.save_every == 0 && r.step < o_.steps) save_checkpoint(r.step);
     }
     if (bar) bar->set(uint64_t(r.step));
     if (on_step) on_step(r);

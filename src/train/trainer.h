@@ -71,8 +71,8 @@ class Trainer {
   std::vector<size_t> window(int64_t step) const;
 
  private:
-  void save_checkpoint(int64_t step, const train::AdamWState& state);
-  int64_t load_latest_checkpoint(train::AdamWState& state);
+  void save_checkpoint(int64_t step);  // the adapter and the model's optimiser state
+  int64_t load_latest_checkpoint();    // restores both; the step reached (0: none)
   double eval_loss();
 
   LoraLlama& model_;

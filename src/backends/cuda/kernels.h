@@ -7,6 +7,10 @@
 #include <cstddef>
 #include <cstdint>
 
+namespace pivotmt::train {
+struct AdamWScalars;
+}
+
 namespace pivotmt::cuda::kernels {
 
 // --- elementwise.cu
@@ -186,6 +190,12 @@ void train_embed_rows(const float* table, const int32_t* ids, int T, int H, floa
 void train_nf4_dequantize(const uint8_t* packed, const float* absmax, const float* codes, size_t numel, float* out,
                           cudaStream_t s);
 void train_f16_to_f32(const uint16_t* in, size_t n, float* out, cudaStream_t s);
+// Σ x² in double: one partial per block (at most max_blocks) written to partial[]; returns
+// how many blocks ran. x *= scale. AdamW's update (train/optimizer.h) over n elements.
+int train_sum_squares(const float* x, size_t n, double* partial, int max_blocks, cudaStream_t s);
+void train_scale(float* x, size_t n, float scale, cudaStream_t s);
+void train_adamw(float* p, const float* g, float* m, float* v, size_t n, const train::AdamWScalars& scalars,
+                 cudaStream_t s);
 void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s);  // out contiguous
 void train_nf4_to_f16(const uint8_t* packed, const float* absmax, const float* codes, size_t numel, uint16_t* out,
                       cudaStream_t s);

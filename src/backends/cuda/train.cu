@@ -6,6 +6,7 @@
 // src/train/train_ops.cpp; tests/test_gpu_train.cpp compares the two.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -14,6 +15,7 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
 #include "train/dropout_mask.h"
+#include "train/optimizer.h"
 
 namespace pivotmt::cuda::kernels {
 namespace {
@@ -309,6 +311,36 @@ __global__ void f16_to_f32_kernel(const __half* in, size_t n, float* out) {
     out[i] = __half2float(in[i]);
 }
 
+// Σ x² of a grid-stride share per block (squares exact in double, summed in double): the
+// block's partial in partial[blockIdx.x]; the host adds the partials in block order.
+__global__ void sum_squares_kernel(const float* x, size_t n, double* partial) {
+  double s = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    s += double(x[i]) * double(x[i]);
+  s = block_sum(s);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+__global__ void scale_kernel(float* x, size_t n, float s) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    x[i] = __fmul_rn(x[i], s);
+}
+
+// optimizer.cpp's adamw_update, each product and sum rounded on its own (never an FMA) and
+// the division and square root correctly rounded, so the result is the CPU's bit for bit.
+__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, size_t n, train::AdamWScalars s) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const float gi = g[i];
+    const float mi = __fadd_rn(__fmul_rn(m[i], s.beta1), __fmul_rn(s.one_minus_beta1, gi));
+    const float vi = __fadd_rn(__fmul_rn(v[i], s.beta2), __fmul_rn(s.one_minus_beta2, __fmul_rn(gi, gi)));
+    float pi = __fadd_rn(p[i], __fmul_rn(s.step_size, __fdiv_rn(mi, __fadd_rn(__fsqrt_rn(vi), s.eps_scaled))));
+    if (s.decay != 1.0f) pi = __fmul_rn(pi, s.decay);
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi;
+  }
+}
+
 void check_dims(int d, const char* what) {
   if (d <= 0 || d > 32 * kMaxDimsPerLane)
     throw Error(std::string("cuda training ") + what + ": heads of " + std::to_string(d) + " dims (at most 256)");
@@ -424,6 +456,21 @@ void train_nf4_to_f16(const uint8_t* packed, const float* absmax, const float* c
   if (numel)
     launch("nf4_to_f16_kernel", nf4_to_f16_kernel, blocks_for((numel + 1) / 2, kThreads), kThreads, s, packed, absmax,
            codes, numel, reinterpret_cast<__half*>(out));
+}
+
+int train_sum_squares(const float* x, size_t n, double* partial, int max_blocks, cudaStream_t s) {
+  const int blocks = int(std::min<size_t>(size_t(max_blocks), std::max<size_t>(1, blocks_for(n, kThreads))));
+  launch("sum_squares_kernel", sum_squares_kernel, unsigned(blocks), kThreads, s, x, n, partial);
+  return blocks;
+}
+
+void train_scale(float* x, size_t n, float scale, cudaStream_t s) {
+  if (n) launch("scale_kernel", scale_kernel, blocks_for(n, kThreads), kThreads, s, x, n, scale);
+}
+
+void train_adamw(float* p, const float* g, float* m, float* v, size_t n, const train::AdamWScalars& scalars,
+                 cudaStream_t s) {
+  if (n) launch("adamw_kernel", adamw_kernel, blocks_for(n, kThreads), kThreads, s, p, g, m, v, n, scalars);
 }
 
 void train_f16_to_f32(const uint16_t* in, size_t n, float* out, cudaStream_t s) {

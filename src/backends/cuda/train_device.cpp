@@ -215,6 +215,26 @@ class CudaTrainDevice final : public train::TrainDevice {
     for (double l : loss) total += l;
     return total;
   }
+  double sum_squares(const float* x, size_t n) override {
+    select();
+    constexpr int kMaxBlocks = 264;  // enough to fill a GPU's SMs; the host adds this many doubles
+    if (partials_.empty()) partials_ = buffer(2 * kMaxBlocks);  // doubles
+    auto* partial = reinterpret_cast<double*>(partials_.data());
+    const int blocks = kernels::train_sum_squares(x, n, partial, kMaxBlocks, stream_);
+    std::vector<double> sums(static_cast<size_t>(blocks));
+    download(partial, sums.size() * sizeof(double), sums.data());
+    double total = 0;  // in block order: the same total every run
+    for (double v : sums) total += v;
+    return total;
+  }
+  void scale(float* x, size_t n, float s) override {
+    select();
+    kernels::train_scale(x, n, s, stream_);
+  }
+  void adamw(float* p, const float* g, float* m, float* v, size_t n, const train::AdamWScalars& s) override {
+    select();
+    kernels::train_adamw(p, g, m, v, n, s, stream_);
+  }
   void synchronize() override {
     select();
     check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
@@ -237,6 +257,7 @@ class CudaTrainDevice final : public train::TrainDevice {
   Tensor D_;                     // attention backward's dO·O per (head, row)
   Tensor ints_;                  // token ids or labels
   Tensor row_loss_;              // cross-entropy's per-row losses (doubles)
+  Tensor partials_;              // sum_squares' per-block partials (doubles)
   train::BaseCompute compute_;
   Tensor a16_;                   // base_gemm's activations in F16
 };
