@@ -13,6 +13,7 @@
 
 #include "backends/backend.h"
 #include "core/error.h"
+#include "experiment/finetune_plan.h"
 #include "lora_golden.h"
 #include "gpu_test.h"
 #include "test_util.h"
@@ -280,6 +281,49 @@ TEST(GpuTrain, LossAndGradientsEqualTheCpu) {
     }
     // The device keeps the base in its storage format (NF4's absmax as F32, not 8-bit).
     EXPECT_LE(double(gpu.base_bytes()), 1.05 * double(cpu.base_bytes())) << base_weights_name(base);
+  }
+}
+
+// `finetune --dry-run`'s memory model against what LoraLlama holds on the device after a
+// training pass and an optimiser step (every buffer is kept between steps), to the byte: base storages, F16 and F32 base
+// products, checkpointing on and off, with and without dropout, a subset of targets.
+TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
+  REQUIRE_GPU();
+  SafetensorsFile f(golden_path());
+  const auto seqs = golden_sequences(f);
+  struct Case {
+    BaseWeights base;
+    train::BaseCompute compute;
+    Checkpointing checkpointing;
+    double dropout;
+    std::vector<std::string> targets;
+  };
+  const std::vector<std::string> all = LoraConfig{}.targets;
+  const std::vector<Case> cases = {
+      {BaseWeights::NF4, train::BaseCompute::F16, Checkpointing::Always, 0.1, all},
+      {BaseWeights::NF4, train::BaseCompute::F32, Checkpointing::Never, 0.1, all},
+      {BaseWeights::F16, train::BaseCompute::F16, Checkpointing::Always, 0.0, {"q_proj", "v_proj"}},
+      {BaseWeights::F32, train::BaseCompute::F32, Checkpointing::Always, 0.05, {"down_proj"}},
+  };
+  for (const auto& c : cases) {
+    const size_t before = cuda::allocated_bytes(kGpu.index);
+    LoraLlama model(model_dir(), c.base, train::Kernels::Fast, kGpu, c.compute);
+    model.set_checkpointing(c.checkpointing);
+    LoraConfig lora = golden_config();
+    lora.dropout = c.dropout;
+    lora.targets = c.targets;
+    model.set_adapter(init_lora(model.config(), lora, 5));
+    model.forward_backward(seqs[0], 0.5f, 7);
+    model.optimizer_step(model.grad_norm(), 1.0, 1e-3, {});
+    const size_t held = cuda::allocated_bytes(kGpu.index) - before;
+    FinetuneSetup setup;
+    setup.base = c.base;
+    setup.compute = c.compute;
+    setup.lora = lora;
+    const auto plan = finetune_memory(model.config(), setup, seqs[0].tokens.size(), true, c.checkpointing == Checkpointing::Never);
+    EXPECT_EQ(plan.total(), held)  // byte for byte: the plan names every buffer
+        << base_weights_name(c.base) << (c.compute == train::BaseCompute::F16 ? " f16" : " f32") << " held " << held
+        << " planned " << plan.total() << " (base " << plan.base << ", scratch " << plan.scratch << ")";
   }
 }
 

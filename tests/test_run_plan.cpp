@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "experiment/finetune_plan.h"
 #include "experiment/run_plan.h"
 
 namespace pivotmt {
@@ -87,6 +88,52 @@ TEST(RunPlan, CpuCeilingIsMeasured) {
   EXPECT_TRUE(std::isfinite(c.gflops) && c.gflops > 0);
   EXPECT_TRUE(std::isfinite(c.gbps) && c.gbps > 0);
   EXPECT_GT(c.memory, 0u);
+}
+
+// The original QLoRA recipe on TowerInstruct-7B (r 16 on every projection, 4096-token rows,
+// batch 2 × accumulation 4, NF4 base): the plan's figures by hand, and the bound —
+// it fits in 16 GB of device memory with checkpointing. (Its byte-for-byte agreement with
+// what LoraLlama allocates is GpuTrain.FinetunePlanCountsWhatTheDeviceHolds.)
+TEST(FinetunePlan, TheRecipeOn7BFitsIn16GB) {
+  ModelConfig m = tower_like();
+  m.intermediate_size = 11008;
+  m.tie_word_embeddings = false;
+  DeviceCeiling gpu16;
+  gpu16.device = "cuda:0";
+  gpu16.name = "a 16 GB GPU";
+  gpu16.gflops = 500e3;
+  gpu16.gflops_f32 = 50e3;
+  gpu16.memory = 16'000'000'000;
+  FinetuneSetup s;  // NF4, r 16 on all seven projections, F16 base products, Auto checkpointing
+  s.sequence_tokens = {4096, 4096, 2048, 1024};
+  s.steps = 100;
+  s.window = 8;
+  const FinetunePlan p = make_finetune_plan(m, s, gpu16);
+  const uint64_t per_layer = 4ull * 4096 * 4096 + 3ull * 4096 * 11008;  // projection weights
+  EXPECT_EQ(p.memory.base, 32 * per_layer * 9 / 16 + 65ull * 4096 * 4);  // NF4: 4.5 bits a weight; norms F32
+  EXPECT_EQ(p.memory.embeddings, 2ull * 32007 * 4096 * 4);
+  EXPECT_EQ(p.adapter_parameters, 32ull * 16 * (4 * 8192 + 3 * (4096 + 11008)));  // 40 M
+  EXPECT_EQ(p.memory.saved_inputs, 33ull * 4096 * 4096 * 4);
+  EXPECT_FALSE(p.keep_all_layers);  // 32 layers' activations (34 GB) are far over a quarter of 16 GB
+  // a, x1, tmp, b [H]; q, attn [32·128]; k, v [32·128]; g, u, m [F]; lse per head; two 1/rms
+  EXPECT_EQ(p.memory.activations, 4096ull * (4 * 4096 + 2 * 4096 + 2 * 4096 + 3 * 11008 + 32 + 2) * 4);
+  EXPECT_TRUE(p.fits);
+  EXPECT_LT(p.memory.total(), 16'000'000'000u);
+  EXPECT_GT(p.memory.total(), 9'000'000'000u);  // ~10.5 GB: base 3.6, embeddings 1.0, inputs 2.2, a layer 2.1, ...
+  // FLOPs: the base three times (forward, backward to the inputs, recomputation), 2 a weight.
+  EXPECT_DOUBLE_EQ(p.tokens, 100.0 * 8 * (4096 + 4096 + 2048 + 1024) / 4);
+  EXPECT_DOUBLE_EQ(p.base_flops, p.tokens * 3 * 2 * 32 * double(per_layer));
+  EXPECT_GT(p.other_flops, p.tokens * 4 * 4096 * 32007.0);  // at least the output layer forward and backward
+  EXPECT_NEAR(p.seconds, p.base_flops / 500e12 + p.other_flops / 50e12, 1e-9 * p.seconds);
+  EXPECT_NE(finetune_plan_markdown(p).find("Fits."), std::string::npos);
+  // Without checkpointing every layer's activations are kept: over 16 GB, and said so.
+  s.checkpointing = Checkpointing::Never;
+  const FinetunePlan q = make_finetune_plan(m, s, gpu16);
+  EXPECT_TRUE(q.keep_all_layers);
+  EXPECT_EQ(q.memory.activations, 32 * p.memory.activations);
+  EXPECT_FALSE(q.fits);
+  EXPECT_NE(finetune_plan_markdown(q).find("**Does not fit**"), std::string::npos);
+  EXPECT_LT(q.base_flops, p.base_flops);  // no recomputation
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // `pivotmt finetune [CONFIG.toml] --model M --data D --out DIR [options]`: QLoRA
-// fine-tuning on the CPU with the original's recipe as defaults; rerun on the same DIR to
+// fine-tuning on the CPU or a GPU with the original's recipe as defaults; rerun on the same DIR to
 // resume. `pivotmt merge --model BASE --adapter DIR --out DIR`: fold an adapter into a
 // Hugging Face checkpoint.
 #include <fmt/format.h>
@@ -12,6 +12,9 @@
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "io/json_file.h"
+#include "io/temp_path.h"
+#include "experiment/finetune_plan.h"
 #include "hub/hub_client.h"
 #include "study_options.h"
 #include "tokenizer/tokenizer.h"
@@ -31,9 +34,9 @@ struct FinetuneArgs {
   double lr = 5e-5, max_grad_norm = 1.0, weight_decay = 0.0, eval_fraction = 0.0;
   LoraConfig lora;
   std::string base_weights = "nf4", loss_on = "all", checkpointing = "auto", init_adapter, loss_normalization = "predicted";
-  std::string device = "auto", base_compute = "f16";
+  std::string device = "auto", base_compute = "f16", plan_device;
   size_t max_seq_len = 4096, k = 3;
-  bool drop_long = false, no_shuffle = false, log_json = false, reference_kernels = false;
+  bool drop_long = false, no_shuffle = false, log_json = false, reference_kernels = false, dry_run = false;
 };
 
 // A seeded choice of held-out sequences: the fraction whose splitmix64 hash of (seed, index)
@@ -55,13 +58,43 @@ void split_eval(std::vector<TrainSequence>& train, std::vector<TrainSequence>& e
   train = std::move(kept);
 }
 
+// `--dry-run`: memory and time on the device from config.json and the data's lengths (no
+// weights loaded); the plan also goes to OUT/finetune_plan.json.
+void print_plan(const FinetuneArgs& a, const std::string& model_dir, const std::vector<TrainSequence>& data,
+                const Device& device) {
+  FinetuneSetup setup;
+  setup.base = parse_base_weights(a.base_weights);
+  setup.lora = a.lora;
+  setup.checkpointing = parse_checkpointing(a.checkpointing);
+  setup.compute = train::parse_base_compute(a.base_compute);
+  setup.steps = a.steps;
+  setup.window = size_t(a.batch_size * a.grad_accum);
+  for (const auto& s : data) setup.sequence_tokens.push_back(s.tokens.size());
+  if (!a.init_adapter.empty()) {
+    const auto cfg = read_json_file((fs::path(a.init_adapter) / "adapter_config.json").string());
+    setup.lora.r = cfg.value("r", setup.lora.r);
+    setup.lora.dropout = cfg.value("lora_dropout", setup.lora.dropout);
+    if (cfg.contains("target_modules") && cfg["target_modules"].is_array())
+      setup.lora.targets = cfg["target_modules"].get<std::vector<std::string>>();
+  }
+  std::string where = a.plan_device;
+  if (where.empty()) where = device.kind == DeviceKind::CUDA ? fmt::format("cuda:{}", device.index) : "cpu";
+  const DeviceCeiling ceiling = where == "cpu" ? measure_cpu_ceiling() : gpu_ceiling(where);
+  const FinetunePlan plan = make_finetune_plan(load_decoder_config(model_dir, "fine-tuning"), setup, ceiling);
+  fmt::print("{}", finetune_plan_markdown(plan));
+  fs::create_directories(a.out);
+  write_file_atomically((fs::path(a.out) / "finetune_plan.json").string(), plan.to_json().dump(2) + "\n");
+}
+
 void run_finetune(FinetuneArgs& a) {
   if (a.out.empty()) throw Error("--out is required (on the command line or in the config file)");
   // A folder of ours holds finetune.json, written when training starts; before that only the
-  // retrieval index this command builds first (a run killed then left just that).
+  // retrieval index this command builds first (a run killed then left just that) and a dry
+  // run's plan.
   if (fs::exists(a.out) && !fs::exists(fs::path(a.out) / "finetune.json"))
     for (const auto& e : fs::directory_iterator(a.out))
-      if (e.path().filename() != "index" && e.path().filename().string().find(".tmp.") == std::string::npos)
+      if (e.path().filename() != "index" && e.path().filename() != "finetune_plan.json" &&
+          e.path().filename().string().find(".tmp.") == std::string::npos)
         throw Error(fmt::format("{} exists and does not hold a fine-tuning run ({} is not ours): choose another --out", a.out,
                                 e.path().filename().string()));
   const std::string model_name = a.study.models.empty() ? a.study.config.model : a.study.models.front();
@@ -95,6 +128,10 @@ void run_finetune(FinetuneArgs& a) {
 
   const BaseWeights base = parse_base_weights(a.base_weights);
   const Device device = resolve_device(a.device);
+  if (a.dry_run) {
+    print_plan(a, config.model, data, device);
+    return;
+  }
   if (a.reference_kernels && device.kind == DeviceKind::CUDA)
     throw Error(fmt::format("--reference-kernels runs the CPU's plain loops: use --device cpu with it (not {})", a.device));
   LoraLlama model(config.model, base, a.reference_kernels ? train::Kernels::Reference : train::Kernels::Fast, device,
@@ -176,7 +213,7 @@ void run_finetune(FinetuneArgs& a) {
 
 void register_finetune(CLI::App& app) {
   static FinetuneArgs a;
-  auto* cmd = app.add_subcommand("finetune", "QLoRA fine-tuning (CPU) with PEFT-compatible adapters; rerun on --out to resume");
+  auto* cmd = app.add_subcommand("finetune", "QLoRA fine-tuning on the CPU or a GPU with PEFT-compatible adapters; rerun on --out to resume");
   cmd->add_option("config", a.study.config_file, "TOML file setting any option by its long name")->check(CLI::ExistingFile);
   add_study_options(cmd, a.study);
   cmd->add_option("--seed", a.study.config.seed, "Seed of the data order, LoRA's initialisation and dropout")->capture_default_str();
@@ -229,6 +266,12 @@ void register_finetune(CLI::App& app) {
                   "auto | cpu | cuda[:N] (auto: cuda:0 when a GPU is visible; the base stays in its storage format "
                   "there, see --base-compute)")
       ->capture_default_str();
+  cmd->add_flag("--dry-run", a.dry_run,
+                "Show the plan — device memory by purpose (does the run fit?) and time from the GEMM rates — and "
+                "train nothing (OUT/finetune_plan.json); reads config.json and the data, no weights");
+  cmd->add_option("--plan-device", a.plan_device,
+                  "With --dry-run: plan for this device instead of --device: cpu, cuda:N (present), h100 or h200 "
+                  "(their stated rooflines)");
   cmd->add_option("--base-compute", a.base_compute,
                   "On a GPU, the products with the frozen base: f16 (F16 inputs, F32 sums: the tensor cores, as "
                   "bitsandbytes + PEFT; losses within 1e-3 of the CPU's) | f32 (the CPU's numerics, slower)")

@@ -58,9 +58,10 @@ bool compiled();
 int device_count();
 // Ceilings measured on the device (for benchmarks to state figures against): a
 // device-to-device copy, counting bytes read + written; an F16 n × n × n cuBLAS GEMM with
-// F32 accumulation on random data. Median of several timed runs after a warm-up.
+// F32 accumulation on random data (f32: F32 inputs and outputs, no tensor cores — the rate of
+// the encoders' and training's F32 products). Median of several timed runs after a warm-up.
 double measure_copy_gbps(int device, size_t bytes);
-double measure_gemm_tflops(int device, int n);
+double measure_gemm_tflops(int device, int n, bool f32 = false);
 // Device memory pivotmt holds through device_alloc now / at most so far (0 without CUDA).
 size_t allocated_bytes(int device);
 size_t peak_allocated_bytes(int device);

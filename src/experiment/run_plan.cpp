@@ -22,10 +22,10 @@ using Clock = std::chrono::steady_clock;
 struct Datasheet {
   const char* key;
   const char* name;
-  double tflops, tbps, memory_gb;
+  double tflops, tflops_f32, tbps, memory_gb;
 };
-constexpr Datasheet kGpus[] = {{"h100", "NVIDIA H100 SXM (datasheet)", 989.0, 3.35, 80.0},
-                               {"h200", "NVIDIA H200 SXM (datasheet)", 989.0, 4.8, 141.0}};
+constexpr Datasheet kGpus[] = {{"h100", "NVIDIA H100 SXM (datasheet)", 989.0, 67.0, 3.35, 80.0},
+                               {"h200", "NVIDIA H200 SXM (datasheet)", 989.0, 67.0, 4.8, 141.0}};
 constexpr double kGemmEfficiency = 0.7, kBandwidthEfficiency = 0.85;
 
 size_t percentile(std::vector<size_t> v, double p) {
@@ -57,6 +57,7 @@ DeviceCeiling measure_cpu_ceiling() {
     if (rep > 0) best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
   }
   c.gflops = 2.0 * double(T * n * n) / best / 1e9;
+  c.gflops_f32 = c.gflops;  // F16 weights, F32 arithmetic
   // Bandwidth: integer sums over 512 MiB (they vectorise; a float sum would not).
   const size_t words = size_t(1) << 27;
   std::vector<uint32_t> a(words, 1);
@@ -90,6 +91,7 @@ DeviceCeiling gpu_ceiling(const std::string& device) {
       const auto info = cuda_device_info(index);
       c.name = info.name;
       c.gflops = cuda::measure_gemm_tflops(index, 4096) * 1e3;
+      c.gflops_f32 = cuda::measure_gemm_tflops(index, 4096, true) * 1e3;
       c.gbps = cuda::measure_copy_gbps(index, size_t(1) << 30) / 2;  // the copy counts read + write
       c.memory = info.free_memory;
       c.measured = true;
@@ -101,6 +103,7 @@ DeviceCeiling gpu_ceiling(const std::string& device) {
     if (device == g.key) {
       c.name = g.name;
       c.gflops = g.tflops * 1e3 * kGemmEfficiency;
+      c.gflops_f32 = g.tflops_f32 * 1e3 * kGemmEfficiency;
       c.gbps = g.tbps * 1e3 * kBandwidthEfficiency;
       c.memory = uint64_t(g.memory_gb * 1e9);
       return c;
@@ -156,6 +159,7 @@ nlohmann::json RunPlan::to_json() const {
           {"device_name", device.name},
           {"measured", device.measured},
           {"gflops", device.gflops},
+          {"gflops_f32", device.gflops_f32},
           {"gbps", device.gbps},
           {"memory_bytes", device.memory},
           {"weights", weights},

@@ -26,7 +26,8 @@ namespace pivotmt {
 struct DeviceCeiling {
   std::string device;  // "cpu", "cuda:0", "h100", "h200"
   std::string name;    // "AMD EPYC ... (2 threads)", "NVIDIA H200"
-  double gflops = 0;   // dense GEMM rate in the compute dtype
+  double gflops = 0;   // dense GEMM rate in the compute dtype (a GPU: F16 on the tensor cores)
+  double gflops_f32 = 0;  // F32 GEMM rate (the CPU's is gflops; a GPU's without tensor cores)
   double gbps = 0;     // memory read bandwidth
   uint64_t memory = 0;  // bytes the run may use (host RAM available, or device memory)
   bool measured = false;  // false: stated roofline of a device that is not here

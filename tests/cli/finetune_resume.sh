@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pivotmt finetune end to end on the tiny Tower fixture: a run killed with SIGKILL at random
 # moments and rerun until done gives the same losses and the same adapter bytes as an
-# uninterrupted run; other settings on the same folder are refused; JSONL chats with
+# uninterrupted run (after a dry run's plan in the same folder); other settings on the same folder are refused; JSONL chats with
 # --loss-on response train; the adapter works with generate --adapter and merge.
 # usage: finetune_resume.sh PIVOTMT SHARED_DIR
 set -euo pipefail
@@ -16,6 +16,14 @@ sed -n 1,24p "$POOL" >"$W/data/train.jsonl"
 ARGS=(finetune --data "$W/data" --model "$MODEL" --retriever bm25 --k 1 --max-seq-len 200 --steps 9 --warmup 2
       --lr 1e-3 --batch-size 1 --grad-accum 2 --save-every 2 --lora-r 4)
 
+# A dry run plans (memory by purpose, time) and trains nothing; the real run then uses the folder.
+"$PIVOTMT" -q "${ARGS[@]}" --out "$W/ref" --dry-run --plan-device h100 >"$W/plan.md"
+grep -q "## Fine-tuning plan on h100" "$W/plan.md"
+grep -q "checkpointing\|no checkpointing" "$W/plan.md"
+grep -q "^Fits.$" "$W/plan.md"
+python3 -c "import json,sys; p=json.load(open(sys.argv[1])); assert p['fits'] and p['bytes']['total'] > p['bytes']['embeddings'] > 0 and p['tokens'] > 0, p" \
+  "$W/ref/finetune_plan.json"
+test ! -e "$W/ref/adapter_model.safetensors"
 "$PIVOTMT" -q "${ARGS[@]}" --out "$W/ref"
 test -s "$W/ref/adapter_model.safetensors"
 test -s "$W/ref/loss_curve.png"

@@ -147,17 +147,23 @@ double measure_copy_gbps(int device, size_t bytes) {
   return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
 }
 
-double measure_gemm_tflops(int device, int n) {
-  const size_t elems = size_t(n) * size_t(n);
-  auto a = device_alloc(device, elems * 2), b = device_alloc(device, elems * 2), c = device_alloc(device, elems * 2);
-  kernels::fill_random_f16(a.get(), elems, 2, 1.0f, 0.0f, nullptr);
-  kernels::fill_random_f16(b.get(), elems, 3, 1.0f, 0.0f, nullptr);
+double measure_gemm_tflops(int device, int n, bool f32) {
+  const size_t elems = size_t(n) * size_t(n), bytes = elems * (f32 ? 4 : 2);
+  auto a = device_alloc(device, bytes), b = device_alloc(device, bytes), c = device_alloc(device, bytes);
+  if (f32) {
+    kernels::fill_random_f32(static_cast<float*>(a.get()), elems, 2, 1.0f, 0.0f, nullptr);
+    kernels::fill_random_f32(static_cast<float*>(b.get()), elems, 3, 1.0f, 0.0f, nullptr);
+  } else {
+    kernels::fill_random_f16(a.get(), elems, 2, 1.0f, 0.0f, nullptr);
+    kernels::fill_random_f16(b.get(), elems, 3, 1.0f, 0.0f, nullptr);
+  }
+  const cudaDataType type = f32 ? CUDA_R_32F : CUDA_R_16F;
   cublasHandle_t blas;
   check_cublas(cublas().create(&blas), "cublasCreate");
   const double ms = median_ms(nullptr, 10, [&] {
     const float alpha = 1.0f, beta = 0.0f;
-    check_cublas(cublas().gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a.get(), CUDA_R_16F, n, b.get(), CUDA_R_16F,
-                              n, &beta, c.get(), CUDA_R_16F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    check_cublas(cublas().gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a.get(), type, n, b.get(), type, n, &beta,
+                                  c.get(), type, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  "cublasGemmEx (ceiling)");
   });
   cublas().destroy(blas);

@@ -119,8 +119,19 @@ __global__ void fill_random_kernel(__half* dst, size_t count, uint64_t seed, flo
     dst[i] = __float2half_rn(random_fill::value(seed, i, scale, offset));
 }
 
+__global__ void fill_random_f32_kernel(float* dst, size_t count, uint64_t seed, float scale, float offset) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < count; i += size_t(gridDim.x) * blockDim.x)
+    dst[i] = random_fill::value(seed, i, scale, offset);
+}
+
 constexpr unsigned kThreads = 256;
 }  // namespace
+
+void fill_random_f32(float* dst, size_t count, uint64_t seed, float scale, float offset, cudaStream_t s) {
+  if (count == 0) return;
+  launch("fill_random_f32_kernel", fill_random_f32_kernel, blocks_for(count, kThreads), kThreads, s, dst, count, seed,
+         scale, offset);
+}
 
 void fill_random_f16(void* dst, size_t count, uint64_t seed, float scale, float offset, cudaStream_t s) {
   if (count == 0) return;

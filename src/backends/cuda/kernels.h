@@ -25,6 +25,7 @@ void gather_rows(const void* x, int ldx, const int32_t* rows, int n, int cols, i
                  cudaStream_t s);
 // dst[i] = random_fill::value(seed, i, scale, offset) as F16 (random_fill.h).
 void fill_random_f16(void* dst, size_t count, uint64_t seed, float scale, float offset, cudaStream_t s);
+void fill_random_f32(float* dst, size_t count, uint64_t seed, float scale, float offset, cudaStream_t s);
 // Float conversion (F32 / F16 / BF16 codes 0 / 1 / 2), round to nearest even.
 void convert(const void* src, int from, void* dst, int to, size_t count, cudaStream_t s);
 

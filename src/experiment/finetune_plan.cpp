@@ -1,0 +1,210 @@
+#include "experiment/finetune_plan.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/progress.h"
+
+namespace pivotmt {
+
+namespace {
+
+// A frozen matrix of n weights in device memory (train_device's DeviceFrozen::bytes): NF4
+// packs two codes a byte plus an F32 absmax per 64 weights.
+uint64_t frozen_bytes(uint64_t n, BaseWeights storage) {
+  switch (storage) {
+    case BaseWeights::F32: return 4 * n;
+    case BaseWeights::F16: return 2 * n;
+    case BaseWeights::NF4: return (n + 1) / 2 + (n + 63) / 64 * 4;
+  }
+  return 4 * n;
+}
+
+bool targeted(const LoraConfig& lora, const std::string& name) {
+  return std::find(lora.targets.begin(), lora.targets.end(), name) != lora.targets.end();
+}
+
+constexpr uint64_t kCublasWorkspace = uint64_t(32) << 20;  // cuda/blas_stream.h
+constexpr uint64_t kLogitsBlockBytes = uint64_t(64) << 20;  // lora_llama.cpp's block of logits rows
+
+}  // namespace
+
+FinetuneMemory finetune_memory(const ModelConfig& c, const FinetuneSetup& s, size_t T, bool gpu, bool keep_all) {
+  const uint64_t H = uint64_t(c.hidden_size), F = uint64_t(c.intermediate_size), V = uint64_t(c.vocab_size);
+  const uint64_t L = uint64_t(c.num_layers), nh = uint64_t(c.num_heads), d = uint64_t(c.head_dim);
+  const uint64_t qd = nh * d, kvd = uint64_t(c.num_kv_heads) * d, r = uint64_t(s.lora.r), t = T;
+  FinetuneMemory m;
+  uint64_t max_numel = 0, max_dim = 0, max_lora_in = 0, lora_params = 0;
+  for (const auto& mod : llama_lora_modules(c)) {
+    const uint64_t numel = uint64_t(mod.out) * mod.in;
+    m.base += L * frozen_bytes(numel, s.base);
+    max_numel = std::max(max_numel, numel);
+    max_dim = std::max<uint64_t>({max_dim, mod.in, mod.out});
+    if (targeted(s.lora, mod.name)) {
+      lora_params += L * r * (uint64_t(mod.in) + mod.out);
+      max_lora_in = std::max<uint64_t>(max_lora_in, mod.in);
+    }
+  }
+  m.base += (2 * L + 1) * H * 4;  // the layers' two RMSNorm weights and the final one, F32
+  m.embeddings = V * H * 4 * (c.tie_word_embeddings ? 1 : 2);
+  m.adapter = 4 * 4 * std::max<uint64_t>(lora_params, 1);  // parameters, gradients, two moments
+  m.saved_inputs = (L + 1) * t * H * 4;
+  const uint64_t per_token = 4 * H + 2 * qd + 2 * kvd + 3 * F + nh + 2;  // LoraLlama::Activations
+  m.activations = (keep_all ? L : 1) * t * per_token * 4;
+  m.gradients = t * (3 * H + 2 * qd + 2 * kvd + 3 * F) * 4;  // LoraLlama::Grads
+  const uint64_t chunk = std::max<uint64_t>(1, std::min<uint64_t>(t, kLogitsBlockBytes / (V * 4)));
+  // hn, rinv, dhn, dx, the recomputation's output (checkpointing), a block of logits rows and
+  // (a GPU) their row losses in double.
+  m.head = (t * H + t + t * H + t * H + (keep_all ? 0 : t * H)) * 4 + chunk * V * 4 + (gpu ? 2 * chunk * 4 : 0);
+  if (lora_params > 0) {
+    // The LoRA branch: the dropped input (with dropout), h and dh [T, r], dx of the branch.
+    m.scratch += ((s.lora.dropout > 0 ? t * max_lora_in : 0) + 2 * t * r + t * max_lora_in) * 4;
+  }
+  const bool f16_products = gpu && s.compute == train::BaseCompute::F16;
+  if (f16_products) {
+    if (s.base != BaseWeights::F16) m.scratch += (max_numel + 1) / 2 * 4;  // the matrix as F16
+    m.scratch += (t * max_dim + 1) / 2 * 4;                                  // the activations as F16
+  } else if (s.base != BaseWeights::F32) {
+    m.scratch += max_numel * 4;  // the matrix dequantised to F32
+  }
+  if (gpu) {
+    // Attention backward's dO·O per (head, row), token ids, the sequence's RoPE tables, the
+    // norm's partial sums, NF4's code values.
+    m.scratch += (nh * t + std::max<uint64_t>(2 * t, 64) + 2 * t * (d / 2) + 2 * 264 + 16) * 4;
+    m.workspace = kCublasWorkspace;
+  }
+  return m;
+}
+
+FinetunePlan make_finetune_plan(const ModelConfig& c, const FinetuneSetup& s, const DeviceCeiling& device) {
+  if (s.sequence_tokens.empty()) throw Error("fine-tuning plan: no training sequences");
+  FinetunePlan p;
+  p.device = device;
+  p.gpu = device.device != "cpu";
+  p.longest = *std::max_element(s.sequence_tokens.begin(), s.sequence_tokens.end());
+  const uint64_t L = uint64_t(c.num_layers), H = uint64_t(c.hidden_size), V = uint64_t(c.vocab_size);
+  const uint64_t nh = uint64_t(c.num_heads), d = uint64_t(c.head_dim);
+  const uint64_t per_token = 4 * H + 2 * nh * d + 2 * uint64_t(c.num_kv_heads) * d + 3 * uint64_t(c.intermediate_size) + nh + 2;
+  // LoraLlama's Auto rule: all layers' activations while they take at most a quarter of the
+  // memory left once the model is loaded.
+  const FinetuneMemory one = finetune_memory(c, s, p.longest, p.gpu, false);
+  const double left = double(device.memory) - double(one.base + one.embeddings);
+  const double all_layers = double(L * p.longest * per_token * 4);
+  p.keep_all_layers = s.checkpointing == Checkpointing::Never || (s.checkpointing == Checkpointing::Auto && all_layers <= left / 4);
+  p.memory = p.keep_all_layers ? finetune_memory(c, s, p.longest, p.gpu, true) : one;
+  p.fits = double(p.memory.total()) <= double(device.memory);
+
+  // FLOPs of one token of a sequence of T tokens: the base's products and everything else.
+  double base_numel = 0, lora_fwd = 0, lora_bwd = 0;
+  for (const auto& mod : llama_lora_modules(c)) {
+    base_numel += double(mod.out) * double(mod.in);
+    if (targeted(s.lora, mod.name)) {
+      const double r = double(s.lora.r), in = double(mod.in), out = double(mod.out);
+      lora_fwd += 2 * r * (in + out);
+      lora_bwd += 2 * r * (3 * in + 2 * out);
+    }
+  }
+  const double passes = p.keep_all_layers ? 2 : 3;  // forward, backward to the inputs, recomputation
+  const double base_per_token = passes * 2 * base_numel * double(L);
+  const double lora_per_token = double(L) * (lora_fwd * (passes - 1) + lora_bwd);
+  const double head_per_token = 2 * 2 * double(H) * double(V);
+  // Causal attention: QKᵀ and PV over the keys each row sees, 4 · heads · d a key forward;
+  // backward ~3.5x (two kernels recomputing the probabilities); once more to recompute.
+  const double window = c.sliding_window ? double(*c.sliding_window) : 0;
+  const double attention_factor = 1 + 3.5 + (p.keep_all_layers ? 0 : 1);
+  const double windows_per_step = double(s.window);
+  double mean_tokens = 0, mean_keys = 0;  // per sequence
+  for (size_t T : s.sequence_tokens) {
+    mean_tokens += double(T);
+    double keys = 0;
+    const double Td = double(T);
+    if (window > 0 && window < Td) keys = window * (window + 1) / 2 + (Td - window) * window;
+    else keys = Td * (Td + 1) / 2;
+    mean_keys += keys;
+  }
+  mean_tokens /= double(s.sequence_tokens.size());
+  mean_keys /= double(s.sequence_tokens.size());
+  const double sequences = double(s.steps) * windows_per_step;
+  p.tokens = sequences * mean_tokens;
+  p.adapter_parameters = p.memory.adapter / 16;
+  p.base_flops = p.tokens * base_per_token;
+  p.other_flops = p.tokens * (lora_per_token + head_per_token) +
+                  sequences * mean_keys * 4 * double(nh) * double(d) * double(L) * attention_factor;
+  const bool f16_products = p.gpu && s.compute == train::BaseCompute::F16;
+  const double base_rate = f16_products ? device.gflops : device.gflops_f32;
+  p.seconds = p.base_flops / (base_rate * 1e9) + p.other_flops / (device.gflops_f32 * 1e9);
+  return p;
+}
+
+nlohmann::json FinetunePlan::to_json() const {
+  const auto& m = memory;
+  return {{"device", device.device},
+          {"device_name", device.name},
+          {"measured", device.measured},
+          {"gflops", device.gflops},
+          {"gflops_f32", device.gflops_f32},
+          {"memory_bytes", device.memory},
+          {"checkpointing", !keep_all_layers},
+          {"longest_sequence", longest},
+          {"adapter_parameters", adapter_parameters},
+          {"bytes",
+           {{"base", m.base},
+            {"embeddings", m.embeddings},
+            {"adapter", m.adapter},
+            {"saved_inputs", m.saved_inputs},
+            {"activations", m.activations},
+            {"gradients", m.gradients},
+            {"head", m.head},
+            {"scratch", m.scratch},
+            {"workspace", m.workspace},
+            {"total", m.total()}}},
+          {"fits", fits},
+          {"tokens", tokens},
+          {"base_flops", base_flops},
+          {"other_flops", other_flops},
+          {"seconds", seconds}};
+}
+
+std::string finetune_plan_markdown(const FinetunePlan& p) {
+  auto gib = [](uint64_t b) { return format_bytes(double(b)); };
+  auto flop = [](double f) { return f >= 1e12 ? fmt::format("{:.1f} TFLOP", f / 1e12) : fmt::format("{:.1f} GFLOP", f / 1e9); };
+  auto hours = [](double s) {
+    return s < 60 ? fmt::format("{:.1f} s", s) : s < 3600 ? fmt::format("{:.1f} min", s / 60) : fmt::format("{:.1f} h", s / 3600);
+  };
+  const auto& m = p.memory;
+  std::string md = fmt::format(
+      "## Fine-tuning plan on {} ({})\n\n| memory | |\n|---|---:|\n"
+      "| frozen base | {} |\n| embeddings and output layer (F32) | {} |\n"
+      "| adapter ({} parameters): weights, gradients, AdamW moments | {} |\n"
+      "| layer inputs kept for the recomputation | {} |\n| activations ({}) | {} |\n| one layer's gradients | {} |\n"
+      "| output layer's buffers (logits a block of rows at a time) | {} |\n| scratch | {} |\n",
+      p.device.device, p.device.name, gib(m.base), gib(m.embeddings),
+      p.adapter_parameters >= 1'000'000 ? fmt::format("{:.1f} M", double(p.adapter_parameters) / 1e6)
+                                        : std::to_string(p.adapter_parameters),
+      gib(m.adapter),
+      gib(m.saved_inputs), p.keep_all_layers ? "every layer's: no checkpointing" : "one layer's: checkpointing",
+      gib(m.activations), gib(m.gradients), gib(m.head), gib(m.scratch));
+  if (m.workspace) md += fmt::format("| cuBLAS workspace | {} |\n", gib(m.workspace));
+  md += fmt::format("| **total at the peak** (longest sequence {} tokens) | **{}** of {} |\n\n", p.longest, gib(m.total()),
+                    gib(p.device.memory));
+  md += fmt::format(
+      "| time | |\n|---|---:|\n| tokens trained | {:.0f} |\n| base products | {} |\n"
+      "| attention, output layer, LoRA | {} |\n| GEMM rates ({}) | {} |\n"
+      "| **time (GEMM-rate bound)** | **{}** ({:.0f} tokens/s) |\n\n",
+      p.tokens, flop(p.base_flops), flop(p.other_flops), p.device.measured ? "measured here" : "stated roofline",
+      p.gpu ? fmt::format("{:.0f} GFLOP/s F16 tensor cores, {:.0f} GFLOP/s F32", p.device.gflops, p.device.gflops_f32)
+            : fmt::format("{:.0f} GFLOP/s F32", p.device.gflops_f32),
+      hours(p.seconds), p.seconds > 0 ? p.tokens / p.seconds : 0.0);
+  if (!p.fits)
+    md += fmt::format("**Does not fit**: {} needed, {} offered. Lower --max-seq-len, keep --gradient-checkpointing "
+                      "always, or use --base-weights nf4.\n",
+                      gib(m.total()), gib(p.device.memory));
+  else
+    md += "Fits.\n";
+  return md;
+}
+
+}  // namespace pivotmt

@@ -1,0 +1,81 @@
+// The plan of a fine-tuning run (`pivotmt finetune --dry-run`): before hours of training,
+// what memory LoraLlama will hold on the device and how long the steps will take, from the
+// model's config.json, the LoRA settings and the data's sequence lengths alone (no weights).
+//
+// Memory is LoraLlama's own accounting, buffer by buffer (lora_llama.cpp and the training
+// device's scratch): the frozen base in its storage format, the F32 embedding and output
+// layer, the adapter with its gradients and AdamW's two moments, each layer's input kept for
+// the recomputation, one layer's activations (all layers' without checkpointing), one
+// layer's gradient buffers, the logits of a 64 MiB block of rows, the LoRA branch's and the
+// base GEMM's scratch. Sequences run one at a time (a micro-batch is the sum of its
+// sequences), so memory follows the longest sequence, not the batch size.
+//
+// Time: FLOPs per token (the base's products forward, backward to the inputs and — with
+// checkpointing — recomputed; the output layer forward and backward; the LoRA products;
+// causal attention at each sequence's length, ~3.5x forward for its backward) at the
+// device's GEMM rates: the base's products at the F16 rate on a GPU in --base-compute f16,
+// everything else at the F32 rate. A lower bound: the attention kernels are not GEMMs.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "experiment/run_plan.h"
+#include "models/model_config.h"
+#include "train/frozen_matrix.h"
+#include "train/lora.h"
+#include "train/lora_llama.h"
+#include "train/train_device.h"
+
+namespace pivotmt {
+
+struct FinetuneSetup {
+  BaseWeights base = BaseWeights::NF4;
+  LoraConfig lora;
+  Checkpointing checkpointing = Checkpointing::Auto;
+  train::BaseCompute compute = train::BaseCompute::F16;  // a GPU's base products
+  std::vector<size_t> sequence_tokens;  // every training sequence's length
+  int64_t steps = 0;
+  size_t window = 1;  // sequences per optimiser step (batch × accumulation)
+};
+
+// Bytes by purpose; total() is what the device holds at the peak (after the first backward).
+struct FinetuneMemory {
+  uint64_t base = 0;          // the frozen projections in their storage format, and the norms
+  uint64_t embeddings = 0;    // embedding table and output layer, F32 (one when tied)
+  uint64_t adapter = 0;       // LoRA A/B, gradients, AdamW's two moments (F32)
+  uint64_t saved_inputs = 0;  // each layer's input [L + 1, T, H] for the recomputation
+  uint64_t activations = 0;   // one layer's (checkpointing) or every layer's
+  uint64_t gradients = 0;     // one layer's gradient buffers
+  uint64_t head = 0;          // final norm, backward's buffers, a block of logits rows
+  uint64_t scratch = 0;       // the LoRA branch's, the base GEMM's (a dequantised matrix, F16 inputs), attention's
+  uint64_t workspace = 0;     // cuBLAS (a GPU)
+  uint64_t total() const {
+    return base + embeddings + adapter + saved_inputs + activations + gradients + head + scratch + workspace;
+  }
+};
+
+struct FinetunePlan {
+  DeviceCeiling device;
+  bool gpu = false;
+  bool keep_all_layers = false;  // checkpointing off (Never, or Auto with room)
+  size_t longest = 0;            // tokens of the longest sequence
+  uint64_t adapter_parameters = 0;
+  FinetuneMemory memory;
+  bool fits = false;
+  double tokens = 0;                       // over all steps
+  double base_flops = 0, other_flops = 0;  // over all steps
+  double seconds = 0;
+  nlohmann::json to_json() const;
+};
+
+// Memory for sequences of up to T tokens (`device_memory`: what Auto checkpointing compares
+// with, as LoraLlama does: all layers' activations kept while they take at most a quarter).
+FinetuneMemory finetune_memory(const ModelConfig& model, const FinetuneSetup& setup, size_t T, bool gpu,
+                               bool keep_all_layers);
+FinetunePlan make_finetune_plan(const ModelConfig& model, const FinetuneSetup& setup, const DeviceCeiling& device);
+std::string finetune_plan_markdown(const FinetunePlan& plan);
+
+}  // namespace pivotmt
