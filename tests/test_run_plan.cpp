@@ -90,6 +90,54 @@ TEST(RunPlan, CpuCeilingIsMeasured) {
   EXPECT_GT(c.memory, 0u);
 }
 
+// The stages beside generation: NLLB-200-distilled-600M's baseline and COMET with
+// wmt22-comet-da's XLM-R large, their parameters (the published sizes) and FLOPs by hand.
+TEST(RunPlan, BaselineAndCometStages) {
+  const DeviceCeiling h100 = gpu_ceiling("h100");
+  EXPECT_DOUBLE_EQ(h100.gflops_f32, 67e3 * 0.7);
+  const nlohmann::json nllb600m = {{"d_model", 1024},        {"encoder_layers", 12},    {"decoder_layers", 12},
+                                   {"encoder_ffn_dim", 4096}, {"decoder_ffn_dim", 4096}, {"vocab_size", 256206}};
+  const StagePlan n = plan_nllb(nllb600m, 1000, 40, 4, 16, "f16", h100);
+  const double d = 1024, enc = 12 * (4 * d * d + 2 * d * 4096), dec = 12 * (8 * d * d + 2 * d * 4096), head = 256206 * d;
+  EXPECT_EQ(n.parameters, uint64_t(enc + dec + head));  // 615 M, as published
+  EXPECT_NEAR(double(n.parameters), 615e6, 1e6);
+  EXPECT_EQ(n.weight_bytes, n.parameters * 4);  // F32 on a GPU whatever the storage asked
+  EXPECT_DOUBLE_EQ(n.flops, 1000 * 40 * 2 * enc + 1000 * 40 * 4 * 2 * (dec + head));
+  // 63 batches × 40 steps, each the larger of 64 hypotheses' FLOPs and streaming the decoder.
+  const double step = std::max(64 * 2 * (dec + head) / (h100.gflops_f32 * 1e9), (dec + head) * 4 / (h100.gbps * 1e9));
+  EXPECT_NEAR(n.seconds, 1000 * 40 * 2 * enc / (h100.gflops_f32 * 1e9) + 63 * 40 * step, 1e-9);
+  DeviceCeiling cpu;
+  cpu.device = "cpu";
+  cpu.gflops = cpu.gflops_f32 = 100;
+  cpu.gbps = 20;
+  const StagePlan on_cpu = plan_nllb(nllb600m, 10, 40, 1, 16, "int8", cpu);
+  EXPECT_EQ(on_cpu.weight_bytes, on_cpu.parameters);  // the CPU keeps the storage asked
+
+  const StagePlan c = plan_comet("Unbabel/wmt22-comet-da", nullptr, 2000, 30, h100);
+  EXPECT_EQ(c.parameters, uint64_t(24 * (4 * d * d + 2 * d * 4096) + 250002 * d));  // XLM-R large: 558 M
+  EXPECT_DOUBLE_EQ(c.tokens, 2000 * 3 * 30);
+  EXPECT_DOUBLE_EQ(c.flops, c.tokens * 2 * 24 * (4 * d * d + 2 * d * 4096) + 2000 * 3 * 4 * 24 * d * 30 * 30);
+  EXPECT_DOUBLE_EQ(c.seconds, c.flops / (h100.gflops_f32 * 1e9));
+  EXPECT_GT(plan_comet("Unbabel/XCOMET-XL", nullptr, 1, 30, h100).parameters, 3'000'000'000u);
+  const nlohmann::json base = {{"hidden_size", 768}, {"num_hidden_layers", 12}, {"intermediate_size", 3072}, {"vocab_size", 250002}};
+  EXPECT_EQ(plan_comet("a local model", &base, 1, 30, h100).parameters,
+            uint64_t(12 * (4 * 768.0 * 768 + 2 * 768.0 * 3072) + 250002 * 768.0));
+
+  // In the run plan: rows of their own, and in the total.
+  StudyWorkload w;
+  w.prompt_tokens = {1000};
+  w.output_tokens = {40};
+  w.max_new_tokens = 100;
+  RunPlan p = make_run_plan(tower_like(), 6'738'000'000, "f16", w, h100);
+  const double generation = p.seconds();
+  p.stages = {n, c};
+  EXPECT_DOUBLE_EQ(p.seconds(), generation + n.seconds + c.seconds);
+  const std::string md = run_plan_markdown(p, 24);
+  EXPECT_NE(md.find("| NLLB-200 baseline (1000) |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| COMET (2000) |"), std::string::npos) << md;
+  EXPECT_EQ(p.to_json()["stages"].size(), 2u);
+}
+
 // The original QLoRA recipe on TowerInstruct-7B (r 16 on every projection, 4096-token rows,
 // batch 2 × accumulation 4, NF4 base): the plan's figures by hand, and the bound —
 // it fits in 16 GB of device memory with checkpointing. (Its byte-for-byte agreement with

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <numeric>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +16,7 @@
 #include "commands.h"
 #include "study_options.h"
 #include "core/error.h"
+#include "io/json_file.h"
 #include "core/progress.h"
 #include "experiment/ablation.h"
 #include "comet_options.h"
@@ -274,7 +277,32 @@ void register_ablate(CLI::App& app) {
           device = d.kind == DeviceKind::CUDA ? fmt::format("cuda:{}", d.index) : "cpu";
         }
         const DeviceCeiling ceiling = device == "cpu" ? measure_cpu_ceiling() : gpu_ceiling(device);
-        const RunPlan run_plan = make_run_plan(model_config, params, config.weights, planned.workload, ceiling);
+        RunPlan run_plan = make_run_plan(model_config, params, config.weights, planned.workload, ceiling);
+        // The stages after generation: sentences and segments of about the references' length.
+        const auto& out_tokens = planned.workload.output_tokens;
+        const double tokens =
+            out_tokens.empty() ? 32.0
+                               : double(std::accumulate(out_tokens.begin(), out_tokens.end(), size_t(0))) / double(out_tokens.size());
+        double baseline_rows = 0;
+        if (config.baseline.enabled()) {
+          baseline_rows = double(planned.baseline_plan.value("pending", size_t(0)));
+          const auto dir = std::filesystem::path(config.baseline.model);
+          const auto generation = dir / "generation_config.json";
+          const size_t beams = config.baseline.num_beams ? *config.baseline.num_beams
+                               : std::filesystem::exists(generation)
+                                   ? read_json_file(generation.string()).value("num_beams", size_t(1))
+                                   : size_t(1);
+          run_plan.stages.push_back(plan_nllb(read_json_file((dir / "config.json").string()), baseline_rows, tokens, beams,
+                                              config.baseline.batch, config.baseline.weights, ceiling));
+        }
+        if (!comet_args.model.empty()) {
+          std::optional<nlohmann::json> encoder;
+          const auto encoder_config = std::filesystem::path(comet_args.encoder) / "config.json";
+          if (!comet_args.encoder.empty() && std::filesystem::exists(encoder_config))
+            encoder = read_json_file(encoder_config.string());
+          run_plan.stages.push_back(plan_comet(comet_args.model, encoder ? &*encoder : nullptr,
+                                               double(planned.workload.rows) + baseline_rows, tokens, ceiling));
+        }
         fmt::print("\n{}", run_plan_markdown(run_plan, within_hours));
         std::filesystem::create_directories(config.out);
         write_file_atomically((std::filesystem::path(config.out) / "run_plan.json").string(), run_plan.to_json().dump(2) + "\n");

@@ -154,8 +154,99 @@ RunPlan make_run_plan(const ModelConfig& m, uint64_t parameters, const std::stri
   return p;
 }
 
+namespace {
+
+double storage_bytes(const std::string& storage, bool gpu) {
+  if (gpu || storage == "f32") return 4;
+  return storage == "f16" ? 2 : 1;
+}
+
+std::string millions(double n) { return n >= 10e6 ? fmt::format("{:.0f} M", n / 1e6) : fmt::format("{:.2f} M", n / 1e6); }
+
+template <class T>
+T field(const nlohmann::json& j, const char* key, T fallback) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<T>() : fallback;
+}
+
+}  // namespace
+
+StagePlan plan_nllb(const nlohmann::json& c, double sentences, double tokens, size_t beams, size_t batch,
+                    const std::string& storage, const DeviceCeiling& device) {
+  const double d = field<double>(c, "d_model", 1024), V = field<double>(c, "vocab_size", 256206);
+  const double enc_layers = field<double>(c, "encoder_layers", 12), dec_layers = field<double>(c, "decoder_layers", 12);
+  const double enc_ffn = field<double>(c, "encoder_ffn_dim", 4096), dec_ffn = field<double>(c, "decoder_ffn_dim", 4096);
+  const double encoder = enc_layers * (4 * d * d + 2 * d * enc_ffn);      // self-attention, feed-forward
+  const double decoder = dec_layers * (8 * d * d + 2 * d * dec_ffn);      // self- and cross-attention, feed-forward
+  const double head = V * d;                                              // the shared embedding as the output layer
+  const bool gpu = device.device != "cpu";
+  StagePlan p;
+  p.name = "NLLB-200 baseline";
+  p.parameters = uint64_t(encoder + decoder + head);
+  p.weight_bytes = uint64_t(double(p.parameters) * storage_bytes(storage, gpu));
+  beams = std::max<size_t>(1, beams);
+  batch = std::max<size_t>(1, batch);
+  p.items = sentences;
+  p.tokens = sentences * tokens * (1 + double(beams));
+  const double encode_flops = sentences * tokens * 2 * encoder;
+  const double step_flops_per_hypothesis = 2 * (decoder + head);
+  p.flops = encode_flops + sentences * tokens * double(beams) * step_flops_per_hypothesis;
+  // Decoding: a step per output token for each batch of sentences, at the larger of its
+  // FLOPs and streaming the decoder and output layer once.
+  const double steps = std::ceil(sentences / double(batch)) * tokens;
+  const double hypotheses = double(std::min<size_t>(batch, size_t(std::max(1.0, sentences)))) * double(beams);
+  const double step_seconds = std::max(hypotheses * step_flops_per_hypothesis / (device.gflops_f32 * 1e9),
+                                       (decoder + head) * storage_bytes(storage, gpu) / (device.gbps * 1e9));
+  p.seconds = encode_flops / (device.gflops_f32 * 1e9) + steps * step_seconds;
+  p.detail = fmt::format("{} parameters ({} + {} layers, d {:.0f}, vocabulary {:.0f}); {:.0f} sentences of ~{:.0f} "
+                         "tokens, {} beam{}, {} sentences a batch",
+                         millions(double(p.parameters)), enc_layers, dec_layers, d, V, sentences, tokens, beams,
+                         beams == 1 ? "" : "s", batch);
+  return p;
+}
+
+StagePlan plan_comet(const std::string& name, const nlohmann::json* encoder_config, double segments, double tokens,
+                     const DeviceCeiling& device) {
+  // The encoders of unbabel-comet's models (their hparams' pretrained_model).
+  struct Encoder {
+    const char* label;
+    double hidden, layers, ffn, vocab;
+  };
+  const Encoder large{"XLM-R large", 1024, 24, 4096, 250002}, xl{"XLM-R XL", 2560, 36, 10240, 250880},
+      xxl{"XLM-R XXL", 4096, 48, 16384, 250880};
+  Encoder e = name.find("XXL") != std::string::npos ? xxl : name.find("XCOMET-XL") != std::string::npos ? xl : large;
+  std::string source = fmt::format("{} (the encoder of {})", e.label, name.empty() ? "wmt22-comet-da" : name);
+  if (encoder_config) {
+    e.hidden = field<double>(*encoder_config, "hidden_size", e.hidden);
+    e.layers = field<double>(*encoder_config, "num_hidden_layers", e.layers);
+    e.ffn = field<double>(*encoder_config, "intermediate_size", e.ffn);
+    e.vocab = field<double>(*encoder_config, "vocab_size", e.vocab);
+    source = "the encoder's config.json";
+  }
+  const double per_layer = 4 * e.hidden * e.hidden + 2 * e.hidden * e.ffn;
+  StagePlan p;
+  p.name = "COMET";
+  p.parameters = uint64_t(e.layers * per_layer + e.vocab * e.hidden);
+  p.weight_bytes = p.parameters * 4;  // F32 everywhere
+  p.items = segments;
+  p.tokens = segments * 3 * tokens;
+  // Per sequence of T tokens: 2 · the layers' weights per token, attention 4 · layers · hidden · T².
+  p.flops = p.tokens * 2 * e.layers * per_layer + segments * 3 * 4 * e.layers * e.hidden * tokens * tokens;
+  p.seconds = p.flops / (device.gflops_f32 * 1e9);
+  p.detail = fmt::format("{}: {} parameters; {:.0f} segments, three sequences of ~{:.0f} tokens each", source,
+                         millions(double(p.parameters)), segments, tokens);
+  return p;
+}
+
+nlohmann::json StagePlan::to_json() const {
+  return {{"name", name}, {"detail", detail}, {"parameters", parameters}, {"weight_bytes", weight_bytes},
+          {"items", items}, {"tokens", tokens}, {"flops", flops}, {"seconds", seconds}};
+}
+
 nlohmann::json RunPlan::to_json() const {
-  return {{"device", device.device},
+  nlohmann::json stage_list = nlohmann::json::array();
+  for (const auto& s : stages) stage_list.push_back(s.to_json());
+  return {{"stages", stage_list},
+          {"generation_seconds", generation_seconds()},{"device", device.device},
           {"device_name", device.name},
           {"measured", device.measured},
           {"gflops", device.gflops},
@@ -184,17 +275,23 @@ std::string run_plan_markdown(const RunPlan& p, double within_hours) {
     return n >= 1e9 ? fmt::format("{:.2f} B", n / 1e9) : n >= 1e6 ? fmt::format("{:.1f} M", n / 1e6) : fmt::format("{:.0f}", n);
   };
   auto bytes = [](double b) { return b >= 1024 ? fmt::format("{:.0f} KiB", b / 1024) : fmt::format("{:.0f} B", b); };
+  std::string stage_rows;
+  for (const auto& s : p.stages) stage_rows += fmt::format("| {} ({:.0f}) | {} |\n", s.name, s.items, hours(s.seconds));
   std::string md = fmt::format(
       "## Run plan on {} ({})\n\n"
       "| | |\n|---|---:|\n"
       "| parameters | {} |\n| weights ({}) | {} |\n| keys and values per token | {} |\n"
       "| device memory for the run | {} |\n| sequences at once (max-batch {}) | {} |\n"
       "| prompt tokens to prefill | {:.0f} |\n| output tokens (estimated) | {:.0f} |\n"
-      "| {} | {:.0f} GFLOP/s, {:.0f} GB/s |\n| prefill | {} |\n| decode | {} |\n| **total on one device** | **{}** |\n\n",
+      "| {} | {:.0f} GFLOP/s, {:.0f} GB/s |\n| prefill | {} |\n| decode | {} |\n{}| **total on one device** | **{}** |\n\n",
       p.device.device, p.device.name, count(double(p.parameters)), p.weights, gib(double(p.weight_bytes)),
       bytes(double(p.kv_bytes_per_token)), gib(double(p.device.memory)), p.max_batch, p.batch, p.prompt_tokens, p.output_tokens,
       p.device.measured ? "measured here" : "stated roofline", p.device.gflops, p.device.gbps, hours(p.prefill_seconds),
-      hours(p.decode_seconds), hours(p.seconds()));
+      hours(p.decode_seconds), stage_rows, hours(p.seconds()));
+  for (const auto& s : p.stages)
+    md += fmt::format("{}: {}; weights {} (F32 on a GPU), {:.1f} TFLOP at {:.0f} GFLOP/s (F32).\n", s.name, s.detail,
+                      gib(double(s.weight_bytes)), s.flops / 1e12, p.device.gflops_f32);
+  if (!p.stages.empty()) md += "\n";
   if (!p.fits) {
     md += fmt::format("**Does not fit**: the weights ({}) and one longest sequence need more than the {} this device "
                       "offers. Use smaller weights (--weights int8 / q8 / nf4 on the CPU) or a larger device.\n",

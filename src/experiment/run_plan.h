@@ -11,7 +11,8 @@
 // one step per output token and batch, each step the larger of streaming every weight once
 // (plus the batch's keys and values) at the measured bandwidth and 2 · params · batch FLOPs.
 // Output tokens are estimated by the references' token counts (the target column through
-// the model's tokenizer), capped by max_new_tokens.
+// the model's tokenizer), capped by max_new_tokens. The NLLB baseline and COMET are stages
+// of their own (StagePlan) counted in the total.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -48,6 +49,32 @@ struct StudyWorkload {
   size_t max_batch = 32;
 };
 
+// A stage beside the LLM's generation, planned from its architecture: the NLLB-200 baseline
+// or COMET scoring. Both run F32 on a GPU (weights and products) at the device's F32 GEMM
+// rate; NLLB's decoding also streams the decoder's weights once a step for its batch.
+struct StagePlan {
+  std::string name;    // "NLLB-200 baseline", "COMET"
+  std::string detail;  // the architecture and the workload, in words
+  uint64_t parameters = 0, weight_bytes = 0;
+  double items = 0;    // sentences translated / segments scored
+  double tokens = 0;   // tokens through the encoder(s) and decoder
+  double flops = 0, seconds = 0;
+  nlohmann::json to_json() const;
+};
+
+// NLLB-200 / M2M100 (its config.json): `sentences` of ~`tokens` source tokens and as many
+// output tokens, `beams` hypotheses each, `batch` sentences decoded together, weights in
+// `storage` (f32 | f16 | int8; F32 on a GPU). Per token: the encoder 2 · its weights; the
+// decoder 2 · (its weights + the output layer's vocab × d) per hypothesis — the 256k-word
+// output layer dominates.
+StagePlan plan_nllb(const nlohmann::json& config, double sentences, double tokens, size_t beams, size_t batch,
+                    const std::string& storage, const DeviceCeiling& device);
+// COMET over `segments` (source, translation and reference encoded: three sequences of
+// ~`tokens` each) with the named model's XLM-R encoder (wmt22-comet-da: XLM-R large;
+// XCOMET-XL / -XXL: XLM-R XL / XXL) or `encoder_config` when given (its config.json).
+StagePlan plan_comet(const std::string& model_name, const nlohmann::json* encoder_config, double segments, double tokens,
+                     const DeviceCeiling& device);
+
 struct RunPlan {
   uint64_t parameters = 0, weight_bytes = 0;
   uint64_t kv_bytes_per_token = 0;
@@ -56,7 +83,13 @@ struct RunPlan {
   bool fits = false;          // the weights and one longest sequence fit the device
   double prompt_tokens = 0, output_tokens = 0;
   double prefill_seconds = 0, decode_seconds = 0;
-  double seconds() const { return prefill_seconds + decode_seconds; }
+  std::vector<StagePlan> stages;  // the baseline, COMET (added by the caller)
+  double generation_seconds() const { return prefill_seconds + decode_seconds; }
+  double seconds() const {
+    double s = generation_seconds();
+    for (const auto& st : stages) s += st.seconds;
+    return s;
+  }
   DeviceCeiling device;
   std::string weights;  // storage
   nlohmann::json to_json() const;

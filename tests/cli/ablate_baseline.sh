@@ -84,8 +84,14 @@ grep -q "^baseline," "$W/merged/ablation_summary.csv"
 grep -q "| run | k=0 | k=1 | baseline |" "$W/report.md"
 test -s "$W/plots/merged_plots.png"
 
-# The dry run counts the baseline's rows.
-"$PIVOTMT" -q "${ARGS[@]}" --baseline-beams 2 --out "$W/dry" --dry-run 2>/dev/null | grep -q "baseline .* 0 rows done, 12 to translate"
+# The dry run counts the baseline's rows, and plans the baseline and COMET beside generation
+# (COMET from the named model's architecture: nothing downloaded).
+"$PIVOTMT" -q "${ARGS[@]}" --baseline-beams 2 --comet-model Unbabel/wmt22-comet-da --out "$W/dry" --dry-run \
+  --plan-device h100 2>/dev/null >"$W/dry.md"
+grep -q "baseline .* 0 rows done, 12 to translate" "$W/dry.md"
+grep -q "^| NLLB-200 baseline (12) | " "$W/dry.md"
+grep -q "^| COMET (36) | " "$W/dry.md"  # 2 k values × 12 rows and the baseline's 12
+grep -q "^COMET: XLM-R large (the encoder of Unbabel/wmt22-comet-da): 558 M parameters" "$W/dry.md"
 
 # The hub's layout: pytorch_model.bin converted once into HF_HOME, the same translations.
 "$PIVOTMT" -q translate --model "$GOLDENS/nllb_tiny_bin" --weights f32 --beams 2 -i "$W/data/test.jsonl" --json 2>"$W/err4" |
