@@ -137,6 +137,39 @@ TEST(GpuEncoder, DecoderOpsEqualTheCpuReference) {
     EXPECT_EQ(got[(2 + 4) * 50 + 4 + 6], cpu->download(cx)[(1 + 4) * H + 3 + 11 + 6]) << "copy: the block's last value";
   }
   {
+    // top_k: rows of 3001 logits with ties (values on a coarse grid: many equal ones), a
+    // row of one repeated value, k from 1 to the kernel's 64 and beyond (the host path);
+    // the tokens, their logits and the max exactly the CPU's, log Σ e^(x − max) within F32
+    // rounding of the CPU's (a different summation order).
+    const size_t V = 3001, n = 4;
+    std::vector<float> x(n * V);
+    std::uniform_int_distribution<int> grid(-400, 400);
+    for (auto& v : x) v = float(grid(rng)) / 32.0f;
+    std::fill(x.begin() + 2 * V, x.begin() + 3 * V, 1.5f);
+    const auto [gl, cl] = both(x, n, V);
+    for (size_t k : {1, 7, 64, 65}) {
+      std::vector<RowTop> g, c;
+      gpu->top_k(gl, k, g);
+      cpu->top_k(cl, k, c);
+      ASSERT_EQ(g.size(), n);
+      for (size_t r = 0; r < n; ++r) {
+        RowTop want;
+        row_top_k_host(x.data() + r * V, V, k, want);
+        EXPECT_EQ(c[r].tokens, want.tokens) << "cpu top_k row " << r;
+        EXPECT_EQ(g[r].tokens, want.tokens) << "top_k k " << k << " row " << r;
+        EXPECT_EQ(g[r].logits, want.logits) << "top_k k " << k << " row " << r;
+        EXPECT_EQ(g[r].max, want.max);
+        EXPECT_NEAR(g[r].log_sum, want.log_sum, 1e-6f * std::fabs(want.log_sum)) << "log_sum row " << r;
+      }
+    }
+    // The ties row: the lowest tokens first.
+    std::vector<RowTop> g;
+    gpu->top_k(gl, 5, g);
+    EXPECT_EQ(g[2].tokens, (std::vector<int32_t>{0, 1, 2, 3, 4}));
+    EXPECT_THROW(gpu->top_k(gl, 0, g), Error);
+    EXPECT_THROW(gpu->top_k(gl, V + 1, g), Error);
+  }
+  {
     const size_t V = 37, P = 20;
     const auto table = random_values(V * H, rng), pos = random_values(P * H, rng);
     const auto gt = gpu->make_linear(table, V, H, {}), ct = cpu->make_linear(table, V, H, {});

@@ -2,6 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+
+#include "backends/cpu/thread_pool.h"
+#include "backends/cpu/vmath.h"
+
 #include "core/error.h"
 
 namespace pivotmt {
@@ -113,6 +119,44 @@ void EncoderOps::add(const Tensor& x, const Tensor& y) {
   if (x.rows() != y.rows() || x.cols() != y.cols())
     throw Error(fmt::format("encoder add: x {} and y {}", x.describe(), y.describe()));
   if (x.numel() > 0) do_add(x, y);
+}
+
+void row_top_k_host(const float* row, size_t V, size_t k, RowTop& out) {
+  // One buffer per thread for every call (a fresh V-float vector per row is a fresh mapping
+  // to fault in).
+  thread_local std::vector<float> scratch;
+  scratch.resize(V);
+  out.max = cpu::vmath::max_of(row, V);
+  std::copy(row, row + V, scratch.data());
+  out.log_sum = float(std::log(double(cpu::vmath::exp_shifted_sum(scratch.data(), V, out.max))));
+  // The k best in one pass (ties: the lower token first, as a stable top-k).
+  out.tokens.clear();
+  for (size_t v = 0; v < V; ++v) {
+    if (out.tokens.size() == k && !(row[v] > row[out.tokens.back()])) continue;
+    auto at = std::upper_bound(out.tokens.begin(), out.tokens.end(), row[v],
+                               [&](float value, int32_t t) { return value > row[t]; });
+    out.tokens.insert(at, int32_t(v));
+    if (out.tokens.size() > k) out.tokens.pop_back();
+  }
+  out.logits.resize(out.tokens.size());
+  for (size_t i = 0; i < out.tokens.size(); ++i) out.logits[i] = row[out.tokens[i]];
+}
+
+void EncoderOps::top_k(const Tensor& logits, size_t k, std::vector<RowTop>& out) {
+  check_tensor(logits, "top_k", "the logits");
+  if (k == 0 || k > logits.cols())
+    throw Error(fmt::format("encoder top_k: k = {} of rows of {} values", k, logits.cols()));
+  out.resize(logits.rows());
+  if (logits.rows() > 0) do_top_k(logits, k, out);
+}
+
+void EncoderOps::do_top_k(const Tensor& logits, size_t k, std::vector<RowTop>& out) {
+  std::vector<float> scratch;
+  const float* values = read(logits, scratch);
+  const size_t V = logits.cols();
+  cpu::parallel_for(logits.rows(), [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) row_top_k_host(values + r * V, V, k, out[r]);
+  });
 }
 
 void EncoderOps::relu(const Tensor& x) {

@@ -37,6 +37,17 @@ struct CachedRows {
   bool causal = true;         // row i sees keys [0, keys − rows + i]; else each row sees all `keys`
 };
 
+// A logits row as a beam search reads it: log-softmax(x)[t] = (x[t] − max) − log_sum, and its
+// k largest logits, the larger value first, the lower token on ties.
+struct RowTop {
+  float max = 0, log_sum = 0;
+  std::vector<int32_t> tokens;
+  std::vector<float> logits;
+};
+// The CPU's computation of one row (the reference every device's top_k is checked against):
+// max and e^(x − max) summed by cpu::vmath, log in double, rounded to F32.
+void row_top_k_host(const float* row, size_t V, size_t k, RowTop& out);
+
 class EncoderOps {
  public:
   virtual ~EncoderOps() = default;
@@ -87,6 +98,9 @@ class EncoderOps {
   // `layer`, scale 1 / √d → out [T, heads d].
   void cached_attention(const Tensor& q, std::span<const CachedRows> spans, size_t layer, size_t heads, size_t d,
                         const Tensor& out);
+  // Each row of logits [n, V]: its RowTop with k ≤ V entries — a few floats a row where the
+  // whole row would cross to the host.
+  void top_k(const Tensor& logits, size_t k, std::vector<RowTop>& out);
   virtual void synchronize() {}
 
  protected:
@@ -108,6 +122,8 @@ class EncoderOps {
   virtual void do_write_cache(const Tensor& kv_new, std::span<const CachedRows> spans, size_t layer) = 0;
   virtual void do_cached_attention(const Tensor& q, std::span<const CachedRows> spans, size_t layer, size_t heads,
                                    size_t d, const Tensor& out) = 0;
+  // Default: the rows read on the host (read()), row_top_k_host on each.
+  virtual void do_top_k(const Tensor& logits, size_t k, std::vector<RowTop>& out);
 
  private:
   void check_tensor(const Tensor& t, const char* op, const char* what, bool strided = false) const;

@@ -9,8 +9,6 @@
 
 #include <fmt/format.h>
 
-#include "backends/cpu/thread_pool.h"
-#include "backends/cpu/vmath.h"
 #include "core/error.h"
 
 namespace pivotmt {
@@ -32,18 +30,16 @@ std::vector<int32_t> banned_after(const std::vector<int32_t>& seq, size_t n) {
   return banned;
 }
 
-// The logits processors of generate for NLLB's settings, in transformers' order:
-// no-repeat n-grams, forced BOS (the target language), forced EOS. `cur_len`: the
-// sequence's length before this step's token.
-void process(float* scores, size_t V, const std::vector<int32_t>& seq, const Seq2SeqSettings& s) {
-  for (int32_t t : banned_after(seq, s.no_repeat_ngram_size)) scores[t] = kNegInf;
-  const size_t cur_len = seq.size();
-  auto force = [&](int32_t id) {
-    std::fill(scores, scores + V, kNegInf);
-    scores[id] = 0.0f;
-  };
-  if (s.forced_bos_token_id && cur_len == 1) force(*s.forced_bos_token_id);
-  if (s.forced_eos_token_id && cur_len == s.max_length - 1) force(*s.forced_eos_token_id);
+// The logits processors of generate for NLLB's settings, in transformers' order: no-repeat
+// n-grams (banned_after: those tokens −inf), forced BOS (the target language), forced EOS
+// (every other token −inf). The decoders below apply them to each row's best tokens
+// (EncoderOps::top_k) rather than to the whole row.
+// The token the processors force after a sequence of cur_len tokens (the target language
+// first, </s> last), if any; the forced EOS wins, as in `process`.
+std::optional<int32_t> forced_token(size_t cur_len, const Seq2SeqSettings& s) {
+  if (s.forced_eos_token_id && cur_len == s.max_length - 1) return s.forced_eos_token_id;
+  if (s.forced_bos_token_id && cur_len == 1) return s.forced_bos_token_id;
+  return std::nullopt;
 }
 
 void check_settings(const M2M100Model& model, const Seq2SeqSettings& s) {
@@ -59,7 +55,7 @@ void greedy(const M2M100Model& model, const std::vector<std::vector<int32_t>>& s
             const Seq2SeqSettings& s, std::vector<Seq2SeqResult>& results,
             const std::function<void(size_t, const Seq2SeqResult&)>& on_done) {
   const auto& cfg = model.config();
-  const size_t V = size_t(cfg.vocab_size), n = index.size();
+  const size_t n = index.size();
   std::vector<std::vector<int32_t>> batch;
   for (size_t i : index) batch.push_back(sources[i]);
   const auto cross = model.cross_caches(model.encode(batch));
@@ -76,17 +72,33 @@ void greedy(const M2M100Model& model, const std::vector<std::vector<int32_t>>& s
     if (on_done) on_done(index[i], r);
   };
   M2M100Model::Workspace ws;
+  ws.host_logits = false;  // each row's few best logits cross to the host, not the row
+  std::vector<RowTop> tops;
   for (size_t cur_len = 1; cur_len < s.max_length && !active.empty(); ++cur_len) {
     std::vector<M2M100Model::DecoderRow> rows;
     for (size_t i : active) rows.push_back({&caches[i], &cross[i], std::span<const int32_t>(&seqs[i].back(), 1)});
     model.decode(rows, true, ws);
-    auto& logits = ws.logits;
+    // The processors of `process` on the best 1 + |banned| tokens of each row: the first
+    // one not banned is the row's arg-max (the first maximum, as torch.argmax), unless a
+    // token is forced.
+    std::vector<std::vector<int32_t>> banned(active.size());
+    size_t most = 0;
+    for (size_t r = 0; r < active.size(); ++r) {
+      banned[r] = banned_after(seqs[active[r]], s.no_repeat_ngram_size);
+      most = std::max(most, banned[r].size());
+    }
+    model.top_k(ws, 1 + most, tops);
     std::vector<size_t> still;
     for (size_t r = 0; r < active.size(); ++r) {
       const size_t i = active[r];
-      float* row = logits.data() + r * V;
-      process(row, V, seqs[i], s);
-      const int32_t next = int32_t(std::max_element(row, row + V) - row);  // the first maximum, as torch.argmax
+      int32_t next = -1;
+      for (int32_t t : tops[r].tokens)
+        if (std::find(banned[r].begin(), banned[r].end(), t) == banned[r].end()) {
+          next = t;
+          break;
+        }
+      if (const auto forced = forced_token(seqs[i].size(), s)) next = *forced;
+      if (next < 0) throw Error("greedy decoding: every candidate token is banned");
       seqs[i].push_back(next);
       if (next == cfg.eos_token_id) finish(i);
       else still.push_back(i);
@@ -152,6 +164,8 @@ void beam_search(const M2M100Model& model, const std::vector<std::vector<int32_t
   };
 
   M2M100Model::Workspace ws;
+  ws.host_logits = false;
+  std::vector<RowTop> tops;
   for (size_t cur_len = 1;; ++cur_len) {
     std::vector<M2M100Model::DecoderRow> rows;
     std::vector<std::pair<size_t, size_t>> row_of;  // (sentence, beam)
@@ -166,48 +180,34 @@ void beam_search(const M2M100Model& model, const std::vector<std::vector<int32_t
     }
     if (rows.empty()) break;
     model.decode(rows, true, ws);
-    float* const logits = ws.logits.data();
     // Each row's own top K of log-softmax + processors + its running score (transformers:
     // log_softmax, then the processors, then + the beam's score). log-softmax is monotonic
-    // in the logits, so only the K best need their value: x − max − log Σ e^(x − max).
+    // in the logits, so only the K best need their value: x − max − log Σ e^(x − max). A row
+    // with banned n-grams reads K + |banned| (the K best not banned are among them).
+    std::vector<std::vector<int32_t>> banned(rows.size());
+    size_t most = 0;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const auto [i, b] = row_of[r];
+      banned[r] = banned_after(sent[i].running[b].seq, s.no_repeat_ngram_size);
+      most = std::max(most, banned[r].size());
+    }
+    model.top_k(ws, K + most, tops);
     std::vector<std::vector<Candidate>> row_top(rows.size());
-    cpu::parallel_for(rows.size(), [&](size_t r0, size_t r1) {
-      // One buffer per pool thread for the whole search (a fresh V-float vector per step is
-      // a fresh mapping to fault in).
-      thread_local std::vector<float> scratch;
-      scratch.resize(V);
-      for (size_t r = r0; r < r1; ++r) {
-        const auto [i, b] = row_of[r];
-        const Beam& beam = sent[i].running[b];
-        const float* row = logits + r * V;
-        const float m = cpu::vmath::max_of(row, V);
-        std::copy(row, row + V, scratch.data());
-        const float log_sum = float(std::log(double(cpu::vmath::exp_shifted_sum(scratch.data(), V, m))));
-        auto logp = [&](int32_t t) { return (row[t] - m) - log_sum; };
-        auto& top = row_top[r];
-        const size_t cur = beam.seq.size();
-        std::optional<int32_t> forced;
-        if (s.forced_bos_token_id && cur == 1) forced = s.forced_bos_token_id;
-        if (s.forced_eos_token_id && cur == s.max_length - 1) forced = s.forced_eos_token_id;
-        if (forced) {
-          // Every other token is −inf: the forced one scores 0 (not its log-probability).
-          top.push_back({0.0f + beam.score, b, *forced});
-          continue;
-        }
-        const auto banned = banned_after(beam.seq, s.no_repeat_ngram_size);
-        // The K best in one pass (ties: the lower token first, as a stable top-k).
-        const size_t k = std::min(K, V);
-        for (size_t v = 0; v < V; ++v) {
-          if (top.size() == k && !(row[v] > row[top.back().token])) continue;
-          if (!banned.empty() && std::find(banned.begin(), banned.end(), int32_t(v)) != banned.end()) continue;
-          auto at = std::upper_bound(top.begin(), top.end(), row[v],
-                                     [&](float value, const Candidate& c) { return value > row[c.token]; });
-          top.insert(at, {0.0f, b, int32_t(v)});
-          if (top.size() > k) top.pop_back();
-        }
-        for (auto& c : top) c.score = logp(c.token) + beam.score;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const auto [i, b] = row_of[r];
+      const Beam& beam = sent[i].running[b];
+      auto& top = row_top[r];
+      if (const auto forced = forced_token(beam.seq.size(), s)) {
+        // Every other token is −inf: the forced one scores 0 (not its log-probability).
+        top.push_back({0.0f + beam.score, b, *forced});
+        continue;
       }
-    });
+      const RowTop& t = tops[r];
+      for (size_t j = 0; j < t.tokens.size() && top.size() < std::min(K, V); ++j) {
+        if (std::find(banned[r].begin(), banned[r].end(), t.tokens[j]) != banned[r].end()) continue;
+        top.push_back({((t.logits[j] - t.max) - t.log_sum) + beam.score, b, t.tokens[j]});
+      }
+    }
 
     size_t r = 0;
     for (size_t i = 0; i < n; ++i) {

@@ -472,12 +472,20 @@ void M2M100Model::decode(const std::vector<DecoderRow>& rows, bool last_only, Wo
   }
   const Tensor normed = y.rows(0, n_out);
   layer_norm(last, dec_ln_, normed);
-  ws.logits.resize(n_out * V);
-  Tensor logits = ops_->host_view(ws.logits.data(), n_out, V);
-  const bool on_host = !logits.empty();
+  // The CPU computes into ws.logits itself; a device keeps them there, copied to the host
+  // only when asked (the beam search reads top_k instead).
+  const bool on_host = ops_->device().kind == DeviceKind::CPU;
+  if (on_host || ws.host_logits) ws.logits.resize(n_out * V);
+  Tensor logits = on_host ? ops_->host_view(ws.logits.data(), n_out, V) : Tensor();
   if (!on_host) sized(*ops_, ws.device_logits, n_out, V, logits);
   ops_->linear(normed, lm_head_ ? *lm_head_ : *embed_tokens_, logits);
-  if (!on_host) ops_->download(logits, ws.logits);
+  ws.last_logits = logits;
+  if (!on_host && ws.host_logits) ops_->download(logits, ws.logits);
+}
+
+void M2M100Model::top_k(const Workspace& ws, size_t k, std::vector<RowTop>& out) const {
+  if (ws.last_logits.empty()) throw Error("M2M100 top_k: no decode step's logits in the workspace");
+  ops_->top_k(ws.last_logits, std::min(k, ws.last_logits.cols()), out);
 }
 
 }  // namespace pivotmt

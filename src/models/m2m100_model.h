@@ -116,16 +116,22 @@ class M2M100Model {
   // Activations of decode passes, kept by the caller between steps: a step's buffers (the
   // logits of 64 hypotheses of NLLB's 256k vocabulary are 65 MB) are then reused instead of
   // mapped and zeroed afresh.
-  // The tensors are on the model's device, `logits` on the host.
+  // The tensors are on the model's device, `logits` on the host — unless host_logits is
+  // false: then the logits stay where they were computed (`last_logits`) for top_k.
   struct Workspace {
     Tensor x, y, qkv, ctx, inter, device_logits;
     std::vector<float> logits;
+    bool host_logits = true;
+    Tensor last_logits;  // the last decode's logits [rows, V] on the model's device (or a host view)
   };
   // Runs the decoder over every row's new tokens together and returns the logits
   // [rows, V] of each row's last token (last_only), or [Σ tokens, V] of all of them.
   std::vector<float> decode(const std::vector<DecoderRow>& rows, bool last_only = true) const;
   // The same into ws.logits (its size: rows · V or Σ tokens · V).
   void decode(const std::vector<DecoderRow>& rows, bool last_only, Workspace& ws) const;
+  // The last decode's logits rows as a beam search reads them (EncoderOps::top_k): on a GPU a
+  // few floats a row cross to the host, not the row.
+  void top_k(const Workspace& ws, size_t k, std::vector<RowTop>& out) const;
 
  private:
   struct Attention {

@@ -113,6 +113,29 @@ class CudaEncoderOps final : public EncoderOps {
     select();
     kernels::encoder_add(x.as<float>(), y.as<float>(), x.numel(), stream_);
   }
+  void do_top_k(const Tensor& logits, size_t k, std::vector<RowTop>& out) override {
+    if (k > size_t(kernels::kMaxTopK)) return EncoderOps::do_top_k(logits, k, out);  // the rows cross to the host
+    select();
+    const size_t n = logits.rows();
+    // stats [n, 2] F32, values [n, k] F32, tokens [n, k] I32: one buffer, one copy back.
+    const size_t floats = n * (2 + 2 * k);
+    if (top_.empty() || top_.numel() < floats) top_ = Tensor(device_, DType::F32, 1, std::max<size_t>(floats, 1024));
+    float* stats = top_.as<float>();
+    float* values = stats + 2 * n;
+    auto* tokens = reinterpret_cast<int32_t*>(values + n * k);
+    kernels::row_top_k(logits.as<float>(), int(n), int(logits.cols()), int(k), stats, values, tokens, stream_);
+    std::vector<float> host(floats);
+    check(cudaMemcpyAsync(host.data(), stats, floats * 4, cudaMemcpyDeviceToHost, stream_), "copy the top k to the host");
+    synchronize();
+    for (size_t r = 0; r < n; ++r) {
+      RowTop& t = out[r];
+      t.max = host[2 * r];
+      t.log_sum = host[2 * r + 1];
+      t.logits.assign(host.begin() + long(2 * n + r * k), host.begin() + long(2 * n + (r + 1) * k));
+      t.tokens.resize(k);
+      std::memcpy(t.tokens.data(), host.data() + 2 * n + n * k + r * k, k * 4);
+    }
+  }
   void do_relu(const Tensor& x) override {
     select();
     kernels::encoder_relu(x.as<float>(), x.numel(), stream_);
@@ -200,6 +223,7 @@ class CudaEncoderOps final : public EncoderOps {
   cudaStream_t stream_ = bs_.stream();
   cublasHandle_t blas_ = bs_.blas();
   Tensor bounds_;  // [2 T] int32: each row's first key, then each row's end
+  Tensor top_;     // top_k's results: stats, values, tokens
   std::vector<size_t> bounds_starts_;  // the sequence starts bounds_ holds
 };
 

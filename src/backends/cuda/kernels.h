@@ -24,6 +24,10 @@ void silu_mul(const void* gate_up, int ldg, int rows, int F, void* out, int ldo,
 void gather_rows(const void* x, int ldx, const int32_t* rows, int n, int cols, int elem_bytes, void* out, int ldo,
                  cudaStream_t s);
 // dst[i] = random_fill::value(seed, i, scale, offset) as F16 (random_fill.h).
+// --- top_k.cu: each logits row's max, log Σ e^(x − max) and k largest (EncoderOps::top_k).
+constexpr int kMaxTopK = 64;
+void row_top_k(const float* logits, int rows, int V, int k, float* stats, float* values, int32_t* tokens, cudaStream_t s);
+
 void fill_random_f16(void* dst, size_t count, uint64_t seed, float scale, float offset, cudaStream_t s);
 void fill_random_f32(float* dst, size_t count, uint64_t seed, float scale, float offset, cudaStream_t s);
 // Float conversion (F32 / F16 / BF16 codes 0 / 1 / 2), round to nearest even.
