@@ -17,6 +17,22 @@
 
 namespace pivotmt::cuda {
 
+void Pinned::reset(size_t n) {
+  release();
+  check(cudaHostAlloc(&ptr, n, cudaHostAllocDefault), "cudaHostAlloc (pinned staging)");
+  bytes = n;
+}
+
+void Pinned::release() {
+  if (ptr) check(cudaFreeHost(ptr), "cudaFreeHost");
+  ptr = nullptr;
+  bytes = 0;
+}
+
+Pinned::~Pinned() {
+  if (ptr) cudaFreeHost(ptr);
+}
+
 void check_cublas(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
     throw Error(fmt::format("cuBLAS {}: {} ({})", what, cublas().status_name(s), cublas().status_string(s)));

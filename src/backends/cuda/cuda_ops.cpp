@@ -4,16 +4,8 @@
 // a block table per sequence, shared prefixes referenced). Weights reach the device through
 // pinned staging buffers; F32 / BF16 checkpoints are converted to F16 on the device.
 //
-// Decode passes run as CUDA graphs (OpsOptions::cuda_graphs): a pass with one new row per
-// sequence defers its ops, each recorded with its kernel arguments (its "signature"), to
-// end_forward. There the graph captured for this row count is replayed when the pass's
-// signature is the one it was captured with; else the ops are captured into a new graph
-// (and run by launching it). The pass metadata of a graph lives at fixed addresses, in a
-// buffer of its row count with pack_pass's layout (T one-row sequences: tokens, positions,
-// slots, row → sequence, table offsets, then the block tables), uploaded before each
-// launch; the split-KV kernel cuts each row's keys itself, so a graph's split count is
-// fixed by its row count alone. An activation buffer reallocated by a longer prefill
-// changes the signature: that count's graph is captured again.
+// Decode passes run as CUDA graphs (OpsOptions::cuda_graphs): decode_graphs.h records,
+// captures and replays them; the ops here issue their kernels through it.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -27,6 +19,7 @@
 
 #include "backends/backend.h"
 #include "backends/cuda/cublas_loader.h"
+#include "backends/cuda/decode_graphs.h"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
 #include "backends/kv_blocks.h"
@@ -60,28 +53,7 @@ class CudaKv final : public KvStorage {
 
 BlockTable& table_of(const KvCache& c) { return static_cast<CudaKv&>(*c.storage).table; }
 
-// Pinned host memory (page-locked, so copies to the device are asynchronous).
-struct Pinned {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  void reset(size_t n) {
-    release();
-    check(cudaHostAlloc(&ptr, n, cudaHostAllocDefault), "cudaHostAlloc (pinned staging)");
-    bytes = n;
-  }
-  void release() {
-    if (ptr) check(cudaFreeHost(ptr), "cudaFreeHost");
-    ptr = nullptr;
-    bytes = 0;
-  }
-  ~Pinned() {
-    if (ptr) cudaFreeHost(ptr);
-  }
-};
-
 class CudaOps final : public Ops {
-  struct GraphSlot;  // a decode row count's CUDA graph (below)
-
  public:
   CudaOps(int device, const OpsOptions& options) : device_{DeviceKind::CUDA, device}, options_(options) {
     info_ = device_info(device);  // validates the index (clear error naming it)
@@ -101,6 +73,7 @@ class CudaOps final : public Ops {
       });
     }
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    graphs_ = std::make_unique<DecodeGraphs>(device_, stream_);
     check_cublas(cublas().create(&blas_), "cublasCreate");
     check_cublas(cublas().set_stream(blas_, stream_), "cublasSetStream");
     try {
@@ -117,7 +90,7 @@ class CudaOps final : public Ops {
   ~CudaOps() override {
     cudaSetDevice(device_.index);
     cudaStreamSynchronize(stream_);
-    graphs_.clear();
+    graphs_.reset();
     for (auto& e : staging_done_) cudaEventDestroy(e);
     cudaEventDestroy(meta_done_);
     if (rows_done_) cudaEventDestroy(rows_done_);
@@ -232,7 +205,7 @@ class CudaOps final : public Ops {
     }
     // Split-KV attention's partial softmax states: a fixed buffer taken before the pool is
     // sized (attention_splits() keeps every pass's splits inside it).
-    graphs_.clear();  // they name the pool, the RoPE table and the partials being replaced
+    graphs_->clear();  // they name the pool, the RoPE table and the partials being replaced
     attention_partials_ = Tensor(device_, DType::F32, 1, kAttentionPartialFloats);
     check(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_.index),
           "cudaDeviceGetAttribute(MultiProcessorCount)");
@@ -297,8 +270,7 @@ class CudaOps final : public Ops {
     const PassMetadata meta = pack_pass(b.tokens, b.positions, pass, mixed ? kSplitKvMaxRowsPerSequence + 1 : 1);
     for (int64_t p : b.positions)
       pass_max_keys_ = std::max(pass_max_keys_, p + 1 - paged::first_visible(p, int64_t(shape().window)));
-    graph_ = nullptr;
-    if (options_.cuda_graphs && !graphs_failed_ && pass_max_seq_rows_ == 1 && meta.T <= kMaxGraphRows &&
+    if (options_.cuda_graphs && graphs_->usable() && pass_max_seq_rows_ == 1 && meta.T <= kMaxGraphRows &&
         split_kv_shape_supported()) {
       begin_graph_pass(meta);
       return;
@@ -331,29 +303,13 @@ class CudaOps final : public Ops {
   }
 
   // A decode pass headed for a CUDA graph: its metadata into its row count's buffer (fixed
-  // addresses), its ops deferred to end_forward.
+  // addresses), its ops recorded until end_forward.
   void begin_graph_pass(const PassMetadata& meta) {
-    auto& slot = graphs_[meta.T];
-    if (!slot) {
-      slot = std::make_unique<GraphSlot>();
-      check(cudaEventCreateWithFlags(&slot->uploaded, cudaEventDisableTiming), "cudaEventCreate");
-      slot->splits = attention_splits(int(meta.T), int(shape().heads), int(shape().kv_heads), int(shape().head_dim),
-                                      kUnboundedKeys);
-    }
     // Tokens through the block tables (a decode pass reads no query tiles).
-    const size_t used = meta.query_tiles();
-    check(cudaEventSynchronize(slot->uploaded), "wait for the previous upload of a graph's metadata");
-    if (used > slot->capacity) {  // a larger buffer moves the metadata: the graph read the old one
-      slot->drop_graph(stream_);
-      slot->capacity = 2 * used;
-      slot->meta = Tensor(device_, DType::I32, 1, slot->capacity);
-      slot->meta_host.reset(slot->capacity * 4);
-    }
-    std::memcpy(slot->meta_host.ptr, meta.data.data(), used * 4);
-    check(cudaMemcpyAsync(slot->meta.data(), slot->meta_host.ptr, used * 4, cudaMemcpyHostToDevice, stream_),
-          "copy a graph's pass metadata");
-    check(cudaEventRecord(slot->uploaded, stream_), "cudaEventRecord");
-    const int32_t* d = slot->meta.as<int32_t>();
+    const int32_t* d =
+        graphs_->begin(meta.T, meta.data.data(), meta.query_tiles(),
+                       attention_splits(int(meta.T), int(shape().heads), int(shape().kv_heads), int(shape().head_dim),
+                                        kUnboundedKeys));
     d_tokens_ = d + meta.tokens();
     d_positions_ = d + meta.positions();
     d_slots_ = d + meta.slots();
@@ -364,102 +320,35 @@ class CudaOps final : public Ops {
     query_tiles_ = 0;
     d_few_rows_ = nullptr;
     few_rows_ = 0;
-    graph_ = slot.get();
-    graphable_ = true;
-    deferred_.clear();
-    signature_.assign({int64_t(meta.T), address(d)});
   }
 
-  // An op's kernels: launched now, or (a pass headed for a graph) recorded to run at
-  // end_forward, with the values that make its launches what they are: every kernel
-  // argument but the pass metadata (fixed per graph) and the stream.
+  // An op's kernels, through the graphs (launched now, or recorded for the pass's graph).
   template <class Body>
   void issue(std::initializer_list<int64_t> signature, Body&& body) {
-    if (!graph_) {
-      body();
-      return;
-    }
-    signature_.insert(signature_.end(), signature);
-    deferred_.emplace_back(std::forward<Body>(body));
+    graphs_->issue(signature, std::forward<Body>(body));
   }
-  static int64_t address(const void* p) { return int64_t(reinterpret_cast<uintptr_t>(p)); }
-  static int64_t bits(float f) {
-    uint32_t b;
-    std::memcpy(&b, &f, 4);
-    return b;
-  }
-  static int64_t shape_of(const Tensor& t) { return int64_t(t.rows()) << 40 | int64_t(t.cols()) << 20 | int64_t(t.stride()); }
+  static int64_t address(const void* p) { return DecodeGraphs::address(p); }
+  static int64_t bits(float f) { return DecodeGraphs::bits(f); }
+  static int64_t shape_of(const Tensor& t) { return DecodeGraphs::shape_of(t); }
 
-  // Replays the row count's graph, or captures one; a pass that cannot be a graph (an op's
-  // form a graph does not hold) runs its ops as they were recorded.
   void do_end_forward() override {
-    if (!graph_) return;
-    GraphSlot& slot = *std::exchange(graph_, nullptr);
-    const std::vector<std::function<void()>> work = std::move(deferred_);
-    deferred_.clear();
-    if (!graphable_) {
-      for (const auto& w : work) w();
-      return;
+    std::string failure;
+    switch (graphs_->end(failure)) {
+      case DecodeGraphs::Ended::Replayed: ++counters_.graph_replays; break;
+      case DecodeGraphs::Ended::Captured: ++counters_.graph_captures; break;
+      case DecodeGraphs::Ended::CaptureFailed:
+        fmt::print(stderr, "warning: {}: capturing a decode step as a CUDA graph failed ({}); decode steps run without graphs\n",
+                   describe(), failure);
+        break;
+      default: break;
     }
-    if (slot.exec && slot.signature == signature_) {
-      check(cudaGraphLaunch(slot.exec, stream_), "cudaGraphLaunch (a decode step)");
-      ++counters_.graph_replays;
-      return;
-    }
-    slot.drop_graph(stream_);
-    try {
-      capture(slot, work);
-    } catch (const Error& e) {
-      // Graphs are a speed-up: a capture the driver refuses leaves decode steps as launches.
-      graphs_failed_ = true;
-      slot.drop_graph(stream_);
-      fmt::print(stderr, "warning: {}: capturing a decode step as a CUDA graph failed ({}); decode steps run without graphs\n",
-                 describe(), e.what());
-      for (const auto& w : work) w();
-      return;
-    }
-    ++counters_.graph_captures;
-  }
-  void capture(GraphSlot& slot, const std::vector<std::function<void()>>& work) {
-    // Thread-local mode: other devices' threads (--devices all) may allocate meanwhile.
-    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-    try {
-      for (const auto& w : work) w();
-    } catch (...) {
-      cudaGraph_t abandoned = nullptr;
-      cudaStreamEndCapture(stream_, &abandoned);
-      if (abandoned) cudaGraphDestroy(abandoned);
-      cudaGetLastError();
-      throw;
-    }
-    cudaGraph_t graph = nullptr;
-    check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
-    const cudaError_t instantiated = cudaGraphInstantiate(&slot.exec, graph, 0);
-    cudaGraphDestroy(graph);
-    if (instantiated != cudaSuccess) slot.exec = nullptr;
-    check(instantiated, "cudaGraphInstantiate");
-    slot.signature = signature_;
-    check(cudaGraphLaunch(slot.exec, stream_), "cudaGraphLaunch (a decode step)");
   }
   // The ops called before the abort run, as they would have without a graph (the op
-  // harness ends its passes so); an error doing so is dropped for the one that aborted.
-  void do_abort_forward() override {
-    try {
-      flush_deferred();
-    } catch (const std::exception&) {
-      graph_ = nullptr;
-      deferred_.clear();
-    }
-  }
+  // harness ends its passes so).
+  void do_abort_forward() override { graphs_->abort(); }
   // Something needs the pass's results before end_forward (a read to the host mid-pass: the
   // op harness): the recorded ops run now, and the rest of the pass as it comes.
-  void flush_deferred() {
-    if (!graph_) return;
-    graph_ = nullptr;
-    const std::vector<std::function<void()>> work = std::move(deferred_);
-    deferred_.clear();
-    for (const auto& w : work) w();
-  }
+  void flush_deferred() { graphs_->flush(); }
 
   void do_embed(const LinearWeights& table, const Tensor& x) override {
     const void* w = static_cast<const CudaLinear&>(table).w.data();
@@ -558,11 +447,11 @@ class CudaOps final : public Ops {
   // A graph's split count (fixed per row count), when this pass is headed for one and the
   // split-KV kernel takes these rows (else the pass runs as launches: 0).
   int graph_splits(const Tensor& qkv) {
-    if (!graph_) return 0;
+    if (!graphs_->recording()) return 0;
     if (kernels::attention_split_supported(int(shape().heads), int(shape().kv_heads), int(shape().head_dim),
                                            int(qkv.stride()), qkv.data()))
-      return graph_->splits;
-    graphable_ = false;
+      return graphs_->splits();
+    graphs_->not_graphable();
     return 0;
   }
   // The attention kernels over the cache (this pass's keys and values already in it);
@@ -614,7 +503,7 @@ class CudaOps final : public Ops {
   }
   void do_gather_rows(const Tensor& x, std::span<const size_t> rows, const Tensor& out) override {
     if (rows.empty()) return;
-    if (graph_) {
+    if (graphs_->recording()) {
       bool identity = rows.size() == x.rows();
       for (size_t i = 0; identity && i < rows.size(); ++i) identity = rows[i] == i;
       const int elem = int(dtype_size(x.dtype()));
@@ -625,7 +514,7 @@ class CudaOps final : public Ops {
         });
         return;
       }
-      graphable_ = false;
+      graphs_->not_graphable();
       issue({}, [=, this, rows = std::vector<size_t>(rows.begin(), rows.end())] { gather_now(x, rows, out); });
       return;
     }
@@ -843,32 +732,7 @@ class CudaOps final : public Ops {
   // --- CUDA graphs of decode passes (the file's comment says how they work)
   static constexpr size_t kMaxGraphRows = 256;  // passes of more rows are not graphed
   enum OpCode : int64_t { kEmbed = 1, kRmsnorm, kLinear, kAdd, kSiluMul, kRope, kAttention, kRopeAttention, kAddRmsnorm, kGatherRows };
-  struct GraphSlot {
-    Tensor meta;  // [capacity] int32: pack_pass's layout up to the block tables
-    size_t capacity = 0;
-    Pinned meta_host;
-    cudaEvent_t uploaded = nullptr;  // the last upload from meta_host done
-    cudaGraphExec_t exec = nullptr;
-    std::vector<int64_t> signature;  // of the pass it was captured from
-    int splits = 1;                  // split-KV attention's
-    void drop_graph(cudaStream_t stream) {
-      if (!exec) return;
-      cudaStreamSynchronize(stream);  // no launch of it in flight
-      cudaGraphExecDestroy(exec);
-      exec = nullptr;
-      signature.clear();
-    }
-    ~GraphSlot() {
-      if (exec) cudaGraphExecDestroy(exec);
-      if (uploaded) cudaEventDestroy(uploaded);
-    }
-  };
-  std::map<size_t, std::unique_ptr<GraphSlot>> graphs_;  // by row count
-  GraphSlot* graph_ = nullptr;  // the pass's, while its ops are deferred
-  bool graphable_ = false;      // every op of the pass so far has a form a graph holds
-  bool graphs_failed_ = false;  // a capture failed: no more graphs on this device
-  std::vector<std::function<void()>> deferred_;
-  std::vector<int64_t> signature_;
+  std::unique_ptr<DecodeGraphs> graphs_;  // made with the stream
   const int32_t *d_tokens_ = nullptr, *d_positions_ = nullptr, *d_slots_ = nullptr, *d_row_seq_ = nullptr,
                 *d_offsets_ = nullptr, *d_tables_ = nullptr;
 };

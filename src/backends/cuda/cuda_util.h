@@ -19,6 +19,19 @@ inline void check(cudaError_t e, const char* what) {
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 void check_cublas(cublasStatus_t s, const char* what);
 
+// Pinned host memory (page-locked, so copies to the device are asynchronous): staging
+// buffers and the per-pass metadata's host side (cuda_backend.cpp).
+struct Pinned {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  void reset(size_t n);
+  void release();
+  Pinned() = default;
+  Pinned(const Pinned&) = delete;
+  Pinned& operator=(const Pinned&) = delete;
+  ~Pinned();
+};
+
 // Blocks of `threads` covering n items, capped where a grid-stride loop takes over.
 inline unsigned blocks_for(size_t n, unsigned threads) {
   const size_t b = (n + threads - 1) / threads;
