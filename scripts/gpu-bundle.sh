@@ -35,7 +35,7 @@ for p in "${programs[@]}"; do ldd "build/$p"; done | awk '/=>/ {print $3}' | sor
   esac
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$B/lib/glibc/"
-ldd --version | head -1 | awk '{print $NF}' >"$B/lib/glibc/VERSION"
+ldd --version | awk 'NR == 1 {print $NF}' >"$B/lib/glibc/VERSION"  # awk reads it all: no SIGPIPE under pipefail
 
 # Fixtures (../shared is not on the GPU machine): tiny-tower without its 14 MB golden (its
 # prompts.json carries the real prompts; its parity is checked against the CPU engine).
