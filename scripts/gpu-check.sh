@@ -333,8 +333,12 @@ if [[ "$EMULATED" == 1 || ! -x "$BIN/bench_train" ]]; then
   row "fine-tuning speed" "not run" "$([[ "$EMULATED" == 1 ]] && echo "the CUDA emulator times nothing (test_gpu_train checks the numerics)" || echo "no bench_train")"
 else
   t=$(date +%s)
-  PIVOTMT_BENCH_LAUNCH="$(printf '%q ' "${LOADER[@]}")" bounded "$(limit 60)" "${LOADER[@]}" "$BIN/bench_train" --preset small --steps 2 --seq-len 512 --device "$DEV" \
-    >"$LOGS/bench_train.log" 2>&1
+  # The peer where torch is installed: PyTorch with an F16 base under autocast (peft and
+  # bitsandbytes are not on the GPU machine: LoRA layers written as PEFT's).
+  PEER=()
+  python3 -c "import torch, transformers" 2>/dev/null && PEER=(--python python3)
+  PIVOTMT_BENCH_LAUNCH="$(printf '%q ' "${LOADER[@]}")" bounded "$(limit 90)" "${LOADER[@]}" "$BIN/bench_train" --preset small --steps 2 --seq-len 512 --device "$DEV" \
+    "${PEER[@]}" >"$LOGS/bench_train.log" 2>&1
   rc=$?
   row "fine-tuning speed (small, $DEV)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
     "$(grep -E '^pivotmt' "$LOGS/bench_train.log" | tr -s ' ' | tr '\n' ';'); $(elapsed $t)"
