@@ -207,11 +207,14 @@ TEST(GpuTrain, EveryOpEqualsTheCpuReference) {
                                                             : values.size() / 2 + (values.size() + 63) / 64 * 4;
     EXPECT_EQ(fg->bytes, want_bytes) << base_weights_name(storage);
     // The base GEMM: F32 mode exactly the CPU's path; F16 mode (inputs rounded to F16, F32
-    // sums) within F16's rounding of the CPU's F32 products.
+    // sums) within F16's rounding of the CPU's F32 products — also for activations far from
+    // 1: a long window's gradients (~1e-7, F16's subnormals unscaled) and outliers past
+    // F16's 65504, which the F16 path scales by a power of two before rounding.
+    for (float magnitude : {1.0f, 1e-7f, 2e5f})
     for (bool trans_w : {true, false}) {
       const size_t M = 6, N = trans_w ? m.out : m.in, K = trans_w ? m.in : m.out;
-      const auto x = random_values(M * (K + 3), rng);
-      const auto y0 = random_values(M * N, rng);
+      const auto x = random_values(M * (K + 3), rng, magnitude);
+      const auto y0 = random_values(M * N, rng, magnitude);
       std::vector<float> want_y = y0, got_y(M * N);
       FrozenMatrix host = m;
       const auto fc = b.cpu->frozen(host);
@@ -228,7 +231,7 @@ TEST(GpuTrain, EveryOpEqualsTheCpuReference) {
         const bool f16 = compute == train::BaseCompute::F16;
         EXPECT_TRUE(close(want_y, got_y, f16 ? 3e-3 : 1e-5,
                           std::string("base_gemm ") + base_weights_name(storage) + (f16 ? " f16" : " f32") +
-                              (trans_w ? " (x Wt)" : " (dy W)")));
+                              (trans_w ? " (x Wt)" : " (dy W)") + " magnitude " + std::to_string(magnitude)));
       }
     }
     if (storage == BaseWeights::F32) {

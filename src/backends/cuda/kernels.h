@@ -201,7 +201,11 @@ int train_sum_squares(const float* x, size_t n, double* partial, int max_blocks,
 void train_scale(float* x, size_t n, float scale, cudaStream_t s);
 void train_adamw(float* p, const float* g, float* m, float* v, size_t n, const train::AdamWScalars& scalars,
                  cudaStream_t s);
-void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s);  // out contiguous
+// out contiguous = in · scale rounded to F16 (scale: a power of two, exact).
+void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s, float scale = 1.0f);
+// max |x| of a [rows, cols] matrix: one partial per block (at most max_blocks) in partial[];
+// returns how many blocks ran (a NaN anywhere makes a partial NaN).
+int train_max_abs(const float* in, int rows, int cols, int ld, float* partial, int max_blocks, cudaStream_t s);
 void train_nf4_to_f16(const uint8_t* packed, const float* absmax, const float* codes, size_t numel, uint16_t* out,
                       cudaStream_t s);
 }  // namespace pivotmt::cuda::kernels

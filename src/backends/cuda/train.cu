@@ -289,10 +289,33 @@ __global__ void nf4_dequantize_kernel(const uint8_t* packed, const float* absmax
 
 // F16 operands of a tensor-core GEMM: an F32 matrix [rows, cols] (ld apart) rounded to
 // nearest, or NF4 codes dequantised (the code times its block's absmax in F32, then rounded).
-__global__ void f32_to_f16_kernel(const float* in, int rows, int cols, int ld, __half* out) {
+// `scale`: a power of two (exact) applied before rounding.
+__global__ void f32_to_f16_kernel(const float* in, int rows, int cols, int ld, float scale, __half* out) {
   const size_t n = size_t(rows) * cols;
   for (size_t e = blockIdx.x * size_t(blockDim.x) + threadIdx.x; e < n; e += size_t(gridDim.x) * blockDim.x)
-    out[e] = __float2half_rn(in[(e / cols) * ld + e % cols]);
+    out[e] = __float2half_rn(in[(e / cols) * ld + e % cols] * scale);
+}
+
+// max |x| over a [rows, cols] matrix (ld apart) of a grid-stride share per block: the
+// block's in partial[blockIdx.x] (NaN kept: fmaxf would drop it, and a NaN must show).
+__global__ void max_abs_kernel(const float* in, int rows, int cols, int ld, float* partial) {
+  __shared__ float warp_max[kThreads / 32];
+  const size_t n = size_t(rows) * cols;
+  float m = 0.0f;
+  for (size_t e = blockIdx.x * size_t(blockDim.x) + threadIdx.x; e < n; e += size_t(gridDim.x) * blockDim.x) {
+    const float a = fabsf(in[(e / cols) * ld + e % cols]);
+    m = (a > m || a != a) ? a : m;
+  }
+  for (int o = 16; o > 0; o /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, m, o);
+    m = (other > m || other != other) ? other : m;
+  }
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < int(blockDim.x / 32); ++w) m = (warp_max[w] > m || warp_max[w] != warp_max[w]) ? warp_max[w] : m;
+    partial[blockIdx.x] = m;
+  }
 }
 
 __global__ void nf4_to_f16_kernel(const uint8_t* packed, const float* absmax, const float* codes, size_t numel,
@@ -444,10 +467,17 @@ void train_nf4_dequantize(const uint8_t* packed, const float* absmax, const floa
            absmax, codes, numel, out);
 }
 
-void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s) {
+int train_max_abs(const float* in, int rows, int cols, int ld, float* partial, int max_blocks, cudaStream_t s) {
+  const size_t n = size_t(rows) * cols;
+  const int blocks = int(std::min<size_t>(size_t(max_blocks), std::max<size_t>(1, blocks_for(n, kThreads))));
+  launch("max_abs_kernel", max_abs_kernel, unsigned(blocks), kThreads, s, in, rows, cols, ld, partial);
+  return blocks;
+}
+
+void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s, float scale) {
   const size_t n = size_t(rows) * cols;
   if (n)
-    launch("f32_to_f16_kernel", f32_to_f16_kernel, blocks_for(n, kThreads), kThreads, s, in, rows, cols, ld,
+    launch("f32_to_f16_kernel", f32_to_f16_kernel, blocks_for(n, kThreads), kThreads, s, in, rows, cols, ld, scale,
            reinterpret_cast<__half*>(out));
 }
 

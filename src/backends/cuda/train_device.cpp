@@ -5,6 +5,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -129,11 +131,17 @@ class CudaTrainDevice final : public train::TrainDevice {
         kernels::train_f32_to_f16(f.values.as<float>(), int(f.out), int(f.in), int(f.in), out, stream_);
       w16 = out;
     }
-    // A [M, K] rounded to F16, contiguous.
+    // A [M, K] rounded to F16, contiguous, after scaling by a power of two that brings its
+    // largest magnitude to [2^13, 2^14): F16 then keeps 28 binary orders below it at full
+    // precision. Unscaled, a long window's gradients (~1e-6 to 1e-8: the loss is a mean
+    // over thousands of tokens) would be F16 subnormals or zeros, and outliers past 65504
+    // infinities — what PyTorch's GradScaler guards against with its loss scale. The
+    // product is then multiplied by alpha / scale (exact: powers of two).
+    const float scale = f16_scale(A, M, K, lda);
     if (a16_.empty() || a16_.numel() * 2 < M * K) a16_ = buffer((M * K + 1) / 2);
-    kernels::train_f32_to_f16(A, int(M), int(K), int(lda), a16_.as<uint16_t>(), stream_);
-    kernels::train_gemm(blas_, false, trans_w, int(M), int(N), int(K), alpha, a16_.data(), int(K), w16, int(f.in), beta,
-                        C, int(ldc), true);
+    kernels::train_f32_to_f16(A, int(M), int(K), int(lda), a16_.as<uint16_t>(), stream_, scale);
+    kernels::train_gemm(blas_, false, trans_w, int(M), int(N), int(K), alpha / scale, a16_.data(), int(K), w16, int(f.in),
+                        beta, C, int(ldc), true);
   }
   void gemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha, const float* A, size_t lda,
             const float* B, size_t ldb, float beta, float* C, size_t ldc) override {
@@ -242,6 +250,22 @@ class CudaTrainDevice final : public train::TrainDevice {
 
  private:
   void select() const { check(cudaSetDevice(device_.index), "cudaSetDevice"); }
+  // The power of two base_gemm scales F16 activations by (1 for zeros, NaN or infinity:
+  // those propagate as they are). Reads max |A| back: a wait per product, microseconds
+  // against the product itself.
+  float f16_scale(const float* A, size_t M, size_t K, size_t lda) {
+    constexpr int kMaxBlocks = 264;
+    if (partials_.empty()) partials_ = buffer(2 * kMaxBlocks);
+    const int blocks = kernels::train_max_abs(A, int(M), int(K), int(lda), partials_.as<float>(), kMaxBlocks, stream_);
+    std::vector<float> maxima(static_cast<size_t>(blocks));
+    download(partials_.data(), maxima.size() * sizeof(float), maxima.data());
+    float amax = 0.0f;
+    for (float m : maxima) amax = (m > amax || std::isnan(m)) ? m : amax;
+    if (!(amax > 0.0f) || !std::isfinite(amax)) return 1.0f;
+    int e = 0;
+    std::frexp(amax, &e);  // amax = f · 2^e, f in [0.5, 1)
+    return std::ldexp(1.0f, std::clamp(14 - e, -100, 100));
+  }
   void upload_ints(const int32_t* v, size_t n) {
     if (ints_.empty() || ints_.numel() < n) ints_ = Tensor(device_, DType::I32, 1, std::max<size_t>(2 * n, 64));
     upload(v, n * sizeof(int32_t), ints_.data());
@@ -257,7 +281,7 @@ class CudaTrainDevice final : public train::TrainDevice {
   Tensor D_;                     // attention backward's dO·O per (head, row)
   Tensor ints_;                  // token ids or labels
   Tensor row_loss_;              // cross-entropy's per-row losses (doubles)
-  Tensor partials_;              // sum_squares' per-block partials (doubles)
+  Tensor partials_;              // sum_squares' (doubles) and max_abs' (floats) per-block partials
   train::BaseCompute compute_;
   Tensor a16_;                   // base_gemm's activations in F16
 };
