@@ -22,22 +22,32 @@ Two workloads (--triples):
 Python side: RegressionMetric.predict(batch_size=16, gpus=0) as comet-score runs on a CPU
 (sorted by length, F32), torch threads = the cores; timed after loading. pivotmt side:
 bench/bench_comet (build/bench/bench_comet) on the same weights, timed after loading.
-Development machine only (pip install unbabel-comet torch transformers safetensors):
+Development machine (pip install unbabel-comet torch transformers safetensors):
 
     python3 bench/side_by_side_comet.py --work /tmp/comet-side-by-side [--segments 1000]
+
+--device cuda: both on the GPU (predict(gpus=1); bench_comet ... cuda). Where unbabel-comet
+is not installed (the GPU machine: torch and transformers only), the metric's weights are
+written under its key names from a transformers XLMRobertaModel and the peer is COMET's
+RegressionMetric forward written here in torch — XLM-R with every layer's states, the
+sparsemax layer mix (uniform for equal parameters) times gamma, average pooling over the
+mask, the features (mt, ref, mt·ref, |mt − ref|, mt·src, |mt − src|) and the Tanh
+estimator, batches of 16 sorted by length —: the same computation without Lightning's
+overhead, so if anything faster than unbabel-comet.
 """
 import argparse
 import csv
 import glob
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared")
+SHARED = os.environ.get("PIVOTMT_SHARED_DIR") or os.path.join(ROOT, "..", "shared")  # gpu-check.sh: the bundle's
 csv.field_size_limit(1 << 30)
 
 
@@ -69,6 +79,87 @@ def ablation_triples(n):
     if len(rows) < n:
         sys.exit(f"only {len(rows)} rows in the fixtures")
     return rows[:n]
+
+
+XLMR_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                  max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
+                  eos_token_id=2)
+
+
+class TorchComet:
+    """wmt22-comet-da's RegressionMetric forward in torch (the peer where unbabel-comet is absent)."""
+
+    def __init__(self, enc_dir, encoder, estimator, layers, device):
+        import torch
+        from transformers import PreTrainedTokenizerFast
+        self.torch = torch
+        self.tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(enc_dir, "tokenizer.json"), bos_token="<s>",
+                                           eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+        self.encoder = encoder.to(device).eval()
+        self.estimator = [(w.to(device), b.to(device)) for w, b in estimator]
+        self.weights = torch.full((layers,), 1.0 / layers, device=device)  # sparsemax of equal parameters
+        self.gamma = 1.0
+        self.device = device
+
+    def embed(self, texts):
+        torch = self.torch
+        t = self.tok(texts, padding=True, truncation=True, max_length=512, return_tensors="pt").to(self.device)
+        out = self.encoder(input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True)
+        layers = torch.stack(out.hidden_states)  # [L + 1, B, T, H]
+        mixed = self.gamma * (self.weights[:, None, None, None] * layers).sum(0)
+        mask = t["attention_mask"].unsqueeze(-1).to(mixed.dtype)
+        return (mixed * mask).sum(1) / mask.sum(1)
+
+    def predict(self, rows, batch_size):
+        torch = self.torch
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["src"]))
+        scores = [0.0] * len(rows)
+        with torch.no_grad():
+            for b0 in range(0, len(order), batch_size):
+                idx = order[b0:b0 + batch_size]
+                src, mt, ref = (self.embed([rows[i][k] for i in idx]) for k in ("src", "mt", "ref"))
+                x = torch.cat((mt, ref, mt * ref, (mt - ref).abs(), mt * src, (mt - src).abs()), dim=1)
+                for n, (w, b) in enumerate(self.estimator):
+                    x = x @ w.t() + b
+                    if n + 1 < len(self.estimator):
+                        x = torch.tanh(x)
+                for i, v in zip(idx, x[:, 0].tolist()):
+                    scores[i] = v
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return scores
+
+
+def make_model_without_comet(work, device):
+    import torch
+    from safetensors.torch import save_file
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+    enc, met = os.path.join(work, "encoder"), os.path.join(work, "metric")
+    os.makedirs(enc, exist_ok=True)
+    os.makedirs(met, exist_ok=True)
+    tok = os.path.join(ROOT, "tests/goldens/unigram/tokenizer.json")
+    shutil.copy(tok, enc)
+    vocab = len(json.load(open(tok, encoding="utf-8"))["model"]["vocab"])
+    torch.manual_seed(5)
+    cfg = XLMRobertaConfig(vocab_size=vocab, **XLMR_LARGE)
+    encoder = XLMRobertaModel(cfg, add_pooling_layer=False)
+    cfg.save_pretrained(enc)  # config.json only: the metric's file holds the encoder's weights
+    torch.manual_seed(7)
+    sizes = [6 * 1024, 3072, 1024, 1]
+    estimator = []
+    for a, b in zip(sizes, sizes[1:]):
+        layer = torch.nn.Linear(a, b)
+        estimator.append((layer.weight.detach(), layer.bias.detach()))
+    layers = cfg.num_hidden_layers + 1
+    state = {"encoder.model." + k: v.contiguous() for k, v in encoder.state_dict().items() if "position_ids" not in k}
+    for i in range(layers):
+        state[f"layerwise_attention.scalar_parameters.{i}"] = torch.zeros(1)
+    state["layerwise_attention.gamma"] = torch.ones(1)
+    for n, (w, b) in enumerate(estimator):
+        state[f"estimator.ff.{3 * n}.weight"] = w.contiguous()
+        state[f"estimator.ff.{3 * n}.bias"] = b.contiguous()
+    save_file(state, os.path.join(met, "model.safetensors"))
+    return TorchComet(enc, encoder, estimator, layers, device), enc, met
 
 
 def make_model(work):
@@ -114,6 +205,9 @@ def main():
     ap.add_argument("--bench", default=os.path.join(ROOT, "build/bench/bench_comet"))
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--triples", choices=("ablation", "distinct"), default="distinct")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--peer", choices=("auto", "comet", "torch"), default="auto",
+                    help="unbabel-comet, or COMET's forward written in torch (auto: comet when installed)")
     args = ap.parse_args()
     import torch
     os.makedirs(args.work, exist_ok=True)
@@ -121,10 +215,22 @@ def main():
     data = os.path.join(args.work, f"triples_{args.triples}_{args.segments}.jsonl")
     with open(data, "w", encoding="utf-8") as f:
         f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    model, enc, met = make_model(args.work)
+    peer = args.peer
+    if peer == "auto":
+        try:
+            import comet  # noqa: F401
+            peer = "comet"
+        except ImportError:
+            peer = "torch"
+    if peer == "comet":
+        model, enc, met = make_model(args.work)
+    else:
+        model, enc, met = make_model_without_comet(args.work, args.device)
     # pivotmt first (it needs the memory PyTorch would otherwise hold during its run).
     ours_json = os.path.join(args.work, "pivotmt_scores.json")
-    r = subprocess.run([args.bench, met, enc, data, ours_json], capture_output=True, text=True)
+    launch = shlex.split(os.environ.get("PIVOTMT_BENCH_LAUNCH", ""))  # gpu-check.sh's loader of a bundle's libraries
+    r = subprocess.run(launch + [args.bench, met, enc, data, ours_json] + ([args.device] if args.device != "cpu" else []),
+                       capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(r.stderr[-3000:])
     print(r.stdout.strip())
@@ -132,16 +238,22 @@ def main():
     threads = os.cpu_count()
     torch.set_num_threads(threads)
     t0 = time.time()
-    pred = model.predict(rows, batch_size=args.batch_size, gpus=0, progress_bar=False)
+    if peer == "comet":
+        pred = model.predict(rows, batch_size=args.batch_size, gpus=1 if args.device == "cuda" else 0, progress_bar=False)
+        their_scores, their_system, name = pred.scores, pred.system_score, "unbabel-comet"
+    else:
+        their_scores = model.predict(rows, args.batch_size)
+        their_system, name = sum(their_scores) / len(their_scores), "COMET's forward in torch (unbabel-comet absent)"
     theirs_s = time.time() - t0
-    diffs = [abs(a - b) for a, b in zip(pred.scores, ours["scores"])]
+    diffs = [abs(a - b) for a, b in zip(their_scores, ours["scores"])]
+    where = "the GPU" if args.device == "cuda" else f"{threads} threads"
     print(f"workload: {args.triples}")
-    print(f"unbabel-comet {args.segments} segments, batch {args.batch_size}, {threads} threads: {theirs_s:.1f} s "
-          f"({args.segments / theirs_s:.2f} segments/s), system {pred.system_score:.6f}")
+    print(f"{name}, torch {torch.__version__}: {args.segments} segments, batch {args.batch_size}, {where}: {theirs_s:.1f} s "
+          f"({args.segments / theirs_s:.2f} segments/s), system {their_system:.6f}")
     print(f"pivotmt: {ours['seconds']:.1f} s ({args.segments / ours['seconds']:.2f} segments/s), system "
           f"{ours['system_score']:.6f}")
     print(f"speed-up {theirs_s / ours['seconds']:.2f}x; largest segment difference {max(diffs):.2e}, "
-          f"system difference {abs(pred.system_score - ours['system_score']):.2e}")
+          f"system difference {abs(their_system - ours['system_score']):.2e}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ B="$STAGE/pivotmt-gpu"
 mkdir -p "$B/bin" "$B/lib" "$B/shared/fixtures/models"
 
 programs=(apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_cuda_kernels tests/test_gpu_engine
-          tests/test_gpu_encoder tests/test_gpu_train bench/bench_gpu bench/bench_nllb bench/bench_train)
+          tests/test_gpu_encoder tests/test_gpu_train bench/bench_gpu bench/bench_nllb bench/bench_train bench/bench_comet)
 for p in "${programs[@]}"; do strip -o "$B/bin/$(basename "$p")" "build/$p"; done
 
 # Shared libraries: everything ldd resolves except the driver (libcuda). cuBLAS is not
@@ -46,6 +46,9 @@ for m in tiny-gqa tiny-bf16-tied tiny-sharded tiny-tower tiny-minilm; do
     cp -r "$f" "$B/shared/fixtures/models/$m/"
   done
 done
+# The example pools the COMET side by side takes its distinct triples from (~0.9 MB).
+mkdir -p "$B/shared/fixtures/original"
+cp "$SHARED"/fixtures/original/{konkani,arabic}_train_pool_reconstructed.jsonl "$B/shared/fixtures/original/"
 # What it was built from: gpu-check.sh refuses it for a checkout with other sources.
 { git rev-parse HEAD; git diff --quiet HEAD -- src apps tests bench fuzz CMakeLists.txt || echo "(with uncommitted changes)"; } |
   paste -sd' ' >"$B/COMMIT"

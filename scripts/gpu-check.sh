@@ -106,7 +106,7 @@ else
   BIN="$ROOT/build/bundle-bin"
   mkdir -p "$BIN"
   for p in apps/pivotmt/pivotmt tests/ops_harness tests/test_cuda tests/test_cuda_kernels tests/test_gpu_engine \
-    tests/test_gpu_encoder tests/test_gpu_train bench/bench_gpu bench/bench_nllb bench/bench_train; do
+    tests/test_gpu_encoder tests/test_gpu_train bench/bench_gpu bench/bench_nllb bench/bench_train bench/bench_comet; do
     ln -sf "$ROOT/build/$p" "$BIN/$(basename "$p")"
   done
   LIBS=""
@@ -325,6 +325,22 @@ else
   rc=$?
   row "NLLB side by side (600M shape)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
     "$(grep -E '^\| (greedy|4 beams)' "$LOGS/nllb_side_by_side.md" | awk -F'|' '{printf "%s b%s: %s× ;", $2, $3, $6}'); $(elapsed $t)"
+fi
+
+# --- 4d. COMET on the device against a peer on the same GPU: wmt22-comet-da's shape (XLM-R
+# large, random weights) scoring 256 distinct triples; the peer is unbabel-comet where it is
+# installed, else COMET's forward written in torch (bench/side_by_side_comet.py).
+if [[ "$EMULATED" == 1 ]] || ! python3 -c "import torch, transformers, safetensors" 2>/dev/null || [[ ! -x "$BIN/bench_comet" ]]; then
+  row "COMET side by side" "not run" "needs a GPU, Python with torch, transformers and safetensors, and bench_comet"
+else
+  t=$(date +%s)
+  PIVOTMT_BENCH_LAUNCH="$(printf '%q ' "${LOADER[@]}")" bounded "$(limit 90)" python3 bench/side_by_side_comet.py \
+    --work "$WORKDIR/comet-side" --segments 256 --device "$([[ "$DEV" == cpu ]] && echo cpu || echo cuda)" \
+    --bench "$BIN/bench_comet" >"$LOGS/comet_side_by_side.md" 2>"$LOGS/comet_side_by_side.log"
+  rc=$?
+  row "COMET side by side (XLM-R large shape)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
+    "$(grep -E '^(speed-up|pivotmt:)' "$LOGS/comet_side_by_side.md" | tr '\n' ';'); $(elapsed $t)"
+  rm -rf "$WORKDIR/comet-side"  # 2.2 GB of weights
 fi
 
 # --- 4c. QLoRA fine-tuning speed on the device: bench_train's `small` checkpoint (~110M
