@@ -130,18 +130,24 @@ class TorchComet:
         return scores
 
 
-def make_model_without_comet(work, device):
-    import torch
-    from safetensors.torch import save_file
-    from transformers import XLMRobertaConfig, XLMRobertaModel
+def work_folders(work):
+    """WORK/encoder (the Unigram tokenizer.json) and WORK/metric, and XLM-R large's config with its vocabulary."""
+    from transformers import XLMRobertaConfig
     enc, met = os.path.join(work, "encoder"), os.path.join(work, "metric")
     os.makedirs(enc, exist_ok=True)
     os.makedirs(met, exist_ok=True)
     tok = os.path.join(ROOT, "tests/goldens/unigram/tokenizer.json")
     shutil.copy(tok, enc)
     vocab = len(json.load(open(tok, encoding="utf-8"))["model"]["vocab"])
+    return enc, met, XLMRobertaConfig(vocab_size=vocab, **XLMR_LARGE)
+
+
+def make_model_without_comet(work, device):
+    import torch
+    from safetensors.torch import save_file
+    from transformers import XLMRobertaModel
+    enc, met, cfg = work_folders(work)
     torch.manual_seed(5)
-    cfg = XLMRobertaConfig(vocab_size=vocab, **XLMR_LARGE)
     encoder = XLMRobertaModel(cfg, add_pooling_layer=False)
     cfg.save_pretrained(enc)  # config.json only: the metric's file holds the encoder's weights
     torch.manual_seed(7)
@@ -167,7 +173,7 @@ def make_model(work):
     import torch
     from comet.models import RegressionMetric
     from safetensors.torch import save_file
-    from transformers import XLMRobertaConfig, XLMRobertaModel
+    from transformers import XLMRobertaModel
 
     def xlmr_forward(self, input_ids, attention_mask, **kwargs):
         # As tests/goldens/make_comet_golden.py: unbabel-comet 2.2.7 expects transformers 4's
@@ -177,17 +183,9 @@ def make_model(work):
                 "all_layers": out.hidden_states, "attention_mask": attention_mask}
 
     comet_xlmr.XLMREncoder.forward = xlmr_forward
-    enc, met = os.path.join(work, "encoder"), os.path.join(work, "metric")
-    os.makedirs(enc, exist_ok=True)
-    os.makedirs(met, exist_ok=True)
-    tok = os.path.join(ROOT, "tests/goldens/unigram/tokenizer.json")
-    shutil.copy(tok, enc)
-    vocab = len(json.load(open(tok, encoding="utf-8"))["model"]["vocab"])
+    enc, met, cfg = work_folders(work)
     if not os.path.exists(os.path.join(enc, "model.safetensors")):
         torch.manual_seed(5)
-        cfg = XLMRobertaConfig(vocab_size=vocab, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                               intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1,
-                               layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
         XLMRobertaModel(cfg, add_pooling_layer=False).save_pretrained(enc)
     torch.manual_seed(7)
     model = RegressionMetric(pretrained_model=enc, load_pretrained_weights=True, layer="mix",

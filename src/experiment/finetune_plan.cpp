@@ -72,7 +72,7 @@ FinetuneMemory finetune_memory(const ModelConfig& c, const FinetuneSetup& s, siz
   }
   if (gpu) {
     // Attention backward's dO·O per (head, row), token ids, the sequence's RoPE tables, the
-    // norm's partial sums, NF4's code values.
+    // reductions' per-block partials (264 doubles: cuda/train_device.cpp), NF4's code values.
     m.scratch += (nh * t + std::max<uint64_t>(2 * t, 64) + 2 * t * (d / 2) + 2 * 264 + 16) * 4;
     m.workspace = kCublasWorkspace;
   }

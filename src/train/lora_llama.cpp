@@ -167,6 +167,7 @@ void LoraLlama::set_adapter(const LoraAdapter& a) {
   scaling_ = a.config.scaling();
   dropout_ = float(a.config.dropout);
   opt_ = train::adamw_init(adapter_);
+  moments_on_host_ = true;  // bind_lora zeroes the device's moments too
   bind_lora();
   zero_grad();
 }

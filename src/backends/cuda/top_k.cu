@@ -10,6 +10,7 @@
 #include <cfloat>
 #include <climits>
 #include <cstdint>
+#include <string>
 
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
@@ -117,7 +118,9 @@ __global__ void top_k_kernel(const float* logits, int V, int k, float* stats, fl
 }  // namespace
 
 void row_top_k(const float* logits, int rows, int V, int k, float* stats, float* values, int32_t* tokens, cudaStream_t s) {
-  if (k < 1 || k > kMaxTopK || k > V) throw Error("row_top_k: k must be in [1, min(64, V)]");
+  if (k < 1 || k > kMaxTopK || k > V)
+    throw Error("row_top_k: k = " + std::to_string(k) + " of rows of " + std::to_string(V) +
+                " logits (1 <= k <= min(64, V))");
   if (rows) launch("top_k_kernel", top_k_kernel, unsigned(rows), kThreads, s, logits, V, k, stats, values, tokens);
 }
 

@@ -225,10 +225,9 @@ class CudaTrainDevice final : public train::TrainDevice {
   }
   double sum_squares(const float* x, size_t n) override {
     select();
-    constexpr int kMaxBlocks = 264;  // enough to fill a GPU's SMs; the host adds this many doubles
-    if (partials_.empty()) partials_ = buffer(2 * kMaxBlocks);  // doubles
+    if (partials_.empty()) partials_ = buffer(2 * kPartialBlocks);
     auto* partial = reinterpret_cast<double*>(partials_.data());
-    const int blocks = kernels::train_sum_squares(x, n, partial, kMaxBlocks, stream_);
+    const int blocks = kernels::train_sum_squares(x, n, partial, kPartialBlocks, stream_);
     std::vector<double> sums(static_cast<size_t>(blocks));
     download(partial, sums.size() * sizeof(double), sums.data());
     double total = 0;  // in block order: the same total every run
@@ -254,9 +253,8 @@ class CudaTrainDevice final : public train::TrainDevice {
   // those propagate as they are). Reads max |A| back: a wait per product, microseconds
   // against the product itself.
   float f16_scale(const float* A, size_t M, size_t K, size_t lda) {
-    constexpr int kMaxBlocks = 264;
-    if (partials_.empty()) partials_ = buffer(2 * kMaxBlocks);
-    const int blocks = kernels::train_max_abs(A, int(M), int(K), int(lda), partials_.as<float>(), kMaxBlocks, stream_);
+    if (partials_.empty()) partials_ = buffer(2 * kPartialBlocks);
+    const int blocks = kernels::train_max_abs(A, int(M), int(K), int(lda), partials_.as<float>(), kPartialBlocks, stream_);
     std::vector<float> maxima(static_cast<size_t>(blocks));
     download(partials_.data(), maxima.size() * sizeof(float), maxima.data());
     float amax = 0.0f;
@@ -281,7 +279,10 @@ class CudaTrainDevice final : public train::TrainDevice {
   Tensor D_;                     // attention backward's dO·O per (head, row)
   Tensor ints_;                  // token ids or labels
   Tensor row_loss_;              // cross-entropy's per-row losses (doubles)
-  Tensor partials_;              // sum_squares' (doubles) and max_abs' (floats) per-block partials
+  // sum_squares' (doubles) and max_abs' (floats) per-block partials: enough blocks to fill a
+  // GPU's SMs, few enough for the host to add them (finetune_plan.cpp counts 2 · 264 floats).
+  static constexpr int kPartialBlocks = 264;
+  Tensor partials_;
   train::BaseCompute compute_;
   Tensor a16_;                   // base_gemm's activations in F16
 };
