@@ -729,7 +729,7 @@ class CudaOps final : public Ops {
   int few_rows_ = 0;
   cudaEvent_t meta_done_ = nullptr, rows_done_ = nullptr;
 
-  // --- CUDA graphs of decode passes (the file's comment says how they work)
+  // --- CUDA graphs of decode passes (decode_graphs.h says how they work)
   static constexpr size_t kMaxGraphRows = 256;  // passes of more rows are not graphed
   enum OpCode : int64_t { kEmbed = 1, kRmsnorm, kLinear, kAdd, kSiluMul, kRope, kAttention, kRopeAttention, kAddRmsnorm, kGatherRows };
   std::unique_ptr<DecodeGraphs> graphs_;  // made with the stream
