@@ -76,16 +76,20 @@ std::vector<uint8_t> decompress(int codec, const uint8_t* data, size_t size, siz
   // claiming up to kMaxPage are refused before that much is allocated.
   if (codec != 0 && expected > size * (size_t(1) << 17) + (size_t(1) << 16))
     ctx.fail(fmt::format("{}: {} compressed bytes cannot hold the {} the page header claims", where, size, expected));
-  std::vector<uint8_t> out(expected);
+  // The output is allocated once the data's own header agrees with the page's (SNAPPY, ZSTD)
+  // or grown as GZIP produces it: a crafted header alone never takes `expected` bytes.
+  std::vector<uint8_t> out;
   switch (codec) {
     case 0:
       if (size != expected) ctx.fail(fmt::format("{}: uncompressed page is {} bytes, header says {}", where, size, expected));
-      if (size) std::memcpy(out.data(), data, size);
+      out.assign(data, data + size);
       return out;
     case 1: {
       size_t n = 0;
-      if (!snappy::GetUncompressedLength(reinterpret_cast<const char*>(data), size, &n) || n != expected ||
-          !snappy::RawUncompress(reinterpret_cast<const char*>(data), size, reinterpret_cast<char*>(out.data())))
+      if (!snappy::GetUncompressedLength(reinterpret_cast<const char*>(data), size, &n) || n != expected)
+        ctx.fail(fmt::format("{}: corrupt SNAPPY data", where));
+      out.resize(expected);
+      if (!snappy::RawUncompress(reinterpret_cast<const char*>(data), size, reinterpret_cast<char*>(out.data())))
         ctx.fail(fmt::format("{}: corrupt SNAPPY data", where));
       return out;
     }
@@ -94,23 +98,31 @@ std::vector<uint8_t> decompress(int codec, const uint8_t* data, size_t size, siz
       if (inflateInit2(&z, 15 + 32) != Z_OK) ctx.fail("zlib init failed");
       z.next_in = const_cast<Bytef*>(data);
       z.avail_in = uInt(size);
-      z.next_out = out.data();
-      z.avail_out = uInt(expected);
+      out.resize(std::min(expected, 4 * size + (size_t(1) << 16)));  // doubled as needed, never past `expected`
+      size_t produced = 0;
       int rc;
       while (true) {
+        if (produced == out.size() && out.size() < expected) out.resize(std::min(expected, 2 * out.size()));
+        z.next_out = out.data() + produced;
+        z.avail_out = uInt(out.size() - produced);
         rc = inflate(&z, Z_NO_FLUSH);
-        if (rc == Z_STREAM_END && z.avail_in > 0 && z.avail_out > 0) {
+        produced = out.size() - z.avail_out;
+        if (rc == Z_STREAM_END && z.avail_in > 0 && produced < expected) {
           inflateReset(&z);
           continue;
         }
+        if (rc == Z_OK && z.avail_out == 0 && out.size() < expected) continue;  // room wanted
         break;
       }
-      const size_t produced = expected - z.avail_out;
       inflateEnd(&z);
       if ((rc != Z_STREAM_END && rc != Z_OK) || produced != expected) ctx.fail(fmt::format("{}: corrupt GZIP data", where));
       return out;
     }
     case 6: {
+      const unsigned long long stated = ZSTD_getFrameContentSize(data, size);
+      if (stated == ZSTD_CONTENTSIZE_ERROR || (stated != ZSTD_CONTENTSIZE_UNKNOWN && stated != expected))
+        ctx.fail(fmt::format("{}: corrupt ZSTD data", where));
+      out.resize(expected);
       const size_t n = ZSTD_decompress(out.data(), expected, data, size);
       if (ZSTD_isError(n) || n != expected) ctx.fail(fmt::format("{}: corrupt ZSTD data", where));
       return out;
