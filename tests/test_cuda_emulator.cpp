@@ -315,6 +315,62 @@ TEST(CudaEmulator, CopiesAndGemmsStayInsideTheirAllocations) {
   cuda::cublas().destroy(blas);
 }
 
+// Strided-batched GEMMs: each item is the GemmEx of its slices (heads side by side in one
+// matrix's columns, as training attention lays them out); F32 inputs under compute type
+// 32F_FAST_TF32 are read as the tensor cores read them (top 10 mantissa bits); items whose
+// outputs could overlap are refused.
+TEST(CudaEmulator, BatchedGemmsSliceTheirItemsAndReadTf32AsTensorCoresDo) {
+  cublasHandle_t blas;
+  ASSERT_EQ(cuda::cublas().create(&blas), CUBLAS_STATUS_SUCCESS);
+  // Column-major A [m = 2, k = 3] per item, two items side by side: lda = 4, stride 2.
+  const int m = 2, n = 2, k = 3, items = 2;
+  std::vector<float> A(4 * k), B(k * n * items), C(4 * n, -1.0f);
+  std::iota(A.begin(), A.end(), 1.0f);
+  std::iota(B.begin(), B.end(), -3.0f);
+  auto dA = cuda::device_alloc(0, A.size() * 4), dB = cuda::device_alloc(0, B.size() * 4), dC = cuda::device_alloc(0, C.size() * 4);
+  ASSERT_EQ(cudaMemcpy(dA.get(), A.data(), A.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dB.get(), B.data(), B.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dC.get(), C.data(), C.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  const float one = 1.0f, zero = 0.0f;
+  ASSERT_EQ(cuda::cublas().gemm_strided_batched_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, dA.get(), CUDA_R_32F, 4,
+                                                   2, dB.get(), CUDA_R_32F, k, k * n, &zero, dC.get(), CUDA_R_32F, 4, 2,
+                                                   items, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_SUCCESS);
+  std::vector<float> got(C.size());
+  ASSERT_EQ(cudaMemcpy(got.data(), dC.get(), got.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int b = 0; b < items; ++b)
+    for (int j = 0; j < n; ++j)
+      for (int i = 0; i < m; ++i) {
+        float want = 0;
+        for (int l = 0; l < k; ++l) want += A[size_t(l) * 4 + size_t(b) * 2 + i] * B[size_t(b) * k * n + size_t(j) * k + l];
+        EXPECT_EQ(got[size_t(j) * 4 + size_t(b) * 2 + i], want) << "item " << b << " (" << i << ", " << j << ")";
+      }
+  // TF32: 1 + 2^-12 has mantissa bits below the top 10, so the tensor cores read 1.
+  const float x = 1.0f + 1.0f / 4096.0f;
+  auto dx = cuda::device_alloc(0, 4), dy = cuda::device_alloc(0, 4);
+  ASSERT_EQ(cudaMemcpy(dx.get(), &x, 4, cudaMemcpyHostToDevice), cudaSuccess);
+  for (auto compute : {CUBLAS_COMPUTE_32F, CUBLAS_COMPUTE_32F_FAST_TF32}) {
+    ASSERT_EQ(cuda::cublas().gemm_strided_batched_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, dx.get(), CUDA_R_32F,
+                                                     1, 0, dx.get(), CUDA_R_32F, 1, 0, &zero, dy.get(), CUDA_R_32F, 1, 1,
+                                                     1, compute, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_SUCCESS);
+    float y = 0;
+    ASSERT_EQ(cudaMemcpy(&y, dy.get(), 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(y, compute == CUBLAS_COMPUTE_32F ? x * x : 1.0f);
+  }
+  // Two items writing one C (stride 1 with m = 2 rows: their rows overlap): refused.
+  EXPECT_EQ(cuda::cublas().gemm_strided_batched_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, dA.get(), CUDA_R_32F,
+                                                   4, 2, dB.get(), CUDA_R_32F, k, k * n, &zero, dC.get(), CUDA_R_32F, 4,
+                                                   1, items, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_INVALID_VALUE);
+  // TF32 with F16 inputs is not a combination cuBLAS offers.
+  EXPECT_EQ(cuda::cublas().gemm_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, dx.get(), CUDA_R_16F, 1, dx.get(),
+                                   CUDA_R_16F, 1, &zero, dy.get(), CUDA_R_32F, 1, CUBLAS_COMPUTE_32F_FAST_TF32,
+                                   CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_NOT_SUPPORTED);
+  cuda::cublas().destroy(blas);
+}
+
 __global__ void add_one(int* x) { x[threadIdx.x] += 1; }
 
 // Stream capture: kernels, copies and GEMMs issued to a capturing stream are recorded, not

@@ -99,23 +99,43 @@ TEST(GpuTrain, EveryOpEqualsTheCpuReference) {
       same(x, T * (nh + 1) * d, 1e-6, inverse ? "rope inverse" : "rope");
     }
   }
+  // Attention: F32 mode's kernels (the CPU's numerics) within 1e-5; F16 mode's tensor-core
+  // path (TF32 GEMMs, train_attention.h) within TF32's rounding, in blocks of 4 query rows
+  // (13 rows: four blocks, the last of one row; under the window, blocks whose first key is
+  // past 0).
+  for (auto compute : {train::BaseCompute::F32, train::BaseCompute::F16})
   for (size_t window : {size_t(0), size_t(5)}) {
-    const std::string w = " (window " + std::to_string(window) + ")";
-    const auto q = b.put(random_values(T * nh * d, rng)), k = b.put(random_values(T * nkv * d, rng)),
-               v = b.put(random_values(T * nkv * d, rng));
-    const auto out = b.put(std::vector<float>(T * nh * d)), lse = b.put(std::vector<float>(nh * T));
-    b.gpu->attention_forward(g(q), g(k), g(v), T, nh, nkv, d, window, g(out), g(lse));
+    const bool f16 = compute == train::BaseCompute::F16;
+    auto gpu = train::make_train_device(kGpu, train::Kernels::Fast, compute);
+    if (f16) gpu->set_attention_block_rows(4);
+    const double tol = f16 ? 3e-3 : 1e-5;
+    const std::string w = std::string(f16 ? " f16" : " f32") + " (window " + std::to_string(window) + ")";
+    auto put = [&](const std::vector<float>& v) {
+      Pair p{gpu->buffer(v.size()), b.cpu->buffer(v.size())};
+      gpu->upload(v.data(), v.size() * 4, p.gpu.data());
+      b.cpu->upload(v.data(), v.size() * 4, p.cpu.data());
+      return p;
+    };
+    auto check = [&](const Pair& p, size_t n, const std::string& what) {
+      std::vector<float> got(n);
+      gpu->download(p.gpu.data(), n * 4, got.data());
+      EXPECT_TRUE(close(b.get_cpu(p, n), got, tol, what + w));
+    };
+    const auto q = put(random_values(T * nh * d, rng)), k = put(random_values(T * nkv * d, rng)),
+               v = put(random_values(T * nkv * d, rng));
+    const auto out = put(std::vector<float>(T * nh * d)), lse = put(std::vector<float>(nh * T));
+    gpu->attention_forward(g(q), g(k), g(v), T, nh, nkv, d, window, g(out), g(lse));
     b.cpu->attention_forward(c(q), c(k), c(v), T, nh, nkv, d, window, c(out), c(lse));
-    same(out, T * nh * d, 1e-5, "attention_forward" + w);
-    same(lse, nh * T, 1e-5, "attention_forward lse" + w);
-    const auto dout = b.put(random_values(T * nh * d, rng));
-    const auto dq = b.put(random_values(T * nh * d, rng)), dk = b.put(random_values(T * nkv * d, rng)),
-               dv = b.put(random_values(T * nkv * d, rng));  // backward adds into them
-    b.gpu->attention_backward(g(q), g(k), g(v), g(out), g(dout), g(lse), T, nh, nkv, d, window, g(dq), g(dk), g(dv));
+    check(out, T * nh * d, "attention_forward");
+    check(lse, nh * T, "attention_forward lse");
+    const auto dout = put(random_values(T * nh * d, rng));
+    const auto dq = put(random_values(T * nh * d, rng)), dk = put(random_values(T * nkv * d, rng)),
+               dv = put(random_values(T * nkv * d, rng));  // backward adds into them
+    gpu->attention_backward(g(q), g(k), g(v), g(out), g(dout), g(lse), T, nh, nkv, d, window, g(dq), g(dk), g(dv));
     b.cpu->attention_backward(c(q), c(k), c(v), c(out), c(dout), c(lse), T, nh, nkv, d, window, c(dq), c(dk), c(dv));
-    same(dq, T * nh * d, 1e-5, "attention_backward dq" + w);
-    same(dk, T * nkv * d, 1e-5, "attention_backward dk" + w);
-    same(dv, T * nkv * d, 1e-5, "attention_backward dv" + w);
+    check(dq, T * nh * d, "attention_backward dq");
+    check(dk, T * nkv * d, "attention_backward dk");
+    check(dv, T * nkv * d, "attention_backward dv");
   }
   {
     const size_t n = T * F;

@@ -171,8 +171,16 @@ TEST(FinetunePlan, TheRecipeOn7BFitsIn16GB) {
   // FLOPs: the base three times (forward, backward to the inputs, recomputation), 2 a weight.
   EXPECT_DOUBLE_EQ(p.tokens, 100.0 * 8 * (4096 + 4096 + 2048 + 1024) / 4);
   EXPECT_DOUBLE_EQ(p.base_flops, p.tokens * 3 * 2 * 32 * double(per_layer));
-  EXPECT_GT(p.other_flops, p.tokens * 4 * 4096 * 32007.0);  // at least the output layer forward and backward
-  EXPECT_NEAR(p.seconds, p.base_flops / 500e12 + p.other_flops / 50e12, 1e-9 * p.seconds);
+  EXPECT_DOUBLE_EQ(p.head_flops, p.tokens * 4 * 4096 * 32007.0);  // the output layer forward and backward
+  // LoRA per module: 2r(in + out) forward, twice with the recomputation, 2r(3 in + 2 out) backward.
+  EXPECT_DOUBLE_EQ(p.lora_flops, p.tokens * 32 * 2 * 16 *
+                                     (4 * 9 * 4096 + 2 * (5 * 4096 + 4 * 11008) + (5 * 11008 + 4 * 4096)));
+  // Attention: 4 · 32 heads · 128 dims a visible key, forward, backward 2.5x, recomputation.
+  const double keys = (2 * 4096 * 4097 / 2.0 + 2048 * 2049 / 2.0 + 1024 * 1025 / 2.0) / 4;
+  EXPECT_DOUBLE_EQ(p.attention_flops, 100.0 * 8 * keys * 4 * 32 * 128 * 32 * 4.5);
+  // Base and output layer at the F16 rate, attention at TF32's half of it, LoRA in F32.
+  EXPECT_NEAR(p.seconds, (p.base_flops + p.head_flops) / 500e12 + p.attention_flops / 250e12 + p.lora_flops / 50e12,
+              1e-9 * p.seconds);
   EXPECT_NE(finetune_plan_markdown(p).find("Fits."), std::string::npos);
   // Without checkpointing every layer's activations are kept: over 16 GB, and said so.
   s.checkpointing = Checkpointing::Never;

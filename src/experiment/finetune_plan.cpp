@@ -29,6 +29,7 @@ bool targeted(const LoraConfig& lora, const std::string& name) {
 
 constexpr uint64_t kCublasWorkspace = uint64_t(32) << 20;  // cuda/blas_stream.h
 constexpr uint64_t kLogitsBlockBytes = uint64_t(64) << 20;  // lora_llama.cpp's block of logits rows
+constexpr uint64_t kAttentionBlockRows = 128;                // cuda/train_attention.h's kBlockRows
 
 }  // namespace
 
@@ -65,8 +66,16 @@ FinetuneMemory finetune_memory(const ModelConfig& c, const FinetuneSetup& s, siz
   }
   const bool f16_products = gpu && s.compute == train::BaseCompute::F16;
   if (f16_products) {
-    if (s.base != BaseWeights::F16) m.scratch += (max_numel + 1) / 2 * 4;  // the matrix as F16
-    m.scratch += (t * max_dim + 1) / 2 * 4;                                  // the activations as F16
+    // The matrix as F16: the largest projection stored otherwise, or the output layer (F32,
+    // multiplied on the tensor cores too); the activations as F16: a layer's inputs or
+    // output gradients, or a block of the logits' gradients.
+    const uint64_t converted = std::max(s.base != BaseWeights::F16 ? max_numel : 0, V * H);
+    m.scratch += (converted + 1) / 2 * 4;
+    m.scratch += (std::max(t * max_dim, chunk * V) + 1) / 2 * 4;
+    // Attention on the tensor cores: the keys and values rounded to TF32, a block of rows'
+    // rounded queries and output gradients, and its scores and their gradients per head.
+    const uint64_t rows = std::min(t, kAttentionBlockRows);
+    m.scratch += (2 * t * kvd + 2 * rows * qd + 2 * nh * rows * t) * 4;
   } else if (s.base != BaseWeights::F32) {
     m.scratch += max_numel * 4;  // the matrix dequantised to F32
   }
@@ -111,10 +120,13 @@ FinetunePlan make_finetune_plan(const ModelConfig& c, const FinetuneSetup& s, co
   const double base_per_token = passes * 2 * base_numel * double(L);
   const double lora_per_token = double(L) * (lora_fwd * (passes - 1) + lora_bwd);
   const double head_per_token = 2 * 2 * double(H) * double(V);
-  // Causal attention: QKᵀ and PV over the keys each row sees, 4 · heads · d a key forward;
-  // backward ~3.5x (two kernels recomputing the probabilities); once more to recompute.
+  // Causal attention: QKᵀ and PV over the keys each row sees, 4 · heads · d a key forward.
+  // Backward: a GPU in F16 mode recomputes the scores and multiplies dP, dQ, dK, dV (2.5x
+  // forward, cuda/train_attention.cpp); the F32 kernels and the CPU recompute the
+  // probabilities twice (3.5x). Once more forward to recompute a checkpointed layer.
+  const bool f16_products = p.gpu && s.compute == train::BaseCompute::F16;
   const double window = c.sliding_window ? double(*c.sliding_window) : 0;
-  const double attention_factor = 1 + 3.5 + (p.keep_all_layers ? 0 : 1);
+  const double attention_factor = 1 + (f16_products ? 2.5 : 3.5) + (p.keep_all_layers ? 0 : 1);
   const double windows_per_step = double(s.window);
   double mean_tokens = 0, mean_keys = 0;  // per sequence
   for (size_t T : s.sequence_tokens) {
@@ -131,11 +143,18 @@ FinetunePlan make_finetune_plan(const ModelConfig& c, const FinetuneSetup& s, co
   p.tokens = sequences * mean_tokens;
   p.adapter_parameters = p.memory.adapter / 16;
   p.base_flops = p.tokens * base_per_token;
-  p.other_flops = p.tokens * (lora_per_token + head_per_token) +
-                  sequences * mean_keys * 4 * double(nh) * double(d) * double(L) * attention_factor;
-  const bool f16_products = p.gpu && s.compute == train::BaseCompute::F16;
-  const double base_rate = f16_products ? device.gflops : device.gflops_f32;
-  p.seconds = p.base_flops / (base_rate * 1e9) + p.other_flops / (device.gflops_f32 * 1e9);
+  p.head_flops = p.tokens * head_per_token;
+  p.attention_flops = sequences * mean_keys * 4 * double(nh) * double(d) * double(L) * attention_factor;
+  p.lora_flops = p.tokens * lora_per_token;
+  // F16 mode: the base and the output layer at the F16 tensor-core rate, attention's GEMMs
+  // at the TF32 rate (half the F16 rate on every NVIDIA tensor core since Ampere, by the
+  // datasheets), the LoRA products in F32; F32 mode and the CPU: everything at the F32 rate.
+  const double f32 = device.gflops_f32 * 1e9;
+  if (f16_products)
+    p.seconds = (p.base_flops + p.head_flops) / (device.gflops * 1e9) + p.attention_flops / (device.gflops / 2 * 1e9) +
+                p.lora_flops / f32;
+  else
+    p.seconds = (p.base_flops + p.head_flops + p.attention_flops + p.lora_flops) / f32;
   return p;
 }
 
@@ -164,13 +183,19 @@ nlohmann::json FinetunePlan::to_json() const {
           {"fits", fits},
           {"tokens", tokens},
           {"base_flops", base_flops},
-          {"other_flops", other_flops},
+          {"head_flops", head_flops},
+          {"attention_flops", attention_flops},
+          {"lora_flops", lora_flops},
           {"seconds", seconds}};
 }
 
 std::string finetune_plan_markdown(const FinetunePlan& p) {
   auto gib = [](uint64_t b) { return format_bytes(double(b)); };
-  auto flop = [](double f) { return f >= 1e12 ? fmt::format("{:.1f} TFLOP", f / 1e12) : fmt::format("{:.1f} GFLOP", f / 1e9); };
+  auto flop = [](double f) {
+    return f >= 1e15   ? fmt::format("{:.1f} PFLOP", f / 1e15)
+           : f >= 1e12 ? fmt::format("{:.1f} TFLOP", f / 1e12)
+                       : fmt::format("{:.1f} GFLOP", f / 1e9);
+  };
   auto hours = [](double s) {
     return s < 60 ? fmt::format("{:.1f} s", s) : s < 3600 ? fmt::format("{:.1f} min", s / 60) : fmt::format("{:.1f} h", s / 3600);
   };
@@ -191,11 +216,13 @@ std::string finetune_plan_markdown(const FinetunePlan& p) {
   md += fmt::format("| **total at the peak** (longest sequence {} tokens) | **{}** of {} |\n\n", p.longest, gib(m.total()),
                     gib(p.device.memory));
   md += fmt::format(
-      "| time | |\n|---|---:|\n| tokens trained | {:.0f} |\n| base products | {} |\n"
-      "| attention, output layer, LoRA | {} |\n| GEMM rates ({}) | {} |\n"
+      "| time | |\n|---|---:|\n| tokens trained | {:.0f} |\n| base products | {} |\n| output layer | {} |\n"
+      "| attention | {} |\n| LoRA products | {} |\n| GEMM rates ({}) | {} |\n"
       "| **time (GEMM-rate bound)** | **{}** ({:.0f} tokens/s) |\n\n",
-      p.tokens, flop(p.base_flops), flop(p.other_flops), p.device.measured ? "measured here" : "stated roofline",
-      p.gpu ? fmt::format("{:.0f} GFLOP/s F16 tensor cores, {:.0f} GFLOP/s F32", p.device.gflops, p.device.gflops_f32)
+      p.tokens, flop(p.base_flops), flop(p.head_flops), flop(p.attention_flops), flop(p.lora_flops),
+      p.device.measured ? "measured here" : "stated roofline",
+      p.gpu ? fmt::format("{:.0f} GFLOP/s F16 tensor cores (TF32 half of it), {:.0f} GFLOP/s F32", p.device.gflops,
+                          p.device.gflops_f32)
             : fmt::format("{:.0f} GFLOP/s F32", p.device.gflops_f32),
       hours(p.seconds), p.seconds > 0 ? p.tokens / p.seconds : 0.0);
   if (!p.fits)

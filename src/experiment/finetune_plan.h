@@ -12,9 +12,10 @@
 //
 // Time: FLOPs per token (the base's products forward, backward to the inputs and — with
 // checkpointing — recomputed; the output layer forward and backward; the LoRA products;
-// causal attention at each sequence's length, ~3.5x forward for its backward) at the
-// device's GEMM rates: the base's products at the F16 rate on a GPU in --base-compute f16,
-// everything else at the F32 rate. A lower bound: the attention kernels are not GEMMs.
+// causal attention at each sequence's length, 2.5x or 3.5x forward for its backward) at the
+// device's GEMM rates: on a GPU in --base-compute f16 the base and the output layer at the
+// F16 tensor-core rate and attention at the TF32 rate, the LoRA products in F32; otherwise
+// everything at the F32 rate. A lower bound: attention's probabilities pass through memory.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -66,7 +67,8 @@ struct FinetunePlan {
   FinetuneMemory memory;
   bool fits = false;
   double tokens = 0;                       // over all steps
-  double base_flops = 0, other_flops = 0;  // over all steps
+  // Over all steps: the base's products, the output layer's, attention's, the LoRA branch's.
+  double base_flops = 0, head_flops = 0, attention_flops = 0, lora_flops = 0;
   double seconds = 0;
   nlohmann::json to_json() const;
 };

@@ -473,16 +473,19 @@ double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens
   // Logits a block of rows at a time (a [T, V] F32 matrix would be GBs for long sequences).
   const size_t chunk = std::max<size_t>(1, std::min<size_t>(T, (size_t(64) << 20) / (V * sizeof(float))));
   float* logits = grow(logits_, chunk * V).as<float>();
-  const float* head = dev_->weight_f32(*lm_head_dev_, scratch_w_);
   if (logits_out) logits_out->resize(T * V);
+  // The output layer is a frozen matrix like the base's: a GPU in F16 mode multiplies by it
+  // on the tensor cores (F16 inputs, F32 sums, the activations and the logits' gradients
+  // scaled by powers of two), as PyTorch's autocast runs lm_head; elsewhere in F32.
+  const train::DeviceFrozen& head = *lm_head_dev_;
   double loss = 0;
   for (size_t r0 = 0; r0 < T; r0 += chunk) {
     const size_t rows = std::min(chunk, T - r0);
-    dev_->gemm(false, true, rows, V, H, 1.0f, hn + r0 * H, H, head, H, 0.0f, logits, V);
+    dev_->base_gemm(true, rows, V, H, 1.0f, hn + r0 * H, H, head, 0.0f, logits, V, scratch_w_);  // hn headᵀ
     if (logits_out) dev_->download(logits, rows * V * sizeof(float), logits_out->data() + r0 * V);
     if (!s) continue;
     loss += dev_->cross_entropy(logits, &labels[r0], rows, V, scale);
-    if (backward) dev_->gemm(false, false, rows, H, V, 1.0f, logits, V, head, H, 0.0f, dhn + r0 * H, H);
+    if (backward) dev_->base_gemm(false, rows, H, V, 1.0f, logits, V, head, 0.0f, dhn + r0 * H, H, scratch_w_);
   }
   if (!backward) return loss;
 

@@ -89,6 +89,9 @@ class TrainDevice {
   // optimizer.h's adamw_update over n elements of parameters, gradients and moments.
   virtual void adamw(float* p, const float* g, float* m, float* v, size_t n, const AdamWScalars& s) = 0;
   virtual void synchronize() {}
+  // Query rows a block of a GPU's tensor-core attention (cuda/train_attention.h) — the tests
+  // use a few to run several blocks on short sequences; no effect elsewhere.
+  virtual void set_attention_block_rows(size_t) {}
 };
 
 // How a GPU multiplies by the frozen base: F16 inputs with F32 accumulation (the tensor

@@ -149,6 +149,9 @@ inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fsqrt_rn(float x) { return std::sqrt(x); }
+// Reinterpretations of a float's bits.
+inline unsigned __float_as_uint(float x) { return unsigned(::pivotmt::cuda::emu::to_bits(x)); }
+inline float __uint_as_float(unsigned u) { return ::pivotmt::cuda::emu::from_bits<float>(u); }
 template <class T>
 T min(T a, T b) {
   return b < a ? b : a;

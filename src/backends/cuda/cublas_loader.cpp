@@ -78,6 +78,7 @@ Cublas load() {
   bind(lib, "cublasSetStream_v2", c.set_stream);
   bind(lib, "cublasSetWorkspace_v2", c.set_workspace);
   bind(lib, "cublasGemmEx", c.gemm_ex);
+  bind(lib, "cublasGemmStridedBatchedEx", c.gemm_strided_batched_ex);
   bind(lib, "cublasGetStatusName", c.status_name);
   bind(lib, "cublasGetStatusString", c.status_string);
   static const std::string path = path_of(lib);

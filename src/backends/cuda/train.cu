@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 
+#include "backends/cuda/block_reduce.cuh"
 #include "backends/cuda/cublas_loader.h"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
@@ -20,43 +21,8 @@
 namespace pivotmt::cuda::kernels {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kMaxBlockThreads;
 constexpr int kMaxDimsPerLane = 8;  // head dims ≤ 256
-
-// The sum of each thread's `v` over the block; every thread gets it (warp shuffles, then
-// the warps' sums in order).
-template <class T>
-__device__ T block_sum(T v) {
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __shared__ T warp_sums[kThreads / 32];
-  __shared__ T total;
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    T s = 0;
-    for (int i = 0; i < int(blockDim.x / 32); ++i) s += warp_sums[i];
-    total = s;
-  }
-  __syncthreads();
-  return total;
-}
-
-__device__ float block_max(float v) {
-  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  __shared__ float warp_max[kThreads / 32];
-  __shared__ float total;
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float m = -INFINITY;
-    for (int i = 0; i < int(blockDim.x / 32); ++i) m = fmaxf(m, warp_max[i]);
-    total = m;
-  }
-  __syncthreads();
-  return total;
-}
 
 // A warp's dot product of two head vectors (lanes across the dims), every lane gets it.
 __device__ float warp_dot(const float* a, const float* b, int d, int lane) {

@@ -1,5 +1,7 @@
 // TrainDevice on an NVIDIA GPU (host side; the kernels are in train.cu): F32 activations
-// and GEMMs (cuBLAS, compute 32F, no TF32), one stream and cuBLAS handle; the frozen base
+// and GEMMs (cuBLAS, compute 32F), one stream and cuBLAS handle; in F16 mode the base's and
+// the output layer's products on the F16 tensor cores and attention's in TF32
+// (train_attention.h); the frozen base
 // in its storage format (NF4 codes with their F32 absmax, F16, or F32), converted one matrix
 // at a time into a scratch buffer just before its GEMM.
 #include <cublas_v2.h>
@@ -17,6 +19,7 @@
 #include "backends/cuda/cublas_loader.h"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/train_attention.h"
 #include "core/error.h"
 #include "train/dropout_mask.h"
 #include "train/train_device.h"
@@ -176,9 +179,12 @@ class CudaTrainDevice final : public train::TrainDevice {
     kernels::train_rope(x, int(T), int(stride), int(heads), int(d), rope_cos_.as<float>(), rope_sin_.as<float>(), inverse,
                         stream_);
   }
+  // F16 mode: attention's products on the tensor cores in TF32 (train_attention.h); F32
+  // mode: train.cu's F32 kernels, the CPU's numerics (and the tensor-core path's twin).
   void attention_forward(const float* q, const float* k, const float* v, size_t T, size_t nh, size_t nkv, size_t d,
                          size_t window, float* out, float* lse) override {
     select();
+    if (compute_ == train::BaseCompute::F16) return attention_.forward(q, k, v, T, nh, nkv, d, window, out, lse);
     kernels::train_attention_forward(q, k, v, int(T), int(nh), int(nkv), int(d), int(window), out, lse, stream_);
   }
   void attention_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
@@ -186,9 +192,12 @@ class CudaTrainDevice final : public train::TrainDevice {
                           float* dv) override {
     select();
     if (D_.empty() || D_.numel() < nh * T) D_ = buffer(nh * T);
+    if (compute_ == train::BaseCompute::F16)
+      return attention_.backward(q, k, v, out, dout, lse, T, nh, nkv, d, window, D_.as<float>(), dq, dk, dv);
     kernels::train_attention_backward(q, k, v, out, dout, lse, int(T), int(nh), int(nkv), int(d), int(window),
                                       D_.as<float>(), dq, dk, dv, stream_);
   }
+  void set_attention_block_rows(size_t rows) override { attention_.set_block_rows(rows); }
   void silu_mul_forward(const float* g, const float* u, size_t n, float* out) override {
     select();
     kernels::train_silu_mul_forward(g, u, n, out, stream_);
@@ -273,6 +282,7 @@ class CudaTrainDevice final : public train::TrainDevice {
   BlasStream bs_;
   cudaStream_t stream_ = bs_.stream();
   cublasHandle_t blas_ = bs_.blas();
+  TrainAttention attention_{device_, stream_, blas_};
   Tensor codes_;                 // NF4's 16 code values
   Tensor rope_cos_, rope_sin_;   // [T, d/2] of the sequence in progress
   size_t rope_half_ = 0, rope_rows_ = 0;
