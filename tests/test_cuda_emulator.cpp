@@ -318,7 +318,7 @@ TEST(CudaEmulator, CopiesAndGemmsStayInsideTheirAllocations) {
 // Strided-batched GEMMs: each item is the GemmEx of its slices (heads side by side in one
 // matrix's columns, as training attention lays them out); F32 inputs under compute type
 // 32F_FAST_TF32 are read as the tensor cores read them (top 10 mantissa bits); items whose
-// outputs could overlap are refused.
+// outputs could overlap are refused; alpha and beta from device memory in device pointer mode.
 TEST(CudaEmulator, BatchedGemmsSliceTheirItemsAndReadTf32AsTensorCoresDo) {
   cublasHandle_t blas;
   ASSERT_EQ(cuda::cublas().create(&blas), CUBLAS_STATUS_SUCCESS);
@@ -363,6 +363,28 @@ TEST(CudaEmulator, BatchedGemmsSliceTheirItemsAndReadTf32AsTensorCoresDo) {
                                                    4, 2, dB.get(), CUDA_R_32F, k, k * n, &zero, dC.get(), CUDA_R_32F, 4,
                                                    1, items, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
             CUBLAS_STATUS_INVALID_VALUE);
+  // Device pointer mode: alpha and beta read from device memory when the GEMM runs; a device
+  // pointer in host mode (or a host one in device mode) is refused, not dereferenced.
+  const float scalars[2] = {3.0f, 0.0f};
+  auto ds = cuda::device_alloc(0, sizeof scalars);
+  ASSERT_EQ(cudaMemcpy(ds.get(), scalars, sizeof scalars, cudaMemcpyHostToDevice), cudaSuccess);
+  const auto* alpha_beta = static_cast<const float*>(ds.get());
+  EXPECT_EQ(cuda::cublas().gemm_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, alpha_beta, dx.get(), CUDA_R_32F, 1, dx.get(),
+                                   CUDA_R_32F, 1, alpha_beta + 1, dy.get(), CUDA_R_32F, 1, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_INVALID_VALUE);
+  ASSERT_EQ(cuda::cublas().set_pointer_mode(blas, CUBLAS_POINTER_MODE_DEVICE), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(cuda::cublas().gemm_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, dx.get(), CUDA_R_32F, 1, dx.get(),
+                                   CUDA_R_32F, 1, &zero, dy.get(), CUDA_R_32F, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_INVALID_VALUE);
+  ASSERT_EQ(cuda::cublas().gemm_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, alpha_beta, dx.get(), CUDA_R_32F, 1, dx.get(),
+                                   CUDA_R_32F, 1, alpha_beta + 1, dy.get(), CUDA_R_32F, 1, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_SUCCESS);
+  float y3 = 0;
+  ASSERT_EQ(cudaMemcpy(&y3, dy.get(), 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(y3, 3.0f * (x * x));
+  ASSERT_EQ(cuda::cublas().set_pointer_mode(blas, CUBLAS_POINTER_MODE_HOST), CUBLAS_STATUS_SUCCESS);
   // TF32 with F16 inputs is not a combination cuBLAS offers.
   EXPECT_EQ(cuda::cublas().gemm_ex(blas, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, dx.get(), CUDA_R_16F, 1, dx.get(),
                                    CUDA_R_16F, 1, &zero, dy.get(), CUDA_R_32F, 1, CUBLAS_COMPUTE_32F_FAST_TF32,

@@ -72,6 +72,7 @@ FinetuneMemory finetune_memory(const ModelConfig& c, const FinetuneSetup& s, siz
     const uint64_t converted = std::max(s.base != BaseWeights::F16 ? max_numel : 0, V * H);
     m.scratch += (converted + 1) / 2 * 4;
     m.scratch += (std::max(t * max_dim, chunk * V) + 1) / 2 * 4;
+    m.scratch += 4 * 4;  // the F16 scale, alpha and beta on the device (cuda/train_device.cpp)
     // Attention on the tensor cores: the keys and values rounded to TF32, a block of rows'
     // rounded queries and output gradients, and its scores and their gradients per head.
     const uint64_t rows = std::min(t, kAttentionBlockRows);

@@ -19,6 +19,7 @@
 
 struct cublasContext {
   cudaStream_t stream = nullptr;
+  cublasPointerMode_t pointer_mode = CUBLAS_POINTER_MODE_HOST;
 };
 
 // --- cuBLAS: the entry points cublas_loader.h names, with GemmEx on the CPU.
@@ -43,6 +44,13 @@ cublasStatus_t destroy(cublasHandle_t handle) {
 cublasStatus_t set_stream(cublasHandle_t handle, cudaStream_t stream) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
   handle->stream = stream;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t set_pointer_mode(cublasHandle_t handle, cublasPointerMode_t mode) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (mode != CUBLAS_POINTER_MODE_HOST && mode != CUBLAS_POINTER_MODE_DEVICE)
+    return blas_fail(CUBLAS_STATUS_INVALID_VALUE, "pointer mode");
+  handle->pointer_mode = mode;
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t set_workspace(cublasHandle_t handle, void* workspace, size_t bytes) {
@@ -138,9 +146,28 @@ cublasStatus_t gemm_batched(cublasHandle_t handle, cublasOperation_t transa, cub
   g.ta = ta, g.tb = tb, g.m = m, g.n = n, g.k = k, g.A = A, g.B = B, g.C = C, g.lda = lda, g.ldb = ldb, g.ldc = ldc;
   g.stride_a = stride_a, g.stride_b = stride_b, g.stride_c = stride_c, g.batch = batch, g.c_type = Ctype;
   g.f32_inputs = f32_inputs, g.tf32 = compute == CUBLAS_COMPUTE_32F_FAST_TF32;
-  // alpha and beta are host pointers: read now (a captured GEMM keeps the values it saw).
-  g.alpha = *static_cast<const float*>(alpha), g.beta = *static_cast<const float*>(beta);
-  const auto run = [g] { gemm_run(g); };
+  // Host pointer mode: alpha and beta read now (a captured GEMM keeps the values it saw).
+  // Device pointer mode: read from device memory when the GEMM runs (a graph's replay reads
+  // what is there then), as cuBLAS does.
+  const bool device_scalars = handle->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
+  if (device_scalars) {
+    if (!emu::device_range(alpha, sizeof(float)) || !emu::device_range(beta, sizeof(float)))
+      return blas_fail(CUBLAS_STATUS_INVALID_VALUE, "device pointer mode: alpha or beta is not device memory");
+  } else {
+    if (emu::device_range(alpha, sizeof(float)) || emu::device_range(beta, sizeof(float)))
+      return blas_fail(CUBLAS_STATUS_INVALID_VALUE, "host pointer mode: alpha or beta is device memory");
+    g.alpha = *static_cast<const float*>(alpha), g.beta = *static_cast<const float*>(beta);
+  }
+  const auto* alpha_dev = static_cast<const float*>(alpha);
+  const auto* beta_dev = static_cast<const float*>(beta);
+  const auto run = [g, device_scalars, alpha_dev, beta_dev] {
+    GemmArgs now = g;
+    if (device_scalars) {
+      emu::DeviceAccess access;
+      now.alpha = *alpha_dev, now.beta = *beta_dev;
+    }
+    gemm_run(now);
+  };
   if (!emu::capture(handle->stream, run)) run();
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -207,8 +234,8 @@ const char* status_string(cublasStatus_t) { return blas_detail.empty() ? "emulat
 }  // namespace
 
 const Cublas& cublas() {
-  static const Cublas c{create,        destroy, set_stream,  set_workspace, gemm_ex, gemm_strided_batched_ex,
-                        status_name,
+  static const Cublas c{create,      destroy,          set_stream,  set_workspace, set_pointer_mode,
+                        gemm_ex,     gemm_strided_batched_ex, status_name,
                         status_string, "pivotmt CUDA emulator (GemmEx on the CPU)"};
   return c;
 }

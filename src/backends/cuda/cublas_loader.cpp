@@ -77,6 +77,7 @@ Cublas load() {
   bind(lib, "cublasDestroy_v2", c.destroy);
   bind(lib, "cublasSetStream_v2", c.set_stream);
   bind(lib, "cublasSetWorkspace_v2", c.set_workspace);
+  bind(lib, "cublasSetPointerMode_v2", c.set_pointer_mode);
   bind(lib, "cublasGemmEx", c.gemm_ex);
   bind(lib, "cublasGemmStridedBatchedEx", c.gemm_strided_batched_ex);
   bind(lib, "cublasGetStatusName", c.status_name);

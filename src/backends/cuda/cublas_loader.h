@@ -11,6 +11,7 @@ struct Cublas {
   decltype(&cublasDestroy_v2) destroy;
   decltype(&cublasSetStream_v2) set_stream;
   decltype(&cublasSetWorkspace_v2) set_workspace;
+  decltype(&cublasSetPointerMode_v2) set_pointer_mode;
   // cublasGemmEx and cublasGemmStridedBatchedEx have C++ overloads: the C entry points'
   // types spelled out.
   cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,

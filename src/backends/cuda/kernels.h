@@ -201,8 +201,16 @@ int train_sum_squares(const float* x, size_t n, double* partial, int max_blocks,
 void train_scale(float* x, size_t n, float scale, cudaStream_t s);
 void train_adamw(float* p, const float* g, float* m, float* v, size_t n, const train::AdamWScalars& scalars,
                  cudaStream_t s);
-// out contiguous = in · scale rounded to F16 (scale: a power of two, exact).
-void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s, float scale = 1.0f);
+// out contiguous = in · scale rounded to F16 (scale: device memory holding a power of two,
+// exact; null: 1).
+void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s,
+                      const float* scale = nullptr);
+// From train_max_abs's partials of A: scalars [3] = {scale, alpha / scale, beta} (device),
+// scale the power of two that brings max |A| to [2^13, 2^14) (1 for 0, NaN, infinity).
+void train_f16_scalars(const float* partial, int blocks, float alpha, float beta, float* scalars, cudaStream_t s);
+// train_gemm with F16 A and B whose alpha and beta are device memory (alpha_beta [2]).
+void train_gemm_f16(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, const float* alpha_beta,
+                    const void* A, int lda, const void* B, int ldb, float* C, int ldc);
 // max |x| of a [rows, cols] matrix: one partial per block (at most max_blocks) in partial[];
 // returns how many blocks ran (a NaN anywhere makes a partial NaN).
 int train_max_abs(const float* in, int rows, int cols, int ld, float* partial, int max_blocks, cudaStream_t s);

@@ -256,10 +256,30 @@ __global__ void nf4_dequantize_kernel(const uint8_t* packed, const float* absmax
 // F16 operands of a tensor-core GEMM: an F32 matrix [rows, cols] (ld apart) rounded to
 // nearest, or NF4 codes dequantised (the code times its block's absmax in F32, then rounded).
 // `scale`: a power of two (exact) applied before rounding.
-__global__ void f32_to_f16_kernel(const float* in, int rows, int cols, int ld, float scale, __half* out) {
+// `scale`: device memory (base_gemm's f16_scalars) or null for 1.
+__global__ void f32_to_f16_kernel(const float* in, int rows, int cols, int ld, const float* scale, __half* out) {
   const size_t n = size_t(rows) * cols;
+  const float s = scale ? *scale : 1.0f;
   for (size_t e = blockIdx.x * size_t(blockDim.x) + threadIdx.x; e < n; e += size_t(gridDim.x) * blockDim.x)
-    out[e] = __float2half_rn(in[(e / cols) * ld + e % cols] * scale);
+    out[e] = __float2half_rn(in[(e / cols) * ld + e % cols] * s);
+}
+
+// One thread: max |A| from max_abs_kernel's partials (a NaN kept) → the power of two that
+// brings it to [2^13, 2^14) (1 for zeros, NaN or infinity: those propagate as they are);
+// scalars = {scale, alpha / scale, beta}: the F16 rounding's factor and the GEMM's alpha and
+// beta, read by the GEMM from device memory so that nothing waits for the host.
+__global__ void f16_scalars_kernel(const float* partial, int blocks, float alpha, float beta, float* scalars) {
+  float amax = 0.0f;
+  for (int b = 0; b < blocks; ++b) amax = (partial[b] > amax || partial[b] != partial[b]) ? partial[b] : amax;
+  float scale = 1.0f;
+  if (amax > 0.0f && amax <= 3.402823466e38f) {  // finite and positive
+    int e = 0;
+    frexpf(amax, &e);  // amax = f · 2^e, f in [0.5, 1)
+    scale = ldexpf(1.0f, min(max(14 - e, -100), 100));
+  }
+  scalars[0] = scale;
+  scalars[1] = alpha / scale;
+  scalars[2] = beta;
 }
 
 // max |x| over a [rows, cols] matrix (ld apart) of a grid-stride share per block: the
@@ -347,6 +367,20 @@ void train_gemm(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, i
                                 &alpha, B, in, ldb, A, in, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                                 CUBLAS_GEMM_DEFAULT),
                f16_inputs ? "cublasGemmEx (training, F16 inputs, F32 accumulation)" : "cublasGemmEx (training, F32)");
+}
+
+void train_gemm_f16(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, const float* alpha_beta,
+                    const void* A, int lda, const void* B, int ldb, float* C, int ldc) {
+  if (M == 0 || N == 0) return;
+  // alpha and beta from device memory for this call, then the handle back to host scalars
+  // (every other call passes host pointers).
+  check_cublas(cublas().set_pointer_mode(blas, CUBLAS_POINTER_MODE_DEVICE), "cublasSetPointerMode (device)");
+  const cublasStatus_t status =
+      cublas().gemm_ex(blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
+                       alpha_beta, B, CUDA_R_16F, ldb, A, CUDA_R_16F, lda, alpha_beta + 1, C, CUDA_R_32F, ldc,
+                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  check_cublas(cublas().set_pointer_mode(blas, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode (host)");
+  check_cublas(status, "cublasGemmEx (training, F16 inputs, F32 accumulation, scalars on the device)");
 }
 
 void train_rmsnorm_forward(const float* x, const float* w, int T, int H, float eps, float* y, float* rinv, cudaStream_t s) {
@@ -440,7 +474,11 @@ int train_max_abs(const float* in, int rows, int cols, int ld, float* partial, i
   return blocks;
 }
 
-void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s, float scale) {
+void train_f16_scalars(const float* partial, int blocks, float alpha, float beta, float* scalars, cudaStream_t s) {
+  launch("f16_scalars_kernel", f16_scalars_kernel, 1, 32, s, partial, blocks, alpha, beta, scalars);
+}
+
+void train_f32_to_f16(const float* in, int rows, int cols, int ld, uint16_t* out, cudaStream_t s, const float* scale) {
   const size_t n = size_t(rows) * cols;
   if (n)
     launch("f32_to_f16_kernel", f32_to_f16_kernel, blocks_for(n, kThreads), kThreads, s, in, rows, cols, ld, scale,

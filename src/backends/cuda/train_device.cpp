@@ -139,12 +139,17 @@ class CudaTrainDevice final : public train::TrainDevice {
     // precision. Unscaled, a long window's gradients (~1e-6 to 1e-8: the loss is a mean
     // over thousands of tokens) would be F16 subnormals or zeros, and outliers past 65504
     // infinities — what PyTorch's GradScaler guards against with its loss scale. The
-    // product is then multiplied by alpha / scale (exact: powers of two).
-    const float scale = f16_scale(A, M, K, lda);
+    // product is then multiplied by alpha / scale (exact: powers of two). The scale is found
+    // and applied on the device (max |A|, then one thread's arithmetic; the GEMM reads alpha
+    // and beta from device memory): no wait for the host between products.
+    if (partials_.empty()) partials_ = buffer(2 * kPartialBlocks);
+    if (scalars_.empty()) scalars_ = buffer(4);
+    const int blocks = kernels::train_max_abs(A, int(M), int(K), int(lda), partials_.as<float>(), kPartialBlocks, stream_);
+    kernels::train_f16_scalars(partials_.as<float>(), blocks, alpha, beta, scalars_.as<float>(), stream_);
     if (a16_.empty() || a16_.numel() * 2 < M * K) a16_ = buffer((M * K + 1) / 2);
-    kernels::train_f32_to_f16(A, int(M), int(K), int(lda), a16_.as<uint16_t>(), stream_, scale);
-    kernels::train_gemm(blas_, false, trans_w, int(M), int(N), int(K), alpha / scale, a16_.data(), int(K), w16, int(f.in),
-                        beta, C, int(ldc), true);
+    kernels::train_f32_to_f16(A, int(M), int(K), int(lda), a16_.as<uint16_t>(), stream_, scalars_.as<float>());
+    kernels::train_gemm_f16(blas_, false, trans_w, int(M), int(N), int(K), scalars_.as<float>() + 1, a16_.data(), int(K),
+                            w16, int(f.in), C, int(ldc));
   }
   void gemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha, const float* A, size_t lda,
             const float* B, size_t ldb, float beta, float* C, size_t ldc) override {
@@ -258,21 +263,6 @@ class CudaTrainDevice final : public train::TrainDevice {
 
  private:
   void select() const { check(cudaSetDevice(device_.index), "cudaSetDevice"); }
-  // The power of two base_gemm scales F16 activations by (1 for zeros, NaN or infinity:
-  // those propagate as they are). Reads max |A| back: a wait per product, microseconds
-  // against the product itself.
-  float f16_scale(const float* A, size_t M, size_t K, size_t lda) {
-    if (partials_.empty()) partials_ = buffer(2 * kPartialBlocks);
-    const int blocks = kernels::train_max_abs(A, int(M), int(K), int(lda), partials_.as<float>(), kPartialBlocks, stream_);
-    std::vector<float> maxima(static_cast<size_t>(blocks));
-    download(partials_.data(), maxima.size() * sizeof(float), maxima.data());
-    float amax = 0.0f;
-    for (float m : maxima) amax = (m > amax || std::isnan(m)) ? m : amax;
-    if (!(amax > 0.0f) || !std::isfinite(amax)) return 1.0f;
-    int e = 0;
-    std::frexp(amax, &e);  // amax = f · 2^e, f in [0.5, 1)
-    return std::ldexp(1.0f, std::clamp(14 - e, -100, 100));
-  }
   void upload_ints(const int32_t* v, size_t n) {
     if (ints_.empty() || ints_.numel() < n) ints_ = Tensor(device_, DType::I32, 1, std::max<size_t>(2 * n, 64));
     upload(v, n * sizeof(int32_t), ints_.data());
@@ -295,6 +285,7 @@ class CudaTrainDevice final : public train::TrainDevice {
   Tensor partials_;
   train::BaseCompute compute_;
   Tensor a16_;                   // base_gemm's activations in F16
+  Tensor scalars_;               // base_gemm's F16 scale, alpha / scale and beta (device)
 };
 
 }  // namespace
