@@ -8,8 +8,15 @@
 // computes) and the ratios are printed (targets: CPU >= 1.5x; GPU >= 2x at <= 60% memory).
 //
 // usage: bench_train [--steps N] [--seq-len T] [--python PY] [--preset small|tiny|7b-shape] [--device cpu|cuda:N]
+//
+// --attention 7b|8b: training attention alone (forward + backward of one layer) at the
+// shapes of TowerInstruct-7B (32 heads of 128) or Llama-3-8B (32 query, 8 key-value heads),
+// at --seq-len T (default 512, 2048 and 4096 tokens): on a GPU both modes — F32 kernels
+// (--base-compute f32) and the TF32 tensor-core GEMMs (f16) — in ms and TFLOP/s of the
+// causal FLOPs (forward 4·heads·d a visible key, backward 2.5x).
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -26,6 +33,7 @@
 #include "backends/backend.h"
 #include "backends/cpu/ops.h"
 #include "models/make_model.h"
+#include "train/train_device.h"
 #include "train/trainer.h"
 
 using namespace pivotmt;
@@ -90,29 +98,88 @@ Result train_run(const std::string& dir, BaseWeights base, Checkpointing ckpt, c
   return {tokens / seconds, 0};
 }
 
+// One layer's attention forward and backward on `device_name` for each mode and length.
+int attention_bench(const std::string& shape, const std::string& device_name, const std::vector<size_t>& lengths) {
+  if (shape != "7b" && shape != "8b") throw std::runtime_error("--attention: 7b or 8b, not " + shape);
+  const size_t nh = 32, nkv = shape == "7b" ? 32 : 8, d = 128;
+  const Device device = resolve_device(device_name);
+  const bool gpu = device.kind == DeviceKind::CUDA;
+  fmt::print("training attention, {} shape ({} heads, {} key-value heads, d {}), one layer forward + backward on {}\n", shape,
+             nh, nkv, d, device_name);
+  fmt::print("{:<40} {:>7} {:>10} {:>10} {:>9}\n", "", "tokens", "forward", "backward", "TFLOP/s");
+  std::vector<train::BaseCompute> modes = {train::BaseCompute::F32};
+  if (gpu) modes.push_back(train::BaseCompute::F16);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (size_t T : lengths) {
+    std::vector<float> qh(T * nh * d), kvh(T * nkv * d);
+    for (auto& x : qh) x = u(rng);
+    for (auto& x : kvh) x = u(rng);
+    std::vector<double> ms_total;
+    for (auto mode : modes) {
+      auto dev = train::make_train_device(device, train::Kernels::Fast, mode);
+      auto put = [&](const std::vector<float>& h) {
+        Tensor t = dev->buffer(h.size());
+        dev->upload(h.data(), h.size() * 4, t.data());
+        return t;
+      };
+      Tensor q = put(qh), k = put(kvh), v = put(kvh), dout = put(qh), dq = put(qh), dk = put(kvh), dv = put(kvh);
+      Tensor out = dev->buffer(T * nh * d), lse = dev->buffer(nh * T);
+      auto f = [](Tensor& t) { return t.as<float>(); };
+      double fwd = 1e30, bwd = 1e30;
+      for (int rep = 0; rep < 3; ++rep) {  // the best of three (the first warms up)
+        dev->synchronize();
+        const auto t0 = std::chrono::steady_clock::now();
+        dev->attention_forward(f(q), f(k), f(v), T, nh, nkv, d, 0, f(out), f(lse));
+        dev->synchronize();
+        const auto t1 = std::chrono::steady_clock::now();
+        dev->attention_backward(f(q), f(k), f(v), f(out), f(dout), f(lse), T, nh, nkv, d, 0, f(dq), f(dk), f(dv));
+        dev->synchronize();
+        const auto t2 = std::chrono::steady_clock::now();
+        fwd = std::min(fwd, std::chrono::duration<double>(t1 - t0).count());
+        bwd = std::min(bwd, std::chrono::duration<double>(t2 - t1).count());
+      }
+      const double flops = 4.0 * double(nh) * double(d) * double(T) * double(T + 1) / 2 * (1 + 2.5);
+      ms_total.push_back(fwd + bwd);
+      fmt::print("{:<40} {:>7} {:>7.2f} ms {:>7.2f} ms {:>9.1f}\n",
+                 !gpu ? "CPU, F32" : mode == train::BaseCompute::F32 ? "F32 kernels (--base-compute f32)"
+                                                                       : "TF32 tensor-core GEMMs (f16)",
+                 T, fwd * 1e3, bwd * 1e3, flops / (fwd + bwd) / 1e12);
+      std::fflush(stdout);
+    }
+    if (ms_total.size() == 2) fmt::print("{:<40} {:>7} {:>32.2f}x\n", "TF32 path speed-up", T, ms_total[0] / ms_total[1]);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t steps = 3;
   size_t seq_len = 256;
-  std::string python, preset = "small", child, child_model, child_seqs, device_name = "cpu";
+  std::string python, preset = "small", child, child_model, child_seqs, device_name = "cpu", attention;
+  bool seq_len_given = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--child") child = argv[i + 1];  // internal: one configuration, in its own process
     else if (a == "--child-model") child_model = argv[i + 1];
     else if (a == "--child-seqs") child_seqs = argv[i + 1];
     else if (a == "--steps") steps = std::stoll(argv[i + 1]);
-    else if (a == "--seq-len") seq_len = std::stoul(argv[i + 1]);
+    else if (a == "--seq-len") seq_len = std::stoul(argv[i + 1]), seq_len_given = true;
+    else if (a == "--attention") attention = argv[i + 1];
     else if (a == "--python") python = argv[i + 1];
     else if (a == "--preset") preset = argv[i + 1];
     else if (a == "--device") device_name = argv[i + 1];
     else {
       fmt::print(stderr,
                  "usage: bench_train [--steps N] [--seq-len T] [--python PY] [--preset small|tiny|7b-shape] "
-                 "[--device cpu|cuda:N]\n");
+                 "[--device cpu|cuda:N] [--attention 7b|8b]\n");
       return 2;
     }
   }
+  if (!attention.empty())
+    return attention_bench(attention, device_name,
+                           seq_len_given ? std::vector<size_t>{seq_len} : std::vector<size_t>{512, 2048, 4096});
   if (!child.empty()) {
     const auto colon = child.find(':');  // BASE:CHECKPOINTING
     const Device device = resolve_device(device_name);

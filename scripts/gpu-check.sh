@@ -360,6 +360,18 @@ else
     "$(grep -E '^pivotmt' "$LOGS/bench_train.log" | tr -s ' ' | tr '\n' ';'); $(elapsed $t)"
 fi
 
+# --- 4e. Training attention alone (one 7B layer, forward + backward at 512, 2048 and 4096
+# tokens): F32 kernels against the TF32 tensor-core GEMMs of F16 mode.
+if [[ "$EMULATED" == 1 || ! -x "$BIN/bench_train" ]]; then
+  row "training attention" "not run" "$([[ "$EMULATED" == 1 ]] && echo "the CUDA emulator times nothing (GpuTrain.EveryOp checks both paths)" || echo "no bench_train")"
+else
+  t=$(date +%s)
+  bounded "$(limit 30)" "${LOADER[@]}" "$BIN/bench_train" --attention 7b --device "$DEV" >"$LOGS/bench_train_attention.log" 2>&1
+  rc=$?
+  row "training attention (7B layer, $DEV)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
+    "$(grep -E '^(F32|TF32)' "$LOGS/bench_train_attention.log" | tr -s ' ' | tr '\n' ';'); $(elapsed $t)"
+fi
+
 # --- 5. Last (it may take what is left): the op harness under compute-sanitizer memcheck,
 # small shapes, the toolkit's own sanitizer, following child processes.
 t=$(date +%s)
