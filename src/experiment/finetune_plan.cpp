@@ -76,7 +76,7 @@ FinetuneMemory finetune_memory(const ModelConfig& c, const FinetuneSetup& s, siz
     // Attention on the tensor cores: the keys and values rounded to TF32, a block of rows'
     // rounded queries and output gradients, and its scores and their gradients per head.
     const uint64_t rows = std::min(t, kAttentionBlockRows);
-    m.scratch += (2 * t * kvd + 2 * rows * qd + 2 * nh * rows * t) * 4;
+    m.scratch += (2 * t * kvd + 2 * rows * qd + 2 * nh * rows * ((t + 7) / 8 * 8)) * 4;  // score rows 8-float aligned
   } else if (s.base != BaseWeights::F32) {
     m.scratch += max_numel * 4;  // the matrix dequantised to F32
   }

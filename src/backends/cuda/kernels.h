@@ -220,14 +220,14 @@ void train_nf4_to_f16(const uint8_t* packed, const float* absmax, const float* c
 // --- train_attention.cu: the tensor-core attention's steps between its GEMMs
 // (cuda/train_attention.cpp). out [rows, cols] contiguous = in (ld apart) rounded to TF32.
 void train_tf32_round(const float* in, int rows, int cols, int ld, float* out, cudaStream_t s);
-// S [heads, R, Tk]: query positions r0.., key positions k0..; scores → exp(s − lse) where
-// visible, 0 elsewhere, TF32-rounded; lse [heads, T] read from saved_lse, or computed and
-// written to lse_out (exactly one given).
-void train_attention_probabilities(float* S, int heads, int R, int Tk, int r0, int k0, int window, int T,
+// S [heads, R, Tk] (rows ld apart): query positions r0.., key positions k0..; scores →
+// exp(s − lse) where visible, 0 elsewhere, TF32-rounded; lse [heads, T] read from
+// saved_lse, or computed and written to lse_out (exactly one given).
+void train_attention_probabilities(float* S, int heads, int R, int Tk, int ld, int r0, int k0, int window, int T,
                                    const float* saved_lse, float* lse_out, cudaStream_t s);
-// dP [heads, R, Tk] = P ⊙ (dP − D[h, r0 + i]), TF32-rounded.
-void train_attention_score_gradients(const float* P, float* dP, int heads, int R, int Tk, int r0, int T, const float* D,
-                                     cudaStream_t s);
+// dP [heads, R, Tk] (rows ld apart) = P ⊙ (dP − D[h, r0 + i]), TF32-rounded.
+void train_attention_score_gradients(const float* P, float* dP, int heads, int R, int Tk, int ld, int r0, int T,
+                                     const float* D, cudaStream_t s);
 // D [nh, T] = rowwise dO · O per head (double sums).
 void train_attention_output_dot(const float* dout, const float* out, int T, int nh, int d, float* D, cudaStream_t s);
 }  // namespace pivotmt::cuda::kernels

@@ -16,6 +16,10 @@ namespace {
 // The first key position any row of the block [r0, ...) sees.
 size_t first_key(size_t r0, size_t window) { return window > 0 && r0 + 1 > window ? r0 + 1 - window : 0; }
 
+// The scores' row stride for `keys` keys: 8 floats' multiples keep every row and head block
+// 32-byte aligned, which cuBLAS's tensor-core kernels want of their operands.
+size_t score_ld(size_t keys) { return (keys + 7) / 8 * 8; }
+
 }  // namespace
 
 float* TrainAttention::grow(Tensor& t, size_t n) {
@@ -50,21 +54,22 @@ void TrainAttention::forward(const float* q, const float* k, const float* v, siz
   const float scale = 1.0f / std::sqrt(float(d));
   round_keys_values(k, v, T, kvd);
   float* Q = grow(queries_, R * qd);
-  float* S = grow(scores_, nh * R * T);
+  float* S = grow(scores_, nh * R * score_ld(T));
   const float *K = keys_.as<float>(), *Vr = values_.as<float>();
   for (size_t r0 = 0; r0 < T; r0 += R) {
     const size_t rows = std::min(R, T - r0), k0 = first_key(r0, window), keys = r0 + rows - k0;
+    const size_t ld = score_ld(keys), s_head = rows * ld;  // one head's block of scores
     kernels::train_tf32_round(q + r0 * qd, int(rows), int(qd), int(qd), Q, stream_);
     // Head h = g · group + j: S_h [rows, keys] = scale Q_h K_gᵀ, one GEMM per group member j
-    // batched over g (S's heads `group` matrices apart, Q's heads `group` columns apart).
+    // batched over g (S's heads `group` blocks apart, Q's heads `group` columns apart).
     for (size_t j = 0; j < group; ++j)
-      batched(false, true, rows, keys, d, scale, Q + j * d, qd, group * d, K + k0 * kvd, kvd, d, 0.0f,
-              S + j * rows * keys, keys, group * rows * keys, nkv);
-    kernels::train_attention_probabilities(S, int(nh), int(rows), int(keys), int(r0), int(k0), int(window), int(T),
-                                           nullptr, lse, stream_);
+      batched(false, true, rows, keys, d, scale, Q + j * d, qd, group * d, K + k0 * kvd, kvd, d, 0.0f, S + j * s_head, ld,
+              group * s_head, nkv);
+    kernels::train_attention_probabilities(S, int(nh), int(rows), int(keys), int(ld), int(r0), int(k0), int(window),
+                                           int(T), nullptr, lse, stream_);
     for (size_t j = 0; j < group; ++j)  // O_h [rows, d] = P_h V_g
-      batched(false, false, rows, d, keys, 1.0f, S + j * rows * keys, keys, group * rows * keys, Vr + k0 * kvd, kvd, d,
-              0.0f, out + r0 * qd + j * d, qd, group * d, nkv);
+      batched(false, false, rows, d, keys, 1.0f, S + j * s_head, ld, group * s_head, Vr + k0 * kvd, kvd, d, 0.0f,
+              out + r0 * qd + j * d, qd, group * d, nkv);
   }
 }
 
@@ -79,30 +84,30 @@ void TrainAttention::backward(const float* q, const float* k, const float* v, co
   round_keys_values(k, v, T, kvd);
   float* Q = grow(queries_, R * qd);
   float* dO = grow(dout_, R * qd);
-  float* S = grow(scores_, nh * R * T);
-  float* dS = grow(gradients_, nh * R * T);
+  float* S = grow(scores_, nh * R * score_ld(T));
+  float* dS = grow(gradients_, nh * R * score_ld(T));
   const float *K = keys_.as<float>(), *Vr = values_.as<float>();
   for (size_t r0 = 0; r0 < T; r0 += R) {
     const size_t rows = std::min(R, T - r0), k0 = first_key(r0, window), keys = r0 + rows - k0;
-    const size_t s_head = rows * keys;  // one head's block of scores
+    const size_t ld = score_ld(keys), s_head = rows * ld;  // one head's block of scores
     kernels::train_tf32_round(q + r0 * qd, int(rows), int(qd), int(qd), Q, stream_);
     kernels::train_tf32_round(dout + r0 * qd, int(rows), int(qd), int(qd), dO, stream_);
     for (size_t j = 0; j < group; ++j) {
       batched(false, true, rows, keys, d, scale, Q + j * d, qd, group * d, K + k0 * kvd, kvd, d, 0.0f, S + j * s_head,
-              keys, group * s_head, nkv);  // S = scale Q Kᵀ
+              ld, group * s_head, nkv);  // S = scale Q Kᵀ
       batched(false, true, rows, keys, d, 1.0f, dO + j * d, qd, group * d, Vr + k0 * kvd, kvd, d, 0.0f,
-              dS + j * s_head, keys, group * s_head, nkv);  // dP = dO Vᵀ
+              dS + j * s_head, ld, group * s_head, nkv);  // dP = dO Vᵀ
     }
-    kernels::train_attention_probabilities(S, int(nh), int(rows), int(keys), int(r0), int(k0), int(window), int(T),
-                                           lse, nullptr, stream_);
-    kernels::train_attention_score_gradients(S, dS, int(nh), int(rows), int(keys), int(r0), int(T), D, stream_);
+    kernels::train_attention_probabilities(S, int(nh), int(rows), int(keys), int(ld), int(r0), int(k0), int(window),
+                                           int(T), lse, nullptr, stream_);
+    kernels::train_attention_score_gradients(S, dS, int(nh), int(rows), int(keys), int(ld), int(r0), int(T), D, stream_);
     for (size_t j = 0; j < group; ++j) {
       // dQ_h [rows, d] += scale dS_h K_g; dK_g [keys, d] += scale dS_hᵀ Q_h; dV_g += P_hᵀ dO_h.
-      batched(false, false, rows, d, keys, scale, dS + j * s_head, keys, group * s_head, K + k0 * kvd, kvd, d, 1.0f,
+      batched(false, false, rows, d, keys, scale, dS + j * s_head, ld, group * s_head, K + k0 * kvd, kvd, d, 1.0f,
               dq + r0 * qd + j * d, qd, group * d, nkv);
-      batched(true, false, keys, d, rows, scale, dS + j * s_head, keys, group * s_head, Q + j * d, qd, group * d, 1.0f,
+      batched(true, false, keys, d, rows, scale, dS + j * s_head, ld, group * s_head, Q + j * d, qd, group * d, 1.0f,
               dk + k0 * kvd, kvd, d, nkv);
-      batched(true, false, keys, d, rows, 1.0f, S + j * s_head, keys, group * s_head, dO + j * d, qd, group * d, 1.0f,
+      batched(true, false, keys, d, rows, 1.0f, S + j * s_head, ld, group * s_head, dO + j * d, qd, group * d, 1.0f,
               dv + k0 * kvd, kvd, d, nkv);
     }
   }

@@ -34,14 +34,14 @@ __global__ void tf32_round_kernel(const float* in, int rows, int cols, int ld, f
 
 __device__ bool visible(int i, int j, int window) { return j <= i && (window == 0 || i - j < window); }
 
-// One block per row of S [heads, R, Tk] (head h's row i at (h R + i) Tk): the scaled scores
+// One block per row of S [heads, R, Tk] (head h's row i at (h R + i) ld): the scaled scores
 // of query position r0 + i against key positions k0 .. k0 + Tk − 1 become the probabilities
 // exp(s − lse) where visible (else 0), rounded to TF32. lse [heads, T]: read from
 // saved_lse (backward), or computed as max + log Σ exp(s − max) and stored in lse_out.
-__global__ void probabilities_kernel(float* S, int R, int Tk, int r0, int k0, int window, int T, const float* saved_lse,
-                                     float* lse_out) {
+__global__ void probabilities_kernel(float* S, int R, int Tk, int ld, int r0, int k0, int window, int T,
+                                     const float* saved_lse, float* lse_out) {
   const int h = int(blockIdx.x) / R, i = int(blockIdx.x) % R, qi = r0 + i;
-  float* row = S + size_t(blockIdx.x) * Tk;
+  float* row = S + size_t(blockIdx.x) * ld;
   const size_t at = size_t(h) * T + qi;
   float l;
   if (saved_lse) {
@@ -63,10 +63,10 @@ __global__ void probabilities_kernel(float* S, int R, int Tk, int r0, int k0, in
 
 // One block per row: dS = P ⊙ (dP − D) in place in dP, rounded to TF32 (D of head h, query
 // position r0 + i at D[h T + r0 + i]).
-__global__ void score_gradients_kernel(const float* P, float* dP, int R, int Tk, int r0, int T, const float* D) {
+__global__ void score_gradients_kernel(const float* P, float* dP, int R, int Tk, int ld, int r0, int T, const float* D) {
   const int h = int(blockIdx.x) / R, i = int(blockIdx.x) % R;
   const float Di = D[size_t(h) * T + r0 + i];
-  const size_t at = size_t(blockIdx.x) * Tk;
+  const size_t at = size_t(blockIdx.x) * ld;
   for (int j = threadIdx.x; j < Tk; j += blockDim.x) dP[at + j] = tf32_round(P[at + j] * (dP[at + j] - Di));
 }
 
@@ -90,19 +90,19 @@ void train_tf32_round(const float* in, int rows, int cols, int ld, float* out, c
   if (n) launch("tf32_round_kernel", tf32_round_kernel, blocks_for(n, kThreads), kThreads, s, in, rows, cols, ld, out);
 }
 
-void train_attention_probabilities(float* S, int heads, int R, int Tk, int r0, int k0, int window, int T,
+void train_attention_probabilities(float* S, int heads, int R, int Tk, int ld, int r0, int k0, int window, int T,
                                    const float* saved_lse, float* lse_out, cudaStream_t s) {
   if (heads * R == 0 || Tk == 0) return;
   if ((saved_lse == nullptr) == (lse_out == nullptr))
     throw Error("train_attention_probabilities: exactly one of the saved lse and the lse to write");
-  launch("probabilities_kernel", probabilities_kernel, unsigned(heads * R), kThreads, s, S, R, Tk, r0, k0, window, T,
-         saved_lse, lse_out);
+  launch("probabilities_kernel", probabilities_kernel, unsigned(heads * R), kThreads, s, S, R, Tk, ld, r0, k0, window,
+         T, saved_lse, lse_out);
 }
 
-void train_attention_score_gradients(const float* P, float* dP, int heads, int R, int Tk, int r0, int T, const float* D,
-                                     cudaStream_t s) {
+void train_attention_score_gradients(const float* P, float* dP, int heads, int R, int Tk, int ld, int r0, int T,
+                                     const float* D, cudaStream_t s) {
   if (heads * R == 0 || Tk == 0) return;
-  launch("score_gradients_kernel", score_gradients_kernel, unsigned(heads * R), kThreads, s, P, dP, R, Tk, r0, T, D);
+  launch("score_gradients_kernel", score_gradients_kernel, unsigned(heads * R), kThreads, s, P, dP, R, Tk, ld, r0, T, D);
 }
 
 void train_attention_output_dot(const float* dout, const float* out, int T, int nh, int d, float* D, cudaStream_t s) {

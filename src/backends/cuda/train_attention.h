@@ -26,8 +26,9 @@ class TrainAttention {
   TrainAttention(const Device& device, cudaStream_t stream, cublasHandle_t blas)
       : device_(device), stream_(stream), blas_(blas) {}
   // Query rows a block (at most; fewer for shorter sequences). The buffers then hold
-  // 2 · heads · rows · T floats (scores, their gradients) and 2 · rows · heads · d (the
-  // block's rounded queries and output gradients); finetune_plan.cpp counts them.
+  // 2 · heads · rows · T' floats (scores, their gradients; T' = T rounded up to 8) and
+  // 2 · rows · heads · d (the block's rounded queries and output gradients) beside the keys
+  // and values rounded (2 · T · kv heads · d); finetune_plan.cpp counts them.
   static constexpr size_t kBlockRows = 128;
   void set_block_rows(size_t rows) { block_rows_ = rows ? rows : 1; }
 
