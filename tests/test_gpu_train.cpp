@@ -320,6 +320,7 @@ TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
     Checkpointing checkpointing;
     double dropout;
     std::vector<std::string> targets;
+    std::string dir = model_dir();
   };
   const std::vector<std::string> all = LoraConfig{}.targets;
   const std::vector<Case> cases = {
@@ -327,16 +328,21 @@ TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
       {BaseWeights::NF4, train::BaseCompute::F32, Checkpointing::Never, 0.1, all},
       {BaseWeights::F16, train::BaseCompute::F16, Checkpointing::Always, 0.0, {"q_proj", "v_proj"}},
       {BaseWeights::F32, train::BaseCompute::F32, Checkpointing::Always, 0.05, {"down_proj"}},
+      // Tied embeddings: the device holds the table (F32, converted per product in F16 mode).
+      {BaseWeights::NF4, train::BaseCompute::F16, Checkpointing::Always, 0.1, all, test::fixture("models/tiny-bf16-tied")},
+      {BaseWeights::F16, train::BaseCompute::F32, Checkpointing::Never, 0.0, all, test::fixture("models/tiny-bf16-tied")},
   };
   for (const auto& c : cases) {
     const size_t before = cuda::allocated_bytes(kGpu.index);
-    LoraLlama model(model_dir(), c.base, train::Kernels::Fast, kGpu, c.compute);
+    LoraLlama model(c.dir, c.base, train::Kernels::Fast, kGpu, c.compute);
     model.set_checkpointing(c.checkpointing);
     LoraConfig lora = golden_config();
     lora.dropout = c.dropout;
     lora.targets = c.targets;
     model.set_adapter(init_lora(model.config(), lora, 5));
-    model.forward_backward(seqs[0], 0.5f, 7);
+    TrainSequence seq = seqs[0];  // within the model's vocabulary
+    for (auto& t : seq.tokens) t %= int32_t(model.config().vocab_size);
+    model.forward_backward(seq, 0.5f, 7);
     model.optimizer_step(model.grad_norm(), 1.0, 1e-3, {});
     const size_t held = cuda::allocated_bytes(kGpu.index) - before;
     FinetuneSetup setup;
@@ -345,7 +351,8 @@ TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
     setup.lora = lora;
     const auto plan = finetune_memory(model.config(), setup, seqs[0].tokens.size(), true, c.checkpointing == Checkpointing::Never);
     EXPECT_EQ(plan.total(), held)  // byte for byte: the plan names every buffer
-        << base_weights_name(c.base) << (c.compute == train::BaseCompute::F16 ? " f16" : " f32") << " held " << held
+        << c.dir << " " << base_weights_name(c.base) << (c.compute == train::BaseCompute::F16 ? " f16" : " f32")
+        << " held " << held
         << " planned " << plan.total() << " (base " << plan.base << ", scratch " << plan.scratch << ")";
   }
 }

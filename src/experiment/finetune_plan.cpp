@@ -50,7 +50,10 @@ FinetuneMemory finetune_memory(const ModelConfig& c, const FinetuneSetup& s, siz
     }
   }
   m.base += (2 * L + 1) * H * 4;  // the layers' two RMSNorm weights and the final one, F32
-  m.embeddings = V * H * 4 * (c.tie_word_embeddings ? 1 : 2);
+  // The CPU: table and output layer in F32 (one when tied). A GPU: the output layer only (an
+  // untied table stays in host memory), F16 in F16 mode when untied.
+  const bool tied = c.tie_word_embeddings, f16_products = gpu && s.compute == train::BaseCompute::F16;
+  m.embeddings = !gpu ? V * H * 4 * (tied ? 1 : 2) : V * H * (f16_products && !tied ? 2 : 4);
   m.adapter = 4 * 4 * std::max<uint64_t>(lora_params, 1);  // parameters, gradients, two moments
   m.saved_inputs = (L + 1) * t * H * 4;
   const uint64_t per_token = 4 * H + 2 * qd + 2 * kvd + 3 * F + nh + 2;  // LoraLlama::Activations
@@ -64,12 +67,11 @@ FinetuneMemory finetune_memory(const ModelConfig& c, const FinetuneSetup& s, siz
     // The LoRA branch: the dropped input (with dropout), h and dh [T, r], dx of the branch.
     m.scratch += ((s.lora.dropout > 0 ? t * max_lora_in : 0) + 2 * t * r + t * max_lora_in) * 4;
   }
-  const bool f16_products = gpu && s.compute == train::BaseCompute::F16;
   if (f16_products) {
-    // The matrix as F16: the largest projection stored otherwise, or the output layer (F32,
-    // multiplied on the tensor cores too); the activations as F16: a layer's inputs or
-    // output gradients, or a block of the logits' gradients.
-    const uint64_t converted = std::max(s.base != BaseWeights::F16 ? max_numel : 0, V * H);
+    // The matrix as F16: the largest projection stored otherwise, or a tied output layer (F32:
+    // it is the embedding table too); the activations as F16: a layer's inputs or output
+    // gradients, or a block of the logits' gradients.
+    const uint64_t converted = std::max(s.base != BaseWeights::F16 ? max_numel : 0, tied ? V * H : 0);
     m.scratch += (converted + 1) / 2 * 4;
     m.scratch += (std::max(t * max_dim, chunk * V) + 1) / 2 * 4;
     m.scratch += 4 * 4;  // the F16 scale, alpha and beta on the device (cuda/train_device.cpp)
@@ -203,11 +205,14 @@ std::string finetune_plan_markdown(const FinetunePlan& p) {
   const auto& m = p.memory;
   std::string md = fmt::format(
       "## Fine-tuning plan on {} ({})\n\n| memory | |\n|---|---:|\n"
-      "| frozen base | {} |\n| embeddings and output layer (F32) | {} |\n"
+      "| frozen base | {} |\n| {} | {} |\n"
       "| adapter ({} parameters): weights, gradients, AdamW moments | {} |\n"
       "| layer inputs kept for the recomputation | {} |\n| activations ({}) | {} |\n| one layer's gradients | {} |\n"
       "| output layer's buffers (logits a block of rows at a time) | {} |\n| scratch | {} |\n",
-      p.device.device, p.device.name, gib(m.base), gib(m.embeddings),
+      p.device.device, p.device.name, gib(m.base),
+      !p.gpu ? "embedding table and output layer (F32)"
+             : "output layer (F16 in F16 mode unless tied to the embedding table; an untied table stays in host memory)",
+      gib(m.embeddings),
       p.adapter_parameters >= 1'000'000 ? fmt::format("{:.1f} M", double(p.adapter_parameters) / 1e6)
                                         : std::to_string(p.adapter_parameters),
       gib(m.adapter),

@@ -3,8 +3,8 @@
 // model's config.json, the LoRA settings and the data's sequence lengths alone (no weights).
 //
 // Memory is LoraLlama's own accounting, buffer by buffer (lora_llama.cpp and the training
-// device's scratch): the frozen base in its storage format, the F32 embedding and output
-// layer, the adapter with its gradients and AdamW's two moments, each layer's input kept for
+// device's scratch): the frozen base in its storage format, the output layer (and on the
+// CPU or when tied the embedding table), the adapter with its gradients and AdamW's two moments, each layer's input kept for
 // the recomputation, one layer's activations (all layers' without checkpointing), one
 // layer's gradient buffers, the logits of a 64 MiB block of rows, the LoRA branch's and the
 // base GEMM's scratch. Sequences run one at a time (a micro-batch is the sum of its
@@ -45,7 +45,7 @@ struct FinetuneSetup {
 // Bytes by purpose; total() is what the device holds at the peak (after the first backward).
 struct FinetuneMemory {
   uint64_t base = 0;          // the frozen projections in their storage format, and the norms
-  uint64_t embeddings = 0;    // embedding table and output layer, F32 (one when tied)
+  uint64_t embeddings = 0;    // the CPU: table and output layer, F32 (one when tied); a GPU: the output layer
   uint64_t adapter = 0;       // LoRA A/B, gradients, AdamW's two moments (F32)
   uint64_t saved_inputs = 0;  // each layer's input [L + 1, T, H] for the recomputation
   uint64_t activations = 0;   // one layer's (checkpointing) or every layer's

@@ -110,7 +110,9 @@ class LoraLlama {
   ModelConfig cfg_;
   std::unique_ptr<train::TrainDevice> dev_;
   std::vector<Layer> layers_;
-  FrozenMatrix embed_, lm_head_;  // lm_head_ empty when tied
+  // Host copies: on the CPU both (lm_head_ empty when tied); on a GPU the untied embedding
+  // table only (the device holds the output layer).
+  FrozenMatrix embed_, lm_head_;
   std::unique_ptr<train::DeviceFrozen> embed_dev_, lm_head_dev_;
   Tensor final_norm_;
   std::vector<float> inv_freq_;
