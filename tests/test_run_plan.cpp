@@ -181,6 +181,18 @@ TEST(FinetunePlan, TheRecipeOn7BFitsIn16GB) {
   // Base and output layer at the F16 rate, attention at TF32's half of it, LoRA in F32.
   EXPECT_NEAR(p.seconds, (p.base_flops + p.head_flops) / 500e12 + p.attention_flops / 250e12 + p.lora_flops / 50e12,
               1e-9 * p.seconds);
+  // Its probabilities through memory: blocks of 128 rows against the keys up to the block's
+  // end (n blocks: 128² n(n + 1) / 2 per head), 4 bytes, 4 + 10 + 4 passes (forward,
+  // backward, the recomputation). With a bandwidth given, the larger time counts.
+  const auto blocks = [](double n) { return 128.0 * 128.0 * n * (n + 1) / 2; };
+  const double block_keys = (2 * blocks(32) + blocks(16) + blocks(8)) / 4;
+  EXPECT_DOUBLE_EQ(p.attention_bytes, 100.0 * 8 * 32 * 32 * block_keys * 4 * 18);
+  DeviceCeiling slow = gpu16;
+  slow.gbps = 1000;  // 1 TB/s: the bytes (~300 s) outweigh the GEMMs (~37 s)
+  const FinetunePlan ps = make_finetune_plan(m, s, slow);
+  EXPECT_GT(ps.attention_bytes / 1e12, ps.attention_flops / 250e12);
+  EXPECT_NEAR(ps.seconds, (p.base_flops + p.head_flops) / 500e12 + ps.attention_bytes / 1e12 + p.lora_flops / 50e12,
+              1e-9 * ps.seconds);
   EXPECT_NE(finetune_plan_markdown(p).find("Fits."), std::string::npos);
   // Without checkpointing every layer's activations are kept: over 16 GB, and said so.
   s.checkpointing = Checkpointing::Never;

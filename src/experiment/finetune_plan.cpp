@@ -131,7 +131,7 @@ FinetunePlan make_finetune_plan(const ModelConfig& c, const FinetuneSetup& s, co
   const double window = c.sliding_window ? double(*c.sliding_window) : 0;
   const double attention_factor = 1 + (f16_products ? 2.5 : 3.5) + (p.keep_all_layers ? 0 : 1);
   const double windows_per_step = double(s.window);
-  double mean_tokens = 0, mean_keys = 0;  // per sequence
+  double mean_tokens = 0, mean_keys = 0, mean_block_keys = 0;  // per sequence
   for (size_t T : s.sequence_tokens) {
     mean_tokens += double(T);
     double keys = 0;
@@ -139,9 +139,17 @@ FinetunePlan make_finetune_plan(const ModelConfig& c, const FinetuneSetup& s, co
     if (window > 0 && window < Td) keys = window * (window + 1) / 2 + (Td - window) * window;
     else keys = Td * (Td + 1) / 2;
     mean_keys += keys;
+    // The tensor-core path's score blocks: each block of rows against every key any of its
+    // rows sees (cuda/train_attention.cpp).
+    for (size_t r0 = 0; r0 < T; r0 += kAttentionBlockRows) {
+      const size_t rows = std::min<size_t>(kAttentionBlockRows, T - r0);
+      const size_t k0 = window > 0 && double(r0 + 1) > window ? r0 + 1 - size_t(window) : 0;
+      mean_block_keys += double(rows) * double(r0 + rows - k0);
+    }
   }
   mean_tokens /= double(s.sequence_tokens.size());
   mean_keys /= double(s.sequence_tokens.size());
+  mean_block_keys /= double(s.sequence_tokens.size());
   const double sequences = double(s.steps) * windows_per_step;
   p.tokens = sequences * mean_tokens;
   p.adapter_parameters = p.memory.adapter / 16;
@@ -152,11 +160,19 @@ FinetunePlan make_finetune_plan(const ModelConfig& c, const FinetuneSetup& s, co
   // F16 mode: the base and the output layer at the F16 tensor-core rate, attention's GEMMs
   // at the TF32 rate (half the F16 rate on every NVIDIA tensor core since Ampere, by the
   // datasheets), the LoRA products in F32; F32 mode and the CPU: everything at the F32 rate.
+  // The tensor-core path's probabilities pass through memory, F32 per (head, row, key) of
+  // every block: written by the scores' GEMM, read and written by the softmax, read by PV
+  // (4 passes forward, again to recompute a checkpointed layer); backward 10 (S and dP
+  // written, the softmax's 2, dS's 3, dQ, dK and dV reading dS or P). Its time is the
+  // larger of the GEMMs' and these bytes' at the device's bandwidth.
   const double f32 = device.gflops_f32 * 1e9;
-  if (f16_products)
-    p.seconds = (p.base_flops + p.head_flops) / (device.gflops * 1e9) + p.attention_flops / (device.gflops / 2 * 1e9) +
-                p.lora_flops / f32;
-  else
+  if (f16_products) {
+    const double passes_through_memory = 4 + 10 + (p.keep_all_layers ? 0 : 4);
+    p.attention_bytes = sequences * double(L) * double(nh) * mean_block_keys * 4 * passes_through_memory;
+    const double attention_seconds =
+        std::max(p.attention_flops / (device.gflops / 2 * 1e9), device.gbps > 0 ? p.attention_bytes / (device.gbps * 1e9) : 0.0);
+    p.seconds = (p.base_flops + p.head_flops) / (device.gflops * 1e9) + attention_seconds + p.lora_flops / f32;
+  } else
     p.seconds = (p.base_flops + p.head_flops + p.attention_flops + p.lora_flops) / f32;
   return p;
 }
@@ -189,6 +205,7 @@ nlohmann::json FinetunePlan::to_json() const {
           {"head_flops", head_flops},
           {"attention_flops", attention_flops},
           {"lora_flops", lora_flops},
+          {"attention_bytes", attention_bytes},
           {"seconds", seconds}};
 }
 
@@ -223,14 +240,18 @@ std::string finetune_plan_markdown(const FinetunePlan& p) {
                     gib(p.device.memory));
   md += fmt::format(
       "| time | |\n|---|---:|\n| tokens trained | {:.0f} |\n| base products | {} |\n| output layer | {} |\n"
-      "| attention | {} |\n| LoRA products | {} |\n| GEMM rates ({}) | {} |\n"
-      "| **time (GEMM-rate bound)** | **{}** ({:.0f} tokens/s) |\n\n",
-      p.tokens, flop(p.base_flops), flop(p.head_flops), flop(p.attention_flops), flop(p.lora_flops),
-      p.device.measured ? "measured here" : "stated roofline",
+      "| attention | {}{} |\n| LoRA products | {} |\n| GEMM rates ({}) | {} |\n"
+      "| **time (bound by the GEMM rates{})** | **{}** ({:.0f} tokens/s) |\n\n",
+      p.tokens, flop(p.base_flops), flop(p.head_flops), flop(p.attention_flops),
+      p.attention_bytes > 0 ? fmt::format(", its probabilities {} through memory at {:.0f} GB/s",
+                                          format_bytes(p.attention_bytes), p.device.gbps)
+                            : std::string(),
+      flop(p.lora_flops), p.device.measured ? "measured here" : "stated roofline",
       p.gpu ? fmt::format("{:.0f} GFLOP/s F16 tensor cores (TF32 half of it), {:.0f} GFLOP/s F32", p.device.gflops,
                           p.device.gflops_f32)
             : fmt::format("{:.0f} GFLOP/s F32", p.device.gflops_f32),
-      hours(p.seconds), p.seconds > 0 ? p.tokens / p.seconds : 0.0);
+      p.attention_bytes > 0 ? " and attention's bandwidth" : "", hours(p.seconds),
+      p.seconds > 0 ? p.tokens / p.seconds : 0.0);
   if (!p.fits)
     md += fmt::format("**Does not fit**: {} needed, {} offered. Lower --max-seq-len, keep --gradient-checkpointing "
                       "always, or use --base-weights nf4.\n",

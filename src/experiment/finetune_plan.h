@@ -15,7 +15,8 @@
 // causal attention at each sequence's length, 2.5x or 3.5x forward for its backward) at the
 // device's GEMM rates: on a GPU in --base-compute f16 the base and the output layer at the
 // F16 tensor-core rate and attention at the TF32 rate, the LoRA products in F32; otherwise
-// everything at the F32 rate. A lower bound: attention's probabilities pass through memory.
+// everything at the F32 rate; attention's time the larger of its GEMMs' and its
+// probabilities' passes through memory at the device's bandwidth.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -69,6 +70,7 @@ struct FinetunePlan {
   double tokens = 0;                       // over all steps
   // Over all steps: the base's products, the output layer's, attention's, the LoRA branch's.
   double base_flops = 0, head_flops = 0, attention_flops = 0, lora_flops = 0;
+  double attention_bytes = 0;  // the tensor-core attention's probabilities through memory (F16 mode)
   double seconds = 0;
   nlohmann::json to_json() const;
 };
