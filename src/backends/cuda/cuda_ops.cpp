@@ -2,7 +2,8 @@
 // F32 logits), cuBLAS for every linear, one stream and one cuBLAS handle per device, and a
 // paged KV cache (blocks of kKvBlockPositions positions in a pool sized from free memory,
 // a block table per sequence, shared prefixes referenced). Weights reach the device through
-// pinned staging buffers; F32 / BF16 checkpoints are converted to F16 on the device.
+// pinned staging buffers (weight_upload.h); F32 / BF16 checkpoints are converted to F16 on
+// the device.
 //
 // Decode passes run as CUDA graphs (OpsOptions::cuda_graphs): decode_graphs.h records,
 // captures and replays them; the ops here issue their kernels through it.
@@ -22,6 +23,7 @@
 #include "backends/cuda/decode_graphs.h"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/weight_upload.h"
 #include "backends/kv_blocks.h"
 #include "backends/ops.h"
 #include "backends/paged_attention.h"
@@ -31,8 +33,6 @@ namespace pivotmt::cuda {
 namespace {
 
 constexpr size_t kMiB = size_t(1) << 20;
-
-int dtype_code(DType t) { return t == DType::F32 ? 0 : t == DType::F16 ? 1 : 2; }
 
 class CudaLinear final : public LinearWeights {
  public:
@@ -84,14 +84,14 @@ class CudaOps final : public Ops {
                               e.what()));
     }
     check_cublas(cublas().set_workspace(blas_, blas_workspace_.get(), kBlasWorkspaceBytes), "cublasSetWorkspace");
-    for (auto& e : staging_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+    upload_ = std::make_unique<WeightUpload>(device, stream_);
     check(cudaEventCreateWithFlags(&meta_done_, cudaEventDisableTiming), "cudaEventCreate");
   }
   ~CudaOps() override {
     cudaSetDevice(device_.index);
     cudaStreamSynchronize(stream_);
     graphs_.reset();
-    for (auto& e : staging_done_) cudaEventDestroy(e);
+    upload_.reset();
     cudaEventDestroy(meta_done_);
     if (rows_done_) cudaEventDestroy(rows_done_);
     if (copies_done_) cudaEventDestroy(copies_done_);
@@ -128,11 +128,11 @@ class CudaOps final : public Ops {
       if (info.dtype != DType::F32 && info.dtype != DType::F16 && info.dtype != DType::BF16)
         throw UnsupportedError(fmt::format("{}: stored as {}; the GPU loads F32, F16 or BF16", name, dtype_name(info.dtype)));
       if (ckpt.stored_as_is(name)) {
-        upload_converted(ckpt.raw(name), info.dtype, w->w.as<char>() + row * in * 2);
+        upload_->to_f16(ckpt.raw(name), info.dtype, w->w.as<char>() + row * in * 2);
       } else {  // a GGUF tensor: dequantised (and its rows reordered) on the host, uploaded as F16
         std::vector<uint16_t> f16(size_t(info.numel()));
         ckpt.load_into(name, DType::F16, std::as_writable_bytes(std::span(f16)));
-        upload_converted(std::as_bytes(std::span(f16)), DType::F16, w->w.as<char>() + row * in * 2);
+        upload_->to_f16(std::as_bytes(std::span(f16)), DType::F16, w->w.as<char>() + row * in * 2);
       }
       row += size_t(info.shape.at(0));
     }
@@ -198,11 +198,7 @@ class CudaOps final : public Ops {
     select();
     // The weights are in: their staging buffers go back to the pool (a later upload, the op
     // harness's, makes them again).
-    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-    for (int i = 0; i < 2; ++i) {
-      staging_[i].release();
-      staging_device_[i].reset();
-    }
+    upload_->release();
     // Split-KV attention's partial softmax states: a fixed buffer taken before the pool is
     // sized (attention_splits() keeps every pass's splits inside it).
     graphs_->clear();  // they name the pool, the RoPE table and the partials being replaced
@@ -635,34 +631,6 @@ class CudaOps final : public Ops {
     if (t.dtype() != dtype) throw Error(fmt::format("cuda {}: {} (expected {})", what, t.describe(), dtype_name(dtype)));
   }
 
-  // Copies a tensor's bytes (dtype `from`) through the two pinned buffers into F16 at dst:
-  // the host fills one buffer while the device copies and converts the other.
-  void upload_converted(std::span<const std::byte> raw, DType from, void* dst) {
-    select();
-    if (!staging_[0].ptr) {
-      for (int i = 0; i < 2; ++i) {
-        staging_[i].reset(kStagingBytes);
-        staging_device_[i] = device_alloc(device_.index, kStagingBytes);
-      }
-    }
-    const size_t elem = dtype_size(from), per_chunk = kStagingBytes / elem, count = raw.size() / elem;
-    for (size_t done = 0, k = 0; done < count; done += per_chunk, ++k) {
-      const int buf = int(k % 2);
-      const size_t n = std::min(per_chunk, count - done);
-      check(cudaEventSynchronize(staging_done_[buf]), "wait for a staging buffer");
-      std::memcpy(staging_[buf].ptr, raw.data() + done * elem, n * elem);
-      char* out = static_cast<char*>(dst) + done * 2;
-      if (from == DType::F16) {
-        check(cudaMemcpyAsync(out, staging_[buf].ptr, n * 2, cudaMemcpyHostToDevice, stream_), "copy weights");
-      } else {
-        check(cudaMemcpyAsync(staging_device_[buf].get(), staging_[buf].ptr, n * elem, cudaMemcpyHostToDevice, stream_),
-              "copy weights");
-        kernels::convert(staging_device_[buf].get(), dtype_code(from), out, dtype_code(DType::F16), n, stream_);
-      }
-      check(cudaEventRecord(staging_done_[buf], stream_), "cudaEventRecord");
-    }
-  }
-
   // Block copies (a partial prefix block, copy on write) wait for the next pass and run
   // as one kernel launch; one that depends on a waiting copy makes those run first.
   void queue_copies(const std::vector<BlockCopy>& copies) {
@@ -698,9 +666,7 @@ class CudaOps final : public Ops {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::shared_ptr<void> blas_workspace_;
-  Pinned staging_[2];
-  std::shared_ptr<void> staging_device_[2];
-  cudaEvent_t staging_done_[2] = {nullptr, nullptr};
+  std::unique_ptr<WeightUpload> upload_;  // made with the stream
 
   Tensor inv_freq_;                 // [1, head_dim / 2] F32
   std::shared_ptr<void> kv_memory_;  // [layers][K, V][slots, kv_heads, head_dim] F16
