@@ -178,21 +178,29 @@ TEST(FinetunePlan, TheRecipeOn7BFitsIn16GB) {
   // Attention: 4 · 32 heads · 128 dims a visible key, forward, backward 2.5x, recomputation.
   const double keys = (2 * 4096 * 4097 / 2.0 + 2048 * 2049 / 2.0 + 1024 * 1025 / 2.0) / 4;
   EXPECT_DOUBLE_EQ(p.attention_flops, 100.0 * 8 * keys * 4 * 32 * 128 * 32 * 4.5);
-  // Base and output layer at the F16 rate, attention at TF32's half of it, LoRA in F32.
-  EXPECT_NEAR(p.seconds, (p.base_flops + p.head_flops) / 500e12 + p.attention_flops / 250e12 + p.lora_flops / 50e12,
+  // Base, output layer and attention's fused forward (and its recomputation: 2 of 4.5) at
+  // the F16 rate, attention's backward GEMMs at TF32's half of it, LoRA in F32.
+  const double forward = p.attention_flops * 2 / 4.5, backward = p.attention_flops * 2.5 / 4.5;
+  EXPECT_NEAR(p.seconds,
+              (p.base_flops + p.head_flops + forward) / 500e12 + backward / 250e12 + p.lora_flops / 50e12,
               1e-9 * p.seconds);
-  // Its probabilities through memory: blocks of 128 rows against the keys up to the block's
-  // end (n blocks: 128² n(n + 1) / 2 per head), 4 bytes, 4 + 10 + 4 passes (forward,
-  // backward, the recomputation). With a bandwidth given, the larger time counts.
+  // The backward's probabilities through memory: blocks of 128 rows against the keys up to
+  // the block's end (n blocks: 128² n(n + 1) / 2 per head), 4 bytes, 10 passes. With a
+  // bandwidth given, the larger of their time and the backward GEMMs' counts.
   const auto blocks = [](double n) { return 128.0 * 128.0 * n * (n + 1) / 2; };
   const double block_keys = (2 * blocks(32) + blocks(16) + blocks(8)) / 4;
-  EXPECT_DOUBLE_EQ(p.attention_bytes, 100.0 * 8 * 32 * 32 * block_keys * 4 * 18);
+  EXPECT_DOUBLE_EQ(p.attention_bytes, 100.0 * 8 * 32 * 32 * block_keys * 4 * 10);
   DeviceCeiling slow = gpu16;
-  slow.gbps = 1000;  // 1 TB/s: the bytes (~300 s) outweigh the GEMMs (~37 s)
+  slow.gbps = 1000;  // 1 TB/s: the bytes (~165 s) outweigh the backward's GEMMs (~20 s)
   const FinetunePlan ps = make_finetune_plan(m, s, slow);
-  EXPECT_GT(ps.attention_bytes / 1e12, ps.attention_flops / 250e12);
-  EXPECT_NEAR(ps.seconds, (p.base_flops + p.head_flops) / 500e12 + ps.attention_bytes / 1e12 + p.lora_flops / 50e12,
+  EXPECT_GT(ps.attention_bytes / 1e12, backward / 250e12);
+  EXPECT_NEAR(ps.seconds,
+              (p.base_flops + p.head_flops + forward) / 500e12 + ps.attention_bytes / 1e12 + p.lora_flops / 50e12,
               1e-9 * ps.seconds);
+  // A head dim without the fused forward: its blocks pass through memory 18 times.
+  ModelConfig odd = m;
+  odd.head_dim = 96;
+  EXPECT_DOUBLE_EQ(make_finetune_plan(odd, s, gpu16).attention_bytes, 100.0 * 8 * 32 * 32 * block_keys * 4 * 18);
   EXPECT_NE(finetune_plan_markdown(p).find("Fits."), std::string::npos);
   // Without checkpointing every layer's activations are kept: over 16 GB, and said so.
   s.checkpointing = Checkpointing::Never;

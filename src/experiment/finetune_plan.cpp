@@ -160,17 +160,25 @@ FinetunePlan make_finetune_plan(const ModelConfig& c, const FinetuneSetup& s, co
   // F16 mode: the base and the output layer at the F16 tensor-core rate, attention's GEMMs
   // at the TF32 rate (half the F16 rate on every NVIDIA tensor core since Ampere, by the
   // datasheets), the LoRA products in F32; F32 mode and the CPU: everything at the F32 rate.
-  // The tensor-core path's probabilities pass through memory, F32 per (head, row, key) of
-  // every block: written by the scores' GEMM, read and written by the softmax, read by PV
-  // (4 passes forward, again to recompute a checkpointed layer); backward 10 (S and dP
-  // written, the softmax's 2, dS's 3, dQ, dK and dV reading dS or P). Its time is the
-  // larger of the GEMMs' and these bytes' at the device's bandwidth.
+  // The tensor-core path (F16 mode): with head dims 64 and 128 the forward is one fused
+  // kernel on the F16 tensor cores (no scores in memory); the backward's TF32 GEMMs pass the
+  // probabilities through memory, F32 per (head, row, key) of each 128-row block: 10 passes
+  // (S and dP written, the softmax's 2, dS's 3, dQ, dK and dV reading dS or P). Other head
+  // dims run the forward as blocks of GEMMs too: 4 passes more, and 4 to recompute a
+  // checkpointed layer. The GEMMs' time or those bytes' at the device's bandwidth, whichever
+  // is larger, bounds the blocked part.
   const double f32 = device.gflops_f32 * 1e9;
   if (f16_products) {
-    const double passes_through_memory = 4 + 10 + (p.keep_all_layers ? 0 : 4);
+    const bool fused_forward = d == 64 || d == 128;  // cuda/train_attention.cu
+    const double forward_share = (p.keep_all_layers ? 1.0 : 2.0) / attention_factor;
+    const double passes_through_memory = 10 + (fused_forward ? 0 : 4 + (p.keep_all_layers ? 0 : 4));
     p.attention_bytes = sequences * double(L) * double(nh) * mean_block_keys * 4 * passes_through_memory;
+    const double tf32 = device.gflops / 2 * 1e9;
+    const double bandwidth_seconds = device.gbps > 0 ? p.attention_bytes / (device.gbps * 1e9) : 0.0;
     const double attention_seconds =
-        std::max(p.attention_flops / (device.gflops / 2 * 1e9), device.gbps > 0 ? p.attention_bytes / (device.gbps * 1e9) : 0.0);
+        fused_forward ? p.attention_flops * forward_share / (device.gflops * 1e9) +
+                            std::max(p.attention_flops * (1 - forward_share) / tf32, bandwidth_seconds)
+                      : std::max(p.attention_flops / tf32, bandwidth_seconds);
     p.seconds = (p.base_flops + p.head_flops) / (device.gflops * 1e9) + attention_seconds + p.lora_flops / f32;
   } else
     p.seconds = (p.base_flops + p.head_flops + p.attention_flops + p.lora_flops) / f32;

@@ -23,6 +23,7 @@
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/mma_rows.cuh"
 #include "backends/cuda/ptx.cuh"
 #include "backends/paged_attention.h"
 
@@ -43,31 +44,6 @@ struct alignas(16) KvTiles {
   __half v[2][kTileKeys][Ld];
 };
 static_assert(sizeof(KvTiles<128>) <= 48 * 1024, "static shared memory is limited to 48 KiB per block");
-
-__device__ __forceinline__ uint32_t load_pair(const __half* p) {  // two halves, 4-byte aligned
-  const __half2 h = *reinterpret_cast<const __half2*>(p);
-  uint32_t bits;
-  memcpy(&bits, &h, sizeof(bits));
-  return bits;
-}
-
-__device__ __forceinline__ uint32_t pack_pair(float lo, float hi, float& rounded_sum) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  const float2 back = __half22float2(h);
-  rounded_sum += back.x + back.y;
-  uint32_t bits;
-  memcpy(&bits, &h, sizeof(bits));
-  return bits;
-}
-
-__device__ __forceinline__ float quad_max(float v) {  // over the 4 lanes holding one row
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
 
 // Whether key j is visible to a row at `pos` (pos < 0: no row) whose first visible key is `first`.
 __device__ __forceinline__ bool visible(int64_t j, int64_t pos, int64_t first) { return pos >= 0 && j <= pos && j >= first; }

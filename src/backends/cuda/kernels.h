@@ -228,6 +228,13 @@ void train_attention_probabilities(float* S, int heads, int R, int Tk, int ld, i
 // dP [heads, R, Tk] (rows ld apart) = P ⊙ (dP − D[h, r0 + i]), TF32-rounded.
 void train_attention_score_gradients(const float* P, float* dP, int heads, int R, int Tk, int ld, int r0, int T,
                                      const float* D, cudaStream_t s);
+// The fused forward (head dims 64 and 128, 16-byte aligned buffers): out [T, nh d] and
+// lse [nh, T] of causal attention over contiguous q [T, nh d], k, v [T, nkv d], F16 tensor
+// cores, no score matrix in memory.
+bool train_attention_fused_supported(int nh, int nkv, int d, const void* q, const void* k, const void* v,
+                                     const void* out);
+void train_attention_fused_forward(const float* q, const float* k, const float* v, int T, int nh, int nkv, int d,
+                                   int window, float* out, float* lse, cudaStream_t s);
 // D [nh, T] = rowwise dO · O per head (double sums).
 void train_attention_output_dot(const float* dout, const float* out, int T, int nh, int d, float* D, cudaStream_t s);
 }  // namespace pivotmt::cuda::kernels

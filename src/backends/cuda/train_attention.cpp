@@ -50,6 +50,10 @@ void TrainAttention::forward(const float* q, const float* k, const float* v, siz
                              size_t window, float* out, float* lse) {
   if (T == 0) return;
   if (nkv == 0 || nh % nkv) throw Error(fmt::format("cuda training attention: {} heads over {} key-value heads", nh, nkv));
+  // Head dims 64 and 128 (every model of the study): the fused kernel, no scores in memory.
+  if (kernels::train_attention_fused_supported(int(nh), int(nkv), int(d), q, k, v, out))
+    return kernels::train_attention_fused_forward(q, k, v, int(T), int(nh), int(nkv), int(d), int(window), out, lse,
+                                                  stream_);
   const size_t group = nh / nkv, qd = nh * d, kvd = nkv * d, R = rows_for(T);
   const float scale = 1.0f / std::sqrt(float(d));
   round_keys_values(k, v, T, kvd);

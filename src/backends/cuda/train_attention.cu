@@ -1,14 +1,30 @@
-// Training attention's kernels for the tensor-core path (cuda/train_attention.cpp): the
-// elementwise and row-wise steps between its cuBLAS GEMMs. Every value a GEMM will read is
-// rounded here to TF32 (round to nearest even, 10 mantissa bits): the tensor cores read only
-// the top 10 bits of an F32 input, so unrounded inputs would be truncated — a bias of half a
-// TF32 unit per operand (~1e-3 relative on each product) rather than an unbiased rounding.
+// Training attention's kernels for the tensor-core path (cuda/train_attention.cpp).
+//
+// The backward's steps between its cuBLAS GEMMs. Every value a GEMM will read is rounded
+// here to TF32 (round to nearest even, 10 mantissa bits): the tensor cores read only the top
+// 10 bits of an F32 input, so unrounded inputs would be truncated — a bias of half a TF32
+// unit per operand (~1e-3 relative on each product) rather than an unbiased rounding.
+//
+// The forward, fused (head dims 64 and 128): FlashAttention-2's scheme as attention_prefill.cu
+// runs it for inference, over a training sequence's contiguous F32 queries, keys and values.
+// One block per (64 query rows, head), 4 warps of 16 rows; key tiles of 32 rounded to F16
+// into shared memory; S = Q Kᵀ and O += P V by mma.sync (F16 in, F32 accumulate); masks,
+// online softmax in registers, P rounded to F16; O and lse = max + log Σ written in F32. No
+// score matrix passes through memory (the GEMM path writes and reads [heads, rows, keys]
+// four times), and the backward recomputes P from this lse.
+#include <cuda_fp16.h>
+
 #include <cstdint>
+#include <cstring>
+#include <string>
 
 #include "backends/cuda/block_reduce.cuh"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/mma_rows.cuh"
+#include "backends/cuda/ptx.cuh"
+#include "backends/paged_attention.h"
 #include "core/error.h"
 
 namespace pivotmt::cuda::kernels {
@@ -83,7 +99,176 @@ __global__ void output_dot_kernel(const float* dout, const float* out, int T, in
   if (lane == 0) D[size_t(h) * T + i] = float(s);
 }
 
+constexpr int kFusedRows = 64;  // query rows per block: 4 warps of 16
+constexpr int kFusedKeys = 32;  // keys per shared-memory tile
+
+template <int D>
+struct alignas(16) KeyValueTile {
+  static constexpr int Ld = D + 8;  // padded by 16 bytes: ldmatrix's 8 row addresses in distinct banks
+  __half k[kFusedKeys][Ld];
+  __half v[kFusedKeys][Ld];
+};
+
+__device__ __forceinline__ uint32_t half_pair(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  uint32_t bits;
+  memcpy(&bits, &h, sizeof(bits));
+  return bits;
+}
+
+template <int D>
+__global__ void fused_forward_kernel(const float* q, const float* k, const float* v, int T, int nh, int nkv, int window,
+                                     float scale, float* out, float* lse) {
+  __shared__ KeyValueTile<D> sh;
+  const int tile = int(blockIdx.x) / nh, head = int(blockIdx.x) % nh, kv_head = head / (nh / nkv);
+  const int row0 = tile * kFusedRows, rows = T - row0 < kFusedRows ? T - row0 : kFusedRows;
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t4 = lane % 4;
+  const size_t ldq = size_t(nh) * D, ldkv = size_t(nkv) * D;
+  // The block's keys [lo, hi), this warp's [warp_lo, warp_hi) (empty past the rows).
+  const int64_t lo = paged::first_visible(row0, window), hi = row0 + rows;
+  const bool warp_rows = 16 * warp < rows;
+  const int64_t warp_lo = warp_rows ? paged::first_visible(row0 + 16 * warp, window) : INT64_MAX;
+  const int64_t warp_hi = warp_rows ? row0 + (16 * warp + 16 < rows ? 16 * warp + 16 : rows) : 0;
+  // This lane's two rows of the warp's 16 (fragment rows g and g + 8); position = row.
+  const int ra = 16 * warp + g, rb = ra + 8;
+  const int64_t pos_a = ra < rows ? row0 + ra : -1, pos_b = rb < rows ? row0 + rb : -1;
+  const int64_t first_a = paged::first_visible(pos_a, window), first_b = paged::first_visible(pos_b, window);
+  const auto visible = [](int64_t j, int64_t pos, int64_t first) { return pos >= 0 && j <= pos && j >= first; };
+
+  // Q's A fragments for the head, rounded to F16, in registers: qf[kc] covers dims 16 kc ..
+  uint32_t qf[D / 16][4];
+  const float* qa = q + size_t(row0 + ra) * ldq + size_t(head) * D + 2 * t4;
+  const float* qb = q + size_t(row0 + rb) * ldq + size_t(head) * D + 2 * t4;
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc) {
+    qf[kc][0] = ra < rows ? half_pair(qa[16 * kc], qa[16 * kc + 1]) : 0u;
+    qf[kc][1] = rb < rows ? half_pair(qb[16 * kc], qb[16 * kc + 1]) : 0u;
+    qf[kc][2] = ra < rows ? half_pair(qa[16 * kc + 8], qa[16 * kc + 9]) : 0u;
+    qf[kc][3] = rb < rows ? half_pair(qb[16 * kc + 8], qb[16 * kc + 9]) : 0u;
+  }
+
+  float o[D / 8][4];  // the output's C fragments: dims 8 n + 2 t4, + 1 of rows a and b
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;  // l: this lane's part of the row sums
+
+  for (int64_t key0 = lo; key0 < hi; key0 += kFusedKeys) {
+    // Keys [key0, key0 + 32) into shared memory as F16, 16-byte F32 loads (4 values); zeros
+    // past hi (their values meet P = 0, which must not meet a NaN left in shared memory).
+    for (int c = int(threadIdx.x); c < kFusedKeys * (D / 4); c += int(blockDim.x)) {
+      const int key = c / (D / 4), at = 4 * (c % (D / 4));
+      const int64_t j = key0 + key;
+      float4 kk = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vv = kk;
+      if (j < hi) {
+        kk = *reinterpret_cast<const float4*>(k + size_t(j) * ldkv + size_t(kv_head) * D + at);
+        vv = *reinterpret_cast<const float4*>(v + size_t(j) * ldkv + size_t(kv_head) * D + at);
+      }
+      *reinterpret_cast<uint2*>(&sh.k[key][at]) = make_uint2(half_pair(kk.x, kk.y), half_pair(kk.z, kk.w));
+      *reinterpret_cast<uint2*>(&sh.v[key][at]) = make_uint2(half_pair(vv.x, vv.y), half_pair(vv.z, vv.w));
+    }
+    __syncthreads();  // the tile is in
+    if (key0 < warp_hi && key0 + kFusedKeys > warp_lo) {  // warp-uniform
+      // S = Q Kᵀ: s[nt] holds keys key0 + 8 nt + 2 t4, + 1 of rows a (0, 1) and b (2, 3).
+      float s[kFusedKeys / 8][4];
+#pragma unroll
+      for (int nt = 0; nt < kFusedKeys / 8; ++nt) {
+        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < D / 32; ++c) {
+          uint32_t kf[4];  // matrix i = lane / 8: keys 8 nt .. + 7, dims 32 c + 8 i .. + 7
+          ptx::ldmatrix_x4(kf, &sh.k[8 * nt + lane % 8][32 * c + 8 * (lane / 8)]);
+          ptx::mma_f16_f32(s[nt], qf[2 * c], kf);
+          ptx::mma_f16_f32(s[nt], qf[2 * c + 1], kf + 2);
+        }
+      }
+      float max_a = -INFINITY, max_b = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < kFusedKeys / 8; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int64_t j = key0 + 8 * nt + 2 * t4 + (i % 2);
+          const bool row_a = i < 2;
+          const bool seen = row_a ? visible(j, pos_a, first_a) : visible(j, pos_b, first_b);
+          s[nt][i] = seen ? s[nt][i] * scale : -INFINITY;
+          if (row_a) max_a = fmaxf(max_a, s[nt][i]);
+          else max_b = fmaxf(max_b, s[nt][i]);
+        }
+      const float new_a = fmaxf(m_a, quad_max(max_a)), new_b = fmaxf(m_b, quad_max(max_b));
+      const float alpha_a = paged::rescale(m_a, new_a), alpha_b = paged::rescale(m_b, new_b);
+      uint32_t p[kFusedKeys / 8][2];  // P in F16 as the next mma's A fragments (rows a, b)
+      float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < kFusedKeys / 8; ++nt) {
+        const auto weight = [](float score, float top) { return score == -INFINITY ? 0.0f : expf(score - top); };
+        p[nt][0] = pack_pair(weight(s[nt][0], new_a), weight(s[nt][1], new_a), sum_a);
+        p[nt][1] = pack_pair(weight(s[nt][2], new_b), weight(s[nt][3], new_b), sum_b);
+      }
+      l_a = l_a * alpha_a + sum_a;
+      l_b = l_b * alpha_b + sum_b;
+      m_a = new_a;
+      m_b = new_b;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        o[n][0] *= alpha_a;
+        o[n][1] *= alpha_a;
+        o[n][2] *= alpha_b;
+        o[n][3] *= alpha_b;
+      }
+      // O += P V, 16 keys per k-step: P's A fragment is S's C fragments of n-tiles 2 kc, 2 kc + 1.
+#pragma unroll
+      for (int kc = 0; kc < kFusedKeys / 16; ++kc) {
+        const uint32_t a[4] = {p[2 * kc][0], p[2 * kc][1], p[2 * kc + 1][0], p[2 * kc + 1][1]};
+#pragma unroll
+        for (int dn = 0; dn < D / 16; ++dn) {
+          uint32_t vf[4];  // matrix i: keys 16 kc + 8 (i % 2) .., dims 16 dn + 8 (i / 2) .., transposed
+          ptx::ldmatrix_x4_trans(vf, &sh.v[16 * kc + 8 * ((lane / 8) % 2) + lane % 8][16 * dn + 8 * (lane / 16)]);
+          ptx::mma_f16_f32(o[2 * dn], a, vf);
+          ptx::mma_f16_f32(o[2 * dn + 1], a, vf + 2);
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with the tile before it is refilled
+  }
+
+  l_a = quad_sum(l_a);
+  l_b = quad_sum(l_b);
+  const auto store = [&](int r, float m, float l, int first_reg) {
+    if (r >= rows) return;
+    float* dst = out + size_t(row0 + r) * ldq + size_t(head) * D + 2 * t4;
+    const float inv = 1.0f / l;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+      *reinterpret_cast<float2*>(dst + 8 * n) = make_float2(o[n][first_reg] * inv, o[n][first_reg + 1] * inv);
+    if (t4 == 0) lse[size_t(head) * T + row0 + r] = m + logf(l);
+  };
+  store(ra, m_a, l_a, 0);
+  store(rb, m_b, l_b, 2);
+}
+
 }  // namespace
+
+bool train_attention_fused_supported(int nh, int nkv, int d, const void* q, const void* k, const void* v,
+                                     const void* out) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return (d == 64 || d == 128) && nkv > 0 && nh % nkv == 0 && aligned(q) && aligned(k) && aligned(v) && aligned(out);
+}
+
+void train_attention_fused_forward(const float* q, const float* k, const float* v, int T, int nh, int nkv, int d,
+                                   int window, float* out, float* lse, cudaStream_t s) {
+  if (!train_attention_fused_supported(nh, nkv, d, q, k, v, out))
+    throw Error("cuda training attention (fused): " + std::to_string(nh) + " heads over " + std::to_string(nkv) +
+                " of " + std::to_string(d) + " dims, or unaligned buffers, are not supported");
+  if (T == 0) return;
+  const size_t blocks = size_t((T + kFusedRows - 1) / kFusedRows) * size_t(nh);
+  if (blocks > 0x7fffffffu) throw Error("cuda training attention (fused): too many (row tile, head) blocks");
+  const float scale = 1.0f / sqrtf(float(d));
+  if (d == 64)
+    launch("fused_forward_kernel<64>", fused_forward_kernel<64>, unsigned(blocks), 32 * (kFusedRows / 16), s, q, k, v,
+           T, nh, nkv, window, scale, out, lse);
+  else
+    launch("fused_forward_kernel<128>", fused_forward_kernel<128>, unsigned(blocks), 32 * (kFusedRows / 16), s, q, k,
+           v, T, nh, nkv, window, scale, out, lse);
+}
 
 void train_tf32_round(const float* in, int rows, int cols, int ld, float* out, cudaStream_t s) {
   const size_t n = size_t(rows) * cols;

@@ -3,6 +3,10 @@
 // mantissas, F32 sums), a block of query rows at a time so that the probabilities of every
 // head for that block — [heads, rows, keys] — are the only quadratic buffer.
 //
+// The forward with head dims 64 and 128 is one fused kernel instead (train_attention.cu:
+// FlashAttention-2's tiles on mma.sync F16, O and lse only); other head dims and the
+// backward run the blocks below.
+//
 // Per block of rows [r0, r1) and the keys [k0, r1) any of them sees (k0 > 0 under a sliding
 // window): S = scale Q Kᵀ, P = exp(S − lse) masked (the forward computes lse), O = P V;
 // backward recomputes P, then dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dO ⊙ O)), dQ += scale dS K,
