@@ -273,8 +273,9 @@ void register_finetune(CLI::App& app) {
                   "With --dry-run: plan for this device instead of --device: cpu, cuda:N (present), h100 or h200 "
                   "(their stated rooflines)");
   cmd->add_option("--base-compute", a.base_compute,
-                  "On a GPU, the products with the frozen base: f16 (F16 inputs, F32 sums: the tensor cores, as "
-                  "bitsandbytes + PEFT; losses within 1e-3 of the CPU's) | f32 (the CPU's numerics, slower)")
+                  "On a GPU, the numerics: f16 (the base's and the output layer's products with F16 inputs and F32 "
+                  "sums, attention on the tensor cores — a fused F16 forward, a TF32 backward —, as bitsandbytes + "
+                  "PEFT under autocast; losses within 1e-3 of the CPU's) | f32 (the CPU's numerics, slower)")
       ->check(CLI::IsMember({"f16", "f32"}))
       ->capture_default_str();
   cmd->callback([cmd] {
