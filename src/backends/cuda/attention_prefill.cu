@@ -31,7 +31,7 @@ namespace pivotmt::cuda::kernels {
 namespace {
 
 constexpr int kTileRows = int(kQueryTileRows);  // query rows per block: 4 warps of 16
-constexpr int kTileKeys = 32;                   // keys per shared-memory tile
+constexpr int kTileKeys = kAttentionTileKeys;   // keys per shared-memory tile
 constexpr int kPrefillWarps = kTileRows / 16;
 static_assert(kTileRows == 64, "4 warps of 16 query rows");
 
@@ -44,9 +44,6 @@ struct alignas(16) KvTiles {
   __half v[2][kTileKeys][Ld];
 };
 static_assert(sizeof(KvTiles<128>) <= 48 * 1024, "static shared memory is limited to 48 KiB per block");
-
-// Whether key j is visible to a row at `pos` (pos < 0: no row) whose first visible key is `first`.
-__device__ __forceinline__ bool visible(int64_t j, int64_t pos, int64_t first) { return pos >= 0 && j <= pos && j >= first; }
 
 template <int D>
 __global__ void attention_prefill_kernel(const __half* qkv, int ldq, int nh, int nkv, int window, float scale,
@@ -108,10 +105,9 @@ __global__ void attention_prefill_kernel(const __half* qkv, int ldq, int nh, int
     ptx::cp_async_commit();
   };
 
-  float o[D / 8][4];  // the output's C fragments: dims 8 n + 2 t4, + 1 of rows a and b
+  RowsState<D> st;
 #pragma unroll
-  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;  // l: this lane's part of the row sums
+  for (int n = 0; n < D / 8; ++n) st.o[n][0] = st.o[n][1] = st.o[n][2] = st.o[n][3] = 0.0f;
 
   const int key_tiles = hi > lo ? int((hi - lo + kTileKeys - 1) / kTileKeys) : 0;
   if (key_tiles > 0) load_tile(0, lo);
@@ -125,75 +121,13 @@ __global__ void attention_prefill_kernel(const __half* qkv, int ldq, int nh, int
     }
     __syncthreads();  // every thread's copies of this stage have landed
     const int64_t key0 = lo + int64_t(it) * kTileKeys;
-    if (key0 < warp_hi && key0 + kTileKeys > warp_lo) {  // warp-uniform
-      // S = Q Kᵀ: s[nt] holds keys key0 + 8 nt + 2 t4, + 1 of rows a (0, 1) and b (2, 3).
-      float s[kTileKeys / 8][4];
-#pragma unroll
-      for (int nt = 0; nt < kTileKeys / 8; ++nt) {
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < D / 32; ++c) {
-          // Matrix i = lane / 8: keys 8 nt .. + 7, dims 32 c + 8 i .. + 7 — B fragments of two k-steps.
-          uint32_t kf[4];
-          ptx::ldmatrix_x4(kf, &sh.k[stage][8 * nt + lane % 8][32 * c + 8 * (lane / 8)]);
-          ptx::mma_f16_f32(s[nt], qf[2 * c], kf);
-          ptx::mma_f16_f32(s[nt], qf[2 * c + 1], kf + 2);
-        }
-      }
-      // Mask and scale, then the online softmax per row (a row's 32 keys lie in 4 lanes).
-      float max_a = -INFINITY, max_b = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < kTileKeys / 8; ++nt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int64_t j = key0 + 8 * nt + 2 * t4 + (i % 2);
-          const bool row_a = i < 2;
-          const bool seen = row_a ? visible(j, pos_a, first_a) : visible(j, pos_b, first_b);
-          s[nt][i] = seen ? s[nt][i] * scale : -INFINITY;
-          if (row_a) max_a = fmaxf(max_a, s[nt][i]);
-          else max_b = fmaxf(max_b, s[nt][i]);
-        }
-      const float new_a = fmaxf(m_a, quad_max(max_a)), new_b = fmaxf(m_b, quad_max(max_b));
-      const float alpha_a = paged::rescale(m_a, new_a), alpha_b = paged::rescale(m_b, new_b);
-      // P in F16 as the next mma's A fragments: p[nt][0] row a's pair, p[nt][1] row b's.
-      uint32_t p[kTileKeys / 8][2];
-      float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < kTileKeys / 8; ++nt) {
-        const auto weight = [](float score, float top) { return score == -INFINITY ? 0.0f : expf(score - top); };
-        p[nt][0] = pack_pair(weight(s[nt][0], new_a), weight(s[nt][1], new_a), sum_a);
-        p[nt][1] = pack_pair(weight(s[nt][2], new_b), weight(s[nt][3], new_b), sum_b);
-      }
-      l_a = l_a * alpha_a + sum_a;
-      l_b = l_b * alpha_b + sum_b;
-      m_a = new_a;
-      m_b = new_b;
-#pragma unroll
-      for (int n = 0; n < D / 8; ++n) {
-        o[n][0] *= alpha_a;
-        o[n][1] *= alpha_a;
-        o[n][2] *= alpha_b;
-        o[n][3] *= alpha_b;
-      }
-      // O += P V, 16 keys per k-step: P's A fragment is S's C fragments of n-tiles 2 kc, 2 kc + 1.
-#pragma unroll
-      for (int kc = 0; kc < kTileKeys / 16; ++kc) {
-        const uint32_t a[4] = {p[2 * kc][0], p[2 * kc][1], p[2 * kc + 1][0], p[2 * kc + 1][1]};
-#pragma unroll
-        for (int dn = 0; dn < D / 16; ++dn) {
-          // Matrix i: keys 16 kc + 8 (i % 2) .. + 7, dims 16 dn + 8 (i / 2) .. + 7, transposed.
-          uint32_t vf[4];
-          ptx::ldmatrix_x4_trans(vf, &sh.v[stage][16 * kc + 8 * ((lane / 8) % 2) + lane % 8][16 * dn + 8 * (lane / 16)]);
-          ptx::mma_f16_f32(o[2 * dn], a, vf);
-          ptx::mma_f16_f32(o[2 * dn + 1], a, vf + 2);
-        }
-      }
-    }
+    if (key0 < warp_hi && key0 + kTileKeys > warp_lo)  // warp-uniform
+      attend_key_tile<D, KvTiles<D>::Ld>(sh.k[stage], sh.v[stage], key0, qf, pos_a, first_a, pos_b, first_b, scale, st);
     __syncthreads();  // every warp is done with this stage before the next iteration refills it
   }
 
-  l_a = quad_sum(l_a);
-  l_b = quad_sum(l_b);
+  const float l_a = quad_sum(st.l_a), l_b = quad_sum(st.l_b);
+  const auto& o = st.o;
   const auto store = [&](int r, float l, int first_reg) {
     if (r >= rows) return;
     __half* dst = out + size_t(row0 + r) * ldo + size_t(head) * D + 2 * t4;

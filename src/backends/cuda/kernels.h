@@ -167,10 +167,9 @@ void encoder_cached_attention(const float* q, int ldq, const CacheRow* rows_meta
 
 namespace pivotmt::cuda::kernels {
 // --- train.cu: training's ops (train/train_device.h), F32, train_ops.cpp's contracts.
-// Row-major C[M, N] (F32) = alpha op(A) op(B) + beta C, compute 32F (no TF32); A and B F32,
-// or F16 (f16_inputs: the tensor cores).
-void train_gemm(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const void* A,
-                int lda, const void* B, int ldb, float beta, float* C, int ldc, bool f16_inputs);
+// Row-major C[M, N] = alpha op(A) op(B) + beta C, all F32, compute 32F (no TF32).
+void train_gemm(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+                int lda, const float* B, int ldb, float beta, float* C, int ldc);
 void train_rmsnorm_forward(const float* x, const float* w, int T, int H, float eps, float* y, float* rinv, cudaStream_t s);
 void train_rmsnorm_backward(const float* x, const float* w, const float* rinv, const float* dy, int T, int H, float* dx,
                             cudaStream_t s);

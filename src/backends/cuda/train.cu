@@ -357,16 +357,15 @@ void check_dims(int d, const char* what) {
 
 }  // namespace
 
-void train_gemm(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const void* A,
-                int lda, const void* B, int ldb, float beta, float* C, int ldc, bool f16_inputs) {
+void train_gemm(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+                int lda, const float* B, int ldb, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;
   // Row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ: B's and A's buffers read
   // column-major are Bᵀ and Aᵀ, so each keeps its own transpose flag.
-  const cudaDataType in = f16_inputs ? CUDA_R_16F : CUDA_R_32F;
   check_cublas(cublas().gemm_ex(blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
-                                &alpha, B, in, ldb, A, in, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
-                                CUBLAS_GEMM_DEFAULT),
-               f16_inputs ? "cublasGemmEx (training, F16 inputs, F32 accumulation)" : "cublasGemmEx (training, F32)");
+                                &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx (training, F32)");
 }
 
 void train_gemm_f16(cublasHandle_t blas, bool trans_a, bool trans_b, int M, int N, int K, const float* alpha_beta,

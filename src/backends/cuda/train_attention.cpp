@@ -41,6 +41,11 @@ void TrainAttention::batched(bool ta, bool tb, size_t M, size_t N, size_t K, flo
                "cublasGemmStridedBatchedEx (training attention, TF32)");
 }
 
+TrainAttention::Sizes TrainAttention::sizes(size_t T, size_t nh, size_t nkv, size_t d) const {
+  if (nkv == 0 || nh % nkv) throw Error(fmt::format("cuda training attention: {} heads over {} key-value heads", nh, nkv));
+  return {nh / nkv, nh * d, nkv * d, rows_for(T), 1.0f / std::sqrt(float(d))};
+}
+
 void TrainAttention::round_keys_values(const float* k, const float* v, size_t T, size_t kvd) {
   kernels::train_tf32_round(k, int(T), int(kvd), int(kvd), grow(keys_, T * kvd), stream_);
   kernels::train_tf32_round(v, int(T), int(kvd), int(kvd), grow(values_, T * kvd), stream_);
@@ -49,13 +54,11 @@ void TrainAttention::round_keys_values(const float* k, const float* v, size_t T,
 void TrainAttention::forward(const float* q, const float* k, const float* v, size_t T, size_t nh, size_t nkv, size_t d,
                              size_t window, float* out, float* lse) {
   if (T == 0) return;
-  if (nkv == 0 || nh % nkv) throw Error(fmt::format("cuda training attention: {} heads over {} key-value heads", nh, nkv));
+  const auto [group, qd, kvd, R, scale] = sizes(T, nh, nkv, d);
   // Head dims 64 and 128 (every model of the study): the fused kernel, no scores in memory.
   if (kernels::train_attention_fused_supported(int(nh), int(nkv), int(d), q, k, v, out))
     return kernels::train_attention_fused_forward(q, k, v, int(T), int(nh), int(nkv), int(d), int(window), out, lse,
                                                   stream_);
-  const size_t group = nh / nkv, qd = nh * d, kvd = nkv * d, R = rows_for(T);
-  const float scale = 1.0f / std::sqrt(float(d));
   round_keys_values(k, v, T, kvd);
   float* Q = grow(queries_, R * qd);
   float* S = grow(scores_, nh * R * score_ld(T));
@@ -81,9 +84,7 @@ void TrainAttention::backward(const float* q, const float* k, const float* v, co
                               const float* lse, size_t T, size_t nh, size_t nkv, size_t d, size_t window, float* D,
                               float* dq, float* dk, float* dv) {
   if (T == 0) return;
-  if (nkv == 0 || nh % nkv) throw Error(fmt::format("cuda training attention: {} heads over {} key-value heads", nh, nkv));
-  const size_t group = nh / nkv, qd = nh * d, kvd = nkv * d, R = rows_for(T);
-  const float scale = 1.0f / std::sqrt(float(d));
+  const auto [group, qd, kvd, R, scale] = sizes(T, nh, nkv, d);
   kernels::train_attention_output_dot(dout, out, int(T), int(nh), int(d), D, stream_);
   round_keys_values(k, v, T, kvd);
   float* Q = grow(queries_, R * qd);

@@ -48,7 +48,8 @@ __global__ void tf32_round_kernel(const float* in, int rows, int cols, int ld, f
   }
 }
 
-__device__ bool visible(int i, int j, int window) { return j <= i && (window == 0 || i - j < window); }
+// Row i sees key j: causal, within the sliding window (0: none) — train_ops.cpp's rule.
+__device__ bool sees(int i, int j, int window) { return j <= i && (window == 0 || i - j < window); }
 
 // One block per row of S [heads, R, Tk] (head h's row i at (h R + i) ld): the scaled scores
 // of query position r0 + i against key positions k0 .. k0 + Tk − 1 become the probabilities
@@ -65,16 +66,16 @@ __global__ void probabilities_kernel(float* S, int R, int Tk, int ld, int r0, in
   } else {
     float m = -INFINITY;
     for (int j = threadIdx.x; j < Tk; j += blockDim.x)
-      if (visible(qi, k0 + j, window)) m = fmaxf(m, row[j]);
+      if (sees(qi, k0 + j, window)) m = fmaxf(m, row[j]);
     m = block_max(m);
     double s = 0;
     for (int j = threadIdx.x; j < Tk; j += blockDim.x)
-      if (visible(qi, k0 + j, window)) s += exp(double(row[j] - m));
+      if (sees(qi, k0 + j, window)) s += exp(double(row[j] - m));
     l = m + float(log(block_sum(s)));
     if (threadIdx.x == 0) lse_out[at] = l;
   }
   for (int j = threadIdx.x; j < Tk; j += blockDim.x)
-    row[j] = visible(qi, k0 + j, window) ? tf32_round(expf(row[j] - l)) : 0.0f;
+    row[j] = sees(qi, k0 + j, window) ? tf32_round(expf(row[j] - l)) : 0.0f;
 }
 
 // One block per row: dS = P ⊙ (dP − D) in place in dP, rounded to TF32 (D of head h, query
@@ -100,7 +101,7 @@ __global__ void output_dot_kernel(const float* dout, const float* out, int T, in
 }
 
 constexpr int kFusedRows = 64;  // query rows per block: 4 warps of 16
-constexpr int kFusedKeys = 32;  // keys per shared-memory tile
+constexpr int kFusedKeys = kAttentionTileKeys;  // keys per shared-memory tile
 
 template <int D>
 struct alignas(16) KeyValueTile {
@@ -133,7 +134,6 @@ __global__ void fused_forward_kernel(const float* q, const float* k, const float
   const int ra = 16 * warp + g, rb = ra + 8;
   const int64_t pos_a = ra < rows ? row0 + ra : -1, pos_b = rb < rows ? row0 + rb : -1;
   const int64_t first_a = paged::first_visible(pos_a, window), first_b = paged::first_visible(pos_b, window);
-  const auto visible = [](int64_t j, int64_t pos, int64_t first) { return pos >= 0 && j <= pos && j >= first; };
 
   // Q's A fragments for the head, rounded to F16, in registers: qf[kc] covers dims 16 kc ..
   uint32_t qf[D / 16][4];
@@ -147,10 +147,9 @@ __global__ void fused_forward_kernel(const float* q, const float* k, const float
     qf[kc][3] = rb < rows ? half_pair(qb[16 * kc + 8], qb[16 * kc + 9]) : 0u;
   }
 
-  float o[D / 8][4];  // the output's C fragments: dims 8 n + 2 t4, + 1 of rows a and b
+  RowsState<D> st;
 #pragma unroll
-  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;  // l: this lane's part of the row sums
+  for (int n = 0; n < D / 8; ++n) st.o[n][0] = st.o[n][1] = st.o[n][2] = st.o[n][3] = 0.0f;
 
   for (int64_t key0 = lo; key0 < hi; key0 += kFusedKeys) {
     // Keys [key0, key0 + 32) into shared memory as F16, 16-byte F32 loads (4 values); zeros
@@ -167,71 +166,13 @@ __global__ void fused_forward_kernel(const float* q, const float* k, const float
       *reinterpret_cast<uint2*>(&sh.v[key][at]) = make_uint2(half_pair(vv.x, vv.y), half_pair(vv.z, vv.w));
     }
     __syncthreads();  // the tile is in
-    if (key0 < warp_hi && key0 + kFusedKeys > warp_lo) {  // warp-uniform
-      // S = Q Kᵀ: s[nt] holds keys key0 + 8 nt + 2 t4, + 1 of rows a (0, 1) and b (2, 3).
-      float s[kFusedKeys / 8][4];
-#pragma unroll
-      for (int nt = 0; nt < kFusedKeys / 8; ++nt) {
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-        for (int c = 0; c < D / 32; ++c) {
-          uint32_t kf[4];  // matrix i = lane / 8: keys 8 nt .. + 7, dims 32 c + 8 i .. + 7
-          ptx::ldmatrix_x4(kf, &sh.k[8 * nt + lane % 8][32 * c + 8 * (lane / 8)]);
-          ptx::mma_f16_f32(s[nt], qf[2 * c], kf);
-          ptx::mma_f16_f32(s[nt], qf[2 * c + 1], kf + 2);
-        }
-      }
-      float max_a = -INFINITY, max_b = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < kFusedKeys / 8; ++nt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int64_t j = key0 + 8 * nt + 2 * t4 + (i % 2);
-          const bool row_a = i < 2;
-          const bool seen = row_a ? visible(j, pos_a, first_a) : visible(j, pos_b, first_b);
-          s[nt][i] = seen ? s[nt][i] * scale : -INFINITY;
-          if (row_a) max_a = fmaxf(max_a, s[nt][i]);
-          else max_b = fmaxf(max_b, s[nt][i]);
-        }
-      const float new_a = fmaxf(m_a, quad_max(max_a)), new_b = fmaxf(m_b, quad_max(max_b));
-      const float alpha_a = paged::rescale(m_a, new_a), alpha_b = paged::rescale(m_b, new_b);
-      uint32_t p[kFusedKeys / 8][2];  // P in F16 as the next mma's A fragments (rows a, b)
-      float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < kFusedKeys / 8; ++nt) {
-        const auto weight = [](float score, float top) { return score == -INFINITY ? 0.0f : expf(score - top); };
-        p[nt][0] = pack_pair(weight(s[nt][0], new_a), weight(s[nt][1], new_a), sum_a);
-        p[nt][1] = pack_pair(weight(s[nt][2], new_b), weight(s[nt][3], new_b), sum_b);
-      }
-      l_a = l_a * alpha_a + sum_a;
-      l_b = l_b * alpha_b + sum_b;
-      m_a = new_a;
-      m_b = new_b;
-#pragma unroll
-      for (int n = 0; n < D / 8; ++n) {
-        o[n][0] *= alpha_a;
-        o[n][1] *= alpha_a;
-        o[n][2] *= alpha_b;
-        o[n][3] *= alpha_b;
-      }
-      // O += P V, 16 keys per k-step: P's A fragment is S's C fragments of n-tiles 2 kc, 2 kc + 1.
-#pragma unroll
-      for (int kc = 0; kc < kFusedKeys / 16; ++kc) {
-        const uint32_t a[4] = {p[2 * kc][0], p[2 * kc][1], p[2 * kc + 1][0], p[2 * kc + 1][1]};
-#pragma unroll
-        for (int dn = 0; dn < D / 16; ++dn) {
-          uint32_t vf[4];  // matrix i: keys 16 kc + 8 (i % 2) .., dims 16 dn + 8 (i / 2) .., transposed
-          ptx::ldmatrix_x4_trans(vf, &sh.v[16 * kc + 8 * ((lane / 8) % 2) + lane % 8][16 * dn + 8 * (lane / 16)]);
-          ptx::mma_f16_f32(o[2 * dn], a, vf);
-          ptx::mma_f16_f32(o[2 * dn + 1], a, vf + 2);
-        }
-      }
-    }
+    if (key0 < warp_hi && key0 + kFusedKeys > warp_lo)  // warp-uniform
+      attend_key_tile<D, KeyValueTile<D>::Ld>(sh.k, sh.v, key0, qf, pos_a, first_a, pos_b, first_b, scale, st);
     __syncthreads();  // every warp is done with the tile before it is refilled
   }
 
-  l_a = quad_sum(l_a);
-  l_b = quad_sum(l_b);
+  const float l_a = quad_sum(st.l_a), l_b = quad_sum(st.l_b);
+  const auto& o = st.o;
   const auto store = [&](int r, float m, float l, int first_reg) {
     if (r >= rows) return;
     float* dst = out + size_t(row0 + r) * ldq + size_t(head) * D + 2 * t4;
@@ -241,8 +182,8 @@ __global__ void fused_forward_kernel(const float* q, const float* k, const float
       *reinterpret_cast<float2*>(dst + 8 * n) = make_float2(o[n][first_reg] * inv, o[n][first_reg + 1] * inv);
     if (t4 == 0) lse[size_t(head) * T + row0 + r] = m + logf(l);
   };
-  store(ra, m_a, l_a, 0);
-  store(rb, m_b, l_b, 2);
+  store(ra, st.m_a, l_a, 0);
+  store(rb, st.m_b, l_b, 2);
 }
 
 }  // namespace

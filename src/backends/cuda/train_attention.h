@@ -43,6 +43,13 @@ class TrainAttention {
                 size_t T, size_t nh, size_t nkv, size_t d, size_t window, float* D, float* dq, float* dk, float* dv);
 
  private:
+  // One call's sizes (heads checked): GQA group, query and key-value row widths, rows a
+  // block, 1/√d.
+  struct Sizes {
+    size_t group, qd, kvd, rows;
+    float scale;
+  };
+  Sizes sizes(size_t T, size_t nh, size_t nkv, size_t d) const;
   // The keys' and values' TF32 roundings; the block size for T rows.
   void round_keys_values(const float* k, const float* v, size_t T, size_t kvd);
   size_t rows_for(size_t T) const { return T < block_rows_ ? T : block_rows_; }

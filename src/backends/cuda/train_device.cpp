@@ -155,7 +155,7 @@ class CudaTrainDevice final : public train::TrainDevice {
             const float* B, size_t ldb, float beta, float* C, size_t ldc) override {
     select();
     kernels::train_gemm(blas_, trans_a, trans_b, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C,
-                        int(ldc), false);
+                        int(ldc));
   }
   void rmsnorm_forward(const float* x, const float* w, size_t T, size_t H, float eps, float* y, float* rinv) override {
     select();
