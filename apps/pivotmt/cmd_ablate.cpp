@@ -77,7 +77,7 @@ void merge_shards(const std::vector<std::string>& dirs, const std::string& out, 
   namespace fs = std::filesystem;
   if (out.empty()) throw Error("ablate --merge: --out is required");
   if (fs::exists(fs::path(dirs.front()) / "ablation_config.json")) {
-    const auto outcome = merge_ablation(dirs, out, force, comet.model_dir, comet.encoder_dir, comet.name);
+    const auto outcome = merge_ablation(dirs, out, force, comet.model_dir, comet.encoder_dir, comet.name, comet.weights);
     fmt::print("{}: merged {} shards ({} rows over all k); summary in {}/ablation_summary.csv\n", out, dirs.size(),
                outcome.rows_resumed, out);
     return;
@@ -231,6 +231,7 @@ void register_ablate(CLI::App& app) {
     config.comet_model = comet_dirs.model_dir;
     config.comet_encoder = comet_dirs.encoder_dir;
     config.comet_name = comet_args.model;
+    config.comet_weights = comet_dirs.weights;
     config.ks = quick ? std::vector<size_t>{0, 5, 10} : parse_ks(ks);
     if (!shard.empty()) std::tie(config.shard_index, config.shard_count) = parse_shard(shard);
     AblationView view(choose_view_mode(quiet, log_json), std::filesystem::path(config.out).filename().string());
@@ -417,7 +418,7 @@ void register_report(CLI::App& app) {
     std::unique_ptr<comet::Model> comet;
     if (!where.model_dir.empty())
       comet = std::make_unique<comet::Model>(where.model_dir, where.encoder_dir, comet_args.model,
-                                             resolve_device(comet_device));
+                                             resolve_device(comet_device), where.weights);
     std::vector<RunScores> runs;
     for (const auto& d : dirs) runs.push_back(score_run_folder(d, target, comet.get(), source));
     if (!plots.empty()) {

@@ -92,6 +92,7 @@ void run(const ScoreArgs& a) {
   const bool comet = std::erase(r.metrics, std::string("comet")) > 0;
   if (comet && a.comet.model.empty())
     throw Error("--metrics comet needs --comet-model (a hub id such as Unbabel/wmt22-comet-da, or a directory)");
+  if (!comet && a.comet.weights != "f32") throw Error("--comet-weights without --metrics comet");
   for (const auto& m : r.metrics) metrics::metric_key(m);  // validates the names early
   r.confidence_n = a.confidence ? a.confidence_n : 0;
   r.paired_n = a.paired_n;
@@ -131,7 +132,7 @@ void run(const ScoreArgs& a) {
   nlohmann::json result = r.metrics.empty() ? nlohmann::json::object() : metrics::run_scoring(r);
   if (comet) {
     const auto where = resolve_comet(a.comet);
-    const comet::Model model(where.model_dir, where.encoder_dir, a.comet.model, resolve_device(a.device));
+    const comet::Model model(where.model_dir, where.encoder_dir, a.comet.model, resolve_device(a.device), where.weights);
     // Stripped at both ends, as comet-score reads its files (sacrebleu's reading above only
     // strips the right).
     std::vector<std::string> mt, ref;
@@ -146,8 +147,10 @@ void run(const ScoreArgs& a) {
                        {"model", a.comet.model},
                        {"truncated", scores.truncated},
                        {"device", model.describe_device()},
-                       {"formatted", fmt::format("COMET = {:.4f} ({} segments, {})", scores.system,
-                                                 scores.segments.size(), a.comet.model)}};
+                       {"weights", a.comet.weights},
+                       {"formatted", fmt::format("COMET = {:.4f} ({} segments, {}{})", scores.system,
+                                                 scores.segments.size(), a.comet.model,
+                                                 model.weights() == DType::F32 ? "" : ", F16 weights")}};
   }
   if (!rows.is_null()) result["rows"] = rows;
   if (a.json) fmt::print("{}\n", result.dump(2));

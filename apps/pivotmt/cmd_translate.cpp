@@ -97,7 +97,7 @@ void write_output_line(std::ofstream& file, std::string line, bool is_json) {
 // file gives its source (or pivot) column.
 void translate_nllb(const AblationConfig& config, const std::string& model_arg, const NllbArgs& nllb,
                     const std::string& input, const std::string& output, bool as_json) {
-  // auto: a GPU when one is visible (NLLB runs F32 there, whatever --weights says).
+  // auto: a GPU when one is visible.
   const Device device = resolve_device(config.device);
   const DType weights = config.weights == "f32"   ? DType::F32
                         : config.weights == "f16" ? DType::F16
@@ -114,9 +114,9 @@ void translate_nllb(const AblationConfig& config, const std::string& model_arg, 
   std::string weights_dir;
   const std::string dir = resolve_nllb_model(model_arg, &weights_dir);
   const NllbTranslator translator(dir, weights_dir, weights, OpsImpl::Fast, device);
-  if (device.kind == DeviceKind::CUDA && weights != DType::F32 && !Progress::quiet())
-    fmt::print(stderr, "note: NLLB on {} keeps its weights in F32 (--weights {} is a CPU storage format)\n",
-               translator.model().describe_device(), config.weights);
+  if (stored_weights(weights, device) != weights && !Progress::quiet())
+    fmt::print(stderr, "note: NLLB on {} stores its weights as {} (--weights {} is a CPU storage format)\n",
+               translator.model().describe_device(), dtype_name(stored_weights(weights, device)), config.weights);
   (void)translator.tokenizer().language_id(src_lang);  // unknown codes fail before any work
   Seq2SeqSettings settings = translator.settings(tgt_lang);
   apply_nllb_overrides(nllb, settings);

@@ -11,6 +11,7 @@ namespace pivotmt::cli {
 
 struct CometArgs {
   std::string model, encoder;
+  std::string weights = "f32";  // --comet-weights: f32 | f16
 };
 
 void add_comet_options(CLI::App* cmd, CometArgs& args);

@@ -3,8 +3,10 @@
 // ops.h is for the Llama forward: BertEncoder and M2M100Model are written once over it;
 // backends/cpu/encoder_ops.cpp and backends/cuda/encoder_ops.cpp implement it.
 //
-// Everything is F32 — weights, activations, sums — on every device: COMET's segment scores
-// must stay within 1e-4 of unbabel-comet's F32 ones. Activations are contiguous 2-D tensors
+// Activations and sums are F32 on every device: COMET's segment scores must stay within 1e-4
+// of unbabel-comet's F32 ones. A linear's weights may be stored F16 (the CPU: converted to
+// F32 in its kernels; a GPU: the tensor cores, with the inputs rounded to F16 for the product
+// — PyTorch's F16 numerics, a deviation the caller asked for). Activations are contiguous 2-D tensors
 // of rows packed sequence after sequence (no padding); `starts` gives each sequence's first
 // row. Shapes: T rows, H hidden, F intermediate, nh heads of d dims.
 #pragma once
@@ -55,7 +57,7 @@ class EncoderOps {
   virtual std::string describe() const = 0;
 
   // Weights from host values (moved in: a device copies them out, the CPU keeps them),
-  // stored as `storage` (F32 everywhere; the CPU also F16 and I8 with per-row scales).
+  // stored as `storage` (F32 or F16 everywhere; the CPU also I8 with per-row scales).
   virtual std::unique_ptr<EncoderLinear> make_linear(std::vector<float> w, size_t out, size_t in,
                                                      std::vector<float> bias, DType storage = DType::F32) = 0;
   Tensor upload(std::span<const float> values, size_t rows, size_t cols);  // F32 [rows, cols]

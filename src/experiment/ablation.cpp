@@ -459,9 +459,10 @@ void write_outputs(const AblationConfig& config, const StudyInputs& in, const Ru
   std::unique_ptr<RowLog> baseline_log;
   if (config.baseline.enabled()) baseline_log = std::make_unique<RowLog>(fs::path(config.out) / "baseline" / "rows.jsonl", false);
   std::unique_ptr<comet::Model> comet_model;
-  if (!config.comet_model.empty())  // on the device the LLM ran on (F32 there too)
+  if (!config.comet_model.empty())  // on the device the LLM ran on
     comet_model = std::make_unique<comet::Model>(config.comet_model, config.comet_encoder, config.comet_name,
-                                                 resolve_device(config.device, config.weights == "f16"));
+                                                 resolve_device(config.device, config.weights == "f16"),
+                                                 config.comet_weights);
   write_ablation_outputs({config, in.test_table, in.test, *in.tokenizer, size_t(in.model_config.max_position_embeddings),
                           in.index.manifest, comet_model.get(), baseline_log ? &baseline_log->rows() : nullptr},
                          rows);
@@ -493,7 +494,7 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
 
 AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force,
                                const std::string& comet_model, const std::string& comet_encoder,
-                               const std::string& comet_name) {
+                               const std::string& comet_name, DType comet_weights) {
   if (shard_dirs.empty()) throw Error("merge: no shard folders");
   // Every shard of one configuration, each once.
   nlohmann::json identity;
@@ -532,6 +533,7 @@ AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const
   config.comet_model = comet_model;
   config.comet_encoder = comet_encoder;
   config.comet_name = comet_name;
+  config.comet_weights = comet_weights;
   // The joined logs, then the outputs of a single run over them (nothing left to generate).
   claim_folder(config, force);
   for (size_t k : ks) {

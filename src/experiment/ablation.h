@@ -25,6 +25,7 @@
 #include "engine/generate.h"
 #include "experiment/baseline.h"
 #include "experiment/prompt.h"
+#include "core/dtype.h"
 #include "experiment/run_plan.h"
 #include "models/model_config.h"
 #include "retrieval/index.h"
@@ -62,6 +63,7 @@ struct AblationConfig {
   // so a finished folder can be rescored with it.
   std::string comet_model, comet_encoder;
   std::string comet_name;  // the model as the user named it (signatures, messages); empty: comet_model
+  DType comet_weights = DType::F32;  // the COMET encoder's weight storage (comet::Model)
   // The NLLB-200 baseline (experiment/baseline.h): OUT/baseline/, with an identity of its own
   // (baseline/baseline_config.json), so adding one to a finished folder keeps its k runs.
   BaselineConfig baseline;
@@ -132,10 +134,10 @@ AblationOutcome run_ablation(const AblationConfig& config, const AblationRunOpti
 // Joins the folders of `--shard i/N` runs (all N, same configuration) into `out` and writes
 // the final outputs there, equal to a single run's (rows_resumed counts the rows joined, all
 // k together). Throws naming a missing shard or row.
-// `comet_model` / `comet_encoder`: as AblationConfig's (empty: no COMET).
+// `comet_model` / `comet_encoder` / `comet_weights`: as AblationConfig's (empty: no COMET).
 AblationOutcome merge_ablation(const std::vector<std::string>& shard_dirs, const std::string& out, bool force,
                                const std::string& comet_model = "", const std::string& comet_encoder = "",
-                               const std::string& comet_name = "");
+                               const std::string& comet_name = "", DType comet_weights = DType::F32);
 
 // BLEU, chrF, chrF++ and TER of translations against one reference each, as
 // `pivotmt score` reports them (run_scoring's JSON); rows with an empty translation or

@@ -142,8 +142,7 @@ KRun write_run_outputs(const AblationInputs& in, const KRun& id, const std::map<
       const auto iv = metrics::bootstrap_interval(metric, metrics::SegmentMeanMetric::stats(cs.segments),
                                                   kBootstrapResamples, metrics::kDefaultSeed, true);
       s["confidence_intervals"]["COMET"] = {{"mean", iv.mean}, {"ci", iv.ci}, {"level", 0.95}};
-      s["signatures"]["COMET"] = fmt::format("model:{}|encoder:{}|truncated:{}", in.comet->name(),
-                                             in.config.comet_encoder, cs.truncated);
+      s["signatures"]["COMET"] = in.comet->signature(in.config.comet_encoder, cs.truncated);
     }
   }
   write_file_atomically((kdir / fmt::format("scores_{}.json", name)).string(), s.dump(4) + "\n");

@@ -92,6 +92,10 @@ std::string nllb_weights_dir(const std::string& model_dir, const std::string& ca
   return target;
 }
 
+DType stored_weights(DType weights, const Device& device) {
+  return device.kind == DeviceKind::CUDA && weights == DType::I8 ? DType::F16 : weights;
+}
+
 NllbTranslator::NllbTranslator(const std::string& model_dir, const std::string& weights_dir, DType weights, OpsImpl impl,
                                const Device& device)
     : dir_(model_dir) {
@@ -99,8 +103,7 @@ NllbTranslator::NllbTranslator(const std::string& model_dir, const std::string& 
     throw UnsupportedError(fmt::format("{}: not an NLLB-200 / M2M100 model (config.json's model_type is not \"m2m_100\")",
                                        model_dir));
   tokenizer_ = std::make_unique<NllbTokenizer>(model_dir);
-  model_ = std::make_unique<M2M100Model>(model_dir, device.kind == DeviceKind::CUDA ? DType::F32 : weights, impl,
-                                         weights_dir, device);
+  model_ = std::make_unique<M2M100Model>(model_dir, stored_weights(weights, device), impl, weights_dir, device);
   if (tokenizer_->vocab_size() > size_t(model_->config().vocab_size))
     throw FormatError(fmt::format("{}: the tokenizer has {} ids, the model's vocabulary {}", model_dir,
                                   tokenizer_->vocab_size(), model_->config().vocab_size));

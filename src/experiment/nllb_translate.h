@@ -62,12 +62,17 @@ struct NllbTranslation {
 Seq2SeqSettings nllb_generation_settings(const std::string& model_dir, const NllbTokenizer& tokenizer,
                                          const std::string& tgt_lang);
 
+// The storage NLLB's weights get on `device` when `weights` is asked for: as asked, but a
+// GPU keeps INT8 (per-row scales, a CPU format) as F16. On a GPU F32 weights give the CPU's
+// F32 tokens; F16 weights run the products on the tensor cores (inputs rounded to F16, F32
+// sums: PyTorch's F16 numerics), tokens that may differ from the F32 ones where two
+// continuations are within F16's rounding.
+DType stored_weights(DType weights, const Device& device);
+
 class NllbTranslator {
  public:
   // `model_dir`: config.json, generation_config.json, the tokenizer; `weights_dir`: where
-  // the safetensors are (nllb_weights_dir; empty: model_dir). On a GPU the weights are F32
-  // whatever `weights` asks (the GPU computes from F32 weights; F16 and INT8 storage are the
-  // CPU's ways to save memory): the tokens are the CPU's F32 tokens.
+  // the safetensors are (nllb_weights_dir; empty: model_dir); `weights`: see stored_weights.
   NllbTranslator(const std::string& model_dir, const std::string& weights_dir = "", DType weights = DType::F32,
                  OpsImpl impl = OpsImpl::Fast, const Device& device = Device{});
   const NllbTokenizer& tokenizer() const { return *tokenizer_; }

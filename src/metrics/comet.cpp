@@ -15,9 +15,9 @@ namespace pivotmt::comet {
 namespace {
 // The encoder, its errors naming the user's model when its weights were converted into a cache.
 BertEncoder load_encoder(const std::string& model_dir, const std::string& encoder_dir, const std::string& name,
-                         const Device& device) {
+                         const Device& device, DType weights) {
   try {
-    return BertEncoder(encoder_dir, model_dir, device);
+    return BertEncoder(encoder_dir, model_dir, device, weights);
   } catch (const Error& e) {
     if (name.empty() || name == model_dir) throw;
     throw Error(fmt::format("COMET model {} (weights in {}): {}", name, model_dir, e.what()));
@@ -26,9 +26,10 @@ BertEncoder load_encoder(const std::string& model_dir, const std::string& encode
 }  // namespace
 
 Model::Model(const std::string& model_dir, const std::string& encoder_dir, const std::string& name,
-             const Device& device)
+             const Device& device, DType weights)
     : name_(name.empty() ? model_dir : name),
-      encoder_(load_encoder(model_dir, encoder_dir, name, device)),
+      weights_(weights),
+      encoder_(load_encoder(model_dir, encoder_dir, name, device, weights)),
       head_(encoder_.checkpoint(), encoder_.dimension()) {
   if (head_.layers() != size_t(encoder_.config().num_layers) + 1)
     throw FormatError(fmt::format("COMET model {}: the layer mix has {} weights, the encoder {} hidden states ({} layers + embeddings)",
@@ -38,6 +39,12 @@ Model::Model(const std::string& model_dir, const std::string& encoder_dir, const
   const int64_t positions = encoder_.config().max_position_embeddings;
   if (positions < 6) throw FormatError(fmt::format("{}: {} positions are too few for COMET", encoder_dir, positions));
   max_tokens_ = std::min(size_t(positions - 4), encoder_.max_positions());
+}
+
+std::string Model::signature(const std::string& encoder, size_t truncated) const {
+  std::string s = fmt::format("model:{}|encoder:{}|truncated:{}", name_, encoder, truncated);
+  if (weights_ == DType::F16) s += "|weights:f16";
+  return s;
 }
 
 std::vector<TokenId> Model::tokenize(const std::string& text, bool* cut) const {

@@ -28,11 +28,18 @@ class Model {
   // (xlm-roberta-large for wmt22-comet-da).
   // `name`: the model as the user named it (a hub id, a checkpoint folder), for messages and
   // score signatures: model_dir may be a cache folder the checkpoint was converted into.
-  // `device`: where the encoder runs (F32 on every device); the head stays on the host.
+  // `device`: where the encoder runs; the head stays on the host. `weights`: the encoder's
+  // linears stored F32 (unbabel-comet's numerics: segment scores within 1e-5 of its F32 ones)
+  // or F16 (half the memory; on a GPU the tensor cores — the products' inputs rounded to F16,
+  // F32 sums, as unbabel-comet under F16 autocast —, a deviation of ~1e-3 a segment).
   Model(const std::string& model_dir, const std::string& encoder_dir, const std::string& name = "",
-        const Device& device = {});
+        const Device& device = {}, DType weights = DType::F32);
   std::string describe_device() const { return encoder_.describe_device(); }
   const std::string& name() const { return name_; }
+  DType weights() const { return weights_; }
+  // The score's signature: "model:NAME|encoder:DIR|truncated:N", "|weights:f16" added when
+  // the weights are F16 (F16 and F32 scores are not the same figure).
+  std::string signature(const std::string& encoder, size_t truncated) const;
 
   // Tokens per sentence, <s> and </s> included: COMET's tokenizer max_length (positions − 4:
   // 510 for XLM-R).
@@ -64,6 +71,7 @@ class Model {
   // Up to this many embeddings are remembered (4 KB each for XLM-R large).
   static constexpr size_t kCacheSentences = 50000;
   std::string name_;
+  DType weights_;
   BertEncoder encoder_;
   Head head_;
   size_t max_tokens_ = 0;

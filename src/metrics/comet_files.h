@@ -7,12 +7,15 @@
 #include <functional>
 #include <string>
 
+#include "core/dtype.h"
+
 namespace pivotmt::comet {
 
 struct Location {
   std::string model_dir;    // holds model.safetensors (the state dict, COMET's names)
   std::string encoder_dir;  // holds config.json and the tokenizer
   std::string name;         // the model as the user named it (a hub id, a folder), for signatures
+  DType weights = DType::F32;  // how the encoder stores its weights (comet::Model)
 };
 
 // `model`: a directory as above. `encoder`: a directory, or empty to take hparams.yaml's

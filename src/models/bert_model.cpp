@@ -17,9 +17,9 @@ namespace fs = std::filesystem;
 
 namespace {
 // [out, in] matrices stacked along out (Q, K and V into one projection), with the biases
-// named (stacked alike) or none.
-std::unique_ptr<EncoderLinear> stacked_f32(EncoderOps& ops, const Checkpoint& ckpt, const std::vector<std::string>& names,
-                                           const std::vector<std::string>& biases) {
+// named (stacked alike) or none; the weights stored as `storage`.
+std::unique_ptr<EncoderLinear> stacked(EncoderOps& ops, const Checkpoint& ckpt, const std::vector<std::string>& names,
+                                       const std::vector<std::string>& biases, DType storage) {
   std::vector<float> w, b;
   size_t out = 0, in = 0;
   for (const auto& name : names) {
@@ -39,7 +39,7 @@ std::unique_ptr<EncoderLinear> stacked_f32(EncoderOps& ops, const Checkpoint& ck
   }
   if (!biases.empty() && b.size() != out)
     throw FormatError(fmt::format("{}: {} values for the {} rows of {}", biases.front(), b.size(), out, names.front()));
-  return ops.make_linear(std::move(w), out, in, std::move(b));
+  return ops.make_linear(std::move(w), out, in, std::move(b), storage);
 }
 
 Tensor vector_f32(EncoderOps& ops, const Checkpoint& ckpt, const std::string& name) {
@@ -49,7 +49,9 @@ Tensor vector_f32(EncoderOps& ops, const Checkpoint& ckpt, const std::string& na
 
 }  // namespace
 
-BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir, const Device& device) {
+BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir, const Device& device, DType weights) {
+  if (weights != DType::F32 && weights != DType::F16)
+    throw UnsupportedError(fmt::format("{}: encoder weights as {} (f32 or f16)", dir, dtype_name(weights)));
   cfg_ = load_model_config(dir);
   if (cfg_.arch != Architecture::Bert)
     throw UnsupportedError(fmt::format("{}: a sentence encoder must be a BERT model, this is {}", dir, architecture_name(cfg_.arch)));
@@ -69,11 +71,11 @@ BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir,
     const std::string lp = fmt::format("{}encoder.layer.{}.", p, l);
     Layer L;
     const std::string a = lp + "attention.self.";
-    L.qkv = stacked_f32(ops, ckpt, {a + "query.weight", a + "key.weight", a + "value.weight"},
-                        {a + "query.bias", a + "key.bias", a + "value.bias"});
-    L.o = stacked_f32(ops, ckpt, {lp + "attention.output.dense.weight"}, {});
-    L.inter = stacked_f32(ops, ckpt, {lp + "intermediate.dense.weight"}, {lp + "intermediate.dense.bias"});
-    L.out = stacked_f32(ops, ckpt, {lp + "output.dense.weight"}, {});
+    L.qkv = stacked(ops, ckpt, {a + "query.weight", a + "key.weight", a + "value.weight"},
+                    {a + "query.bias", a + "key.bias", a + "value.bias"}, weights);
+    L.o = stacked(ops, ckpt, {lp + "attention.output.dense.weight"}, {}, weights);
+    L.inter = stacked(ops, ckpt, {lp + "intermediate.dense.weight"}, {lp + "intermediate.dense.bias"}, weights);
+    L.out = stacked(ops, ckpt, {lp + "output.dense.weight"}, {}, weights);
     L.o_b = vector_f32(ops, ckpt, lp + "attention.output.dense.bias");
     L.out_b = vector_f32(ops, ckpt, lp + "output.dense.bias");
     L.ln1_w = vector_f32(ops, ckpt, lp + "attention.output.LayerNorm.weight");

@@ -24,8 +24,10 @@ class BertEncoder {
   // `dir`: config.json and the tokenizer (and sentence-transformers' files); the weights
   // come from `weights_dir` when given (COMET: the converted checkpoint, whose encoder
   // tensors sit under "encoder.model." beside the head's), else from `dir`. The layers run
-  // on `device` (F32 everywhere: encoder_ops.h).
-  explicit BertEncoder(const std::string& dir, const std::string& weights_dir = "", const Device& device = {});
+  // on `device`, the linears' weights stored as `weights` (F32, or F16: encoder_ops.h; the
+  // embeddings, LayerNorms and biases stay F32).
+  explicit BertEncoder(const std::string& dir, const std::string& weights_dir = "", const Device& device = {},
+                       DType weights = DType::F32);
   ~BertEncoder();
   const ModelConfig& config() const { return cfg_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }

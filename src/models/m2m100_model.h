@@ -9,7 +9,8 @@
 // The model is written once over the encoder ops (backends/encoder_ops.h), on a device:
 // the CPU — `OpsImpl::Reference` runs the plain loops (the specification the goldens check
 // first), `Fast` the threaded SIMD / BLAS kernels; weights F32, F16 or INT8 (per-row
-// scales) — or a GPU (F32 weights). Compute is F32 everywhere. A hypothesis' keys and
+// scales) — or a GPU (F32 weights, or F16 on the tensor cores: a linear's inputs rounded to
+// F16, F32 sums). Everything else is F32 on every device. A hypothesis' keys and
 // values live in one tensor on the device; beam search copies them there.
 //
 // Shapes: d = d_model, S = source tokens, V = vocabulary; nh heads of hd = d / nh.
@@ -62,7 +63,7 @@ class M2M100Model {
  public:
   // `dir`: config.json, and the weights (model.safetensors or an index) unless
   // `weights_dir` names another folder (the converted copy of a pytorch_model.bin, see
-  // experiment/nllb_translate.h). `weights`: F32, F16 or I8 storage (a GPU: F32).
+  // experiment/nllb_translate.h). `weights`: F32, F16 or I8 storage (a GPU: F32 or F16).
   M2M100Model(const std::string& dir, DType weights = DType::F32, OpsImpl impl = OpsImpl::Fast,
               const std::string& weights_dir = "", const Device& device = Device{});
   ~M2M100Model();

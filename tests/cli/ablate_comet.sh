@@ -42,6 +42,18 @@ got=$("$PIVOTMT" score --csv "$W/run/k_1/results_k1.csv" --hyp-column response -
       --metrics comet --comet-model "$GOLDENS/comet_tiny_hub" --comet-encoder "$GOLDENS/unigram" 2>/dev/null |
       sed -n 's/^COMET = \([-0-9.]*\) .*/\1/p')
 test "$got" = "$want" || { echo "score gives $got, the ablation $want" >&2; exit 1; }
+# With F16 weights: within 1e-3 of the F32 score, and the output says which weights.
+"$PIVOTMT" score --csv "$W/run/k_1/results_k1.csv" --hyp-column response --ref-column gom --source-column mar \
+  --metrics comet --comet-model "$GOLDENS/comet_tiny_hub" --comet-encoder "$GOLDENS/unigram" --comet-weights f16 \
+  2>/dev/null >"$W/f16.txt"
+grep -q "^COMET = .*, F16 weights)" "$W/f16.txt"
+f16=$(sed -n 's/^COMET = \([-0-9.]*\) .*/\1/p' "$W/f16.txt")
+awk -v a="$f16" -v b="$want" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-3) }' ||
+  { echo "F16 weights give $f16, F32 $want" >&2; exit 1; }
+if "$PIVOTMT" score --hyp "$W/f16.txt" --ref "$W/f16.txt" --comet-weights f16 2>"$W/err_w"; then
+  echo "expected an error for --comet-weights without --comet-model" >&2; exit 1
+fi
+grep -q -- "--comet-weights without --metrics comet" "$W/err_w"
 
 # pivotmt report: rescored with the model, and read from the folder without one.
 "$PIVOTMT" report "$W/run" --comet-model "$GOLDENS/comet_tiny_hub" --comet-encoder "$GOLDENS/unigram" 2>/dev/null >"$W/report.md"

@@ -1,8 +1,11 @@
-// The encoder ops' kernels (BERT, XLM-R, M2M100), all F32: LayerNorm (and the post-norm
+// The encoder ops' kernels (BERT, XLM-R, M2M100), all F32 (but an F16 embedding table, and
+// the F16 rounding of an F16 linear's inputs): LayerNorm (and the post-norm
 // residual form), the exact GELU, bias rows, bidirectional attention over packed sequences;
 // for the encoder–decoder also residual adds, ReLU, embeddings, and attention of decoder rows
 // over per-sequence key/value caches.
 // Their specification is backends/cpu/ops_ref.cpp's loops; the tests compare the two.
+#include <cuda_fp16.h>
+
 #include <cstdint>
 #include <string>
 
@@ -151,14 +154,28 @@ __global__ void relu_kernel(float* x, size_t n) {
     x[i] = fmaxf(x[i], 0.0f);
 }
 
+__device__ float table_value(const float* row, int i) { return row[i]; }
+__device__ float table_value(const __half* row, int i) { return __half2float(row[i]); }
+
 // One block per row. __fmul_rn / __fadd_rn: no contraction into a fused multiply-add (the
-// CPU rounds the product, then the sum).
-__global__ void embed_kernel(const float* table, const int32_t* ids, const int32_t* position_ids, int H, float scale,
+// CPU rounds the product, then the sum). An F16 table's values are exact in F32, so the
+// CPU's F16 table gives the same sums.
+template <typename Element>
+__global__ void embed_kernel(const Element* table, const int32_t* ids, const int32_t* position_ids, int H, float scale,
                              const float* positions, float* out) {
-  const float* row = table + size_t(ids[blockIdx.x]) * H;
+  const Element* row = table + size_t(ids[blockIdx.x]) * H;
   const float* pos = positions + size_t(position_ids[blockIdx.x]) * H;
   float* o = out + size_t(blockIdx.x) * H;
-  for (int i = threadIdx.x; i < H; i += blockDim.x) o[i] = __fadd_rn(__fmul_rn(row[i], scale), pos[i]);
+  for (int i = threadIdx.x; i < H; i += blockDim.x) o[i] = __fadd_rn(__fmul_rn(table_value(row, i), scale), pos[i]);
+}
+
+// Round to F16, nearest even; finite values beyond F16's range become ±65504 rather than
+// infinities (transformers clamps M2M100's F16 states for the same reason), NaN stays NaN.
+__global__ void to_f16_kernel(const float* x, size_t n, __half* out) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const float v = x[i];
+    out[i] = __float2half_rn(isnan(v) ? v : fminf(fmaxf(v, -65504.0f), 65504.0f));
+  }
 }
 
 }  // namespace
@@ -202,11 +219,20 @@ void encoder_relu(float* x, size_t n, cudaStream_t s) {
   launch("relu_kernel", relu_kernel, blocks_for(n, 256), 256, s, x, n);
 }
 
-void encoder_embed(const float* table, const int32_t* ids_and_positions, int rows, int H, float scale,
+void encoder_embed(const void* table, bool table_f16, const int32_t* ids_and_positions, int rows, int H, float scale,
                    const float* positions, float* out, cudaStream_t s) {
   if (rows == 0) return;
-  launch("embed_kernel", embed_kernel, unsigned(rows), kRowThreads, s, table, ids_and_positions,
-         ids_and_positions + rows, H, scale, positions, out);
+  if (table_f16)
+    launch("embed_kernel<half>", embed_kernel<__half>, unsigned(rows), kRowThreads, s,
+           static_cast<const __half*>(table), ids_and_positions, ids_and_positions + rows, H, scale, positions, out);
+  else
+    launch("embed_kernel<float>", embed_kernel<float>, unsigned(rows), kRowThreads, s,
+           static_cast<const float*>(table), ids_and_positions, ids_and_positions + rows, H, scale, positions, out);
+}
+
+void encoder_to_f16(const float* x, size_t n, void* out, cudaStream_t s) {
+  if (n == 0) return;
+  launch("to_f16_kernel", to_f16_kernel, blocks_for(n, 256), 256, s, x, n, static_cast<__half*>(out));
 }
 
 void encoder_write_cache(const float* kv_new, int ld, const CacheRow* rows_meta, int rows, int H, int layer,

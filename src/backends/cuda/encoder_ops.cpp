@@ -1,11 +1,16 @@
-// The encoder ops on an NVIDIA GPU (host side; the kernels are in encoder.cu): F32 weights
-// and activations (COMET's numerics), cuBLAS F32 GEMMs without TF32, one stream and cuBLAS
-// handle. A pass's sequence boundaries travel as each row's [begin, end) of keys.
+// The encoder ops on an NVIDIA GPU (host side; the kernels are in encoder.cu): F32
+// activations; a linear's weights F32 (COMET's numerics: cuBLAS F32 GEMMs without TF32) or
+// F16 (the tensor cores: its inputs rounded to F16 for the product, F32 sums and output, as
+// PyTorch's F16 autocast computes — twice the memory bandwidth and ~15× the FLOP rate of F32
+// on an H100). One stream and cuBLAS handle. A pass's sequence boundaries travel as each
+// row's [begin, end) of keys.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -15,14 +20,16 @@
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
 #include "backends/encoder_ops.h"
+#include "core/dtype.h"
 
 namespace pivotmt::cuda {
 namespace {
 
 class CudaEncoderLinear final : public EncoderLinear {
  public:
-  Tensor w;     // [out, in] F32
+  Tensor w;     // [out, in] F32 or F16
   Tensor bias;  // [1, out] F32, or empty
+  bool f16() const { return w.dtype() == DType::F16; }
 };
 
 class CudaEncoderOps final : public EncoderOps {
@@ -31,21 +38,34 @@ class CudaEncoderOps final : public EncoderOps {
   explicit CudaEncoderOps(int device) : device_{DeviceKind::CUDA, device}, info_(device_info(device)), bs_(device) {}
   Device device() const override { return device_; }
   std::string describe() const override {
-    return fmt::format("cuda:{} ({}, F32 encoder)", device_.index, info_.name);
+    return fmt::format("cuda:{} ({}, {})", device_.index, info_.name,
+                       f16_linears_ ? "F16 weights on the tensor cores, F32 sums" : "F32 encoder");
   }
   std::unique_ptr<EncoderLinear> make_linear(std::vector<float> w, size_t out, size_t in, std::vector<float> bias,
                                              DType storage) override {
     if (w.size() != out * in || (!bias.empty() && bias.size() != out))
       throw Error(fmt::format("encoder linear: {} weights and {} biases for [{}, {}]", w.size(), bias.size(), out, in));
-    if (storage != DType::F32)
-      throw UnsupportedError(fmt::format("{}: encoder weights as {} (the GPU encoders compute in F32: --weights f32)",
-                                         describe(), dtype_name(storage)));
+    if (storage != DType::F32 && storage != DType::F16)
+      throw UnsupportedError(fmt::format("{}: encoder weights as {} (a GPU stores them as f32 or f16)", describe(),
+                                         dtype_name(storage)));
     auto l = std::make_unique<CudaEncoderLinear>();
     l->out = out;
     l->in = in;
-    l->w = upload(w, out, in);
+    if (storage == DType::F16) {
+      // Rounded on the host (the CPU's F16 storage gives the same bits), then copied.
+      std::vector<uint16_t> halves(w.size());
+      convert_floats(DType::F32, w.data(), DType::F16, halves.data(), w.size());
+      l->w = Tensor(device_, DType::F16, out, in);
+      select();
+      check(cudaMemcpyAsync(l->w.data(), halves.data(), halves.size() * 2, cudaMemcpyHostToDevice, stream_),
+            "copy F16 weights to the device");
+      synchronize();  // pageable memory: `halves` must outlive the copy
+      ++f16_linears_;
+    } else {
+      l->w = upload(w, out, in);
+    }
     if (!bias.empty()) l->bias = upload(bias, 1, out);
-    l->bytes = (w.size() + bias.size()) * sizeof(float);
+    l->bytes = w.size() * dtype_size(storage) + bias.size() * sizeof(float);
     return l;
   }
   void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
@@ -66,7 +86,16 @@ class CudaEncoderOps final : public EncoderOps {
   void do_linear(const Tensor& x, const EncoderLinear& w, const Tensor& y) override {
     select();
     const auto& l = static_cast<const CudaEncoderLinear&>(w);
-    kernels::linear_f32(blas_, x.as<float>(), int(x.rows()), l.w.as<float>(), int(l.out), int(l.in), y.as<float>());
+    if (l.f16()) {
+      // x rounded to F16 into a scratch that grows to the largest [T, in] seen.
+      const size_t n = x.rows() * l.in;
+      if (x16_.numel() < n) x16_ = Tensor(device_, DType::F16, 1, n);
+      kernels::encoder_to_f16(x.as<float>(), n, x16_.data(), stream_);
+      kernels::linear(blas_, x16_.data(), int(l.in), int(x.rows()), l.w.data(), int(l.out), int(l.in), y.data(),
+                      int(l.out), true);
+    } else {
+      kernels::linear_f32(blas_, x.as<float>(), int(x.rows()), l.w.as<float>(), int(l.out), int(l.in), y.as<float>());
+    }
     if (!l.bias.empty()) kernels::encoder_add_bias(y.as<float>(), int(y.rows()), int(l.out), l.bias.as<float>(), stream_);
   }
   void do_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) override {
@@ -160,7 +189,7 @@ class CudaEncoderOps final : public EncoderOps {
     check(cudaMemcpyAsync(ids_.data(), both.data(), both.size() * 4, cudaMemcpyHostToDevice, stream_),
           "copy the token ids");
     synchronize();  // pageable memory: `both` must outlive the copy
-    kernels::encoder_embed(t.w.as<float>(), ids_.as<int32_t>(), int(ids.size()), int(out.cols()), scale,
+    kernels::encoder_embed(t.w.data(), t.f16(), ids_.as<int32_t>(), int(ids.size()), int(out.cols()), scale,
                            positions.as<float>(), out.as<float>(), stream_);
   }
   void do_write_cache(const Tensor& kv_new, std::span<const CachedRows> spans, size_t layer) override {
@@ -224,6 +253,8 @@ class CudaEncoderOps final : public EncoderOps {
   cublasHandle_t blas_ = bs_.blas();
   Tensor bounds_;  // [2 T] int32: each row's first key, then each row's end
   Tensor top_;     // top_k's results: stats, values, tokens
+  Tensor x16_;     // an F16 linear's inputs rounded
+  size_t f16_linears_ = 0;
   std::vector<size_t> bounds_starts_;  // the sequence starts bounds_ holds
 };
 

@@ -134,6 +134,9 @@ void linear(cublasHandle_t blas, const void* x, int ldx, int rows, const void* w
 // --- encoder.cu: the encoder ops (BERT, XLM-R), F32 throughout, contiguous rows.
 // y[rows, out] = x[rows, in] · Wᵀ, F32 inputs and sums (no TF32).
 void linear_f32(cublasHandle_t blas, const float* x, int rows, const float* w, int out, int in, float* y);
+// out [n] F16 = x rounded to nearest even, finite values saturated to ±65504: the inputs of
+// an F16 encoder linear (then linear() above with an F32 output).
+void encoder_to_f16(const float* x, size_t n, void* out, cudaStream_t s);
 void encoder_add_bias(float* y, int rows, int n, const float* bias, cudaStream_t s);  // y[r] += bias
 // x = LayerNorm(x + y + bias) per row of H (y and bias null: LayerNorm(x)), in place.
 void encoder_layer_norm(float* x, const float* y, const float* bias, int rows, int H, const float* w, const float* b,
@@ -147,8 +150,8 @@ void encoder_attention(const float* qkv, int rows, int heads, int d, const int32
 void encoder_add(float* x, const float* y, size_t n, cudaStream_t s);
 void encoder_relu(float* x, size_t n, cudaStream_t s);
 // out[r] = table[ids[r]] · scale + positions[position_ids[r]] (rounded product, then the sum);
-// ids_and_positions: rows ids, then rows position ids.
-void encoder_embed(const float* table, const int32_t* ids_and_positions, int rows, int H, float scale,
+// ids_and_positions: rows ids, then rows position ids. The table F32, or F16 (table_f16).
+void encoder_embed(const void* table, bool table_f16, const int32_t* ids_and_positions, int rows, int H, float scale,
                    const float* positions, float* out, cudaStream_t s);
 // A decoder row's cache: [layers · 2 · capacity, H]; the row sees keys [0, visible) of
 // layer l and writes its own at `position`.
