@@ -3,8 +3,9 @@
 // "ref"} per line). Prints load and scoring time, segments/s, tokens/s and the encoder's
 // GFLOP/s; writes the segment scores as JSON for bench/side_by_side_comet.py, which runs
 // unbabel-comet on the same model and triples and compares.
-//   bench_comet MODEL_DIR ENCODER_DIR TRIPLES.jsonl SCORES_OUT.json [DEVICE]
-// DEVICE: where the encoder runs (cpu, the default; cuda[:N]).
+//   bench_comet MODEL_DIR ENCODER_DIR TRIPLES.jsonl SCORES_OUT.json [DEVICE [WEIGHTS]]
+// DEVICE: where the encoder runs (cpu, the default; cuda[:N]); WEIGHTS: f32 (the default) or
+// f16 (`--comet-weights f16`: on a GPU the tensor cores).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,8 +22,8 @@
 using Clock = std::chrono::steady_clock;
 
 int main(int argc, char** argv) {
-  if (argc != 5 && argc != 6) {
-    fmt::print(stderr, "usage: bench_comet MODEL_DIR ENCODER_DIR TRIPLES.jsonl SCORES_OUT.json [DEVICE]\n");
+  if (argc < 5 || argc > 7 || (argc == 7 && std::string(argv[6]) != "f32" && std::string(argv[6]) != "f16")) {
+    fmt::print(stderr, "usage: bench_comet MODEL_DIR ENCODER_DIR TRIPLES.jsonl SCORES_OUT.json [DEVICE [f32|f16]]\n");
     return 2;
   }
   try {
@@ -37,7 +38,9 @@ int main(int argc, char** argv) {
       ref.push_back(j.at("ref"));
     }
     const auto t0 = Clock::now();
-    const pivotmt::comet::Model model(argv[1], argv[2], "", argc == 6 ? pivotmt::resolve_device(argv[5]) : pivotmt::Device{});
+    const pivotmt::DType weights = argc == 7 && std::string(argv[6]) == "f16" ? pivotmt::DType::F16 : pivotmt::DType::F32;
+    const pivotmt::comet::Model model(argv[1], argv[2], "", argc >= 6 ? pivotmt::resolve_device(argv[5]) : pivotmt::Device{},
+                                      weights);
     const double load = std::chrono::duration<double>(Clock::now() - t0).count();
     // Tokens the encoder runs over (each distinct text once, as embed does).
     size_t tokens = 0;
@@ -60,8 +63,8 @@ int main(int argc, char** argv) {
       if (w[k] != 0.0f) layers = k;
     const double H = double(model.hidden_size()), F = double(model.intermediate_size());
     const double gflop = double(tokens) * double(layers) * 2.0 * (4 * H * H + 2 * H * F) / 1e9;
-    fmt::print("{}  threads {}  segments {}  distinct-text tokens {}  encoder layers run {}\n", model.describe_device(),
-               pivotmt::cpu::num_threads(), mt.size(), tokens, layers);
+    fmt::print("{}  weights {}  threads {}  segments {}  distinct-text tokens {}  encoder layers run {}\n", model.describe_device(),
+               weights == pivotmt::DType::F16 ? "f16" : "f32", pivotmt::cpu::num_threads(), mt.size(), tokens, layers);
     fmt::print("load {:.2f} s  score {:.2f} s  {:.1f} segments/s  {:.0f} tokens/s  {:.1f} GFLOP/s  system {:.6f}  truncated {}\n",
                load, seconds, double(mt.size()) / seconds, double(tokens) / seconds, gflop / seconds, scores.system,
                scores.truncated);

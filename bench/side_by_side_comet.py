@@ -34,6 +34,12 @@ sparsemax layer mix (uniform for equal parameters) times gamma, average pooling 
 mask, the features (mt, ref, mt·ref, |mt − ref|, mt·src, |mt − src|) and the Tanh
 estimator, batches of 16 sorted by length —: the same computation without Lightning's
 overhead, so if anything faster than unbabel-comet.
+
+--weights f16 (or f32,f16: both, the model made once): pivotmt's encoder with F16 weights (`--comet-weights f16`; on a GPU the
+tensor cores), and the peer under torch.autocast(float16) on a GPU (the same numerics:
+F16 inputs, F32 sums); unbabel-comet's predict has no precision option, so with it the peer
+stays F32 (the speed-up is then against what users run). The largest segment difference is
+against the peer's scores either way.
 """
 import argparse
 import csv
@@ -204,6 +210,9 @@ def main():
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--triples", choices=("ablation", "distinct"), default="distinct")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--weights", default="f32",
+                    help="pivotmt's encoder weights: f32, f16 or f32,f16 (both, one model made); with f16 the torch "
+                         "peer runs under F16 autocast on a GPU")
     ap.add_argument("--peer", choices=("auto", "comet", "torch"), default="auto",
                     help="unbabel-comet, or COMET's forward written in torch (auto: comet when installed)")
     args = ap.parse_args()
@@ -224,35 +233,50 @@ def main():
         model, enc, met = make_model(args.work)
     else:
         model, enc, met = make_model_without_comet(args.work, args.device)
-    # pivotmt first (it needs the memory PyTorch would otherwise hold during its run).
-    ours_json = os.path.join(args.work, "pivotmt_scores.json")
-    launch = shlex.split(os.environ.get("PIVOTMT_BENCH_LAUNCH", ""))  # gpu-check.sh's loader of a bundle's libraries
-    r = subprocess.run(launch + [args.bench, met, enc, data, ours_json] + ([args.device] if args.device != "cpu" else []),
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(r.stderr[-3000:])
-    print(r.stdout.strip())
-    ours = json.load(open(ours_json))
     threads = os.cpu_count()
     torch.set_num_threads(threads)
-    t0 = time.time()
-    if peer == "comet":
-        pred = model.predict(rows, batch_size=args.batch_size, gpus=1 if args.device == "cuda" else 0, progress_bar=False)
-        their_scores, their_system, name = pred.scores, pred.system_score, "unbabel-comet"
-    else:
-        their_scores = model.predict(rows, args.batch_size)
-        their_system, name = sum(their_scores) / len(their_scores), "COMET's forward in torch (unbabel-comet absent)"
-    theirs_s = time.time() - t0
-    diffs = [abs(a - b) for a, b in zip(their_scores, ours["scores"])]
     where = "the GPU" if args.device == "cuda" else f"{threads} threads"
     print(f"workload: {args.triples}")
-    print(f"{name}, torch {torch.__version__}: {args.segments} segments, batch {args.batch_size}, {where}: {theirs_s:.1f} s "
-          f"({args.segments / theirs_s:.2f} segments/s), system {their_system:.6f}")
-    print(f"pivotmt: {ours['seconds']:.1f} s ({args.segments / ours['seconds']:.2f} segments/s), system "
-          f"{ours['system_score']:.6f}")
-    print(f"speed-up {theirs_s / ours['seconds']:.2f}x; largest segment difference {max(diffs):.2e}, "
-          f"system difference {abs(their_system - ours['system_score']):.2e}")
-
+    peer_runs = {}  # autocast or not → (seconds, scores, system, name)
+    for weights in args.weights.split(","):
+        # pivotmt first (it needs the memory PyTorch would otherwise hold during its run).
+        ours_json = os.path.join(args.work, f"pivotmt_scores_{weights}.json")
+        launch = shlex.split(os.environ.get("PIVOTMT_BENCH_LAUNCH", ""))  # gpu-check.sh's loader of a bundle's libraries
+        r = subprocess.run(launch + [args.bench, met, enc, data, ours_json, args.device, weights],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(r.stderr[-3000:])
+        print(r.stdout.strip())
+        ours = json.load(open(ours_json))
+        autocast = weights == "f16" and args.device == "cuda" and peer == "torch"
+        if autocast not in peer_runs:
+            gpus = 1 if args.device == "cuda" else 0
+            # One batch first, untimed: kernels loaded, cuBLAS handles made (pivotmt's load is
+            # not timed either).
+            if peer == "comet":
+                model.predict(rows[:args.batch_size], batch_size=args.batch_size, gpus=gpus, progress_bar=False)
+            else:
+                with torch.autocast("cuda", dtype=torch.float16, enabled=autocast):
+                    model.predict(rows[:args.batch_size], args.batch_size)
+            t0 = time.time()
+            if peer == "comet":
+                pred = model.predict(rows, batch_size=args.batch_size, gpus=gpus, progress_bar=False)
+                their_scores, their_system, name = pred.scores, pred.system_score, "unbabel-comet"
+            else:
+                with torch.autocast("cuda", dtype=torch.float16, enabled=autocast):
+                    their_scores = model.predict(rows, args.batch_size)
+                their_system = sum(their_scores) / len(their_scores)
+                name = "COMET's forward in torch (unbabel-comet absent)" + (", F16 autocast" if autocast else "")
+            peer_runs[autocast] = (time.time() - t0, their_scores, their_system, name)
+            print(f"{name}, torch {torch.__version__}: {args.segments} segments, batch {args.batch_size}, {where}: "
+                  f"{peer_runs[autocast][0]:.1f} s ({args.segments / peer_runs[autocast][0]:.2f} segments/s), "
+                  f"system {their_system:.6f}")
+        theirs_s, their_scores, their_system, name = peer_runs[autocast]
+        diffs = [abs(a - b) for a, b in zip(their_scores, ours["scores"])]
+        print(f"pivotmt ({weights} weights): {ours['seconds']:.1f} s ({args.segments / ours['seconds']:.2f} segments/s), "
+              f"system {ours['system_score']:.6f}")
+        print(f"speed-up ({weights} weights, against {name}) {theirs_s / ours['seconds']:.2f}x; largest segment "
+              f"difference {max(diffs):.2e}, system difference {abs(their_system - ours['system_score']):.2e}")
 
 if __name__ == "__main__":
     main()

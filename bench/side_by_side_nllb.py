@@ -10,7 +10,9 @@ The tokenizer is the tiny model's of tests/goldens/nllb_tiny (its ids are a subs
 vocabulary; the work per token does not depend on which ids they are). A random model never
 chooses </s>, so every sentence runs to max_length on both sides: the same work.
 
-With --device cuda both run on the GPU (transformers F32 on CUDA, pivotmt's F32 GPU path);
+With --device cuda both run on the GPU, in F32 (transformers' F32 model, pivotmt's F32
+weights: the CPU's tokens) and in F16 (transformers' model.half(), pivotmt's F16 weights on
+the tensor cores: both round differently, so "same tokens" counts the F16 pair's agreement);
 the GPU machine has no ../shared, so the sentences are then the golden's (tests/goldens/
 nllb_tiny), repeated to --sentences.
 
@@ -120,18 +122,24 @@ def main():
     with open(sentences_file, "w", encoding="utf-8") as f:
         f.write("\n".join(texts) + "\n")
     model = M2M100ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval().to(args.device)
-    # F16 weights are a CPU storage format: the GPU runs F32 only.
-    weight_kinds = ["f32"] if args.device == "cuda" else ["f32", "f16"]
+    # On a GPU each pivotmt storage has its transformers twin: F32, and F16 (model.half()).
+    model_f16 = (M2M100ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float16).eval().to(args.device)
+                 if args.device == "cuda" else None)
+    weight_kinds = ["f32", "f16"]
     tok = NllbTokenizer.from_pretrained(model_dir)
 
     rows = []
     for beams, batch in [(1, 1), (1, 16), (4, 1), (4, 16)]:
         hf_s, hf_ids = run_transformers(model, tok, texts, beams, batch, args.max_length, args.device)
         line = {"beams": beams, "batch": batch, "transformers_s": hf_s}
+        if model_f16 is not None:
+            line["transformers_f16_s"], hf16_ids = run_transformers(model_f16, tok, texts, beams, batch,
+                                                                    args.max_length, args.device)
         for weights in weight_kinds:
             p = run_pivotmt(args.build, model_dir, sentences_file, weights, beams, batch, args.max_length,
                             args.threads, args.work, args.device)
-            same = sum(a == b for a, b in zip(p["ids"], hf_ids))
+            same = sum(a == b for a, b in zip(p["ids"], hf16_ids if weights == "f16" and model_f16 is not None
+                                              else hf_ids))
             line[weights] = {"s": p["seconds"], "same": same, "floor_s": p["bandwidth_floor_s"],
                              "bandwidth_gbs": p["bandwidth_gbs"]}
         rows.append(line)
@@ -143,13 +151,15 @@ def main():
           f"torch {torch.__version__}\n")
     if args.device == "cuda":
         print("| decoding | batch | transformers F32 sent/s | pivotmt F32 sent/s | ratio | same tokens | "
-              "bandwidth floor (s) |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+              "transformers F16 sent/s | pivotmt F16 sent/s | ratio | same tokens | bandwidth floor F16 (s) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             decoding = "greedy" if r["beams"] == 1 else f"{r['beams']} beams"
             hf, f32 = n / r["transformers_s"], n / r["f32"]["s"]
+            hf16, f16 = n / r["transformers_f16_s"], n / r["f16"]["s"]
             print(f"| {decoding} | {r['batch']} | {hf:.3f} | {f32:.3f} | {f32 / hf:.2f}× | {r['f32']['same']}/{n} | "
-                  f"{r['f32']['floor_s']:.2f} of {r['f32']['s']:.2f} |")
+                  f"{hf16:.3f} | {f16:.3f} | {f16 / hf16:.2f}× | {r['f16']['same']}/{n} | "
+                  f"{r['f16']['floor_s']:.2f} of {r['f16']['s']:.2f} |")
         return
     print("| decoding | batch | transformers F32 sent/s | pivotmt F32 sent/s | ratio | same tokens | "
           "pivotmt F16 weights sent/s | ratio | bandwidth floor F16 (s) |")

@@ -294,9 +294,11 @@ else
   row "op perf (model shapes)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" "$(grep -m1 ceiling "$LOGS/ops_perf.log"); $(grep -E '^perf (decode|prefill) attention' "$LOGS/ops_perf.log" | sed 's/^perf //' | tr -s ' ' | tr '\n' ';') $(elapsed $t)"
 fi
 
-# --- 4b. NLLB-200 on the device through the CLI (the tiny golden model, 4 beams: the CPU's
-# translations expected), then side by side with transformers on a 600M-shaped random model
-# (bench/side_by_side_nllb.py; where Python has torch and transformers, not on the emulator).
+# --- 4b. NLLB-200 on the device through the CLI (the tiny golden model, 4 beams: with F32
+# weights the CPU's translations expected; F16 weights on the tensor cores run and say how
+# many agree), then side by side with transformers on a 600M-shaped random model, F32 and
+# F16 against transformers F32 and F16 (bench/side_by_side_nllb.py; where Python has torch
+# and transformers, not on the emulator).
 t=$(date +%s)
 export NLLB="$ROOT/tests/goldens/nllb_tiny" WORKDIR
 bounded "$(limit 40)" bash -c '
@@ -305,10 +307,12 @@ bounded "$(limit 40)" bash -c '
     "$@" -q translate --model "$NLLB" --weights f32 --beams 4 --device "$d" -i "$ROOT/data/demo/test.jsonl" \
       >"$WORKDIR/nllb-$d.txt"
   done
+  "$@" -q translate --model "$NLLB" --weights f16 --beams 4 --device "$DEV" -i "$ROOT/data/demo/test.jsonl" \
+    >"$WORKDIR/nllb-f16.txt"
 ' nllb "${LOADER[@]}" "$BIN/pivotmt" >"$LOGS/nllb.log" 2>&1
 rc=$?
 if [[ $rc == 0 ]] && cmp -s "$WORKDIR/nllb-$DEV.txt" "$WORKDIR/nllb-cpu.txt"; then
-  row "NLLB translate --device $DEV" ok "$(wc -l <"$WORKDIR/nllb-cpu.txt") translations (4 beams) identical to the CPU's; $(elapsed $t)"
+  row "NLLB translate --device $DEV" ok "$(wc -l <"$WORKDIR/nllb-cpu.txt") translations (4 beams) identical to the CPU's; F16 weights: $(awk 'NR == FNR { a[FNR] = $0; next } a[FNR] == $0 { n++ } END { print n + 0 }' "$WORKDIR/nllb-cpu.txt" "$WORKDIR/nllb-f16.txt") of $(wc -l <"$WORKDIR/nllb-f16.txt") lines as the CPU's F32; $(elapsed $t)"
 else
   row "NLLB translate --device $DEV" "FAIL rc=$rc" "see nllb.log; outputs differ from the CPU's or the run failed"
 fi
@@ -319,23 +323,24 @@ else
   mkdir -p "$BIN/bench-layout/bench"
   ln -sf "$BIN/bench_nllb" "$BIN/bench-layout/bench/bench_nllb"
   LAUNCH="$(printf '%q ' "${LOADER[@]}")"
-  PIVOTMT_BENCH_LAUNCH="$LAUNCH" bounded "$(limit 60)" python3 bench/side_by_side_nllb.py "$BIN/bench-layout" \
+  PIVOTMT_BENCH_LAUNCH="$LAUNCH" bounded "$(limit 90)" python3 bench/side_by_side_nllb.py "$BIN/bench-layout" \
     "$WORKDIR/nllb-side" --sentences 8 --max-length 32 --device "$([[ "$DEV" == cpu ]] && echo cpu || echo cuda)" \
     >"$LOGS/nllb_side_by_side.md" 2>"$LOGS/nllb_side_by_side.log"
   rc=$?
   row "NLLB side by side (600M shape)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
-    "$(grep -E '^\| (greedy|4 beams)' "$LOGS/nllb_side_by_side.md" | awk -F'|' '{printf "%s b%s: %s× ;", $2, $3, $6}'); $(elapsed $t)"
+    "$(grep -E '^\| (greedy|4 beams)' "$LOGS/nllb_side_by_side.md" | awk -F'|' '{printf "%s b%s: F32 %s, F16 %s (%s same);", $2, $3, $6, $10, $11}'); $(elapsed $t)"
 fi
 
 # --- 4d. COMET on the device against a peer on the same GPU: wmt22-comet-da's shape (XLM-R
-# large, random weights) scoring 256 distinct triples; the peer is unbabel-comet where it is
-# installed, else COMET's forward written in torch (bench/side_by_side_comet.py).
+# large, random weights) scoring 256 distinct triples, pivotmt with F32 and with F16 weights;
+# the peer is unbabel-comet where it is installed, else COMET's forward written in torch
+# (F16 autocast against the F16 weights; bench/side_by_side_comet.py).
 if [[ "$EMULATED" == 1 ]] || ! python3 -c "import torch, transformers, safetensors" 2>/dev/null || [[ ! -x "$BIN/bench_comet" ]]; then
   row "COMET side by side" "not run" "needs a GPU, Python with torch, transformers and safetensors, and bench_comet"
 else
   t=$(date +%s)
   PIVOTMT_BENCH_LAUNCH="$(printf '%q ' "${LOADER[@]}")" bounded "$(limit 90)" python3 bench/side_by_side_comet.py \
-    --work "$WORKDIR/comet-side" --segments 256 --device "$([[ "$DEV" == cpu ]] && echo cpu || echo cuda)" \
+    --work "$WORKDIR/comet-side" --segments 256 --device "$([[ "$DEV" == cpu ]] && echo cpu || echo cuda)" --weights f32,f16 \
     --bench "$BIN/bench_comet" >"$LOGS/comet_side_by_side.md" 2>"$LOGS/comet_side_by_side.log"
   rc=$?
   row "COMET side by side (XLM-R large shape)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \

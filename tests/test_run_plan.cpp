@@ -97,27 +97,45 @@ TEST(RunPlan, BaselineAndCometStages) {
   EXPECT_DOUBLE_EQ(h100.gflops_f32, 67e3 * 0.7);
   const nlohmann::json nllb600m = {{"d_model", 1024},        {"encoder_layers", 12},    {"decoder_layers", 12},
                                    {"encoder_ffn_dim", 4096}, {"decoder_ffn_dim", 4096}, {"vocab_size", 256206}};
-  const StagePlan n = plan_nllb(nllb600m, 1000, 40, 4, 16, "f16", h100);
+  const StagePlan n = plan_nllb(nllb600m, 1000, 40, 4, 16, "f32", h100);
   const double d = 1024, enc = 12 * (4 * d * d + 2 * d * 4096), dec = 12 * (8 * d * d + 2 * d * 4096), head = 256206 * d;
   EXPECT_EQ(n.parameters, uint64_t(enc + dec + head));  // 615 M, as published
   EXPECT_NEAR(double(n.parameters), 615e6, 1e6);
-  EXPECT_EQ(n.weight_bytes, n.parameters * 4);  // F32 on a GPU whatever the storage asked
+  EXPECT_EQ(n.weight_bytes, n.parameters * 4);
   EXPECT_DOUBLE_EQ(n.flops, 1000 * 40 * 2 * enc + 1000 * 40 * 4 * 2 * (dec + head));
   // 63 batches × 40 steps, each the larger of 64 hypotheses' FLOPs and streaming the decoder.
   const double step = std::max(64 * 2 * (dec + head) / (h100.gflops_f32 * 1e9), (dec + head) * 4 / (h100.gbps * 1e9));
   EXPECT_NEAR(n.seconds, 1000 * 40 * 2 * enc / (h100.gflops_f32 * 1e9) + 63 * 40 * step, 1e-9);
+  EXPECT_EQ(n.arithmetic, "F32");
+  // F16 weights (translate's default) on a GPU: the tensor cores' rate, half the bytes a
+  // step streams; int8 is stored as F16 there.
+  for (const char* storage : {"f16", "int8"}) {
+    const StagePlan h = plan_nllb(nllb600m, 1000, 40, 4, 16, storage, h100);
+    EXPECT_EQ(h.storage, "F16") << storage;
+    EXPECT_EQ(h.arithmetic, "F16 tensor cores") << storage;
+    EXPECT_EQ(h.weight_bytes, h.parameters * 2) << storage;
+    const double step16 = std::max(64 * 2 * (dec + head) / (h100.gflops * 1e9), (dec + head) * 2 / (h100.gbps * 1e9));
+    EXPECT_NEAR(h.seconds, 1000 * 40 * 2 * enc / (h100.gflops * 1e9) + 63 * 40 * step16, 1e-9) << storage;
+  }
   DeviceCeiling cpu;
   cpu.device = "cpu";
   cpu.gflops = cpu.gflops_f32 = 100;
   cpu.gbps = 20;
   const StagePlan on_cpu = plan_nllb(nllb600m, 10, 40, 1, 16, "int8", cpu);
   EXPECT_EQ(on_cpu.weight_bytes, on_cpu.parameters);  // the CPU keeps the storage asked
+  EXPECT_EQ(on_cpu.arithmetic, "F32");
+  EXPECT_EQ(plan_nllb(nllb600m, 10, 40, 1, 16, "f16", cpu).arithmetic, "F32");  // F16 weights, F32 arithmetic
 
   const StagePlan c = plan_comet("Unbabel/wmt22-comet-da", nullptr, 2000, 30, h100);
   EXPECT_EQ(c.parameters, uint64_t(24 * (4 * d * d + 2 * d * 4096) + 250002 * d));  // XLM-R large: 558 M
   EXPECT_DOUBLE_EQ(c.tokens, 2000 * 3 * 30);
   EXPECT_DOUBLE_EQ(c.flops, c.tokens * 2 * 24 * (4 * d * d + 2 * d * 4096) + 2000 * 3 * 4 * 24 * d * 30 * 30);
   EXPECT_DOUBLE_EQ(c.seconds, c.flops / (h100.gflops_f32 * 1e9));
+  EXPECT_EQ(c.weight_bytes, c.parameters * 4);
+  const StagePlan c16 = plan_comet("Unbabel/wmt22-comet-da", nullptr, 2000, 30, h100, true);
+  EXPECT_DOUBLE_EQ(c16.seconds, c.flops / (h100.gflops * 1e9));
+  EXPECT_EQ(c16.weight_bytes, uint64_t(24 * (4 * d * d + 2 * d * 4096) * 2 + 250002 * d * 4));  // embeddings F32
+  EXPECT_EQ(c16.arithmetic, "F16 tensor cores");
   EXPECT_GT(plan_comet("Unbabel/XCOMET-XL", nullptr, 1, 30, h100).parameters, 3'000'000'000u);
   const nlohmann::json base = {{"hidden_size", 768}, {"num_hidden_layers", 12}, {"intermediate_size", 3072}, {"vocab_size", 250002}};
   EXPECT_EQ(plan_comet("a local model", &base, 1, 30, h100).parameters,

@@ -302,7 +302,8 @@ void register_ablate(CLI::App& app) {
           if (!comet_args.encoder.empty() && std::filesystem::exists(encoder_config))
             encoder = read_json_file(encoder_config.string());
           run_plan.stages.push_back(plan_comet(comet_args.model, encoder ? &*encoder : nullptr,
-                                               double(planned.workload.rows) + baseline_rows, tokens, ceiling));
+                                               double(planned.workload.rows) + baseline_rows, tokens, ceiling,
+                                               comet_args.weights == "f16"));
         }
         fmt::print("\n{}", run_plan_markdown(run_plan, within_hours));
         std::filesystem::create_directories(config.out);

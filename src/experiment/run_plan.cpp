@@ -156,10 +156,13 @@ RunPlan make_run_plan(const ModelConfig& m, uint64_t parameters, const std::stri
 
 namespace {
 
-double storage_bytes(const std::string& storage, bool gpu) {
-  if (gpu || storage == "f32") return 4;
-  return storage == "f16" ? 2 : 1;
+// NLLB's weights as a device stores them (experiment/nllb_translate.h's stored_weights: a
+// GPU keeps int8 as F16).
+std::string stored_storage(const std::string& storage, bool gpu) {
+  if (storage == "f32") return "F32";
+  return gpu || storage == "f16" ? "F16" : "INT8";
 }
+double storage_bytes(const std::string& stored) { return stored == "F32" ? 4 : stored == "F16" ? 2 : 1; }
 
 std::string millions(double n) { return n >= 10e6 ? fmt::format("{:.0f} M", n / 1e6) : fmt::format("{:.2f} M", n / 1e6); }
 
@@ -181,8 +184,12 @@ StagePlan plan_nllb(const nlohmann::json& c, double sentences, double tokens, si
   const bool gpu = device.device != "cpu";
   StagePlan p;
   p.name = "NLLB-200 baseline";
+  p.storage = stored_storage(storage, gpu);
+  // A GPU multiplies F16 weights on the tensor cores; the CPU computes every storage in F32.
+  p.arithmetic = gpu && p.storage == "F16" ? "F16 tensor cores" : "F32";
+  p.gflops_rate = gpu && p.storage == "F16" ? device.gflops : device.gflops_f32;
   p.parameters = uint64_t(encoder + decoder + head);
-  p.weight_bytes = uint64_t(double(p.parameters) * storage_bytes(storage, gpu));
+  p.weight_bytes = uint64_t(double(p.parameters) * storage_bytes(p.storage));
   beams = std::max<size_t>(1, beams);
   batch = std::max<size_t>(1, batch);
   p.items = sentences;
@@ -194,9 +201,9 @@ StagePlan plan_nllb(const nlohmann::json& c, double sentences, double tokens, si
   // FLOPs and streaming the decoder and output layer once.
   const double steps = std::ceil(sentences / double(batch)) * tokens;
   const double hypotheses = double(std::min<size_t>(batch, size_t(std::max(1.0, sentences)))) * double(beams);
-  const double step_seconds = std::max(hypotheses * step_flops_per_hypothesis / (device.gflops_f32 * 1e9),
-                                       (decoder + head) * storage_bytes(storage, gpu) / (device.gbps * 1e9));
-  p.seconds = encode_flops / (device.gflops_f32 * 1e9) + steps * step_seconds;
+  const double step_seconds = std::max(hypotheses * step_flops_per_hypothesis / (p.gflops_rate * 1e9),
+                                       (decoder + head) * storage_bytes(p.storage) / (device.gbps * 1e9));
+  p.seconds = encode_flops / (p.gflops_rate * 1e9) + steps * step_seconds;
   p.detail = fmt::format("{} parameters ({} + {} layers, d {:.0f}, vocabulary {:.0f}); {:.0f} sentences of ~{:.0f} "
                          "tokens, {} beam{}, {} sentences a batch",
                          millions(double(p.parameters)), enc_layers, dec_layers, d, V, sentences, tokens, beams,
@@ -205,7 +212,7 @@ StagePlan plan_nllb(const nlohmann::json& c, double sentences, double tokens, si
 }
 
 StagePlan plan_comet(const std::string& name, const nlohmann::json* encoder_config, double segments, double tokens,
-                     const DeviceCeiling& device) {
+                     const DeviceCeiling& device, bool f16_weights) {
   // The encoders of unbabel-comet's models (their hparams' pretrained_model).
   struct Encoder {
     const char* label;
@@ -225,21 +232,26 @@ StagePlan plan_comet(const std::string& name, const nlohmann::json* encoder_conf
   const double per_layer = 4 * e.hidden * e.hidden + 2 * e.hidden * e.ffn;
   StagePlan p;
   p.name = "COMET";
+  p.storage = f16_weights ? "F16" : "F32";
+  p.arithmetic = f16_weights && device.device != "cpu" ? "F16 tensor cores" : "F32";
+  p.gflops_rate = p.arithmetic == "F32" ? device.gflops_f32 : device.gflops;
   p.parameters = uint64_t(e.layers * per_layer + e.vocab * e.hidden);
-  p.weight_bytes = p.parameters * 4;  // F32 everywhere
+  p.weight_bytes = uint64_t(e.layers * per_layer * (f16_weights ? 2 : 4) + e.vocab * e.hidden * 4);
   p.items = segments;
   p.tokens = segments * 3 * tokens;
   // Per sequence of T tokens: 2 · the layers' weights per token, attention 4 · layers · hidden · T².
   p.flops = p.tokens * 2 * e.layers * per_layer + segments * 3 * 4 * e.layers * e.hidden * tokens * tokens;
-  p.seconds = p.flops / (device.gflops_f32 * 1e9);
+  p.seconds = p.flops / (p.gflops_rate * 1e9);
   p.detail = fmt::format("{}: {} parameters; {:.0f} segments, three sequences of ~{:.0f} tokens each", source,
                          millions(double(p.parameters)), segments, tokens);
   return p;
 }
 
 nlohmann::json StagePlan::to_json() const {
-  return {{"name", name}, {"detail", detail}, {"parameters", parameters}, {"weight_bytes", weight_bytes},
-          {"items", items}, {"tokens", tokens}, {"flops", flops}, {"seconds", seconds}};
+  return {{"name", name},          {"detail", detail},           {"storage", storage},
+          {"arithmetic", arithmetic}, {"gflops_rate", gflops_rate}, {"parameters", parameters},
+          {"weight_bytes", weight_bytes}, {"items", items},       {"tokens", tokens},
+          {"flops", flops},          {"seconds", seconds}};
 }
 
 nlohmann::json RunPlan::to_json() const {
@@ -289,8 +301,8 @@ std::string run_plan_markdown(const RunPlan& p, double within_hours) {
       p.device.measured ? "measured here" : "stated roofline", p.device.gflops, p.device.gbps, hours(p.prefill_seconds),
       hours(p.decode_seconds), stage_rows, hours(p.seconds()));
   for (const auto& s : p.stages)
-    md += fmt::format("{}: {}; weights {} (F32 on a GPU), {:.1f} TFLOP at {:.0f} GFLOP/s (F32).\n", s.name, s.detail,
-                      gib(double(s.weight_bytes)), s.flops / 1e12, p.device.gflops_f32);
+    md += fmt::format("{}: {}; weights {} ({}), {:.1f} TFLOP at {:.0f} GFLOP/s ({}).\n", s.name, s.detail,
+                      gib(double(s.weight_bytes)), s.storage, s.flops / 1e12, s.gflops_rate, s.arithmetic);
   if (!p.stages.empty()) md += "\n";
   if (!p.fits) {
     md += fmt::format("**Does not fit**: the weights ({}) and one longest sequence need more than the {} this device "

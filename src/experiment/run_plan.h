@@ -50,11 +50,15 @@ struct StudyWorkload {
 };
 
 // A stage beside the LLM's generation, planned from its architecture: the NLLB-200 baseline
-// or COMET scoring. Both run F32 on a GPU (weights and products) at the device's F32 GEMM
-// rate; NLLB's decoding also streams the decoder's weights once a step for its batch.
+// or COMET scoring. With F32 weights they run at the device's F32 GEMM rate; with F16
+// weights on a GPU at its F16 rate (the tensor cores; a CPU computes F16 weights in F32).
+// NLLB's decoding also streams the decoder's weights once a step for its batch.
 struct StagePlan {
   std::string name;    // "NLLB-200 baseline", "COMET"
   std::string detail;  // the architecture and the workload, in words
+  std::string storage;     // the weights as the device stores them: "F32", "F16", "INT8"
+  double gflops_rate = 0;  // the GEMM rate the time was counted at
+  std::string arithmetic;  // at which: "F32", "F16 tensor cores"
   uint64_t parameters = 0, weight_bytes = 0;
   double items = 0;    // sentences translated / segments scored
   double tokens = 0;   // tokens through the encoder(s) and decoder
@@ -64,16 +68,17 @@ struct StagePlan {
 
 // NLLB-200 / M2M100 (its config.json): `sentences` of ~`tokens` source tokens and as many
 // output tokens, `beams` hypotheses each, `batch` sentences decoded together, weights in
-// `storage` (f32 | f16 | int8; F32 on a GPU). Per token: the encoder 2 · its weights; the
+// `storage` (f32 | f16 | int8; a GPU stores int8 as F16: stored_weights). Per token: the encoder 2 · its weights; the
 // decoder 2 · (its weights + the output layer's vocab × d) per hypothesis — the 256k-word
 // output layer dominates.
 StagePlan plan_nllb(const nlohmann::json& config, double sentences, double tokens, size_t beams, size_t batch,
                     const std::string& storage, const DeviceCeiling& device);
 // COMET over `segments` (source, translation and reference encoded: three sequences of
 // ~`tokens` each) with the named model's XLM-R encoder (wmt22-comet-da: XLM-R large;
-// XCOMET-XL / -XXL: XLM-R XL / XXL) or `encoder_config` when given (its config.json).
+// XCOMET-XL / -XXL: XLM-R XL / XXL) or `encoder_config` when given (its config.json); the
+// layers' weights F32, or F16 with `f16_weights` (--comet-weights f16; the embeddings stay F32).
 StagePlan plan_comet(const std::string& model_name, const nlohmann::json* encoder_config, double segments, double tokens,
-                     const DeviceCeiling& device);
+                     const DeviceCeiling& device, bool f16_weights = false);
 
 struct RunPlan {
   uint64_t parameters = 0, weight_bytes = 0;
