@@ -344,7 +344,7 @@ TEST(GpuEncoder, NllbOnTheDeviceMatchesTransformersAndTheCpu) {
 
 // NLLB with F16 weights on the device (`translate --device cuda`'s default --weights f16):
 // the tensor cores' numerics (a linear's inputs rounded to F16, F32 sums). The teacher-forced
-// logits stay within the bound the CPU's F16 weights meet against F32 (test_nllb), and the
+// logits stay within 2e-3 of transformers' F32 ones (relative to the largest), and the
 // generated tokens agree with the CPU's F32 tokens on most of the 70 cases — the agreement
 // is printed (a random model's logits are close together: real models' margins are wider).
 TEST(GpuEncoder, NllbInF16OnTheDeviceStaysCloseToF32) {
@@ -363,7 +363,7 @@ TEST(GpuEncoder, NllbInF16OnTheDeviceStaysCloseToF32) {
     const auto logits = gpu.decode({M2M100Model::DecoderRow{&cache, &cross[0], std::span<const int32_t>(dec)}}, false);
     const double diff = worst_difference(logits, logits_want);
     std::printf("NLLB tiny, F16 weights on the device: teacher-forced logits within %.2e (relative) of transformers' F32, input %d\n", diff, i);
-    EXPECT_LT(diff, 0.02) << "logits, input " << i;
+    EXPECT_LT(diff, 2e-3) << "logits, input " << i;  // measured ≤ 1.8e-4
     EXPECT_GT(diff, 0.0) << "logits, input " << i << ": the F16 rounding did not happen";
   }
   const NllbTokenizer tok(dir);
