@@ -134,6 +134,33 @@ TEST(GpuEncoder, EveryOpEqualsTheCpuReference) {
     }
   }
   {
+    // pool_rows (COMET's layer mix and mean on the device): two layers' rows summed into F64
+    // per sequence, some rows left out — the same bits as the CPU's loop, and the sums of
+    // the rows kept computed here in double.
+    const size_t H = 37;
+    const auto l0 = random_values(T * H, rng), l1 = random_values(T * H, rng);
+    std::vector<uint8_t> keep(T, 1);
+    keep[0] = keep[9] = keep[44] = 0;  // a sequence of one row left with nothing
+    const Tensor ga = gpu->pooled_sums(starts.size() - 1, H), ca = cpu->pooled_sums(starts.size() - 1, H);
+    for (const auto& [layer, w] : {std::pair{&l0, 0.25}, std::pair{&l1, 1.0 / 3}}) {
+      gpu->pool_rows(gpu->upload(*layer, T, H), starts, keep, w, ga);
+      cpu->pool_rows(cpu->upload(*layer, T, H), starts, keep, w, ca);
+    }
+    const auto got = gpu->download_pooled(ga);
+    EXPECT_EQ(got, cpu->download_pooled(ca)) << "pool_rows";
+    for (size_t s = 0; s + 1 < starts.size(); ++s)
+      for (size_t i = 0; i < H; ++i) {
+        double want = 0;
+        for (const auto& [layer, w] : {std::pair{&l0, 0.25}, std::pair{&l1, 1.0 / 3}})
+          for (size_t t = starts[s]; t < starts[s + 1]; ++t)
+            if (keep[t]) want += w * (*layer)[t * H + i];
+        EXPECT_NEAR(got[s * H + i], want, 1e-12) << "pool_rows, sequence " << s << ", column " << i;
+      }
+    EXPECT_EQ(got[0], 0.0);  // the one-row sequence, its row left out
+    EXPECT_THROW(gpu->pool_rows(gpu->upload(l0, T, H), starts, std::vector<uint8_t>(T - 1, 1), 1.0, ga), Error);
+    EXPECT_THROW(gpu->pool_rows(gpu->upload(l0, T, H), starts, keep, 1.0, gpu->empty(starts.size() - 1, H)), Error);
+  }
+  {
     // An F16 linear's inputs beyond F16's range saturate to ±65504 (no infinities), NaN
     // stays NaN (and reaches every output of its row): y = x · Wᵀ with W's rows picking one
     // input each.

@@ -53,6 +53,36 @@ Tensor EncoderOps::upload(std::span<const float> values, size_t rows, size_t col
   return t;
 }
 
+Tensor EncoderOps::pooled_sums(size_t sequences, size_t cols) {
+  Tensor t(device(), DType::F64, sequences, cols);
+  if (t.numel() > 0) do_zero(t);
+  return t;
+}
+
+void EncoderOps::pool_rows(const Tensor& x, std::span<const size_t> starts, std::span<const uint8_t> keep, double weight,
+                           const Tensor& acc) {
+  check_tensor(x, "pool_rows", "x");
+  if (acc.device() != device() || acc.dtype() != DType::F64 || !acc.contiguous() || acc.cols() != x.cols() ||
+      acc.rows() + 1 != starts.size())
+    throw Error(fmt::format("encoder pool_rows: the sums {} for {} sequences of x {} (expected contiguous F64 [{}, {}] on {})",
+                            acc.describe(), starts.empty() ? 0 : starts.size() - 1, x.describe(),
+                            starts.empty() ? 0 : starts.size() - 1, x.cols(), describe()));
+  if (starts.front() != 0 || starts.back() != x.rows() || keep.size() != x.rows())
+    throw Error(fmt::format("encoder pool_rows: sequence starts from 0 to the {} rows and a flag per row ({} given)",
+                            x.rows(), keep.size()));
+  for (size_t i = 1; i < starts.size(); ++i)
+    if (starts[i] < starts[i - 1]) throw Error("encoder pool_rows: sequence starts must ascend");
+  if (x.numel() > 0 && acc.rows() > 0) do_pool_rows(x, starts, keep, weight, acc);
+}
+
+std::vector<double> EncoderOps::download_pooled(const Tensor& acc) {
+  if (acc.device() != device() || acc.dtype() != DType::F64 || !acc.contiguous())
+    throw Error(fmt::format("encoder download_pooled: {} (expected contiguous F64 on {})", acc.describe(), describe()));
+  std::vector<double> v(acc.numel());
+  if (!v.empty()) do_download(acc, v.data());
+  return v;
+}
+
 std::vector<float> EncoderOps::download(const Tensor& t) {
   std::vector<float> v(t.numel());
   download(t, v);

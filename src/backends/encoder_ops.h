@@ -103,6 +103,16 @@ class EncoderOps {
   // Each row of logits [n, V]: its RowTop with k ≤ V entries — a few floats a row where the
   // whole row would cross to the host.
   void top_k(const Tensor& logits, size_t k, std::vector<RowTop>& out);
+
+  // --- pooling on the device (COMET's layer mix and mean): sums of rows kept in F64, so a
+  // batch's [sequences, H] crosses to the host once instead of every layer's [T, H] states.
+  Tensor pooled_sums(size_t sequences, size_t cols);  // F64 [sequences, cols] of zeros
+  // acc [n, H] F64: acc[s] += weight · x[t] (the product and the sum in double, row after
+  // row in order — the CPU's loop, so every device gives the same bits) for each row t of
+  // sequence s (rows [starts[s], starts[s + 1]) of x [T, H]) whose keep[t] is nonzero.
+  void pool_rows(const Tensor& x, std::span<const size_t> starts, std::span<const uint8_t> keep, double weight,
+                 const Tensor& acc);
+  std::vector<double> download_pooled(const Tensor& acc);
   virtual void synchronize() {}
 
  protected:
@@ -114,7 +124,10 @@ class EncoderOps {
   virtual void do_gelu(const Tensor& x) = 0;
   virtual void do_attention(const Tensor& qkv, std::span<const size_t> starts, size_t heads, size_t d,
                             const Tensor& out) = 0;
-  virtual void do_download(const Tensor& t, float* out) = 0;
+  virtual void do_download(const Tensor& t, void* out) = 0;  // numel × the dtype's size bytes
+  virtual void do_zero(const Tensor& t) = 0;
+  virtual void do_pool_rows(const Tensor& x, std::span<const size_t> starts, std::span<const uint8_t> keep,
+                            double weight, const Tensor& acc) = 0;
   virtual void do_add(const Tensor& x, const Tensor& y) = 0;
   virtual void do_relu(const Tensor& x) = 0;
   virtual void do_copy(const Tensor& src, size_t src_row, size_t src_col, const Tensor& dst, size_t dst_row,

@@ -118,23 +118,9 @@ std::vector<float> Model::embed(const std::vector<std::string>& texts, size_t* t
       starts.push_back(starts.back() + ids[s].size());
     }
     // Σ_k w_k · Σ_t H_k[t] per sentence, then gamma / T: the mix and the mean are both
-    // linear, so this is COMET's gamma · mean_t Σ_k w_k H_k[t] in another order.
-    std::vector<double> acc(batch.size() * H, 0.0);
-    const int64_t pad = pad_id();
-    encoder_.encode_batch(seqs, last, [&](size_t layer, const float* h) {
-      const double wk = w[layer];
-      if (wk == 0.0) return;
-      cpu::parallel_for(batch.size(), [&](size_t j0, size_t j1) {
-        for (size_t j = j0; j < j1; ++j) {
-          double* a = &acc[j * H];
-          for (size_t t = starts[j]; t < starts[j + 1]; ++t) {
-            if (seqs[j][t - starts[j]] == pad) continue;  // COMET's pooling leaves a <pad> out of the sum
-            const float* row = h + t * H;
-            for (size_t i = 0; i < H; ++i) a[i] += wk * row[i];
-          }
-        }
-      });
-    });
+    // linear, so this is COMET's gamma · mean_t Σ_k w_k H_k[t] in another order. Summed on
+    // the encoder's device; COMET's pooling leaves a <pad> out of the sum.
+    const std::vector<double> acc = encoder_.pooled_layer_mix(seqs, std::vector<double>(w.begin(), w.begin() + long(last) + 1), pad_id());
     for (size_t j = 0; j < batch.size(); ++j) {
       const double f = double(head_.gamma()) / double(seqs[j].size());
       for (size_t i = 0; i < H; ++i) fresh[batch[j] * H + i] = float(acc[j * H + i] * f);

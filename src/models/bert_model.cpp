@@ -175,8 +175,9 @@ void BertEncoder::embed_tokens(const std::vector<TokenId>& ids, float* x) const 
 std::vector<float> BertEncoder::all_hidden_states(const std::vector<TokenId>& ids) const {
   const size_t T = ids.size(), H = dimension();
   std::vector<float> all((layers_.size() + 1) * T * H);
-  run(reference_ops_ ? *reference_ops_ : *ops_, {ids}, layers_.size(), [&](size_t layer, const float* states) {
-    std::copy(states, states + T * H, all.begin() + std::ptrdiff_t(layer * T * H));
+  EncoderOps& ops = reference_ops_ ? *reference_ops_ : *ops_;
+  run(ops, {ids}, layers_.size(), [&](size_t layer, const Tensor& states) {
+    ops.download(states, std::span<float>(all).subspan(layer * T * H, T * H));
   });
   return all;
 }
@@ -185,11 +186,29 @@ void BertEncoder::encode_batch(const std::vector<std::vector<TokenId>>& seqs, si
                                const std::function<void(size_t, const float*)>& on_state) const {
   if (layers > layers_.size())
     throw Error(fmt::format("BERT: {} layers asked of a {}-layer encoder", layers, layers_.size()));
-  run(*ops_, seqs, layers, on_state);
+  std::vector<float> host;
+  run(*ops_, seqs, layers, [&](size_t layer, const Tensor& x) { on_state(layer, ops_->read(x, host)); });
+}
+
+std::vector<double> BertEncoder::pooled_layer_mix(const std::vector<std::vector<TokenId>>& seqs,
+                                                  const std::vector<double>& weights, int64_t skip_id) const {
+  if (weights.empty() || weights.size() > layers_.size() + 1)
+    throw Error(fmt::format("BERT: {} layer weights for the embeddings and {} layers", weights.size(), layers_.size()));
+  std::vector<size_t> starts{0};
+  std::vector<uint8_t> keep;
+  for (const auto& ids : seqs) {
+    starts.push_back(starts.back() + ids.size());
+    for (const TokenId id : ids) keep.push_back(int64_t(id) != skip_id);
+  }
+  const Tensor acc = ops_->pooled_sums(seqs.size(), dimension());
+  run(*ops_, seqs, weights.size() - 1, [&](size_t layer, const Tensor& x) {
+    if (weights[layer] != 0.0) ops_->pool_rows(x, starts, keep, weights[layer], acc);
+  });
+  return ops_->download_pooled(acc);
 }
 
 void BertEncoder::run(EncoderOps& ops, const std::vector<std::vector<TokenId>>& seqs, size_t layers,
-                      const std::function<void(size_t, const float*)>& on_state) const {
+                      const std::function<void(size_t, const Tensor&)>& on_state) const {
   const size_t H = dimension(), nh = size_t(cfg_.num_heads), d = size_t(cfg_.head_dim),
                F = size_t(cfg_.intermediate_size);
   const float eps = float(cfg_.norm_eps);
@@ -197,13 +216,13 @@ void BertEncoder::run(EncoderOps& ops, const std::vector<std::vector<TokenId>>& 
   for (const auto& ids : seqs) starts.push_back(starts.back() + ids.size());
   const size_t T = starts.back();
   if (T == 0) return;
-  std::vector<float> embedded(T * H), host;
+  std::vector<float> embedded(T * H);
   for (size_t s = 0; s < seqs.size(); ++s) embed_tokens(seqs[s], embedded.data() + starts[s] * H);
   // x [T, H] the residual stream; qkv [T, 3H]; ctx and tmp [T, H]; inter [T, F].
   const Tensor x = ops.upload(embedded, T, H), qkv = ops.empty(T, 3 * H), ctx = ops.empty(T, H), tmp = ops.empty(T, H),
                inter = ops.empty(T, F);
   ops.layer_norm(x, emb_ln_w_, emb_ln_b_, eps);
-  on_state(0, ops.read(x, host));
+  on_state(0, x);
   for (size_t l = 0; l < layers; ++l) {
     const Layer& L = layers_[l];
     ops.linear(x, *L.qkv, qkv);
@@ -214,7 +233,7 @@ void BertEncoder::run(EncoderOps& ops, const std::vector<std::vector<TokenId>>& 
     ops.gelu(inter);
     ops.linear(inter, *L.out, tmp);
     ops.residual_layer_norm(x, tmp, L.out_b, L.ln2_w, L.ln2_b, eps);
-    on_state(l + 1, ops.read(x, host));
+    on_state(l + 1, x);
   }
 }
 

@@ -53,6 +53,13 @@ class BertEncoder {
   void encode_batch(const std::vector<std::vector<TokenId>>& seqs, size_t layers,
                     const std::function<void(size_t layer, const float* states)>& on_state) const;
   size_t num_layers() const { return layers_.size(); }
+  // COMET's layer mix and pooling over encode_batch's states, summed where they are computed:
+  // per sequence Σ_k weights[k] · Σ_t states_k[t] (k = 0 the embeddings' output, then the
+  // first weights.size() − 1 layers; rows whose id is `skip_id` left out; products and sums
+  // in double, every device the same bits) — [sequences, hidden]. On a GPU one copy back per
+  // batch instead of every layer's [T, hidden] states.
+  std::vector<double> pooled_layer_mix(const std::vector<std::vector<TokenId>>& seqs, const std::vector<double>& weights,
+                                       int64_t skip_id) const;
   // Tokens per encode_batch call when embedding many sentences: large enough for the GEMMs
   // to run near their peak, small enough for the activations to stay a few MB per layer.
   static constexpr size_t kBatchTokens = 2048;
@@ -74,7 +81,7 @@ class BertEncoder {
   // The layers over `ops` (the encoder's, or the CPU's reference loops, which take the CPU
   // encoder's weights as they are).
   void run(EncoderOps& ops, const std::vector<std::vector<TokenId>>& seqs, size_t layers,
-           const std::function<void(size_t layer, const float* states)>& on_state) const;
+           const std::function<void(size_t layer, const Tensor& states)>& on_state) const;
   ModelConfig cfg_;
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<Tokenizer> tokenizer_;

@@ -62,7 +62,24 @@ class CpuEncoderOps final : public EncoderOps {
     std::memcpy(t.data(), values.data(), values.size_bytes());
   }
   const float* read(const Tensor& t, std::vector<float>&) override { return t.as<float>(); }
-  void do_download(const Tensor& t, float* out) override { std::memcpy(out, t.data(), t.numel() * sizeof(float)); }
+  void do_download(const Tensor& t, void* out) override { std::memcpy(out, t.data(), t.numel() * dtype_size(t.dtype())); }
+  void do_zero(const Tensor& t) override { std::memset(t.data(), 0, t.numel() * dtype_size(t.dtype())); }
+  void do_pool_rows(const Tensor& x, std::span<const size_t> starts, std::span<const uint8_t> keep, double weight,
+                    const Tensor& acc) override {
+    const size_t H = x.cols();
+    const float* rows = x.as<float>();
+    auto* sums = static_cast<double*>(acc.data());
+    cpu::parallel_for(starts.size() - 1, [&](size_t s0, size_t s1) {
+      for (size_t s = s0; s < s1; ++s) {
+        double* a = sums + s * H;
+        for (size_t t = starts[s]; t < starts[s + 1]; ++t) {
+          if (!keep[t]) continue;
+          const float* row = rows + t * H;
+          for (size_t i = 0; i < H; ++i) a[i] += weight * row[i];
+        }
+      }
+    });
+  }
   void do_linear(const Tensor& x, const EncoderLinear& w, const Tensor& y) override {
     const auto& l = static_cast<const CpuEncoderLinear&>(w);
     const size_t T = x.rows();

@@ -169,6 +169,18 @@ __global__ void embed_kernel(const Element* table, const int32_t* ids, const int
   for (int i = threadIdx.x; i < H; i += blockDim.x) o[i] = __fadd_rn(__fmul_rn(table_value(row, i), scale), pos[i]);
 }
 
+// A block per (sequence, block of columns): a thread per column sums its sequence's kept
+// rows in double, in row order — the CPU's loop, the same bits.
+__global__ void pool_rows_kernel(const float* x, int H, const int32_t* starts, const int32_t* keep, double weight,
+                                 double* acc, int column_blocks) {
+  const int s = int(blockIdx.x) / column_blocks, i = int(blockIdx.x % column_blocks * blockDim.x + threadIdx.x);
+  if (i >= H) return;
+  double a = acc[size_t(s) * H + i];
+  for (int t = starts[s]; t < starts[s + 1]; ++t)
+    if (keep[t]) a += weight * double(x[size_t(t) * H + i]);
+  acc[size_t(s) * H + i] = a;
+}
+
 // Round to F16, nearest even; finite values beyond F16's range become ±65504 rather than
 // infinities (transformers clamps M2M100's F16 states for the same reason), NaN stays NaN.
 __global__ void to_f16_kernel(const float* x, size_t n, __half* out) {
@@ -228,6 +240,14 @@ void encoder_embed(const void* table, bool table_f16, const int32_t* ids_and_pos
   else
     launch("embed_kernel<float>", embed_kernel<float>, unsigned(rows), kRowThreads, s,
            static_cast<const float*>(table), ids_and_positions, ids_and_positions + rows, H, scale, positions, out);
+}
+
+void encoder_pool_rows(const float* x, int H, const int32_t* starts, int sequences, const int32_t* keep, double weight,
+                       double* acc, cudaStream_t s) {
+  if (sequences == 0 || H == 0) return;
+  const int column_blocks = (H + 255) / 256;
+  launch("pool_rows_kernel", pool_rows_kernel, unsigned(sequences * column_blocks), 256, s, x, H, starts, keep, weight,
+         acc, column_blocks);
 }
 
 void encoder_to_f16(const float* x, size_t n, void* out, cudaStream_t s) {

@@ -78,10 +78,36 @@ class CudaEncoderOps final : public EncoderOps {
           "copy to the device");
     synchronize();
   }
-  void do_download(const Tensor& t, float* out) override {
+  void do_download(const Tensor& t, void* out) override {
     select();
-    check(cudaMemcpyAsync(out, t.data(), t.numel() * 4, cudaMemcpyDeviceToHost, stream_), "copy to the host");
+    check(cudaMemcpyAsync(out, t.data(), t.numel() * dtype_size(t.dtype()), cudaMemcpyDeviceToHost, stream_),
+          "copy to the host");
     synchronize();
+  }
+  void do_zero(const Tensor& t) override {
+    select();
+    check(cudaMemsetAsync(t.data(), 0, t.numel() * dtype_size(t.dtype()), stream_), "cudaMemsetAsync");
+  }
+  void do_pool_rows(const Tensor& x, std::span<const size_t> starts, std::span<const uint8_t> keep, double weight,
+                    const Tensor& acc) override {
+    select();
+    // Each sequence's rows and the rows left out, uploaded once per batch (its layers all
+    // pool the same rows): [n + 1] starts, then the kept flags.
+    if (!std::equal(starts.begin(), starts.end(), pool_starts_.begin(), pool_starts_.end()) ||
+        !std::equal(keep.begin(), keep.end(), pool_keep_.begin(), pool_keep_.end())) {
+      std::vector<int32_t> meta(starts.size() + keep.size());
+      for (size_t i = 0; i < starts.size(); ++i) meta[i] = int32_t(starts[i]);
+      for (size_t t = 0; t < keep.size(); ++t) meta[starts.size() + t] = keep[t] ? 1 : 0;
+      if (pool_meta_.numel() < meta.size()) pool_meta_ = Tensor(device_, DType::I32, 1, 2 * meta.size());
+      // Ordered after the previous batch's kernels that read the buffer; waited for (pageable).
+      check(cudaMemcpyAsync(pool_meta_.data(), meta.data(), meta.size() * 4, cudaMemcpyHostToDevice, stream_),
+            "copy the pooled rows");
+      synchronize();
+      pool_starts_.assign(starts.begin(), starts.end());
+      pool_keep_.assign(keep.begin(), keep.end());
+    }
+    kernels::encoder_pool_rows(x.as<float>(), int(x.cols()), pool_meta_.as<int32_t>(), int(starts.size() - 1),
+                               pool_meta_.as<int32_t>() + starts.size(), weight, static_cast<double*>(acc.data()), stream_);
   }
   void do_linear(const Tensor& x, const EncoderLinear& w, const Tensor& y) override {
     select();
@@ -256,6 +282,9 @@ class CudaEncoderOps final : public EncoderOps {
   Tensor x16_;     // an F16 linear's inputs rounded
   size_t f16_linears_ = 0;
   std::vector<size_t> bounds_starts_;  // the sequence starts bounds_ holds
+  Tensor pool_meta_;                   // pool_rows' starts and kept flags on the device
+  std::vector<size_t> pool_starts_;    // what pool_meta_ holds
+  std::vector<uint8_t> pool_keep_;
 };
 
 }  // namespace

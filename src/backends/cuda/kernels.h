@@ -146,6 +146,10 @@ void encoder_gelu(float* x, size_t n, cudaStream_t s);  // the exact (erf) GELU,
 bool encoder_attention_supported(int d);  // d ≤ 256
 void encoder_attention(const float* qkv, int rows, int heads, int d, const int32_t* row_begin, const int32_t* row_end,
                        float* out, cudaStream_t s);
+// acc[s, i] += weight · x[t, i] in double, row after row, for the rows t ∈ [starts[s],
+// starts[s + 1]) with keep[t] ≠ 0 (EncoderOps::pool_rows; x [rows, H] contiguous).
+void encoder_pool_rows(const float* x, int H, const int32_t* starts, int sequences, const int32_t* keep, double weight,
+                       double* acc, cudaStream_t s);
 // The encoder–decoder's ops (M2M100): x += y; max(x, 0); embedding rows.
 void encoder_add(float* x, const float* y, size_t n, cudaStream_t s);
 void encoder_relu(float* x, size_t n, cudaStream_t s);
