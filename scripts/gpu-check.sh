@@ -291,7 +291,7 @@ else
   t=$(date +%s)
   bounded "$(limit 40)" "${LOADER[@]}" "$BIN/ops_harness" --device "$DEV" --perf >"$LOGS/ops_perf.log" 2>&1
   rc=$?
-  row "op perf (model shapes)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" "$(grep -m1 ceiling "$LOGS/ops_perf.log"); $(grep -E '^perf (decode|prefill) attention' "$LOGS/ops_perf.log" | sed 's/^perf //' | tr -s ' ' | tr '\n' ';') $(elapsed $t)"
+  row "op perf (model shapes)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" "$(grep -m1 ceiling "$LOGS/ops_perf.log"); $(grep -E '^perf (decode|prefill) attention|^perf linear gate_up.* T=1 ' "$LOGS/ops_perf.log" | sed 's/^perf //' | tr -s ' ' | tr '\n' ';') $(elapsed $t)"
 fi
 
 # --- 4b. NLLB-200 on the device through the CLI (the tiny golden model, 4 beams: with F32

@@ -208,7 +208,8 @@ void check_linear(Harness& h) {
   struct Case {
     size_t T, in, out;
   };
-  std::vector<Case> cases = {{1, 7, 769}, {7, 769, 13}, {9, 64, 64}, {33, 4097, 7}};
+  // Decode's few rows (a GPU's GEMV kernel where the width is a multiple of 8) and many.
+  std::vector<Case> cases = {{1, 7, 769}, {3, 520, 33}, {7, 769, 13}, {9, 64, 64}, {33, 4097, 7}, {8, 128, 257}};
   if (!h.small) cases.push_back({4, 4096, 4096}), cases.push_back({300, 512, 1024});
   if (h.small) cases.resize(3);
   const DType act = h.dut->activation_dtype();
@@ -401,13 +402,20 @@ void perf(Harness& h) {
   const Shape shapes[] = {{"qkv 4096->12288", 4096, 12288}, {"gate_up 4096->28672", 4096, 28672}, {"down 14336->4096", 14336, 4096}};
   for (const auto& s : shapes) {
     const auto w = ops.random_linear(s.out, s.in, h.storage(), 7, 0.02f);
-    for (size_t T : {1, 16, 64, 256, 512}) {
+    for (size_t T : {1, 4, 16, 64, 256, 512}) {
       const Tensor x = ops.empty(T, s.in), y = ops.empty(T, s.out);
       ops.from_host_f32(x, h.values(T * s.in));
-      const double sec = median_seconds(ops, [&] { ops.linear(x, *w, y); });
       const double bytes = double(s.in * s.out) * dtype_size(h.storage()) + double(T) * (s.in + s.out) * dtype_size(act);
-      std::cout << fmt::format("perf linear {:<22} T={:<4} {:8.3f} ms {:8.1f} TFLOP/s {:8.0f} GB/s\n", s.name, T, sec * 1e3,
-                               2.0 * T * s.in * s.out / sec / 1e12, bytes / sec / 1e9);
+      // A GPU's few rows: its GEMV kernel, then cuBLAS for the same product.
+      const bool both = ops.device().kind == DeviceKind::CUDA && T <= 8;
+      for (const bool gemv : both ? std::vector<bool>{true, false} : std::vector<bool>{true}) {
+        if (both) cuda::set_gemv_enabled(gemv);
+        const double sec = median_seconds(ops, [&] { ops.linear(x, *w, y); });
+        std::cout << fmt::format("perf linear {:<22} T={:<4} {:8.3f} ms {:8.1f} TFLOP/s {:8.0f} GB/s{}\n", s.name, T,
+                                 sec * 1e3, 2.0 * T * s.in * s.out / sec / 1e12, bytes / sec / 1e9,
+                                 !both ? "" : gemv ? " (GEMV kernel)" : " (cuBLAS)");
+      }
+      if (both) cuda::set_gemv_enabled(true);
     }
   }
   {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cuda/blas_stream.h"
 #include "backends/cuda/kernels.h"
 #include "backends/kv_blocks.h"
 #include "backends/ops.h"
@@ -80,6 +81,69 @@ void run_copies(const PoolShape& p, void* pool, const std::vector<BlockCopy>& co
   cuda::kernels::kv_copy_blocks(static_cast<const int32_t*>(d_entries.get()), int(copies.size()), int(p.arrays),
                                 p.array_bytes(), int(p.position_bytes), pool, nullptr);
   ok(cudaDeviceSynchronize());
+}
+
+// A decode step's few-row linear (rows_gemv_kernel, up to kGemvMaxRows rows) against the
+// products of the same F16 values summed in double, strided rows in and out, F16 and F32
+// outputs — and cuBLAS's path (9 rows, or GEMV refused) against the same sums.
+TEST(CudaKernels, FewRowLinearEqualsDoubleSums) {
+  REQUIRE_GPU();
+  namespace k = cuda::kernels;
+  const cuda::BlasStream bs(0);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  auto halves = [&](size_t n, float scale) {
+    std::vector<uint16_t> h(n);
+    std::vector<float> f(n);
+    for (size_t i = 0; i < n; ++i) f[i] = u(rng) * scale;
+    convert_floats(DType::F32, f.data(), DType::F16, h.data(), n);
+    return h;
+  };
+  auto value = [](uint16_t h) {
+    float f;
+    convert_floats(DType::F16, &h, DType::F32, &f, 1);
+    return double(f);
+  };
+  struct Case {
+    int rows, in, out;
+    bool gemv;
+  };
+  for (const Case c : {Case{1, 8, 1, true}, Case{3, 520, 33, true}, Case{8, 4096, 257, true}, Case{5, 256, 96, true},
+                       Case{9, 520, 33, false}, Case{2, 524, 40, false}}) {
+    const int ldx = c.in + 8, ldy = c.out + 3;
+    const auto x = halves(size_t(c.rows) * ldx, 1.0f), w = halves(size_t(c.out) * c.in, 1.0f / std::sqrt(float(c.in)));
+    auto dx = to_device(x), dw = to_device(w);
+    EXPECT_EQ(k::gemv_supported(dx.get(), ldx, c.rows, dw.get(), c.in), c.gemv) << c.rows << " rows of " << c.in;
+    for (const bool f32 : {true, false}) {
+      auto dy = cuda::device_alloc(0, size_t(c.rows) * ldy * 4);
+      k::linear(bs.blas(), bs.stream(), dx.get(), ldx, c.rows, dw.get(), c.out, c.in, dy.get(), ldy, f32);
+      ok(cudaStreamSynchronize(bs.stream()));
+      std::vector<float> got(size_t(c.rows) * ldy);
+      std::vector<uint16_t> got16(size_t(c.rows) * ldy);
+      ok(cudaMemcpy(f32 ? static_cast<void*>(got.data()) : static_cast<void*>(got16.data()), dy.get(),
+                    size_t(c.rows) * ldy * (f32 ? 4 : 2), cudaMemcpyDeviceToHost));
+      for (int r = 0; r < c.rows; ++r)
+        for (int o = 0; o < c.out; ++o) {
+          double want = 0, magnitude = 0;
+          for (int i = 0; i < c.in; ++i) {
+            const double p = value(x[size_t(r) * ldx + i]) * value(w[size_t(o) * c.in + i]);
+            want += p;
+            magnitude += std::fabs(p);
+          }
+          const double y = f32 ? got[size_t(r) * ldy + o] : value(got16[size_t(r) * ldy + o]);
+          // F32 sums: within a few F32 roundings of the terms' magnitude; an F16 output one
+          // rounding of F16 (2^-11 relative) further.
+          const double bound = 1e-6 * magnitude + (f32 ? 0.0 : std::fabs(want) / 2048 + 6e-8);
+          EXPECT_NEAR(y, want, bound) << c.rows << " rows, in " << c.in << ", row " << r << ", feature " << o
+                                      << (f32 ? ", F32" : ", F16");
+        }
+    }
+  }
+  // Misaligned rows go to cuBLAS.
+  auto dx = to_device(halves(64, 1.0f));
+  EXPECT_FALSE(k::gemv_supported(static_cast<char*>(dx.get()) + 2, 16, 2, dx.get(), 16));
+  EXPECT_FALSE(k::gemv_supported(dx.get(), 12, 2, dx.get(), 8));  // a second row 24 bytes on
+  EXPECT_TRUE(k::gemv_supported(dx.get(), 12, 1, dx.get(), 8));   // one row: its stride unread
 }
 
 TEST(CudaKernels, KvBlockCopiesMatchLayerByLayerCopies) {

@@ -62,6 +62,10 @@ int device_count();
 // the encoders' and training's F32 products). Median of several timed runs after a warm-up.
 double measure_copy_gbps(int device, size_t bytes);
 double measure_gemm_tflops(int device, int n, bool f32 = false);
+// Whether an F16 linear of up to 8 rows (a decode step) may take the GEMV kernel instead of
+// cuBLAS (default on; PIVOTMT_CUDA_GEMV=0 at start turns it off): process-wide, for
+// measuring both sides. A no-op without CUDA.
+void set_gemv_enabled(bool on);
 // Device memory pivotmt holds through device_alloc now / at most so far (0 without CUDA).
 size_t allocated_bytes(int device);
 size_t peak_allocated_bytes(int device);

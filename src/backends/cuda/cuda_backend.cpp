@@ -156,6 +156,8 @@ double median_ms(cudaStream_t stream, int reps, Body body) {
 }
 }  // namespace
 
+void set_gemv_enabled(bool on) { kernels::set_gemv_enabled(on); }
+
 double measure_copy_gbps(int device, size_t bytes) {
   auto a = device_alloc(device, bytes), b = device_alloc(device, bytes);
   kernels::fill_random_f16(a.get(), bytes / 2, 1, 1.0f, 0.0f, nullptr);

@@ -369,7 +369,7 @@ class CudaOps final : public Ops {
     const bool f32 = y.dtype() == DType::F32;
     issue({kLinear, address(x.data()), shape_of(x), address(weights), out, in, address(y.data()), shape_of(y), f32},
           [=, this] {
-            kernels::linear(blas_, x.data(), int(x.stride()), int(x.rows()), weights, out, in, y.data(), int(y.stride()),
+            kernels::linear(blas_, stream_, x.data(), int(x.stride()), int(x.rows()), weights, out, in, y.data(), int(y.stride()),
                             f32);
           });
   }

@@ -21,6 +21,7 @@ double measure_copy_gbps(int, size_t) { no_cuda(); }
 size_t allocated_bytes(int) { return 0; }
 size_t peak_allocated_bytes(int) { return 0; }
 double measure_gemm_tflops(int, int, bool) { no_cuda(); }
+void set_gemv_enabled(bool) {}
 CudaDeviceInfo device_info(int) { no_cuda(); }
 std::string blas_library() { return "none (built without CUDA)"; }
 CudaVersions versions() { return {}; }

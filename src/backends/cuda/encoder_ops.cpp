@@ -117,7 +117,7 @@ class CudaEncoderOps final : public EncoderOps {
       const size_t n = x.rows() * l.in;
       if (x16_.numel() < n) x16_ = Tensor(device_, DType::F16, 1, n);
       kernels::encoder_to_f16(x.as<float>(), n, x16_.data(), stream_);
-      kernels::linear(blas_, x16_.data(), int(l.in), int(x.rows()), l.w.data(), int(l.out), int(l.in), y.data(),
+      kernels::linear(blas_, stream_, x16_.data(), int(l.in), int(x.rows()), l.w.data(), int(l.out), int(l.in), y.data(),
                       int(l.out), true);
     } else {
       kernels::linear_f32(blas_, x.as<float>(), int(x.rows()), l.w.as<float>(), int(l.out), int(l.in), y.as<float>());
