@@ -62,9 +62,20 @@ BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir,
   if (device.kind == DeviceKind::CPU) reference_ops_ = make_encoder_ops(device, OpsImpl::Reference);
   EncoderOps& ops = *ops_;
   const std::string p = bert_prefix(ckpt);
-  word_ = ckpt.load_f32(p + "embeddings.word_embeddings.weight");
-  position_ = ckpt.load_f32(p + "embeddings.position_embeddings.weight");
-  token_type_ = ckpt.load_f32(p + "embeddings.token_type_embeddings.weight");
+  {
+    const size_t H = dimension();
+    auto word = ckpt.load_f32(p + "embeddings.word_embeddings.weight");
+    auto position_type = ckpt.load_f32(p + "embeddings.position_embeddings.weight");
+    const auto token_type = ckpt.load_f32(p + "embeddings.token_type_embeddings.weight");
+    if (word.size() % H != 0 || position_type.size() % H != 0 || token_type.size() < H)
+      throw FormatError(fmt::format("{}: embedding tables of {}, {} and {} values for hidden size {}", dir, word.size(),
+                                    position_type.size(), token_type.size(), H));
+    const size_t V = word.size() / H, P = position_type.size() / H;
+    for (size_t r = 0; r < P; ++r)
+      for (size_t i = 0; i < H; ++i) position_type[r * H + i] += token_type[i];
+    word_ = ops.make_linear(std::move(word), V, H, {}, DType::F32);
+    position_type_ = ops.upload(position_type, P, H);
+  }
   emb_ln_w_ = vector_f32(ops, ckpt, p + "embeddings.LayerNorm.weight");
   emb_ln_b_ = vector_f32(ops, ckpt, p + "embeddings.LayerNorm.bias");
   for (int64_t l = 0; l < cfg_.num_layers; ++l) {
@@ -151,8 +162,8 @@ std::vector<float> BertEncoder::hidden_states(const std::vector<TokenId>& ids) c
   return std::vector<float>(all.begin() + std::ptrdiff_t(last), all.end());
 }
 
-void BertEncoder::embed_tokens(const std::vector<TokenId>& ids, float* x) const {
-  const size_t T = ids.size(), H = dimension(), offset = size_t(cfg_.position_offset);
+void BertEncoder::token_positions(const std::vector<TokenId>& ids, int32_t* ids_out, int32_t* positions_out) const {
+  const size_t T = ids.size(), offset = size_t(cfg_.position_offset);
   if (T == 0) throw Error("BERT: no tokens");
   if (T > max_positions())
     throw Error(fmt::format("{}: {} tokens exceed the model's {} positions", cfg_.model_type, T, max_positions()));
@@ -167,8 +178,8 @@ void BertEncoder::embed_tokens(const std::vector<TokenId>& ids, float* x) const 
     if (ids[t] < 0 || int64_t(ids[t]) >= cfg_.vocab_size)
       throw Error(fmt::format("{}: token id {} out of range (vocabulary {})", cfg_.model_type, ids[t], cfg_.vocab_size));
     const size_t position = !roberta ? t + offset : int64_t(ids[t]) == pad ? size_t(pad) : size_t(pad) + ++counted;
-    for (size_t i = 0; i < H; ++i)
-      x[t * H + i] = word_[size_t(ids[t]) * H + i] + position_[position * H + i] + token_type_[i];
+    ids_out[t] = int32_t(ids[t]);
+    positions_out[t] = int32_t(position);
   }
 }
 
@@ -216,11 +227,13 @@ void BertEncoder::run(EncoderOps& ops, const std::vector<std::vector<TokenId>>& 
   for (const auto& ids : seqs) starts.push_back(starts.back() + ids.size());
   const size_t T = starts.back();
   if (T == 0) return;
-  std::vector<float> embedded(T * H);
-  for (size_t s = 0; s < seqs.size(); ++s) embed_tokens(seqs[s], embedded.data() + starts[s] * H);
+  std::vector<int32_t> token_ids(T), position_ids(T);
+  for (size_t s = 0; s < seqs.size(); ++s)
+    token_positions(seqs[s], token_ids.data() + starts[s], position_ids.data() + starts[s]);
   // x [T, H] the residual stream; qkv [T, 3H]; ctx and tmp [T, H]; inter [T, F].
-  const Tensor x = ops.upload(embedded, T, H), qkv = ops.empty(T, 3 * H), ctx = ops.empty(T, H), tmp = ops.empty(T, H),
+  const Tensor x = ops.empty(T, H), qkv = ops.empty(T, 3 * H), ctx = ops.empty(T, H), tmp = ops.empty(T, H),
                inter = ops.empty(T, F);
+  ops.embed(*word_, token_ids, 1.0f, position_type_, position_ids, x);
   ops.layer_norm(x, emb_ln_w_, emb_ln_b_, eps);
   on_state(0, x);
   for (size_t l = 0; l < layers; ++l) {

@@ -76,8 +76,9 @@ class BertEncoder {
     std::unique_ptr<EncoderLinear> qkv, o, inter, out;
     Tensor o_b, out_b, ln1_w, ln1_b, ln2_w, ln2_b;  // [1, hidden]
   };
-  // x [T, hidden] = word + position + token type embeddings (before their LayerNorm).
-  void embed_tokens(const std::vector<TokenId>& ids, float* x) const;
+  // A sequence's token ids (checked against the vocabulary) and their rows of the position
+  // table, into ids_out / positions_out [ids.size()].
+  void token_positions(const std::vector<TokenId>& ids, int32_t* ids_out, int32_t* positions_out) const;
   // The layers over `ops` (the encoder's, or the CPU's reference loops, which take the CPU
   // encoder's weights as they are).
   void run(EncoderOps& ops, const std::vector<std::vector<TokenId>>& seqs, size_t layers,
@@ -86,7 +87,11 @@ class BertEncoder {
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<EncoderOps> ops_, reference_ops_;  // reference_ops_: the CPU's plain loops (CPU encoders)
-  std::vector<float> word_, position_, token_type_;
+  // The embeddings on the encoder's device: the word table, and the position table with the
+  // token-type-0 row added — x = word[id] + (position[p] + type[0]), one embed op, so a batch
+  // sends its ids, not its [T, hidden] embeddings.
+  std::unique_ptr<EncoderLinear> word_;
+  Tensor position_type_;
   Tensor emb_ln_w_, emb_ln_b_;
   std::vector<Layer> layers_;
   Pooling pooling_ = Pooling::Mean;
