@@ -200,7 +200,7 @@ row "op harness ($DEV vs CPU reference)" "$([[ $rc == 0 ]] && echo ok || echo "F
 # uncapped: 90% of the free memory, as a user's run has it).
 for t_name in test_cuda test_cuda_kernels test_gpu_engine test_gpu_encoder test_gpu_train; do
   t=$(date +%s)
-  bounded "$(limit 90)" "${LOADER[@]}" "$BIN/$t_name" --gtest_color=no >"$LOGS/$t_name.log" 2>&1
+  bounded "$(limit 120)" "${LOADER[@]}" "$BIN/$t_name" --gtest_color=no >"$LOGS/$t_name.log" 2>&1
   rc=$?
   summary="$(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?[.,]' "$LOGS/$t_name.log" | sed 's/\[ *//; s/ *\]//; s/, listed below://' | tr '\n' ' ')"
   failed="$(grep -E '^\[  FAILED  \] [A-Za-z]' "$LOGS/$t_name.log" | sed 's/\[  FAILED  \] //; s/ (.*//' | sort -u | tr '\n' ' ')"

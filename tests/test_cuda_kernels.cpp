@@ -108,8 +108,10 @@ TEST(CudaKernels, FewRowLinearEqualsDoubleSums) {
     int rows, in, out;
     bool gemv;
   };
+  // 9001 features: three a warp, the last warp one (runs of consecutive features per warp
+  // once there are more than the kernel's 4096 warps).
   for (const Case c : {Case{1, 8, 1, true}, Case{3, 520, 33, true}, Case{8, 4096, 257, true}, Case{5, 256, 96, true},
-                       Case{9, 520, 33, false}, Case{2, 524, 40, false}}) {
+                       Case{2, 64, 9001, true}, Case{9, 520, 33, false}, Case{2, 524, 40, false}}) {
     const int ldx = c.in + 8, ldy = c.out + 3;
     const auto x = halves(size_t(c.rows) * ldx, 1.0f), w = halves(size_t(c.out) * c.in, 1.0f / std::sqrt(float(c.in)));
     auto dx = to_device(x), dw = to_device(w);

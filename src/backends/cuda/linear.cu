@@ -19,21 +19,18 @@
 namespace pivotmt::cuda::kernels {
 namespace {
 
-constexpr int kGemvWarps = 8;  // warps per block: one output feature each at a time
+constexpr int kGemvWarps = 8;  // warps per block
+// Warps a launch aims at: the output features are split into that many runs of consecutive
+// features, one per warp (a 32k-word output layer: 8 features a warp; a 4096-wide
+// projection: 1). 4096 warps are 31 per SM of an H100, each with four 16-byte loads a lane
+// in flight: ~62 KB per SM, where streaming at 3.35 TB/s with ~0.7 µs of latency needs ~18.
+constexpr int kGemvTargetWarps = 4096;
 
-// y[r, o] = Σ_k x[r, k] · W[o, k] for R ≤ kGemvMaxRows rows: memory-bound (every weight is
-// read once and used R times), so each warp streams one weight row with 16-byte loads — 8
-// halves a lane, 256 a warp — against the R rows of x (small, served from the caches), sums
-// in F32 (fmaf per product, each 8-product piece added to its lane's sum), the lanes' sums
-// added by a butterfly of shuffles, and one F32 → output rounding (cuBLAS's arithmetic, the
-// sum's order aside). Written because cuBLAS's kernels for one to a few columns leave part
-// of the bandwidth unused, and batch-1 decode is this product over all the weights.
+// One output feature for the R rows: the warp streams the feature's weight row (see
+// rows_gemv_kernel).
 template <int R>
-__global__ void rows_gemv_kernel(const __half* x, int ldx, const __half* w, int out, int in, void* y, int ldy,
-                                 bool y_f32) {
-  const int feature = int(blockIdx.x) * kGemvWarps + int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  if (feature >= out) return;  // whole warps leave together
-  const __half* row = w + size_t(feature) * in;
+__device__ void gemv_feature(const __half* x, int ldx, const __half* row, int in, int lane, int feature, void* y,
+                             int ldy, bool y_f32) {
   float acc[R];
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
   // Unrolled so that several 16-byte weight loads are in flight per lane before their sums
@@ -63,10 +60,29 @@ __global__ void rows_gemv_kernel(const __half* x, int ldx, const __half* w, int 
   }
 }
 
+// y[r, o] = Σ_k x[r, k] · W[o, k] for R ≤ kGemvMaxRows rows: memory-bound (every weight is
+// read once and used R times), so each warp streams one weight row with 16-byte loads — 8
+// halves a lane, 256 a warp — against the R rows of x (small, served from the caches), sums
+// in F32 (fmaf per product, each 8-product piece added to its lane's sum), the lanes' sums
+// added by a butterfly of shuffles, and one F32 → output rounding (cuBLAS's arithmetic, the
+// sum's order aside). Written because cuBLAS's kernels for one to a few columns leave part
+// of the bandwidth unused, and batch-1 decode is this product over all the weights.
+template <int R>
+__global__ void rows_gemv_kernel(const __half* x, int ldx, const __half* w, int out, int in, void* y, int ldy,
+                                 bool y_f32, int features_per_warp) {
+  const int warp = int(blockIdx.x) * kGemvWarps + int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int first = warp * features_per_warp, end = out < first + features_per_warp ? out : first + features_per_warp;
+  for (int feature = first; feature < end; ++feature) {  // whole warps run the same features
+    gemv_feature<R>(x, ldx, w + size_t(feature) * in, in, lane, feature, y, ldy, y_f32);
+  }
+}
+
 template <int R>
 void launch_gemv(const void* x, int ldx, const void* w, int out, int in, void* y, int ldy, bool y_f32, cudaStream_t s) {
-  launch("rows_gemv_kernel", rows_gemv_kernel<R>, unsigned((out + kGemvWarps - 1) / kGemvWarps), 32 * kGemvWarps, s,
-         static_cast<const __half*>(x), ldx, static_cast<const __half*>(w), out, in, y, ldy, y_f32);
+  const int features_per_warp = (out + kGemvTargetWarps - 1) / kGemvTargetWarps;
+  const int warps = (out + features_per_warp - 1) / features_per_warp;
+  launch("rows_gemv_kernel", rows_gemv_kernel<R>, unsigned((warps + kGemvWarps - 1) / kGemvWarps), 32 * kGemvWarps, s,
+         static_cast<const __half*>(x), ldx, static_cast<const __half*>(w), out, in, y, ldy, y_f32, features_per_warp);
 }
 
 // PIVOTMT_CUDA_GEMV=0 sends every product to cuBLAS (a measurement's other side, or a way
