@@ -31,7 +31,7 @@ class Model {
   // `device`: where the encoder runs; the head stays on the host. `weights`: the encoder's
   // linears stored F32 (unbabel-comet's numerics: segment scores within 1e-5 of its F32 ones)
   // or F16 (half the memory; on a GPU the tensor cores — the products' inputs rounded to F16,
-  // F32 sums, as unbabel-comet under F16 autocast —, a deviation of ~1e-3 a segment).
+  // F32 sums, as unbabel-comet under F16 autocast —, segments moved by ~1e-5 to 1e-4).
   Model(const std::string& model_dir, const std::string& encoder_dir, const std::string& name = "",
         const Device& device = {}, DType weights = DType::F32);
   std::string describe_device() const { return encoder_.describe_device(); }
