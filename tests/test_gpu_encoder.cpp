@@ -498,20 +498,32 @@ TEST(GpuEncoder, RetrievalIndexBuiltOnTheDevice) {
   }
 }
 
+// tests/goldens/comet_tiny/golden.json: unbabel-comet's scores of its (src, mt, ref) rows.
+struct CometGolden {
+  nlohmann::json j;
+  std::vector<std::string> src, mt, ref;
+  std::vector<double> want;
+};
+CometGolden comet_golden(const std::string& goldens) {
+  CometGolden g;
+  g.j = nlohmann::json::parse(test::read_file(goldens + "comet_tiny/golden.json"));
+  for (const auto& r : g.j.at("rows")) {
+    g.src.push_back(r.at("src"));
+    g.mt.push_back(r.at("mt"));
+    g.ref.push_back(r.at("ref"));
+  }
+  g.want = g.j.at("scores").get<std::vector<double>>();
+  return g;
+}
+
 // COMET on the device (`score --device cuda`): the tiny metric of tests/goldens/comet_tiny
 // scored against unbabel-comet's own scores (make_comet_golden.py), within the 1e-5 the
 // CPU meets (the issue asks 1e-4), and against the CPU's scores.
 TEST(GpuEncoder, CometScoresOnTheDeviceMatchUnbabelComet) {
   REQUIRE_GPU();
   const std::string goldens = test::source_dir() + "/tests/goldens/";
-  const auto j = nlohmann::json::parse(test::read_file(goldens + "comet_tiny/golden.json"));
-  std::vector<std::string> src, mt, ref;
-  for (const auto& r : j.at("rows")) {
-    src.push_back(r.at("src"));
-    mt.push_back(r.at("mt"));
-    ref.push_back(r.at("ref"));
-  }
-  const auto want = j.at("scores").get<std::vector<double>>();
+  const CometGolden g = comet_golden(goldens);
+  const auto& [j, src, mt, ref, want] = g;
   const comet::Model gpu(goldens + "comet_tiny", goldens + "unigram", "", kGpu), cpu(goldens + "comet_tiny", goldens + "unigram");
   EXPECT_NE(gpu.describe_device().find("cuda:0"), std::string::npos) << gpu.describe_device();
   const auto scores = gpu.score(src, mt, ref), on_cpu = cpu.score(src, mt, ref);
@@ -526,19 +538,13 @@ TEST(GpuEncoder, CometScoresOnTheDeviceMatchUnbabelComet) {
 }
 
 // COMET with F16 weights on the device (`--comet-weights f16`): the tensor cores' numerics.
-// Every segment within 1e-3 of unbabel-comet's F32 score (the deviation printed), some
+// Every segment within 3e-4 of unbabel-comet's F32 score (measured 3.1e-5; printed), some
 // segment not equal to the F32 one (the rounding happened), and a signature that says so.
 TEST(GpuEncoder, CometInF16OnTheDeviceStaysClose) {
   REQUIRE_GPU();
   const std::string goldens = test::source_dir() + "/tests/goldens/";
-  const auto j = nlohmann::json::parse(test::read_file(goldens + "comet_tiny/golden.json"));
-  std::vector<std::string> src, mt, ref;
-  for (const auto& r : j.at("rows")) {
-    src.push_back(r.at("src"));
-    mt.push_back(r.at("mt"));
-    ref.push_back(r.at("ref"));
-  }
-  const auto want = j.at("scores").get<std::vector<double>>();
+  const CometGolden g = comet_golden(goldens);
+  const auto& [j, src, mt, ref, want] = g;
   const comet::Model gpu(goldens + "comet_tiny", goldens + "unigram", "", kGpu, DType::F16);
   EXPECT_NE(gpu.describe_device().find("F16 weights"), std::string::npos) << gpu.describe_device();
   const auto scores = gpu.score(src, mt, ref);
@@ -546,7 +552,7 @@ TEST(GpuEncoder, CometInF16OnTheDeviceStaysClose) {
   double worst = 0;
   for (size_t s = 0; s < want.size(); ++s) worst = std::max(worst, std::fabs(scores.segments[s] - want[s]));
   std::printf("COMET tiny, F16 weights on the device: segments within %.2e of unbabel-comet's F32 scores\n", worst);
-  EXPECT_LT(worst, 1e-3);
+  EXPECT_LT(worst, 3e-4);
   EXPECT_GT(worst, 1e-7);
   EXPECT_EQ(gpu.signature("enc", 0), "model:" + goldens + "comet_tiny|encoder:enc|truncated:0|weights:f16");
 }

@@ -129,7 +129,7 @@ namespace pivotmt::cuda::kernels {
 // --- linear.cu: y[rows, out] = x[rows, in] · Wᵀ with W [out, in] row-major, F16 inputs,
 // F32 accumulation (cuBLAS compute type 32F, as PyTorch), F16 or F32 output. Up to
 // kGemvMaxRows rows (a decode step) through a GEMV kernel where gemv_supported (in a
-// multiple of 8, 16-byte aligned rows) and allow_gemv, else cuBLAS on the handle's stream
+// multiple of 8, 16-byte aligned rows) and gemv_enabled(), else cuBLAS on the handle's stream
 // (which must be `s`).
 constexpr int kGemvMaxRows = 8;
 bool gemv_supported(const void* x, int ldx, int rows, const void* w, int in);
@@ -138,7 +138,7 @@ bool gemv_supported(const void* x, int ldx, int rows, const void* w, int in);
 void set_gemv_enabled(bool on);
 bool gemv_enabled();
 void linear(cublasHandle_t blas, cudaStream_t s, const void* x, int ldx, int rows, const void* w, int out, int in,
-            void* y, int ldy, bool y_f32, bool allow_gemv = true);
+            void* y, int ldy, bool y_f32);
 
 // --- encoder.cu: the encoder ops (BERT, XLM-R), F32 throughout, contiguous rows.
 // y[rows, out] = x[rows, in] · Wᵀ, F32 inputs and sums (no TF32).

@@ -65,8 +65,9 @@ __device__ void gemv_feature(const __half* x, int ldx, const __half* row, int in
 // halves a lane, 256 a warp — against the R rows of x (small, served from the caches), sums
 // in F32 (fmaf per product, each 8-product piece added to its lane's sum), the lanes' sums
 // added by a butterfly of shuffles, and one F32 → output rounding (cuBLAS's arithmetic, the
-// sum's order aside). Written because cuBLAS's kernels for one to a few columns leave part
-// of the bandwidth unused, and batch-1 decode is this product over all the weights.
+// sum's order aside). Written so that batch-1 decode — this product over all the weights —
+// has a kernel built to stream at the copy ceiling; whether it beats cuBLAS's few-column
+// kernels is measured, not assumed (ops_harness --perf prints both; PIVOTMT_CUDA_GEMV=0).
 template <int R>
 __global__ void rows_gemv_kernel(const __half* x, int ldx, const __half* w, int out, int in, void* y, int ldy,
                                  bool y_f32, int features_per_warp) {
@@ -106,9 +107,9 @@ bool gemv_supported(const void* x, int ldx, int rows, const void* w, int in) {
 }
 
 void linear(cublasHandle_t blas, cudaStream_t s, const void* x, int ldx, int rows, const void* w, int out, int in,
-            void* y, int ldy, bool y_f32, bool allow_gemv) {
+            void* y, int ldy, bool y_f32) {
   if (rows == 0) return;
-  if (allow_gemv && gemv_enabled() && gemv_supported(x, ldx, rows, w, in)) {
+  if (gemv_enabled() && gemv_supported(x, ldx, rows, w, in)) {
     switch (rows) {
       case 1: return launch_gemv<1>(x, ldx, w, out, in, y, ldy, y_f32, s);
       case 2: return launch_gemv<2>(x, ldx, w, out, in, y, ldy, y_f32, s);
