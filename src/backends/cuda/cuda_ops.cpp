@@ -21,6 +21,7 @@
 #include "backends/backend.h"
 #include "backends/cuda/cublas_loader.h"
 #include "backends/cuda/decode_graphs.h"
+#include "backends/cuda/row_picks.h"
 #include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/weight_upload.h"
@@ -567,52 +568,15 @@ class CudaOps final : public Ops {
   }
   std::vector<int32_t> do_argmax_rows(const Tensor& logits) override {
     flush_deferred();
-    const size_t rows = logits.rows();
-    if (ids_host_.bytes < rows * 4) {
-      ids_host_.reset(rows * 8);
-      ids_device_ = Tensor(device_, DType::I32, 1, rows * 2);
-    }
-    kernels::argmax_rows(logits.as<float>(), int(logits.stride()), int(rows), int(logits.cols()), ids_device_.as<int32_t>(), stream_);
-    check(cudaMemcpyAsync(ids_host_.ptr, ids_device_.data(), rows * 4, cudaMemcpyDeviceToHost, stream_), "copy ids to host");
-    synchronize();  // the one wait of a greedy step: the chosen ids
-    const int32_t* ids = static_cast<const int32_t*>(ids_host_.ptr);
-    return std::vector<int32_t>(ids, ids + rows);
+    return picks_.argmax(logits, stream_);
   }
   // Sampled rows on the device when each row's top-k allows it (the ids come back), else
   // the logits to the host (Ops' default).
   std::vector<int32_t> do_sample_rows(const Tensor& logits, std::span<const RowSampling> rows) override {
     flush_deferred();
-    const int V = int(logits.cols());
-    for (const auto& r : rows)
-      if (!r.params.greedy && !kernels::sampling_supported(r.params.top_k, V)) return Ops::do_sample_rows(logits, rows);
-    const size_t n = rows.size();
-    if (sampling_host_.bytes < n * sizeof(kernels::DeviceSampling)) {
-      sampling_host_.reset(2 * n * sizeof(kernels::DeviceSampling));
-      sampling_device_ = Tensor(device_, DType::F32, 1, 2 * n * sizeof(kernels::DeviceSampling) / 4);
-    }
-    if (ids_host_.bytes < n * 4) {
-      ids_host_.reset(n * 8);
-      ids_device_ = Tensor(device_, DType::I32, 1, n * 2);
-    }
-    auto* params = static_cast<kernels::DeviceSampling*>(sampling_host_.ptr);
-    for (size_t r = 0; r < n; ++r) {
-      const SamplingParams& p = rows[r].params;
-      params[r] = {rows[r].u, p.temperature, p.top_p, p.top_k, p.greedy ? 1 : 0};
-    }
-    // The previous call's synchronize() finished every use of both pinned buffers.
-    check(cudaMemcpyAsync(sampling_device_.data(), params, n * sizeof(kernels::DeviceSampling), cudaMemcpyHostToDevice,
-                          stream_),
-          "copy sampling parameters");
-    kernels::sample_rows(logits.as<float>(), int(logits.stride()), int(n), V,
-                         static_cast<const kernels::DeviceSampling*>(sampling_device_.data()), ids_device_.as<int32_t>(),
-                         stream_);
-    check(cudaMemcpyAsync(ids_host_.ptr, ids_device_.data(), n * 4, cudaMemcpyDeviceToHost, stream_), "copy ids to host");
-    synchronize();
-    const int32_t* got = static_cast<const int32_t*>(ids_host_.ptr);
-    std::vector<int32_t> ids(got, got + n);
-    for (size_t r = 0; r < n; ++r)  // more ties into the top-k than the kernel keeps: this row on the host
-      if (ids[r] < 0) ids[r] = Ops::do_sample_rows(logits.rows(r, 1), rows.subspan(r, 1))[0];
-    return ids;
+    return picks_.sample(logits, rows, stream_, [this](const Tensor& l, std::span<const RowSampling> r) {
+      return Ops::do_sample_rows(l, r);
+    });
   }
 
  private:
@@ -677,9 +641,9 @@ class CudaOps final : public Ops {
   Tensor copies_device_;
   cudaEvent_t copies_done_ = nullptr;
 
-  Pinned meta_host_, rows_host_, ids_host_, sampling_host_;
-  Tensor sampling_device_;  // the rows' DeviceSampling parameters
-  Tensor meta_device_, rows_device_, ids_device_;
+  Pinned meta_host_, rows_host_;
+  Tensor meta_device_, rows_device_;
+  RowPicks picks_{device_};  // argmax and sampling on the device
   // Split-KV decode attention (attention.cu): passes of at most this many rows per sequence.
   static constexpr size_t kSplitKvMaxRowsPerSequence = 4;
   static constexpr int64_t kMinKeysPerSplit = 64;
