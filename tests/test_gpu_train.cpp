@@ -232,7 +232,7 @@ TEST(GpuTrain, EveryOpEqualsTheCpuReference) {
     std::vector<float> want(values.size()), got(values.size());
     m.rows_f32(0, m.out, want.data());
     const auto fg = b.gpu->frozen(m);
-    Tensor scratch;
+    train::WeightScratch scratch;
     b.gpu->download(b.gpu->weight_f32(*fg, scratch), got.size() * 4, got.data());
     EXPECT_EQ(got, want) << base_weights_name(storage);
     // Device bytes: F32 4 a weight, F16 2, NF4 the packed codes and an F32 absmax per 64.
@@ -252,12 +252,13 @@ TEST(GpuTrain, EveryOpEqualsTheCpuReference) {
       std::vector<float> want_y = y0, got_y(M * N);
       FrozenMatrix host = m;
       const auto fc = b.cpu->frozen(host);
-      Tensor cs;
+      train::WeightScratch cs;
       b.cpu->base_gemm(trans_w, M, N, K, 0.5f, x.data(), K + 3, *fc, 1.0f, want_y.data(), N, cs);
       for (auto compute : {train::BaseCompute::F32, train::BaseCompute::F16}) {
         auto dev = train::make_train_device(kGpu, train::Kernels::Fast, compute);
         const auto fw = dev->frozen(m);
-        Tensor xs = dev->buffer(x.size()), ys = dev->buffer(y0.size()), sc;
+        Tensor xs = dev->buffer(x.size()), ys = dev->buffer(y0.size());
+        train::WeightScratch sc;
         dev->upload(x.data(), x.size() * 4, xs.data());
         dev->upload(y0.data(), y0.size() * 4, ys.data());
         dev->base_gemm(trans_w, M, N, K, 0.5f, xs.as<float>(), K + 3, *fw, 1.0f, ys.as<float>(), N, sc);
@@ -266,6 +267,30 @@ TEST(GpuTrain, EveryOpEqualsTheCpuReference) {
         EXPECT_TRUE(close(want_y, got_y, f16 ? 3e-3 : 1e-5,
                           std::string("base_gemm ") + base_weights_name(storage) + (f16 ? " f16" : " f32") +
                               (trans_w ? " (x Wt)" : " (dy W)") + " magnitude " + std::to_string(magnitude)));
+        // The scratch converts a matrix once while it holds it, and again for another
+        // matrix: 2W (every storage doubles exactly) through the same scratch gives 2y.
+        if (magnitude != 1.0f) continue;
+        FrozenMatrix twice = m;
+        for (auto& w : twice.f32) w *= 2;
+        if (!twice.f16.empty()) {
+          std::vector<float> halves(twice.f16.size());
+          convert_floats(DType::F16, twice.f16.data(), DType::F32, halves.data(), halves.size());
+          for (auto& h : halves) h *= 2;
+          convert_floats(DType::F32, halves.data(), DType::F16, twice.f16.data(), halves.size());
+        }
+        for (auto& a : twice.q.absmax) a *= 2;
+        const auto fw2 = dev->frozen(twice);
+        std::vector<float> once(M * N), again(M * N), doubled(M * N);
+        auto product = [&](const train::DeviceFrozen& w, std::vector<float>& out) {
+          dev->base_gemm(trans_w, M, N, K, 0.5f, xs.as<float>(), K + 3, w, 0.0f, ys.as<float>(), N, sc);
+          dev->download(ys.data(), out.size() * 4, out.data());
+        };
+        product(*fw, once);
+        product(*fw, again);
+        product(*fw2, doubled);
+        EXPECT_EQ(once, again) << "the same matrix through a scratch that holds it";
+        for (auto& v : once) v *= 2;
+        EXPECT_EQ(once, doubled) << "another matrix through the same scratch: " << base_weights_name(storage);
       }
     }
     if (storage == BaseWeights::F32) {
@@ -281,7 +306,9 @@ TEST(GpuTrain, EveryOpEqualsTheCpuReference) {
 }
 
 // One sequence's loss and every LoRA gradient on the device, with dropout (the masks drawn
-// on the device), against the CPU's; logits against the CPU's.
+// on the device), against the CPU's; logits against the CPU's. The device runs the MLP in
+// blocks of 8 rows (each block's part of the dropout masks, its matrices converted once
+// for all blocks), the CPU in one.
 TEST(GpuTrain, LossAndGradientsEqualTheCpu) {
   REQUIRE_GPU();
   SafetensorsFile f(golden_path());
@@ -291,6 +318,8 @@ TEST(GpuTrain, LossAndGradientsEqualTheCpu) {
   for (BaseWeights base : {BaseWeights::NF4, BaseWeights::F16}) {
     LoraLlama gpu(model_dir(), base, train::Kernels::Fast, kGpu, train::BaseCompute::F32), cpu(model_dir(), base);
     LoraLlama gpu16(model_dir(), base, train::Kernels::Fast, kGpu);  // the default: F16 base GEMMs
+    gpu.set_mlp_block_rows(8);
+    gpu16.set_mlp_block_rows(8);
     EXPECT_EQ(gpu.device(), kGpu);
     const auto adapter = init_lora(cpu.config(), cfg, 11);
     auto b = adapter;  // B non-zero: every gradient path carries signal
@@ -372,6 +401,7 @@ TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
     double dropout;
     std::vector<std::string> targets;
     std::string dir = model_dir();
+    size_t mlp_block_rows = kMlpBlockRows;
   };
   const std::vector<std::string> all = LoraConfig{}.targets;
   const std::vector<Case> cases = {
@@ -382,11 +412,15 @@ TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
       // Tied embeddings: the device holds the table (F32, converted per product in F16 mode).
       {BaseWeights::NF4, train::BaseCompute::F16, Checkpointing::Always, 0.1, all, test::fixture("models/tiny-bf16-tied")},
       {BaseWeights::F16, train::BaseCompute::F32, Checkpointing::Never, 0.0, all, test::fixture("models/tiny-bf16-tied")},
+      // The MLP in blocks of 8 rows: a block's buffers (a short last one), every row's when kept.
+      {BaseWeights::NF4, train::BaseCompute::F16, Checkpointing::Always, 0.1, all, model_dir(), 8},
+      {BaseWeights::NF4, train::BaseCompute::F32, Checkpointing::Never, 0.1, {"down_proj", "q_proj"}, model_dir(), 8},
   };
   for (const auto& c : cases) {
     const size_t before = cuda::allocated_bytes(kGpu.index);
     LoraLlama model(c.dir, c.base, train::Kernels::Fast, kGpu, c.compute);
     model.set_checkpointing(c.checkpointing);
+    model.set_mlp_block_rows(c.mlp_block_rows);
     LoraConfig lora = golden_config();
     lora.dropout = c.dropout;
     lora.targets = c.targets;
@@ -400,6 +434,7 @@ TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
     setup.base = c.base;
     setup.compute = c.compute;
     setup.lora = lora;
+    setup.mlp_block_rows = c.mlp_block_rows;
     const auto plan = finetune_memory(model.config(), setup, seqs[0].tokens.size(), true, c.checkpointing == Checkpointing::Never);
     EXPECT_EQ(plan.total(), held)  // byte for byte: the plan names every buffer
         << c.dir << " " << base_weights_name(c.base) << (c.compute == train::BaseCompute::F16 ? " f16" : " f32")

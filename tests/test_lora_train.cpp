@@ -20,11 +20,14 @@ namespace {
 
 using namespace test::lora_golden;
 
-class LoraGradients : public ::testing::TestWithParam<train::Kernels> {};
+// The kernels, and the MLP's rows a block (the default, longer than the golden sequences:
+// one block; 4: several, the last one short).
+class LoraGradients : public ::testing::TestWithParam<std::tuple<train::Kernels, size_t>> {};
 
 TEST_P(LoraGradients, LossLogitsAndEveryGradientMatchPytorch) {
   SafetensorsFile f(golden_path());
-  LoraLlama model(model_dir(), BaseWeights::F32, GetParam());
+  LoraLlama model(model_dir(), BaseWeights::F32, std::get<0>(GetParam()));
+  model.set_mlp_block_rows(std::get<1>(GetParam()));
   model.set_adapter(adapter_from(f, "grad.adapter.", model.config()));
   const auto seqs = golden_sequences(f);
   const double want_loss = test::read_tensor<double>(f, "grad.loss").at(0);
@@ -41,40 +44,70 @@ TEST_P(LoraGradients, LossLogitsAndEveryGradientMatchPytorch) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernels, LoraGradients, ::testing::Values(train::Kernels::Reference, train::Kernels::Fast),
-                         [](const auto& info) { return info.param == train::Kernels::Fast ? "Fast" : "Reference"; });
+INSTANTIATE_TEST_SUITE_P(Kernels, LoraGradients,
+                         ::testing::Combine(::testing::Values(train::Kernels::Reference, train::Kernels::Fast),
+                                            ::testing::Values(kMlpBlockRows, size_t(4))),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param) == train::Kernels::Fast ? "Fast" : "Reference") +
+                                  "_MlpBlocksOf" + std::to_string(std::get<1>(info.param));
+                         });
 
-// Recomputing each layer in backward (checkpointing) and keeping every layer's activations
-// give the same gradients bit for bit, also when buffers sized for a longer sequence are
-// reused by a shorter one.
-TEST(LoraGradients, CheckpointingChangesNoBit) {
+// Gradients with dropout (0.1) of a long and then a short sequence (buffers sized for a
+// longer sequence reused by a shorter one) for a checkpointing mode and MLP block rows.
+std::vector<LoraAdapter> gradients_with_dropout(Checkpointing mode, size_t mlp_block_rows) {
   SafetensorsFile f(golden_path());
   const auto seqs = golden_sequences(f);
-  std::vector<LoraAdapter> grads;
-  for (auto mode : {Checkpointing::Always, Checkpointing::Never}) {
-    LoraLlama model(model_dir(), BaseWeights::NF4);
-    model.set_checkpointing(mode);
-    LoraConfig c = golden_config();
-    c.dropout = 0.1;
-    model.set_adapter(adapter_from(f, "grad.adapter.", model.config()));
-    model.adapter().config.dropout = 0.1;
-    model.set_adapter(model.adapter());
-    size_t longest = 0;
-    for (size_t i = 1; i < seqs.size(); ++i)
-      if (seqs[i].tokens.size() > seqs[longest].tokens.size()) longest = i;
-    size_t shortest = 0;
-    for (size_t i = 1; i < seqs.size(); ++i)
-      if (seqs[i].tokens.size() < seqs[shortest].tokens.size()) shortest = i;
-    model.forward_backward(seqs[longest], 0.5f, 1);
-    model.forward_backward(seqs[shortest], 0.5f, 2);
-    grads.push_back(model.grads());
+  LoraLlama model(model_dir(), BaseWeights::NF4);
+  model.set_checkpointing(mode);
+  model.set_mlp_block_rows(mlp_block_rows);
+  model.set_adapter(adapter_from(f, "grad.adapter.", model.config()));
+  model.adapter().config.dropout = 0.1;
+  model.set_adapter(model.adapter());
+  size_t longest = 0, shortest = 0;
+  for (size_t i = 1; i < seqs.size(); ++i) {
+    if (seqs[i].tokens.size() > seqs[longest].tokens.size()) longest = i;
+    if (seqs[i].tokens.size() < seqs[shortest].tokens.size()) shortest = i;
   }
-  for (const auto& [key, g] : grads[0].weights) {
-    EXPECT_EQ(g.A, grads[1].weights.at(key).A) << key.second;
-    EXPECT_EQ(g.B, grads[1].weights.at(key).B) << key.second;
+  std::vector<LoraAdapter> grads;
+  model.forward_backward(seqs[longest], 0.5f, 1);
+  grads.push_back(model.grads());
+  model.forward_backward(seqs[shortest], 0.5f, 2);
+  grads.push_back(model.grads());
+  return grads;
+}
+
+// Recomputing each layer in backward (checkpointing) and keeping every layer's activations
+// give the same gradients bit for bit — in one MLP block or several.
+TEST(LoraGradients, CheckpointingChangesNoBit) {
+  for (size_t rows : {kMlpBlockRows, size_t(8)}) {
+    const auto recomputed = gradients_with_dropout(Checkpointing::Always, rows);
+    const auto kept = gradients_with_dropout(Checkpointing::Never, rows);
+    for (size_t i = 0; i < kept.size(); ++i)
+      for (const auto& [key, g] : kept[i].weights) {
+        EXPECT_EQ(g.A, recomputed[i].weights.at(key).A) << key.second << ", MLP blocks of " << rows;
+        EXPECT_EQ(g.B, recomputed[i].weights.at(key).B) << key.second << ", MLP blocks of " << rows;
+      }
   }
 }
 
+// The MLP in blocks of rows gives the gradients of one block up to the order of their sums
+// — with dropout too: each block draws its rows' part of the module's mask (a block's mask
+// drawn from the start of the stream would move every gradient by ~10%).
+TEST(LoraGradients, MlpBlocksDrawTheWholeSequencesDropoutMasks) {
+  const auto whole = gradients_with_dropout(Checkpointing::Always, kMlpBlockRows);
+  for (size_t rows : {size_t(4), size_t(12)}) {
+    const auto blocked = gradients_with_dropout(Checkpointing::Always, rows);
+    for (size_t i = 0; i < whole.size(); ++i)
+      for (const auto& [key, g] : whole[i].weights) {
+        const std::string what = key.second + " (layer " + std::to_string(key.first) + "), blocks of " + std::to_string(rows);
+        EXPECT_TRUE(close(g.A, blocked[i].weights.at(key).A, 1e-5, what + " dA"));
+        EXPECT_TRUE(close(g.B, blocked[i].weights.at(key).B, 1e-5, what + " dB"));
+      }
+  }
+  LoraLlama model(model_dir(), BaseWeights::F32);
+  EXPECT_THROW(model.set_mlp_block_rows(6), Error);  // masks are drawn four elements a value
+  EXPECT_THROW(model.set_mlp_block_rows(0), Error);
+}
 
 // adapter_tol: the final adapter's tolerance, relative to its largest value (Adam divides by
 // √v, so where a gradient is near zero a tiny difference in it moves a parameter visibly).

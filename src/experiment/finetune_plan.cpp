@@ -38,49 +38,59 @@ FinetuneMemory finetune_memory(const ModelConfig& c, const FinetuneSetup& s, siz
   const uint64_t L = uint64_t(c.num_layers), nh = uint64_t(c.num_heads), d = uint64_t(c.head_dim);
   const uint64_t qd = nh * d, kvd = uint64_t(c.num_kv_heads) * d, r = uint64_t(s.lora.r), t = T;
   FinetuneMemory m;
-  uint64_t max_numel = 0, max_dim = 0, max_lora_in = 0, lora_params = 0;
+  // LoraLlama's MLP runs a block of rows at a time; the attention's projections all T rows.
+  const uint64_t block = std::min<uint64_t>(t, s.mlp_block_rows);
+  const bool tied = c.tie_word_embeddings, f16_products = gpu && s.compute == train::BaseCompute::F16;
+  // A matrix is converted into a scratch for its products unless its storage is what they
+  // read: F16 products (a GPU's F16 mode) read F16, the others F32.
+  const bool converted = f16_products ? s.base != BaseWeights::F16 : s.base != BaseWeights::F32;
+  uint64_t lora_params = 0, max_lora_input = 0, max_gemm_input = 0, weight_scratch[3] = {0, 0, 0};
   for (const auto& mod : llama_lora_modules(c)) {
     const uint64_t numel = uint64_t(mod.out) * mod.in;
     m.base += L * frozen_bytes(numel, s.base);
-    max_numel = std::max(max_numel, numel);
-    max_dim = std::max<uint64_t>({max_dim, mod.in, mod.out});
+    const bool mlp = mod.name == "gate_proj" || mod.name == "up_proj" || mod.name == "down_proj";
+    const uint64_t rows = mlp ? block : t;
+    // The base GEMM's input rounded to F16: forward x [rows, in], backward dy [rows, out].
+    max_gemm_input = std::max(max_gemm_input, rows * std::max<uint64_t>(mod.in, mod.out));
+    // LoraLlama::weights_: [1] up's, [2] down's, [0] every other matrix's.
+    const size_t w = mod.name == "up_proj" ? 1 : mod.name == "down_proj" ? 2 : 0;
+    if (converted) weight_scratch[w] = std::max(weight_scratch[w], numel);
     if (targeted(s.lora, mod.name)) {
       lora_params += L * r * (uint64_t(mod.in) + mod.out);
-      max_lora_in = std::max<uint64_t>(max_lora_in, mod.in);
+      max_lora_input = std::max(max_lora_input, rows * mod.in);
     }
   }
   m.base += (2 * L + 1) * H * 4;  // the layers' two RMSNorm weights and the final one, F32
   // The CPU: table and output layer in F32 (one when tied). A GPU: the output layer only (an
   // untied table stays in host memory), F16 in F16 mode when untied.
-  const bool tied = c.tie_word_embeddings, f16_products = gpu && s.compute == train::BaseCompute::F16;
   m.embeddings = !gpu ? V * H * 4 * (tied ? 1 : 2) : V * H * (f16_products && !tied ? 2 : 4);
   m.adapter = 4 * 4 * std::max<uint64_t>(lora_params, 1);  // parameters, gradients, two moments
   m.saved_inputs = (L + 1) * t * H * 4;
-  const uint64_t per_token = 4 * H + 2 * qd + 2 * kvd + 3 * F + nh + 2;  // LoraLlama::Activations
-  m.activations = (keep_all ? L : 1) * t * per_token * 4;
-  m.gradients = t * (3 * H + 2 * qd + 2 * kvd + 3 * F) * 4;  // LoraLlama::Grads
+  // LoraLlama::Activations: the MLP's gate, up and product [F] for every row when every
+  // layer's are kept, for one block of rows otherwise; LoraLlama::Grads: theirs for a block.
+  const uint64_t per_token = 4 * H + 2 * qd + 2 * kvd + 3 * F + nh + 2;
+  m.activations = (keep_all ? L * t * per_token : t * (per_token - 3 * F) + block * 3 * F) * 4;
+  m.gradients = (t * (3 * H + 2 * qd + 2 * kvd) + block * 3 * F) * 4;
   const uint64_t chunk = std::max<uint64_t>(1, std::min<uint64_t>(t, kLogitsBlockBytes / (V * 4)));
-  // hn, rinv, dhn, dx, the recomputation's output (checkpointing), a block of logits rows and
-  // (a GPU) their row losses in double.
-  m.head = (t * H + t + t * H + t * H + (keep_all ? 0 : t * H)) * 4 + chunk * V * 4 + (gpu ? 2 * chunk * 4 : 0);
+  // hn, rinv, dhn, dx, a block of logits rows and (a GPU) their row losses in double.
+  m.head = (t * H + t + t * H + t * H) * 4 + chunk * V * 4 + (gpu ? 2 * chunk * 4 : 0);
   if (lora_params > 0) {
     // The LoRA branch: the dropped input (with dropout), h and dh [T, r], dx of the branch.
-    m.scratch += ((s.lora.dropout > 0 ? t * max_lora_in : 0) + 2 * t * r + t * max_lora_in) * 4;
+    m.scratch += ((s.lora.dropout > 0 ? max_lora_input : 0) + 2 * t * r + max_lora_input) * 4;
   }
+  // The matrices converted (a tied output layer too in F16 mode: it is the F32 embedding
+  // table), as F16 halves of an F32 buffer for F16 products.
+  if (f16_products && tied) weight_scratch[0] = std::max(weight_scratch[0], V * H);
+  for (uint64_t n : weight_scratch) m.scratch += f16_products ? (n + 1) / 2 * 4 : n * 4;
   if (f16_products) {
-    // The matrix as F16: the largest projection stored otherwise, or a tied output layer (F32:
-    // it is the embedding table too); the activations as F16: a layer's inputs or output
-    // gradients, or a block of the logits' gradients.
-    const uint64_t converted = std::max(s.base != BaseWeights::F16 ? max_numel : 0, tied ? V * H : 0);
-    m.scratch += (converted + 1) / 2 * 4;
-    m.scratch += (std::max(t * max_dim, chunk * V) + 1) / 2 * 4;
+    // The activations as F16: a layer's inputs or output gradients, or a block of the
+    // logits' gradients.
+    m.scratch += (std::max(max_gemm_input, chunk * V) + 1) / 2 * 4;
     m.scratch += 4 * 4;  // the F16 scale, alpha and beta on the device (cuda/train_device.cpp)
     // Attention on the tensor cores: the keys and values rounded to TF32, a block of rows'
     // rounded queries and output gradients, and its scores and their gradients per head.
     const uint64_t rows = std::min(t, kAttentionBlockRows);
     m.scratch += (2 * t * kvd + 2 * rows * qd + 2 * nh * rows * ((t + 7) / 8 * 8)) * 4;  // score rows 8-float aligned
-  } else if (s.base != BaseWeights::F32) {
-    m.scratch += max_numel * 4;  // the matrix dequantised to F32
   }
   if (gpu) {
     // Attention backward's dO·O per (head, row), token ids, the sequence's RoPE tables, the
@@ -110,18 +120,20 @@ FinetunePlan make_finetune_plan(const ModelConfig& c, const FinetuneSetup& s, co
   p.fits = double(p.memory.total()) <= double(device.memory);
 
   // FLOPs of one token of a sequence of T tokens: the base's products and everything else.
-  double base_numel = 0, lora_fwd = 0, lora_bwd = 0;
+  // Each product runs forward, backward to its input and, in a checkpointed layer, once more
+  // forward to recompute — except down's: its output is not needed by backward, so the
+  // recomputation stops before the MLP and each block recomputes only gate and up.
+  double base_per_token = 0, lora_per_token = 0;
   for (const auto& mod : llama_lora_modules(c)) {
-    base_numel += double(mod.out) * double(mod.in);
+    const double passes = p.keep_all_layers || mod.name == "down_proj" ? 2 : 3;
+    const double in = double(mod.in), out = double(mod.out);
+    base_per_token += passes * 2 * in * out * double(L);
     if (targeted(s.lora, mod.name)) {
-      const double r = double(s.lora.r), in = double(mod.in), out = double(mod.out);
-      lora_fwd += 2 * r * (in + out);
-      lora_bwd += 2 * r * (3 * in + 2 * out);
+      const double r = double(s.lora.r);
+      // forward 2r(in + out) a pass; backward 2r(3 in + 2 out) (h = x Aᵀ again, dB, dh, dA, dx)
+      lora_per_token += double(L) * (2 * r * (in + out) * (passes - 1) + 2 * r * (3 * in + 2 * out));
     }
   }
-  const double passes = p.keep_all_layers ? 2 : 3;  // forward, backward to the inputs, recomputation
-  const double base_per_token = passes * 2 * base_numel * double(L);
-  const double lora_per_token = double(L) * (lora_fwd * (passes - 1) + lora_bwd);
   const double head_per_token = 2 * 2 * double(H) * double(V);
   // Causal attention: QKᵀ and PV over the keys each row sees, 4 · heads · d a key forward.
   // Backward: a GPU in F16 mode recomputes the scores and multiplies dP, dQ, dK, dV (2.5x

@@ -41,6 +41,7 @@ struct FinetuneSetup {
   std::vector<size_t> sequence_tokens;  // every training sequence's length
   int64_t steps = 0;
   size_t window = 1;  // sequences per optimiser step (batch × accumulation)
+  size_t mlp_block_rows = kMlpBlockRows;  // LoraLlama's (tests set fewer)
 };
 
 // Bytes by purpose; total() is what the device holds at the peak (after the first backward).

@@ -41,18 +41,22 @@ struct LoraLlama::Layer {
 };
 
 // One layer's activations for a sequence of T tokens (what its backward reads), on the
-// device. Sized for at least T rows, kept between sequences (no allocation per pass);
-// every buffer is written before it is read.
+// device. Sized for at least T rows — the MLP's gate, up and product for all T rows when
+// every layer's activations are kept (`mlp_kept`), else for one block —, kept between
+// sequences (no allocation per pass); every buffer is written before it is read.
 struct LoraLlama::Activations {
   Tensor a, rinv1, q, k, v, attn, lse, x1, tmp, b, rinv2, g, u, m;
-  void size(LoraLlama& model, size_t T) {
+  bool mlp_kept = false;  // g, u, m hold every row's (backward reads them), else a block's
+  void size(LoraLlama& model, size_t T, bool keep_mlp) {
+    mlp_kept = keep_mlp;
+    const size_t mlp_rows = keep_mlp ? T : std::min(model.mlp_block_rows_, T);
     const ModelConfig& c = model.cfg_;
     const size_t H = size_t(c.hidden_size), F = size_t(c.intermediate_size);
     const size_t qd = size_t(c.num_heads * c.head_dim), kvd = size_t(c.num_kv_heads * c.head_dim);
     for (auto* t : {&a, &x1, &tmp, &b}) model.grow(*t, T * H);
     for (auto* t : {&q, &attn}) model.grow(*t, T * qd);
     for (auto* t : {&k, &this->v}) model.grow(*t, T * kvd);
-    for (auto* t : {&g, &u, &m}) model.grow(*t, T * F);
+    for (auto* t : {&g, &u, &m}) model.grow(*t, mlp_rows * F);
     model.grow(rinv1, T);
     model.grow(rinv2, T);
     model.grow(lse, size_t(c.num_heads) * T);
@@ -64,17 +68,18 @@ struct LoraLlama::Activations {
   }
 };
 
-// A layer's gradient buffers (shared by all layers: backward runs one layer at a time).
+// A layer's gradient buffers (shared by all layers: backward runs one layer at a time;
+// the MLP's for one block of `mlp_rows`).
 struct LoraLlama::Grads {
   Tensor dx1, da, dq, dk, dv, dattn, db, dg, du, dm;
-  void size(LoraLlama& model, size_t T) {
+  void size(LoraLlama& model, size_t T, size_t mlp_rows) {
     const ModelConfig& c = model.cfg_;
     const size_t H = size_t(c.hidden_size), F = size_t(c.intermediate_size);
     const size_t qd = size_t(c.num_heads * c.head_dim), kvd = size_t(c.num_kv_heads * c.head_dim);
     for (auto* t : {&dx1, &da, &db}) model.grow(*t, T * H);
     for (auto* t : {&dq, &dattn}) model.grow(*t, T * qd);
     for (auto* t : {&dk, &dv}) model.grow(*t, T * kvd);
-    for (auto* t : {&dg, &du, &dm}) model.grow(*t, T * F);
+    for (auto* t : {&dg, &du, &dm}) model.grow(*t, mlp_rows * F);
   }
 };
 
@@ -150,6 +155,11 @@ LoraLlama::LoraLlama(const std::string& dir, BaseWeights base, train::Kernels ke
 }
 
 LoraLlama::~LoraLlama() = default;
+
+void LoraLlama::set_mlp_block_rows(size_t rows) {
+  if (rows == 0 || rows % 4 != 0) throw Error(fmt::format("lora: MLP block rows must be a positive multiple of 4 (got {})", rows));
+  mlp_block_rows_ = rows;
+}
 LoraLlama::LoraLlama(LoraLlama&&) noexcept = default;
 
 size_t LoraLlama::base_bytes() const {
@@ -337,14 +347,31 @@ void LoraLlama::set_optimizer_state(const train::AdamWState& st) {
   });
 }
 
-void LoraLlama::linear_forward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module,
-                               const float* x, size_t T, float* y, uint64_t key, bool dropout) {
-  dev_->base_gemm(true, T, W.out, W.in, 1.0f, x, W.in, W, 0.0f, y, W.out, scratch_w_);  // y = x Wᵀ
+namespace {
+
+// The matrices' scratch (LoraLlama::weights_): up and down each have their own.
+size_t weight_scratch_of(size_t module) { return module == 5 ? 1 : module == 6 ? 2 : 0; }
+
+// The dropout mask of rows row0.. of a module's [T, in] input: dropout_mask.h draws four
+// elements a value, so the elements from `first` on are the mask of seed + first / 4.
+uint64_t mask_seed_from(uint64_t key, size_t layer, size_t module, size_t first) {
+  if (first % 4 != 0) throw Error(fmt::format("lora: a block's dropout mask must start at a multiple of 4 (at {})", first));
+  return train::mask_seed(key, layer, module) + first / 4;
+}
+
+}  // namespace
+
+void LoraLlama::linear_forward(size_t layer, size_t module, const float* x, size_t T, float* y, uint64_t key,
+                               bool dropout, size_t row0) {
+  const train::DeviceFrozen& W = *layers_[layer].dev[module];
+  const Lora& lora = lora_[layer][module];
+  dev_->base_gemm(true, T, W.out, W.in, 1.0f, x, W.in, W, 0.0f, y, W.out, weights_[weight_scratch_of(module)]);  // y = x Wᵀ
   if (!lora.w) return;
   const size_t r = size_t(adapter_.config.r);
   const float* xin = x;
   if (dropout && dropout_ > 0) {
-    dev_->dropout(x, T * W.in, train::mask_seed(key, layer, module), dropout_, grow(lora_x_, T * W.in).as<float>());
+    dev_->dropout(x, T * W.in, mask_seed_from(key, layer, module, row0 * W.in), dropout_,
+                  grow(lora_x_, T * W.in).as<float>());
     xin = lora_x_.as<float>();
   }
   float* h = grow(lora_h_, T * r).as<float>();
@@ -352,13 +379,15 @@ void LoraLlama::linear_forward(const train::DeviceFrozen& W, const Lora& lora, s
   dev_->gemm(false, true, T, W.out, r, scaling_, h, r, lora.B.as<float>(), r, 1.0f, y, W.out);
 }
 
-void LoraLlama::linear_backward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module,
-                                const float* x, size_t T, const float* dy, float* dx, uint64_t key, bool dropout) {
-  dev_->base_gemm(false, T, W.in, W.out, 1.0f, dy, W.out, W, 1.0f, dx, W.in, scratch_w_);  // dx += dy W
+void LoraLlama::linear_backward(size_t layer, size_t module, const float* x, size_t T, const float* dy, float* dx,
+                                uint64_t key, bool dropout, size_t row0) {
+  const train::DeviceFrozen& W = *layers_[layer].dev[module];
+  const Lora& lora = lora_[layer][module];
+  dev_->base_gemm(false, T, W.in, W.out, 1.0f, dy, W.out, W, 1.0f, dx, W.in, weights_[weight_scratch_of(module)]);  // dx += dy W
   if (!lora.w) return;
   const size_t r = size_t(adapter_.config.r);
   const bool drop = dropout && dropout_ > 0;
-  const uint64_t seed = train::mask_seed(key, layer, module);
+  const uint64_t seed = mask_seed_from(key, layer, module, row0 * W.in);
   const float* xin = x;
   if (drop) {
     dev_->dropout(x, T * W.in, seed, dropout_, grow(lora_x_, T * W.in).as<float>());
@@ -377,28 +406,36 @@ void LoraLlama::linear_backward(const train::DeviceFrozen& W, const Lora& lora, 
   dev_->add_dropped(dxd, T * W.in, seed, drop ? dropout_ : 0.0f, dx);
 }
 
-void LoraLlama::layer_forward(size_t l, const float* x, size_t T, Activations& a, uint64_t key, bool dropout, float* x_out) {
+void LoraLlama::layer_forward(size_t l, const float* x, size_t T, Activations& a, uint64_t key, bool dropout, float* x_out,
+                              bool mlp) {
   const auto& L = layers_[l];
   const size_t H = size_t(cfg_.hidden_size), nh = size_t(cfg_.num_heads), nkv = size_t(cfg_.num_kv_heads);
   const size_t d = size_t(cfg_.head_dim), F = size_t(cfg_.intermediate_size);
   const float eps = float(cfg_.norm_eps);
   const size_t window = cfg_.sliding_window ? size_t(*cfg_.sliding_window) : 0;
-  const auto& lo = lora_.at(l);
   auto f = [](const Tensor& t) { return t.as<float>(); };
   dev_->rmsnorm_forward(x, f(L.attn_norm), T, H, eps, f(a.a), f(a.rinv1));
-  linear_forward(*L.dev[0], lo[0], l, 0, f(a.a), T, f(a.q), key, dropout);
-  linear_forward(*L.dev[1], lo[1], l, 1, f(a.a), T, f(a.k), key, dropout);
-  linear_forward(*L.dev[2], lo[2], l, 2, f(a.a), T, f(a.v), key, dropout);
+  linear_forward(l, 0, f(a.a), T, f(a.q), key, dropout);
+  linear_forward(l, 1, f(a.a), T, f(a.k), key, dropout);
+  linear_forward(l, 2, f(a.a), T, f(a.v), key, dropout);
   dev_->rope_apply(f(a.q), T, nh * d, nh, d, false);
   dev_->rope_apply(f(a.k), T, nkv * d, nkv, d, false);
   dev_->attention_forward(f(a.q), f(a.k), f(a.v), T, nh, nkv, d, window, f(a.attn), f(a.lse));
-  linear_forward(*L.dev[3], lo[3], l, 3, f(a.attn), T, f(a.tmp), key, dropout);
+  linear_forward(l, 3, f(a.attn), T, f(a.tmp), key, dropout);
   dev_->add(x, f(a.tmp), T * H, f(a.x1));
   dev_->rmsnorm_forward(f(a.x1), f(L.mlp_norm), T, H, eps, f(a.b), f(a.rinv2));
-  linear_forward(*L.dev[4], lo[4], l, 4, f(a.b), T, f(a.g), key, dropout);
-  linear_forward(*L.dev[5], lo[5], l, 5, f(a.b), T, f(a.u), key, dropout);
-  dev_->silu_mul_forward(f(a.g), f(a.u), T * F, f(a.m));
-  linear_forward(*L.dev[6], lo[6], l, 6, f(a.m), T, f(a.tmp), key, dropout);
+  if (!mlp) return;
+  // MLP, a block of rows at a time: tmp = down(silu(gate(b)) * up(b)). The gate, up and
+  // product stay in `a` for every row when it keeps them (no checkpointing), else they are
+  // one block's, recomputed in backward.
+  for (size_t r0 = 0; r0 < T; r0 += mlp_block_rows_) {
+    const size_t rows = std::min(mlp_block_rows_, T - r0), at = a.mlp_kept ? r0 * F : 0;
+    float *g = f(a.g) + at, *u = f(a.u) + at, *m = f(a.m) + at;
+    linear_forward(l, 4, f(a.b) + r0 * H, rows, g, key, dropout, r0);
+    linear_forward(l, 5, f(a.b) + r0 * H, rows, u, key, dropout, r0);
+    dev_->silu_mul_forward(g, u, rows * F, m);
+    linear_forward(l, 6, m, rows, f(a.tmp) + r0 * H, key, dropout, r0);
+  }
   dev_->add(f(a.x1), f(a.tmp), T * H, x_out);
 }
 
@@ -408,35 +445,45 @@ void LoraLlama::layer_backward(size_t l, const float* x, size_t T, Activations& 
   const size_t H = size_t(cfg_.hidden_size), nh = size_t(cfg_.num_heads), nkv = size_t(cfg_.num_kv_heads);
   const size_t d = size_t(cfg_.head_dim), F = size_t(cfg_.intermediate_size);
   const size_t window = cfg_.sliding_window ? size_t(*cfg_.sliding_window) : 0;
-  const auto& lo = lora_.at(l);
   auto f = [](const Tensor& t) { return t.as<float>(); };
-  auto zero = [&](const Tensor& t, size_t width) { dev_->zero(f(t), T * width); };
+  auto zero = [&](const Tensor& t, size_t n) { dev_->zero(f(t), n); };
   const size_t qd = nh * d, kvd = nkv * d;
-  // MLP block: x_out = x1 + down(silu(gate(b)) * up(b)), b = norm(x1).
+  // MLP block: x_out = x1 + down(silu(gate(b)) * up(b)), b = norm(x1); a block of rows at a
+  // time, its gate, up and product read from `a` when it keeps every row's, else recomputed.
   dev_->copy(dx, T * H, f(gr.dx1));
-  zero(gr.dm, F);
-  linear_backward(*L.dev[6], lo[6], l, 6, f(a.m), T, dx, f(gr.dm), key, dropout);
-  zero(gr.dg, F);
-  zero(gr.du, F);
-  dev_->silu_mul_backward(f(a.g), f(a.u), f(gr.dm), T * F, f(gr.dg), f(gr.du));
-  zero(gr.db, H);
-  linear_backward(*L.dev[4], lo[4], l, 4, f(a.b), T, f(gr.dg), f(gr.db), key, dropout);
-  linear_backward(*L.dev[5], lo[5], l, 5, f(a.b), T, f(gr.du), f(gr.db), key, dropout);
+  zero(gr.db, T * H);
+  for (size_t r0 = 0; r0 < T; r0 += mlp_block_rows_) {
+    const size_t rows = std::min(mlp_block_rows_, T - r0), at = a.mlp_kept ? r0 * F : 0;
+    float *g = f(a.g) + at, *u = f(a.u) + at, *m = f(a.m) + at;
+    const float* b = f(a.b) + r0 * H;
+    if (!a.mlp_kept) {
+      linear_forward(l, 4, b, rows, g, key, dropout, r0);
+      linear_forward(l, 5, b, rows, u, key, dropout, r0);
+      dev_->silu_mul_forward(g, u, rows * F, m);
+    }
+    zero(gr.dm, rows * F);
+    linear_backward(l, 6, m, rows, dx + r0 * H, f(gr.dm), key, dropout, r0);
+    zero(gr.dg, rows * F);
+    zero(gr.du, rows * F);
+    dev_->silu_mul_backward(g, u, f(gr.dm), rows * F, f(gr.dg), f(gr.du));
+    linear_backward(l, 4, b, rows, f(gr.dg), f(gr.db) + r0 * H, key, dropout, r0);
+    linear_backward(l, 5, b, rows, f(gr.du), f(gr.db) + r0 * H, key, dropout, r0);
+  }
   dev_->rmsnorm_backward(f(a.x1), f(L.mlp_norm), f(a.rinv2), f(gr.db), T, H, f(gr.dx1));
   // Attention block: x1 = x + o(attention(rope(q(a)), rope(k(a)), v(a))), a = norm(x).
-  zero(gr.dattn, qd);
-  linear_backward(*L.dev[3], lo[3], l, 3, f(a.attn), T, f(gr.dx1), f(gr.dattn), key, dropout);
-  zero(gr.dq, qd);
-  zero(gr.dk, kvd);
-  zero(gr.dv, kvd);
+  zero(gr.dattn, T * qd);
+  linear_backward(l, 3, f(a.attn), T, f(gr.dx1), f(gr.dattn), key, dropout);
+  zero(gr.dq, T * qd);
+  zero(gr.dk, T * kvd);
+  zero(gr.dv, T * kvd);
   dev_->attention_backward(f(a.q), f(a.k), f(a.v), f(a.attn), f(gr.dattn), f(a.lse), T, nh, nkv, d, window, f(gr.dq),
                            f(gr.dk), f(gr.dv));
   dev_->rope_apply(f(gr.dq), T, nh * d, nh, d, true);
   dev_->rope_apply(f(gr.dk), T, nkv * d, nkv, d, true);
-  zero(gr.da, H);
-  linear_backward(*L.dev[0], lo[0], l, 0, f(a.a), T, f(gr.dq), f(gr.da), key, dropout);
-  linear_backward(*L.dev[1], lo[1], l, 1, f(a.a), T, f(gr.dk), f(gr.da), key, dropout);
-  linear_backward(*L.dev[2], lo[2], l, 2, f(a.a), T, f(gr.dv), f(gr.da), key, dropout);
+  zero(gr.da, T * H);
+  linear_backward(l, 0, f(a.a), T, f(gr.dq), f(gr.da), key, dropout);
+  linear_backward(l, 1, f(a.a), T, f(gr.dk), f(gr.da), key, dropout);
+  linear_backward(l, 2, f(a.a), T, f(gr.dv), f(gr.da), key, dropout);
   dev_->copy(f(gr.dx1), T * H, dx);
   dev_->rmsnorm_backward(x, f(L.attn_norm), f(a.rinv1), f(gr.da), T, H, dx);
 }
@@ -471,7 +518,7 @@ double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens
     keep_all = checkpointing_ == Checkpointing::Never || bytes <= activation_budget_bytes_;
   }
   if (acts_.size() < (keep_all ? L : 1)) acts_.resize(keep_all ? L : 1);
-  for (size_t i = 0; i < (keep_all ? L : 1); ++i) acts_[i].size(*this, T);
+  for (size_t i = 0; i < (keep_all ? L : 1); ++i) acts_[i].size(*this, T, keep_all);
   for (size_t l = 0; l < L; ++l)
     layer_forward(l, xs + l * T * H, T, acts_[keep_all ? l : 0], key, dropout, xs + (l + 1) * T * H);
 
@@ -495,21 +542,20 @@ double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens
   double loss = 0;
   for (size_t r0 = 0; r0 < T; r0 += chunk) {
     const size_t rows = std::min(chunk, T - r0);
-    dev_->base_gemm(true, rows, V, H, 1.0f, hn + r0 * H, H, head, 0.0f, logits, V, scratch_w_);  // hn headᵀ
+    dev_->base_gemm(true, rows, V, H, 1.0f, hn + r0 * H, H, head, 0.0f, logits, V, weights_[0]);  // hn headᵀ
     if (logits_out) dev_->download(logits, rows * V * sizeof(float), logits_out->data() + r0 * V);
     if (!s) continue;
     loss += dev_->cross_entropy(logits, &labels[r0], rows, V, scale);
-    if (backward) dev_->base_gemm(false, rows, H, V, 1.0f, logits, V, head, 0.0f, dhn + r0 * H, H, scratch_w_);
+    if (backward) dev_->base_gemm(false, rows, H, V, 1.0f, logits, V, head, 0.0f, dhn + r0 * H, H, weights_[0]);
   }
   if (!backward) return loss;
 
   float* dx = grow(dx_, T * H).as<float>();
   dev_->zero(dx, T * H);
-  grads_buf_->size(*this, T);
+  grads_buf_->size(*this, T, std::min(mlp_block_rows_, T));
   dev_->rmsnorm_backward(xL, final_norm_.as<float>(), rinv, dhn, T, H, dx);
   for (size_t l = L; l-- > 0;) {
-    if (!keep_all)
-      layer_forward(l, xs + l * T * H, T, acts_[0], key, dropout, grow(out_, T * H).as<float>());  // recompute
+    if (!keep_all) layer_forward(l, xs + l * T * H, T, acts_[0], key, dropout, nullptr, false);  // recompute
     layer_backward(l, xs + l * T * H, T, acts_[keep_all ? l : 0], *grads_buf_, key, dropout, dx);
   }
   return loss;

@@ -26,6 +26,12 @@ namespace pivotmt {
 enum class Checkpointing { Auto, Always, Never };
 Checkpointing parse_checkpointing(const std::string& s);  // "auto" | "always" | "never"
 
+// The MLP runs over a sequence's rows a block at a time: its [rows, intermediate] gate, up,
+// product and their gradients exist for one block only (1024 rows: 135 MB a buffer set for
+// a 7B model instead of 541 MB at 4096 tokens), and a checkpointed layer's recomputation
+// stops before the MLP, whose gate and up each block recomputes in backward.
+inline constexpr size_t kMlpBlockRows = 1024;
+
 // One training sequence: token ids and, per token, whether it is a prediction target
 // (the loss covers target tokens; position t predicts token t + 1).
 struct TrainSequence {
@@ -75,6 +81,9 @@ class LoraLlama {
   double loss(const TrainSequence& s);
 
   void set_checkpointing(Checkpointing c) { checkpointing_ = c; }
+  // Rows of the MLP's blocks (a multiple of 4: dropout masks are drawn four elements at a
+  // time); tests use a few to run several blocks on short sequences.
+  void set_mlp_block_rows(size_t rows);
 
   // Logits [T, V] of a token sequence with the adapter applied (tests).
   std::vector<float> logits(const std::vector<int32_t>& tokens);
@@ -92,12 +101,17 @@ class LoraLlama {
   };
   double run(const TrainSequence* s, const std::vector<int32_t>& tokens, float scale, bool backward, uint64_t key,
              std::vector<float>* logits_out);
-  void layer_forward(size_t l, const float* x, size_t T, Activations& a, uint64_t key, bool dropout, float* x_out);
+  // Forward of layer l: x_out = layer(x); with mlp false (a checkpointed layer's
+  // recomputation) up to the MLP's input only.
+  void layer_forward(size_t l, const float* x, size_t T, Activations& a, uint64_t key, bool dropout, float* x_out,
+                     bool mlp = true);
   void layer_backward(size_t l, const float* x, size_t T, Activations& a, Grads& g, uint64_t key, bool dropout, float* dx);
-  void linear_forward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module, const float* x,
-                      size_t T, float* y, uint64_t key, bool dropout);
-  void linear_backward(const train::DeviceFrozen& W, const Lora& lora, size_t layer, size_t module, const float* x,
-                       size_t T, const float* dy, float* dx, uint64_t key, bool dropout);
+  // y [T, out] = module(x [T, in]) and its backward, for rows row0.. of the sequence (the
+  // dropout masks' place); `module` indexes llama_lora_modules.
+  void linear_forward(size_t layer, size_t module, const float* x, size_t T, float* y, uint64_t key, bool dropout,
+                      size_t row0 = 0);
+  void linear_backward(size_t layer, size_t module, const float* x, size_t T, const float* dy, float* dx, uint64_t key,
+                       bool dropout, size_t row0 = 0);
   void bind_lora();
   void pull_adapter();
   template <class Fn>
@@ -126,14 +140,18 @@ class LoraLlama {
   size_t flat_n_ = 0;
   std::vector<std::vector<Lora>> lora_;  // [layer][module index of llama_lora_modules]
   float scaling_ = 1, dropout_ = 0;
-  Tensor scratch_w_;  // a dequantised weight matrix
+  // Where the base's matrices are converted for their products: [0] the attention's, the
+  // gate's (and a tied output layer's), [1] up's, [2] down's — the MLP's blocks alternate
+  // between its three, each converted once a pass.
+  train::WeightScratch weights_[3];
+  size_t mlp_block_rows_ = kMlpBlockRows;
   std::vector<Activations> acts_;      // one layer's (checkpointing) or every layer's activations
   std::unique_ptr<Grads> grads_buf_;   // one layer's gradient buffers
   Checkpointing checkpointing_ = Checkpointing::Auto;
   size_t activation_budget_bytes_ = 0;
   Tensor lora_x_, lora_h_, lora_dh_, lora_dx_;  // LoRA branch scratch
   Tensor xs_;  // each layer's input [L + 1][T, H], kept for the recomputation
-  Tensor hn_, rinv_, dhn_, dx_, out_, logits_;  // the head's and backward's buffers
+  Tensor hn_, rinv_, dhn_, dx_, logits_;  // the head's and backward's buffers
 };
 
 }  // namespace pivotmt

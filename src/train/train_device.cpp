@@ -39,12 +39,14 @@ class CpuTrainDevice final : public TrainDevice {
     f->bytes = m.bytes();
     return f;
   }
-  const float* weight_f32(const DeviceFrozen& w, Tensor& scratch) override {
+  const float* weight_f32(const DeviceFrozen& w, WeightScratch& scratch) override {
     const FrozenMatrix& m = *static_cast<const CpuFrozen&>(w).m;
     if (m.storage == BaseWeights::F32) return m.f32.data();
-    if (scratch.empty() || scratch.numel() < m.out * m.in) scratch = buffer(m.out * m.in);
-    m.rows_f32(0, m.out, scratch.as<float>());
-    return scratch.as<float>();
+    if (scratch.has(w, false)) return scratch.buffer.as<float>();
+    if (scratch.buffer.empty() || scratch.buffer.numel() < m.out * m.in) scratch.buffer = buffer(m.out * m.in);
+    m.rows_f32(0, m.out, scratch.buffer.as<float>());
+    scratch.hold(w, false);
+    return scratch.buffer.as<float>();
   }
   void embed_rows(const DeviceFrozen& table, const int32_t* ids, size_t T, float* out) override {
     const FrozenMatrix& m = *static_cast<const CpuFrozen&>(table).m;

@@ -30,6 +30,20 @@ class DeviceFrozen {
   size_t bytes = 0;  // device memory it takes
 };
 
+// Where a frozen matrix is converted for its products (dequantised to F32, or to F16 for a
+// GPU's F16 products), remembering what it holds: consecutive products by one matrix (the
+// MLP's row blocks) convert it once. Only weight_f32 and base_gemm write into it.
+struct WeightScratch {
+  Tensor buffer;
+  const DeviceFrozen* holds = nullptr;  // the matrix converted into buffer, if any
+  bool holds_f16 = false;               // ... as F16 (else F32)
+  bool has(const DeviceFrozen& w, bool f16) const { return holds == &w && holds_f16 == f16; }
+  void hold(const DeviceFrozen& w, bool f16) {
+    holds = &w;
+    holds_f16 = f16;
+  }
+};
+
 class TrainDevice {
  public:
   virtual ~TrainDevice() = default;
@@ -45,8 +59,8 @@ class TrainDevice {
   // The matrix on the device (the CPU refers to `m`, which must outlive the result).
   virtual std::unique_ptr<DeviceFrozen> frozen(const FrozenMatrix& m) = 0;
   // W [out, in] as F32: its own values (F32 storage) or converted / dequantised into
-  // `scratch` (grown as needed), one matrix at a time.
-  virtual const float* weight_f32(const DeviceFrozen& w, Tensor& scratch) = 0;
+  // `scratch` (grown as needed; not again while it holds W), one matrix at a time.
+  virtual const float* weight_f32(const DeviceFrozen& w, WeightScratch& scratch) = 0;
   // out [T, in] = rows ids (host) of an F32 table.
   virtual void embed_rows(const DeviceFrozen& table, const int32_t* ids, size_t T, float* out) = 0;
   // C [M, N] = alpha · A · op(W) + beta · C with W a frozen base matrix [out, in] (op(W) = Wᵀ
@@ -54,7 +68,7 @@ class TrainDevice {
   // multiplies in F32 (the CPU; a GPU in F32 mode); a GPU in F16 mode rounds A and W to F16
   // and accumulates in F32 on the tensor cores, as bitsandbytes + PEFT compute QLoRA.
   virtual void base_gemm(bool trans_w, size_t M, size_t N, size_t K, float alpha, const float* A, size_t lda,
-                         const DeviceFrozen& W, float beta, float* C, size_t ldc, Tensor& scratch) {
+                         const DeviceFrozen& W, float beta, float* C, size_t ldc, WeightScratch& scratch) {
     gemm(false, trans_w, M, N, K, alpha, A, lda, weight_f32(W, scratch), W.in, beta, C, ldc);
   }
 

@@ -96,17 +96,20 @@ class CudaTrainDevice final : public train::TrainDevice {
     }
     return f;
   }
-  const float* weight_f32(const train::DeviceFrozen& w, Tensor& scratch) override {
+  const float* weight_f32(const train::DeviceFrozen& w, train::WeightScratch& scratch) override {
     select();
     const auto& f = static_cast<const CudaFrozen&>(w);
     if (f.storage == BaseWeights::F32) return f.values.as<float>();
-    if (scratch.empty() || scratch.numel() < f.numel) scratch = buffer(f.numel);
+    Tensor& buf = scratch.buffer;
+    if (scratch.has(w, false)) return buf.as<float>();
+    if (buf.empty() || buf.numel() < f.numel) buf = buffer(f.numel);
     if (f.storage == BaseWeights::F16)
-      kernels::train_f16_to_f32(f.values.as<uint16_t>(), f.numel, scratch.as<float>(), stream_);
+      kernels::train_f16_to_f32(f.values.as<uint16_t>(), f.numel, buf.as<float>(), stream_);
     else
       kernels::train_nf4_dequantize(f.values.as<uint8_t>(), f.absmax.as<float>(), codes_.as<float>(), f.numel,
-                                    scratch.as<float>(), stream_);
-    return scratch.as<float>();
+                                    buf.as<float>(), stream_);
+    scratch.hold(w, false);
+    return buf.as<float>();
   }
   void embed_rows(const train::DeviceFrozen& table, const int32_t* ids, size_t T, float* out) override {
     const auto& f = static_cast<const CudaFrozen&>(table);
@@ -116,7 +119,7 @@ class CudaTrainDevice final : public train::TrainDevice {
   }
 
   void base_gemm(bool trans_w, size_t M, size_t N, size_t K, float alpha, const float* A, size_t lda,
-                 const train::DeviceFrozen& W, float beta, float* C, size_t ldc, Tensor& scratch) override {
+                 const train::DeviceFrozen& W, float beta, float* C, size_t ldc, train::WeightScratch& scratch) override {
     if (compute_ == train::BaseCompute::F32) return TrainDevice::base_gemm(trans_w, M, N, K, alpha, A, lda, W, beta, C, ldc, scratch);
     select();
     const auto& f = static_cast<const CudaFrozen&>(W);
@@ -126,13 +129,17 @@ class CudaTrainDevice final : public train::TrainDevice {
     if (f.storage == BaseWeights::F16) {
       w16 = f.values.as<uint16_t>();
     } else {
-      if (scratch.empty() || scratch.numel() * 2 < f.numel) scratch = buffer((f.numel + 1) / 2);
-      auto* out = scratch.as<uint16_t>();
-      if (f.storage == BaseWeights::NF4)
-        kernels::train_nf4_to_f16(f.values.as<uint8_t>(), f.absmax.as<float>(), codes_.as<float>(), f.numel, out, stream_);
-      else
-        kernels::train_f32_to_f16(f.values.as<float>(), int(f.out), int(f.in), int(f.in), out, stream_);
-      w16 = out;
+      Tensor& buf = scratch.buffer;
+      if (!scratch.has(W, true)) {
+        if (buf.empty() || buf.numel() * 2 < f.numel) buf = buffer((f.numel + 1) / 2);
+        if (f.storage == BaseWeights::NF4)
+          kernels::train_nf4_to_f16(f.values.as<uint8_t>(), f.absmax.as<float>(), codes_.as<float>(), f.numel,
+                                    buf.as<uint16_t>(), stream_);
+        else
+          kernels::train_f32_to_f16(f.values.as<float>(), int(f.out), int(f.in), int(f.in), buf.as<uint16_t>(), stream_);
+        scratch.hold(W, true);
+      }
+      w16 = buf.as<uint16_t>();
     }
     // A [M, K] rounded to F16, contiguous, after scaling by a power of two that brings its
     // largest magnitude to [2^13, 2^14): F16 then keeps 28 binary orders below it at full
