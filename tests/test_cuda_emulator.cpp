@@ -128,6 +128,10 @@ __global__ void read_before_wait(const int* in, int* out) {
   ptx::cp_async_wait<0>();
 }
 
+__global__ void copy_floats(const float* in, float* out, int n) {
+  if (int(threadIdx.x) < n) out[threadIdx.x] = in[threadIdx.x];
+}
+
 __global__ void misaligned_ldmatrix(float* out) {
   __shared__ struct alignas(16) {
     __half v[8 * 16 + 8];
@@ -289,6 +293,65 @@ TEST(CudaEmulator, AsyncCopiesLandBetweenIssueAndWait) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("16-byte aligned"), std::string::npos) << e.what();
   }
+}
+
+// Copies on a created stream between device and pinned memory run as late as CUDA's
+// ordering allows, so a program that does not wait for them sees the old data (what a GPU
+// may show it); the waits CUDA defines make them land.
+TEST(CudaEmulator, StreamCopiesLandAsLateAsCudaAllows) {
+  constexpr size_t n = 64;
+  float* pinned = nullptr;
+  ASSERT_EQ(cudaHostAlloc(reinterpret_cast<void**>(&pinned), 2 * n * sizeof(float), cudaHostAllocDefault), cudaSuccess);
+  float* back = pinned + n;  // inside the same pinned allocation
+  auto dev = cuda::device_alloc(0, n * sizeof(float));
+  float* d = static_cast<float*>(dev.get());
+  cudaStream_t copies = nullptr, compute = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&copies, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking), cudaSuccess);
+  cudaEvent_t before = nullptr, after = nullptr;
+  ASSERT_EQ(cudaEventCreate(&before), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&after), cudaSuccess);
+  auto fill = [&](float* p, float v) { std::fill(p, p + n, v); };
+  const std::vector<float> ones(n, 1.0f), twos(n, 2.0f), threes(n, 3.0f);
+  // Host to device from pinned memory: the source rewritten before any wait is what lands.
+  fill(pinned, 1.0f);
+  ASSERT_EQ(cudaMemcpyAsync(d, pinned, n * 4, cudaMemcpyHostToDevice, copies), cudaSuccess);
+  fill(pinned, 2.0f);
+  ASSERT_EQ(cudaStreamSynchronize(copies), cudaSuccess);
+  EXPECT_EQ(download<float>(dev, n), twos);
+  // Device to pinned memory: not there until waited for; an event recorded before the copy
+  // does not cover it, one recorded after does (a stream waiting on it, or the host).
+  fill(back, 0.0f);
+  ASSERT_EQ(cudaEventRecord(before, copies), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(back, d, n * 4, cudaMemcpyDeviceToHost, copies), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(after, copies), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(compute, before, 0), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(before), cudaSuccess);
+  EXPECT_EQ(std::vector<float>(back, back + n), std::vector<float>(n, 0.0f));
+  ASSERT_EQ(cudaStreamWaitEvent(compute, after, 0), cudaSuccess);
+  EXPECT_EQ(std::vector<float>(back, back + n), twos);
+  // Within a stream, order holds: a kernel issued after a copy sees it.
+  fill(pinned, 3.0f);
+  ASSERT_EQ(cudaMemcpyAsync(d, pinned, n * 4, cudaMemcpyHostToDevice, compute), cudaSuccess);
+  auto out = cuda::device_alloc(0, n * sizeof(float));
+  launch("copy_after", copy_floats, 1, 64, compute, static_cast<const float*>(d), static_cast<float*>(out.get()), int(n));
+  EXPECT_EQ(download<float>(out, n), threes);
+  // The device synchronising, or freeing memory, completes everything.
+  fill(pinned, 1.0f);
+  ASSERT_EQ(cudaMemcpyAsync(d, pinned, n * 4, cudaMemcpyHostToDevice, copies), cudaSuccess);
+  fill(back, 0.0f);
+  ASSERT_EQ(cudaMemcpyAsync(back, d, n * 4, cudaMemcpyDeviceToHost, copies), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(std::vector<float>(back, back + n), ones);
+  // Pageable host memory: the copy is done when the call returns.
+  std::vector<float> pageable(n, 0.0f);
+  ASSERT_EQ(cudaMemcpyAsync(pageable.data(), d, n * 4, cudaMemcpyDeviceToHost, copies), cudaSuccess);
+  EXPECT_EQ(pageable, ones);
+  cudaEventDestroy(before);
+  cudaEventDestroy(after);
+  cudaStreamDestroy(copies);
+  cudaStreamDestroy(compute);
+  EXPECT_EQ(cudaFreeHost(pinned), cudaSuccess);
 }
 
 TEST(CudaEmulator, CopiesAndGemmsStayInsideTheirAllocations) {

@@ -402,6 +402,7 @@ TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
     std::vector<std::string> targets;
     std::string dir = model_dir();
     size_t mlp_block_rows = kMlpBlockRows;
+    bool offload_inputs = true;
   };
   const std::vector<std::string> all = LoraConfig{}.targets;
   const std::vector<Case> cases = {
@@ -415,12 +416,15 @@ TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
       // The MLP in blocks of 8 rows: a block's buffers (a short last one), every row's when kept.
       {BaseWeights::NF4, train::BaseCompute::F16, Checkpointing::Always, 0.1, all, model_dir(), 8},
       {BaseWeights::NF4, train::BaseCompute::F32, Checkpointing::Never, 0.1, {"down_proj", "q_proj"}, model_dir(), 8},
+      // The layers' inputs on the device (else offloaded: two slots there, the rest pinned).
+      {BaseWeights::NF4, train::BaseCompute::F16, Checkpointing::Always, 0.1, all, model_dir(), kMlpBlockRows, false},
   };
   for (const auto& c : cases) {
     const size_t before = cuda::allocated_bytes(kGpu.index);
     LoraLlama model(c.dir, c.base, train::Kernels::Fast, kGpu, c.compute);
     model.set_checkpointing(c.checkpointing);
     model.set_mlp_block_rows(c.mlp_block_rows);
+    model.set_offload_inputs(c.offload_inputs);
     LoraConfig lora = golden_config();
     lora.dropout = c.dropout;
     lora.targets = c.targets;
@@ -435,11 +439,44 @@ TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
     setup.compute = c.compute;
     setup.lora = lora;
     setup.mlp_block_rows = c.mlp_block_rows;
+    setup.offload_inputs = c.offload_inputs;
     const auto plan = finetune_memory(model.config(), setup, seqs[0].tokens.size(), true, c.checkpointing == Checkpointing::Never);
     EXPECT_EQ(plan.total(), held)  // byte for byte: the plan names every buffer
         << c.dir << " " << base_weights_name(c.base) << (c.compute == train::BaseCompute::F16 ? " f16" : " f32")
         << " held " << held
         << " planned " << plan.total() << " (base " << plan.base << ", scratch " << plan.scratch << ")";
+  }
+}
+
+// The layers' inputs offloaded to pinned host memory (copies on a second stream beside the
+// compute, which the emulator runs as late as CUDA's ordering allows: a missing wait shows
+// as stale data) give the bits of inputs kept on the device: losses, every gradient, and
+// an evaluation loss after (buffers for a longer sequence reused by shorter ones).
+TEST(GpuTrain, OffloadedInputsChangeNoBit) {
+  REQUIRE_GPU();
+  SafetensorsFile f(golden_path());
+  const auto seqs = golden_sequences(f);
+  LoraConfig cfg = golden_config();
+  cfg.dropout = 0.1;
+  std::vector<std::vector<double>> losses;
+  std::vector<LoraAdapter> grads;
+  for (bool offload : {true, false}) {
+    LoraLlama model(model_dir(), BaseWeights::NF4, train::Kernels::Fast, kGpu);
+    model.set_checkpointing(Checkpointing::Always);
+    model.set_offload_inputs(offload);
+    auto adapter = init_lora(model.config(), cfg, 21);
+    std::mt19937 rng(5);
+    for (auto& [k, p] : adapter.weights) p.B = random_values(p.B.size(), rng, 0.05f);
+    model.set_adapter(adapter);
+    losses.emplace_back();
+    for (size_t i : {size_t(1), size_t(0), size_t(2)}) losses.back().push_back(model.forward_backward(seqs[i], 0.5f, 40 + i));
+    losses.back().push_back(model.loss(seqs[3 % seqs.size()]));
+    grads.push_back(model.grads());
+  }
+  EXPECT_EQ(losses[0], losses[1]);
+  for (const auto& [k, g] : grads[1].weights) {
+    EXPECT_EQ(grads[0].weights.at(k).A, g.A) << "layer " << k.first << " " << k.second;
+    EXPECT_EQ(grads[0].weights.at(k).B, g.B) << "layer " << k.first << " " << k.second;
   }
 }
 

@@ -65,7 +65,10 @@ FinetuneMemory finetune_memory(const ModelConfig& c, const FinetuneSetup& s, siz
   // untied table stays in host memory), F16 in F16 mode when untied.
   m.embeddings = !gpu ? V * H * 4 * (tied ? 1 : 2) : V * H * (f16_products && !tied ? 2 : 4);
   m.adapter = 4 * 4 * std::max<uint64_t>(lora_params, 1);  // parameters, gradients, two moments
-  m.saved_inputs = (L + 1) * t * H * 4;
+  // Offloading (a GPU with checkpointing): two inputs on the device, L - 1 in host memory.
+  const bool offload = gpu && !keep_all && s.offload_inputs && L >= 2;
+  m.saved_inputs = (offload ? 2 : L + 1) * t * H * 4;
+  m.offloaded = offload ? (L - 1) * t * H * 4 : 0;
   // LoraLlama::Activations: the MLP's gate, up and product [F] for every row when every
   // layer's are kept, for one block of rows otherwise; LoraLlama::Grads: theirs for a block.
   const uint64_t per_token = 4 * H + 2 * qd + 2 * kvd + 3 * F + nh + 2;
@@ -213,6 +216,7 @@ nlohmann::json FinetunePlan::to_json() const {
             {"embeddings", m.embeddings},
             {"adapter", m.adapter},
             {"saved_inputs", m.saved_inputs},
+            {"offloaded_to_host", m.offloaded},
             {"activations", m.activations},
             {"gradients", m.gradients},
             {"head", m.head},
@@ -244,7 +248,7 @@ std::string finetune_plan_markdown(const FinetunePlan& p) {
       "## Fine-tuning plan on {} ({})\n\n| memory | |\n|---|---:|\n"
       "| frozen base | {} |\n| {} | {} |\n"
       "| adapter ({} parameters): weights, gradients, AdamW moments | {} |\n"
-      "| layer inputs kept for the recomputation | {} |\n| activations ({}) | {} |\n| one layer's gradients | {} |\n"
+      "| layer inputs kept for the recomputation{} | {} |\n| activations ({}) | {} |\n| one layer's gradients | {} |\n"
       "| output layer's buffers (logits a block of rows at a time) | {} |\n| scratch | {} |\n",
       p.device.device, p.device.name, gib(m.base),
       !p.gpu ? "embedding table and output layer (F32)"
@@ -253,6 +257,10 @@ std::string finetune_plan_markdown(const FinetunePlan& p) {
       p.adapter_parameters >= 1'000'000 ? fmt::format("{:.1f} M", double(p.adapter_parameters) / 1e6)
                                         : std::to_string(p.adapter_parameters),
       gib(m.adapter),
+      m.offloaded ? fmt::format(" (two on the device; the others, {}, in pinned host memory, copied there and back "
+                                "beside the compute)",
+                                gib(m.offloaded))
+                  : std::string(),
       gib(m.saved_inputs), p.keep_all_layers ? "every layer's: no checkpointing" : "one layer's: checkpointing",
       gib(m.activations), gib(m.gradients), gib(m.head), gib(m.scratch));
   if (m.workspace) md += fmt::format("| cuBLAS workspace | {} |\n", gib(m.workspace));

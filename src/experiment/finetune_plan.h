@@ -42,6 +42,7 @@ struct FinetuneSetup {
   int64_t steps = 0;
   size_t window = 1;  // sequences per optimiser step (batch × accumulation)
   size_t mlp_block_rows = kMlpBlockRows;  // LoraLlama's (tests set fewer)
+  bool offload_inputs = true;             // LoraLlama::set_offload_inputs (a GPU with checkpointing)
 };
 
 // Bytes by purpose; total() is what the device holds at the peak (after the first backward).
@@ -49,7 +50,8 @@ struct FinetuneMemory {
   uint64_t base = 0;          // the frozen projections in their storage format, and the norms
   uint64_t embeddings = 0;    // the CPU: table and output layer, F32 (one when tied); a GPU: the output layer
   uint64_t adapter = 0;       // LoRA A/B, gradients, AdamW's two moments (F32)
-  uint64_t saved_inputs = 0;  // each layer's input [L + 1, T, H] for the recomputation
+  uint64_t saved_inputs = 0;  // each layer's input [L + 1, T, H] for the recomputation (offloading: two)
+  uint64_t offloaded = 0;     // host memory (pinned, not in total()): the inputs offloaded, [L - 1, T, H]
   uint64_t activations = 0;   // one layer's (checkpointing) or every layer's
   uint64_t gradients = 0;     // one layer's gradient buffers
   uint64_t head = 0;          // final norm, backward's buffers, a block of logits rows

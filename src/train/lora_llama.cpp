@@ -498,8 +498,33 @@ double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens
       throw Error(fmt::format("token {} at position {} is outside the vocabulary ({} ids)", tokens[t], t, V));
   const bool dropout = backward;
   if (backward) grads_on_host_ = on_host();  // the device's gradients change
-  // Each layer's input, kept for the recomputation in backward: [L + 1][T, H].
-  float* xs = grow(xs_, (L + 1) * T * H).as<float>();
+  // Keep every layer's activations (backward reads them) when they fit the memory budget;
+  // otherwise keep one layer's and recompute each layer in backward (checkpointing). Both
+  // give the same bits: the recomputation repeats the same operations.
+  bool keep_all = false;
+  if (backward && checkpointing_ != Checkpointing::Always) {
+    const size_t bytes = L * T * Activations::floats_per_token(cfg_) * sizeof(float);
+    keep_all = checkpointing_ == Checkpointing::Never || bytes <= activation_budget_bytes_;
+  }
+  // Each layer's input x_l [T, H], read by its recomputation and backward: all L + 1 on the
+  // device; or, offloading (a GPU with checkpointing), two device slots — x_l in slot l % 2
+  // — with x_0 .. x_{L-2} copied to pinned host memory beside the forward's compute and
+  // back, one layer ahead, beside the backward's (x_{L-1} and x_L are still in the slots).
+  const bool slots_only = !keep_all && offload_inputs_ && dev_->offloads() && L >= 2;
+  const bool offload = slots_only && backward;
+  float* xs = grow(xs_, (slots_only ? 2 : L + 1) * T * H).as<float>();
+  auto input = [&](size_t l) { return xs + (slots_only ? l % 2 : l) * T * H; };
+  float* host = nullptr;
+  if (offload) {
+    if (host_inputs_n_ < (L - 1) * T * H) {
+      host_inputs_.reset();
+      host_inputs_ = dev_->pinned_floats((L - 1) * T * H);
+      host_inputs_n_ = (L - 1) * T * H;
+    }
+    host = host_inputs_.get();
+  }
+  const size_t row_bytes = T * H * sizeof(float);
+  std::vector<uint64_t> offloaded(L, 0);  // the copy ticket of x_l to the host
   if (cfg_.tie_word_embeddings || embed_dev_) {
     dev_->embed_rows(cfg_.tie_word_embeddings ? *lm_head_dev_ : *embed_dev_, tokens.data(), T, xs);
   } else {  // the table in host memory (a GPU): the sequence's rows gathered, then uploaded
@@ -509,23 +534,20 @@ double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens
     dev_->upload(rows.data(), rows.size() * sizeof(float), xs);
   }
   dev_->set_rope(train::rope_tables(inv_freq_, T));
-  // Keep every layer's activations (backward reads them) when they fit the memory budget;
-  // otherwise keep one layer's and recompute each layer in backward (checkpointing). Both
-  // give the same bits: the recomputation repeats the same operations.
-  bool keep_all = false;
-  if (backward && checkpointing_ != Checkpointing::Always) {
-    const size_t bytes = L * T * Activations::floats_per_token(cfg_) * sizeof(float);
-    keep_all = checkpointing_ == Checkpointing::Never || bytes <= activation_budget_bytes_;
-  }
   if (acts_.size() < (keep_all ? L : 1)) acts_.resize(keep_all ? L : 1);
   for (size_t i = 0; i < (keep_all ? L : 1); ++i) acts_[i].size(*this, T, keep_all);
-  for (size_t l = 0; l < L; ++l)
-    layer_forward(l, xs + l * T * H, T, acts_[keep_all ? l : 0], key, dropout, xs + (l + 1) * T * H);
+  if (offload) offloaded[0] = dev_->copy_behind(input(0), host, row_bytes, true);
+  for (size_t l = 0; l < L; ++l) {
+    // x_{l+1}'s slot held x_{l-1}: its copy to the host must be done before it is overwritten.
+    if (offload && l >= 1) dev_->wait_copy(offloaded[l - 1]);
+    layer_forward(l, input(l), T, acts_[keep_all ? l : 0], key, dropout, input(l + 1));
+    if (offload && l + 1 <= L - 2) offloaded[l + 1] = dev_->copy_behind(input(l + 1), host + (l + 1) * T * H, row_bytes, true);
+  }
 
   float* hn = grow(hn_, T * H).as<float>();
   float* rinv = grow(rinv_, T).as<float>();
   float* dhn = backward ? grow(dhn_, T * H).as<float>() : nullptr;
-  const float* xL = xs + L * T * H;
+  const float* xL = input(L);
   dev_->rmsnorm_forward(xL, final_norm_.as<float>(), T, H, float(cfg_.norm_eps), hn, rinv);
   std::vector<int32_t> labels(T, -100);
   if (s)
@@ -554,9 +576,14 @@ double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens
   dev_->zero(dx, T * H);
   grads_buf_->size(*this, T, std::min(mlp_block_rows_, T));
   dev_->rmsnorm_backward(xL, final_norm_.as<float>(), rinv, dhn, T, H, dx);
+  uint64_t fetched = 0;  // the copy ticket of x_l back from the host
   for (size_t l = L; l-- > 0;) {
-    if (!keep_all) layer_forward(l, xs + l * T * H, T, acts_[0], key, dropout, nullptr, false);  // recompute
-    layer_backward(l, xs + l * T * H, T, acts_[keep_all ? l : 0], *grads_buf_, key, dropout, dx);
+    if (fetched) dev_->wait_copy(fetched);
+    // x_{l-1} back into its slot, which held x_{l+1} (x_L for the last layer): read by the
+    // work queued so far only.
+    if (offload && l >= 1) fetched = dev_->copy_behind(host + (l - 1) * T * H, input(l - 1), row_bytes, false);
+    if (!keep_all) layer_forward(l, input(l), T, acts_[0], key, dropout, nullptr, false);  // recompute
+    layer_backward(l, input(l), T, acts_[keep_all ? l : 0], *grads_buf_, key, dropout, dx);
   }
   return loss;
 }

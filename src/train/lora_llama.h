@@ -84,6 +84,10 @@ class LoraLlama {
   // Rows of the MLP's blocks (a multiple of 4: dropout masks are drawn four elements at a
   // time); tests use a few to run several blocks on short sequences.
   void set_mlp_block_rows(size_t rows);
+  // A GPU with checkpointing keeps the layers' inputs in pinned host memory, copied there
+  // and back beside the compute (default); false keeps them all in device memory. The
+  // results are the same bits either way.
+  void set_offload_inputs(bool on) { offload_inputs_ = on; }
 
   // Logits [T, V] of a token sequence with the adapter applied (tests).
   std::vector<float> logits(const std::vector<int32_t>& tokens);
@@ -150,7 +154,10 @@ class LoraLlama {
   Checkpointing checkpointing_ = Checkpointing::Auto;
   size_t activation_budget_bytes_ = 0;
   Tensor lora_x_, lora_h_, lora_dh_, lora_dx_;  // LoRA branch scratch
-  Tensor xs_;  // each layer's input [L + 1][T, H], kept for the recomputation
+  Tensor xs_;  // each layer's input [L + 1][T, H], kept for the recomputation (offloading: two slots)
+  bool offload_inputs_ = true;
+  std::shared_ptr<float> host_inputs_;  // offloaded inputs x_0 .. x_{L-2} [L - 1][T, H] (pinned)
+  size_t host_inputs_n_ = 0;
   Tensor hn_, rinv_, dhn_, dx_, logits_;  // the head's and backward's buffers
 };
 

@@ -126,6 +126,14 @@ class CpuTrainDevice final : public TrainDevice {
 
 }  // namespace
 
+std::shared_ptr<float> TrainDevice::pinned_floats(size_t) {
+  throw Error(fmt::format("{}: no host memory to offload to", describe()));
+}
+uint64_t TrainDevice::copy_behind(const void*, void*, size_t, bool) {
+  throw Error(fmt::format("{}: no copies beside the compute", describe()));
+}
+void TrainDevice::wait_copy(uint64_t) { throw Error(fmt::format("{}: no copies beside the compute", describe())); }
+
 BaseCompute parse_base_compute(const std::string& s) {
   if (s == "f16") return BaseCompute::F16;
   if (s == "f32") return BaseCompute::F32;

@@ -103,6 +103,18 @@ class TrainDevice {
   // optimizer.h's adamw_update over n elements of parameters, gradients and moments.
   virtual void adamw(float* p, const float* g, float* m, float* v, size_t n, const AdamWScalars& s) = 0;
   virtual void synchronize() {}
+
+  // Offloading to host memory beside the compute (a GPU: pinned memory, copies over PCIe
+  // on a second stream while kernels run). The CPU has nothing to offload to: offloads()
+  // is false and the rest refuses.
+  virtual bool offloads() const { return false; }
+  // n floats of host memory the copies below reach at full speed (pinned).
+  virtual std::shared_ptr<float> pinned_floats(size_t n);
+  // Copies `bytes` from src to dst — device memory to pinned host memory (to_host) or back —
+  // once the work queued so far is done, beside the work queued after. Returns a ticket.
+  virtual uint64_t copy_behind(const void* src, void* dst, size_t bytes, bool to_host);
+  // The work queued from now on waits for the copy `ticket` (and every copy before it).
+  virtual void wait_copy(uint64_t ticket);
   // Query rows a block of a GPU's tensor-core attention (cuda/train_attention.h) — the tests
   // use a few to run several blocks on short sequences; no effect elsewhere.
   virtual void set_attention_block_rows(size_t) {}

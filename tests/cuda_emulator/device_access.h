@@ -18,10 +18,11 @@ struct DeviceAccess {
 // Whether [p, p + n) lies inside one device allocation.
 bool device_range(const void* p, size_t n);
 
-// Stream capture (cudaStreamBeginCapture ... cudaStreamEndCapture): work issued to a
-// capturing stream is recorded into its graph, to run at each cudaGraphLaunch of the
-// instantiated graph, instead of running now. Returns false (and keeps `work`'s call to
-// the caller) when `stream` is not capturing.
+// A kernel or GEMM issued to `stream`. Stream capture (cudaStreamBeginCapture ...
+// cudaStreamEndCapture): work issued to a capturing stream is recorded into its graph, to
+// run at each cudaGraphLaunch of the instantiated graph, instead of running now. Returns
+// false (and keeps `work`'s call to the caller) when `stream` is not capturing, after
+// running the copies deferred on it (runtime.cpp: every stream's for the legacy stream).
 bool capture(cudaStream_t stream, const std::function<void()>& work);
 
 }  // namespace pivotmt::cuda::emu

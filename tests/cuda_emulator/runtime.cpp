@@ -22,6 +22,14 @@
 // invalidated so that cudaStreamEndCapture fails): synchronising (device, stream, event),
 // cudaMalloc / cudaFree / cudaFreeHost and synchronous copies on a thread whose capture is
 // not in relaxed mode (in global mode, on every thread).
+// Asynchrony: copies (and memsets) on a created stream between device memory and pinned
+// host memory or within device memory are deferred — run as late as CUDA's ordering rules
+// allow: before the stream's next kernel or GEMM, when a synchronisation covers them
+// (stream, device, an event recorded after them, cudaFree / cudaFreeHost), or when another
+// stream waits for an event recorded after them (cudaStreamWaitEvent). A program that reads
+// such a copy's destination, or rewrites its source, without having waited for it sees
+// what a GPU may show it: the data before the copy. Kernels and GEMMs run when issued;
+// work on the legacy default stream first completes every stream's deferred copies.
 // cuBLAS's part is in cublas.cpp. Emulated devices: PIVOTMT_CUDA_EMULATOR_DEVICES (default 1) of
 // PIVOTMT_CUDA_EMULATOR_MEMORY_MIB each (default 4096); allocations past that fail as
 // cudaMalloc does.
@@ -35,6 +43,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -61,6 +70,8 @@ struct CaptureSequence {
 struct CUstream_st {
   unsigned flags = 0;
   std::unique_ptr<CaptureSequence> capture;  // while capturing
+  uint64_t issued = 0;                       // work issued to the stream so far
+  std::deque<std::pair<uint64_t, std::function<void()>>> deferred;  // (issue number, copy) not yet run
 };
 struct CUgraph_st {
   std::vector<std::function<void()>> work;
@@ -71,6 +82,8 @@ struct CUgraphExec_st {
 struct CUevent_st {
   std::chrono::steady_clock::time_point when{};
   bool recorded = false;
+  cudaStream_t stream = nullptr;  // where it was recorded, after the stream's first `position` works
+  uint64_t position = 0;
 };
 
 namespace pivotmt::cuda::emu {
@@ -122,7 +135,7 @@ struct Allocation {
 struct State {
   std::mutex mutex;
   std::map<const char*, Allocation> allocations;  // by ptr
-  std::set<void*> pinned;
+  std::map<const char*, size_t> pinned;  // cudaHostAlloc's allocations: start, bytes
   std::vector<size_t> used;
   int access_depth = 0;
 };
@@ -247,11 +260,69 @@ bool device_range(const void* p, size_t n) {
   return find(p, n) != nullptr;
 }
 
-bool capture(cudaStream_t stream, const std::function<void()>& work) {
-  if (!stream || !stream->capture) return false;
-  stream->capture->work.push_back(work);
-  return true;
+namespace {
+
+// The created streams (whose deferred copies a synchronisation may have to run).
+struct Streams {
+  std::recursive_mutex mutex;  // held while deferred copies run: one stream's run in order
+  std::set<cudaStream_t> live;
+};
+Streams& streams() {
+  static Streams* s = new Streams;
+  return *s;
 }
+
+// Runs the stream's deferred copies issued up to `position` (all: UINT64_MAX), in order.
+void run_deferred(cudaStream_t stream, uint64_t position = UINT64_MAX) {
+  if (!stream) return;
+  std::lock_guard lock(streams().mutex);
+  while (!stream->deferred.empty() && stream->deferred.front().first <= position) {
+    const auto work = std::move(stream->deferred.front().second);
+    stream->deferred.pop_front();
+    work();
+  }
+}
+void run_all_deferred() {
+  std::lock_guard lock(streams().mutex);
+  for (cudaStream_t s : streams().live) run_deferred(s);
+}
+
+// Whether [p, p + n) lies inside one pinned host allocation.
+bool pinned_range(const void* p, size_t n) {
+  std::lock_guard lock(state().mutex);
+  const auto& pinned = state().pinned;
+  const char* c = static_cast<const char*>(p);
+  auto it = pinned.upper_bound(c);
+  if (it == pinned.begin()) return false;
+  --it;
+  return c >= it->first && c + n <= it->first + it->second;
+}
+
+// Orders `work` on its stream: recorded into a capture (true); deferred when `deferrable`
+// on a created stream (true); else the stream's earlier deferred copies — every stream's,
+// for the legacy default stream — are run first and the caller runs `work` now (false).
+bool issue(cudaStream_t stream, const std::function<void()>& work, bool deferrable) {
+  if (stream && stream->capture) {
+    stream->capture->work.push_back(work);
+    return true;
+  }
+  if (!stream) {
+    run_all_deferred();
+    return false;
+  }
+  std::lock_guard lock(streams().mutex);
+  ++stream->issued;
+  if (deferrable) {
+    stream->deferred.emplace_back(stream->issued, work);
+    return true;
+  }
+  run_deferred(stream);
+  return false;
+}
+
+}  // namespace
+
+bool capture(cudaStream_t stream, const std::function<void()>& work) { return issue(stream, work, false); }
 
 }  // namespace pivotmt::cuda::emu
 
@@ -358,6 +429,7 @@ cudaError_t CUDARTAPI cudaMalloc(void** devPtr, size_t size) {
 cudaError_t CUDARTAPI cudaFree(void* devPtr) {
   if (const cudaError_t e = refuse_if_capturing()) return e;
   if (!devPtr) return cudaSuccess;
+  run_all_deferred();  // cudaFree synchronises the device
   State& s = state();
   std::lock_guard lock(s.mutex);
   auto it = s.allocations.find(static_cast<const char*>(devPtr));
@@ -373,15 +445,16 @@ cudaError_t CUDARTAPI cudaHostAlloc(void** pHost, size_t size, unsigned int) {
   void* p = std::aligned_alloc(4096, (std::max<size_t>(size, 1) + 4095) / 4096 * 4096);
   if (!p) return record(cudaErrorMemoryAllocation);
   std::lock_guard lock(state().mutex);
-  state().pinned.insert(p);
+  state().pinned[static_cast<const char*>(p)] = size;
   *pHost = p;
   return cudaSuccess;
 }
 
 cudaError_t CUDARTAPI cudaFreeHost(void* ptr) {
   if (const cudaError_t e = refuse_if_capturing()) return e;
+  run_all_deferred();  // as cudaFree, it synchronises
   std::lock_guard lock(state().mutex);
-  if (!state().pinned.erase(ptr)) return record(cudaErrorInvalidValue);
+  if (!state().pinned.erase(static_cast<const char*>(ptr))) return record(cudaErrorInvalidValue);
   std::free(ptr);
   return cudaSuccess;
 }
@@ -397,6 +470,13 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   if (dst_device != device_range(dst, n) || src_device != device_range(src, n)) return cudaErrorInvalidValue;
   return cudaSuccess;
 }
+// A copy a GPU runs asynchronously to the host: device to device, or between device and
+// pinned memory (a pageable source is staged before the call returns, a pageable
+// destination written before it returns). `n`: the host side's span.
+bool deferrable(const void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  if (kind == cudaMemcpyDeviceToDevice) return true;
+  return pinned_range(kind == cudaMemcpyHostToDevice ? src : dst, n);
+}
 }  // namespace
 
 cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind,
@@ -406,7 +486,7 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t count, 
     DeviceAccess access;
     if (count) std::memcpy(dst, src, count);
   };
-  if (!capture(stream, copy)) copy();
+  if (!issue(stream, copy, deferrable(dst, src, count, kind))) copy();
   return cudaSuccess;
 }
 
@@ -417,7 +497,7 @@ cudaError_t CUDARTAPI cudaMemsetAsync(void* dst, int value, size_t count, cudaSt
     DeviceAccess access;
     if (count) std::memset(dst, value, count);
   };
-  if (!capture(stream, set)) set();
+  if (!issue(stream, set, true)) set();
   return cudaSuccess;
 }
 
@@ -442,7 +522,7 @@ cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* sr
     for (size_t r = 0; r < height; ++r)
       std::memcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
   };
-  if (!capture(stream, copy)) copy();
+  if (!issue(stream, copy, deferrable(dst, src, std::max(dst_span, src_span), kind))) copy();
   return cudaSuccess;
 }
 
@@ -452,16 +532,27 @@ cudaError_t CUDARTAPI cudaMemcpy2D(void* dst, size_t dpitch, const void* src, si
   return cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, kind, nullptr);
 }
 
-// Work is done when issued (or recorded into a capture): synchronising only checks the
-// capture rules.
-cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return refuse_if_capturing(); }
+// Kernels and GEMMs are done when issued (or recorded into a capture); synchronising runs
+// the deferred copies it covers and checks the capture rules.
+cudaError_t CUDARTAPI cudaDeviceSynchronize(void) {
+  if (const cudaError_t e = refuse_if_capturing()) return e;
+  run_all_deferred();
+  return cudaSuccess;
+}
 
 cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
   *pStream = new CUstream_st{flags};
+  std::lock_guard lock(streams().mutex);
+  streams().live.insert(*pStream);
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t stream) {
   if (stream && stream->capture) return record(cudaErrorIllegalState);
+  if (stream) {
+    run_deferred(stream);  // its work completes
+    std::lock_guard lock(streams().mutex);
+    streams().live.erase(stream);
+  }
   delete stream;
   return cudaSuccess;
 }
@@ -470,7 +561,17 @@ cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t stream) {
     stream->capture->invalidated = true;
     return record(cudaErrorStreamCaptureUnsupported);
   }
-  return refuse_if_capturing();
+  if (const cudaError_t e = refuse_if_capturing()) return e;
+  if (stream) run_deferred(stream);
+  else run_all_deferred();
+  return cudaSuccess;
+}
+// Work issued to `stream` after this waits for the event's work: what it covers runs now.
+cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
+  if (!event) return record(cudaErrorInvalidResourceHandle);
+  if (stream && stream->capture) return record(cudaErrorStreamCaptureUnsupported);  // no cross-stream captures here
+  if (event->recorded) run_deferred(event->stream, event->position);
+  return cudaSuccess;
 }
 
 // --- Stream capture and graphs.
@@ -536,15 +637,21 @@ cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t event) {
   delete event;
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return record(cudaErrorInvalidResourceHandle);
+  if (!stream) run_all_deferred();  // the legacy stream's event covers every stream's work
   event->when = std::chrono::steady_clock::now();
   event->recorded = true;
+  event->stream = stream;
+  std::lock_guard lock(streams().mutex);
+  event->position = stream ? stream->issued : 0;
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t event) {
   if (!event) return record(cudaErrorInvalidResourceHandle);
-  return refuse_if_capturing();
+  if (const cudaError_t e = refuse_if_capturing()) return e;
+  if (event->recorded) run_deferred(event->stream, event->position);
+  return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!start || !end || !start->recorded || !end->recorded) return record(cudaErrorInvalidResourceHandle);

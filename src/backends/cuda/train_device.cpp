@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -43,6 +44,18 @@ class CudaTrainDevice final : public train::TrainDevice {
     codes_ = buffer(16);
     upload(nf4::codes().data(), 16 * sizeof(float), codes_.data());
   }
+  ~CudaTrainDevice() override {
+    // Copies in flight finish before their memory goes; the events and the copy stream go.
+    if (copy_stream_) {
+      cudaSetDevice(device_.index);
+      cudaStreamSynchronize(copy_stream_);
+      for (cudaEvent_t e : copied_) cudaEventDestroy(e);
+      cudaEventDestroy(queued_);
+      cudaStreamDestroy(copy_stream_);
+    }
+  }
+  CudaTrainDevice(const CudaTrainDevice&) = delete;
+  CudaTrainDevice& operator=(const CudaTrainDevice&) = delete;
   Device device() const override { return device_; }
   std::string describe() const override {
     return fmt::format("cuda:{} ({}, {} training)", device_.index, info_.name,
@@ -60,6 +73,44 @@ class CudaTrainDevice final : public train::TrainDevice {
     check(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy to the host");
     synchronize();
   }
+  bool offloads() const override { return true; }
+  std::shared_ptr<float> pinned_floats(size_t n) override {
+    select();
+    void* p = nullptr;
+    const std::string what = fmt::format("cudaHostAlloc of {:.1f} MB of pinned host memory", double(n) * 4 / 1e6);
+    check(cudaHostAlloc(&p, std::max<size_t>(n, 1) * sizeof(float), cudaHostAllocDefault), what.c_str());
+    // Freed once the copies queued so far are done (they may still read or write it).
+    return std::shared_ptr<float>(static_cast<float*>(p), [this](float* q) {
+      cudaSetDevice(device_.index);
+      if (copy_stream_) cudaStreamSynchronize(copy_stream_);
+      cudaFreeHost(q);
+    });
+  }
+  // A copy stream beside the compute stream: the copy waits for the compute queued before
+  // it (an event), and ticket t's event marks the copy done for wait_copy. Events are
+  // reused round robin: waiting for a reused one waits for a later copy, which the copy
+  // stream's order puts after the one asked for.
+  uint64_t copy_behind(const void* src, void* dst, size_t bytes, bool to_host) override {
+    select();
+    if (!copy_stream_) {
+      check(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking), "create the copy stream");
+      check(cudaEventCreateWithFlags(&queued_, cudaEventDisableTiming), "cudaEventCreate");
+      for (cudaEvent_t& e : copied_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+    }
+    check(cudaEventRecord(queued_, stream_), "cudaEventRecord");
+    check(cudaStreamWaitEvent(copy_stream_, queued_, 0), "cudaStreamWaitEvent");
+    check(cudaMemcpyAsync(dst, src, bytes, to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, copy_stream_),
+          to_host ? "offload to pinned host memory" : "copy back from pinned host memory");
+    const uint64_t ticket = ++copies_;
+    check(cudaEventRecord(copied_[ticket % copied_.size()], copy_stream_), "cudaEventRecord");
+    return ticket;
+  }
+  void wait_copy(uint64_t ticket) override {
+    select();
+    if (ticket == 0 || ticket > copies_) throw Error(fmt::format("cuda training: no copy {} to wait for", ticket));
+    check(cudaStreamWaitEvent(stream_, copied_[ticket % copied_.size()], 0), "cudaStreamWaitEvent");
+  }
+
   void zero(float* p, size_t n) override {
     select();
     check(cudaMemsetAsync(p, 0, n * sizeof(float), stream_), "cudaMemsetAsync");
@@ -293,6 +344,10 @@ class CudaTrainDevice final : public train::TrainDevice {
   train::BaseCompute compute_;
   Tensor a16_;                   // base_gemm's activations in F16
   Tensor scalars_;               // base_gemm's F16 scale, alpha / scale and beta (device)
+  cudaStream_t copy_stream_ = nullptr;  // copy_behind's (created at the first copy)
+  cudaEvent_t queued_ = nullptr;        // the compute queued before a copy
+  std::array<cudaEvent_t, 8> copied_{};  // copy t done: copied_[t % 8]
+  uint64_t copies_ = 0;
 };
 
 }  // namespace
