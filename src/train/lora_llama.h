@@ -88,6 +88,7 @@ class LoraLlama {
   // and back beside the compute (default); false keeps them all in device memory. The
   // results are the same bits either way.
   void set_offload_inputs(bool on) { offload_inputs_ = on; }
+  size_t offloaded_host_bytes() const { return host_inputs_n_ * sizeof(float); }  // the pinned host memory it holds
 
   // Logits [T, V] of a token sequence with the adapter applied (tests).
   std::vector<float> logits(const std::vector<int32_t>& tokens);
