@@ -510,19 +510,23 @@ double LoraLlama::run(const TrainSequence* s, const std::vector<int32_t>& tokens
   // device; or, offloading (a GPU with checkpointing), two device slots — x_l in slot l % 2
   // — with x_0 .. x_{L-2} copied to pinned host memory beside the forward's compute and
   // back, one layer ahead, beside the backward's (x_{L-1} and x_L are still in the slots).
-  const bool slots_only = !keep_all && offload_inputs_ && dev_->offloads() && L >= 2;
+  bool slots_only = !keep_all && offload_inputs_ && dev_->offloads() && L >= 2;
+  if (slots_only && backward && host_inputs_n_ < (L - 1) * T * H) {
+    host_inputs_.reset();
+    host_inputs_n_ = 0;
+    try {
+      host_inputs_ = dev_->pinned_floats((L - 1) * T * H);
+      host_inputs_n_ = (L - 1) * T * H;
+    } catch (const Error& e) {  // a host that cannot pin this much: the device keeps them
+      fmt::print(stderr, "warning: {}; the layers' inputs stay in device memory ({:.1f} GB more)\n", e.what(),
+                 double((L - 1) * T * H * sizeof(float)) / 1e9);
+      offload_inputs_ = slots_only = false;
+    }
+  }
   const bool offload = slots_only && backward;
   float* xs = grow(xs_, (slots_only ? 2 : L + 1) * T * H).as<float>();
   auto input = [&](size_t l) { return xs + (slots_only ? l % 2 : l) * T * H; };
-  float* host = nullptr;
-  if (offload) {
-    if (host_inputs_n_ < (L - 1) * T * H) {
-      host_inputs_.reset();
-      host_inputs_ = dev_->pinned_floats((L - 1) * T * H);
-      host_inputs_n_ = (L - 1) * T * H;
-    }
-    host = host_inputs_.get();
-  }
+  float* host = offload ? host_inputs_.get() : nullptr;
   const size_t row_bytes = T * H * sizeof(float);
   std::vector<uint64_t> offloaded(L, 0);  // the copy ticket of x_l to the host
   if (cfg_.tie_word_embeddings || embed_dev_) {

@@ -85,8 +85,9 @@ class LoraLlama {
   // time); tests use a few to run several blocks on short sequences.
   void set_mlp_block_rows(size_t rows);
   // A GPU with checkpointing keeps the layers' inputs in pinned host memory, copied there
-  // and back beside the compute (default); false keeps them all in device memory. The
-  // results are the same bits either way.
+  // and back beside the compute (default; where the host cannot pin that much, a warning
+  // and device memory); false keeps them all in device memory. The results are the same
+  // bits either way.
   void set_offload_inputs(bool on) { offload_inputs_ = on; }
   size_t offloaded_host_bytes() const { return host_inputs_n_ * sizeof(float); }  // the pinned host memory it holds
 

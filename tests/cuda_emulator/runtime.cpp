@@ -32,7 +32,7 @@
 // work on the legacy default stream first completes every stream's deferred copies.
 // cuBLAS's part is in cublas.cpp. Emulated devices: PIVOTMT_CUDA_EMULATOR_DEVICES (default 1) of
 // PIVOTMT_CUDA_EMULATOR_MEMORY_MIB each (default 4096); allocations past that fail as
-// cudaMalloc does.
+// cudaMalloc does. PIVOTMT_CUDA_EMULATOR_PINNED_MIB caps pinned host memory likewise.
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -442,6 +442,15 @@ cudaError_t CUDARTAPI cudaFree(void* devPtr) {
 }
 
 cudaError_t CUDARTAPI cudaHostAlloc(void** pHost, size_t size, unsigned int) {
+  // PIVOTMT_CUDA_EMULATOR_PINNED_MIB: the host memory that may be pinned (default: no limit),
+  // for the tests of what a host that cannot pin more does.
+  const size_t limit = env_size("PIVOTMT_CUDA_EMULATOR_PINNED_MIB", SIZE_MAX >> 20);
+  {
+    std::lock_guard lock(state().mutex);
+    size_t pinned = 0;
+    for (const auto& [p, n] : state().pinned) pinned += n;
+    if (size > (limit << 20) || pinned > (limit << 20) - size) return record(cudaErrorMemoryAllocation);
+  }
   void* p = std::aligned_alloc(4096, (std::max<size_t>(size, 1) + 4095) / 4096 * 4096);
   if (!p) return record(cudaErrorMemoryAllocation);
   std::lock_guard lock(state().mutex);
