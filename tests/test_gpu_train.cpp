@@ -458,9 +458,7 @@ TEST(GpuTrain, OffloadedInputsChangeNoBit) {
   const auto seqs = golden_sequences(f);
   LoraConfig cfg = golden_config();
   cfg.dropout = 0.1;
-  std::vector<std::vector<double>> losses;
-  std::vector<LoraAdapter> grads;
-  for (bool offload : {true, false}) {
+  auto model_with = [&](bool offload) {
     LoraLlama model(model_dir(), BaseWeights::NF4, train::Kernels::Fast, kGpu);
     model.set_checkpointing(Checkpointing::Always);
     model.set_offload_inputs(offload);
@@ -468,35 +466,34 @@ TEST(GpuTrain, OffloadedInputsChangeNoBit) {
     std::mt19937 rng(5);
     for (auto& [k, p] : adapter.weights) p.B = random_values(p.B.size(), rng, 0.05f);
     model.set_adapter(adapter);
+    return model;
+  };
+  std::vector<std::vector<double>> losses;
+  std::vector<LoraAdapter> grads;
+  for (bool offload : {true, false}) {
+    LoraLlama model = model_with(offload);
     losses.emplace_back();
     for (size_t i : {size_t(1), size_t(0), size_t(2)}) losses.back().push_back(model.forward_backward(seqs[i], 0.5f, 40 + i));
     losses.back().push_back(model.loss(seqs[3 % seqs.size()]));
     grads.push_back(model.grads());
-  }
-  // A host that cannot pin the inputs: a warning, and the device keeps them (the same bits).
-  {
-    setenv("PIVOTMT_CUDA_EMULATOR_PINNED_MIB", "0", 1);
-    LoraLlama model(model_dir(), BaseWeights::NF4, train::Kernels::Fast, kGpu);
-    model.set_checkpointing(Checkpointing::Always);
-    auto adapter = init_lora(model.config(), cfg, 21);
-    std::mt19937 rng(5);
-    for (auto& [k, p] : adapter.weights) p.B = random_values(p.B.size(), rng, 0.05f);
-    model.set_adapter(adapter);
-    ::testing::internal::CaptureStderr();
-    const double loss = model.forward_backward(seqs[1], 0.5f, 41);
-    const std::string err = ::testing::internal::GetCapturedStderr();
-    unsetenv("PIVOTMT_CUDA_EMULATOR_PINNED_MIB");
-    if (cuda_device_info(kGpu.index).name.find("emulator") != std::string::npos) {  // the cap is the emulator's
-      EXPECT_NE(err.find("stay in device memory"), std::string::npos) << err;
-      EXPECT_EQ(model.offloaded_host_bytes(), 0u);
-    }
-    EXPECT_EQ(loss, losses[0][0]);
   }
   EXPECT_EQ(losses[0], losses[1]);
   for (const auto& [k, g] : grads[1].weights) {
     EXPECT_EQ(grads[0].weights.at(k).A, g.A) << "layer " << k.first << " " << k.second;
     EXPECT_EQ(grads[0].weights.at(k).B, g.B) << "layer " << k.first << " " << k.second;
   }
+  // A host that cannot pin the inputs: a warning, and the device keeps them (the same bits).
+  setenv("PIVOTMT_CUDA_EMULATOR_PINNED_MIB", "0", 1);
+  LoraLlama model = model_with(true);
+  ::testing::internal::CaptureStderr();
+  const double loss = model.forward_backward(seqs[1], 0.5f, 41);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  unsetenv("PIVOTMT_CUDA_EMULATOR_PINNED_MIB");
+  if (cuda_device_info(kGpu.index).name.find("emulator") != std::string::npos) {  // the cap is the emulator's
+    EXPECT_NE(err.find("stay in device memory"), std::string::npos) << err;
+    EXPECT_EQ(model.offloaded_host_bytes(), 0u);
+  }
+  EXPECT_EQ(loss, losses[0][0]);
 }
 
 // The original recipe's 10 steps on an NF4 base on the device: PyTorch + PEFT's trajectory

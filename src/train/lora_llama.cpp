@@ -155,12 +155,12 @@ LoraLlama::LoraLlama(const std::string& dir, BaseWeights base, train::Kernels ke
 }
 
 LoraLlama::~LoraLlama() = default;
+LoraLlama::LoraLlama(LoraLlama&&) noexcept = default;
 
 void LoraLlama::set_mlp_block_rows(size_t rows) {
   if (rows == 0 || rows % 4 != 0) throw Error(fmt::format("lora: MLP block rows must be a positive multiple of 4 (got {})", rows));
   mlp_block_rows_ = rows;
 }
-LoraLlama::LoraLlama(LoraLlama&&) noexcept = default;
 
 size_t LoraLlama::base_bytes() const {
   size_t b = lm_head_dev_->bytes + (embed_dev_ ? embed_dev_->bytes : 0);
