@@ -9,11 +9,13 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <vector>
 
 #include "backends/backend.h"
 #include "backends/cuda/blas_stream.h"
+#include "backends/cuda/cuda_util.h"
 #include "backends/cuda/kernels.h"
 #include "backends/kv_blocks.h"
 #include "backends/ops.h"
@@ -51,6 +53,34 @@ std::vector<int32_t> sample_on_device(const std::vector<float>& logits, int ld, 
   std::vector<int32_t> ids(params.size());
   EXPECT_EQ(cudaMemcpy(ids.data(), dids.get(), ids.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
   return ids;
+}
+
+// StagedUpload: the host does not wait for its copies, yet rewriting its staging waits for
+// the copy that reads it — two copies back to back, nothing between them on the stream
+// (on the emulator the first is still pending when the second is staged) each land whole.
+TEST(CudaKernels, StagedUploadsDoNotRewriteWhatACopyStillReads) {
+  REQUIRE_GPU();
+  ok(cudaSetDevice(0));
+  cudaStream_t stream = nullptr;
+  ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const size_t n = 256;
+  auto first = cuda::device_alloc(0, n * 4), second = cuda::device_alloc(0, n * 4);
+  {
+    cuda::StagedUpload staged;
+    std::vector<int32_t> a(n), b(n);
+    std::iota(a.begin(), a.end(), 1);
+    std::iota(b.begin(), b.end(), 1000);
+    staged.copy(a.data(), n * 4, first.get(), stream, "first");
+    staged.copy(b.data(), n * 4, second.get(), stream, "second");
+    a.assign(n, -1);  // the caller's memory is free at once
+    ok(cudaStreamSynchronize(stream));
+    std::vector<int32_t> got(n);
+    ok(cudaMemcpy(got.data(), first.get(), n * 4, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], int32_t(i + 1)) << "first copy, element " << i;
+    ok(cudaMemcpy(got.data(), second.get(), n * 4, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], int32_t(i + 1000)) << "second copy, element " << i;
+  }
+  ok(cudaStreamDestroy(stream));
 }
 
 // A pool as CudaOps lays it out: `arrays` arrays (every layer's K, then V) of `blocks`

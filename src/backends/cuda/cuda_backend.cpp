@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,23 @@ void Pinned::release() {
 
 Pinned::~Pinned() {
   if (ptr) cudaFreeHost(ptr);
+}
+
+void StagedUpload::copy(const void* src, size_t bytes, void* dst, cudaStream_t stream, const char* what) {
+  if (bytes == 0) return;
+  if (copied_) check(cudaEventSynchronize(copied_), what);  // the staging's previous copy has read it
+  else check(cudaEventCreateWithFlags(&copied_, cudaEventDisableTiming), "cudaEventCreate");
+  if (host_.bytes < bytes) host_.reset(std::max(bytes, 2 * host_.bytes));
+  std::memcpy(host_.ptr, src, bytes);
+  check(cudaMemcpyAsync(dst, host_.ptr, bytes, cudaMemcpyHostToDevice, stream), what);
+  check(cudaEventRecord(copied_, stream), what);
+}
+
+StagedUpload::~StagedUpload() {
+  if (copied_) {
+    cudaEventSynchronize(copied_);
+    cudaEventDestroy(copied_);
+  }
 }
 
 void check_cublas(cublasStatus_t s, const char* what) {

@@ -32,6 +32,23 @@ struct Pinned {
   ~Pinned();
 };
 
+// Host data to the device without the host waiting for the copy: staged in pinned memory
+// (what lets the copy run asynchronously), whose previous copy is waited for before the
+// staging is rewritten (an event recorded after each copy; long done in the usual case).
+class StagedUpload {
+ public:
+  StagedUpload() = default;
+  StagedUpload(const StagedUpload&) = delete;
+  StagedUpload& operator=(const StagedUpload&) = delete;
+  ~StagedUpload();
+  // `bytes` of `src` to device memory `dst`, ordered on `stream` (of the current device).
+  void copy(const void* src, size_t bytes, void* dst, cudaStream_t stream, const char* what);
+
+ private:
+  Pinned host_;
+  cudaEvent_t copied_ = nullptr;
+};
+
 // Blocks of `threads` covering n items, capped where a grid-stride loop takes over.
 inline unsigned blocks_for(size_t n, unsigned threads) {
   const size_t b = (n + threads - 1) / threads;

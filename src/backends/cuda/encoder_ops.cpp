@@ -99,10 +99,8 @@ class CudaEncoderOps final : public EncoderOps {
       for (size_t i = 0; i < starts.size(); ++i) meta[i] = int32_t(starts[i]);
       for (size_t t = 0; t < keep.size(); ++t) meta[starts.size() + t] = keep[t] ? 1 : 0;
       if (pool_meta_.numel() < meta.size()) pool_meta_ = Tensor(device_, DType::I32, 1, 2 * meta.size());
-      // Ordered after the previous batch's kernels that read the buffer; waited for (pageable).
-      check(cudaMemcpyAsync(pool_meta_.data(), meta.data(), meta.size() * 4, cudaMemcpyHostToDevice, stream_),
-            "copy the pooled rows");
-      synchronize();
+      // Ordered after the previous batch's kernels that read the buffer.
+      pool_upload_.copy(meta.data(), meta.size() * 4, pool_meta_.data(), stream_, "copy the pooled rows");
       pool_starts_.assign(starts.begin(), starts.end());
       pool_keep_.assign(keep.begin(), keep.end());
     }
@@ -155,10 +153,8 @@ class CudaEncoderOps final : public EncoderOps {
           bounds[T + t] = int32_t(starts[s + 1]);
         }
       if (bounds_.numel() < bounds.size()) bounds_ = Tensor(device_, DType::I32, 1, 2 * bounds.size());
-      // Ordered after the previous batch's kernels that read the buffer; waited for (pageable).
-      check(cudaMemcpyAsync(bounds_.data(), bounds.data(), bounds.size() * 4, cudaMemcpyHostToDevice, stream_),
-            "copy the sequences' bounds");
-      synchronize();
+      // Ordered after the previous batch's kernels that read the buffer.
+      bounds_upload_.copy(bounds.data(), bounds.size() * 4, bounds_.data(), stream_, "copy the sequences' bounds");
       bounds_starts_.assign(starts.begin(), starts.end());
     }
     kernels::encoder_attention(qkv.as<float>(), int(T), int(heads), int(d), bounds_.as<int32_t>(),
@@ -212,9 +208,7 @@ class CudaEncoderOps final : public EncoderOps {
     std::vector<int32_t> both(ids.begin(), ids.end());
     both.insert(both.end(), position_ids.begin(), position_ids.end());
     if (ids_.numel() < both.size()) ids_ = Tensor(device_, DType::I32, 1, 2 * both.size());
-    check(cudaMemcpyAsync(ids_.data(), both.data(), both.size() * 4, cudaMemcpyHostToDevice, stream_),
-          "copy the token ids");
-    synchronize();  // pageable memory: `both` must outlive the copy
+    ids_upload_.copy(both.data(), both.size() * 4, ids_.data(), stream_, "copy the token ids");
     kernels::encoder_embed(t.w.data(), t.f16(), ids_.as<int32_t>(), int(ids.size()), int(out.cols()), scale,
                            positions.as<float>(), out.as<float>(), stream_);
   }
@@ -254,10 +248,8 @@ class CudaEncoderOps final : public EncoderOps {
       }
     auto& slot = meta_slots_[0].used <= meta_slots_[1].used ? meta_slots_[0] : meta_slots_[1];
     if (slot.device.numel() * 4 < bytes) slot.device = Tensor(device_, DType::I32, 1, 2 * bytes / 4);
-    // Ordered after the kernels that read the slot's previous rows; waited for (pageable).
-    check(cudaMemcpyAsync(slot.device.data(), rows.data(), bytes, cudaMemcpyHostToDevice, stream_),
-          "copy the decoder rows' caches");
-    synchronize();
+    // Ordered after the kernels that read the slot's previous rows.
+    slot.upload.copy(rows.data(), bytes, slot.device.data(), stream_, "copy the decoder rows' caches");
     slot.bytes.assign(reinterpret_cast<const char*>(rows.data()), reinterpret_cast<const char*>(rows.data()) + bytes);
     slot.used = ++meta_clock_;
     return slot.device.as<kernels::CacheRow>();
@@ -266,10 +258,14 @@ class CudaEncoderOps final : public EncoderOps {
     std::vector<char> bytes;  // what `device` holds
     Tensor device;
     size_t used = 0;
+    StagedUpload upload;
   };
   MetaSlot meta_slots_[2];
   size_t meta_clock_ = 0;
   Tensor ids_;  // token ids, then position ids, of an embedding
+  // The per-step and per-batch metadata through pinned staging: the host does not wait for
+  // these copies (a decode step waits once, for its top k).
+  StagedUpload ids_upload_, bounds_upload_, pool_upload_;
 
   void select() const { check(cudaSetDevice(device_.index), "cudaSetDevice"); }
   Device device_;
