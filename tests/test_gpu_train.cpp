@@ -29,6 +29,16 @@ using namespace test::lora_golden;
 using test::kGpu;
 using test::random_values;
 
+// PEFT's initial adapter with B made non-zero (PEFT starts it at zero), so that every
+// gradient path carries signal: B's values uniform in ±b_scale, drawn from b_seed.
+LoraAdapter adapter_with_signal(const ModelConfig& c, const LoraConfig& cfg, uint64_t seed, unsigned b_seed,
+                                float b_scale) {
+  LoraAdapter a = init_lora(c, cfg, seed);
+  std::mt19937 rng(b_seed);
+  for (auto& [k, p] : a.weights) p.B = random_values(p.B.size(), rng, b_scale);
+  return a;
+}
+
 // Host values on both devices; reading back either.
 struct Pair {
   Tensor gpu, cpu;
@@ -321,10 +331,7 @@ TEST(GpuTrain, LossAndGradientsEqualTheCpu) {
     gpu.set_mlp_block_rows(8);
     gpu16.set_mlp_block_rows(8);
     EXPECT_EQ(gpu.device(), kGpu);
-    const auto adapter = init_lora(cpu.config(), cfg, 11);
-    auto b = adapter;  // B non-zero: every gradient path carries signal
-    std::mt19937 rng(3);
-    for (auto& [k, p] : b.weights) p.B = random_values(p.B.size(), rng, 0.05f);
+    const auto b = adapter_with_signal(cpu.config(), cfg, 11, 3, 0.05f);
     gpu.set_adapter(b);
     cpu.set_adapter(b);
     gpu16.set_adapter(b);
@@ -370,9 +377,7 @@ TEST(GpuTrain, RealModelInF16TrainsAsTheCpu) {
   LoraLlama gpu(file, BaseWeights::F16, train::Kernels::Fast, kGpu), cpu(file, BaseWeights::F16);
   ASSERT_EQ(cpu.config().head_dim, 64);
   LoraConfig cfg;  // the original's: r 16 on all seven projections, dropout 0.05
-  auto adapter = init_lora(cpu.config(), cfg, 17);
-  std::mt19937 rng(9);
-  for (auto& [k, p] : adapter.weights) p.B = random_values(p.B.size(), rng, 0.02f);  // every path carries signal
+  const auto adapter = adapter_with_signal(cpu.config(), cfg, 17, 9, 0.02f);
   gpu.set_adapter(adapter);
   cpu.set_adapter(adapter);
   const float scale = 1.0f / float(seq.tokens.size() - 1);  // a window's token mean
@@ -462,10 +467,7 @@ TEST(GpuTrain, OffloadedInputsChangeNoBit) {
     LoraLlama model(model_dir(), BaseWeights::NF4, train::Kernels::Fast, kGpu);
     model.set_checkpointing(Checkpointing::Always);
     model.set_offload_inputs(offload);
-    auto adapter = init_lora(model.config(), cfg, 21);
-    std::mt19937 rng(5);
-    for (auto& [k, p] : adapter.weights) p.B = random_values(p.B.size(), rng, 0.05f);
-    model.set_adapter(adapter);
+    model.set_adapter(adapter_with_signal(model.config(), cfg, 21, 5, 0.05f));
     return model;
   };
   std::vector<std::vector<double>> losses;
