@@ -11,9 +11,9 @@
 //
 // --attention 7b|8b: training attention alone (forward + backward of one layer) at the
 // shapes of TowerInstruct-7B (32 heads of 128) or Llama-3-8B (32 query, 8 key-value heads),
-// at --seq-len T (default 512, 2048 and 4096 tokens): on a GPU both modes — F32 kernels
-// (--base-compute f32) and the tensor cores (f16: the fused F16 forward, the TF32 GEMMs'
-// backward) — in ms and TFLOP/s of the causal FLOPs (forward 4·heads·d a visible key,
+// at --seq-len T (default 512, 2048 and 4096 tokens): on a GPU the F32 kernels
+// (--base-compute f32) and the tensor cores (f16) both fused — the default — and as blocks
+// of TF32 GEMMs, in ms and TFLOP/s of the causal FLOPs (forward 4·heads·d a visible key,
 // backward 2.5x).
 #include <unistd.h>
 
@@ -110,8 +110,18 @@ int attention_bench(const std::string& shape, const std::string& device_name, co
   fmt::print("training attention, {} shape ({} heads, {} key-value heads, d {}), one layer forward + backward on {}\n", shape,
              nh, nkv, d, device_name);
   fmt::print("{:<40} {:>7} {:>10} {:>10} {:>9}\n", "", "tokens", "forward", "backward", "TFLOP/s");
-  std::vector<train::BaseCompute> modes = {train::BaseCompute::F32};
-  if (gpu) modes.push_back(train::BaseCompute::F16);
+  // F32 kernels; on a GPU also F16 mode's tensor cores, fused (the default) and as blocks of
+  // TF32 GEMMs (the fused kernels off: their baseline).
+  struct Mode {
+    train::BaseCompute compute;
+    bool fused;
+    const char* name;
+  };
+  std::vector<Mode> modes = {{train::BaseCompute::F32, false, gpu ? "F32 kernels (--base-compute f32)" : "CPU, F32"}};
+  if (gpu) {
+    modes.push_back({train::BaseCompute::F16, true, "tensor cores, fused (F16 S, TF32 grads)"});
+    modes.push_back({train::BaseCompute::F16, false, "tensor cores, blocked TF32 GEMMs"});
+  }
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (size_t T : lengths) {
@@ -119,8 +129,9 @@ int attention_bench(const std::string& shape, const std::string& device_name, co
     for (auto& x : qh) x = u(rng);
     for (auto& x : kvh) x = u(rng);
     std::vector<double> ms_total;
-    for (auto mode : modes) {
-      auto dev = train::make_train_device(device, train::Kernels::Fast, mode);
+    for (const Mode& mode : modes) {
+      auto dev = train::make_train_device(device, train::Kernels::Fast, mode.compute);
+      dev->set_attention_fused(mode.fused);
       auto put = [&](const std::vector<float>& h) {
         Tensor t = dev->buffer(h.size());
         dev->upload(h.data(), h.size() * 4, t.data());
@@ -142,15 +153,18 @@ int attention_bench(const std::string& shape, const std::string& device_name, co
         fwd = std::min(fwd, std::chrono::duration<double>(t1 - t0).count());
         bwd = std::min(bwd, std::chrono::duration<double>(t2 - t1).count());
       }
+      // The work counted alike for every mode: forward 1, backward 2.5 (the products a
+      // backward needs at least: S recomputed, dP, dQ, dK, dV), whatever a mode recomputes.
       const double flops = 4.0 * double(nh) * double(d) * double(T) * double(T + 1) / 2 * (1 + 2.5);
       ms_total.push_back(fwd + bwd);
-      fmt::print("{:<40} {:>7} {:>7.2f} ms {:>7.2f} ms {:>9.1f}\n",
-                 !gpu ? "CPU, F32" : mode == train::BaseCompute::F32 ? "F32 kernels (--base-compute f32)"
-                                                                       : "tensor cores (f16: F16 fused, TF32)",
-                 T, fwd * 1e3, bwd * 1e3, flops / (fwd + bwd) / 1e12);
+      fmt::print("{:<40} {:>7} {:>7.2f} ms {:>7.2f} ms {:>9.1f}\n", mode.name, T, fwd * 1e3, bwd * 1e3,
+                 flops / (fwd + bwd) / 1e12);
       std::fflush(stdout);
     }
-    if (ms_total.size() == 2) fmt::print("{:<40} {:>7} {:>32.2f}x\n", "tensor-core speed-up", T, ms_total[0] / ms_total[1]);
+    if (ms_total.size() == 3) {
+      fmt::print("{:<40} {:>7} {:>32.2f}x\n", "tensor cores (fused) over F32 kernels", T, ms_total[0] / ms_total[1]);
+      fmt::print("{:<40} {:>7} {:>32.2f}x\n", "fused over blocked GEMMs", T, ms_total[2] / ms_total[1]);
+    }
   }
   return 0;
 }

@@ -366,7 +366,8 @@ else
 fi
 
 # --- 4e. Training attention alone (one 7B layer, forward + backward at 512, 2048 and 4096
-# tokens): F32 kernels against F16 mode's tensor cores (fused F16 forward, TF32 backward).
+# tokens): F32 kernels against F16 mode's tensor cores, fused (F16 scores, TF32 gradient
+# products) and as blocks of TF32 GEMMs.
 if [[ "$EMULATED" == 1 || ! -x "$BIN/bench_train" ]]; then
   row "training attention" "not run" "$([[ "$EMULATED" == 1 ]] && echo "the CUDA emulator times nothing (GpuTrain.EveryOp checks both paths)" || echo "no bench_train")"
 else
@@ -374,7 +375,7 @@ else
   bounded "$(limit 30)" "${LOADER[@]}" "$BIN/bench_train" --attention 7b --device "$DEV" >"$LOGS/bench_train_attention.log" 2>&1
   rc=$?
   row "training attention (7B layer, $DEV)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
-    "$(grep -E '^(F32|tensor)' "$LOGS/bench_train_attention.log" | tr -s ' ' | tr '\n' ';'); $(elapsed $t)"
+    "$(grep -E '^(F32|tensor|fused)' "$LOGS/bench_train_attention.log" | tr -s ' ' | tr '\n' ';'); $(elapsed $t)"
 fi
 
 # --- 5. Last (it may take what is left): the op harness under compute-sanitizer memcheck,

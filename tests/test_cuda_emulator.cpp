@@ -6,8 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <functional>
 #include <numeric>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -114,6 +116,19 @@ __global__ void tensor_core_product(const __half* a, const __half* b_nk, const _
     d_nk[row * 8 + col] = d1[i];
     d_kn[row * 8 + col] = d2[i];
   }
+}
+
+// mma.m16n8k8 in TF32 on one warp: each lane loads its fragments where the PTX ISA's
+// layout puts them — a (16 x 8, row-major): (g, t), (g+8, t), (g, t+4), (g+8, t+4); b
+// (8 x 8, [k][n]): (t, g), (t+4, g) — and writes d at (g (+ 8), 2t, 2t + 1).
+__global__ void tf32_product(const float* a, const float* b, float* d) {
+  const int lane = int(threadIdx.x), g = lane / 4, t = lane % 4;
+  const uint32_t fa[4] = {__float_as_uint(a[g * 8 + t]), __float_as_uint(a[(g + 8) * 8 + t]),
+                          __float_as_uint(a[g * 8 + t + 4]), __float_as_uint(a[(g + 8) * 8 + t + 4])};
+  const uint32_t fb[2] = {__float_as_uint(b[t * 8 + g]), __float_as_uint(b[(t + 4) * 8 + g])};
+  float acc[4] = {0.25f, 0.25f, 0.25f, 0.25f};  // accumulates onto 0.25
+  ptx::mma_tf32_f32(acc, fa, fb);
+  for (int i = 0; i < 4; ++i) d[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = acc[i];
 }
 
 // Reads a cp.async's destination without waiting for it: undefined on the hardware.
@@ -268,6 +283,47 @@ TEST(CudaEmulator, TensorCoreFragmentsFollowThePtxLayouts) {
       }
   }
   cuda::emu::set_schedule("forward");
+}
+
+// TF32 products: the layouts of the PTX ISA, exact products of TF32 values summed in F32,
+// and an operand's low 13 mantissa bits ignored (truncated, as the tensor cores read it).
+TEST(CudaEmulator, Tf32MmaFollowsThePtxLayoutsAndTruncates) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> small(-8, 8);
+  auto tf32_trunc = [](float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u &= ~0x1fffu;
+    std::memcpy(&x, &u, 4);
+    return x;
+  };
+  // Multiples of 1/16 (exact in TF32: sums exact too), then values with low bits set.
+  for (bool low_bits : {false, true}) {
+    std::vector<float> a(128), b(64);
+    for (auto& x : a) x = float(small(rng)) / 16 + (low_bits ? 1e-4f : 0.0f);
+    for (auto& x : b) x = float(small(rng)) / 16;
+    auto da = upload(a), db = upload(b);
+    auto dd = cuda::device_alloc(0, 128 * sizeof(float));
+    launch("tf32_product", tf32_product, 1, 32, nullptr, static_cast<const float*>(da.get()),
+           static_cast<const float*>(db.get()), static_cast<float*>(dd.get()));
+    const auto got = download<float>(dd, 128);
+    for (int i = 0; i < 16; ++i)
+      for (int n = 0; n < 8; ++n) {
+        float want = 0;
+        for (int k = 0; k < 8; ++k) want += tf32_trunc(a[size_t(i * 8 + k)]) * b[size_t(k * 8 + n)];
+        ASSERT_EQ(got[size_t(i * 8 + n)], want + 0.25f) << "(" << i << ", " << n << ")" << (low_bits ? " low bits" : "");
+      }
+    if (low_bits) {  // the truncation is visible: most untruncated products differ
+      int differ = 0;
+      for (int i = 0; i < 16; ++i)
+        for (int n = 0; n < 8; ++n) {
+          double exact = 0.25;
+          for (int k = 0; k < 8; ++k) exact += double(a[size_t(i * 8 + k)]) * b[size_t(k * 8 + n)];
+          differ += double(got[size_t(i * 8 + n)]) != exact;
+        }
+      EXPECT_GT(differ, 64);
+    }
+  }
 }
 
 TEST(CudaEmulator, AsyncCopiesLandBetweenIssueAndWait) {

@@ -113,21 +113,25 @@ TEST(GpuTrain, EveryOpEqualsTheCpuReference) {
   // Attention: F32 mode's kernels (the CPU's numerics) within 1e-5; F16 mode's tensor-core
   // path (train_attention.h) within its roundings — head dim 16: TF32 GEMMs in blocks of 4
   // query rows (13 rows: four blocks, the last of one row; under the window, blocks whose
-  // first key is past 0); head dim 64: the fused F16 forward (77 rows: two tiles of 64, the
-  // second partial), then the TF32 backward.
+  // first key is past 0); head dims 64 and 128: the fused kernels — the F16 forward (77 rows:
+  // two tiles of 64, the second partial) and the backward (F16 scores, TF32 gradients: key
+  // blocks of 64 over query tiles of 16, row tiles of 64 over key tiles of 16; under the
+  // window, tiles partly seen and tiles skipped); with the fused kernels off, every shape
+  // as the blocks of TF32 GEMMs (the fused kernels' twin).
   struct AttentionShape {
     size_t T, d, window;
   };
   for (const AttentionShape shape : {AttentionShape{13, 16, 0}, AttentionShape{13, 16, 5}, AttentionShape{77, 64, 0},
-                                     AttentionShape{77, 64, 20}})
-  for (auto compute : {train::BaseCompute::F32, train::BaseCompute::F16}) {
+                                     AttentionShape{77, 64, 20}, AttentionShape{70, 128, 0}, AttentionShape{70, 128, 33}})
+  for (int variant = 0; variant < 3; ++variant) {  // F32 kernels; tensor cores fused; blocks of GEMMs
     const size_t T = shape.T, d = shape.d, window = shape.window;
-    const bool f16 = compute == train::BaseCompute::F16;
-    auto gpu = train::make_train_device(kGpu, train::Kernels::Fast, compute);
+    const bool f16 = variant > 0;
+    auto gpu = train::make_train_device(kGpu, train::Kernels::Fast, f16 ? train::BaseCompute::F16 : train::BaseCompute::F32);
     if (f16) gpu->set_attention_block_rows(4);
+    gpu->set_attention_fused(variant != 2);
     const double tol = f16 ? 1e-3 : 1e-5;
-    const std::string w = std::string(f16 ? " f16" : " f32") + " (T " + std::to_string(T) + ", d " + std::to_string(d) +
-                          ", window " + std::to_string(window) + ")";
+    const std::string w = std::string(variant == 0 ? " f32" : variant == 1 ? " f16" : " f16 blocks") + " (T " +
+                          std::to_string(T) + ", d " + std::to_string(d) + ", window " + std::to_string(window) + ")";
     auto put = [&](const std::vector<float>& v) {
       Pair p{gpu->buffer(v.size()), b.cpu->buffer(v.size())};
       gpu->upload(v.data(), v.size() * 4, p.gpu.data());
@@ -423,6 +427,9 @@ TEST(GpuTrain, FinetunePlanCountsWhatTheDeviceHolds) {
       {BaseWeights::NF4, train::BaseCompute::F32, Checkpointing::Never, 0.1, {"down_proj", "q_proj"}, model_dir(), 8},
       // The layers' inputs on the device (else offloaded: two slots there, the rest pinned).
       {BaseWeights::NF4, train::BaseCompute::F16, Checkpointing::Always, 0.1, all, model_dir(), kMlpBlockRows, false},
+      // Head dim 64: attention's fused kernels, which hold no buffers (F32 mode's kernels neither).
+      {BaseWeights::NF4, train::BaseCompute::F16, Checkpointing::Always, 0.1, all, test::fixture("models/tiny-sharded")},
+      {BaseWeights::F16, train::BaseCompute::F16, Checkpointing::Never, 0.0, all, test::fixture("models/tiny-sharded")},
   };
   for (const auto& c : cases) {
     const size_t before = cuda::allocated_bytes(kGpu.index);

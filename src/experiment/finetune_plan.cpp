@@ -30,6 +30,9 @@ bool targeted(const LoraConfig& lora, const std::string& name) {
 constexpr uint64_t kCublasWorkspace = uint64_t(32) << 20;  // cuda/blas_stream.h
 constexpr uint64_t kLogitsBlockBytes = uint64_t(64) << 20;  // lora_llama.cpp's block of logits rows
 constexpr uint64_t kAttentionBlockRows = 128;                // cuda/train_attention.h's kBlockRows
+// Head dims whose attention (forward and backward) a GPU's F16 mode runs as fused kernels:
+// no score matrix in memory, no buffers of their own (cuda/train_attention.cu).
+bool fused_attention(uint64_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
 }  // namespace
 
@@ -90,10 +93,12 @@ FinetuneMemory finetune_memory(const ModelConfig& c, const FinetuneSetup& s, siz
     // logits' gradients.
     m.scratch += (std::max(max_gemm_input, chunk * V) + 1) / 2 * 4;
     m.scratch += 4 * 4;  // the F16 scale, alpha and beta on the device (cuda/train_device.cpp)
-    // Attention on the tensor cores: the keys and values rounded to TF32, a block of rows'
-    // rounded queries and output gradients, and its scores and their gradients per head.
+    // Attention on the tensor cores as blocks of GEMMs (head dims without the fused kernels):
+    // the keys and values rounded to TF32, a block of rows' rounded queries and output
+    // gradients, and its scores and their gradients per head.
     const uint64_t rows = std::min(t, kAttentionBlockRows);
-    m.scratch += (2 * t * kvd + 2 * rows * qd + 2 * nh * rows * ((t + 7) / 8 * 8)) * 4;  // score rows 8-float aligned
+    if (!fused_attention(d))
+      m.scratch += (2 * t * kvd + 2 * rows * qd + 2 * nh * rows * ((t + 7) / 8 * 8)) * 4;  // score rows 8-float aligned
   }
   if (gpu) {
     // Attention backward's dO·O per (head, row), token ids, the sequence's RoPE tables, the
@@ -139,12 +144,16 @@ FinetunePlan make_finetune_plan(const ModelConfig& c, const FinetuneSetup& s, co
   }
   const double head_per_token = 2 * 2 * double(H) * double(V);
   // Causal attention: QKᵀ and PV over the keys each row sees, 4 · heads · d a key forward.
-  // Backward: a GPU in F16 mode recomputes the scores and multiplies dP, dQ, dK, dV (2.5x
-  // forward, cuda/train_attention.cpp); the F32 kernels and the CPU recompute the
-  // probabilities twice (3.5x). Once more forward to recompute a checkpointed layer.
+  // Backward: a GPU in F16 mode with the fused kernels recomputes the scores in each of its
+  // two kernels beside dP twice, dV, dK and dQ (7 products: 3.5x forward); as blocks of
+  // GEMMs it recomputes them once and multiplies dP, dQ, dK, dV (2.5x,
+  // cuda/train_attention.cpp); the F32 kernels and the CPU recompute the probabilities
+  // twice (3.5x). Once more forward to recompute a checkpointed layer.
   const bool f16_products = p.gpu && s.compute == train::BaseCompute::F16;
+  const bool fused = f16_products && fused_attention(d);
   const double window = c.sliding_window ? double(*c.sliding_window) : 0;
-  const double attention_factor = 1 + (f16_products ? 2.5 : 3.5) + (p.keep_all_layers ? 0 : 1);
+  const double backward_factor = f16_products && !fused ? 2.5 : 3.5;
+  const double attention_factor = 1 + backward_factor + (p.keep_all_layers ? 0 : 1);
   const double windows_per_step = double(s.window);
   double mean_tokens = 0, mean_keys = 0, mean_block_keys = 0;  // per sequence
   for (size_t T : s.sequence_tokens) {
@@ -172,28 +181,31 @@ FinetunePlan make_finetune_plan(const ModelConfig& c, const FinetuneSetup& s, co
   p.head_flops = p.tokens * head_per_token;
   p.attention_flops = sequences * mean_keys * 4 * double(nh) * double(d) * double(L) * attention_factor;
   p.lora_flops = p.tokens * lora_per_token;
-  // F16 mode: the base and the output layer at the F16 tensor-core rate, attention's GEMMs
-  // at the TF32 rate (half the F16 rate on every NVIDIA tensor core since Ampere, by the
-  // datasheets), the LoRA products in F32; F32 mode and the CPU: everything at the F32 rate.
-  // The tensor-core path (F16 mode): with head dims 64 and 128 the forward is one fused
-  // kernel on the F16 tensor cores (no scores in memory); the backward's TF32 GEMMs pass the
-  // probabilities through memory, F32 per (head, row, key) of each 128-row block: 10 passes
-  // (S and dP written, the softmax's 2, dS's 3, dQ, dK and dV reading dS or P). Other head
-  // dims run the forward as blocks of GEMMs too: 4 passes more, and 4 to recompute a
-  // checkpointed layer. The GEMMs' time or those bytes' at the device's bandwidth, whichever
-  // is larger, bounds the blocked part.
+  // F16 mode: the base and the output layer at the F16 tensor-core rate, attention's
+  // products with gradients at the TF32 rate (half the F16 rate on every NVIDIA tensor core
+  // since Ampere, by the datasheets), the LoRA products in F32; F32 mode and the CPU:
+  // everything at the F32 rate. With head dims 64 and 128 attention is fused
+  // (cuda/train_attention.cu): the forward, its recomputation and the backward's two score
+  // recomputations on the F16 tensor cores, dP twice, dV, dK and dQ in TF32, nothing
+  // quadratic through memory. Other head dims run blocks of TF32 GEMMs that pass the
+  // probabilities through memory, F32 per (head, row, key) of each 128-row block: 14 passes
+  // (the forward's 4; the backward's 10: S and dP written, the softmax's 2, dS's 3, dQ, dK
+  // and dV reading dS or P), 4 more to recompute a checkpointed layer; the GEMMs' time or those
+  // bytes' at the device's bandwidth, whichever is larger.
   const double f32 = device.gflops_f32 * 1e9;
   if (f16_products) {
-    const bool fused_forward = d == 64 || d == 128;  // cuda/train_attention.cu
-    const double forward_share = (p.keep_all_layers ? 1.0 : 2.0) / attention_factor;
-    const double passes_through_memory = 10 + (fused_forward ? 0 : 4 + (p.keep_all_layers ? 0 : 4));
-    p.attention_bytes = sequences * double(L) * double(nh) * mean_block_keys * 4 * passes_through_memory;
     const double tf32 = device.gflops / 2 * 1e9;
-    const double bandwidth_seconds = device.gbps > 0 ? p.attention_bytes / (device.gbps * 1e9) : 0.0;
-    const double attention_seconds =
-        fused_forward ? p.attention_flops * forward_share / (device.gflops * 1e9) +
-                            std::max(p.attention_flops * (1 - forward_share) / tf32, bandwidth_seconds)
-                      : std::max(p.attention_flops / tf32, bandwidth_seconds);
+    double attention_seconds = 0;
+    if (fused) {
+      const double forwards = p.keep_all_layers ? 1.0 : 2.0;  // the forward's products, a unit each pass
+      const double f16_share = (forwards + 1.0) / attention_factor;  // + the backward's two Sᵀ / S halves
+      attention_seconds = p.attention_flops * f16_share / (device.gflops * 1e9) + p.attention_flops * (1 - f16_share) / tf32;
+    } else {
+      const double passes_through_memory = 14 + (p.keep_all_layers ? 0 : 4);
+      p.attention_bytes = sequences * double(L) * double(nh) * mean_block_keys * 4 * passes_through_memory;
+      const double bandwidth_seconds = device.gbps > 0 ? p.attention_bytes / (device.gbps * 1e9) : 0.0;
+      attention_seconds = std::max(p.attention_flops / tf32, bandwidth_seconds);
+    }
     p.seconds = (p.base_flops + p.head_flops) / (device.gflops * 1e9) + attention_seconds + p.lora_flops / f32;
   } else
     p.seconds = (p.base_flops + p.head_flops + p.attention_flops + p.lora_flops) / f32;

@@ -118,6 +118,10 @@ class TrainDevice {
   // Query rows a block of a GPU's tensor-core attention (cuda/train_attention.h) — the tests
   // use a few to run several blocks on short sequences; no effect elsewhere.
   virtual void set_attention_block_rows(size_t) {}
+  // Whether that attention may use its fused kernels (head dims 64 and 128; on by default):
+  // off, every head dim runs the blocks of GEMMs — the fused kernels' twin in the tests and
+  // their baseline in bench_train.
+  virtual void set_attention_fused(bool) {}
 };
 
 // How a GPU multiplies by the frozen base: F16 inputs with F32 accumulation (the tensor

@@ -197,6 +197,34 @@ inline void mma_f16_f32(float d[4], const uint32_t a[4], const uint32_t b[2]) {
   }
 }
 
+// d (16 x 8, F32) += a (16 x 8, TF32) · b (8 x 8, TF32):
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32. a's registers hold (row g, col t),
+// (row g+8, col t), (row g, col t+4), (row g+8, col t+4); b's (row t, col g), (row t+4, col
+// g); d as above. The tensor cores read an F32 register's sign, exponent and top 10 mantissa
+// bits: the low 13 are dropped here too, so an operand not rounded to TF32 first is
+// truncated as on the hardware. Products of TF32 values are exact in F32; the sum is taken
+// in F32 in k order.
+inline void mma_tf32_f32(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  uint32_t mine[6];
+  std::memcpy(mine, a, 16);
+  std::memcpy(mine + 4, b, 8);
+  const unsigned char* all = emu::warp_all_gather(mine, sizeof(mine));
+  auto tf32_at = [&](int lane, int reg) {
+    uint32_t bits;
+    std::memcpy(&bits, all + size_t(lane) * emu::kMaxGatherBytes + 4 * reg, 4);
+    return emu::from_bits<float>(bits & ~0x1fffu);
+  };
+  auto A = [&](int row, int k) { return tf32_at((row % 8) * 4 + k % 4, (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)); };
+  auto B = [&](int k, int col) { return tf32_at(col * 4 + k % 4, 4 + (k >= 4 ? 1 : 0)); };
+  const int lane = int(emu::coordinates().thread.x % 32), g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + i % 2;
+    float sum = 0.0f;
+    for (int k = 0; k < 8; ++k) sum += A(row, k) * B(k, col);
+    d[i] += sum;
+  }
+}
+
 // ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: four 8 x 8 matrices of 16-bit values;
 // lane l gives the address of row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned). Lane
 // l's register i holds matrix i's (row l / 4, cols 2 (l % 4), +1), or with .trans its

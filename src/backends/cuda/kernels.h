@@ -250,6 +250,12 @@ bool train_attention_fused_supported(int nh, int nkv, int d, const void* q, cons
                                      const void* out);
 void train_attention_fused_forward(const float* q, const float* k, const float* v, int T, int nh, int nkv, int d,
                                    int window, float* out, float* lse, cudaStream_t s);
+// The fused backward (the same head dims and alignment, dout too): dq, dk, dv [as q, k, v]
+// += causal attention's gradients, from the forward's lse and D [nh, T] = dO · O; two
+// kernels, no score matrix in memory, no atomics (each element summed by one thread).
+void train_attention_fused_backward(const float* q, const float* k, const float* v, const float* dout,
+                                    const float* lse, const float* D, int T, int nh, int nkv, int d, int window,
+                                    float* dq, float* dk, float* dv, cudaStream_t s);
 // D [nh, T] = rowwise dO · O per head (double sums).
 void train_attention_output_dot(const float* dout, const float* out, int T, int nh, int d, float* D, cudaStream_t s);
 }  // namespace pivotmt::cuda::kernels

@@ -4,6 +4,9 @@
 //
 //   mma_f16_f32(d, a, b)     d[16 x 8] += a[16 x 16] · b[16 x 8], F16 in, F32 accumulate
 //                            (mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32)
+//   mma_tf32_f32(d, a, b)    d[16 x 8] += a[16 x 8] · b[8 x 8], TF32 in (F32 registers whose
+//                            low 13 bits the tensor cores ignore: round first), F32 accumulate
+//                            (mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32)
 //   ldmatrix_x4(r, row)      four 8 x 8 F16 matrices from shared memory, lane l naming row
 //   ldmatrix_x4_trans(r, row)  l % 8 of matrix l / 8 (the .trans form transposes each)
 //   cp_async_16(dst, src)    a 16-byte global → shared copy that does not hold the thread
@@ -12,7 +15,8 @@
 //
 // Fragment layouts (g = lane / 4, t = lane % 4): a's four registers hold a[g][2t..2t+1],
 // a[g+8][2t..], a[g][2t+8..], a[g+8][2t+8..]; b's two hold b[2t..2t+1][g], b[2t+8..][g];
-// d's four floats d[g][2t], d[g][2t+1], d[g+8][2t], d[g+8][2t+1].
+// d's four floats d[g][2t], d[g][2t+1], d[g+8][2t], d[g+8][2t+1]. TF32's a holds a[g][t],
+// a[g+8][t], a[g][t+4], a[g+8][t+4]; its b b[t][g], b[t+4][g]; its d as F16's.
 #pragma once
 #include <cstdint>
 
@@ -22,6 +26,14 @@ namespace pivotmt::cuda::ptx {
 __device__ __forceinline__ void mma_f16_f32(float d[4], const uint32_t a[4], const uint32_t b[2]) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void mma_tf32_f32(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));

@@ -56,7 +56,7 @@ void TrainAttention::forward(const float* q, const float* k, const float* v, siz
   if (T == 0) return;
   const auto [group, qd, kvd, R, scale] = sizes(T, nh, nkv, d);
   // Head dims 64 and 128 (every model of the study): the fused kernel, no scores in memory.
-  if (kernels::train_attention_fused_supported(int(nh), int(nkv), int(d), q, k, v, out))
+  if (fused_ && kernels::train_attention_fused_supported(int(nh), int(nkv), int(d), q, k, v, out))
     return kernels::train_attention_fused_forward(q, k, v, int(T), int(nh), int(nkv), int(d), int(window), out, lse,
                                                   stream_);
   round_keys_values(k, v, T, kvd);
@@ -86,6 +86,10 @@ void TrainAttention::backward(const float* q, const float* k, const float* v, co
   if (T == 0) return;
   const auto [group, qd, kvd, R, scale] = sizes(T, nh, nkv, d);
   kernels::train_attention_output_dot(dout, out, int(T), int(nh), int(d), D, stream_);
+  // Head dims 64 and 128: the fused kernels, no scores in memory and no buffers here.
+  if (fused_ && kernels::train_attention_fused_supported(int(nh), int(nkv), int(d), q, k, v, dout))
+    return kernels::train_attention_fused_backward(q, k, v, dout, lse, D, int(T), int(nh), int(nkv), int(d),
+                                                   int(window), dq, dk, dv, stream_);
   round_keys_values(k, v, T, kvd);
   float* Q = grow(queries_, R * qd);
   float* dO = grow(dout_, R * qd);

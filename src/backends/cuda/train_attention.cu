@@ -186,6 +186,303 @@ __global__ void fused_forward_kernel(const float* q, const float* k, const float
   store(rb, st.m_b, l_b, 2);
 }
 
+// --- The fused backward (head dims 64 and 128): FlashAttention-2's backward without atomics,
+// as two kernels that each recompute the probabilities from the forward's lse, so that every
+// gradient element is summed by one thread in a fixed order (the same bits every run):
+//   keys kernel:    a block per (64 keys, key-value head), a warp per 16 keys; over the
+//                   group's heads and every 16-query tile that sees its keys: Sᵀ = K Qᵀ,
+//                   Pᵀ, dPᵀ = V dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − D); dV += Pᵀ dO, dK += scale dSᵀ Q.
+//   queries kernel: a block per (64 query rows, head), a warp per 16 rows; over the key
+//                   tiles of 16 the rows see: S = Q Kᵀ, P, dP = dO Vᵀ, dS; dQ += scale dS K.
+// 7 products where the blocked GEMMs take 5, but nothing quadratic passes through memory
+// (the GEMM path writes and reads [heads, rows, keys] ten times a pass).
+//
+// Numerics: S as the fused forward computes it (Q and K rounded to F16, mma F16 → F32), so
+// that exp(S − lse) uses the forward's own scores; every product with a gradient in TF32
+// (F32's range: dO and dS are ~1e-6..1e-8 in a long window, below F16's normal range), its
+// operands rounded to TF32 first — V, Q and K from their F16 roundings (exact in TF32), dO
+// rounded as it is staged, P and dS rounded in registers, as the GEMM path rounds them.
+//
+// Fragment reuse: a C fragment (row g, cols 2t, 2t + 1) becomes the next product's TF32 A
+// fragment (row g, k = t and t + 4) by reading k = t as column 2t and k = t + 4 as 2t + 1 —
+// a permutation of the product's k order, which the B fragment follows (its rows t, t + 4
+// read as 2t, 2t + 1). The same permutation lets an F16 pair (cols 2t, 2t + 1) feed a TF32
+// A fragment, and dO's float pairs a B fragment, with one load each.
+constexpr int kBackwardKeys = 64;     // keys a block of the keys kernel: 4 warps of 16
+constexpr int kBackwardQueries = 16;  // query rows a tile of the keys kernel
+constexpr int kBackwardKeyTile = 16;  // keys a tile of the queries kernel
+
+__device__ __forceinline__ uint32_t tf32_bits(float x) { return __float_as_uint(tf32_round(x)); }
+__device__ __forceinline__ void half_pair_bits(const __half* p, uint32_t& lo, uint32_t& hi) {
+  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(p));
+  lo = __float_as_uint(f.x);
+  hi = __float_as_uint(f.y);
+}
+
+// Rows [first, first + rows) of x (ld floats apart, head columns at `col`) into shared
+// memory rounded: F16 (dst_half) or TF32 (dst_float); zeros past `end` rows.
+template <int D, int Ld>
+__device__ void stage_half_rows(__half (*dst)[Ld], const float* x, size_t ld, size_t col, int64_t first, int rows,
+                                int64_t end) {
+  for (int c = int(threadIdx.x); c < rows * (D / 4); c += int(blockDim.x)) {
+    const int r = c / (D / 4), at = 4 * (c % (D / 4));
+    float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (first + r < end) f = *reinterpret_cast<const float4*>(x + size_t(first + r) * ld + col + at);
+    *reinterpret_cast<uint2*>(&dst[r][at]) = make_uint2(half_pair(f.x, f.y), half_pair(f.z, f.w));
+  }
+}
+template <int D, int Ld>
+__device__ void stage_tf32_rows(float (*dst)[Ld], const float* x, size_t ld, size_t col, int64_t first, int rows,
+                                int64_t end) {
+  for (int c = int(threadIdx.x); c < rows * (D / 4); c += int(blockDim.x)) {
+    const int r = c / (D / 4), at = 4 * (c % (D / 4));
+    float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (first + r < end) f = *reinterpret_cast<const float4*>(x + size_t(first + r) * ld + col + at);
+    *reinterpret_cast<float4*>(&dst[r][at]) =
+        make_float4(tf32_round(f.x), tf32_round(f.y), tf32_round(f.z), tf32_round(f.w));
+  }
+}
+
+template <int D>
+struct alignas(16) BackwardKeysShared {
+  static constexpr int Ld = D + 8;   // F16 rows: ldmatrix's 8 row addresses in distinct banks
+  static constexpr int LdF = D + 4;  // F32 rows: a B fragment's 32 scalar loads in distinct banks
+  __half k[kBackwardKeys][Ld];
+  __half v[kBackwardKeys][Ld];
+  __half q[kBackwardQueries][Ld];
+  float dout[kBackwardQueries][LdF];
+  float lse[kBackwardQueries];
+  float dsum[kBackwardQueries];
+};
+
+template <int D>
+__global__ void fused_backward_keys_kernel(const float* q, const float* k, const float* v, const float* dout,
+                                           const float* lse, const float* Dsum, int T, int nh, int nkv, int window,
+                                           float scale, float* dk, float* dv) {
+  __shared__ BackwardKeysShared<D> sh;
+  using S = BackwardKeysShared<D>;
+  const int tile = int(blockIdx.x) / nkv, kv_head = int(blockIdx.x) % nkv, group = nh / nkv;
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t4 = lane % 4;
+  const size_t ldq = size_t(nh) * D, ldkv = size_t(nkv) * D;
+  const int64_t key0 = int64_t(tile) * kBackwardKeys, key_end = key0 + kBackwardKeys < T ? key0 + kBackwardKeys : T;
+  // The queries that see any of the block's keys: [key0, query_end).
+  const int64_t query_end = window > 0 && key_end - 1 + window < T ? key_end - 1 + window : T;
+  const int64_t wkey = key0 + 16 * warp;  // this warp's keys [wkey, wkey + 16)
+  stage_half_rows<D, S::Ld>(sh.k, k, ldkv, size_t(kv_head) * D, key0, kBackwardKeys, T);
+  stage_half_rows<D, S::Ld>(sh.v, v, ldkv, size_t(kv_head) * D, key0, kBackwardKeys, T);
+
+  float dkf[D / 8][4], dvf[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) dkf[n][i] = dvf[n][i] = 0.0f;
+
+  for (int j = 0; j < group; ++j) {
+    const int head = kv_head * group + j;
+    for (int64_t q0 = key0; q0 < query_end; q0 += kBackwardQueries) {
+      __syncthreads();  // every warp is done with the previous tile (and the keys are in)
+      stage_half_rows<D, S::Ld>(sh.q, q, ldq, size_t(head) * D, q0, kBackwardQueries, T);
+      stage_tf32_rows<D, S::LdF>(sh.dout, dout, ldq, size_t(head) * D, q0, kBackwardQueries, T);
+      if (threadIdx.x < kBackwardQueries) {
+        const int64_t row = q0 + threadIdx.x;
+        sh.lse[threadIdx.x] = row < T ? lse[size_t(head) * T + row] : 0.0f;
+        sh.dsum[threadIdx.x] = row < T ? Dsum[size_t(head) * T + row] : 0.0f;
+      }
+      __syncthreads();  // the tile is in
+      // Warp-uniform: does any of the tile's queries see any of this warp's keys?
+      const bool seen = wkey < T && q0 + kBackwardQueries - 1 >= wkey &&
+                        (window == 0 || q0 - (wkey + 15) < window);
+      if (!seen) continue;
+      // Sᵀ [16 keys, 16 queries] = K Qᵀ, F16: s[nt] holds queries q0 + 8 nt + 2 t4, + 1 of
+      // keys g (0, 1) and g + 8 (2, 3).
+      float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+#pragma unroll
+      for (int kc = 0; kc < D / 16; ++kc) {
+        uint32_t a[4], b[4];
+        ptx::ldmatrix_x4(a, &sh.k[16 * warp + lane % 8 + 8 * ((lane / 8) % 2)][16 * kc + 8 * (lane / 16)]);
+        ptx::ldmatrix_x4(b, &sh.q[lane % 8 + 8 * (lane / 16)][16 * kc + 8 * ((lane / 8) % 2)]);
+        ptx::mma_f16_f32(s[0], a, b);
+        ptx::mma_f16_f32(s[1], a, b + 2);
+      }
+      // dPᵀ [16 keys, 16 queries] = V dOᵀ, TF32, k (the head's dims) permuted in pairs.
+      float dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+#pragma unroll
+      for (int kk = 0; kk < D / 8; ++kk) {
+        const int c = 8 * kk + 2 * t4;
+        uint32_t a[4];
+        half_pair_bits(&sh.v[16 * warp + g][c], a[0], a[2]);
+        half_pair_bits(&sh.v[16 * warp + g + 8][c], a[1], a[3]);
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+          const float2 f = *reinterpret_cast<const float2*>(&sh.dout[8 * nt + g][c]);
+          const uint32_t b[2] = {__float_as_uint(f.x), __float_as_uint(f.y)};
+          ptx::mma_tf32_f32(dp[nt], a, b);
+        }
+      }
+      // Pᵀ = exp(scale S − lse) where the query sees the key, dSᵀ = Pᵀ ⊙ (dPᵀ − D), both TF32.
+      uint32_t p[2][4], ds[2][4];
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int qi = 8 * nt + 2 * t4 + i % 2;
+          const int64_t query = q0 + qi, key = wkey + g + 8 * (i / 2);
+          const float pv =
+              query < T && key < T && sees(int(query), int(key), window) ? tf32_round(expf(s[nt][i] * scale - sh.lse[qi]))
+                                                                          : 0.0f;
+          p[nt][i] = __float_as_uint(pv);
+          ds[nt][i] = tf32_bits(pv * (dp[nt][i] - sh.dsum[qi]));
+        }
+      // dV [16 keys, D] += Pᵀ dO and dK += dSᵀ Q (scaled at the end): k = the tile's
+      // queries, 8 a step (the C fragments of n-tile nt, permuted).
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const uint32_t pa[4] = {p[nt][0], p[nt][2], p[nt][1], p[nt][3]};
+        const uint32_t da[4] = {ds[nt][0], ds[nt][2], ds[nt][1], ds[nt][3]};
+        const int r = 8 * nt + 2 * t4;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn) {
+          const uint32_t bo[2] = {__float_as_uint(sh.dout[r][8 * dn + g]), __float_as_uint(sh.dout[r + 1][8 * dn + g])};
+          ptx::mma_tf32_f32(dvf[dn], pa, bo);
+          const uint32_t bq[2] = {__float_as_uint(__half2float(sh.q[r][8 * dn + g])),
+                                  __float_as_uint(__half2float(sh.q[r + 1][8 * dn + g]))};
+          ptx::mma_tf32_f32(dkf[dn], da, bq);
+        }
+      }
+    }
+  }
+  // dK and dV of keys g, g + 8 of the warp, dims 8 dn + 2 t4, + 1: added to what is there.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t key = wkey + g + 8 * half;
+    if (key >= T) continue;
+    float* kr = dk + size_t(key) * ldkv + size_t(kv_head) * D + 2 * t4;
+    float* vr = dv + size_t(key) * ldkv + size_t(kv_head) * D + 2 * t4;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      kr[8 * dn] += scale * dkf[dn][2 * half];
+      kr[8 * dn + 1] += scale * dkf[dn][2 * half + 1];
+      vr[8 * dn] += dvf[dn][2 * half];
+      vr[8 * dn + 1] += dvf[dn][2 * half + 1];
+    }
+  }
+}
+
+template <int D>
+struct alignas(16) BackwardQueriesShared {
+  static constexpr int Ld = D + 8, LdF = D + 4;
+  __half k[kBackwardKeyTile][Ld];
+  __half v[kBackwardKeyTile][Ld];
+  float dout[kFusedRows][LdF];
+};
+
+template <int D>
+__global__ void fused_backward_queries_kernel(const float* q, const float* k, const float* v, const float* dout,
+                                              const float* lse, const float* Dsum, int T, int nh, int nkv, int window,
+                                              float scale, float* dq) {
+  __shared__ BackwardQueriesShared<D> sh;
+  using S = BackwardQueriesShared<D>;
+  const int tiles = (T + kFusedRows - 1) / kFusedRows;
+  // The longest tiles (the last rows see the most keys) first.
+  const int tile = tiles - 1 - int(blockIdx.x) / nh, head = int(blockIdx.x) % nh, kv_head = head / (nh / nkv);
+  const int row0 = tile * kFusedRows, rows = T - row0 < kFusedRows ? T - row0 : kFusedRows;
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t4 = lane % 4;
+  const size_t ldq = size_t(nh) * D, ldkv = size_t(nkv) * D;
+  const int64_t lo = paged::first_visible(row0, window), hi = row0 + rows;
+  const bool warp_rows = 16 * warp < rows;
+  const int64_t warp_lo = warp_rows ? paged::first_visible(row0 + 16 * warp, window) : INT64_MAX;
+  const int64_t warp_hi = warp_rows ? row0 + (16 * warp + 16 < rows ? 16 * warp + 16 : rows) : 0;
+  const int ra = 16 * warp + g, rb = ra + 8;
+  const int64_t pos_a = ra < rows ? row0 + ra : -1, pos_b = rb < rows ? row0 + rb : -1;
+  const int64_t first_a = paged::first_visible(pos_a, window), first_b = paged::first_visible(pos_b, window);
+  const float lse_a = pos_a >= 0 ? lse[size_t(head) * T + pos_a] : 0.0f;
+  const float lse_b = pos_b >= 0 ? lse[size_t(head) * T + pos_b] : 0.0f;
+  const float d_a = pos_a >= 0 ? Dsum[size_t(head) * T + pos_a] : 0.0f;
+  const float d_b = pos_b >= 0 ? Dsum[size_t(head) * T + pos_b] : 0.0f;
+  stage_tf32_rows<D, S::LdF>(sh.dout, dout, ldq, size_t(head) * D, row0, kFusedRows, T);
+
+  // Q's F16 A fragments, as the forward holds them.
+  uint32_t qf[D / 16][4];
+  const float* qa = q + size_t(row0 + ra) * ldq + size_t(head) * D + 2 * t4;
+  const float* qb = q + size_t(row0 + rb) * ldq + size_t(head) * D + 2 * t4;
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc) {
+    qf[kc][0] = ra < rows ? half_pair(qa[16 * kc], qa[16 * kc + 1]) : 0u;
+    qf[kc][1] = rb < rows ? half_pair(qb[16 * kc], qb[16 * kc + 1]) : 0u;
+    qf[kc][2] = ra < rows ? half_pair(qa[16 * kc + 8], qa[16 * kc + 9]) : 0u;
+    qf[kc][3] = rb < rows ? half_pair(qb[16 * kc + 8], qb[16 * kc + 9]) : 0u;
+  }
+  float dqf[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) dqf[n][0] = dqf[n][1] = dqf[n][2] = dqf[n][3] = 0.0f;
+
+  for (int64_t key0 = lo; key0 < hi; key0 += kBackwardKeyTile) {
+    __syncthreads();  // every warp is done with the previous tile
+    stage_half_rows<D, S::Ld>(sh.k, k, ldkv, size_t(kv_head) * D, key0, kBackwardKeyTile, hi);
+    stage_half_rows<D, S::Ld>(sh.v, v, ldkv, size_t(kv_head) * D, key0, kBackwardKeyTile, hi);
+    __syncthreads();  // the tile (and, the first time, dO) is in
+    if (!(key0 < warp_hi && key0 + kBackwardKeyTile > warp_lo)) continue;  // warp-uniform
+    // S [16 rows, 16 keys] = Q Kᵀ (F16, as the forward): s[nt] keys key0 + 8 nt + 2 t4, + 1.
+    float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int c = 0; c < D / 32; ++c) {
+        uint32_t kf[4];
+        ptx::ldmatrix_x4(kf, &sh.k[8 * nt + lane % 8][32 * c + 8 * (lane / 8)]);
+        ptx::mma_f16_f32(s[nt], qf[2 * c], kf);
+        ptx::mma_f16_f32(s[nt], qf[2 * c + 1], kf + 2);
+      }
+    // dP [16 rows, 16 keys] = dO Vᵀ, TF32, k (dims) permuted in pairs.
+    float dp[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+#pragma unroll
+    for (int kk = 0; kk < D / 8; ++kk) {
+      const int c = 8 * kk + 2 * t4;
+      const float2 fa = *reinterpret_cast<const float2*>(&sh.dout[ra][c]);
+      const float2 fb = *reinterpret_cast<const float2*>(&sh.dout[rb][c]);
+      const uint32_t a[4] = {__float_as_uint(fa.x), __float_as_uint(fb.x), __float_as_uint(fa.y), __float_as_uint(fb.y)};
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        uint32_t b[2];
+        half_pair_bits(&sh.v[8 * nt + g][c], b[0], b[1]);
+        ptx::mma_tf32_f32(dp[nt], a, b);
+      }
+    }
+    // P and dS (TF32), then dQ [16 rows, D] += dS K: k = the tile's keys, 8 a step.
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      uint32_t ds[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t key = key0 + 8 * nt + 2 * t4 + i % 2;
+        const bool row_a = i < 2;
+        const bool seen = row_a ? visible(key, pos_a, first_a) : visible(key, pos_b, first_b);
+        const float pv = seen ? tf32_round(expf(s[nt][i] * scale - (row_a ? lse_a : lse_b))) : 0.0f;
+        ds[i] = tf32_bits(pv * (dp[nt][i] - (row_a ? d_a : d_b)));
+      }
+      const uint32_t a[4] = {ds[0], ds[2], ds[1], ds[3]};
+      const int r = 8 * nt + 2 * t4;
+#pragma unroll
+      for (int dn = 0; dn < D / 8; ++dn) {
+        const uint32_t b[2] = {__float_as_uint(__half2float(sh.k[r][8 * dn + g])),
+                               __float_as_uint(__half2float(sh.k[r + 1][8 * dn + g]))};
+        ptx::mma_tf32_f32(dqf[dn], a, b);
+      }
+    }
+  }
+  const auto store = [&](int r, int first_reg) {
+    if (r >= rows) return;
+    float* dst = dq + size_t(row0 + r) * ldq + size_t(head) * D + 2 * t4;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      dst[8 * dn] += scale * dqf[dn][first_reg];
+      dst[8 * dn + 1] += scale * dqf[dn][first_reg + 1];
+    }
+  };
+  store(ra, 0);
+  store(rb, 2);
+}
+
 }  // namespace
 
 bool train_attention_fused_supported(int nh, int nkv, int d, const void* q, const void* k, const void* v,
@@ -209,6 +506,32 @@ void train_attention_fused_forward(const float* q, const float* k, const float* 
   else
     launch("fused_forward_kernel<128>", fused_forward_kernel<128>, unsigned(blocks), 32 * (kFusedRows / 16), s, q, k,
            v, T, nh, nkv, window, scale, out, lse);
+}
+
+void train_attention_fused_backward(const float* q, const float* k, const float* v, const float* dout,
+                                    const float* lse, const float* D, int T, int nh, int nkv, int d, int window,
+                                    float* dq, float* dk, float* dv, cudaStream_t s) {
+  if (!train_attention_fused_supported(nh, nkv, d, q, k, v, dout))
+    throw Error("cuda training attention (fused backward): " + std::to_string(nh) + " heads over " +
+                std::to_string(nkv) + " of " + std::to_string(d) + " dims, or unaligned buffers, are not supported");
+  if (T == 0) return;
+  const size_t key_blocks = size_t((T + kBackwardKeys - 1) / kBackwardKeys) * size_t(nkv);
+  const size_t query_blocks = size_t((T + kFusedRows - 1) / kFusedRows) * size_t(nh);
+  if (key_blocks > 0x7fffffffu || query_blocks > 0x7fffffffu)
+    throw Error("cuda training attention (fused backward): too many blocks");
+  const float scale = 1.0f / sqrtf(float(d));
+  const unsigned threads = 32 * (kBackwardKeys / 16);
+  if (d == 64) {
+    launch("fused_backward_keys_kernel<64>", fused_backward_keys_kernel<64>, unsigned(key_blocks), threads, s, q, k, v,
+           dout, lse, D, T, nh, nkv, window, scale, dk, dv);
+    launch("fused_backward_queries_kernel<64>", fused_backward_queries_kernel<64>, unsigned(query_blocks),
+           32 * (kFusedRows / 16), s, q, k, v, dout, lse, D, T, nh, nkv, window, scale, dq);
+  } else {
+    launch("fused_backward_keys_kernel<128>", fused_backward_keys_kernel<128>, unsigned(key_blocks), threads, s, q, k,
+           v, dout, lse, D, T, nh, nkv, window, scale, dk, dv);
+    launch("fused_backward_queries_kernel<128>", fused_backward_queries_kernel<128>, unsigned(query_blocks),
+           32 * (kFusedRows / 16), s, q, k, v, dout, lse, D, T, nh, nkv, window, scale, dq);
+  }
 }
 
 void train_tf32_round(const float* in, int rows, int cols, int ld, float* out, cudaStream_t s) {

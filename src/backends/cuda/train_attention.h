@@ -3,9 +3,9 @@
 // mantissas, F32 sums), a block of query rows at a time so that the probabilities of every
 // head for that block — [heads, rows, keys] — are the only quadratic buffer.
 //
-// The forward with head dims 64 and 128 is one fused kernel instead (train_attention.cu:
-// FlashAttention-2's tiles on mma.sync F16, O and lse only); other head dims and the
-// backward run the blocks below.
+// With head dims 64 and 128 (every model of the study) the forward and the backward are
+// fused kernels instead (train_attention.cu: FlashAttention-2's tiles on mma.sync, no score
+// matrix in memory, none of the buffers below); other head dims run the blocks below.
 //
 // Per block of rows [r0, r1) and the keys [k0, r1) any of them sees (k0 > 0 under a sliding
 // window): S = scale Q Kᵀ, P = exp(S − lse) masked (the forward computes lse), O = P V;
@@ -35,6 +35,8 @@ class TrainAttention {
   // and values rounded (2 · T · kv heads · d); finetune_plan.cpp counts them.
   static constexpr size_t kBlockRows = 128;
   void set_block_rows(size_t rows) { block_rows_ = rows ? rows : 1; }
+  // Off: the blocks below for every head dim (the fused kernels' twin and baseline).
+  void set_fused(bool fused) { fused_ = fused; }
 
   void forward(const float* q, const float* k, const float* v, size_t T, size_t nh, size_t nkv, size_t d, size_t window,
                float* out, float* lse);
@@ -62,6 +64,7 @@ class TrainAttention {
   cudaStream_t stream_;
   cublasHandle_t blas_;
   size_t block_rows_ = kBlockRows;
+  bool fused_ = true;
   Tensor keys_, values_;        // [T, nkv d] TF32-rounded
   Tensor queries_, dout_;       // a block's [rows, nh d] TF32-rounded
   Tensor scores_, gradients_;   // a block's [nh, rows, keys]: S then P; dP then dS

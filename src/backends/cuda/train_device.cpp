@@ -261,6 +261,7 @@ class CudaTrainDevice final : public train::TrainDevice {
                                       D_.as<float>(), dq, dk, dv, stream_);
   }
   void set_attention_block_rows(size_t rows) override { attention_.set_block_rows(rows); }
+  void set_attention_fused(bool fused) override { attention_.set_fused(fused); }
   void silu_mul_forward(const float* g, const float* u, size_t n, float* out) override {
     select();
     kernels::train_silu_mul_forward(g, u, n, out, stream_);
