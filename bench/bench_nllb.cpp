@@ -5,9 +5,11 @@
 // token ids as JSON for bench/side_by_side_nllb.py, which runs transformers on the same model
 // and sentences and compares.
 //   bench_nllb MODEL_DIR SENTENCES.txt OUT.json --weights f32|f16|int8 --beams N --batch N
-//              --max-length N --src-lang CODE --tgt-lang CODE --device cpu|cuda:N
-// On a GPU the weights are F32 or F16 (the tensor cores; int8 is stored as F16 there) and the
-// floor uses the GPU's measured copy bandwidth.
+//              --max-length N --src-lang CODE --tgt-lang CODE --device cpu|cuda:N --graphs on|off
+// On a GPU the weights are F32 or F16 (the tensor cores; int8 is stored as F16 there), the
+// floor uses the GPU's measured copy bandwidth, and decode steps run as CUDA graphs unless
+// --graphs off (each step's ~340 kernels launched one by one: the launch overhead a graph
+// removes, measured).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -33,12 +35,13 @@ int main(int argc, char** argv) {
   if (argc < 4) {
     fmt::print(stderr,
                "usage: bench_nllb MODEL_DIR SENTENCES.txt OUT.json [--weights f32|f16|int8] [--beams N] [--batch N] "
-               "[--max-length N] [--src-lang CODE] [--tgt-lang CODE] [--device cpu|cuda:N]\n");
+               "[--max-length N] [--src-lang CODE] [--tgt-lang CODE] [--device cpu|cuda:N] [--graphs on|off]\n");
     return 2;
   }
   try {
     std::string weights = "f32", src_lang = "mar_Deva", tgt_lang = "gom_Deva", device_name = "cpu";
     size_t beams = 1, batch = 1, max_length = 64;
+    bool graphs = true;
     for (int i = 4; i + 1 < argc; i += 2) {
       const std::string k = argv[i], v = argv[i + 1];
       if (k == "--weights") weights = v;
@@ -48,6 +51,7 @@ int main(int argc, char** argv) {
       else if (k == "--src-lang") src_lang = v;
       else if (k == "--tgt-lang") tgt_lang = v;
       else if (k == "--device") device_name = v;
+      else if (k == "--graphs" && (v == "on" || v == "off")) graphs = v == "on";
       else throw std::runtime_error("unknown option " + k);
     }
     std::vector<std::string> texts;
@@ -61,6 +65,7 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     const pivotmt::NllbTranslator translator(argv[1], "", dtype, pivotmt::OpsImpl::Fast, device);
     const double load = std::chrono::duration<double>(Clock::now() - t0).count();
+    translator.model().set_cuda_graphs(graphs);
     auto s = translator.settings(tgt_lang);
     s.num_beams = beams;
     s.batch_size = batch;
@@ -98,9 +103,11 @@ int main(int argc, char** argv) {
     const double floor_s = double(steps) * step_bytes / (bw * 1e9);
     fmt::print("{{\"device\": \"{}\", \"weights\": \"{}\", \"beams\": {}, \"batch\": {}, \"sentences\": {}, \"load_s\": {:.2f}, "
                "\"seconds\": {:.2f}, \"sentences_per_s\": {:.3f}, \"tokens_per_s\": {:.1f}, \"threads\": {}, "
-               "\"bandwidth_gbs\": {:.1f}, \"decode_steps\": {}, \"bandwidth_floor_s\": {:.2f}, \"floor_over_time\": {:.2f}}}\n",
+               "\"bandwidth_gbs\": {:.1f}, \"decode_steps\": {}, \"bandwidth_floor_s\": {:.2f}, \"floor_over_time\": {:.2f}, "
+               "\"graph_captures\": {}, \"graph_replays\": {}}}\n",
                translator.model().describe_device(), weights, beams, batch, texts.size(), load, sec, double(texts.size()) / sec, double(tokens) / sec,
-               pivotmt::cpu::num_threads(), bw, steps, floor_s, floor_s / sec);
+               pivotmt::cpu::num_threads(), bw, steps, floor_s, floor_s / sec,
+               translator.model().step_counters().graph_captures, translator.model().step_counters().graph_replays);
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

@@ -91,13 +91,13 @@ def run_transformers(model, tok, texts, beams, batch, max_length, device):
     return time.perf_counter() - start, ids
 
 
-def run_pivotmt(build, model_dir, sentences_file, weights, beams, batch, max_length, threads, work, device):
-    out = os.path.join(work, f"pivotmt_{weights}_{beams}_{batch}.json")
+def run_pivotmt(build, model_dir, sentences_file, weights, beams, batch, max_length, threads, work, device, extra=()):
+    out = os.path.join(work, f"pivotmt_{weights}_{beams}_{batch}{'_'.join([''] + list(extra))}.json")
     env = dict(os.environ, PIVOTMT_THREADS=str(threads), OMP_NUM_THREADS="1")
     # PIVOTMT_BENCH_LAUNCH: a prefix for the program (gpu-check.sh's loader of a bundle's libraries).
     cmd = shlex.split(os.environ.get("PIVOTMT_BENCH_LAUNCH", "")) + [os.path.join(build, "bench/bench_nllb"), model_dir, sentences_file, out, "--weights", weights, "--beams",
            str(beams), "--batch", str(batch), "--max-length", str(max_length), "--device",
-           "cuda:0" if device == "cuda" else "cpu"]
+           "cuda:0" if device == "cuda" else "cpu"] + list(extra)
     line = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
     figures = json.loads(line)
     with open(out) as f:
@@ -160,6 +160,13 @@ def main():
             print(f"| {decoding} | {r['batch']} | {hf:.3f} | {f32:.3f} | {f32 / hf:.2f}× | {r['f32']['same']}/{n} | "
                   f"{hf16:.3f} | {f16:.3f} | {f16 / hf16:.2f}× | {r['f16']['same']}/{n} | "
                   f"{r['f16']['floor_s']:.2f} of {r['f16']['s']:.2f} |")
+        # Batch-1 greedy decode steps as CUDA graphs (the default) against every kernel
+        # launched one by one: the launch overhead the graphs remove.
+        launched = run_pivotmt(args.build, model_dir, sentences_file, "f16", 1, 1, args.max_length, args.threads,
+                               args.work, args.device, ("--graphs", "off"))
+        with_graphs = rows[0]["f16"]["s"]
+        print(f"\nCUDA graphs: F16 greedy batch 1: {with_graphs:.2f} s with graphs, {launched['seconds']:.2f} s "
+              f"launched op by op ({launched['seconds'] / with_graphs:.2f}×)")
         return
     print("| decoding | batch | transformers F32 sent/s | pivotmt F32 sent/s | ratio | same tokens | "
           "pivotmt F16 weights sent/s | ratio | bandwidth floor F16 (s) |")

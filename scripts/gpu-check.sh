@@ -328,7 +328,7 @@ else
     >"$LOGS/nllb_side_by_side.md" 2>"$LOGS/nllb_side_by_side.log"
   rc=$?
   row "NLLB side by side (600M shape)" "$([[ $rc == 0 ]] && echo ok || echo "FAIL rc=$rc")" \
-    "$(grep -E '^\| (greedy|4 beams)' "$LOGS/nllb_side_by_side.md" | awk -F'|' '{printf "%s b%s: F32 %s, F16 %s (%s same);", $2, $3, $6, $10, $11}'); $(elapsed $t)"
+    "$(grep -E '^\| (greedy|4 beams)' "$LOGS/nllb_side_by_side.md" | awk -F'|' '{printf "%s b%s: F32 %s, F16 %s (%s same);", $2, $3, $6, $10, $11}') $(grep -E '^CUDA graphs' "$LOGS/nllb_side_by_side.md"); $(elapsed $t)"
 fi
 
 # --- 4d. COMET on the device against a peer on the same GPU: wmt22-comet-da's shape (XLM-R

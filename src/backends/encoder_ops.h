@@ -115,6 +115,19 @@ class EncoderOps {
   std::vector<double> download_pooled(const Tensor& acc);
   virtual void synchronize() {}
 
+  // A decoder step's ops (M2M100Model::decode) between begin_step and end_step: a GPU
+  // records them and replays the CUDA graph it captured for this row count when they are
+  // the same launches (same buffers, shapes, metadata addresses), else captures one. The
+  // ops' results are there after end_step; a read to the host in between runs what was
+  // recorded first. abort_step: an op threw — what was recorded runs as launches.
+  virtual void begin_step(size_t rows) { (void)rows; }
+  virtual void end_step() {}
+  virtual void abort_step() {}
+  // Graphs on (the default on a GPU) or every step launched op by op; between steps.
+  virtual void set_cuda_graphs(bool) {}
+  // Decoder steps run, captured into a new graph, replayed from one.
+  const PassCounters& step_counters() const { return step_counters_; }
+
  protected:
   virtual void do_upload(const Tensor& t, std::span<const float> values) = 0;
   virtual void do_linear(const Tensor& x, const EncoderLinear& w, const Tensor& y) = 0;
@@ -139,6 +152,8 @@ class EncoderOps {
                                    size_t d, const Tensor& out) = 0;
   // Default: the rows read on the host (read()), row_top_k_host on each.
   virtual void do_top_k(const Tensor& logits, size_t k, std::vector<RowTop>& out);
+
+  PassCounters step_counters_;
 
  private:
   void check_tensor(const Tensor& t, const char* op, const char* what, bool strided = false) const;

@@ -441,6 +441,19 @@ void M2M100Model::decode(const std::vector<DecoderRow>& rows, bool last_only, Wo
   sized(*ops_, ws.qkv, T, 3 * d, qkv);
   sized(*ops_, ws.ctx, T, d, ctx);
   sized(*ops_, ws.inter, T, F, inter);
+  const bool on_host = ops_->device().kind == DeviceKind::CPU;
+  Tensor logits = Tensor();
+  if (!on_host) sized(*ops_, ws.device_logits, last_only ? rows.size() : T, V, logits);
+  // A decode step's ops as one unit (a GPU replays its CUDA graph for this row count); an
+  // op that throws ends it with what was recorded run as launches.
+  struct Step {
+    EncoderOps& ops;
+    bool open;
+    ~Step() {
+      if (open) ops.abort_step();
+    }
+  } step{*ops_, last_only};
+  if (last_only) ops_->begin_step(T);
   ops_->embed(*embed_tokens_, ids, embed_scale_, positions(last_position), position_ids, x);
 
   for (size_t l = 0; l < decoder_.size(); ++l) {
@@ -472,13 +485,16 @@ void M2M100Model::decode(const std::vector<DecoderRow>& rows, bool last_only, Wo
   }
   const Tensor normed = y.rows(0, n_out);
   layer_norm(last, dec_ln_, normed);
-  // The CPU computes into ws.logits itself; a device keeps them there, copied to the host
-  // only when asked (the beam search reads top_k instead).
-  const bool on_host = ops_->device().kind == DeviceKind::CPU;
+  // The CPU computes into ws.logits itself; a device keeps them there (sized before the
+  // step: a buffer allocated mid-step would move under its graph), copied to the host only
+  // when asked (the beam search reads top_k instead).
   if (on_host || ws.host_logits) ws.logits.resize(n_out * V);
-  Tensor logits = on_host ? ops_->host_view(ws.logits.data(), n_out, V) : Tensor();
-  if (!on_host) sized(*ops_, ws.device_logits, n_out, V, logits);
+  if (on_host) logits = ops_->host_view(ws.logits.data(), n_out, V);
   ops_->linear(normed, lm_head_ ? *lm_head_ : *embed_tokens_, logits);
+  if (last_only) {
+    step.open = false;
+    ops_->end_step();
+  }
   ws.last_logits = logits;
   if (!on_host && ws.host_logits) ops_->download(logits, ws.logits);
 }

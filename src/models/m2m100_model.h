@@ -72,6 +72,10 @@ class M2M100Model {
   Device device() const { return ops_->device(); }
   std::string describe_device() const { return ops_->describe(); }
   std::vector<float> to_host(const Tensor& t) const { return ops_->download(t); }
+  // A GPU's decode steps as CUDA graphs (on by default; EncoderOps::begin_step) or launched
+  // op by op; and how many steps were captured and replayed.
+  void set_cuda_graphs(bool on) const { ops_->set_cuda_graphs(on); }
+  const PassCounters& step_counters() const { return ops_->step_counters(); }
 
   // Several sources' final encoder states, packed one after another without padding.
   struct Encoded {

@@ -27,18 +27,21 @@ const int32_t* DecodeGraphs::begin(size_t rows, const int32_t* meta, size_t word
     check(cudaEventCreateWithFlags(&slot->uploaded, cudaEventDisableTiming), "cudaEventCreate");
     slot->splits = splits;
   }
-  check(cudaEventSynchronize(slot->uploaded), "wait for the previous upload of a graph's metadata");
-  if (words > slot->capacity) {  // a larger buffer moves the metadata: the graph read the old one
-    slot->drop_graph(stream_);
-    slot->capacity = 2 * words;
-    slot->meta = Tensor(device_, DType::I32, 1, slot->capacity);
-    slot->meta_host.reset(slot->capacity * 4);
+  const int32_t* d = nullptr;
+  if (words > 0) {  // (a caller whose ops upload their own metadata passes none)
+    check(cudaEventSynchronize(slot->uploaded), "wait for the previous upload of a graph's metadata");
+    if (words > slot->capacity) {  // a larger buffer moves the metadata: the graph read the old one
+      slot->drop_graph(stream_);
+      slot->capacity = 2 * words;
+      slot->meta = Tensor(device_, DType::I32, 1, slot->capacity);
+      slot->meta_host.reset(slot->capacity * 4);
+    }
+    std::memcpy(slot->meta_host.ptr, meta, words * 4);
+    check(cudaMemcpyAsync(slot->meta.data(), slot->meta_host.ptr, words * 4, cudaMemcpyHostToDevice, stream_),
+          "copy a graph's pass metadata");
+    check(cudaEventRecord(slot->uploaded, stream_), "cudaEventRecord");
+    d = slot->meta.as<int32_t>();
   }
-  std::memcpy(slot->meta_host.ptr, meta, words * 4);
-  check(cudaMemcpyAsync(slot->meta.data(), slot->meta_host.ptr, words * 4, cudaMemcpyHostToDevice, stream_),
-        "copy a graph's pass metadata");
-  check(cudaEventRecord(slot->uploaded, stream_), "cudaEventRecord");
-  const int32_t* d = slot->meta.as<int32_t>();
   current_ = slot.get();
   graphable_ = true;
   deferred_.clear();

@@ -36,8 +36,9 @@ class DecodeGraphs {
   bool usable() const { return !failed_; }
   // A pass of `rows` one-row sequences headed for their graph: the first `words` int32 of
   // its metadata (`meta`) uploaded into the row count's fixed buffer, whose device address
-  // is returned; `splits`: split-KV attention's count if the row count is new. The pass's
-  // ops are then recorded (issue) until end().
+  // is returned (none with no words: the encoder ops' decoder steps upload their own into
+  // buffers whose addresses are in the signature); `splits`: split-KV attention's count if
+  // the row count is new. The pass's ops are then recorded (issue) until end().
   const int32_t* begin(size_t rows, const int32_t* meta, size_t words, int splits);
   bool recording() const { return current_ != nullptr; }
   int splits() const { return current_->splits; }

@@ -4,12 +4,22 @@
 // PyTorch's F16 autocast computes — twice the memory bandwidth and ~15× the FLOP rate of F32
 // on an H100). One stream and cuBLAS handle. A pass's sequence boundaries travel as each
 // row's [begin, end) of keys.
+//
+// A decoder step (begin_step .. end_step) runs as a CUDA graph per row count
+// (decode_graphs.h): its ops are recorded with their launches' arguments as a signature and
+// replayed from the graph captured for that row count when the signature is the same, else
+// captured anew. Their metadata — token and position ids, each row's cache — is uploaded as
+// the op is recorded, through pinned staging, into buffers whose addresses are in the
+// signature: the step's kernels read it at fixed addresses. A batch-1 NLLB-600M step is
+// ~340 launches of a few microseconds of GPU work each, which the host issues more slowly
+// than the GPU runs them; a replay is one launch.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -18,6 +28,7 @@
 #include "backends/cuda/blas_stream.h"
 #include "backends/cuda/cublas_loader.h"
 #include "backends/cuda/cuda_util.h"
+#include "backends/cuda/decode_graphs.h"
 #include "backends/cuda/kernels.h"
 #include "backends/encoder_ops.h"
 #include "core/dtype.h"
@@ -35,7 +46,8 @@ class CudaEncoderLinear final : public EncoderLinear {
 class CudaEncoderOps final : public EncoderOps {
  public:
   // device_info first: it validates the index with a clear error naming it.
-  explicit CudaEncoderOps(int device) : device_{DeviceKind::CUDA, device}, info_(device_info(device)), bs_(device) {}
+  explicit CudaEncoderOps(int device)
+      : device_{DeviceKind::CUDA, device}, info_(device_info(device)), bs_(device), graphs_(device_, bs_.stream()) {}
   Device device() const override { return device_; }
   std::string describe() const override {
     return fmt::format("cuda:{} ({}, {})", device_.index, info_.name,
@@ -68,11 +80,46 @@ class CudaEncoderOps final : public EncoderOps {
     l->bytes = w.size() * dtype_size(storage) + bias.size() * sizeof(float);
     return l;
   }
-  void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+  void synchronize() override {
+    graphs_.flush();  // what a step recorded runs first
+    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  }
+
+  void begin_step(size_t rows) override {
+    stepping_ = true;
+    if (!graphs_on_ || !graphs_.usable() || graphs_.recording() || rows == 0 || rows > kMaxGraphRows) return;
+    select();
+    ++step_serial_;
+    graphs_.begin(rows, nullptr, 0, 1);
+  }
+  void end_step() override {
+    if (!std::exchange(stepping_, false)) return;
+    ++step_counters_.passes;
+    select();
+    std::string failure;
+    switch (graphs_.end(failure)) {
+      case DecodeGraphs::Ended::Replayed: ++step_counters_.graph_replays; break;
+      case DecodeGraphs::Ended::Captured: ++step_counters_.graph_captures; break;
+      case DecodeGraphs::Ended::CaptureFailed:
+        fmt::print(stderr, "warning: {}: capturing a decoder step as a CUDA graph failed ({}); steps run without graphs\n",
+                   describe(), failure);
+        break;
+      default: break;
+    }
+  }
+  void abort_step() override {
+    stepping_ = false;
+    graphs_.abort();
+  }
+  void set_cuda_graphs(bool on) override {
+    graphs_.flush();
+    graphs_on_ = on;
+  }
 
  protected:
   void do_upload(const Tensor& t, std::span<const float> values) override {
     select();
+    graphs_.flush();
     // On our stream, then waited for (pageable memory: the copy may return before its DMA).
     check(cudaMemcpyAsync(t.data(), values.data(), values.size_bytes(), cudaMemcpyHostToDevice, stream_),
           "copy to the device");
@@ -80,17 +127,21 @@ class CudaEncoderOps final : public EncoderOps {
   }
   void do_download(const Tensor& t, void* out) override {
     select();
+    graphs_.flush();
     check(cudaMemcpyAsync(out, t.data(), t.numel() * dtype_size(t.dtype()), cudaMemcpyDeviceToHost, stream_),
           "copy to the host");
     synchronize();
   }
   void do_zero(const Tensor& t) override {
     select();
-    check(cudaMemsetAsync(t.data(), 0, t.numel() * dtype_size(t.dtype()), stream_), "cudaMemsetAsync");
+    issue({kZero, address(t.data()), shape_of(t), int64_t(dtype_size(t.dtype()))}, [=, this] {
+      check(cudaMemsetAsync(t.data(), 0, t.numel() * dtype_size(t.dtype()), stream_), "cudaMemsetAsync");
+    });
   }
   void do_pool_rows(const Tensor& x, std::span<const size_t> starts, std::span<const uint8_t> keep, double weight,
                     const Tensor& acc) override {
     select();
+    graphs_.flush();  // (an encoder's op: never part of a decoder step)
     // Each sequence's rows and the rows left out, uploaded once per batch (its layers all
     // pool the same rows): [n + 1] starts, then the kept flags.
     if (!std::equal(starts.begin(), starts.end(), pool_starts_.begin(), pool_starts_.end()) ||
@@ -110,36 +161,52 @@ class CudaEncoderOps final : public EncoderOps {
   void do_linear(const Tensor& x, const EncoderLinear& w, const Tensor& y) override {
     select();
     const auto& l = static_cast<const CudaEncoderLinear&>(w);
-    if (l.f16()) {
-      // x rounded to F16 into a scratch that grows to the largest [T, in] seen.
-      const size_t n = x.rows() * l.in;
-      if (x16_.numel() < n) x16_ = Tensor(device_, DType::F16, 1, n);
-      kernels::encoder_to_f16(x.as<float>(), n, x16_.data(), stream_);
-      kernels::linear(blas_, stream_, x16_.data(), int(l.in), int(x.rows()), l.w.data(), int(l.out), int(l.in), y.data(),
-                      int(l.out), true);
-    } else {
-      kernels::linear_f32(blas_, x.as<float>(), int(x.rows()), l.w.as<float>(), int(l.out), int(l.in), y.as<float>());
+    // x rounded to F16 into a scratch that grows to the largest [T, in] seen.
+    const size_t n = x.rows() * l.in;
+    if (l.f16() && x16_.numel() < n) {
+      graphs_.flush();  // recorded ops may still name the scratch being replaced
+      x16_ = Tensor(device_, DType::F16, 1, n);
     }
-    if (!l.bias.empty()) kernels::encoder_add_bias(y.as<float>(), int(y.rows()), int(l.out), l.bias.as<float>(), stream_);
+    issue({kLinear, address(x.data()), shape_of(x), address(l.w.data()), address(l.bias.data()), int64_t(l.out),
+           int64_t(l.in), address(y.data()), shape_of(y), address(x16_.data())},
+          [=, this, &l] {
+            if (l.f16()) {
+              kernels::encoder_to_f16(x.as<float>(), n, x16_.data(), stream_);
+              kernels::linear(blas_, stream_, x16_.data(), int(l.in), int(x.rows()), l.w.data(), int(l.out), int(l.in),
+                              y.data(), int(l.out), true);
+            } else {
+              kernels::linear_f32(blas_, x.as<float>(), int(x.rows()), l.w.as<float>(), int(l.out), int(l.in),
+                                  y.as<float>());
+            }
+            if (!l.bias.empty())
+              kernels::encoder_add_bias(y.as<float>(), int(y.rows()), int(l.out), l.bias.as<float>(), stream_);
+          });
   }
   void do_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) override {
     select();
-    kernels::encoder_layer_norm(x.as<float>(), nullptr, nullptr, int(x.rows()), int(x.cols()), w.as<float>(),
-                                b.as<float>(), eps, stream_);
+    issue({kLayerNorm, address(x.data()), shape_of(x), address(w.data()), address(b.data()), bits(eps)}, [=, this] {
+      kernels::encoder_layer_norm(x.as<float>(), nullptr, nullptr, int(x.rows()), int(x.cols()), w.as<float>(),
+                                  b.as<float>(), eps, stream_);
+    });
   }
   void do_residual_layer_norm(const Tensor& x, const Tensor& y, const Tensor& bias, const Tensor& w, const Tensor& b,
                               float eps) override {
     select();
-    kernels::encoder_layer_norm(x.as<float>(), y.as<float>(), bias.as<float>(), int(x.rows()), int(x.cols()),
-                                w.as<float>(), b.as<float>(), eps, stream_);
+    issue({kResidualLayerNorm, address(x.data()), shape_of(x), address(y.data()), address(bias.data()),
+           address(w.data()), address(b.data()), bits(eps)},
+          [=, this] {
+            kernels::encoder_layer_norm(x.as<float>(), y.as<float>(), bias.as<float>(), int(x.rows()), int(x.cols()),
+                                        w.as<float>(), b.as<float>(), eps, stream_);
+          });
   }
   void do_gelu(const Tensor& x) override {
     select();
-    kernels::encoder_gelu(x.as<float>(), x.numel(), stream_);
+    issue({kGelu, address(x.data()), shape_of(x)}, [=, this] { kernels::encoder_gelu(x.as<float>(), x.numel(), stream_); });
   }
   void do_attention(const Tensor& qkv, std::span<const size_t> starts, size_t heads, size_t d,
                     const Tensor& out) override {
     select();
+    graphs_.flush();  // (an encoder's op: never part of a decoder step)
     if (!kernels::encoder_attention_supported(int(d)))
       throw UnsupportedError(fmt::format("{}: encoder attention heads of {} dims (at most 256)", describe(), d));
     // Each row's keys: its sequence's rows. Uploaded once per batch (every layer of a
@@ -162,11 +229,13 @@ class CudaEncoderOps final : public EncoderOps {
   }
   void do_add(const Tensor& x, const Tensor& y) override {
     select();
-    kernels::encoder_add(x.as<float>(), y.as<float>(), x.numel(), stream_);
+    issue({kAdd, address(x.data()), shape_of(x), address(y.data())},
+          [=, this] { kernels::encoder_add(x.as<float>(), y.as<float>(), x.numel(), stream_); });
   }
   void do_top_k(const Tensor& logits, size_t k, std::vector<RowTop>& out) override {
     if (k > size_t(kernels::kMaxTopK)) return EncoderOps::do_top_k(logits, k, out);  // the rows cross to the host
     select();
+    graphs_.flush();
     const size_t n = logits.rows();
     // stats [n, 2] F32, values [n, k] F32, tokens [n, k] I32: one buffer, one copy back.
     const size_t floats = n * (2 + 2 * k);
@@ -189,17 +258,21 @@ class CudaEncoderOps final : public EncoderOps {
   }
   void do_relu(const Tensor& x) override {
     select();
-    kernels::encoder_relu(x.as<float>(), x.numel(), stream_);
+    issue({kRelu, address(x.data()), shape_of(x)}, [=, this] { kernels::encoder_relu(x.as<float>(), x.numel(), stream_); });
   }
   void do_copy(const Tensor& src, size_t src_row, size_t src_col, const Tensor& dst, size_t dst_row, size_t dst_col,
                size_t rows, size_t cols) override {
     select();
     // Pitches are a row of a tensor (a cache's block row: capacity · d floats), far below
     // the 2 GiB limit.
-    check(cudaMemcpy2DAsync(dst.as<float>() + dst_row * dst.stride() + dst_col, dst.stride() * 4,
-                            src.as<float>() + src_row * src.stride() + src_col, src.stride() * 4, cols * 4, rows,
-                            cudaMemcpyDeviceToDevice, stream_),
-          "copy on the device");
+    float* to = dst.as<float>() + dst_row * dst.stride() + dst_col;
+    const float* from = src.as<float>() + src_row * src.stride() + src_col;
+    issue({kCopy, address(to), int64_t(dst.stride()), address(from), int64_t(src.stride()), int64_t(rows), int64_t(cols)},
+          [=, this] {
+            check(cudaMemcpy2DAsync(to, dst.stride() * 4, from, src.stride() * 4, cols * 4, rows,
+                                    cudaMemcpyDeviceToDevice, stream_),
+                  "copy on the device");
+          });
   }
   void do_embed(const EncoderLinear& table, std::span<const int32_t> ids, float scale, const Tensor& positions,
                 std::span<const int32_t> position_ids, const Tensor& out) override {
@@ -207,16 +280,27 @@ class CudaEncoderOps final : public EncoderOps {
     const auto& t = static_cast<const CudaEncoderLinear&>(table);
     std::vector<int32_t> both(ids.begin(), ids.end());
     both.insert(both.end(), position_ids.begin(), position_ids.end());
-    if (ids_.numel() < both.size()) ids_ = Tensor(device_, DType::I32, 1, 2 * both.size());
+    if (ids_.numel() < both.size()) {
+      graphs_.flush();  // recorded ops may still name the buffer being replaced
+      ids_ = Tensor(device_, DType::I32, 1, 2 * both.size());
+    }
+    // Now, ahead of the step's recorded kernels (which read it at this fixed address).
     ids_upload_.copy(both.data(), both.size() * 4, ids_.data(), stream_, "copy the token ids");
-    kernels::encoder_embed(t.w.data(), t.f16(), ids_.as<int32_t>(), int(ids.size()), int(out.cols()), scale,
-                           positions.as<float>(), out.as<float>(), stream_);
+    const int n = int(ids.size());
+    issue({kEmbed, address(t.w.data()), int64_t(t.f16()), address(ids_.data()), n, shape_of(out), address(out.data()),
+           bits(scale), address(positions.data())},
+          [=, this, &t] {
+            kernels::encoder_embed(t.w.data(), t.f16(), ids_.as<int32_t>(), n, int(out.cols()), scale,
+                                   positions.as<float>(), out.as<float>(), stream_);
+          });
   }
   void do_write_cache(const Tensor& kv_new, std::span<const CachedRows> spans, size_t layer) override {
     select();
     const auto* meta = cache_rows(spans);
-    kernels::encoder_write_cache(kv_new.as<float>(), int(kv_new.stride()), meta, int(kv_new.rows()),
-                                 int(kv_new.cols() / 2), int(layer), stream_);
+    issue({kWriteCache, address(kv_new.data()), shape_of(kv_new), address(meta), int64_t(layer)}, [=, this] {
+      kernels::encoder_write_cache(kv_new.as<float>(), int(kv_new.stride()), meta, int(kv_new.rows()),
+                                   int(kv_new.cols() / 2), int(layer), stream_);
+    });
   }
   void do_cached_attention(const Tensor& q, std::span<const CachedRows> spans, size_t layer, size_t heads, size_t d,
                            const Tensor& out) override {
@@ -224,8 +308,12 @@ class CudaEncoderOps final : public EncoderOps {
     if (!kernels::encoder_attention_supported(int(d)))
       throw UnsupportedError(fmt::format("{}: decoder attention heads of {} dims (at most 256)", describe(), d));
     const auto* meta = cache_rows(spans);
-    kernels::encoder_cached_attention(q.as<float>(), int(q.stride()), meta, int(q.rows()), int(heads), int(d),
-                                      int(layer), out.as<float>(), stream_);
+    issue({kCachedAttention, address(q.data()), shape_of(q), address(meta), int64_t(heads), int64_t(d), int64_t(layer),
+           address(out.data()), shape_of(out)},
+          [=, this] {
+            kernels::encoder_cached_attention(q.as<float>(), int(q.stride()), meta, int(q.rows()), int(heads), int(d),
+                                              int(layer), out.as<float>(), stream_);
+          });
   }
 
  private:
@@ -244,9 +332,14 @@ class CudaEncoderOps final : public EncoderOps {
     for (auto& slot : meta_slots_)
       if (slot.bytes.size() == bytes && std::memcmp(slot.bytes.data(), rows.data(), bytes) == 0) {
         slot.used = ++meta_clock_;
+        if (graphs_.recording()) slot.step = step_serial_;
         return slot.device.as<kernels::CacheRow>();
       }
     auto& slot = meta_slots_[0].used <= meta_slots_[1].used ? meta_slots_[0] : meta_slots_[1];
+    // Rewritten now, ahead of the step's recorded kernels: if one of them reads it (a step
+    // with a third set of rows), what was recorded runs first, and the step as launches.
+    if (graphs_.recording() && slot.step == step_serial_) graphs_.flush();
+    if (graphs_.recording()) slot.step = step_serial_;
     if (slot.device.numel() * 4 < bytes) slot.device = Tensor(device_, DType::I32, 1, 2 * bytes / 4);
     // Ordered after the kernels that read the slot's previous rows.
     slot.upload.copy(rows.data(), bytes, slot.device.data(), stream_, "copy the decoder rows' caches");
@@ -258,6 +351,7 @@ class CudaEncoderOps final : public EncoderOps {
     std::vector<char> bytes;  // what `device` holds
     Tensor device;
     size_t used = 0;
+    size_t step = 0;  // the recorded step that last read it
     StagedUpload upload;
   };
   MetaSlot meta_slots_[2];
@@ -268,6 +362,21 @@ class CudaEncoderOps final : public EncoderOps {
   StagedUpload ids_upload_, bounds_upload_, pool_upload_;
 
   void select() const { check(cudaSetDevice(device_.index), "cudaSetDevice"); }
+
+  // An op's kernels: launched now, or recorded for the step's graph with the values that
+  // make its launches what they are (decode_graphs.h).
+  template <class Body>
+  void issue(std::initializer_list<int64_t> signature, Body&& body) {
+    graphs_.issue(signature, std::forward<Body>(body));
+  }
+  static int64_t address(const void* p) { return DecodeGraphs::address(p); }
+  static int64_t bits(float f) { return DecodeGraphs::bits(f); }
+  static int64_t shape_of(const Tensor& t) { return DecodeGraphs::shape_of(t); }
+  // Signature tags: which op a recorded launch is.
+  enum : int64_t { kZero = 1, kLinear, kLayerNorm, kResidualLayerNorm, kGelu, kAdd, kRelu, kCopy, kEmbed, kWriteCache,
+                   kCachedAttention };
+  // Steps of more rows run as launches (their launch overhead is small beside their work).
+  static constexpr size_t kMaxGraphRows = 1024;
   Device device_;
   CudaDeviceInfo info_;
   BlasStream bs_;
@@ -277,6 +386,10 @@ class CudaEncoderOps final : public EncoderOps {
   Tensor top_;     // top_k's results: stats, values, tokens
   Tensor x16_;     // an F16 linear's inputs rounded
   size_t f16_linears_ = 0;
+  DecodeGraphs graphs_;  // a decoder step's ops recorded, captured, replayed (made with the stream)
+  bool graphs_on_ = true;
+  size_t step_serial_ = 0;  // begin_step's count
+  bool stepping_ = false;   // between begin_step and end_step
   std::vector<size_t> bounds_starts_;  // the sequence starts bounds_ holds
   Tensor pool_meta_;                   // pool_rows' starts and kept flags on the device
   std::vector<size_t> pool_starts_;    // what pool_meta_ holds
