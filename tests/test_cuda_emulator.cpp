@@ -392,6 +392,25 @@ TEST(CudaEmulator, StreamCopiesLandAsLateAsCudaAllows) {
   auto out = cuda::device_alloc(0, n * sizeof(float));
   launch("copy_after", copy_floats, 1, 64, compute, static_cast<const float*>(d), static_cast<float*>(out.get()), int(n));
   EXPECT_EQ(download<float>(out, n), threes);
+  // Kernels on a created stream run as late as copies do: a copy on another stream that
+  // does not wait for the kernel reads what was there before it; one that waits for an
+  // event recorded after the kernel reads its output (`out` holds threes from above).
+  auto src = upload(twos), zeros = upload(std::vector<float>(n, 0.0f));  // (uploads complete every stream's work)
+  launch("copy_later", copy_floats, 1, 64, compute, static_cast<const float*>(src.get()), static_cast<float*>(out.get()),
+         int(n));
+  ASSERT_EQ(cudaEventRecord(after, compute), cudaSuccess);
+  launch("zero_out", copy_floats, 1, 64, compute, static_cast<const float*>(zeros.get()), static_cast<float*>(out.get()),
+         int(n));  // issued after the event: not covered by it
+  fill(back, -1.0f);
+  ASSERT_EQ(cudaMemcpyAsync(back, out.get(), n * 4, cudaMemcpyDeviceToHost, copies), cudaSuccess);  // no wait
+  ASSERT_EQ(cudaStreamSynchronize(copies), cudaSuccess);
+  EXPECT_EQ(std::vector<float>(back, back + n), threes) << "a kernel ran before a copy that did not wait for it";
+  ASSERT_EQ(cudaStreamWaitEvent(copies, after, 0), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(back, out.get(), n * 4, cudaMemcpyDeviceToHost, copies), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(copies), cudaSuccess);
+  EXPECT_EQ(std::vector<float>(back, back + n), twos) << "the event covers the first kernel, not the second";
+  ASSERT_EQ(cudaStreamSynchronize(compute), cudaSuccess);
+  EXPECT_EQ(download<float>(out, n), std::vector<float>(n, 0.0f));
   // The device synchronising, or freeing memory, completes everything.
   fill(pinned, 1.0f);
   ASSERT_EQ(cudaMemcpyAsync(d, pinned, n * 4, cudaMemcpyHostToDevice, copies), cudaSuccess);

@@ -18,11 +18,11 @@ struct DeviceAccess {
 // Whether [p, p + n) lies inside one device allocation.
 bool device_range(const void* p, size_t n);
 
-// A kernel or GEMM issued to `stream`. Stream capture (cudaStreamBeginCapture ...
-// cudaStreamEndCapture): work issued to a capturing stream is recorded into its graph, to
-// run at each cudaGraphLaunch of the instantiated graph, instead of running now. Returns
-// false (and keeps `work`'s call to the caller) when `stream` is not capturing, after
-// running the copies deferred on it (runtime.cpp: every stream's for the legacy stream).
+// A kernel, GEMM or graph launch issued to `stream`: recorded into its graph when the
+// stream is capturing (run at each cudaGraphLaunch of the instantiated graph), deferred in
+// the stream's order when it is a created stream (streams.cpp: run when something waits for
+// it); both return true. On the legacy default stream it returns false (the caller runs
+// `work` now) after every stream's deferred work has run.
 bool capture(cudaStream_t stream, const std::function<void()>& work);
 
 }  // namespace pivotmt::cuda::emu

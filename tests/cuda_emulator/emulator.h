@@ -10,9 +10,9 @@
 // partial warp) and a barrier that can never complete are errors naming the kernel.
 //
 // Not emulated: concurrency (threads run one at a time, in order, so data races do not
-// show), the asynchrony of launches (a kernel completes before its launch returns; copies
-// on a created stream are deferred as late as CUDA allows: runtime.cpp), and the device's
-// math library (expf, rsqrtf... are the host's: last-bit differences only).
+// show; work on a created stream — kernels, GEMMs, pinned copies — is deferred as late as
+// CUDA's ordering allows instead: streams.cpp), and the device's math library (expf,
+// rsqrtf... are the host's: last-bit differences only).
 #pragma once
 #define PIVOTMT_CUDA_EMULATOR 1
 

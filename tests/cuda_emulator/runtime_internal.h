@@ -17,10 +17,11 @@ bool pinned_range(const void* p, size_t n);
 // allocating, synchronous copies): refused with the thread's captures invalidated.
 cudaError_t refuse_if_capturing();
 // streams.cpp: orders `work` on its stream — recorded into a capture (true); deferred when
-// `deferrable` on a created stream (true); else the stream's earlier deferred copies (every
-// stream's, for the legacy default stream) run first and the caller runs `work` now (false).
+// `deferrable` on a created stream (true); else the stream's earlier deferred work (every
+// stream's, for the legacy default stream) runs first and the caller runs `work` now (false).
+// Kernels, GEMMs and graph launches (capture()) are deferrable on a created stream.
 bool issue(cudaStream_t stream, const std::function<void()>& work, bool deferrable);
-// streams.cpp: every stream's deferred copies, run now (a device-wide synchronisation).
+// streams.cpp: every stream's deferred work, run now (a device-wide synchronisation).
 void run_all_deferred();
 
 }  // namespace pivotmt::cuda::emu

@@ -8,14 +8,16 @@
 // invalidated so that cudaStreamEndCapture fails): synchronising (device, stream, event),
 // cudaMalloc / cudaFree / cudaFreeHost and synchronous copies on a thread whose capture is
 // not in relaxed mode (in global mode, on every thread).
-// Asynchrony: copies (and memsets) on a created stream between device memory and pinned
-// host memory or within device memory are deferred — run as late as CUDA's ordering rules
-// allow: before the stream's next kernel or GEMM, when a synchronisation covers them
-// (stream, device, an event recorded after them, cudaFree / cudaFreeHost), or when another
-// stream waits for an event recorded after them (cudaStreamWaitEvent). A program that reads
-// such a copy's destination, or rewrites its source, without having waited for it sees
-// what a GPU may show it: the data before the copy. Kernels and GEMMs run when issued;
-// work on the legacy default stream first completes every stream's deferred copies.
+// Asynchrony: kernels, GEMMs, graph launches, and copies (and memsets) between device memory
+// and pinned host memory or within device memory, issued to a created stream, are deferred —
+// run in the stream's order as late as CUDA's ordering rules allow: when a synchronisation
+// covers them (stream, device, an event recorded after them, cudaFree / cudaFreeHost), when
+// another stream waits for an event recorded after them (cudaStreamWaitEvent), or before
+// the stream's next work that completes at its call (a copy to or from pageable memory). A
+// program that reads such work's output, or rewrites its input, without having waited for
+// it sees what a GPU may show it: the data before the work. Work on the legacy default
+// stream first completes every stream's deferred work — stricter than CUDA for streams
+// created non-blocking, which do not synchronise with it.
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -80,9 +82,9 @@ cudaError_t refuse_if_capturing() {
 
 namespace {
 
-// The created streams (whose deferred copies a synchronisation may have to run).
+// The created streams (whose deferred work a synchronisation may have to run).
 struct Streams {
-  std::recursive_mutex mutex;  // held while deferred copies run: one stream's run in order
+  std::recursive_mutex mutex;  // held while deferred work runs: one stream's run in order
   std::set<cudaStream_t> live;
 };
 Streams& streams() {
@@ -90,7 +92,7 @@ Streams& streams() {
   return *s;
 }
 
-// Runs the stream's deferred copies issued up to `position` (all: UINT64_MAX), in order.
+// Runs the stream's deferred work issued up to `position` (all: UINT64_MAX), in order.
 void run_deferred(cudaStream_t stream, uint64_t position = UINT64_MAX) {
   if (!stream) return;
   std::lock_guard lock(streams().mutex);
@@ -127,7 +129,7 @@ bool issue(cudaStream_t stream, const std::function<void()>& work, bool deferrab
   return false;
 }
 
-bool capture(cudaStream_t stream, const std::function<void()>& work) { return issue(stream, work, false); }
+bool capture(cudaStream_t stream, const std::function<void()>& work) { return issue(stream, work, stream != nullptr); }
 
 }  // namespace pivotmt::cuda::emu
 
@@ -135,8 +137,7 @@ using namespace pivotmt::cuda::emu;
 
 extern "C" {
 
-// Kernels and GEMMs are done when issued (or recorded into a capture); synchronising runs
-// the deferred copies it covers and checks the capture rules.
+// Synchronising runs the deferred work it covers and checks the capture rules.
 cudaError_t CUDARTAPI cudaDeviceSynchronize(void) {
   if (const cudaError_t e = refuse_if_capturing()) return e;
   run_all_deferred();
