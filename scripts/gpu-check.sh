@@ -369,7 +369,7 @@ fi
 # tokens): F32 kernels against F16 mode's tensor cores, fused (F16 scores, TF32 gradient
 # products) and as blocks of TF32 GEMMs.
 if [[ "$EMULATED" == 1 || ! -x "$BIN/bench_train" ]]; then
-  row "training attention" "not run" "$([[ "$EMULATED" == 1 ]] && echo "the CUDA emulator times nothing (GpuTrain.EveryOp checks both paths)" || echo "no bench_train")"
+  row "training attention" "not run" "$([[ "$EMULATED" == 1 ]] && echo "the CUDA emulator times nothing (GpuTrain.EveryOp checks the three paths)" || echo "no bench_train")"
 else
   t=$(date +%s)
   bounded "$(limit 30)" "${LOADER[@]}" "$BIN/bench_train" --attention 7b --device "$DEV" >"$LOGS/bench_train_attention.log" 2>&1
