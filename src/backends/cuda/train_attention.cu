@@ -12,6 +12,10 @@
 // online softmax in registers, P rounded to F16; O and lse = max + log Σ written in F32. No
 // score matrix passes through memory (the GEMM path writes and reads [heads, rows, keys]
 // four times), and the backward recomputes P from this lse.
+//
+// The backward, fused (the same head dims): two kernels, described where they are defined
+// below — F16 scores as the forward computes them, TF32 mma.sync for the products with a
+// gradient, no score matrix in memory and no atomics.
 #include <cuda_fp16.h>
 
 #include <cstdint>
