@@ -121,73 +121,120 @@ __device__ __forceinline__ uint32_t half_pair(float lo, float hi) {
   return bits;
 }
 
+__device__ __forceinline__ uint32_t tf32_bits(float x) { return __float_as_uint(tf32_round(x)); }
+__device__ __forceinline__ void half_pair_bits(const __half* p, uint32_t& lo, uint32_t& hi) {
+  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(p));
+  lo = __float_as_uint(f.x);
+  hi = __float_as_uint(f.y);
+}
+
+// Rows [first, first + rows) of x (ld floats apart, the head's columns from `col`) into
+// shared memory with 16-byte loads, rounded to F16 (stage_half_rows) or TF32
+// (stage_tf32_rows); zeros for rows from `end` on. The forward and both backward kernels
+// stage their tiles so.
+template <int D, int Ld>
+__device__ void stage_half_rows(__half (*dst)[Ld], const float* x, size_t ld, size_t col, int64_t first, int rows,
+                                int64_t end) {
+  for (int c = int(threadIdx.x); c < rows * (D / 4); c += int(blockDim.x)) {
+    const int r = c / (D / 4), at = 4 * (c % (D / 4));
+    float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (first + r < end) f = *reinterpret_cast<const float4*>(x + size_t(first + r) * ld + col + at);
+    *reinterpret_cast<uint2*>(&dst[r][at]) = make_uint2(half_pair(f.x, f.y), half_pair(f.z, f.w));
+  }
+}
+template <int D, int Ld>
+__device__ void stage_tf32_rows(float (*dst)[Ld], const float* x, size_t ld, size_t col, int64_t first, int rows,
+                                int64_t end) {
+  for (int c = int(threadIdx.x); c < rows * (D / 4); c += int(blockDim.x)) {
+    const int r = c / (D / 4), at = 4 * (c % (D / 4));
+    float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (first + r < end) f = *reinterpret_cast<const float4*>(x + size_t(first + r) * ld + col + at);
+    *reinterpret_cast<float4*>(&dst[r][at]) =
+        make_float4(tf32_round(f.x), tf32_round(f.y), tf32_round(f.z), tf32_round(f.w));
+  }
+}
+
+// A block of up to 64 query rows [row0, row0 + rows) of one head, as the fused forward
+// and the backward's queries kernel tile a sequence: the keys the block sees [lo, hi), this
+// warp's [warp_lo, warp_hi) (empty past the rows), and this lane's two fragment rows
+// a = g and b = g + 8 of the warp's 16 — their positions (−1 past the rows) and first keys.
+struct RowTile {
+  int row0, rows, ra, rb;
+  int64_t lo, hi, warp_lo, warp_hi, pos_a, pos_b, first_a, first_b;
+  __device__ RowTile(int tile, int T, int window, int warp, int g) {
+    row0 = tile * kFusedRows;
+    rows = T - row0 < kFusedRows ? T - row0 : kFusedRows;
+    lo = paged::first_visible(row0, window);
+    hi = row0 + rows;
+    const bool warp_rows = 16 * warp < rows;
+    warp_lo = warp_rows ? paged::first_visible(row0 + 16 * warp, window) : INT64_MAX;
+    warp_hi = warp_rows ? row0 + (16 * warp + 16 < rows ? 16 * warp + 16 : rows) : 0;
+    ra = 16 * warp + g;
+    rb = ra + 8;
+    pos_a = ra < rows ? row0 + ra : -1;
+    pos_b = rb < rows ? row0 + rb : -1;
+    first_a = paged::first_visible(pos_a, window);
+    first_b = paged::first_visible(pos_b, window);
+  }
+  // Whether keys [key0, key0 + keys) meet any of the warp's rows (warp-uniform).
+  __device__ bool warp_sees(int64_t key0, int keys) const { return key0 < warp_hi && key0 + keys > warp_lo; }
+};
+
+// The warp's rows of Q for `head` as F16 A fragments (qf[kc] covers dims 16 kc ..; zeros
+// past the rows), in registers for the whole block.
+template <int D>
+__device__ void load_query_fragments(uint32_t (&qf)[D / 16][4], const float* q, size_t ldq, int head, const RowTile& r,
+                                     int t4) {
+  const float* qa = q + size_t(r.row0 + r.ra) * ldq + size_t(head) * D + 2 * t4;
+  const float* qb = q + size_t(r.row0 + r.rb) * ldq + size_t(head) * D + 2 * t4;
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc) {
+    qf[kc][0] = r.ra < r.rows ? half_pair(qa[16 * kc], qa[16 * kc + 1]) : 0u;
+    qf[kc][1] = r.rb < r.rows ? half_pair(qb[16 * kc], qb[16 * kc + 1]) : 0u;
+    qf[kc][2] = r.ra < r.rows ? half_pair(qa[16 * kc + 8], qa[16 * kc + 9]) : 0u;
+    qf[kc][3] = r.rb < r.rows ? half_pair(qb[16 * kc + 8], qb[16 * kc + 9]) : 0u;
+  }
+}
+
 template <int D>
 __global__ void fused_forward_kernel(const float* q, const float* k, const float* v, int T, int nh, int nkv, int window,
                                      float scale, float* out, float* lse) {
   __shared__ KeyValueTile<D> sh;
-  const int tile = int(blockIdx.x) / nh, head = int(blockIdx.x) % nh, kv_head = head / (nh / nkv);
-  const int row0 = tile * kFusedRows, rows = T - row0 < kFusedRows ? T - row0 : kFusedRows;
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t4 = lane % 4;
+  const int head = int(blockIdx.x) % nh, kv_head = head / (nh / nkv);
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, t4 = lane % 4;
   const size_t ldq = size_t(nh) * D, ldkv = size_t(nkv) * D;
-  // The block's keys [lo, hi), this warp's [warp_lo, warp_hi) (empty past the rows).
-  const int64_t lo = paged::first_visible(row0, window), hi = row0 + rows;
-  const bool warp_rows = 16 * warp < rows;
-  const int64_t warp_lo = warp_rows ? paged::first_visible(row0 + 16 * warp, window) : INT64_MAX;
-  const int64_t warp_hi = warp_rows ? row0 + (16 * warp + 16 < rows ? 16 * warp + 16 : rows) : 0;
-  // This lane's two rows of the warp's 16 (fragment rows g and g + 8); position = row.
-  const int ra = 16 * warp + g, rb = ra + 8;
-  const int64_t pos_a = ra < rows ? row0 + ra : -1, pos_b = rb < rows ? row0 + rb : -1;
-  const int64_t first_a = paged::first_visible(pos_a, window), first_b = paged::first_visible(pos_b, window);
-
-  // Q's A fragments for the head, rounded to F16, in registers: qf[kc] covers dims 16 kc ..
+  const RowTile r(int(blockIdx.x) / nh, T, window, warp, lane / 4);
   uint32_t qf[D / 16][4];
-  const float* qa = q + size_t(row0 + ra) * ldq + size_t(head) * D + 2 * t4;
-  const float* qb = q + size_t(row0 + rb) * ldq + size_t(head) * D + 2 * t4;
-#pragma unroll
-  for (int kc = 0; kc < D / 16; ++kc) {
-    qf[kc][0] = ra < rows ? half_pair(qa[16 * kc], qa[16 * kc + 1]) : 0u;
-    qf[kc][1] = rb < rows ? half_pair(qb[16 * kc], qb[16 * kc + 1]) : 0u;
-    qf[kc][2] = ra < rows ? half_pair(qa[16 * kc + 8], qa[16 * kc + 9]) : 0u;
-    qf[kc][3] = rb < rows ? half_pair(qb[16 * kc + 8], qb[16 * kc + 9]) : 0u;
-  }
+  load_query_fragments<D>(qf, q, ldq, head, r, t4);
 
   RowsState<D> st;
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) st.o[n][0] = st.o[n][1] = st.o[n][2] = st.o[n][3] = 0.0f;
 
-  for (int64_t key0 = lo; key0 < hi; key0 += kFusedKeys) {
-    // Keys [key0, key0 + 32) into shared memory as F16, 16-byte F32 loads (4 values); zeros
-    // past hi (their values meet P = 0, which must not meet a NaN left in shared memory).
-    for (int c = int(threadIdx.x); c < kFusedKeys * (D / 4); c += int(blockDim.x)) {
-      const int key = c / (D / 4), at = 4 * (c % (D / 4));
-      const int64_t j = key0 + key;
-      float4 kk = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vv = kk;
-      if (j < hi) {
-        kk = *reinterpret_cast<const float4*>(k + size_t(j) * ldkv + size_t(kv_head) * D + at);
-        vv = *reinterpret_cast<const float4*>(v + size_t(j) * ldkv + size_t(kv_head) * D + at);
-      }
-      *reinterpret_cast<uint2*>(&sh.k[key][at]) = make_uint2(half_pair(kk.x, kk.y), half_pair(kk.z, kk.w));
-      *reinterpret_cast<uint2*>(&sh.v[key][at]) = make_uint2(half_pair(vv.x, vv.y), half_pair(vv.z, vv.w));
-    }
+  for (int64_t key0 = r.lo; key0 < r.hi; key0 += kFusedKeys) {
+    // Keys [key0, key0 + 32) into shared memory as F16; zeros past hi (their values meet
+    // P = 0, which must not meet a NaN left in shared memory).
+    stage_half_rows<D, KeyValueTile<D>::Ld>(sh.k, k, ldkv, size_t(kv_head) * D, key0, kFusedKeys, r.hi);
+    stage_half_rows<D, KeyValueTile<D>::Ld>(sh.v, v, ldkv, size_t(kv_head) * D, key0, kFusedKeys, r.hi);
     __syncthreads();  // the tile is in
-    if (key0 < warp_hi && key0 + kFusedKeys > warp_lo)  // warp-uniform
-      attend_key_tile<D, KeyValueTile<D>::Ld>(sh.k, sh.v, key0, qf, pos_a, first_a, pos_b, first_b, scale, st);
+    if (r.warp_sees(key0, kFusedKeys))
+      attend_key_tile<D, KeyValueTile<D>::Ld>(sh.k, sh.v, key0, qf, r.pos_a, r.first_a, r.pos_b, r.first_b, scale, st);
     __syncthreads();  // every warp is done with the tile before it is refilled
   }
 
   const float l_a = quad_sum(st.l_a), l_b = quad_sum(st.l_b);
   const auto& o = st.o;
-  const auto store = [&](int r, float m, float l, int first_reg) {
-    if (r >= rows) return;
-    float* dst = out + size_t(row0 + r) * ldq + size_t(head) * D + 2 * t4;
+  const auto store = [&](int row, float m, float l, int first_reg) {
+    if (row >= r.rows) return;
+    float* dst = out + size_t(r.row0 + row) * ldq + size_t(head) * D + 2 * t4;
     const float inv = 1.0f / l;
 #pragma unroll
     for (int n = 0; n < D / 8; ++n)
       *reinterpret_cast<float2*>(dst + 8 * n) = make_float2(o[n][first_reg] * inv, o[n][first_reg + 1] * inv);
-    if (t4 == 0) lse[size_t(head) * T + row0 + r] = m + logf(l);
+    if (t4 == 0) lse[size_t(head) * T + r.row0 + row] = m + logf(l);
   };
-  store(ra, st.m_a, l_a, 0);
-  store(rb, st.m_b, l_b, 2);
+  store(r.ra, st.m_a, l_a, 0);
+  store(r.rb, st.m_b, l_b, 2);
 }
 
 // --- The fused backward (head dims 64 and 128): FlashAttention-2's backward without atomics,
@@ -215,37 +262,6 @@ __global__ void fused_forward_kernel(const float* q, const float* k, const float
 constexpr int kBackwardKeys = 64;     // keys a block of the keys kernel: 4 warps of 16
 constexpr int kBackwardQueries = 16;  // query rows a tile of the keys kernel
 constexpr int kBackwardKeyTile = 16;  // keys a tile of the queries kernel
-
-__device__ __forceinline__ uint32_t tf32_bits(float x) { return __float_as_uint(tf32_round(x)); }
-__device__ __forceinline__ void half_pair_bits(const __half* p, uint32_t& lo, uint32_t& hi) {
-  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(p));
-  lo = __float_as_uint(f.x);
-  hi = __float_as_uint(f.y);
-}
-
-// Rows [first, first + rows) of x (ld floats apart, head columns at `col`) into shared
-// memory rounded: F16 (dst_half) or TF32 (dst_float); zeros past `end` rows.
-template <int D, int Ld>
-__device__ void stage_half_rows(__half (*dst)[Ld], const float* x, size_t ld, size_t col, int64_t first, int rows,
-                                int64_t end) {
-  for (int c = int(threadIdx.x); c < rows * (D / 4); c += int(blockDim.x)) {
-    const int r = c / (D / 4), at = 4 * (c % (D / 4));
-    float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (first + r < end) f = *reinterpret_cast<const float4*>(x + size_t(first + r) * ld + col + at);
-    *reinterpret_cast<uint2*>(&dst[r][at]) = make_uint2(half_pair(f.x, f.y), half_pair(f.z, f.w));
-  }
-}
-template <int D, int Ld>
-__device__ void stage_tf32_rows(float (*dst)[Ld], const float* x, size_t ld, size_t col, int64_t first, int rows,
-                                int64_t end) {
-  for (int c = int(threadIdx.x); c < rows * (D / 4); c += int(blockDim.x)) {
-    const int r = c / (D / 4), at = 4 * (c % (D / 4));
-    float4 f = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (first + r < end) f = *reinterpret_cast<const float4*>(x + size_t(first + r) * ld + col + at);
-    *reinterpret_cast<float4*>(&dst[r][at]) =
-        make_float4(tf32_round(f.x), tf32_round(f.y), tf32_round(f.z), tf32_round(f.w));
-  }
-}
 
 template <int D>
 struct alignas(16) BackwardKeysShared {
@@ -387,45 +403,27 @@ __global__ void fused_backward_queries_kernel(const float* q, const float* k, co
   __shared__ BackwardQueriesShared<D> sh;
   using S = BackwardQueriesShared<D>;
   const int tiles = (T + kFusedRows - 1) / kFusedRows;
-  // The longest tiles (the last rows see the most keys) first.
-  const int tile = tiles - 1 - int(blockIdx.x) / nh, head = int(blockIdx.x) % nh, kv_head = head / (nh / nkv);
-  const int row0 = tile * kFusedRows, rows = T - row0 < kFusedRows ? T - row0 : kFusedRows;
+  const int head = int(blockIdx.x) % nh, kv_head = head / (nh / nkv);
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t4 = lane % 4;
   const size_t ldq = size_t(nh) * D, ldkv = size_t(nkv) * D;
-  const int64_t lo = paged::first_visible(row0, window), hi = row0 + rows;
-  const bool warp_rows = 16 * warp < rows;
-  const int64_t warp_lo = warp_rows ? paged::first_visible(row0 + 16 * warp, window) : INT64_MAX;
-  const int64_t warp_hi = warp_rows ? row0 + (16 * warp + 16 < rows ? 16 * warp + 16 : rows) : 0;
-  const int ra = 16 * warp + g, rb = ra + 8;
-  const int64_t pos_a = ra < rows ? row0 + ra : -1, pos_b = rb < rows ? row0 + rb : -1;
-  const int64_t first_a = paged::first_visible(pos_a, window), first_b = paged::first_visible(pos_b, window);
-  const float lse_a = pos_a >= 0 ? lse[size_t(head) * T + pos_a] : 0.0f;
-  const float lse_b = pos_b >= 0 ? lse[size_t(head) * T + pos_b] : 0.0f;
-  const float d_a = pos_a >= 0 ? Dsum[size_t(head) * T + pos_a] : 0.0f;
-  const float d_b = pos_b >= 0 ? Dsum[size_t(head) * T + pos_b] : 0.0f;
-  stage_tf32_rows<D, S::LdF>(sh.dout, dout, ldq, size_t(head) * D, row0, kFusedRows, T);
-
-  // Q's F16 A fragments, as the forward holds them.
-  uint32_t qf[D / 16][4];
-  const float* qa = q + size_t(row0 + ra) * ldq + size_t(head) * D + 2 * t4;
-  const float* qb = q + size_t(row0 + rb) * ldq + size_t(head) * D + 2 * t4;
-#pragma unroll
-  for (int kc = 0; kc < D / 16; ++kc) {
-    qf[kc][0] = ra < rows ? half_pair(qa[16 * kc], qa[16 * kc + 1]) : 0u;
-    qf[kc][1] = rb < rows ? half_pair(qb[16 * kc], qb[16 * kc + 1]) : 0u;
-    qf[kc][2] = ra < rows ? half_pair(qa[16 * kc + 8], qa[16 * kc + 9]) : 0u;
-    qf[kc][3] = rb < rows ? half_pair(qb[16 * kc + 8], qb[16 * kc + 9]) : 0u;
-  }
+  const RowTile r(tiles - 1 - int(blockIdx.x) / nh, T, window, warp, g);  // the longest tiles (the last rows) first
+  const float lse_a = r.pos_a >= 0 ? lse[size_t(head) * T + r.pos_a] : 0.0f;
+  const float lse_b = r.pos_b >= 0 ? lse[size_t(head) * T + r.pos_b] : 0.0f;
+  const float d_a = r.pos_a >= 0 ? Dsum[size_t(head) * T + r.pos_a] : 0.0f;
+  const float d_b = r.pos_b >= 0 ? Dsum[size_t(head) * T + r.pos_b] : 0.0f;
+  stage_tf32_rows<D, S::LdF>(sh.dout, dout, ldq, size_t(head) * D, r.row0, kFusedRows, T);
+  uint32_t qf[D / 16][4];  // Q's F16 A fragments, as the forward holds them
+  load_query_fragments<D>(qf, q, ldq, head, r, t4);
   float dqf[D / 8][4];
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) dqf[n][0] = dqf[n][1] = dqf[n][2] = dqf[n][3] = 0.0f;
 
-  for (int64_t key0 = lo; key0 < hi; key0 += kBackwardKeyTile) {
+  for (int64_t key0 = r.lo; key0 < r.hi; key0 += kBackwardKeyTile) {
     __syncthreads();  // every warp is done with the previous tile
-    stage_half_rows<D, S::Ld>(sh.k, k, ldkv, size_t(kv_head) * D, key0, kBackwardKeyTile, hi);
-    stage_half_rows<D, S::Ld>(sh.v, v, ldkv, size_t(kv_head) * D, key0, kBackwardKeyTile, hi);
+    stage_half_rows<D, S::Ld>(sh.k, k, ldkv, size_t(kv_head) * D, key0, kBackwardKeyTile, r.hi);
+    stage_half_rows<D, S::Ld>(sh.v, v, ldkv, size_t(kv_head) * D, key0, kBackwardKeyTile, r.hi);
     __syncthreads();  // the tile (and, the first time, dO) is in
-    if (!(key0 < warp_hi && key0 + kBackwardKeyTile > warp_lo)) continue;  // warp-uniform
+    if (!r.warp_sees(key0, kBackwardKeyTile)) continue;
     // S [16 rows, 16 keys] = Q Kᵀ (F16, as the forward): s[nt] keys key0 + 8 nt + 2 t4, + 1.
     float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
 #pragma unroll
@@ -442,8 +440,8 @@ __global__ void fused_backward_queries_kernel(const float* q, const float* k, co
 #pragma unroll
     for (int kk = 0; kk < D / 8; ++kk) {
       const int c = 8 * kk + 2 * t4;
-      const float2 fa = *reinterpret_cast<const float2*>(&sh.dout[ra][c]);
-      const float2 fb = *reinterpret_cast<const float2*>(&sh.dout[rb][c]);
+      const float2 fa = *reinterpret_cast<const float2*>(&sh.dout[r.ra][c]);
+      const float2 fb = *reinterpret_cast<const float2*>(&sh.dout[r.rb][c]);
       const uint32_t a[4] = {__float_as_uint(fa.x), __float_as_uint(fb.x), __float_as_uint(fa.y), __float_as_uint(fb.y)};
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt) {
@@ -460,31 +458,31 @@ __global__ void fused_backward_queries_kernel(const float* q, const float* k, co
       for (int i = 0; i < 4; ++i) {
         const int64_t key = key0 + 8 * nt + 2 * t4 + i % 2;
         const bool row_a = i < 2;
-        const bool seen = row_a ? visible(key, pos_a, first_a) : visible(key, pos_b, first_b);
+        const bool seen = row_a ? visible(key, r.pos_a, r.first_a) : visible(key, r.pos_b, r.first_b);
         const float pv = seen ? tf32_round(expf(s[nt][i] * scale - (row_a ? lse_a : lse_b))) : 0.0f;
         ds[i] = tf32_bits(pv * (dp[nt][i] - (row_a ? d_a : d_b)));
       }
       const uint32_t a[4] = {ds[0], ds[2], ds[1], ds[3]};
-      const int r = 8 * nt + 2 * t4;
+      const int key = 8 * nt + 2 * t4;
 #pragma unroll
       for (int dn = 0; dn < D / 8; ++dn) {
-        const uint32_t b[2] = {__float_as_uint(__half2float(sh.k[r][8 * dn + g])),
-                               __float_as_uint(__half2float(sh.k[r + 1][8 * dn + g]))};
+        const uint32_t b[2] = {__float_as_uint(__half2float(sh.k[key][8 * dn + g])),
+                               __float_as_uint(__half2float(sh.k[key + 1][8 * dn + g]))};
         ptx::mma_tf32_f32(dqf[dn], a, b);
       }
     }
   }
-  const auto store = [&](int r, int first_reg) {
-    if (r >= rows) return;
-    float* dst = dq + size_t(row0 + r) * ldq + size_t(head) * D + 2 * t4;
+  const auto store = [&](int row, int first_reg) {
+    if (row >= r.rows) return;
+    float* dst = dq + size_t(r.row0 + row) * ldq + size_t(head) * D + 2 * t4;
 #pragma unroll
     for (int dn = 0; dn < D / 8; ++dn) {
       dst[8 * dn] += scale * dqf[dn][first_reg];
       dst[8 * dn + 1] += scale * dqf[dn][first_reg + 1];
     }
   };
-  store(ra, 0);
-  store(rb, 2);
+  store(r.ra, 0);
+  store(r.rb, 2);
 }
 
 }  // namespace
