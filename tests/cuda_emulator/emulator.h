@@ -166,6 +166,20 @@ T max(T a, T b) {
 // layouts of mma.m16n8k16 and ldmatrix), warp-collective: every lane must take part.
 namespace pivotmt::cuda::ptx {
 
+// The lane's four accumulators of a 16 x 8 product — rows g and g + 8, cols 2t and 2t + 1
+// (g = lane / 4, t = lane % 4) — plus Σ over k < K of A(row, k) · B(k, col), summed in F32
+// in k order (the hardware's order and intermediate precision are unspecified).
+template <class ElementA, class ElementB>
+void accumulate_fragment(float d[4], int K, ElementA A, ElementB B) {
+  const int lane = int(emu::coordinates().thread.x % 32), g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + i % 2;
+    float sum = 0.0f;
+    for (int k = 0; k < K; ++k) sum += A(row, k) * B(k, col);
+    d[i] += sum;
+  }
+}
+
 // d (16 x 8, F32) += a (16 x 16, F16, row-major fragments) · b (16 x 8, F16, column-major):
 // mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32. With g = lane / 4, t = lane % 4: a's
 // registers hold (row g, cols 2t, 2t+1), (row g+8, same), (row g, cols 2t+8, 2t+9), (row g+8,
@@ -188,13 +202,7 @@ inline void mma_f16_f32(float d[4], const uint32_t a[4], const uint32_t b[2]) {
     return half_at((row % 8) * 4 + (col % 8) / 2, (row >= 8 ? 1 : 0) + (col >= 8 ? 2 : 0), col % 2);
   };
   auto B = [&](int k, int col) { return half_at(col * 4 + (k % 8) / 2, 4 + (k >= 8 ? 1 : 0), k % 2); };
-  const int lane = int(emu::coordinates().thread.x % 32), g = lane / 4, t = lane % 4;
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + i % 2;
-    float sum = 0.0f;
-    for (int k = 0; k < 16; ++k) sum += A(row, k) * B(k, col);
-    d[i] += sum;
-  }
+  accumulate_fragment(d, 16, A, B);
 }
 
 // d (16 x 8, F32) += a (16 x 8, TF32) · b (8 x 8, TF32):
@@ -216,13 +224,7 @@ inline void mma_tf32_f32(float d[4], const uint32_t a[4], const uint32_t b[2]) {
   };
   auto A = [&](int row, int k) { return tf32_at((row % 8) * 4 + k % 4, (row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)); };
   auto B = [&](int k, int col) { return tf32_at(col * 4 + k % 4, 4 + (k >= 4 ? 1 : 0)); };
-  const int lane = int(emu::coordinates().thread.x % 32), g = lane / 4, t = lane % 4;
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + i % 2;
-    float sum = 0.0f;
-    for (int k = 0; k < 8; ++k) sum += A(row, k) * B(k, col);
-    d[i] += sum;
-  }
+  accumulate_fragment(d, 8, A, B);
 }
 
 // ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: four 8 x 8 matrices of 16-bit values;

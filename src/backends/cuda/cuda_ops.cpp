@@ -328,18 +328,7 @@ class CudaOps final : public Ops {
   static int64_t bits(float f) { return DecodeGraphs::bits(f); }
   static int64_t shape_of(const Tensor& t) { return DecodeGraphs::shape_of(t); }
 
-  void do_end_forward() override {
-    std::string failure;
-    switch (graphs_->end(failure)) {
-      case DecodeGraphs::Ended::Replayed: ++counters_.graph_replays; break;
-      case DecodeGraphs::Ended::Captured: ++counters_.graph_captures; break;
-      case DecodeGraphs::Ended::CaptureFailed:
-        fmt::print(stderr, "warning: {}: capturing a decode step as a CUDA graph failed ({}); decode steps run without graphs\n",
-                   describe(), failure);
-        break;
-      default: break;
-    }
-  }
+  void do_end_forward() override { graphs_->end(counters_, describe()); }
   // The ops called before the abort run, as they would have without a graph (the op
   // harness ends its passes so).
   void do_abort_forward() override { graphs_->abort(); }

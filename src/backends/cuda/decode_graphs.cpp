@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "backends/cuda/cuda_util.h"
 #include "core/error.h"
 
@@ -73,6 +75,19 @@ DecodeGraphs::Ended DecodeGraphs::end(std::string& failure) {
     return Ended::CaptureFailed;
   }
   return Ended::Captured;
+}
+
+void DecodeGraphs::end(PassCounters& counters, const std::string& device) {
+  std::string failure;
+  switch (end(failure)) {
+    case Ended::Replayed: ++counters.graph_replays; break;
+    case Ended::Captured: ++counters.graph_captures; break;
+    case Ended::CaptureFailed:
+      fmt::print(stderr, "warning: {}: capturing a decode step as a CUDA graph failed ({}); decode steps run without graphs\n",
+                 device, failure);
+      break;
+    default: break;
+  }
 }
 
 void DecodeGraphs::capture(Slot& slot, const std::vector<std::function<void()>>& work) {

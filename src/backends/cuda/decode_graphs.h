@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_util.h"
+#include "backends/ops.h"
 #include "backends/tensor.h"
 #include "core/device.h"
 
@@ -63,6 +64,9 @@ class DecodeGraphs {
   // Replays the row count's graph, or captures one; a pass that cannot be a graph runs its
   // ops as they were recorded (also when the capture fails: `failure` says why).
   Ended end(std::string& failure);
+  // end(), counted in `counters` (captures, replays); a failed capture is a warning on
+  // stderr naming `device` (the pass ran as launches, later ones run without graphs).
+  void end(PassCounters& counters, const std::string& device);
   // The recorded ops run now, the rest of the pass as launches (a read mid-pass); abort():
   // the same, an error doing so dropped for the one that aborted.
   void flush();

@@ -96,16 +96,7 @@ class CudaEncoderOps final : public EncoderOps {
     if (!std::exchange(stepping_, false)) return;
     ++step_counters_.passes;
     select();
-    std::string failure;
-    switch (graphs_.end(failure)) {
-      case DecodeGraphs::Ended::Replayed: ++step_counters_.graph_replays; break;
-      case DecodeGraphs::Ended::Captured: ++step_counters_.graph_captures; break;
-      case DecodeGraphs::Ended::CaptureFailed:
-        fmt::print(stderr, "warning: {}: capturing a decoder step as a CUDA graph failed ({}); steps run without graphs\n",
-                   describe(), failure);
-        break;
-      default: break;
-    }
+    graphs_.end(step_counters_, describe());
   }
   void abort_step() override {
     stepping_ = false;
