@@ -111,7 +111,7 @@ double sgemm_gflops(size_t M, size_t N, size_t K) {
   return best;
 }
 
-// Weight storage of one row: f16, int8 (weight-only) or q8 (int8 weights and activations).
+// Weight storage of one row: f16, int8 (weight-only), q8 (int8 weights and activations) or nf4.
 struct Storage {
   std::string name;
   DType dtype = DType::F16;
@@ -122,9 +122,10 @@ Storage storage_named(const std::string& name) {
   if (name == "f32") return {name, DType::F32, false};
   if (name == "int8") return {name, DType::I8, false};
   if (name == "q8") return {name, DType::I8, true};
+  if (name == "nf4") return {name, DType::NF4, false};  // bitsandbytes' 4-bit blocks (QLoRA's base)
   if (name == "gguf") return {name, DType::GGML, false};  // a GGUF file's blocks in place
   if (name == "gguf-q8") return {name, DType::GGML, true};  // the same blocks times int8 activations (llama.cpp's products)
-  throw std::runtime_error("weights: expected f16, f32, int8, q8, gguf or gguf-q8, not " + name);
+  throw std::runtime_error("weights: expected f16, f32, int8, q8, nf4, gguf or gguf-q8, not " + name);
 }
 
 // model_dir: an existing checkpoint (the side-by-side mode), else the preset is generated.
@@ -262,12 +263,13 @@ int main(int argc, char** argv) {
   const Figures small = run("small", dir, true, storage_named("f16")), tiny = run("tiny", dir, false, storage_named("f16"));
   const Figures small_int8 = run("small", dir, false, storage_named("int8"));
   const Figures small_q8 = run("small", dir, false, storage_named("q8"));
+  const Figures small_nf4 = run("small", dir, false, storage_named("nf4"));
   fmt::print("kernels: {}\n", cpu::describe_isa());
   fmt::print("threads {}; bandwidth ceiling per row = max(STREAM triad, memcpy), measured just before its decode runs\n\n",
              threads);
   fmt::print("| preset | params | prefill tok/s | prefill GFLOP/s | SGEMM ceiling | % | decode b1 tok/s | b1 GB/s | triad / memcpy GB/s | % of ceiling | b8 tok/s | b32 tok/s |\n");
   fmt::print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  for (const auto& f : {small, small_int8, small_q8, tiny})
+  for (const auto& f : {small, small_int8, small_q8, small_nf4, tiny})
     fmt::print("| {} | {:.1f}M | {:.0f} | {:.1f} | {:.1f} | {:.0f}% | {:.1f} | {:.2f} | {:.1f} / {:.1f} | {:.0f}%{} | {:.1f} | {:.1f} |\n",
                f.preset, f.params / 1e6, f.prefill_tps, f.prefill_gflops, f.sgemm, 100 * f.prefill_gflops / f.sgemm,
                f.decode_tps[0], f.decode_gbs, f.triad, f.copy, 100 * f.decode_gbs / f.bandwidth(),

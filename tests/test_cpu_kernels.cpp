@@ -31,7 +31,9 @@ Matrix matrix(size_t out, size_t in, DType dtype, unsigned seed, bool int8_activ
   m.out = out;
   m.in = in;
   m.dtype = dtype;
-  if (dtype == DType::F32) {
+  if (dtype == DType::NF4) {
+    m.nf4 = nf4::quantize(values, true);
+  } else if (dtype == DType::F32) {
     m.f32 = values;
   } else {
     m.f16.resize(values.size());
@@ -58,12 +60,15 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
 }
 
 const std::vector<size_t> kRows = {1, 2, 5, 7, 8, 13, 33, 70, 130};  // 130: F32 SGEMM
-const std::vector<std::pair<size_t, size_t>> kShapes = {{7, 13}, {769, 65}, {64, 769}, {37, 1100}, {5, 2050}};
+// The last two are multiples of 16 wide, as NF4's AVX-512 tiles need: 80 puts a 64-value
+// block across two rows, 1104 splits k into two blocks of the tiles (560 + 544).
+const std::vector<std::pair<size_t, size_t>> kShapes = {{7, 13},  {769, 65}, {64, 769},
+                                                        {37, 1100}, {5, 2050}, {19, 80}, {37, 1104}};
 
 TEST_F(IsaLevels, LinearEveryPathMatchesReference) {
   for (Isa level : levels()) {
     set_isa_cap(level);
-    for (DType dtype : {DType::F32, DType::F16, DType::I8})
+    for (DType dtype : {DType::F32, DType::F16, DType::I8, DType::NF4})
       for (auto [out, in] : kShapes)
         for (size_t T : kRows) {
           const Matrix w = matrix(out, in, dtype, unsigned(out * 31 + in));

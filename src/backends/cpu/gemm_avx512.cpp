@@ -9,6 +9,7 @@
 // per RM·RN FMAs. The dot products along k end in one horizontal reduction per output
 // (hsum4: four accumulators into four sums in 14 instructions).
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <stdexcept>
 
@@ -45,21 +46,40 @@ PIVOTMT_AVX512 inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
 
 // The "weight" side of a product: rows of `in` values, `ld` elements apart (a Matrix, or
 // the keys of one attention head inside the KV cache), an optional per-row scale (I8)
-// and a factor applied to every output (decode attention's 1 / sqrt(d)).
+// and a factor applied to every output (decode attention's 1 / sqrt(d)). NF4: `data` the
+// packed codes of the flattened matrix (ld a multiple of 16, so a vector of 16 weights is
+// 8 whole bytes inside one 64-value block), `block_scale` each block's absmax, `codes` the
+// 16 code values.
 struct WeightView {
   const void* data = nullptr;
   size_t rows = 0, in = 0, ld = 0;
   const float* row_scale = nullptr;
+  const float* block_scale = nullptr;
+  const float* codes = nullptr;
   float alpha = 1.0f;
 };
 
+// Bytes of `elements` consecutive weights (NF4: two a byte; only ever asked of even counts).
 template <DType D>
-constexpr size_t bytes_of() {
-  return D == DType::F32 ? 4 : D == DType::F16 ? 2 : 1;
+constexpr size_t bytes_of(size_t elements) {
+  return D == DType::F32 ? 4 * elements : D == DType::F16 ? 2 * elements : D == DType::NF4 ? elements / 2 : elements;
 }
 template <DType D>
 inline const char* row_ptr(const WeightView& w, size_t n, size_t k) {
-  return static_cast<const char*>(w.data) + (n * w.ld + k) * bytes_of<D>();
+  return static_cast<const char*>(w.data) + bytes_of<D>(n * w.ld + k);
+}
+
+// 16 NF4 weights from 8 bytes (element 2j in byte j's high nibble, 2j + 1 in its low one),
+// times their block's absmax: the nibbles index the 16 codes with one 16-lane permute, which
+// reads only an index's low 4 bits, so the low nibble needs no mask (the AVX2 GEMV needs two
+// 8-lane permutes and a blend). `valid`: how many of the 16 exist (the bytes past them are
+// not read).
+PIVOTMT_AVX512 inline __m512 nf4_sixteen(const char* p, const float* codes, float absmax, unsigned valid = 16) {
+  const __m128i bytes = valid == 16 ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))
+                                    : _mm_maskz_loadu_epi8(__mmask16((1u << ((valid + 1) / 2)) - 1), p);
+  const __m128i pairs = _mm_shuffle_epi8(bytes, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
+  const __m512i index = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(pairs), _mm512_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0));
+  return _mm512_mul_ps(_mm512_permutexvar_ps(index, _mm512_loadu_ps(codes)), _mm512_set1_ps(absmax));
 }
 
 // 16 weights of row n from k, as F32 (mask: the valid lanes, for the tail of a row).
@@ -70,6 +90,8 @@ PIVOTMT_AVX512 inline __m512 load_w(const WeightView& w, size_t n, size_t k) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   else if constexpr (D == DType::I8)
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  else if constexpr (D == DType::NF4)
+    return nf4_sixteen(p, w.codes, w.block_scale[(n * w.ld + k) / nf4::kBlock]);
   else
     return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
 }
@@ -80,6 +102,9 @@ PIVOTMT_AVX512 inline __m512 load_w_masked(const WeightView& w, size_t n, size_t
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
   else if constexpr (D == DType::I8)
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+  else if constexpr (D == DType::NF4)
+    return _mm512_maskz_mov_ps(m, nf4_sixteen(p, w.codes, w.block_scale[(n * w.ld + k) / nf4::kBlock],
+                                              unsigned(std::popcount(unsigned(m)))));
   else
     return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p));
 }
@@ -110,11 +135,10 @@ PIVOTMT_AVX512 void tile(const float* x, size_t ldx, const WeightView& w, size_t
 #pragma GCC unroll 4
     for (int j = 0; j < kMaxRN; ++j) acc[r][j] = _mm512_setzero_ps();
   const size_t kend = k0 + kc, k16 = k0 + (kc & ~size_t(15));
-  constexpr size_t wbytes = bytes_of<D>();
-  const size_t row_bytes = w.ld * wbytes;
+  const size_t row_bytes = bytes_of<D>(w.ld);
   const char* ahead = n + RN + kPrefetchRows <= w.rows ? row_ptr<D>(w, n + kPrefetchRows, 0) : nullptr;
   for (size_t k = k0; k < k16; k += 16) {
-    if ((k * wbytes) % 64 == 0) prefetch_rows(ahead, row_bytes, RN, k * wbytes);
+    if (bytes_of<D>(k) % 64 == 0) prefetch_rows(ahead, row_bytes, RN, bytes_of<D>(k));
     __m512 a[RM];
 #pragma GCC unroll 6
     for (int r = 0; r < RM; ++r) a[r] = _mm512_loadu_ps(x + r * ldx + k);
@@ -188,13 +212,12 @@ PIVOTMT_AVX512 void decode_tile(const float* x, size_t ldx, const WeightView& w,
 #pragma GCC unroll 3
     for (int j = 0; j < kDecodeRN; ++j) acc[r][j] = _mm512_setzero_ps();
   const size_t kend = k0 + kc;
-  constexpr size_t wbytes = bytes_of<D>();
-  const size_t row_bytes = w.ld * wbytes;
+  const size_t row_bytes = bytes_of<D>(w.ld);
   const char* ahead = n + RN + kDecodePrefetchRows <= w.rows ? row_ptr<D>(w, n + kDecodePrefetchRows, 0) : nullptr;
   size_t k = k0;
   for (; k + 16 <= kend; k += 16) {
-    if (ahead && ((k * wbytes) & 63) == 0)
-      for (int j = 0; j < RN; ++j) prefetch_l2(ahead + j * row_bytes + k * wbytes);
+    if (ahead && (bytes_of<D>(k) & 63) == 0)
+      for (int j = 0; j < RN; ++j) prefetch_l2(ahead + j * row_bytes + bytes_of<D>(k));
     __m512 b[kDecodeRN];
 #pragma GCC unroll 3
     for (int j = 0; j < RN; ++j) b[j] = load_w<D>(w, n + j, k);
@@ -257,8 +280,7 @@ void gemm_range(const float* x, size_t ldx, size_t m0, size_t m1, const WeightVi
   const size_t K = w.in, M = m1 - m0;
   const size_t kblocks = (K + kMaxKc - 1) / kMaxKc;
   const size_t kc_full = ((K + kblocks - 1) / kblocks + 15) & ~size_t(15);
-  const size_t wbytes = bytes_of<D>();
-  const size_t nc = std::max<size_t>(kMaxRN, ((size_t(256) << 10) / (kc_full * wbytes)) & ~size_t(kMaxRN - 1));
+  const size_t nc = std::max<size_t>(kMaxRN, ((size_t(256) << 10) / bytes_of<D>(kc_full)) & ~size_t(kMaxRN - 1));
   const size_t mtiles = (M + kMaxRM - 1) / kMaxRM;
   const auto& fns = tiles<D>();
   for (size_t k0 = 0; k0 < K; k0 += kc_full) {
@@ -500,7 +522,13 @@ void gemm_f32_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t
       v.row_scale = w.scale.data();
       return gemm_range<DType::I8>(x, w.in, 0, M, v, y, ldy, n0, n1);
     case DType::F32: v.data = w.data_f32(); return gemm_range<DType::F32>(x, w.in, 0, M, v, y, ldy, n0, n1);
-    default: throw std::logic_error("gemm_f32_avx512: F32, F16 or I8 weights");
+    case DType::NF4:
+      if (w.in % 16 != 0) throw std::logic_error("gemm_f32_avx512: NF4 rows must be a multiple of 16 wide");
+      v.data = w.nf4.packed.data();
+      v.block_scale = w.nf4.absmax.data();
+      v.codes = nf4::codes().data();
+      return gemm_range<DType::NF4>(x, w.in, 0, M, v, y, ldy, n0, n1);
+    default: throw std::logic_error("gemm_f32_avx512: F32, F16, I8 or NF4 weights");
   }
 }
 

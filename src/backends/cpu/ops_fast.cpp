@@ -276,9 +276,15 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
     });
     return;
   }
-  // One row (batch-1 decode) stays on the one-row GEMV below: it streams each weight row
-  // with four accumulators at ~95% of the memory bandwidth, where the 4-row tiles measured
-  // ~65% (bench_engine, small f16, b1).
+  // One row (batch-1 decode) of F16 or F32 weights stays on the one-row GEMV below: it
+  // streams each weight row with four accumulators. At the 7B shape (bench_engine b1, two
+  // layers, F16 read in place from the file's mapping, 2026-12-07) it ran at 18-20 tok/s
+  // against 16-17 for the tiles, though on malloc'd copies of the same matrices the tiles
+  // won by 10-20%, and on the small model's 768-wide rows by ~35% (127-134 tok/s against
+  // 94-97): the 7B models this is for are read in place.
+  // Weight-only INT8 takes the tiles at one row too: the AVX2 GEMV widened 8 weights per
+  // instruction chain and ran under the memory bandwidth (small b1 92-100 tok/s, 7B shape
+  // 20), the tiles 227-265 and 27.
   // F32 weights and many rows: OpenBLAS's packed SGEMM (below) ran at 155-180 GFLOP/s on
   // two cores for 256-1024 rows of XLM-R-large's shapes where the unpacked tiles reached
   // 75-80 (they win for F16 / I8 weights, which SGEMM would need converted). At 64 rows
@@ -286,12 +292,19 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   // search over 16 sentences (64 rows through a 256k × 1024 lm_head each step) ran in
   // 32.6 s with SGEMM from 64 rows and 28.3 s with the tiles up to 127.
   const bool f32_sgemm = w.dtype == DType::F32 && T >= kSgemmRowsF32;
-  if (level >= Isa::Avx512 && w.dtype != DType::NF4 && T > 1 && !f32_sgemm) {
+  // NF4 up to kGemvMaxRows rows: the same tiles, 16 codes decoded in registers per vector.
+  // Small preset, 2 threads (bench_engine nf4, against the AVX2 GEMV below): decode b1
+  // 63 -> 180-200 tok/s, b8 265 -> 570-640, b32 463 -> 630-680. For a 512-row prefill the
+  // tiles decode each weight vector once per 6 rows and ran at 1170 tok/s against 1480
+  // for converted blocks through SGEMM, which many rows keep.
+  const bool tiles = w.dtype == DType::NF4 ? w.in % 16 == 0 && T <= kGemvMaxRows
+                                           : !f32_sgemm && (T > 1 || w.dtype == DType::I8);
+  if (level >= Isa::Avx512 && tiles) {
     split_rows([&](size_t n0, size_t n1) { kernels::gemm_f32_avx512(x, T, w, y, ldy, n0, n1); });
     return;
   }
-  // NF4 decodes in the AVX2 GEMV (rows a multiple of 8 wide); otherwise it converts blocks
-  // of rows to F32 for SGEMM below.
+  // Without AVX-512, NF4 decodes in the AVX2 GEMV (rows a multiple of 8 wide); otherwise it
+  // converts blocks of rows to F32 for SGEMM below.
   bool nf4_gemv = false;
 #if defined(__x86_64__)
   nf4_gemv = w.dtype == DType::NF4 && w.in % 8 == 0 && cpu_has_avx2_fma_f16c();
