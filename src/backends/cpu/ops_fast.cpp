@@ -276,15 +276,11 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
     });
     return;
   }
-  // One row (batch-1 decode) of F16 or F32 weights stays on the one-row GEMV below: it
-  // streams each weight row with four accumulators. At the 7B shape (bench_engine b1, two
-  // layers, F16 read in place from the file's mapping, 2026-12-07) it ran at 18-20 tok/s
-  // against 16-17 for the tiles, though on malloc'd copies of the same matrices the tiles
-  // won by 10-20%, and on the small model's 768-wide rows by ~35% (127-134 tok/s against
-  // 94-97): the 7B models this is for are read in place.
-  // Weight-only INT8 takes the tiles at one row too: the AVX2 GEMV widened 8 weights per
-  // instruction chain and ran under the memory bandwidth (small b1 92-100 tok/s, 7B shape
-  // 20), the tiles 227-265 and 27.
+  // One row (batch-1 decode) takes the tiles too, with k whole (see gemm_range). The AVX2
+  // one-row GEMV below, kept for machines without AVX-512, ran at 18-19 tok/s on two layers
+  // of the 7B shape (F16 read in place) against 23 for the tiles; weight-only INT8 widened 8
+  // weights per instruction chain there and ran well under the memory bandwidth (small
+  // model 92-100 tok/s against 227-302 on the tiles, 7B shape 20 against 27).
   // F32 weights and many rows: OpenBLAS's packed SGEMM (below) ran at 155-180 GFLOP/s on
   // two cores for 256-1024 rows of XLM-R-large's shapes where the unpacked tiles reached
   // 75-80 (they win for F16 / I8 weights, which SGEMM would need converted). At 64 rows
@@ -297,8 +293,7 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   // 63 -> 180-200 tok/s, b8 265 -> 570-640, b32 463 -> 630-680. For a 512-row prefill the
   // tiles decode each weight vector once per 6 rows and ran at 1170 tok/s against 1480
   // for converted blocks through SGEMM, which many rows keep.
-  const bool tiles = w.dtype == DType::NF4 ? w.in % 16 == 0 && T <= kGemvMaxRows
-                                           : !f32_sgemm && (T > 1 || w.dtype == DType::I8);
+  const bool tiles = w.dtype == DType::NF4 ? w.in % 16 == 0 && T <= kGemvMaxRows : !f32_sgemm;
   if (level >= Isa::Avx512 && tiles) {
     split_rows([&](size_t n0, size_t n1) { kernels::gemm_f32_avx512(x, T, w, y, ldy, n0, n1); });
     return;
