@@ -50,10 +50,16 @@ done
 for f in ../shared/fixtures/models/*/model.safetensors; do
   [[ -f "$f" ]] && head -c 65536 "$f" >"$corpus/safetensors/$(basename "$(dirname "$f")").safetensors"
 done
+mkdir -p build-asan/fuzz-artifacts
 for target in safetensors model_config metrics table tokenizer adapter torch_checkpoint gguf replay; do
-  mkdir -p build-asan/fuzz-artifacts
-  ./build-asan/fuzz/fuzz_$target -max_total_time="$FUZZ_SECONDS" -max_len=65536 -print_final_stats=1 \
-    -artifact_prefix=build-asan/fuzz-artifacts/$target- \
-    "$corpus/$target" 2>&1 | tail -n 4
+  log="build-asan/fuzz-artifacts/$target.log"
+  if ! ./build-asan/fuzz/fuzz_$target -max_total_time="$FUZZ_SECONDS" -max_len=65536 -print_final_stats=1 \
+    -artifact_prefix=build-asan/fuzz-artifacts/$target- "$corpus/$target" >"$log" 2>&1; then
+    # The whole report: the error, its stack and the input that caused it.
+    grep -v '^#' "$log" | tail -n 80
+    echo "fuzz_$target failed; its input is in build-asan/fuzz-artifacts/"
+    exit 1
+  fi
+  tail -n 4 "$log"
 done
 echo "all test stages passed"

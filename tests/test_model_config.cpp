@@ -109,6 +109,9 @@ TEST(ModelConfig, RejectsUnsupportedValues) {
   expect_unsupported(with(j, "num_key_value_heads", 5), "num_key_value_heads", "5");
   expect_unsupported(with(j, "hidden_size", 0), "hidden_size", "0");
   expect_unsupported(with(j, "vocab_size", "big"), "vocab_size", "\"big\"");
+  // A string field of another type (found by fuzz_model_config: the JSON library's own
+  // type_error escaped the parser).
+  expect_unsupported(with(j, "hidden_act", 2), "hidden_act", "must be a string");
   auto missing = tower_config();
   missing.erase("num_hidden_layers");
   expect_unsupported(missing, "num_hidden_layers", "missing");
@@ -140,6 +143,8 @@ TEST(GenerationConfig, EosListAndFallbacks) {
   EXPECT_EQ(g.eos_token_ids, std::vector<int64_t>{32005});
   EXPECT_THROW(parse_generation_config(json::parse(R"({"eos_token_id":[1,"x"]})"), model, "g"), FormatError);
   EXPECT_THROW(parse_generation_config(json::parse(R"({"top_p":1.5})"), model, "g"), FormatError);
+  // A top_k no integer holds: refused before it is converted.
+  EXPECT_THROW(parse_generation_config(json::parse(R"({"top_k":1e300})"), model, "g"), FormatError);
 }
 
 // What transformers 4.57's save_pretrained writes for a Llama (captured from it): "dtype"

@@ -62,6 +62,13 @@ std::vector<int64_t> get_id_list(const json& j, const char* field, const std::st
   throw FormatError(fmt::format("{}: field '{}' = {} must be an integer or a list of integers", label, field, it->dump()));
 }
 
+std::string get_string(const json& j, const char* field, const std::string& label, const std::string& fallback) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_string()) throw FormatError(fmt::format("{}: field '{}' = {} must be a string", label, field, it->dump()));
+  return it->get<std::string>();
+}
+
 bool get_bool(const json& j, const char* field, const std::string& label, bool fallback) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return fallback;
@@ -113,7 +120,7 @@ void parse_decoder(const json& j, ModelConfig& c, const std::string& label) {
   c.norm_eps = get_number(j, "rms_norm_eps", label, 1e-6);
   c.rope_theta = get_number(j, "rope_theta", label, 10000.0);
   if (c.rope_theta <= 0) unsupported(label, "rope_theta", j["rope_theta"], "a positive number");
-  c.hidden_act = j.value("hidden_act", std::string("silu"));
+  c.hidden_act = get_string(j, "hidden_act", label, "silu");
   if (c.hidden_act != "silu") unsupported(label, "hidden_act", json(c.hidden_act), "\"silu\"");
   require_false(j, "attention_bias", label);
   require_false(j, "mlp_bias", label);
@@ -144,9 +151,9 @@ void parse_bert(const json& j, ModelConfig& c, const std::string& label) {
   c.max_position_embeddings = get_positive(j, "max_position_embeddings", label, 512);
   c.type_vocab_size = get_positive(j, "type_vocab_size", label, 2);
   c.norm_eps = get_number(j, "layer_norm_eps", label, 1e-12);
-  c.hidden_act = j.value("hidden_act", std::string("gelu"));
+  c.hidden_act = get_string(j, "hidden_act", label, "gelu");
   if (c.hidden_act != "gelu") unsupported(label, "hidden_act", json(c.hidden_act), "\"gelu\"");
-  const std::string pos = j.value("position_embedding_type", std::string("absolute"));
+  const std::string pos = get_string(j, "position_embedding_type", label, "absolute");
   if (pos != "absolute") unsupported(label, "position_embedding_type", json(pos), "\"absolute\"");
   c.pad_token_id = get_optional_id(j, "pad_token_id", label);
   c.tie_word_embeddings = false;  // no output layer in an encoder
@@ -294,10 +301,12 @@ GenerationConfig parse_generation_config(const json& j, const ModelConfig& model
   g.do_sample = get_bool(j, "do_sample", label, false);
   g.temperature = get_number(j, "temperature", label, 1.0);
   g.top_p = get_number(j, "top_p", label, 1.0);
-  g.top_k = static_cast<int64_t>(get_number(j, "top_k", label, 50));
-  if (g.temperature < 0 || g.top_p < 0 || g.top_p > 1 || g.top_k < 0)
+  const double top_k = get_number(j, "top_k", label, 50);
+  // Range first: casting a double beyond int64's range to an integer is undefined.
+  if (g.temperature < 0 || g.top_p < 0 || g.top_p > 1 || !(top_k >= 0 && top_k < 0x1p62))
     throw FormatError(fmt::format("{}: temperature {} / top_p {} / top_k {} out of range", label, g.temperature, g.top_p,
-                                  g.top_k));
+                                  top_k));
+  g.top_k = static_cast<int64_t>(top_k);
   if (j.contains("max_new_tokens") && !j["max_new_tokens"].is_null()) g.max_new_tokens = get_positive(j, "max_new_tokens", label);
   if (j.contains("max_length") && !j["max_length"].is_null()) g.max_length = get_positive(j, "max_length", label);
   return g;
