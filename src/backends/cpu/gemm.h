@@ -14,8 +14,8 @@ namespace pivotmt::cpu::kernels {
 
 // AVX-512 (F, BW, VL, DQ): F32, F16, I8 (per-row scale, F32 activations) or NF4 (rows a
 // multiple of 16 wide; codes decoded in registers) weights, F32 FMA. Register tiles of up
-// to 6 x-rows × 4 weight rows, k blocked for L1, weight rows blocked for L2. Only call when
-// isa() >= Avx512.
+// to 6 x-rows × 4 weight rows, k blocked for L1 above 8 x rows (decode reads each weight row
+// whole, in order), weight rows blocked for L2. Only call when isa() >= Avx512.
 void gemm_f32_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
 
 // Attention's two products, F32 on both sides, rows of every operand any stride apart

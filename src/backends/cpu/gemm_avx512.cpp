@@ -9,7 +9,6 @@
 // per RM·RN FMAs. The dot products along k end in one horizontal reduction per output
 // (hsum4: four accumulators into four sums in 14 instructions).
 #include <algorithm>
-#include <bit>
 #include <cstring>
 #include <stdexcept>
 
@@ -72,11 +71,9 @@ inline const char* row_ptr(const WeightView& w, size_t n, size_t k) {
 // 16 NF4 weights from 8 bytes (element 2j in byte j's high nibble, 2j + 1 in its low one),
 // times their block's absmax: the nibbles index the 16 codes with one 16-lane permute, which
 // reads only an index's low 4 bits, so the low nibble needs no mask (the AVX2 GEMV needs two
-// 8-lane permutes and a blend). `valid`: how many of the 16 exist (the bytes past them are
-// not read).
-PIVOTMT_AVX512 inline __m512 nf4_sixteen(const char* p, const float* codes, float absmax, unsigned valid = 16) {
-  const __m128i bytes = valid == 16 ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))
-                                    : _mm_maskz_loadu_epi8(__mmask16((1u << ((valid + 1) / 2)) - 1), p);
+// 8-lane permutes and a blend).
+PIVOTMT_AVX512 inline __m512 nf4_sixteen(const char* p, const float* codes, float absmax) {
+  const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
   const __m128i pairs = _mm_shuffle_epi8(bytes, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
   const __m512i index = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(pairs), _mm512_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0));
   return _mm512_mul_ps(_mm512_permutexvar_ps(index, _mm512_loadu_ps(codes)), _mm512_set1_ps(absmax));
@@ -102,9 +99,8 @@ PIVOTMT_AVX512 inline __m512 load_w_masked(const WeightView& w, size_t n, size_t
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
   else if constexpr (D == DType::I8)
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
-  else if constexpr (D == DType::NF4)
-    return _mm512_maskz_mov_ps(m, nf4_sixteen(p, w.codes, w.block_scale[(n * w.ld + k) / nf4::kBlock],
-                                              unsigned(std::popcount(unsigned(m)))));
+  else if constexpr (D == DType::NF4)  // rows a multiple of 16 wide and k blocks of 16: no tail
+    throw std::logic_error("NF4 tiles: a partial vector of weights");
   else
     return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p));
 }
@@ -281,7 +277,7 @@ void gemm_range(const float* x, size_t ldx, size_t m0, size_t m1, const WeightVi
   // Decode (up to kDecodeRows x rows) takes k whole: each weight row is then read once from
   // start to end. In blocks of 1024 a 7B step read 2 KiB pieces of ~128 rows per pass, and
   // batch 1 ran at 17 tok/s (F16, two layers of the 7B shape read in place) against 23
-  // whole (NF4 28 against 33; batch 8 100 against 107). x stays in L1 or L2 either way.
+  // whole (NF4 28 against 33-34; batch 8 100 against 107). x stays in L1 or L2 either way.
   const size_t kblocks = M <= size_t(kDecodeRows) ? 1 : (K + kMaxKc - 1) / kMaxKc;
   const size_t kc_full = ((K + kblocks - 1) / kblocks + 15) & ~size_t(15);
   const size_t nc = std::max<size_t>(kMaxRN, ((size_t(256) << 10) / bytes_of<D>(kc_full)) & ~size_t(kMaxRN - 1));

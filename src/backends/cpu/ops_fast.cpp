@@ -280,7 +280,7 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
   // one-row GEMV below, kept for machines without AVX-512, ran at 18-19 tok/s on two layers
   // of the 7B shape (F16 read in place) against 23 for the tiles; weight-only INT8 widened 8
   // weights per instruction chain there and ran well under the memory bandwidth (small
-  // model 92-100 tok/s against 227-302 on the tiles, 7B shape 20 against 27).
+  // model 92-100 tok/s against 382 on the tiles, 7B shape 20 against 44).
   // F32 weights and many rows: OpenBLAS's packed SGEMM (below) ran at 155-180 GFLOP/s on
   // two cores for 256-1024 rows of XLM-R-large's shapes where the unpacked tiles reached
   // 75-80 (they win for F16 / I8 weights, which SGEMM would need converted). At 64 rows
