@@ -252,6 +252,17 @@ TEST(LoraAdapterFiles, SaveLoadRoundTripAndMismatchesNamed) {
   }
   test::write_file(dir.str("adapter_config.json"), "{\"peft_type\": \"LORA\", \"r\": 4}");
   EXPECT_THROW(load_lora(dir.str(), model.config()), FormatError);
+  // A rank written as a float beyond int64 (found by fuzz_adapter with fuzz/json.dict): it
+  // was a cast out of range, undefined behaviour; now an error naming the field.
+  test::write_file(dir.str("adapter_config.json"),
+                   "{\"peft_type\": \"LORA\", \"r\": 9223372036854775808.0, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\"]}");
+  try {
+    load_lora(dir.str(), model.config());
+    FAIL() << "expected an error";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("adapter_config.json: field 'r' = 9.223372036854776e+18 must be an integer >= 1"),
+              std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

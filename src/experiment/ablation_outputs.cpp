@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "experiment/plots.h"
 #include "experiment/run_report.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "io/temp_path.h"
 #include "metrics/comet.h"
@@ -81,14 +82,17 @@ KRun write_run_outputs(const AblationInputs& in, const KRun& id, const std::map<
     const auto it = log.find(i);
     if (it == log.end()) throw Error(fmt::format("{}: row {} was never translated", (kdir / "rows.jsonl").string(), i));
     const auto& rec = it->second;
+    const std::string where = fmt::format("{}: row {}", (kdir / "rows.jsonl").string(), i);
+    const std::string prompt = json_string(required_field(rec, "prompt", where), field_name(where, "prompt"));
+    const std::string response = json_string(required_field(rec, "response", where), field_name(where, "response"));
     for (const auto& cell : in.test_table.rows[in.test.rows[i].row]) csv += csv_field(cell.value_or("")) + ",";
-    csv += csv_field(rec["prompt"].get<std::string>()) + "," + csv_field(rec["response"].get<std::string>()) + "\n";
-    run.responses.push_back(rec["response"].get<std::string>());
+    csv += csv_field(prompt) + "," + csv_field(response) + "\n";
+    run.responses.push_back(response);
     targets.push_back(in.test.rows[i].target);
-    run.seconds += rec.value("seconds", 0.0);
-    run.overflows += rec.value("context_overflow", false) ? 1 : 0;
-    run.prompt_tokens.push_back(rec.value("prompt_tokens", size_t(0)));
-    run.new_tokens += rec.value("new_tokens", size_t(0));
+    run.seconds += field_number(rec, "seconds", where, 0.0);
+    run.overflows += field_bool(rec, "context_overflow", where, false) ? 1 : 0;
+    run.prompt_tokens.push_back(size_t(field_integer(rec, "prompt_tokens", where, 0, 0)));
+    run.new_tokens += size_t(field_integer(rec, "new_tokens", where, 0, 0));
   }
   write_file_atomically((kdir / fmt::format("results_{}.csv", name)).string(), csv);
 

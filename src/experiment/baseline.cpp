@@ -8,6 +8,7 @@
 
 #include "backends/backend.h"
 #include "core/error.h"
+#include "io/json_fields.h"
 #include "experiment/ablation.h"
 #include "experiment/nllb_translate.h"
 #include "experiment/row_log.h"
@@ -85,12 +86,13 @@ BaselineConfig baseline_from_identity(const nlohmann::json& j) {
     b.from_pivot = j.at("from_pivot");
     b.src_lang = j.at("src_lang");
     b.tgt_lang = j.at("tgt_lang");
-    b.max_length = j.at("max_length").get<size_t>();
-    b.num_beams = j.at("num_beams").get<size_t>();
-    b.length_penalty = j.at("length_penalty").get<double>();
+    const std::string where = "baseline_config.json";
+    b.max_length = size_t(json_integer(j.at("max_length"), field_name(where, "max_length"), 1));
+    b.num_beams = size_t(json_integer(j.at("num_beams"), field_name(where, "num_beams"), 1));
+    b.length_penalty = json_number(j.at("length_penalty"), field_name(where, "length_penalty"));
     const std::string e = j.at("early_stopping");
     b.early_stopping = e == "true" ? EarlyStopping::True : e == "never" ? EarlyStopping::Never : EarlyStopping::False;
-    b.no_repeat_ngram_size = j.at("no_repeat_ngram_size").get<size_t>();
+    b.no_repeat_ngram_size = size_t(json_integer(j.at("no_repeat_ngram_size"), field_name(where, "no_repeat_ngram_size"), 0));
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(fmt::format("baseline_config.json: {}", e.what()));
   }

@@ -9,6 +9,7 @@
 #include "backends/cpu/thread_pool.h"
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "models/weights.h"
 
@@ -111,32 +112,35 @@ BertEncoder::BertEncoder(const std::string& dir, const std::string& weights_dir,
   const fs::path sbert = fs::path(dir) / "sentence_bert_config.json";
   if (fs::exists(sbert)) {
     const auto j = read_json_file(sbert.string());
-    if (j.contains("max_seq_length") && j["max_seq_length"].is_number_integer())
-      max_tokens_ = std::min(max_tokens_, j["max_seq_length"].get<size_t>());
+    max_tokens_ = std::min(max_tokens_, size_t(field_integer(j, "max_seq_length", sbert.string(), int64_t(max_tokens_), 1)));
   }
   // tokenizer.json may carry its own truncation (all-MiniLM: 128 word pieces); the tighter
   // limit wins, as the hub's tokenizer applies it before the model sees the ids.
   const fs::path tj = fs::path(dir) / "tokenizer.json";
   if (fs::exists(tj)) {
     const auto j = read_json_file(tj.string());
-    if (j.contains("truncation") && j["truncation"].is_object() && j["truncation"].contains("max_length") &&
-        j["truncation"]["max_length"].is_number_integer())
-      max_tokens_ = std::min(max_tokens_, j["truncation"]["max_length"].get<size_t>());
+    if (j.contains("truncation") && j["truncation"].is_object())
+      max_tokens_ = std::min(max_tokens_, size_t(field_integer(j["truncation"], "max_length", tj.string() + ": truncation",
+                                                               int64_t(max_tokens_), 1)));
   }
   // modules.json: Pooling (mean by default) and whether a Normalize module follows.
   const fs::path modules = fs::path(dir) / "modules.json";
   normalize_ = false;
   if (fs::exists(modules)) {
-    for (const auto& m : read_json_file(modules.string())) {
-      const std::string type = m.value("type", "");
+    const auto list = read_json_file(modules.string());
+    if (!list.is_array()) throw FormatError(fmt::format("{}: expected a list of modules", modules.string()));
+    for (const auto& m : list) {
+      const std::string where = fmt::format("{}: module {}", modules.string(), json_excerpt(m));
+      const std::string type = field_string(m, "type", where, "");
       if (type.ends_with("Normalize")) normalize_ = true;
       if (type.ends_with("Pooling")) {
-        const fs::path cfg = fs::path(dir) / m.value("path", "1_Pooling") / "config.json";
+        const fs::path cfg = fs::path(dir) / field_string(m, "path", where, "1_Pooling") / "config.json";
         if (fs::exists(cfg)) {
           const auto c = read_json_file(cfg.string());
-          if (c.value("pooling_mode_cls_token", false)) pooling_ = Pooling::Cls;
-          else if (c.value("pooling_mode_max_tokens", false)) pooling_ = Pooling::Max;
-          else if (c.value("pooling_mode_mean_sqrt_len_tokens", false)) pooling_ = Pooling::MeanSqrtLen;
+          const std::string cw = cfg.string();
+          if (field_bool(c, "pooling_mode_cls_token", cw, false)) pooling_ = Pooling::Cls;
+          else if (field_bool(c, "pooling_mode_max_tokens", cw, false)) pooling_ = Pooling::Max;
+          else if (field_bool(c, "pooling_mode_mean_sqrt_len_tokens", cw, false)) pooling_ = Pooling::MeanSqrtLen;
           else pooling_ = Pooling::Mean;
         }
       }

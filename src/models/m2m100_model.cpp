@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 
 #include <nlohmann/json.hpp>
@@ -51,7 +52,7 @@ M2M100Config parse_m2m100_config(const nlohmann::json& j, const std::string& lab
 namespace {
 M2M100Config parse_m2m100_fields(const nlohmann::json& j, const std::string& label) {
   if (!j.is_object()) throw FormatError(fmt::format("{}: expected a JSON object", label));
-  const std::string type = j.value("model_type", std::string());
+  const std::string type = field_string(j, "model_type", label, "");
   if (type != "m2m_100")
     throw UnsupportedError(fmt::format("{}: model_type '{}' is not an M2M100 / NLLB-200 model (expected \"m2m_100\")",
                                        label, type));
@@ -69,8 +70,8 @@ M2M100Config parse_m2m100_fields(const nlohmann::json& j, const std::string& lab
     if (c.d_model % heads != 0)
       throw FormatError(fmt::format("{}: d_model {} is not a multiple of the attention heads ({})", label, c.d_model, heads));
   if (c.d_model % 2 != 0) throw FormatError(fmt::format("{}: d_model {} is odd; the sinusoidal positions need pairs", label, c.d_model));
-  c.scale_embedding = j.value("scale_embedding", false);
-  c.activation = j.value("activation_function", std::string("relu"));
+  c.scale_embedding = field_bool(j, "scale_embedding", label, false);
+  c.activation = field_string(j, "activation_function", label, "relu");
   if (c.activation != "relu" && c.activation != "gelu")
     throw UnsupportedError(fmt::format("{}: activation_function '{}' (supported: relu, gelu)", label, c.activation));
   c.pad_token_id = token_id(j, "pad_token_id", 1, label);
@@ -79,7 +80,7 @@ M2M100Config parse_m2m100_fields(const nlohmann::json& j, const std::string& lab
   c.decoder_start_token_id = token_id(j, "decoder_start_token_id", c.eos_token_id, label);
   if (j.contains("forced_eos_token_id") && !j["forced_eos_token_id"].is_null())
     c.forced_eos_token_id = token_id(j, "forced_eos_token_id", 2, label);
-  c.tie_word_embeddings = j.value("tie_word_embeddings", true);
+  c.tie_word_embeddings = field_bool(j, "tie_word_embeddings", label, true);
   for (int32_t id : {c.pad_token_id, c.bos_token_id, c.eos_token_id, c.decoder_start_token_id})
     if (id >= c.vocab_size) throw FormatError(fmt::format("{}: token id {} is outside the vocabulary ({})", label, id, c.vocab_size));
   return c;

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 
 namespace pivotmt {
@@ -22,58 +23,42 @@ using json = nlohmann::json;
 // Reads a positive integer field; `fallback` when absent (nullopt: required).
 int64_t get_positive(const json& j, const char* field, const std::string& label,
                      std::optional<int64_t> fallback = std::nullopt) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) {
-    if (fallback) return *fallback;
-    throw FormatError(fmt::format("{}: missing required field '{}'", label, field));
-  }
-  if (!it->is_number_integer() || it->get<int64_t>() <= 0)
-    throw FormatError(fmt::format("{}: field '{}' = {} must be a positive integer", label, field, it->dump()));
-  return it->get<int64_t>();
+  if (!fallback) required_field(j, field, label);
+  return field_integer(j, field, label, fallback.value_or(1), 1);
 }
 
 double get_number(const json& j, const char* field, const std::string& label, double fallback) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_number()) throw FormatError(fmt::format("{}: field '{}' = {} must be a number", label, field, it->dump()));
-  return it->get<double>();
+  return field_number(j, field, label, fallback);
 }
 
 std::optional<int64_t> get_optional_id(const json& j, const char* field, const std::string& label) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return std::nullopt;
-  if (!it->is_number_integer()) throw FormatError(fmt::format("{}: field '{}' = {} must be an integer", label, field, it->dump()));
-  return it->get<int64_t>();
+  return json_integer(*it, field_name(label, field));
 }
 
 // eos_token_id may be an integer or a list of integers.
 std::vector<int64_t> get_id_list(const json& j, const char* field, const std::string& label) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return {};
-  if (it->is_number_integer()) return {it->get<int64_t>()};
+  if (it->is_number_integer()) return {json_integer(*it, field_name(label, field))};
   std::vector<int64_t> ids;
   if (it->is_array()) {
     for (const auto& v : *it) {
       if (!v.is_number_integer()) break;
-      ids.push_back(v.get<int64_t>());
+      ids.push_back(json_integer(v, field_name(label, field)));
     }
     if (ids.size() == it->size()) return ids;
   }
-  throw FormatError(fmt::format("{}: field '{}' = {} must be an integer or a list of integers", label, field, it->dump()));
+  throw FormatError(fmt::format("{}: field '{}' = {} must be an integer or a list of integers", label, field, json_excerpt(*it)));
 }
 
 std::string get_string(const json& j, const char* field, const std::string& label, const std::string& fallback) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_string()) throw FormatError(fmt::format("{}: field '{}' = {} must be a string", label, field, it->dump()));
-  return it->get<std::string>();
+  return field_string(j, field, label, fallback);
 }
 
 bool get_bool(const json& j, const char* field, const std::string& label, bool fallback) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_boolean()) throw FormatError(fmt::format("{}: field '{}' = {} must be true or false", label, field, it->dump()));
-  return it->get<bool>();
+  return field_bool(j, field, label, fallback);
 }
 
 void require_false(const json& j, const char* field, const std::string& label) {

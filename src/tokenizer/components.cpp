@@ -8,9 +8,12 @@
 #include <unicode/unistr.h>
 #include <unicode/ustring.h>
 
+#include <limits>
+
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "io/json_fields.h"
 #include "text/unicode.h"
 
 namespace pivotmt {
@@ -522,7 +525,9 @@ class FuseDecoder : public Decoder {
 class StripDecoder : public Decoder {
  public:
   explicit StripDecoder(const json& j)
-      : content_(str(j, "content", " ")), start_(j.value("start", 0)), stop_(j.value("stop", 0)) {}
+      : content_(str(j, "content", " ")),
+        start_(int(field_integer(j, "start", "tokenizer.json: Strip decoder", 0, 0, std::numeric_limits<int>::max()))),
+        stop_(int(field_integer(j, "stop", "tokenizer.json: Strip decoder", 0, 0, std::numeric_limits<int>::max()))) {}
   void decode(std::vector<std::string>& tokens) const override {
     for (auto& t : tokens) {
       std::u32string s = utf8_to_u32(t);

@@ -3,6 +3,7 @@
 #include <sentencepiece_processor.h>
 
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
@@ -11,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "text/unicode.h"
 #include "tokenizer/added_vocab.h"
@@ -40,6 +42,7 @@ namespace {
 // What tokenizer_config.json / special_tokens_map.json / added_tokens.json say.
 struct TokenizerConfig {
   json config = json::object();
+  std::string source = "tokenizer_config.json";  // names the config in errors
   std::vector<AddedToken> added;  // from added_tokens_decoder / added_tokens.json
   std::optional<bool> add_bos, add_eos;
   bool clean_up = false;
@@ -57,9 +60,15 @@ struct TokenizerConfig {
 
 void settle_config(TokenizerConfig& c);
 
+// Hugging Face's token ids are unsigned 32-bit; ours are int32 (a negative id means "none").
+TokenId token_id(const json& v, std::string_view what) {
+  return TokenId(json_integer(v, what, 0, std::numeric_limits<TokenId>::max()));
+}
+
 TokenizerConfig read_config(const std::string& dir) {
   TokenizerConfig c;
   const fs::path cfg = fs::path(dir) / "tokenizer_config.json";
+  c.source = cfg.string();
   if (fs::exists(cfg)) c.config = read_json_file(cfg.string());
   if (!c.config.is_object()) throw FormatError(fmt::format("{}: expected a JSON object", cfg.string()));
   // transformers (since 4.43) saves the chat template as chat_template.jinja beside the
@@ -87,17 +96,18 @@ TokenizerConfig read_config(const std::string& dir) {
   if (c.config.contains("added_tokens_decoder") && c.config["added_tokens_decoder"].is_object()) {
     for (const auto& [id, t] : c.config["added_tokens_decoder"].items()) {
       AddedToken a;
-      try {
-        a.id = std::stoi(id);
-      } catch (const std::exception&) {
-        throw FormatError(fmt::format("{}: added_tokens_decoder key '{}' is not a token id", cfg.string(), id));
-      }
-      a.content = t.value("content", "");
-      a.special = t.value("special", false);
-      a.lstrip = t.value("lstrip", false);
-      a.rstrip = t.value("rstrip", false);
-      a.single_word = t.value("single_word", false);
-      a.normalized = t.value("normalized", !a.special);
+      const std::string where = fmt::format("{}: added_tokens_decoder['{}']", cfg.string(), id);
+      a.id = -1;
+      if (!id.empty() && id.size() <= 10 && id.find_first_not_of("0123456789") == std::string::npos &&
+          std::stoll(id) <= std::numeric_limits<TokenId>::max())
+        a.id = TokenId(std::stoll(id));
+      if (a.id < 0) throw FormatError(fmt::format("{}: the key is not a token id", where));
+      a.content = field_string(t, "content", where, "");
+      a.special = field_bool(t, "special", where, false);
+      a.lstrip = field_bool(t, "lstrip", where, false);
+      a.rstrip = field_bool(t, "rstrip", where, false);
+      a.single_word = field_bool(t, "single_word", where, false);
+      a.normalized = field_bool(t, "normalized", where, !a.special);
       c.added.push_back(a);
     }
   }
@@ -107,7 +117,7 @@ TokenizerConfig read_config(const std::string& dir) {
     for (const auto& [content, id] : a.items()) {
       bool known = false;
       for (const auto& t : c.added) known = known || t.content == content;
-      if (!known) c.added.push_back({content, id.get<TokenId>(), true, false, false, false, false});
+      if (!known) c.added.push_back({content, token_id(id, field_name(added_path.string(), content)), true, false, false, false, false});
     }
   }
   settle_config(c);
@@ -119,8 +129,8 @@ void settle_config(TokenizerConfig& c) {
   if (c.config.contains("add_bos_token") && c.config["add_bos_token"].is_boolean()) c.add_bos = c.config["add_bos_token"].get<bool>();
   if (c.config.contains("add_eos_token") && c.config["add_eos_token"].is_boolean()) c.add_eos = c.config["add_eos_token"].get<bool>();
   // transformers (up to 4.44) cleans up by default when the config does not say.
-  c.clean_up = c.config.value("clean_up_tokenization_spaces", true);
-  c.legacy = c.config.value("legacy", true);
+  c.clean_up = field_bool(c.config, "clean_up_tokenization_spaces", c.source, true);
+  c.legacy = field_bool(c.config, "legacy", c.source, true);
 }
 
 // The common part: added tokens, special ids, post-processing, configuration.
@@ -135,14 +145,18 @@ class BaseTokenizer : public Tokenizer {
   void finish(const TokenizerConfig& cfg, std::vector<AddedToken> added) {
     added_ = std::make_unique<AddedVocabulary>(std::move(added));
     clean_up_ = cfg.clean_up;
-    chat_template = cfg.config.value("chat_template", std::string());
     if (cfg.config.contains("chat_template") && cfg.config["chat_template"].is_array()) {
       // A list of named templates: use "default".
+      const std::string what = field_name(cfg.source, "chat_template");
       for (const auto& t : cfg.config["chat_template"])
-        if (t.value("name", "") == "default") chat_template = t.value("template", "");
+        if (field_string(t, "name", what, "") == "default") chat_template = field_string(t, "template", what, "");
+    } else {
+      chat_template = field_string(cfg.config, "chat_template", cfg.source, "");
     }
     if (cfg.config.contains("model_max_length") && cfg.config["model_max_length"].is_number()) {
-      const double m = cfg.config["model_max_length"].get<double>();
+      // transformers writes a huge float (1e30) for "no limit"; a negative one is no length.
+      const double m = json_number(cfg.config["model_max_length"], field_name(cfg.source, "model_max_length"));
+      if (m < 0) throw FormatError(fmt::format("{}: field 'model_max_length' = {} must be >= 0", cfg.source, m));
       model_max_length = m > 1e15 ? 0 : size_t(m);
     }
     bos_token = cfg.special("bos_token");
@@ -280,29 +294,31 @@ class PipelineTokenizer : public BaseTokenizer {
   std::unique_ptr<Decoder> decoder_;
 };
 
-std::vector<AddedToken> added_from_json(const json& t) {
+std::vector<AddedToken> added_from_json(const json& t, const std::string& path) {
   std::vector<AddedToken> out;
   if (!t.contains("added_tokens") || !t["added_tokens"].is_array()) return out;
   for (const auto& a : t["added_tokens"]) {
+    const std::string where = fmt::format("{}: added_tokens[{}]", path, out.size());
     AddedToken x;
-    x.id = a.at("id").get<TokenId>();
-    x.content = a.at("content").get<std::string>();
-    x.special = a.value("special", false);
-    x.lstrip = a.value("lstrip", false);
-    x.rstrip = a.value("rstrip", false);
-    x.single_word = a.value("single_word", false);
-    x.normalized = a.value("normalized", !x.special);
+    x.id = token_id(required_field(a, "id", where), field_name(where, "id"));
+    x.content = json_string(required_field(a, "content", where), field_name(where, "content"));
+    x.special = field_bool(a, "special", where, false);
+    x.lstrip = field_bool(a, "lstrip", where, false);
+    x.rstrip = field_bool(a, "rstrip", where, false);
+    x.single_word = field_bool(a, "single_word", where, false);
+    x.normalized = field_bool(a, "normalized", where, !x.special);
     out.push_back(x);
   }
   return out;
 }
 
 // Ids a TemplateProcessing / BertProcessing post-processor puts around a single sequence.
-void post_processor_ids(const json& pp, std::vector<TokenId>& prefix, std::vector<TokenId>& suffix) {
+void post_processor_ids(const json& pp, const std::string& where, std::vector<TokenId>& prefix,
+                        std::vector<TokenId>& suffix) {
   if (pp.is_null()) return;
-  const std::string type = pp.value("type", "");
+  const std::string type = field_string(pp, "type", where, "");
   if (type == "Sequence") {
-    for (const auto& p : pp.at("processors")) post_processor_ids(p, prefix, suffix);
+    for (const auto& p : pp.at("processors")) post_processor_ids(p, where + ".processors", prefix, suffix);
   } else if (type == "TemplateProcessing") {
     bool after = false;
     for (const auto& item : pp.at("single")) {
@@ -310,14 +326,15 @@ void post_processor_ids(const json& pp, std::vector<TokenId>& prefix, std::vecto
         after = true;
         continue;
       }
-      const std::string name = item.at("SpecialToken").at("id").get<std::string>();
-      for (const auto& id : pp.at("special_tokens").at(name).at("ids")) (after ? suffix : prefix).push_back(id.get<TokenId>());
+      const std::string name = json_string(item.at("SpecialToken").at("id"), where + ".single: SpecialToken id");
+      const std::string ids_where = fmt::format("{}.special_tokens['{}'].ids", where, name);
+      for (const auto& id : pp.at("special_tokens").at(name).at("ids")) (after ? suffix : prefix).push_back(token_id(id, ids_where));
     }
   } else if (type == "BertProcessing" || type == "RobertaProcessing") {
-    prefix.push_back(pp.at("cls").at(1).get<TokenId>());
-    suffix.push_back(pp.at("sep").at(1).get<TokenId>());
+    prefix.push_back(token_id(pp.at("cls").at(1), where + ".cls"));
+    suffix.push_back(token_id(pp.at("sep").at(1), where + ".sep"));
   } else if (type != "ByteLevel") {
-    throw UnsupportedError(fmt::format("tokenizer.json: post-processor type '{}' is not supported", type));
+    throw UnsupportedError(fmt::format("{}: post-processor type '{}' is not supported", where, type));
   }
 }
 
@@ -326,7 +343,7 @@ void post_processor_ids(const json& pp, std::vector<TokenId>& prefix, std::vecto
 // rstrip from their dict form; a bare "<mask>" of the RoBERTa family strips on its left, as
 // those classes construct it.
 std::vector<AddedToken> named_special_tokens(const TokenizerConfig& cfg) {
-  const std::string cls = cfg.config.value("tokenizer_class", std::string());
+  const std::string cls = field_string(cfg.config, "tokenizer_class", cfg.source, "");
   const bool roberta_mask = cls.find("Roberta") != std::string::npos || cls.find("Camembert") != std::string::npos ||
                             cls.find("Bart") != std::string::npos;
   std::vector<AddedToken> out;
@@ -337,11 +354,12 @@ std::vector<AddedToken> named_special_tokens(const TokenizerConfig& cfg) {
       a.content = v.get<std::string>();
       a.lstrip = is_mask && roberta_mask;
     } else if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+      const std::string where = fmt::format("{}: '{}'", cfg.source, v["content"].get<std::string>());
       a.content = v["content"].get<std::string>();
-      a.lstrip = v.value("lstrip", false);
-      a.rstrip = v.value("rstrip", false);
-      a.single_word = v.value("single_word", false);
-      a.normalized = v.value("normalized", false);
+      a.lstrip = field_bool(v, "lstrip", where, false);
+      a.rstrip = field_bool(v, "rstrip", where, false);
+      a.single_word = field_bool(v, "single_word", where, false);
+      a.normalized = field_bool(v, "normalized", where, false);
     }
     if (!a.content.empty()) out.push_back(a);
   };
@@ -355,7 +373,8 @@ std::vector<AddedToken> named_special_tokens(const TokenizerConfig& cfg) {
 std::unique_ptr<Tokenizer> build_pipeline(const json& t, const std::string& path, const TokenizerConfig& cfg) {
   try {
     const json& model = t.at("model");
-    const std::string type = model.value("type", "");
+    const std::string model_where = path + ": model";
+    const std::string type = field_string(model, "type", model_where, "");
     const bool byte_level = json_mentions_byte_level(t);
     std::unique_ptr<BpeModel> bpe;
     std::unique_ptr<WordPieceModel> wordpiece;
@@ -363,15 +382,17 @@ std::unique_ptr<Tokenizer> build_pipeline(const json& t, const std::string& path
     TokenizerKind kind;
     if (type == "BPE") {
       std::unordered_map<std::string, TokenId> vocab;
-      for (const auto& [tok, id] : model.at("vocab").items()) vocab.emplace(byte_level ? byte_level_decode(tok) : tok, id.get<TokenId>());
+      for (const auto& [tok, id] : model.at("vocab").items())
+        vocab.emplace(byte_level ? byte_level_decode(tok) : tok, token_id(id, fmt::format("{}.vocab['{}']", model_where, tok)));
       std::vector<std::pair<std::string, std::string>> merges;
       for (const auto& m : model.at("merges")) {
         std::string a, b;
+        const std::string merge_where = fmt::format("{}.merges[{}]", model_where, merges.size());
         if (m.is_array()) {
-          a = m.at(0).get<std::string>();
-          b = m.at(1).get<std::string>();
+          a = json_string(m.at(0), merge_where);
+          b = json_string(m.at(1), merge_where);
         } else {
-          const std::string line = m.get<std::string>();
+          const std::string line = json_string(m, merge_where);
           const size_t sp = line.find(' ', 1);
           if (sp == std::string::npos) throw FormatError(fmt::format("{}: merge '{}' has no space", path, line));
           a = line.substr(0, sp);
@@ -385,9 +406,9 @@ std::unique_ptr<Tokenizer> build_pipeline(const json& t, const std::string& path
       }
       BpeOptions o;
       o.byte_level = byte_level;
-      o.byte_fallback = model.value("byte_fallback", false);
-      o.fuse_unk = model.value("fuse_unk", false);
-      o.ignore_merges = model.value("ignore_merges", false);
+      o.byte_fallback = field_bool(model, "byte_fallback", model_where, false);
+      o.fuse_unk = field_bool(model, "fuse_unk", model_where, false);
+      o.ignore_merges = field_bool(model, "ignore_merges", model_where, false);
       if (model.contains("unk_token") && model["unk_token"].is_string()) {
         auto it = vocab.find(model["unk_token"].get<std::string>());
         if (it != vocab.end()) o.unk = it->second;
@@ -398,17 +419,22 @@ std::unique_ptr<Tokenizer> build_pipeline(const json& t, const std::string& path
       kind = byte_level ? TokenizerKind::ByteLevelBpe : TokenizerKind::Bpe;
     } else if (type == "WordPiece") {
       std::unordered_map<std::string, TokenId> vocab;
-      for (const auto& [tok, id] : model.at("vocab").items()) vocab.emplace(tok, id.get<TokenId>());
-      wordpiece = std::make_unique<WordPieceModel>(std::move(vocab), model.value("unk_token", "[UNK]"),
-                                                   model.value("continuing_subword_prefix", "##"),
-                                                   model.value("max_input_chars_per_word", 100));
+      for (const auto& [tok, id] : model.at("vocab").items())
+        vocab.emplace(tok, token_id(id, fmt::format("{}.vocab['{}']", model_where, tok)));
+      wordpiece = std::make_unique<WordPieceModel>(
+          std::move(vocab), field_string(model, "unk_token", model_where, "[UNK]"),
+          field_string(model, "continuing_subword_prefix", model_where, "##"),
+          int(field_integer(model, "max_input_chars_per_word", model_where, 100, 0, std::numeric_limits<int>::max())));
       kind = TokenizerKind::WordPiece;
     } else if (type == "Unigram") {
       std::vector<std::pair<std::string, double>> vocab;
-      for (const auto& item : model.at("vocab")) vocab.emplace_back(item.at(0).get<std::string>(), item.at(1).get<double>());
+      for (const auto& item : model.at("vocab")) {
+        const std::string what = fmt::format("{}.vocab[{}]", model_where, vocab.size());
+        vocab.emplace_back(json_string(item.at(0), what), json_number(item.at(1), what));
+      }
       std::optional<TokenId> unk;
-      if (model.contains("unk_id") && !model["unk_id"].is_null()) unk = model["unk_id"].get<TokenId>();
-      unigram = std::make_unique<UnigramModel>(std::move(vocab), unk, model.value("byte_fallback", false));
+      if (model.contains("unk_id") && !model["unk_id"].is_null()) unk = token_id(model["unk_id"], field_name(model_where, "unk_id"));
+      unigram = std::make_unique<UnigramModel>(std::move(vocab), unk, field_bool(model, "byte_fallback", model_where, false));
       kind = TokenizerKind::Unigram;
     } else {
       throw UnsupportedError(fmt::format("{}: tokenizer model type '{}' is not supported (BPE, WordPiece, Unigram)", path, type));
@@ -418,9 +444,9 @@ std::unique_ptr<Tokenizer> build_pipeline(const json& t, const std::string& path
                                                    std::move(wordpiece), make_decoder(t.value("decoder", json())));
     if (unigram) tok->set_unigram(std::move(unigram));
     std::vector<TokenId> prefix, suffix;
-    post_processor_ids(t.value("post_processor", json()), prefix, suffix);
+    post_processor_ids(t.value("post_processor", json()), path + ": post_processor", prefix, suffix);
     tok->set_post(prefix, suffix);
-    auto added = added_from_json(t);
+    auto added = added_from_json(t, path);
     for (const auto& a : cfg.added) {
       bool known = false;
       for (const auto& b : added) known = known || b.id == a.id;
@@ -463,7 +489,7 @@ std::unique_ptr<Tokenizer> load_vocab_txt(const std::string& path, const Tokeniz
     if (!line.empty() && line.back() == '\r') line.pop_back();
     vocab[line] = id++;
   }
-  const bool lower = cfg.config.value("do_lower_case", true);
+  const bool lower = field_bool(cfg.config, "do_lower_case", cfg.source, true);
   auto special = [&](const char* key, const char* fallback) {
     const std::string t = cfg.special(key);
     return t.empty() ? std::string(fallback) : t;
@@ -472,7 +498,7 @@ std::unique_ptr<Tokenizer> load_vocab_txt(const std::string& path, const Tokeniz
   if (!vocab.contains(cls) || !vocab.contains(sep)) throw FormatError(fmt::format("{}: no {} / {} token", path, cls, sep));
   json t = {{"model", {{"type", "WordPiece"}, {"vocab", vocab}, {"unk_token", special("unk_token", "[UNK]")},
                        {"continuing_subword_prefix", "##"}, {"max_input_chars_per_word", 100}}},
-            {"normalizer", {{"type", "BertNormalizer"}, {"clean_text", true}, {"handle_chinese_chars", cfg.config.value("tokenize_chinese_chars", true)},
+            {"normalizer", {{"type", "BertNormalizer"}, {"clean_text", true}, {"handle_chinese_chars", field_bool(cfg.config, "tokenize_chinese_chars", cfg.source, true)},
                             {"strip_accents", cfg.config.value("strip_accents", json())}, {"lowercase", lower}}},
             {"pre_tokenizer", {{"type", "BertPreTokenizer"}}},
             {"post_processor", {{"type", "BertProcessing"}, {"cls", {cls, vocab[cls]}}, {"sep", {sep, vocab[sep]}}}},
@@ -511,17 +537,18 @@ std::unique_ptr<Tokenizer> load_tiktoken(const std::string& path, TokenizerConfi
   size_t n = 0;
   while (std::getline(in, line)) {
     ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
     const size_t sp = line.find(' ');
     const std::string where = fmt::format("{}:{}", path, n);
     if (sp == std::string::npos) throw FormatError(fmt::format("{}: expected 'base64 rank'", where));
     const std::string bytes = base64_decode(std::string_view(line).substr(0, sp), where);
-    TokenId rank;
-    try {
-      rank = std::stoi(line.substr(sp + 1));
-    } catch (const std::exception&) {
-      throw FormatError(fmt::format("{}: invalid rank '{}'", where, line.substr(sp + 1)));
-    }
+    TokenId rank = -1;
+    const std::string digits = line.substr(sp + 1);
+    if (!digits.empty() && digits.size() <= 10 && digits.find_first_not_of("0123456789") == std::string::npos &&
+        std::stoll(digits) <= std::numeric_limits<TokenId>::max())
+      rank = TokenId(std::stoll(digits));
+    if (rank < 0) throw FormatError(fmt::format("{}: invalid rank '{}' (expected an integer in [0, 2^31))", where, digits));
     if (!ranks.emplace(bytes, rank).second) throw FormatError(fmt::format("{}: token listed twice", where));
   }
   BpeOptions o;
@@ -643,6 +670,7 @@ std::unique_ptr<Tokenizer> tokenizer_from_parts(const nlohmann::json& tokenizer_
                                                 const std::string& label) {
   TokenizerConfig cfg;
   cfg.config = config;
+  cfg.source = label;
   settle_config(cfg);
   return build_pipeline(tokenizer_json, label, cfg);
 }
@@ -651,6 +679,7 @@ std::unique_ptr<Tokenizer> sentencepiece_from_proto(std::string_view proto, cons
                                                     const std::string& label) {
   TokenizerConfig cfg;
   cfg.config = config;
+  cfg.source = label;
   settle_config(cfg);
   return std::make_unique<SentencePieceTokenizer>(proto, cfg, label);
 }

@@ -10,6 +10,7 @@
 
 #include "backends/random_fill.h"
 #include "core/error.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 
@@ -88,23 +89,23 @@ LoraAdapter load_lora(const std::string& dir, const ModelConfig& base) {
   if (!std::filesystem::exists(config_path))
     throw Error(fmt::format("{}: not a PEFT adapter (adapter_config.json is missing)", dir));
   const auto j = read_json_file(config_path);
-  auto field = [&](const char* name) -> const nlohmann::json& {
-    if (!j.contains(name)) throw FormatError(fmt::format("{}: field '{}' is missing", config_path, name));
-    return j.at(name);
-  };
+  auto field = [&](const char* name) -> const nlohmann::json& { return required_field(j, name, config_path); };
   try {
-    if (field("peft_type").get<std::string>() != "LORA")
-      throw FormatError(fmt::format("{}: peft_type is '{}', pivotmt reads LORA adapters", config_path, j["peft_type"].get<std::string>()));
+    const std::string peft_type = json_string(field("peft_type"), field_name(config_path, "peft_type"));
+    if (peft_type != "LORA")
+      throw FormatError(fmt::format("{}: peft_type is '{}', pivotmt reads LORA adapters", config_path, peft_type));
     LoraAdapter a;
-    a.config.r = field("r").get<int64_t>();
-    a.config.alpha = field("lora_alpha").get<double>();
-    a.config.dropout = j.value("lora_dropout", 0.0);
-    a.config.rslora = j.value("use_rslora", false);
-    a.config.base_model = j.value("base_model_name_or_path", std::string());
-    if (j.value("use_dora", false)) throw UnsupportedError(fmt::format("{}: DoRA adapters (use_dora) are not supported", config_path));
-    if (j.value("fan_in_fan_out", false)) throw UnsupportedError(fmt::format("{}: fan_in_fan_out adapters are not supported", config_path));
+    a.config.r = json_integer(field("r"), field_name(config_path, "r"), 1);
+    a.config.alpha = json_number(field("lora_alpha"), field_name(config_path, "lora_alpha"));
+    a.config.dropout = field_number(j, "lora_dropout", config_path, 0.0);
+    a.config.rslora = field_bool(j, "use_rslora", config_path, false);
+    a.config.base_model = field_string(j, "base_model_name_or_path", config_path, "");
+    if (field_bool(j, "use_dora", config_path, false))
+      throw UnsupportedError(fmt::format("{}: DoRA adapters (use_dora) are not supported", config_path));
+    if (field_bool(j, "fan_in_fan_out", config_path, false))
+      throw UnsupportedError(fmt::format("{}: fan_in_fan_out adapters are not supported", config_path));
     if (j.contains("bias") && j["bias"] != "none")
-      throw UnsupportedError(fmt::format("{}: bias '{}' is not supported (only 'none')", config_path, j["bias"].dump()));
+      throw UnsupportedError(fmt::format("{}: bias '{}' is not supported (only 'none')", config_path, json_excerpt(j["bias"])));
     for (const char* pattern : {"rank_pattern", "alpha_pattern"})
       if (j.contains(pattern) && j[pattern].is_object() && !j[pattern].empty())
         throw UnsupportedError(fmt::format("{}: per-module {} is not supported", config_path, pattern));
@@ -115,7 +116,7 @@ LoraAdapter load_lora(const std::string& dir, const ModelConfig& base) {
       if (j.contains(field) && !j[field].is_null() && !(j[field].is_array() && j[field].empty()))
         throw UnsupportedError(fmt::format("{}: {} is not supported", config_path, field));
     for (const char* flag : {"lora_bias", "use_qalora"})
-      if (j.value(flag, false)) throw UnsupportedError(fmt::format("{}: {} is not supported", config_path, flag));
+      if (field_bool(j, flag, config_path, false)) throw UnsupportedError(fmt::format("{}: {} is not supported", config_path, flag));
     const auto& targets = field("target_modules");
     a.config.targets.clear();
     if (targets.is_string()) {
@@ -125,7 +126,10 @@ LoraAdapter load_lora(const std::string& dir, const ModelConfig& base) {
         throw UnsupportedError(fmt::format("{}: target_modules as a pattern ('{}') is not supported: list the modules", config_path, targets.get<std::string>()));
       }
     } else {
-      for (const auto& t : targets) a.config.targets.push_back(t.get<std::string>());
+      if (!targets.is_array())
+        throw FormatError(fmt::format("{} = {} must be a list of module names or 'all-linear'",
+                                      field_name(config_path, "target_modules"), json_excerpt(targets)));
+      for (const auto& t : targets) a.config.targets.push_back(json_string(t, field_name(config_path, "target_modules")));
     }
     std::sort(a.config.targets.begin(), a.config.targets.end());
     check_config(a.config, config_path);

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "experiment/plots.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/temp_path.h"
@@ -34,18 +35,18 @@ nlohmann::json StepRecord::to_json() const {
 
 namespace {
 
-StepRecord record_from_json(const nlohmann::json& j) {
+StepRecord record_from_json(const nlohmann::json& j, const std::string& where) {
   StepRecord r;
-  r.step = j.at("step").get<int64_t>();
-  r.loss = j.at("loss").get<double>();
-  r.lr = j.at("learning_rate").get<double>();
-  r.grad_norm = j.at("grad_norm").get<double>();
-  r.tokens = j.value("tokens", size_t(0));
-  r.target_tokens = j.value("target_tokens", size_t(0));
-  r.seconds = j.value("seconds", 0.0);
-  r.tokens_per_second = j.value("tokens_per_second", 0.0);
-  r.peak_rss_bytes = j.value("peak_rss_bytes", size_t(0));
-  if (j.contains("eval_loss")) r.eval_loss = j["eval_loss"].get<double>();
+  r.step = json_integer(required_field(j, "step", where), field_name(where, "step"), 0);
+  r.loss = json_number(required_field(j, "loss", where), field_name(where, "loss"));
+  r.lr = json_number(required_field(j, "learning_rate", where), field_name(where, "learning_rate"));
+  r.grad_norm = json_number(required_field(j, "grad_norm", where), field_name(where, "grad_norm"));
+  r.tokens = size_t(field_integer(j, "tokens", where, 0, 0));
+  r.target_tokens = size_t(field_integer(j, "target_tokens", where, 0, 0));
+  r.seconds = field_number(j, "seconds", where, 0.0);
+  r.tokens_per_second = field_number(j, "tokens_per_second", where, 0.0);
+  r.peak_rss_bytes = size_t(field_integer(j, "peak_rss_bytes", where, 0, 0));
+  if (j.contains("eval_loss") && !j["eval_loss"].is_null()) r.eval_loss = json_number(j["eval_loss"], field_name(where, "eval_loss"));
   return r;
 }
 
@@ -123,7 +124,7 @@ std::vector<StepRecord> read_log(const std::string& path, int64_t up_to) {
     try {
       const auto j = nlohmann::json::parse(line);
       if (!j.contains("step")) continue;  // the header
-      auto r = record_from_json(j);
+      auto r = record_from_json(j, fmt::format("{}:{}", path, n));
       if (r.step <= up_to) out.push_back(r);
     } catch (const std::exception&) {
       // A line cut short by a kill is the only thing a crash can leave; anything past the
@@ -238,8 +239,9 @@ int64_t Trainer::load_latest_checkpoint() {
   std::sort(dirs.begin(), dirs.end());
   const fs::path dir = dirs.back();
   const auto state = read_json_file((dir / "trainer_state.json").string());
-  const int64_t step = state.at("step").get<int64_t>();
-  if (state.value("data", std::string()) != data_fingerprint(data_))
+  const std::string state_path = (dir / "trainer_state.json").string();
+  const int64_t step = json_integer(required_field(state, "step", state_path), field_name(state_path, "step"), 0);
+  if (field_string(state, "data", state_path, "") != data_fingerprint(data_))
     throw Error(fmt::format("{}: the checkpoint was trained on other data than this run's", dir.string()));
   LoraAdapter a = load_lora(dir.string(), model_.config());
   const auto& want = model_.adapter().config;
@@ -288,7 +290,7 @@ std::vector<StepRecord> Trainer::run(const std::function<void(const StepRecord&)
     }
     resumed_from_ = load_latest_checkpoint();
     const auto done = fs::path(o_.out_dir) / "trainer_state.json";
-    if (fs::exists(done) && read_json_file(done.string()).value("complete", false)) resumed_from_ = o_.steps;
+    if (fs::exists(done) && field_bool(read_json_file(done.string()), "complete", done.string(), false)) resumed_from_ = o_.steps;
     records = read_log(log_path, resumed_from_);
     // The log holds its header, then exactly the steps before the resume point.
     std::string text = log_header().dump() + "\n";
