@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "experiment/token_stats.h"
 #include "hub/hub_client.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "io/table.h"
 
@@ -75,9 +76,8 @@ void register_tokens(CLI::App& app) {
         size_t context = tok->model_max_length;
         const auto cfg = std::filesystem::path(dir) / "config.json";
         if (std::filesystem::exists(cfg)) {
-          const auto j = read_json_file(cfg.string());
-          if (j.contains("max_position_embeddings") && j["max_position_embeddings"].is_number_integer())
-            context = j["max_position_embeddings"].get<size_t>();
+          context = size_t(field_integer(read_json_file(cfg.string()), "max_position_embeddings", cfg.string(),
+                                         int64_t(context), 1));
         }
         const auto p = prompt_lengths(*tok, prompts, context);
         md += fmt::format("\nprompts: {}, tokens p50 {:.0f}, p90 {:.0f}, p95 {:.0f}, p99 {:.0f}, max {:.0f}; longer than "

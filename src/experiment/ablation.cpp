@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -21,6 +22,7 @@
 #include "experiment/row_log.h"
 #include "backends/resource_monitor.h"
 #include "experiment/token_stats.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "io/table.h"
 #include "io/temp_path.h"
@@ -81,19 +83,27 @@ AblationConfig AblationConfig::from_identity(const nlohmann::json& j) {
     c.retriever = j.at("retriever");
     c.encoder = j.at("encoder");
     c.model = j.at("model");
-    c.greedy = j.at("greedy");
-    c.temperature = j.at("temperature");
-    c.top_k = j.at("top_k");
-    c.top_p = j.at("top_p");
-    c.max_new_tokens = j.at("max_new_tokens");
-    c.seed = j.at("seed");
+    // Numbers through the typed readers: a hand-edited float in an int field was a cast out
+    // of range (undefined behaviour), not an error.
+    const std::string where = "ablation configuration";
+    auto integer = [&](const char* key, int64_t lo, int64_t hi) {
+      return json_integer(required_field(j, key, where), field_name(where, key), lo, hi);
+    };
+    c.greedy = json_bool(required_field(j, "greedy", where), field_name(where, "greedy"));
+    c.temperature = float(json_number(required_field(j, "temperature", where), field_name(where, "temperature")));
+    c.top_k = int(integer("top_k", 0, std::numeric_limits<int>::max()));
+    c.top_p = float(json_number(required_field(j, "top_p", where), field_name(where, "top_p")));
+    c.max_new_tokens = size_t(integer("max_new_tokens", 0, std::numeric_limits<int64_t>::max()));
+    const nlohmann::json& seed = required_field(j, "seed", where);
+    if (!seed.is_number_unsigned()) json_integer(seed, field_name(where, "seed"), 0);  // throws: not an integer >= 0
+    c.seed = seed.get<uint64_t>();
     c.context_policy = j.at("context_policy");
-    c.limit = j.at("limit");
+    c.limit = size_t(integer("limit", 0, std::numeric_limits<int64_t>::max()));
     c.weights = j.value("weights", std::string("f16"));
     c.adapter = j.value("adapter", std::string());
     if (j.contains("shard")) {
-      c.shard_index = j["shard"].at(0);
-      c.shard_count = j["shard"].at(1);
+      c.shard_index = size_t(json_integer(j["shard"].at(0), where + ": shard", 1));
+      c.shard_count = size_t(json_integer(j["shard"].at(1), where + ": shard", 1));
     }
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(fmt::format("ablation configuration: {}", e.what()));
