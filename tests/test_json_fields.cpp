@@ -47,6 +47,11 @@ TEST(JsonFields, IntegersOnlyInRange) {
   EXPECT_EQ(format_error([&] { field_integer(j, "big", "f.json", 0); }),
             "f.json: field 'big' = 18446744073709551615 must be an integer");
   EXPECT_EQ(format_error([&] { json_integer(j["a"], "x", 0, 5); }), "x = 7 must be an integer in [0, 5]");
+  // Non-negative numbers are stored unsigned by the parser: the lower bound holds for them too
+  // (a zero head count passed a first version and divided by zero; found by fuzz_model_config).
+  EXPECT_EQ(format_error([&] { json_integer(json::parse("0"), "x", 1); }), "x = 0 must be an integer >= 1");
+  EXPECT_EQ(format_error([&] { json_integer(json::parse("3"), "x", -10, -1); }), "x = 3 must be an integer in [-10, -1]");
+  EXPECT_EQ(json_integer(json::parse("3"), "x", 3, 3), 3);
   EXPECT_EQ(json_integer(json(std::numeric_limits<int64_t>::max()), "x"), std::numeric_limits<int64_t>::max());
   EXPECT_EQ(json_integer(json(std::numeric_limits<int64_t>::min()), "x"), std::numeric_limits<int64_t>::min());
 }

@@ -107,7 +107,11 @@ TEST(ModelConfig, RejectsUnsupportedValues) {
   expect_unsupported(with(j, "rope_scaling", {{"type", "linear"}, {"factor", 2.0}}), "rope_scaling.type",
                      "\"linear\"");
   expect_unsupported(with(j, "num_key_value_heads", 5), "num_key_value_heads", "5");
-  expect_unsupported(with(j, "hidden_size", 0), "hidden_size", "0");
+  expect_unsupported(with(j, "hidden_size", 0), "hidden_size", "= 0 must be an integer >= 1");
+  // A zero head count divided by zero in a first version of the typed readers (found by
+  // fuzz_model_config with fuzz/json.dict).
+  expect_unsupported(with(j, "num_attention_heads", 0), "num_attention_heads", "= 0 must be an integer >= 1");
+  expect_unsupported(with(j, "num_attention_heads", 1e300), "num_attention_heads", "must be an integer >= 1");
   expect_unsupported(with(j, "vocab_size", "big"), "vocab_size", "\"big\"");
   // A string field of another type (found by fuzz_model_config: the JSON library's own
   // type_error escaped the parser).

@@ -35,10 +35,11 @@ int64_t json_integer(const json& value, std::string_view what, int64_t lo, int64
     if (hi == std::numeric_limits<int64_t>::max()) return fmt::format("an integer >= {}", lo);
     return fmt::format("an integer in [{}, {}]", lo, hi);
   };
-  // Unsigned first: a value above INT64_MAX is stored unsigned and would wrap in get<int64_t>.
+  // nlohmann stores every non-negative integer unsigned: compared as such, a value above
+  // INT64_MAX is refused rather than wrapped by get<int64_t>.
   if (value.is_number_unsigned()) {
     const uint64_t u = value.get<uint64_t>();
-    if (u > uint64_t(hi)) wrong(value, what, expected());
+    if (hi < 0 || u > uint64_t(hi) || (lo > 0 && u < uint64_t(lo))) wrong(value, what, expected());
     return int64_t(u);
   }
   if (!value.is_number_integer()) wrong(value, what, expected());
