@@ -1,5 +1,7 @@
-// libFuzzer target: arbitrary bytes as config.json (Llama family, then M2M100). Either a
-// valid config or an Error.
+// libFuzzer target: arbitrary bytes as config.json (Llama family, then M2M100), and as the
+// identity files a run folder keeps (ablation_config.json, baseline/baseline_config.json),
+// which `ablate` reads back on resume and `report` on every run it compares. Either a valid
+// config or an Error.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -7,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "experiment/ablation.h"
+#include "experiment/baseline.h"
 #include "models/m2m100_model.h"
 #include "models/model_config.h"
 #include "models/weights.h"
@@ -23,6 +27,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   try {  // the same bytes as an NLLB-200 (M2M100) config.json
     (void)pivotmt::parse_m2m100_config(json, "fuzz-m2m100");
+  } catch (const pivotmt::Error&) {
+  }
+  try {  // as a run folder's identity files
+    (void)pivotmt::AblationConfig::from_identity(json);
+  } catch (const pivotmt::Error&) {
+  }
+  try {
+    (void)pivotmt::baseline_from_identity(json);
   } catch (const pivotmt::Error&) {
   }
   return 0;
