@@ -57,7 +57,7 @@ for target in safetensors model_config metrics table tokenizer adapter torch_che
   # The JSON targets get values of other types and edge numbers as a dictionary: without it,
   # 30 s of byte flips had never written a float id (undefined behaviour in two parsers).
   dict=()
-  case "$target" in model_config|tokenizer|adapter) dict=(-dict=fuzz/json.dict) ;; esac
+  case "$target" in model_config|tokenizer|adapter|safetensors|table) dict=(-dict=fuzz/json.dict) ;; esac
   if ! ./build-asan/fuzz/fuzz_$target -max_total_time="$FUZZ_SECONDS" -max_len=65536 -print_final_stats=1 "${dict[@]}" \
     -artifact_prefix=build-asan/fuzz-artifacts/$target- "$corpus/$target" >"$log" 2>&1; then
     # The whole report: the error, its stack and the input that caused it.
