@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "hub/file_hash.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "io/temp_path.h"
 
@@ -72,13 +73,21 @@ json expected_manifest(const IndexSpec& spec, const std::vector<std::string>& fi
 
 std::unique_ptr<Retriever> make_retriever(const json& m, const ParallelCorpus& pool, const BertEncoder* encoder,
                                           std::vector<float> vectors) {
-  const std::string r = m.at("retriever");
+  const std::string r = json_string(m.at("retriever"), "index manifest: field 'retriever'");
   if (r == "minilm") return make_embedding_retriever(*encoder, std::move(vectors));
   if (r == "minilm-hnsw") return make_hnsw_retriever(*encoder, std::move(vectors));
   if (r == "bm25") return make_bm25_retriever(pool, false);
   if (r == "bm25-char") return make_bm25_retriever(pool, true);
   if (r == "chrf") return make_chrf_retriever(pool);
-  if (r == "random") return make_random_retriever(pool, m.value("seed", uint64_t(0)));
+  if (r == "random") {
+    const auto it = m.find("seed");
+    uint64_t seed = 0;
+    if (it != m.end() && !it->is_null()) {
+      if (!it->is_number_unsigned()) json_integer(*it, "index manifest: field 'seed'", 0);  // throws: not an integer >= 0
+      seed = it->get<uint64_t>();
+    }
+    return make_random_retriever(pool, seed);
+  }
   throw Error(fmt::format("unknown retriever '{}' (expected minilm, minilm-hnsw, bm25, bm25-char, chrf or random)", r));
 }
 }  // namespace
@@ -87,13 +96,16 @@ LoadedIndex load_index(const std::string& dir) {
   LoadedIndex ix;
   ix.manifest = read_json_file((fs::path(dir) / "manifest.json").string());
   const auto& m = ix.manifest;
-  if (m.value("format", "") != "pivotmt-index/1") throw FormatError(fmt::format("{}: not a pivotmt index", dir));
+  const std::string manifest_path = (fs::path(dir) / "manifest.json").string();
+  if (!m.is_object() || field_string(m, "format", manifest_path, "") != "pivotmt-index/1")
+    throw FormatError(fmt::format("{}: not a pivotmt index", dir));
   const Table rows = read_table((fs::path(dir) / "rows.jsonl").string(), TableFormat::Jsonl);
   ix.pool = load_parallel(rows, "pivot", "source", "target");
-  ix.pool.source = m.at("data");
+  ix.pool.source = json_string(required_field(m, "data", manifest_path), field_name(manifest_path, "data"));
   std::vector<float> vectors;
-  if (m.at("retriever") == "minilm" || m.at("retriever") == "minilm-hnsw") {
-    ix.encoder = std::make_unique<BertEncoder>(m.at("model").get<std::string>());
+  const std::string retriever = json_string(required_field(m, "retriever", manifest_path), field_name(manifest_path, "retriever"));
+  if (retriever == "minilm" || retriever == "minilm-hnsw") {
+    ix.encoder = std::make_unique<BertEncoder>(json_string(required_field(m, "model", manifest_path), field_name(manifest_path, "model")));
     const fs::path vf = fs::path(dir) / "vectors.f32";
     const size_t expect = ix.pool.rows.size() * ix.encoder->dimension() * 4;
     if (!fs::exists(vf) || fs::file_size(vf) != expect)
