@@ -203,6 +203,15 @@ TEST(LoraTrajectory, ResumedRunIsIdenticalToUninterrupted) {
   EXPECT_EQ(Trainer(model, golden_sequences(f), {}, options).run().size(), straight.size());
   options.identity = {{"test", "other"}};
   EXPECT_THROW(Trainer(model, golden_sequences(f), {}, options).run(), Error);
+  // Settings that would train silently wrong are refused when the trainer is made.
+  for (double lr : {-1e-4, 0.0, std::nan("")}) {
+    auto bad = options;
+    bad.lr = lr;
+    EXPECT_THROW(Trainer(model, golden_sequences(f), {}, bad), Error) << lr;
+  }
+  auto bad = options;
+  bad.save_every = -1;
+  EXPECT_THROW(Trainer(model, golden_sequences(f), {}, bad), Error);
 }
 
 // A damaged checkpoint stops the resume with an error naming the file; nothing is deleted.

@@ -12,6 +12,25 @@
 #include "core/progress.h"
 #include "workers.h"
 
+namespace {
+// CLI11 2.1 (Debian 12) converts "-3" for an unsigned option by wrapping it:
+// `--max-new-tokens -3` became 18446744073709551613 and generated until killed. Every option
+// whose target is unsigned (CLI11 names its type UINT; vectors and optionals of one too)
+// refuses a negative value as a usage error instead.
+void refuse_negative_unsigned(CLI::App& app) {
+  const CLI::Validator non_negative(
+      [](std::string& value) -> std::string {
+        const size_t first = value.find_first_not_of(" \t");
+        if (first != std::string::npos && value[first] == '-') return "expected a whole number >= 0, got " + value;
+        return "";
+      },
+      "", "non-negative");
+  for (CLI::Option* option : app.get_options())
+    if (option->get_type_name() == "UINT") option->check(non_negative);
+  for (CLI::App* sub : app.get_subcommands({})) refuse_negative_unsigned(*sub);
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   pivotmt::cli::set_command_line(argc, argv);  // workers repeat it
   CLI::App app{"pivotmt: low-resource machine translation with pivot-guided few-shot prompting"};
@@ -47,6 +66,7 @@ int main(int argc, char** argv) {
   }
   app.add_subcommand("plan", "The run plan of an ablation (its options): rows, prompt lengths, memory, batch, time "
                              "(= ablate --dry-run)");
+  refuse_negative_unsigned(app);
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
   try {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -173,6 +174,12 @@ Trainer::Trainer(LoraLlama& model, std::vector<TrainSequence> data, std::vector<
     throw Error(fmt::format("fine-tuning: steps ({}), batch size ({}) and gradient accumulation ({}) must be positive",
                             o_.steps, o_.batch_size, o_.grad_accum));
   if (o_.warmup < 0) throw Error("fine-tuning: warmup must be >= 0");
+  // A negative or NaN learning rate trains away from the data without a word; these are
+  // refused at the start.
+  if (!(o_.lr > 0) || !std::isfinite(o_.lr)) throw Error(fmt::format("fine-tuning: the learning rate ({}) must be positive", o_.lr));
+  if (std::isnan(o_.max_grad_norm)) throw Error("fine-tuning: max_grad_norm is NaN (0 or less: no clipping)");
+  if (o_.save_every < 0 || o_.eval_every < 0)
+    throw Error(fmt::format("fine-tuning: save_every ({}) and eval_every ({}) must be >= 0", o_.save_every, o_.eval_every));
   for (size_t i = 0; i < data_.size(); ++i)
     if (data_[i].target_count() == 0)
       throw Error(fmt::format("fine-tuning: training sequence {} has no target token", i));

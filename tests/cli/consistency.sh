@@ -20,6 +20,16 @@ status() { "$@" >"$W/out" 2>"$W/err"; echo $?; }
 [[ $(status "$PIVOTMT" inspect --no-such-option x) == 2 ]] || fail "an unknown option is a usage error (2): $(cat "$W/err")"
 [[ $(status "$PIVOTMT" generate) == 2 ]] || fail "a missing required option is a usage error (2)"
 [[ $(status "$PIVOTMT" inspect "$W/nowhere") == 1 ]] || fail "a missing model is a failure (1)"
+# A negative count for an unsigned option: CLI11 2.1 wrapped it (--max-new-tokens -3 became
+# 2^64 - 3 and generated until killed). A usage error naming the option, in every command.
+for args in "generate -m $SHARED/fixtures/models/tiny-gqa --prompt x --max-new-tokens -3" \
+            "generate -m $SHARED/fixtures/models/tiny-gqa --prompt x --seed -1" \
+            "ablate --data y --model x --limit -1 --dry-run" "ablate --data y --model x --max-batch -8 --dry-run" \
+            "translate --model x --text y --max-new-tokens -2"; do
+  # shellcheck disable=SC2086  # the words are the arguments
+  [[ $(status timeout 20 "$PIVOTMT" $args) == 2 ]] || fail "$args: not a usage error: $(cat "$W/err")"
+  grep -q "expected a whole number >= 0" "$W/err" || fail "$args: $(cat "$W/err")"
+done
 
 # finetune takes only what it uses.
 [[ $(status "$PIVOTMT" finetune --model x --data y --out z --temperature 0.7) == 2 ]] ||
