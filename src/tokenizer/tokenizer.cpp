@@ -3,8 +3,8 @@
 #include <sentencepiece_processor.h>
 
 #include <filesystem>
-#include <limits>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -65,6 +65,14 @@ TokenId token_id(const json& v, std::string_view what) {
   return TokenId(json_integer(v, what, 0, std::numeric_limits<TokenId>::max()));
 }
 
+// An id written as decimal digits (an added_tokens_decoder key, a tiktoken rank); -1 when the
+// text is anything else or beyond int32 (std::stoi took "-5" and "12abc").
+TokenId token_id_from_digits(const std::string& text) {
+  if (text.empty() || text.size() > 10 || text.find_first_not_of("0123456789") != std::string::npos) return -1;
+  const long long v = std::stoll(text);
+  return v <= std::numeric_limits<TokenId>::max() ? TokenId(v) : -1;
+}
+
 TokenizerConfig read_config(const std::string& dir) {
   TokenizerConfig c;
   const fs::path cfg = fs::path(dir) / "tokenizer_config.json";
@@ -97,10 +105,7 @@ TokenizerConfig read_config(const std::string& dir) {
     for (const auto& [id, t] : c.config["added_tokens_decoder"].items()) {
       AddedToken a;
       const std::string where = fmt::format("{}: added_tokens_decoder['{}']", cfg.string(), id);
-      a.id = -1;
-      if (!id.empty() && id.size() <= 10 && id.find_first_not_of("0123456789") == std::string::npos &&
-          std::stoll(id) <= std::numeric_limits<TokenId>::max())
-        a.id = TokenId(std::stoll(id));
+      a.id = token_id_from_digits(id);
       if (a.id < 0) throw FormatError(fmt::format("{}: the key is not a token id", where));
       a.content = field_string(t, "content", where, "");
       a.special = field_bool(t, "special", where, false);
@@ -543,11 +548,8 @@ std::unique_ptr<Tokenizer> load_tiktoken(const std::string& path, TokenizerConfi
     const std::string where = fmt::format("{}:{}", path, n);
     if (sp == std::string::npos) throw FormatError(fmt::format("{}: expected 'base64 rank'", where));
     const std::string bytes = base64_decode(std::string_view(line).substr(0, sp), where);
-    TokenId rank = -1;
     const std::string digits = line.substr(sp + 1);
-    if (!digits.empty() && digits.size() <= 10 && digits.find_first_not_of("0123456789") == std::string::npos &&
-        std::stoll(digits) <= std::numeric_limits<TokenId>::max())
-      rank = TokenId(std::stoll(digits));
+    const TokenId rank = token_id_from_digits(digits);
     if (rank < 0) throw FormatError(fmt::format("{}: invalid rank '{}' (expected an integer in [0, 2^31))", where, digits));
     if (!ranks.emplace(bytes, rank).second) throw FormatError(fmt::format("{}: token listed twice", where));
   }
