@@ -1,14 +1,18 @@
 // `pivotmt generate`: run the engine on a prompt, a chat or token ids.
+#include <limits>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "chat/chat_template.h"
 #include "commands.h"
+#include "study_options.h"
 #include "backends/backend.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "engine/generate.h"
 #include "hub/hub_client.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "models/model_config.h"
 
@@ -33,9 +37,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--max-new-tokens", max_new, "Tokens to generate at most")->capture_default_str();
   cmd->add_flag("--ignore-eos", ignore_eos, "Do not stop at EOS");
   cmd->add_option("--seed", seed, "Sampling seed")->capture_default_str();
-  cmd->add_option("--temperature", temperature, "Sampling temperature");
-  cmd->add_option("--top-k", top_k, "Top-k");
-  cmd->add_option("--top-p", top_p, "Top-p");
+  check_sampling_options(cmd->add_option("--temperature", temperature, "Sampling temperature"),
+                         cmd->add_option("--top-k", top_k, "Top-k"), cmd->add_option("--top-p", top_p, "Top-p"));
   cmd->add_option("--stop", stops, "Stop string (repeatable)");
   cmd->add_option("--context-policy", context, "error | truncate-left | allow")
       ->check(CLI::IsMember({"error", "truncate-left", "allow"}))
@@ -68,14 +71,16 @@ void register_generate(CLI::App& app) {
       const auto j = read_json_file(ids_file);
       if (!j.is_array()) throw FormatError(ids_file + ": expected a JSON array");
       for (size_t k = 0; k < j.size(); ++k) {
+        // Each entry: a list of ids, or {"name": ..., "ids": [...]}. Ids through the typed
+        // reader: a float id had been a cast out of int's range.
+        const std::string where = fmt::format("{}: entry {}", ids_file, k);
         const auto& e = j[k];
-        if (e.is_object()) {
-          names.push_back(e.value("name", std::to_string(k)));
-          inputs.push_back(e.at("ids").get<std::vector<TokenId>>());
-        } else {
-          names.push_back(std::to_string(k));
-          inputs.push_back(e.get<std::vector<TokenId>>());
-        }
+        names.push_back(e.is_object() ? field_string(e, "name", where, std::to_string(k)) : std::to_string(k));
+        const auto& list = e.is_object() ? required_field(e, "ids", where) : e;
+        if (!list.is_array()) throw FormatError(fmt::format("{}: expected a list of token ids", where));
+        std::vector<TokenId> ids;
+        for (const auto& id : list) ids.push_back(TokenId(json_integer(id, where + ": id", 0, std::numeric_limits<TokenId>::max())));
+        inputs.push_back(std::move(ids));
       }
     } else if (!messages.empty()) {
       const auto rendered = apply_chat_template(*tok, messages_from_json(read_json_file(messages), messages), true);

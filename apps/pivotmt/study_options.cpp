@@ -1,5 +1,6 @@
 #include "study_options.h"
 
+#include <cmath>
 #include <filesystem>
 #include <functional>
 
@@ -38,12 +39,32 @@ void add_study_options(CLI::App* cmd, StudyArgs& a) {
       ->allow_extra_args(false);
 }
 
+void check_sampling_options(CLI::Option* temperature, CLI::Option* top_k, CLI::Option* top_p) {
+  // A value that does not parse as a number is CLI11's own conversion error, reported after.
+  auto number_check = [](const char* expected, auto ok) {
+    return CLI::Validator(
+        [expected, ok](std::string& value) -> std::string {
+          try {
+            size_t used = 0;
+            const double v = std::stod(value, &used);
+            if (used == value.size() && ok(v)) return "";
+          } catch (const std::exception&) {
+          }
+          return fmt::format("expected {}, got {}", expected, value);
+        },
+        "", expected);
+  };
+  temperature->check(number_check("a number > 0 (or --greedy)", [](double v) { return v > 0 && std::isfinite(v); }));
+  top_k->check(number_check("a whole number >= 0 (0: no top-k)", [](double v) { return v >= 0; }));
+  top_p->check(number_check("a number in (0, 1]", [](double v) { return v > 0 && v <= 1; }));
+}
+
 void add_generation_options(CLI::App* cmd, StudyArgs& a) {
   AblationConfig& c = a.config;
   cmd->add_flag("--greedy", c.greedy, "Greedy decoding instead of the original's sampling");
-  cmd->add_option("--temperature", c.temperature, "Sampling temperature")->capture_default_str();
-  cmd->add_option("--top-k", c.top_k, "Top-k")->capture_default_str();
-  cmd->add_option("--top-p", c.top_p, "Top-p")->capture_default_str();
+  check_sampling_options(cmd->add_option("--temperature", c.temperature, "Sampling temperature")->capture_default_str(),
+                         cmd->add_option("--top-k", c.top_k, "Top-k")->capture_default_str(),
+                         cmd->add_option("--top-p", c.top_p, "Top-p")->capture_default_str());
   cmd->add_option("--max-new-tokens", c.max_new_tokens, "Tokens per translation at most")->capture_default_str();
   cmd->add_option("--seed", c.seed, "Seed (row r samples with seed + r)")->capture_default_str();
   cmd->add_option("--context-policy", c.context_policy, "error | truncate-left | allow")

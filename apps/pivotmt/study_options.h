@@ -27,6 +27,11 @@ void add_study_options(CLI::App* cmd, StudyArgs& args);
 // --device (ablate and translate; finetune takes only its own --seed).
 void add_generation_options(CLI::App* cmd, StudyArgs& args);
 
+// The ranges sampling accepts (temperature > 0, top-k >= 0, top-p in (0, 1]), checked when
+// the command line is parsed: a usage error before any model is loaded (generate, ablate,
+// translate), where the sampler would refuse them only at the first token.
+void check_sampling_options(CLI::Option* temperature, CLI::Option* top_k, CLI::Option* top_p);
+
 // Options from a TOML file for every option the command line did not give. Keys that are
 // options of `sibling` but not of `cmd` are skipped (translate reads ablate's configs).
 void apply_config_file(CLI::App& cmd, const std::string& path, const CLI::App* sibling = nullptr);

@@ -30,6 +30,19 @@ for args in "generate -m $SHARED/fixtures/models/tiny-gqa --prompt x --max-new-t
   [[ $(status timeout 20 "$PIVOTMT" $args) == 2 ]] || fail "$args: not a usage error: $(cat "$W/err")"
   grep -q "expected a whole number >= 0" "$W/err" || fail "$args: $(cat "$W/err")"
 done
+# Sampling settings out of range: usage errors before any model is loaded (the sampler had
+# refused them only at the first token, after the load).
+for args in "generate -m x --prompt y --temperature -1" "generate -m x --prompt y --top-p 1.5" \
+            "generate -m x --prompt y --top-k -2" "ablate --data y --model x --temperature nan --dry-run"; do
+  # shellcheck disable=SC2086
+  [[ $(status timeout 20 "$PIVOTMT" $args) == 2 ]] || fail "$args: not a usage error: $(cat "$W/err")"
+  grep -q -- "expected " "$W/err" || fail "$args: $(cat "$W/err")"
+done
+# A float in an --ids file: an error naming the entry (it was a cast out of int's range).
+echo '[[1, 2e300]]' >"$W/ids.json"
+[[ $(status "$PIVOTMT" generate -m "$SHARED/fixtures/models/tiny-gqa" --ids "$W/ids.json" --max-new-tokens 1) == 1 ]] ||
+  fail "a float id was accepted: $(cat "$W/err")"
+grep -q "ids.json: entry 0: id = 2e+300 must be an integer" "$W/err" || fail "float id: $(cat "$W/err")"
 
 # finetune takes only what it uses.
 [[ $(status "$PIVOTMT" finetune --model x --data y --out z --temperature 0.7) == 2 ]] ||
