@@ -52,6 +52,10 @@ TEST(JsonFields, IntegersOnlyInRange) {
   EXPECT_EQ(format_error([&] { json_integer(json::parse("0"), "x", 1); }), "x = 0 must be an integer >= 1");
   EXPECT_EQ(format_error([&] { json_integer(json::parse("3"), "x", -10, -1); }), "x = 3 must be an integer in [-10, -1]");
   EXPECT_EQ(json_integer(json::parse("3"), "x", 3, 3), 3);
+  // Seeds take the whole uint64 range.
+  EXPECT_EQ(json_unsigned(json::parse("18446744073709551615"), "seed"), std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(format_error([&] { json_unsigned(json::parse("-1"), "seed"); }), "seed = -1 must be an integer >= 0");
+  EXPECT_EQ(format_error([&] { json_unsigned(json::parse("1e19"), "seed"); }), "seed = 1e+19 must be an integer >= 0");
   EXPECT_EQ(json_integer(json(std::numeric_limits<int64_t>::max()), "x"), std::numeric_limits<int64_t>::max());
   EXPECT_EQ(json_integer(json(std::numeric_limits<int64_t>::min()), "x"), std::numeric_limits<int64_t>::min());
 }

@@ -94,9 +94,7 @@ AblationConfig AblationConfig::from_identity(const nlohmann::json& j) {
     c.top_k = int(integer("top_k", 0, std::numeric_limits<int>::max()));
     c.top_p = float(json_number(required_field(j, "top_p", where), field_name(where, "top_p")));
     c.max_new_tokens = size_t(integer("max_new_tokens", 0, std::numeric_limits<int64_t>::max()));
-    const nlohmann::json& seed = required_field(j, "seed", where);
-    if (!seed.is_number_unsigned()) json_integer(seed, field_name(where, "seed"), 0);  // throws: not an integer >= 0
-    c.seed = seed.get<uint64_t>();
+    c.seed = json_unsigned(required_field(j, "seed", where), field_name(where, "seed"));
     c.context_policy = j.at("context_policy");
     c.limit = size_t(integer("limit", 0, std::numeric_limits<int64_t>::max()));
     c.weights = j.value("weights", std::string("f16"));

@@ -48,6 +48,11 @@ int64_t json_integer(const json& value, std::string_view what, int64_t lo, int64
   return v;
 }
 
+uint64_t json_unsigned(const json& value, std::string_view what) {
+  if (!value.is_number_unsigned()) wrong(value, what, "an integer >= 0");
+  return value.get<uint64_t>();
+}
+
 double json_number(const json& value, std::string_view what) {
   if (!value.is_number()) wrong(value, what, "a number");
   const double v = value.get<double>();

@@ -23,6 +23,8 @@ std::string json_excerpt(const nlohmann::json& value);
 // One value. `what` names it in errors, e.g. "PATH/tokenizer.json: model.vocab['hello']".
 int64_t json_integer(const nlohmann::json& value, std::string_view what,
                      int64_t lo = std::numeric_limits<int64_t>::min(), int64_t hi = std::numeric_limits<int64_t>::max());
+// The whole uint64 range (seeds): json_integer stops at INT64_MAX.
+uint64_t json_unsigned(const nlohmann::json& value, std::string_view what);
 double json_number(const nlohmann::json& value, std::string_view what);  // an integer or a finite float
 std::string json_string(const nlohmann::json& value, std::string_view what);
 bool json_bool(const nlohmann::json& value, std::string_view what);

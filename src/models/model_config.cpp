@@ -17,7 +17,7 @@ using json = nlohmann::json;
 
 [[noreturn]] void unsupported(const std::string& label, const std::string& field, const json& value,
                               const std::string& expected) {
-  throw UnsupportedError(fmt::format("{}: unsupported {} = {} (supported: {})", label, field, value.dump(), expected));
+  throw UnsupportedError(fmt::format("{}: unsupported {} = {} (supported: {})", label, field, json_excerpt(value), expected));
 }
 
 // Reads a positive integer field; `fallback` when absent (nullopt: required).
@@ -25,10 +25,6 @@ int64_t get_positive(const json& j, const char* field, const std::string& label,
                      std::optional<int64_t> fallback = std::nullopt) {
   if (!fallback) required_field(j, field, label);
   return field_integer(j, field, label, fallback.value_or(1), 1);
-}
-
-double get_number(const json& j, const char* field, const std::string& label, double fallback) {
-  return field_number(j, field, label, fallback);
 }
 
 std::optional<int64_t> get_optional_id(const json& j, const char* field, const std::string& label) {
@@ -53,16 +49,8 @@ std::vector<int64_t> get_id_list(const json& j, const char* field, const std::st
   throw FormatError(fmt::format("{}: field '{}' = {} must be an integer or a list of integers", label, field, json_excerpt(*it)));
 }
 
-std::string get_string(const json& j, const char* field, const std::string& label, const std::string& fallback) {
-  return field_string(j, field, label, fallback);
-}
-
-bool get_bool(const json& j, const char* field, const std::string& label, bool fallback) {
-  return field_bool(j, field, label, fallback);
-}
-
 void require_false(const json& j, const char* field, const std::string& label) {
-  if (get_bool(j, field, label, false)) unsupported(label, field, j[field], "false");
+  if (field_bool(j, field, label, false)) unsupported(label, field, j[field], "false");
 }
 
 void parse_rope_scaling(const json& j, ModelConfig& c, const std::string& label) {
@@ -78,9 +66,9 @@ void parse_rope_scaling(const json& j, ModelConfig& c, const std::string& label)
   RopeScaling r;
   r.type = type;
   const std::string sub = label + " rope_scaling";
-  r.factor = get_number(*it, "factor", sub, 8.0);
-  r.low_freq_factor = get_number(*it, "low_freq_factor", sub, 1.0);
-  r.high_freq_factor = get_number(*it, "high_freq_factor", sub, 4.0);
+  r.factor = field_number(*it, "factor", sub, 8.0);
+  r.low_freq_factor = field_number(*it, "low_freq_factor", sub, 1.0);
+  r.high_freq_factor = field_number(*it, "high_freq_factor", sub, 4.0);
   r.original_max_position_embeddings = get_positive(*it, "original_max_position_embeddings", sub, 8192);
   if (r.factor <= 0 || r.low_freq_factor <= 0 || r.high_freq_factor <= r.low_freq_factor)
     unsupported(label, "rope_scaling", *it, "factor > 0 and high_freq_factor > low_freq_factor > 0");
@@ -102,14 +90,14 @@ void parse_decoder(const json& j, ModelConfig& c, const std::string& label) {
                                   c.num_heads, c.num_kv_heads));
   c.intermediate_size = get_positive(j, "intermediate_size", label);
   c.max_position_embeddings = get_positive(j, "max_position_embeddings", label, 2048);
-  c.norm_eps = get_number(j, "rms_norm_eps", label, 1e-6);
-  c.rope_theta = get_number(j, "rope_theta", label, 10000.0);
+  c.norm_eps = field_number(j, "rms_norm_eps", label, 1e-6);
+  c.rope_theta = field_number(j, "rope_theta", label, 10000.0);
   if (c.rope_theta <= 0) unsupported(label, "rope_theta", j["rope_theta"], "a positive number");
-  c.hidden_act = get_string(j, "hidden_act", label, "silu");
+  c.hidden_act = field_string(j, "hidden_act", label, "silu");
   if (c.hidden_act != "silu") unsupported(label, "hidden_act", json(c.hidden_act), "\"silu\"");
   require_false(j, "attention_bias", label);
   require_false(j, "mlp_bias", label);
-  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", label, false);
+  c.tie_word_embeddings = field_bool(j, "tie_word_embeddings", label, false);
   parse_rope_scaling(j, c, label);
   if (c.arch == Architecture::Mistral) {
     if (auto sw = get_optional_id(j, "sliding_window", label)) {
@@ -135,10 +123,10 @@ void parse_bert(const json& j, ModelConfig& c, const std::string& label) {
   c.intermediate_size = get_positive(j, "intermediate_size", label);
   c.max_position_embeddings = get_positive(j, "max_position_embeddings", label, 512);
   c.type_vocab_size = get_positive(j, "type_vocab_size", label, 2);
-  c.norm_eps = get_number(j, "layer_norm_eps", label, 1e-12);
-  c.hidden_act = get_string(j, "hidden_act", label, "gelu");
+  c.norm_eps = field_number(j, "layer_norm_eps", label, 1e-12);
+  c.hidden_act = field_string(j, "hidden_act", label, "gelu");
   if (c.hidden_act != "gelu") unsupported(label, "hidden_act", json(c.hidden_act), "\"gelu\"");
-  const std::string pos = get_string(j, "position_embedding_type", label, "absolute");
+  const std::string pos = field_string(j, "position_embedding_type", label, "absolute");
   if (pos != "absolute") unsupported(label, "position_embedding_type", json(pos), "\"absolute\"");
   c.pad_token_id = get_optional_id(j, "pad_token_id", label);
   c.tie_word_embeddings = false;  // no output layer in an encoder
@@ -283,10 +271,10 @@ GenerationConfig parse_generation_config(const json& j, const ModelConfig& model
   g.bos_token_id = j.contains("bos_token_id") ? get_optional_id(j, "bos_token_id", label) : model.bos_token_id;
   g.eos_token_ids = j.contains("eos_token_id") ? get_id_list(j, "eos_token_id", label) : model.eos_token_ids;
   g.pad_token_id = j.contains("pad_token_id") ? get_optional_id(j, "pad_token_id", label) : model.pad_token_id;
-  g.do_sample = get_bool(j, "do_sample", label, false);
-  g.temperature = get_number(j, "temperature", label, 1.0);
-  g.top_p = get_number(j, "top_p", label, 1.0);
-  const double top_k = get_number(j, "top_k", label, 50);
+  g.do_sample = field_bool(j, "do_sample", label, false);
+  g.temperature = field_number(j, "temperature", label, 1.0);
+  g.top_p = field_number(j, "top_p", label, 1.0);
+  const double top_k = field_number(j, "top_k", label, 50);
   // Range first: casting a double beyond int64's range to an integer is undefined.
   if (g.temperature < 0 || g.top_p < 0 || g.top_p > 1 || !(top_k >= 0 && top_k < 0x1p62))
     throw FormatError(fmt::format("{}: temperature {} / top_p {} / top_k {} out of range", label, g.temperature, g.top_p,

@@ -81,12 +81,8 @@ std::unique_ptr<Retriever> make_retriever(const json& m, const ParallelCorpus& p
   if (r == "chrf") return make_chrf_retriever(pool);
   if (r == "random") {
     const auto it = m.find("seed");
-    uint64_t seed = 0;
-    if (it != m.end() && !it->is_null()) {
-      if (!it->is_number_unsigned()) json_integer(*it, "index manifest: field 'seed'", 0);  // throws: not an integer >= 0
-      seed = it->get<uint64_t>();
-    }
-    return make_random_retriever(pool, seed);
+    const bool given = it != m.end() && !it->is_null();
+    return make_random_retriever(pool, given ? json_unsigned(*it, "index manifest: field 'seed'") : 0);
   }
   throw Error(fmt::format("unknown retriever '{}' (expected minilm, minilm-hnsw, bm25, bm25-char, chrf or random)", r));
 }

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "io/json_file.h"
+#include "tokenizer/tokenizer_config.h"
 
 namespace pivotmt {
 namespace fs = std::filesystem;
@@ -130,12 +131,8 @@ NllbTokenizer::NllbTokenizer(const std::string& dir) : dir_(dir), sp_(std::make_
     // the list's order, <mask> after them.
     if (cfg.is_object() && cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object())
       for (const auto& [key, t] : cfg["added_tokens_decoder"].items()) {
-        int64_t id = -1;
-        try {
-          id = std::stoll(key);
-        } catch (const std::exception&) {
-          throw FormatError(fmt::format("{}: added_tokens_decoder key '{}' is not a token id", config.string(), key));
-        }
+        const int64_t id = token_id_from_digits(key);  // the same reading as tokenizer_config.json's
+        if (id < 0) throw FormatError(fmt::format("{}: added_tokens_decoder key '{}' is not a token id", config.string(), key));
         if (t.is_object() && t.contains("content") && t["content"].is_string()) take(t["content"], id, config.string());
       }
     const fs::path added = fs::path(dir) / "added_tokens.json";
