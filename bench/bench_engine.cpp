@@ -248,8 +248,8 @@ int main(int argc, char** argv) {
     Progress::set_quiet(true);
     const Figures f = run("model", {}, false, storage_named(argv[3]), argv[2], false);
     fmt::print("{{\"isa\": \"{}\", \"prefill_tps\": {:.2f}, \"decode_b1_tps\": {:.2f}, \"decode_b8_tps\": {:.2f}, "
-               "\"decode_b32_tps\": {:.2f}}}\n",
-               cpu::describe_isa(), f.prefill_tps, f.decode_tps[0], f.decode_tps[1], f.decode_tps[2]);
+               "\"decode_b32_tps\": {:.2f}, \"weight_mb\": {:.1f}}}\n",
+               cpu::describe_isa(), f.prefill_tps, f.decode_tps[0], f.decode_tps[1], f.decode_tps[2], f.weight_mb);
     return 0;
   }
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;

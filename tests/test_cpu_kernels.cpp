@@ -175,10 +175,16 @@ TEST_F(IsaLevels, Int8ActivationsMatchReference) {
 
 // Long prefill attention runs in blocks of query rows over the keys each block can see;
 // a batch of decode rows runs as one parallel section: both against the reference.
-// GGUF blocks (Q8_0, Q4_0, Q4_1) multiplied in place: the expectation is computed without
-// the kernels — weights dequantised by ggml_dequantize (gguf-py's values, bit for bit),
-// products summed in double — and the reference op and every path this machine has
-// (portable falls back to the generic row conversion) are held to it.
+// GGUF blocks (Q8_0, Q4_0, Q4_1) and K super-blocks (Q4_K, Q5_K, Q6_K) multiplied in
+// place: the expectation is computed without the kernels — weights dequantised by
+// ggml_dequantize (gguf-py's values, bit for bit: test_gguf's golden) — and the products
+// summed in double; the reference op and every path this machine has (portable falls back
+// to the generic row conversion) are held to it.
+const std::vector<GgmlType> kInPlaceTypes = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1,
+                                             GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+// Random bytes (every quant and sub-block scale a random bit pattern) with finite F16
+// scales (and minimums) drawn around 0.02.
 Matrix ggml_matrix(GgmlType type, size_t out, size_t in, unsigned seed) {
   std::mt19937 rng(seed);
   Matrix m;
@@ -189,30 +195,38 @@ Matrix ggml_matrix(GgmlType type, size_t out, size_t in, unsigned seed) {
   m.ggml_row_bytes = ggml_row_bytes(type, in);
   m.ggml_owned.resize(out * m.ggml_row_bytes);
   for (auto& b : m.ggml_owned) b = uint8_t(rng());
-  const size_t block = type == GgmlType::Q8_0 ? 34 : type == GgmlType::Q4_0 ? 18 : 20;
+  const size_t block = ggml_traits(type).block_bytes;
+  const std::vector<size_t> halves = type == GgmlType::Q6_K                                      ? std::vector<size_t>{208}
+                                     : type == GgmlType::Q4_1 || type == GgmlType::Q4_K ||
+                                               type == GgmlType::Q5_K                             ? std::vector<size_t>{0, 2}
+                                                                                                  : std::vector<size_t>{0};
   std::normal_distribution<float> scale(0.0f, 0.02f);
   for (size_t off = 0; off < m.ggml_owned.size(); off += block)
-    for (size_t f = 0; f < (type == GgmlType::Q4_1 ? 2u : 1u); ++f) {  // finite F16 scale (and minimum)
+    for (size_t at : halves) {
       const uint16_t h = f32_to_f16(scale(rng));
-      std::memcpy(&m.ggml_owned[off + 2 * f], &h, 2);
+      std::memcpy(&m.ggml_owned[off + at], &h, 2);
     }
   return m;
 }
 
 TEST_F(IsaLevels, GgmlBlocksEveryPathMatchesDequantisedProducts) {
-  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1})
+  for (GgmlType type : kInPlaceTypes)
     for (size_t M : {1u, 2u, 3u, 4u, 6u, 9u}) {  // the fused decode kernel's 1-4 rows, 6 as 4 + 2, prefill from 8
-      const size_t out = 13, in = 160;
+      const size_t out = 13, in = ggml_traits(type).block_size == 256 ? 768 : 160;
       const Matrix w = ggml_matrix(type, out, in, unsigned(M) * 7 + unsigned(type));
       const auto x = random_normal(M * in, unsigned(M) + 100, 1.0f);
       std::vector<float> wrow(in);
-      std::vector<double> want(M * out);
+      std::vector<double> want(M * out), magnitude(M * out);  // Σ w x and Σ |w x|
       for (size_t n = 0; n < out; ++n) {
         ggml_dequantize(type, {reinterpret_cast<const std::byte*>(w.row_ggml(n)), w.ggml_row_bytes}, wrow.data(), in);
         for (size_t m = 0; m < M; ++m) {
-          double acc = 0;
-          for (size_t k = 0; k < in; ++k) acc += double(wrow[k]) * double(x[m * in + k]);
+          double acc = 0, size = 0;
+          for (size_t k = 0; k < in; ++k) {
+            acc += double(wrow[k]) * double(x[m * in + k]);
+            size += std::fabs(double(wrow[k]) * double(x[m * in + k]));
+          }
           want[m * out + n] = acc;
+          magnitude[m * out + n] = size;
         }
       }
       const std::string what = std::string(ggml_type_name(type)) + " M=" + std::to_string(M);
@@ -220,8 +234,8 @@ TEST_F(IsaLevels, GgmlBlocksEveryPathMatchesDequantisedProducts) {
         std::vector<float> y(M * (out + 3), -7.0f);  // ldy > out: the gaps stay untouched
         linear(y.data(), out + 3);
         for (size_t m = 0; m < M; ++m) {
-          for (size_t n = 0; n < out; ++n)
-            EXPECT_NEAR(y[m * (out + 3) + n], want[m * out + n], 1e-5 * (1 + std::fabs(want[m * out + n])))
+          for (size_t n = 0; n < out; ++n)  // F32 sums of F32 products: rounding relative to Σ |w x|
+            EXPECT_NEAR(y[m * (out + 3) + n], want[m * out + n], 1e-6 * magnitude[m * out + n] + 1e-30)
                 << what << " " << path << " [" << m << ", " << n << "]";
           EXPECT_EQ(y[m * (out + 3) + out], -7.0f) << what << " " << path;
         }
@@ -232,6 +246,34 @@ TEST_F(IsaLevels, GgmlBlocksEveryPathMatchesDequantisedProducts) {
         check(isa_name(level), [&](float* y, size_t ldy) { fast::linear(x.data(), M, w, y, ldy); });
       }
     }
+}
+
+// The kernels' dequantisation is gguf-py's to the last bit: every row of every type, both
+// ISA levels. (Today a fused multiply-add could not change it: an F16 scale has 11
+// significant bits, a sub-block scale at most 7 and a quant at most 6, so every product
+// is exact in F32 and only the sums round; the test holds the bits whatever the kernels do.)
+TEST(GgmlKernels, DequantisedRowsEqualGgufPyBitForBit) {
+  if (hardware_isa() < Isa::Avx2) GTEST_SKIP() << "no AVX2";
+  for (GgmlType type : kInPlaceTypes) {
+    const size_t out = 7, in = 1024;
+    const Matrix w = ggml_matrix(type, out, in, 5 + unsigned(type));
+    std::vector<float> want(out * in), got(out * in);
+    for (size_t n = 0; n < out; ++n)
+      ggml_dequantize(type, {reinterpret_cast<const std::byte*>(w.row_ggml(n)), w.ggml_row_bytes}, &want[n * in], in);
+    const auto same = [&](const char* path) {
+      for (size_t i = 0; i < want.size(); ++i)
+        ASSERT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want[i]))
+            << ggml_type_name(type) << " " << path << ": value " << i % in << " of row " << i / in << " is " << got[i]
+            << ", gguf-py's " << want[i];
+    };
+    kernels::ggml_rows_avx2(w, 0, out, got.data());
+    same("AVX2");
+    if (hardware_isa() >= Isa::Avx512) {
+      std::fill(got.begin(), got.end(), 0.0f);
+      kernels::ggml_rows_avx512(w, 0, out, got.data());
+      same("AVX-512");
+    }
+  }
 }
 
 // --weights gguf-q8: activations quantised to Q8_0 blocks byte for byte as ggml-cpu's x86

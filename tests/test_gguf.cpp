@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -367,6 +368,121 @@ TEST_F(SmolLm2, FileBlocksInPlaceEqualTransformers) {
   check_logits_and_greedy(golden(), reference, 0, "gguf blocks, reference ops");
   // Weights held: the quantised projections and the Q8_0 embedding as stored, the norms F32.
   EXPECT_LT(fast.weight_bytes(), size_t(100) << 20);
+}
+
+// A Q4_K_M-style file (the most common GGUF download: Q4_K projections, Q6_K for the
+// value and down projections and the output layer, an F16 embedding table, F32 norms)
+// made here with random blocks, dimensions multiples of 256: with --weights gguf and
+// gguf-q8 its K-quants stay as stored and multiply in place with F32 activations, the
+// same logits as the model dequantised to F32 (gguf-py's values) up to summation order,
+// at the file's size in memory rather than F16's 3.5×.
+std::string k_quant_llama(const test::TempDir& tmp) {
+  const uint64_t hidden = 256, ffn = 512, heads = 4, kv_heads = 2, vocab = 300, layers = 2, head_dim = hidden / heads;
+  GgufWriter w;
+  w.kv_string("general.architecture", "llama");
+  w.kv_u32("llama.embedding_length", uint32_t(hidden));
+  w.kv_u32("llama.block_count", uint32_t(layers));
+  w.kv_u32("llama.attention.head_count", uint32_t(heads));
+  w.kv_u32("llama.attention.head_count_kv", uint32_t(kv_heads));
+  w.kv_u32("llama.feed_forward_length", uint32_t(ffn));
+  w.kv_u32("llama.context_length", 256);
+  w.kv_u32("llama.vocab_size", uint32_t(vocab));
+  w.kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  // Random blocks whose F16 scales are small enough for activations of order 1.
+  const auto blocks = [&](GgmlType t, uint64_t rows, uint64_t cols) {
+    std::string b(rows * ggml_row_bytes(t, cols), '\0');
+    for (auto& c : b) c = char(rng());
+    const size_t bb = ggml_traits(t).block_bytes;
+    for (size_t off = 0; off < b.size(); off += bb)
+      for (size_t at : t == GgmlType::Q6_K ? std::vector<size_t>{208} : std::vector<size_t>{0, 2}) {
+        const uint16_t h = f32_to_f16(std::fabs(normal(rng)) * (t == GgmlType::Q6_K ? 2e-4f : 1e-3f));
+        std::memcpy(&b[off + at], &h, 2);
+      }
+    return b;
+  };
+  const auto f32 = [&](uint64_t n, float mean, float spread) {
+    std::string b(4 * n, '\0');
+    for (uint64_t i = 0; i < n; ++i) {
+      const float v = mean + spread * normal(rng);
+      std::memcpy(&b[4 * i], &v, 4);
+    }
+    return b;
+  };
+  std::string embed(2 * vocab * hidden, '\0');
+  for (uint64_t i = 0; i < vocab * hidden; ++i) {
+    const uint16_t h = f32_to_f16(0.5f * normal(rng));
+    std::memcpy(&embed[2 * i], &h, 2);
+  }
+  w.tensor("token_embd.weight", {hidden, vocab}, uint32_t(GgmlType::F16), embed);
+  for (uint64_t l = 0; l < layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    w.tensor(p + "attn_norm.weight", {hidden}, 0, f32(hidden, 1.0f, 0.1f));
+    w.tensor(p + "attn_q.weight", {hidden, hidden}, uint32_t(GgmlType::Q4_K), blocks(GgmlType::Q4_K, hidden, hidden));
+    w.tensor(p + "attn_k.weight", {hidden, kv_heads * head_dim}, uint32_t(GgmlType::Q4_K),
+             blocks(GgmlType::Q4_K, kv_heads * head_dim, hidden));
+    w.tensor(p + "attn_v.weight", {hidden, kv_heads * head_dim}, uint32_t(GgmlType::Q6_K),
+             blocks(GgmlType::Q6_K, kv_heads * head_dim, hidden));
+    w.tensor(p + "attn_output.weight", {hidden, hidden}, uint32_t(GgmlType::Q5_K), blocks(GgmlType::Q5_K, hidden, hidden));
+    w.tensor(p + "ffn_norm.weight", {hidden}, 0, f32(hidden, 1.0f, 0.1f));
+    w.tensor(p + "ffn_gate.weight", {hidden, ffn}, uint32_t(GgmlType::Q4_K), blocks(GgmlType::Q4_K, ffn, hidden));
+    w.tensor(p + "ffn_up.weight", {hidden, ffn}, uint32_t(GgmlType::Q4_K), blocks(GgmlType::Q4_K, ffn, hidden));
+    w.tensor(p + "ffn_down.weight", {ffn, hidden}, uint32_t(GgmlType::Q6_K), blocks(GgmlType::Q6_K, hidden, ffn));
+  }
+  w.tensor("output_norm.weight", {hidden}, 0, f32(hidden, 1.0f, 0.1f));
+  w.tensor("output.weight", {hidden, vocab}, uint32_t(GgmlType::Q6_K), blocks(GgmlType::Q6_K, vocab, hidden));
+  const std::string path = tmp.str("k-quants.gguf");
+  test::write_file(path, w.bytes());
+  return path;
+}
+
+TEST(GgufModel, KQuantsInPlaceEqualTheDequantisedModel) {
+  test::TempDir tmp;
+  const std::string file = k_quant_llama(tmp);
+  LlamaModel dequantised(file, {DType::F32, OpsImpl::Fast});
+  const std::vector<TokenId> prompt = {1, 17, 230, 5, 99, 299, 42, 8, 150, 3, 77, 201};
+  // Prefill (the dequantise-then-GEMM path) then three decode steps (the fused kernels).
+  const auto run = [&](LlamaModel& model) {
+    std::vector<std::vector<float>> rows;
+    KvCache cache = model.new_cache();
+    std::vector<LlamaModel::Input> batch = {{&cache, prompt, false}};
+    rows.push_back(model.forward(batch));
+    for (TokenId t : {TokenId(11), TokenId(260), TokenId(4)}) {
+      std::vector<LlamaModel::Input> step = {{&cache, {t}, false}};
+      rows.push_back(model.forward(step));
+    }
+    return rows;
+  };
+  const auto want = run(dequantised);
+  double spread = 0;  // the logits' scale, for a relative bound
+  for (float v : want[0]) spread = std::max(spread, double(std::fabs(v)));
+  ASSERT_GT(spread, 0.5) << "random weights that give no signal test nothing";
+  size_t in_place_bytes = 0;
+  for (bool int8 : {false, true}) {
+    for (OpsImpl ops : {OpsImpl::Fast, OpsImpl::Reference}) {
+      LoadOptions load{DType::GGML, ops};
+      load.int8_activations = int8;
+      LlamaModel in_place(file, load);
+      const auto got = run(in_place);
+      const std::string what = std::string(int8 ? "gguf-q8" : "gguf") + (ops == OpsImpl::Fast ? ", fast" : ", reference");
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t s = 0; s < want.size(); ++s) {
+        ASSERT_EQ(got[s].size(), want[s].size());
+        for (size_t i = 0; i < want[s].size(); ++i)
+          ASSERT_NEAR(got[s][i], want[s][i], 1e-4 * spread) << what << ", step " << s << ", logit " << i;
+      }
+      // Held: the file's tensors (blocks, the F16 embedding, F32 norms) and no more.
+      size_t file_bytes = 0;
+      const Checkpoint ckpt(file);
+      for (const auto& name : ckpt.tensor_names()) file_bytes += ckpt.at(name).end - ckpt.at(name).begin;
+      EXPECT_LE(in_place.weight_bytes(), file_bytes) << what;
+      in_place_bytes = in_place.weight_bytes();
+    }
+  }
+  // F16 (the default) holds each projection at 16 bits a weight where the blocks take 4.5-6.6.
+  LlamaModel f16(file, {DType::F16, OpsImpl::Fast});
+  EXPECT_GT(f16.weight_bytes(), 2.5 * double(in_place_bytes));
 }
 
 // --weights gguf-q8: the same blocks times activations quantised to Q8_0 blocks, as

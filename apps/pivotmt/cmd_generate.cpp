@@ -45,8 +45,9 @@ void register_generate(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--weights,--dtype", dtype,
                   "Weight storage: f32 | f16 | int8 (weight-only, per output channel) | q8 (int8 weights and activations) "
-                  "| nf4 (bitsandbytes' 4-bit) | gguf (a GGUF model's Q8_0/Q4_0/Q4_1 blocks as stored, F32 activations) | "
-                  "gguf-q8 (the same blocks times int8 activations, as llama.cpp computes: faster, less exact); the same "
+                  "| nf4 (bitsandbytes' 4-bit) | gguf (a GGUF model's Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K blocks as stored, F32 "
+                  "activations) | gguf-q8 (the Q8_0/Q4_0/Q4_1 blocks times int8 activations, as llama.cpp computes: "
+                  "faster, less exact; K-quants as with gguf); the same "
                   "option as ablate's and translate's")
       ->check(CLI::IsMember({"f32", "f16", "int8", "q8", "nf4", "gguf", "gguf-q8"}))
       ->capture_default_str();

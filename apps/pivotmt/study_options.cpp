@@ -74,9 +74,10 @@ void add_generation_options(CLI::App* cmd, StudyArgs& a) {
   cmd->add_option("--weights,--dtype", c.weights,
                   "Weight storage: f16 | f32 | int8 (weight-only, per output channel: a 7B model in ~7 GB) | q8 "
                   "(int8 weights and int8 activations per 256 values, VNNI where present: fastest on a CPU) | nf4 "
-                  "(bitsandbytes' 4-bit, QLoRA's base: ~4 GB; CPU) | gguf (a GGUF model's Q8_0 / Q4_0 / Q4_1 weights "
-                  "multiplied as the file stores them, the rest F16: the file's size in memory; CPU) | gguf-q8 (the same "
-                  "blocks times int8 activations, as llama.cpp computes them: faster, less exact; CPU)")
+                  "(bitsandbytes' 4-bit, QLoRA's base: ~4 GB; CPU) | gguf (a GGUF model's Q8_0 / Q4_0 / Q4_1 and "
+                  "Q4_K / Q5_K / Q6_K weights multiplied as the file stores them, the rest F16: the file's size in memory; "
+                  "CPU) | gguf-q8 (the Q8_0 / Q4_0 / Q4_1 blocks times int8 activations, as llama.cpp computes them: "
+                  "faster, less exact; K-quants as with gguf; CPU)")
       ->check(CLI::IsMember({"f16", "f32", "int8", "q8", "nf4", "gguf", "gguf-q8"}))
       ->capture_default_str();
   cmd->add_option("--adapter", c.adapter, "A PEFT LoRA adapter directory (pivotmt finetune's --out), applied unmerged (CPU)");

@@ -72,7 +72,8 @@ struct OpsOptions {
   // multiply int8 · int8 with exact int32 sums (VNNI where present; `--weights q8`).
   // false: weight-only INT8, F32 activations (`--weights int8`). GGML (a GGUF file's
   // Q8_0 / Q4_0 / Q4_1 blocks): activations quantised to Q8_0 blocks as llama.cpp does
-  // (`--weights gguf-q8`), else F32 activations (`--weights gguf`).
+  // (`--weights gguf-q8`), else F32 activations (`--weights gguf`, and K-quant blocks
+  // under either).
   bool int8_activations = false;
   // GPU: decode passes (one new token per sequence) run as CUDA graphs, one per row count,
   // captured at that count's first pass and replayed after, so a step's few hundred kernel

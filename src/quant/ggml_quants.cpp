@@ -32,16 +32,6 @@ constexpr std::array<std::pair<uint32_t, GgmlTypeTraits>, 32> kTypes = {{
 inline uint16_t u16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
 inline float half(const uint8_t* p) { return f16_to_f32(u16(p)); }
 
-// Q4_K / Q5_K: eight 6-bit scales and mins packed in 12 bytes (gguf-py's get_scale_min).
-void scale_min_k4(const uint8_t* s, uint8_t sc[8], uint8_t mn[8]) {
-  for (int j = 0; j < 4; ++j) {
-    sc[j] = s[j] & 0x3F;
-    mn[j] = s[4 + j] & 0x3F;
-    sc[4 + j] = uint8_t((s[8 + j] & 0x0F) | ((s[j] >> 2) & 0x30));
-    mn[4 + j] = uint8_t((s[8 + j] >> 4) | ((s[4 + j] >> 2) & 0x30));
-  }
-}
-
 // One block of each type: `b` its bytes, `y` its values.
 void block_q8_0(const uint8_t* b, float* y) {
   const float d = half(b);
@@ -92,7 +82,7 @@ void block_q5_1(const uint8_t* b, float* y) {
 void block_q4_k(const uint8_t* b, float* y) {
   const float d = half(b), dmin = half(b + 2);
   uint8_t sc[8], mn[8];
-  scale_min_k4(b + 4, sc, mn);
+  ggml_k4_scales(b + 4, sc, mn);
   const uint8_t* qs = b + 16;
   for (int s = 0; s < 8; ++s) {
     const float ds = d * float(sc[s]), dm = dmin * float(mn[s]);
@@ -106,7 +96,7 @@ void block_q4_k(const uint8_t* b, float* y) {
 void block_q5_k(const uint8_t* b, float* y) {
   const float d = half(b), dmin = half(b + 2);
   uint8_t sc[8], mn[8];
-  scale_min_k4(b + 4, sc, mn);
+  ggml_k4_scales(b + 4, sc, mn);
   const uint8_t* qh = b + 16;
   const uint8_t* qs = b + 48;
   for (int s = 0; s < 8; ++s) {
@@ -137,6 +127,15 @@ void block_q6_k(const uint8_t* b, float* y) {
 }
 
 }  // namespace
+
+void ggml_k4_scales(const uint8_t* s, uint8_t sc[8], uint8_t mn[8]) {
+  for (int j = 0; j < 4; ++j) {
+    sc[j] = s[j] & 0x3F;
+    mn[j] = s[4 + j] & 0x3F;
+    sc[4 + j] = uint8_t((s[8 + j] & 0x0F) | ((s[j] >> 2) & 0x30));
+    mn[4 + j] = uint8_t((s[8 + j] >> 4) | ((s[4 + j] >> 2) & 0x30));
+  }
+}
 
 std::optional<GgmlTypeTraits> ggml_type_traits(uint32_t id) {
   for (const auto& [k, t] : kTypes)

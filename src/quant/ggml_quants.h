@@ -37,6 +37,10 @@ const char* ggml_type_name(GgmlType t);
 // Bytes of `n` values of type t (n a multiple of the block size; throws otherwise).
 uint64_t ggml_row_bytes(GgmlType t, uint64_t n);
 
+// Q4_K / Q5_K: the eight 6-bit scales and minimums packed in a super-block's 12 bytes
+// (gguf-py's get_scale_min); shared with the CPU kernels that multiply the blocks in place.
+void ggml_k4_scales(const uint8_t* packed, uint8_t scales[8], uint8_t minimums[8]);
+
 // `n` values (a multiple of the block size) from `src` (exactly ggml_row_bytes(t, n)
 // bytes) into `dst`. Throws UnsupportedError for a type that is not dequantised.
 void ggml_dequantize(GgmlType t, std::span<const std::byte> src, float* dst, uint64_t n);

@@ -51,15 +51,22 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
     return m;
   }
   if (storage == DType::GGML) {
-    // A GGUF tensor in a type the kernels multiply (Q8_0, Q4_0, Q4_1) stays as the file
-    // stores it; any other tensor (F32 norms, K-quants...) is stored as F16.
+    // A GGUF tensor in a type the kernels multiply (Q8_0, Q4_0, Q4_1; the K-quants Q4_K,
+    // Q5_K, Q6_K) stays as the file stores it; any other tensor (F32 norms, Q5_0...) is
+    // stored as F16.
     const auto view = ckpt.ggml_view(name);
-    const bool kept = view && m.in % 32 == 0 && view->rows == m.out &&
-                      (view->type == GgmlType::Q8_0 || view->type == GgmlType::Q4_0 || view->type == GgmlType::Q4_1);
+    const bool blocks_of_32 = view && (view->type == GgmlType::Q8_0 || view->type == GgmlType::Q4_0 ||
+                                       view->type == GgmlType::Q4_1);
+    const bool k_quant = view && (view->type == GgmlType::Q4_K || view->type == GgmlType::Q5_K ||
+                                  view->type == GgmlType::Q6_K);
+    const bool kept = view && view->rows == m.out && ((blocks_of_32 && m.in % 32 == 0) || (k_quant && m.in % 256 == 0));
     if (!kept) return load_matrix(ckpt, name, DType::F16, false);
     m.ggml_type = view->type;
     m.ggml_row_bytes = ggml_row_bytes(view->type, m.in);
-    if (int8_activations) {  // gguf-q8: repacked for the int8 kernels (Q and K rows put back on the way)
+    // gguf-q8: Q8_0 / Q4_0 / Q4_1 repacked for the int8 kernels (Q and K rows put back on
+    // the way). The K-quants keep F32 activations there too (llama.cpp's Q8_K products are
+    // not reproduced): in place, at the file's size, as with `gguf`.
+    if (int8_activations && blocks_of_32) {
       m.int8_activations = true;
       m.ggml_packed = cpu::GgmlPacked::pack(view->type, m.out, m.in, [&](size_t r) {
         return reinterpret_cast<const uint8_t*>(view->bytes.data()) + view->stored_row(r) * m.ggml_row_bytes;

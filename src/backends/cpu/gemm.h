@@ -52,16 +52,22 @@ void quantize_rows_q8_fast(const float* x, size_t M, size_t K, Q8Rows& out);
 void gemm_q8_vnni(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
 void gemm_q8_ref(const Q8Rows& x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
 
-// GGUF weights kept as the file's blocks (Matrix::dtype GGML: Q8_0, Q4_0 or Q4_1, 32
-// values and an F16 scale per block, Q4_1 also an F16 minimum) times F32 activations:
-// each block dequantised in registers as gguf-py does (d · q, Q4_1 d · q + m, two
-// roundings) and multiplied with FMAs, y[m, n] = Σ_k x[m, k] · w[n, k] for n in [n0, n1).
+// GGUF weights kept as the file's blocks (Matrix::dtype GGML): Q8_0, Q4_0 or Q4_1 (32
+// values and an F16 scale per block, Q4_1 also an F16 minimum) and the K-quants Q4_K, Q5_K
+// and Q6_K (super-blocks of 256 values with 6- or 8-bit sub-block scales) times F32
+// activations: each block dequantised in registers as gguf-py does (d · q, Q4_1 d · q + m,
+// K (d · sc) · q − dmin · m: every product and sum rounded on its own) and multiplied with
+// FMAs, y[m, n] = Σ_k x[m, k] · w[n, k] for n in [n0, n1).
 // Activations stay F32 rather than llama.cpp's int8 blocks: with int8 activations
 // SmolLM2-135M's logits moved by up to 1.2 (of 25) from transformers' and its first greedy
 // token changed (measured); here they stay within 1e-4. The reference is ref::linear over
 // Matrix::row_to_f32. AVX2 (isa() >= Avx2) and AVX-512 (isa() >= Avx512).
 void gemm_ggml_avx2(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
 void gemm_ggml_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1);
+// Their dequantisation: rows [n0, n1) of such a matrix into out ([n1 - n0, in] F32), bit
+// for bit ggml_dequantize's (gguf-py's) values.
+void ggml_rows_avx2(const Matrix& w, size_t n0, size_t n1, float* out);
+void ggml_rows_avx512(const Matrix& w, size_t n0, size_t n1, float* out);
 
 // `--weights gguf-q8`: GGUF blocks (Matrix::ggml_packed) times activations quantised as
 // llama.cpp's CPU backend quantises them on x86, to Q8_0 blocks: 32 values, d = max|x| /

@@ -1,13 +1,18 @@
-// GGUF's Q8_0 / Q4_0 / Q4_1 weights multiplied in place, as the file stores them, so a
-// GGUF model runs at its file's size in memory (gemm.h). Written here rather than taken
-// from a library: no Debian package multiplies ggml's block formats (llama.cpp's ggml is
-// not packaged as a library we could link), and the loops are short.
+// GGUF's Q8_0 / Q4_0 / Q4_1 blocks and Q4_K / Q5_K / Q6_K super-blocks multiplied in
+// place, as the file stores them, so a GGUF model runs at its file's size in memory
+// (gemm.h). Written here rather than taken from a library: no Debian package multiplies
+// ggml's block formats (llama.cpp's ggml is not packaged as a library we could link), and
+// the loops are short.
 //
-// A weight row is dequantised a 32-value block at a time in registers (exactly gguf-py's
-// values: d · q, and d · q + m for Q4_1) and multiplied with F32 activations, 8 (AVX2) or
-// 16 (AVX-512) partial sums per (weight row, activation row) pair, added at the end. AVX2
-// and AVX-512 prefill dequantise into a buffer reused by every activation row; AVX-512
-// decode (1-4 rows) multiplies the dequantised registers straight away (fused).
+// A weight row is dequantised a block at a time in registers (exactly gguf-py's values:
+// d · q, d · q + m for Q4_1, (d · sc) · q − (dmin · m) for Q4_K / Q5_K, (d · sc) · q for
+// Q6_K — each product and sum rounded on its own, as numpy computes them: this file is
+// compiled with -ffp-contract=off, so no multiply and add are fused behind our back; the
+// products are exact in F32 anyway, at most 11 + 7 + 6 significant bits) and
+// multiplied with F32 activations, 8 (AVX2) or 16 (AVX-512) partial sums per (weight row,
+// activation row) pair, added at the end. AVX2 and AVX-512 prefill dequantise into a
+// buffer reused by every activation row; AVX-512 decode (1-4 rows) multiplies the
+// dequantised values straight away (fused; a K super-block through a 1 KiB L1 buffer).
 // GCC 12 warns inside its own AVX-512 intrinsics' headers (their "undefined" source
 // operands), a known false positive; as in gemm_avx512.cpp.
 #pragma GCC diagnostic push
@@ -24,34 +29,125 @@
 #include "backends/cpu/gemm.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "quant/ggml_quants.h"
+
+#define PIVOTMT_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define PIVOTMT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
 namespace pivotmt::cpu::kernels {
 namespace {
 
-constexpr size_t kBlock = 32;
+constexpr size_t kBlock = 32;     // Q8_0, Q4_0, Q4_1
+constexpr size_t kSuper = 256;    // Q4_K, Q5_K, Q6_K
 constexpr size_t kRows = 4;       // activation rows per pass over a dequantised weight row
 constexpr size_t kManyRows = 8;  // from here (prefill) the AVX-512 path hands dequantised blocks to the F32 GEMM
 
-inline uint16_t load_u16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return h;
+// A matrix's block: values and bytes (checked: GGML storage of a type kept in place, rows
+// whole blocks).
+struct Geometry {
+  size_t values = 0, bytes = 0;
+};
+Geometry geometry(const Matrix& w) {
+  Geometry g;
+  if (w.dtype == DType::GGML) switch (w.ggml_type) {
+      case GgmlType::Q8_0: g = {kBlock, 34}; break;
+      case GgmlType::Q4_0: g = {kBlock, 18}; break;
+      case GgmlType::Q4_1: g = {kBlock, 20}; break;
+      case GgmlType::Q4_K: g = {kSuper, 144}; break;
+      case GgmlType::Q5_K: g = {kSuper, 176}; break;
+      case GgmlType::Q6_K: g = {kSuper, 210}; break;
+      default: throw UnsupportedError(fmt::format("GGUF kernels: {} weights are not kept quantised", ggml_type_name(w.ggml_type)));
+    }
+  if (g.values == 0 || w.in % g.values)
+    throw Error(fmt::format("GGUF kernels: a {} [{}, {}] matrix is not whole GGUF blocks",
+                            w.dtype == DType::GGML ? ggml_type_name(w.ggml_type) : "non-GGUF", w.out, w.in));
+  return g;
 }
 
-size_t block_bytes(const Matrix& w) {
-  if (w.dtype != DType::GGML || w.in % kBlock)
-    throw Error(fmt::format("GGUF kernels: a {} [{}, {}] matrix is not GGUF blocks of 32",
-                            w.dtype == DType::GGML ? ggml_type_name(w.ggml_type) : "non-GGUF", w.out, w.in));
-  switch (w.ggml_type) {
-    case GgmlType::Q8_0: return 34;
-    case GgmlType::Q4_0: return 18;
-    case GgmlType::Q4_1: return 20;
-    default: throw UnsupportedError(fmt::format("GGUF kernels: {} weights are not kept quantised", ggml_type_name(w.ggml_type)));
+inline bool super_blocks(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K; }
+
+// An F16 scale with the F16C instruction (the portable f16_to_f32 is a call per block:
+// 18% of a batch-1 step when the fused kernel used it).
+__attribute__((target("f16c"))) inline float half_f16c(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// ---- K super-blocks: 256 values, dequantised 32 (a sub-block) at a time with AVX2 (also
+// inlined into the AVX-512 kernels: the bit twiddling is byte-wide, and the 8-lane
+// conversions cost little next to the FMAs).
+
+// 32 bytes (values 0..31) as 4 × 8 F32, unsigned or signed.
+template <bool Signed>
+PIVOTMT_AVX2 inline void bytes_to_f32(__m256i q, __m256 out[4]) {
+  const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+  const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+  for (int i = 0; i < 4; ++i)
+    out[i] = _mm256_cvtepi32_ps(Signed ? _mm256_cvtepi8_epi32(parts[i]) : _mm256_cvtepu8_epi32(parts[i]));
+}
+
+// One super-block `b` into y[256], gguf-py's values bit for bit (ggml_quants.cpp is the
+// plain version: the layouts are described there).
+template <GgmlType T>
+PIVOTMT_AVX2 void super_block_avx2(const uint8_t* b, float* y) {
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  if constexpr (T == GgmlType::Q6_K) {
+    const uint8_t* ql = b;
+    const uint8_t* qh = b + 128;
+    const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = half_f16c(b + 208);
+    for (int s = 0; s < 8; ++s) {  // values 32 s .. 32 s + 31: half h = s / 4, u = s % 4 within it
+      const int h = s / 4, u = s % 4;
+      const __m256i nibbles = _mm256_and_si256(
+          _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * h + 32 * (u % 2))),
+                           _mm_cvtsi32_si128(4 * (u / 2))),
+          low);
+      const __m256i highs = _mm256_and_si256(
+          _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * h)), _mm_cvtsi32_si128(2 * u)),
+          _mm256_set1_epi8(0x03));
+      // q − 32 in [−32, 31]: (highs << 4) stays inside each byte (highs ≤ 3).
+      const __m256i q = _mm256_sub_epi8(_mm256_or_si256(nibbles, _mm256_slli_epi16(highs, 4)), _mm256_set1_epi8(32));
+      __m256 v[4];
+      bytes_to_f32<true>(q, v);
+      const __m256 ds0 = _mm256_set1_ps(d * float(scales[2 * s])), ds1 = _mm256_set1_ps(d * float(scales[2 * s + 1]));
+      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(y + 32 * s + 8 * i, _mm256_mul_ps(i < 2 ? ds0 : ds1, v[i]));
+    }
+  } else {
+    const float d = half_f16c(b), dmin = half_f16c(b + 2);
+    uint8_t sc[8], mn[8];
+    ggml_k4_scales(b + 4, sc, mn);
+    const uint8_t* qs = b + (T == GgmlType::Q5_K ? 48 : 16);
+    __m256i qh;
+    if constexpr (T == GgmlType::Q5_K) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+    for (int s = 0; s < 8; ++s) {  // sub-block s: nibbles of qs[32 (s / 2) ..], low then high
+      __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * (s / 2)));
+      if (s % 2) q = _mm256_srli_epi16(q, 4);
+      q = _mm256_and_si256(q, low);
+      if constexpr (T == GgmlType::Q5_K) {  // bit s of qh[j] is the fifth bit of value j
+        const __m256i bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), _mm256_set1_epi8(1));
+        q = _mm256_or_si256(q, _mm256_slli_epi16(bit, 4));
+      }
+      __m256 v[4];
+      bytes_to_f32<false>(q, v);
+      const __m256 ds = _mm256_set1_ps(d * float(sc[s])), dm = _mm256_set1_ps(dmin * float(mn[s]));
+      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(y + 32 * s + 8 * i, _mm256_sub_ps(_mm256_mul_ps(ds, v[i]), dm));
+    }
   }
 }
 
+PIVOTMT_AVX2 void super_block_dispatch(GgmlType t, const uint8_t* b, float* y) {
+  switch (t) {
+    case GgmlType::Q4_K: return super_block_avx2<GgmlType::Q4_K>(b, y);
+    case GgmlType::Q5_K: return super_block_avx2<GgmlType::Q5_K>(b, y);
+    default: return super_block_avx2<GgmlType::Q6_K>(b, y);
+  }
+}
+
+// ---- blocks of 32
+
 // The block's 32 quants as four vectors of 8 int32 (value order 0..31).
-__attribute__((target("avx2,fma,f16c"))) inline void quants_avx2(GgmlType t, const uint8_t* b, __m256i q[4]) {
+PIVOTMT_AVX2 inline void quants_avx2(GgmlType t, const uint8_t* b, __m256i q[4]) {
   if (t == GgmlType::Q8_0) {
     for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * i)));
     return;
@@ -67,7 +163,7 @@ __attribute__((target("avx2,fma,f16c"))) inline void quants_avx2(GgmlType t, con
     for (int i = 0; i < 4; ++i) q[i] = _mm256_sub_epi32(q[i], _mm256_set1_epi32(8));
 }
 
-__attribute__((target("avx2,fma,f16c"))) inline float hsum(__m256 v) {
+PIVOTMT_AVX2 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -76,30 +172,43 @@ __attribute__((target("avx2,fma,f16c"))) inline float hsum(__m256 v) {
 
 }  // namespace
 
-// AVX2 (and AVX-512 prefill, below): each weight row dequantised once into a buffer that stays in L1 (a 7B
-// model's longest row, 14336 values, is 56 KiB: L2 at worst), then multiplied with every
+PIVOTMT_AVX2 void ggml_rows_avx2(const Matrix& w, size_t n0, size_t n1, float* out) {
+  const Geometry g = geometry(w);
+  const size_t K = w.in, blocks = K / g.values;
+  const bool has_min = w.ggml_type == GgmlType::Q4_1;
+  for (size_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.row_ggml(n);
+    float* dst = out + (n - n0) * K;
+    if (super_blocks(w.ggml_type)) {
+      for (size_t b = 0; b < blocks; ++b) super_block_dispatch(w.ggml_type, row + b * g.bytes, dst + b * kSuper);
+      continue;
+    }
+    for (size_t b = 0; b < blocks; ++b) {
+      const uint8_t* blk = row + b * g.bytes;
+      __m256i q[4];
+      quants_avx2(w.ggml_type, blk, q);
+      const __m256 d = _mm256_set1_ps(half_f16c(blk)), mn = _mm256_set1_ps(has_min ? half_f16c(blk + 2) : 0.0f);
+      for (int i = 0; i < 4; ++i) {
+        __m256 v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(q[i]));
+        if (has_min) v = _mm256_add_ps(v, mn);
+        _mm256_storeu_ps(dst + b * kBlock + 8 * i, v);
+      }
+    }
+  }
+}
+
+// AVX2: each weight row dequantised once into a buffer that stays in L1 (a 7B model's
+// longest row, 14336 values, is 56 KiB: L2 at worst), then multiplied with every
 // activation row, kRows at a time — so prefill pays the dequantisation once per weight
 // row, not once per activation row.
-__attribute__((target("avx2,fma,f16c"))) void gemm_ggml_avx2(const float* x, size_t M, const Matrix& w, float* y,
-                                                             size_t ldy, size_t n0, size_t n1) {
-  const size_t bb = block_bytes(w), K = w.in, blocks = K / kBlock;
-  const bool has_min = w.ggml_type == GgmlType::Q4_1;
+PIVOTMT_AVX2 void gemm_ggml_avx2(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+  const size_t K = w.in;
+  geometry(w);  // checks the matrix
   static thread_local std::vector<float> buffer;
   buffer.resize(K);
   float* wf = buffer.data();
   for (size_t n = n0; n < n1; ++n) {
-    const uint8_t* row = w.row_ggml(n);
-    for (size_t b = 0; b < blocks; ++b) {
-      const uint8_t* blk = row + b * bb;
-      __m256i q[4];
-      quants_avx2(w.ggml_type, blk, q);
-      const __m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk))), mn = _mm256_set1_ps(has_min ? _cvtsh_ss(load_u16(blk + 2)) : 0.0f);
-      for (int i = 0; i < 4; ++i) {
-        __m256 v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(q[i]));
-        if (has_min) v = _mm256_add_ps(v, mn);
-        _mm256_storeu_ps(wf + b * kBlock + 8 * i, v);
-      }
-    }
+    ggml_rows_avx2(w, n, n + 1, wf);
     for (size_t m0 = 0; m0 < M; m0 += kRows) {
       const size_t rows = std::min(kRows, M - m0);
       __m256 acc[kRows];
@@ -113,17 +222,22 @@ __attribute__((target("avx2,fma,f16c"))) void gemm_ggml_avx2(const float* x, siz
   }
 }
 
-// Weight rows [n0, n1) dequantised into out ([n1 - n0, in] F32), 16 values per step.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) void ggml_rows_avx512(const Matrix& w, size_t n0,
-                                                                                          size_t n1, float* out) {
-  const size_t bb = block_bytes(w), K = w.in, blocks = K / kBlock;
+// Weight rows [n0, n1) dequantised into out ([n1 - n0, in] F32), 16 values per step
+// (K super-blocks through the AVX2 routine above).
+PIVOTMT_AVX512 void ggml_rows_avx512(const Matrix& w, size_t n0, size_t n1, float* out) {
+  const Geometry g = geometry(w);
+  const size_t K = w.in, blocks = K / g.values;
   const GgmlType t = w.ggml_type;
   const bool has_min = t == GgmlType::Q4_1;
   for (size_t n = n0; n < n1; ++n) {
     const uint8_t* row = w.row_ggml(n);
     float* dst = out + (n - n0) * K;
+    if (super_blocks(t)) {
+      for (size_t b = 0; b < blocks; ++b) super_block_dispatch(t, row + b * g.bytes, dst + b * kSuper);
+      continue;
+    }
     for (size_t b = 0; b < blocks; ++b) {
-      const uint8_t* blk = row + b * bb;
+      const uint8_t* blk = row + b * g.bytes;
       __m512i q[2];
       if (t == GgmlType::Q8_0) {
         q[0] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
@@ -136,7 +250,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) void ggml_row
         if (t == GgmlType::Q4_0)
           for (auto& qi : q) qi = _mm512_sub_epi32(qi, _mm512_set1_epi32(8));
       }
-      const __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(blk))), mn = _mm512_set1_ps(has_min ? _cvtsh_ss(load_u16(blk + 2)) : 0.0f);
+      const __m512 d = _mm512_set1_ps(half_f16c(blk)), mn = _mm512_set1_ps(has_min ? half_f16c(blk + 2) : 0.0f);
       for (int i = 0; i < 2; ++i) {
         __m512 v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(q[i]));
         if (has_min) v = _mm512_add_ps(v, mn);
@@ -156,17 +270,8 @@ namespace {
 // shape's batch-1 decode at 5.8 tok/s).
 constexpr size_t kDecodeCols = 4;
 
-// An F16 scale with the F16C instruction (the portable f16_to_f32 is a call per block:
-// 18% of a batch-1 step when the fused kernel used it).
-__attribute__((target("f16c"))) inline float half_f16c(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
-}
-
 template <GgmlType T>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) inline void block_values(const uint8_t* blk,
-                                                                                             __m512 v[2]) {
+PIVOTMT_AVX512 inline void block_values(const uint8_t* blk, __m512 v[2]) {
   __m512i q[2];
   if constexpr (T == GgmlType::Q8_0) {
     q[0] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
@@ -189,9 +294,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) inline void b
 }
 
 template <GgmlType T, int M, int C>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) void ggml_decode_rows(const float* x, const Matrix& w,
-                                                                                          float* y, size_t ldy,
-                                                                                          size_t n) {
+PIVOTMT_AVX512 void ggml_decode_rows(const float* x, const Matrix& w, float* y, size_t ldy, size_t n) {
   constexpr size_t bb = T == GgmlType::Q8_0 ? 34 : T == GgmlType::Q4_0 ? 18 : 20;
   const size_t K = w.in, blocks = K / kBlock;
   const uint8_t* rows[C];
@@ -227,35 +330,76 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) void ggml_dec
     for (int c = 0; c < C; ++c) y[size_t(r) * ldy + n + size_t(c)] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
+// The same for K super-blocks: each row's super-block dequantised into a 1 KiB buffer
+// (L1), then its 16 vectors multiplied into the M × C accumulators.
+template <GgmlType T, int M, int C>
+PIVOTMT_AVX512 void ggml_decode_super_rows(const float* x, const Matrix& w, float* y, size_t ldy, size_t n) {
+  constexpr size_t bb = T == GgmlType::Q4_K ? 144 : T == GgmlType::Q5_K ? 176 : 210;
+  const size_t K = w.in, blocks = K / kSuper;
+  const uint8_t* rows[C];
+#pragma GCC unroll 4
+  for (int c = 0; c < C; ++c) rows[c] = w.row_ggml(n + size_t(c));
+  alignas(64) float values[C][kSuper];
+  __m512 acc[M][C];
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (size_t b = 0; b < blocks; ++b) {
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      for (size_t line = 0; line < bb; line += 64)  // two super-blocks ahead, every cache line
+        _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 2) * bb + line), _MM_HINT_T0);
+      super_block_avx2<T>(rows[c] + b * bb, values[c]);
+    }
+    for (size_t i = 0; i < kSuper; i += 16) {
+      __m512 xv[M];
+#pragma GCC unroll 4
+      for (int r = 0; r < M; ++r) xv[r] = _mm512_loadu_ps(x + size_t(r) * K + b * kSuper + i);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) {
+        const __m512 v = _mm512_load_ps(values[c] + i);
+#pragma GCC unroll 4
+        for (int r = 0; r < M; ++r) acc[r][c] = _mm512_fmadd_ps(v, xv[r], acc[r][c]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) y[size_t(r) * ldy + n + size_t(c)] = _mm512_reduce_add_ps(acc[r][c]);
+}
+
 template <GgmlType T, int M>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) void ggml_decode_range(const float* x, const Matrix& w,
-                                                                                           float* y, size_t ldy,
-                                                                                           size_t n0, size_t n1) {
+PIVOTMT_AVX512 void ggml_decode_range(const float* x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
   size_t n = n0;
-  for (; n + kDecodeCols <= n1; n += kDecodeCols) ggml_decode_rows<T, M, kDecodeCols>(x, w, y, ldy, n);
-  for (; n < n1; ++n) ggml_decode_rows<T, M, 1>(x, w, y, ldy, n);
+  if constexpr (T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == GgmlType::Q6_K) {
+    for (; n + kDecodeCols <= n1; n += kDecodeCols) ggml_decode_super_rows<T, M, kDecodeCols>(x, w, y, ldy, n);
+    for (; n < n1; ++n) ggml_decode_super_rows<T, M, 1>(x, w, y, ldy, n);
+  } else {
+    for (; n + kDecodeCols <= n1; n += kDecodeCols) ggml_decode_rows<T, M, kDecodeCols>(x, w, y, ldy, n);
+    for (; n < n1; ++n) ggml_decode_rows<T, M, 1>(x, w, y, ldy, n);
+  }
 }
 
 template <int M>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) void ggml_decode_dispatch(const float* x,
-                                                                                              const Matrix& w, float* y,
-                                                                                              size_t ldy, size_t n0,
-                                                                                              size_t n1) {
+PIVOTMT_AVX512 void ggml_decode_dispatch(const float* x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
   switch (w.ggml_type) {
     case GgmlType::Q8_0: return ggml_decode_range<GgmlType::Q8_0, M>(x, w, y, ldy, n0, n1);
     case GgmlType::Q4_0: return ggml_decode_range<GgmlType::Q4_0, M>(x, w, y, ldy, n0, n1);
-    default: return ggml_decode_range<GgmlType::Q4_1, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q4_1: return ggml_decode_range<GgmlType::Q4_1, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q4_K: return ggml_decode_range<GgmlType::Q4_K, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q5_K: return ggml_decode_range<GgmlType::Q5_K, M>(x, w, y, ldy, n0, n1);
+    default: return ggml_decode_range<GgmlType::Q6_K, M>(x, w, y, ldy, n0, n1);
   }
 }
 
 }  // namespace
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c"))) void gemm_ggml_avx512(const float* x, size_t M,
-                                                                                         const Matrix& w, float* y,
-                                                                                         size_t ldy, size_t n0,
-                                                                                         size_t n1) {
+PIVOTMT_AVX512 void gemm_ggml_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0,
+                                     size_t n1) {
   const size_t K = w.in;
-  block_bytes(w);  // checks the matrix
+  geometry(w);  // checks the matrix
   if (M >= kManyRows) {
     // Prefill: 64 weight rows at a time dequantised into an F32 block (256 KiB for a 7B
     // model's rows: L2), multiplied by the register-tiled F32 GEMM — the dequantisation

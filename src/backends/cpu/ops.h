@@ -61,7 +61,8 @@ struct Matrix {
   std::vector<int32_t> block_sums;  // [out, ceil(in / kQ8Block)] Σ q per block, when dtype == I8
   bool int8_activations = false;    // I8 or GGML: quantise the activations (see above)
   nf4::Quantized nf4;          // the whole matrix flattened row-major, when dtype == NF4
-  // GGML: a GGUF file's blocks of 32 values (Q8_0, Q4_0 or Q4_1), ggml_row_bytes per row,
+  // GGML: a GGUF file's blocks (Q8_0, Q4_0 or Q4_1 of 32 values; Q4_K, Q5_K or Q6_K
+  // super-blocks of 256), ggml_row_bytes per row,
   // read in place from the file's mapping (borrowed) or reordered into ggml_owned (Q and K,
   // whose rows the converter interleaved).
   GgmlType ggml_type = GgmlType::F32;

@@ -256,7 +256,7 @@ void linear(const float* x, size_t T, const Matrix& w, float* y, size_t ldy) {
     });
     return;
   }
-  if (w.dtype == DType::GGML && level >= Isa::Avx2) {  // a GGUF file's Q8_0 / Q4_0 / Q4_1 blocks, read in place
+  if (w.dtype == DType::GGML && level >= Isa::Avx2) {  // a GGUF file's blocks (Q8_0, Q4_0, Q4_1, K-quants), read in place
     split_rows([&](size_t n0, size_t n1) {
       if (level >= Isa::Avx512) kernels::gemm_ggml_avx512(x, T, w, y, ldy, n0, n1);
       else kernels::gemm_ggml_avx2(x, T, w, y, ldy, n0, n1);
