@@ -12,7 +12,7 @@
 // multiplied with F32 activations, 8 (AVX2) or 16 (AVX-512) partial sums per (weight row,
 // activation row) pair, added at the end. AVX2 and AVX-512 prefill dequantise into a
 // buffer reused by every activation row; AVX-512 decode (1-4 rows) multiplies the
-// dequantised values straight away (fused; a K super-block through a 1 KiB L1 buffer).
+// dequantised values straight away (fused).
 // GCC 12 warns inside its own AVX-512 intrinsics' headers (their "undefined" source
 // operands), a known false positive; as in gemm_avx512.cpp.
 #pragma GCC diagnostic push
@@ -222,44 +222,6 @@ PIVOTMT_AVX2 void gemm_ggml_avx2(const float* x, size_t M, const Matrix& w, floa
   }
 }
 
-// Weight rows [n0, n1) dequantised into out ([n1 - n0, in] F32), 16 values per step
-// (K super-blocks through the AVX2 routine above).
-PIVOTMT_AVX512 void ggml_rows_avx512(const Matrix& w, size_t n0, size_t n1, float* out) {
-  const Geometry g = geometry(w);
-  const size_t K = w.in, blocks = K / g.values;
-  const GgmlType t = w.ggml_type;
-  const bool has_min = t == GgmlType::Q4_1;
-  for (size_t n = n0; n < n1; ++n) {
-    const uint8_t* row = w.row_ggml(n);
-    float* dst = out + (n - n0) * K;
-    if (super_blocks(t)) {
-      for (size_t b = 0; b < blocks; ++b) super_block_dispatch(t, row + b * g.bytes, dst + b * kSuper);
-      continue;
-    }
-    for (size_t b = 0; b < blocks; ++b) {
-      const uint8_t* blk = row + b * g.bytes;
-      __m512i q[2];
-      if (t == GgmlType::Q8_0) {
-        q[0] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
-        q[1] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18)));
-      } else {
-        const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + (has_min ? 4 : 2)));
-        const __m128i mask = _mm_set1_epi8(0x0F);
-        q[0] = _mm512_cvtepu8_epi32(_mm_and_si128(packed, mask));
-        q[1] = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(packed, 4), mask));
-        if (t == GgmlType::Q4_0)
-          for (auto& qi : q) qi = _mm512_sub_epi32(qi, _mm512_set1_epi32(8));
-      }
-      const __m512 d = _mm512_set1_ps(half_f16c(blk)), mn = _mm512_set1_ps(has_min ? half_f16c(blk + 2) : 0.0f);
-      for (int i = 0; i < 2; ++i) {
-        __m512 v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(q[i]));
-        if (has_min) v = _mm512_add_ps(v, mn);
-        _mm512_storeu_ps(dst + b * kBlock + 16 * i, v);
-      }
-    }
-  }
-}
-
 namespace {
 
 // Decode's fused kernel: kDecodeCols weight rows at a time, each block of each row
@@ -330,8 +292,59 @@ PIVOTMT_AVX512 void ggml_decode_rows(const float* x, const Matrix& w, float* y, 
     for (int c = 0; c < C; ++c) y[size_t(r) * ldy + n + size_t(c)] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-// The same for K super-blocks: each row's super-block dequantised into a 1 KiB buffer
-// (L1), then its 16 vectors multiplied into the M × C accumulators.
+// The same for K super-blocks: per super-block and weight row its sub-block scales (and
+// minimums) as F32 — d · sc and dmin · m, Q6_K's d · sc per 16 values —, then each
+// sub-block of 32 values dequantised in registers (16 lanes at a time: the quants made
+// byte-wide as in super_block_avx2, widened, scaled) and multiplied straight into the
+// M × C accumulators.
+template <GgmlType T>
+PIVOTMT_AVX512 inline void super_block_scales(const uint8_t* b, float ds[16], float dm[8]) {
+  if constexpr (T == GgmlType::Q6_K) {
+    const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = half_f16c(b + 208);
+    for (int j = 0; j < 16; ++j) ds[j] = d * float(scales[j]);
+  } else {
+    const float d = half_f16c(b), dmin = half_f16c(b + 2);
+    uint8_t sc[8], mn[8];
+    ggml_k4_scales(b + 4, sc, mn);
+    for (int j = 0; j < 8; ++j) {
+      ds[j] = d * float(sc[j]);
+      dm[j] = dmin * float(mn[j]);
+    }
+  }
+}
+
+// Sub-block s (values 32 s .. 32 s + 31) of super-block b as two vectors of 16.
+template <GgmlType T>
+PIVOTMT_AVX512 inline void sub_block_values(const uint8_t* b, int s, const float ds[16], const float dm[8], __m512 v[2]) {
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  __m256i q;
+  if constexpr (T == GgmlType::Q6_K) {
+    const int h = s / 4, u = s % 4;
+    const __m256i nibbles = _mm256_and_si256(
+        _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32 * (u % 2))),
+                         _mm_cvtsi32_si128(4 * (u / 2))),
+        low);
+    const __m256i highs = _mm256_and_si256(
+        _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)), _mm_cvtsi32_si128(2 * u)),
+        _mm256_set1_epi8(0x03));
+    q = _mm256_sub_epi8(_mm256_or_si256(nibbles, _mm256_slli_epi16(highs, 4)), _mm256_set1_epi8(32));
+    v[0] = _mm512_mul_ps(_mm512_set1_ps(ds[2 * s]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))));
+    v[1] = _mm512_mul_ps(_mm512_set1_ps(ds[2 * s + 1]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))));
+  } else {
+    q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (T == GgmlType::Q5_K ? 48 : 16) + 32 * (s / 2)));
+    if (s % 2) q = _mm256_srli_epi16(q, 4);
+    q = _mm256_and_si256(q, low);
+    if constexpr (T == GgmlType::Q5_K) {
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+      q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), _mm256_set1_epi8(1)), 4));
+    }
+    const __m512 scale = _mm512_set1_ps(ds[s]), minimum = _mm512_set1_ps(dm[s]);
+    v[0] = _mm512_sub_ps(_mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(q)))), minimum);
+    v[1] = _mm512_sub_ps(_mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(q, 1)))), minimum);
+  }
+}
+
 template <GgmlType T, int M, int C>
 PIVOTMT_AVX512 void ggml_decode_super_rows(const float* x, const Matrix& w, float* y, size_t ldy, size_t n) {
   constexpr size_t bb = T == GgmlType::Q4_K ? 144 : T == GgmlType::Q5_K ? 176 : 210;
@@ -339,28 +352,35 @@ PIVOTMT_AVX512 void ggml_decode_super_rows(const float* x, const Matrix& w, floa
   const uint8_t* rows[C];
 #pragma GCC unroll 4
   for (int c = 0; c < C; ++c) rows[c] = w.row_ggml(n + size_t(c));
-  alignas(64) float values[C][kSuper];
   __m512 acc[M][C];
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  float ds[C][16], dm[C][8];
   for (size_t b = 0; b < blocks; ++b) {
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
       for (size_t line = 0; line < bb; line += 64)  // two super-blocks ahead, every cache line
         _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 2) * bb + line), _MM_HINT_T0);
-      super_block_avx2<T>(rows[c] + b * bb, values[c]);
+      super_block_scales<T>(rows[c] + b * bb, ds[c], dm[c]);
     }
-    for (size_t i = 0; i < kSuper; i += 16) {
-      __m512 xv[M];
+    for (int s = 0; s < 8; ++s) {
+      __m512 xv[M][2];
 #pragma GCC unroll 4
-      for (int r = 0; r < M; ++r) xv[r] = _mm512_loadu_ps(x + size_t(r) * K + b * kSuper + i);
+      for (int r = 0; r < M; ++r) {
+        xv[r][0] = _mm512_loadu_ps(x + size_t(r) * K + b * kSuper + 32 * size_t(s));
+        xv[r][1] = _mm512_loadu_ps(x + size_t(r) * K + b * kSuper + 32 * size_t(s) + 16);
+      }
 #pragma GCC unroll 4
       for (int c = 0; c < C; ++c) {
-        const __m512 v = _mm512_load_ps(values[c] + i);
+        __m512 v[2];
+        sub_block_values<T>(rows[c] + b * bb, s, ds[c], dm[c], v);
 #pragma GCC unroll 4
-        for (int r = 0; r < M; ++r) acc[r][c] = _mm512_fmadd_ps(v, xv[r], acc[r][c]);
+        for (int r = 0; r < M; ++r) {
+          acc[r][c] = _mm512_fmadd_ps(v[0], xv[r][0], acc[r][c]);
+          acc[r][c] = _mm512_fmadd_ps(v[1], xv[r][1], acc[r][c]);
+        }
       }
     }
   }
@@ -394,7 +414,63 @@ PIVOTMT_AVX512 void ggml_decode_dispatch(const float* x, const Matrix& w, float*
   }
 }
 
+// One super-block into y[256] with the decode kernel's 16-lane sub-blocks.
+template <GgmlType T>
+PIVOTMT_AVX512 void super_block_avx512(const uint8_t* b, float* y) {
+  float ds[16], dm[8];
+  super_block_scales<T>(b, ds, dm);
+  for (int s = 0; s < 8; ++s) {
+    __m512 v[2];
+    sub_block_values<T>(b, s, ds, dm, v);
+    _mm512_storeu_ps(y + 32 * s, v[0]);
+    _mm512_storeu_ps(y + 32 * s + 16, v[1]);
+  }
+}
+
 }  // namespace
+
+// Weight rows [n0, n1) dequantised into out ([n1 - n0, in] F32), 16 values per step.
+PIVOTMT_AVX512 void ggml_rows_avx512(const Matrix& w, size_t n0, size_t n1, float* out) {
+  const Geometry g = geometry(w);
+  const size_t K = w.in, blocks = K / g.values;
+  const GgmlType t = w.ggml_type;
+  const bool has_min = t == GgmlType::Q4_1;
+  for (size_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.row_ggml(n);
+    float* dst = out + (n - n0) * K;
+    if (super_blocks(t)) {
+      for (size_t b = 0; b < blocks; ++b) {
+        switch (t) {
+          case GgmlType::Q4_K: super_block_avx512<GgmlType::Q4_K>(row + b * g.bytes, dst + b * kSuper); break;
+          case GgmlType::Q5_K: super_block_avx512<GgmlType::Q5_K>(row + b * g.bytes, dst + b * kSuper); break;
+          default: super_block_avx512<GgmlType::Q6_K>(row + b * g.bytes, dst + b * kSuper); break;
+        }
+      }
+      continue;
+    }
+    for (size_t b = 0; b < blocks; ++b) {
+      const uint8_t* blk = row + b * g.bytes;
+      __m512i q[2];
+      if (t == GgmlType::Q8_0) {
+        q[0] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+        q[1] = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18)));
+      } else {
+        const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + (has_min ? 4 : 2)));
+        const __m128i mask = _mm_set1_epi8(0x0F);
+        q[0] = _mm512_cvtepu8_epi32(_mm_and_si128(packed, mask));
+        q[1] = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(packed, 4), mask));
+        if (t == GgmlType::Q4_0)
+          for (auto& qi : q) qi = _mm512_sub_epi32(qi, _mm512_set1_epi32(8));
+      }
+      const __m512 d = _mm512_set1_ps(half_f16c(blk)), mn = _mm512_set1_ps(has_min ? half_f16c(blk + 2) : 0.0f);
+      for (int i = 0; i < 2; ++i) {
+        __m512 v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(q[i]));
+        if (has_min) v = _mm512_add_ps(v, mn);
+        _mm512_storeu_ps(dst + b * kBlock + 16 * i, v);
+      }
+    }
+  }
+}
 
 PIVOTMT_AVX512 void gemm_ggml_avx512(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0,
                                      size_t n1) {
