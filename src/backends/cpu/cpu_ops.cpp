@@ -59,7 +59,10 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
                                        view->type == GgmlType::Q4_1);
     const bool k_quant = view && (view->type == GgmlType::Q4_K || view->type == GgmlType::Q5_K ||
                                   view->type == GgmlType::Q6_K);
-    const bool kept = view && view->rows == m.out && ((blocks_of_32 && m.in % 32 == 0) || (k_quant && m.in % 256 == 0));
+    // (The kernels read out rows of ggml_row_bytes(in): the view must be exactly that.)
+    const bool kept = view && view->rows == m.out && view->cols == m.in &&
+                      ((blocks_of_32 && m.in % 32 == 0) || (k_quant && m.in % 256 == 0)) &&
+                      view->bytes.size() == m.out * ggml_row_bytes(view->type, m.in);
     if (!kept) return load_matrix(ckpt, name, DType::F16, false);
     m.ggml_type = view->type;
     m.ggml_row_bytes = ggml_row_bytes(view->type, m.in);
