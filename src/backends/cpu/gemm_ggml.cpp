@@ -87,29 +87,45 @@ PIVOTMT_AVX2 inline void bytes_to_f32(__m256i q, __m256 out[4]) {
     out[i] = _mm256_cvtepi32_ps(Signed ? _mm256_cvtepi8_epi32(parts[i]) : _mm256_cvtepu8_epi32(parts[i]));
 }
 
-// One super-block `b` into y[256], gguf-py's values bit for bit (ggml_quants.cpp is the
+// Sub-block s of super-block `b` (values 32 s .. 32 s + 31) as 32 byte-wide quants: Q6_K's
+// q − 32 in [−32, 31] (signed), Q4_K's and Q5_K's q in [0, 31] (ggml_quants.cpp is the
 // plain version: the layouts are described there).
 template <GgmlType T>
-PIVOTMT_AVX2 void super_block_avx2(const uint8_t* b, float* y) {
+PIVOTMT_AVX2 inline __m256i sub_block_quants(const uint8_t* b, int s) {
   const __m256i low = _mm256_set1_epi8(0x0F);
+  if constexpr (T == GgmlType::Q6_K) {  // nibbles ql[64 h + 32 (u % 2) + j] >> 4 (u / 2), highs qh[32 h + j] >> 2 u
+    const int h = s / 4, u = s % 4;
+    const __m256i nibbles = _mm256_and_si256(
+        _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32 * (u % 2))),
+                         _mm_cvtsi32_si128(4 * (u / 2))),
+        low);
+    const __m256i highs = _mm256_and_si256(
+        _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)), _mm_cvtsi32_si128(2 * u)),
+        _mm256_set1_epi8(0x03));
+    // (highs << 4) stays inside each byte (highs ≤ 3).
+    return _mm256_sub_epi8(_mm256_or_si256(nibbles, _mm256_slli_epi16(highs, 4)), _mm256_set1_epi8(32));
+  } else {  // nibbles of qs[32 (s / 2) ..], low then high; Q5_K: bit s of qh[j] is the fifth bit
+    __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (T == GgmlType::Q5_K ? 48 : 16) + 32 * (s / 2)));
+    if (s % 2) q = _mm256_srli_epi16(q, 4);
+    q = _mm256_and_si256(q, low);
+    if constexpr (T == GgmlType::Q5_K) {
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+      const __m256i bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), _mm256_set1_epi8(1));
+      q = _mm256_or_si256(q, _mm256_slli_epi16(bit, 4));
+    }
+    return q;
+  }
+}
+
+// One super-block `b` into y[256], gguf-py's values bit for bit.
+template <GgmlType T>
+PIVOTMT_AVX2 void super_block_avx2(const uint8_t* b, float* y) {
   if constexpr (T == GgmlType::Q6_K) {
-    const uint8_t* ql = b;
-    const uint8_t* qh = b + 128;
     const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
     const float d = half_f16c(b + 208);
-    for (int s = 0; s < 8; ++s) {  // values 32 s .. 32 s + 31: half h = s / 4, u = s % 4 within it
-      const int h = s / 4, u = s % 4;
-      const __m256i nibbles = _mm256_and_si256(
-          _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * h + 32 * (u % 2))),
-                           _mm_cvtsi32_si128(4 * (u / 2))),
-          low);
-      const __m256i highs = _mm256_and_si256(
-          _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * h)), _mm_cvtsi32_si128(2 * u)),
-          _mm256_set1_epi8(0x03));
-      // q − 32 in [−32, 31]: (highs << 4) stays inside each byte (highs ≤ 3).
-      const __m256i q = _mm256_sub_epi8(_mm256_or_si256(nibbles, _mm256_slli_epi16(highs, 4)), _mm256_set1_epi8(32));
+    for (int s = 0; s < 8; ++s) {
       __m256 v[4];
-      bytes_to_f32<true>(q, v);
+      bytes_to_f32<true>(sub_block_quants<T>(b, s), v);
       const __m256 ds0 = _mm256_set1_ps(d * float(scales[2 * s])), ds1 = _mm256_set1_ps(d * float(scales[2 * s + 1]));
       for (int i = 0; i < 4; ++i) _mm256_storeu_ps(y + 32 * s + 8 * i, _mm256_mul_ps(i < 2 ? ds0 : ds1, v[i]));
     }
@@ -117,19 +133,9 @@ PIVOTMT_AVX2 void super_block_avx2(const uint8_t* b, float* y) {
     const float d = half_f16c(b), dmin = half_f16c(b + 2);
     uint8_t sc[8], mn[8];
     ggml_k4_scales(b + 4, sc, mn);
-    const uint8_t* qs = b + (T == GgmlType::Q5_K ? 48 : 16);
-    __m256i qh;
-    if constexpr (T == GgmlType::Q5_K) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
-    for (int s = 0; s < 8; ++s) {  // sub-block s: nibbles of qs[32 (s / 2) ..], low then high
-      __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * (s / 2)));
-      if (s % 2) q = _mm256_srli_epi16(q, 4);
-      q = _mm256_and_si256(q, low);
-      if constexpr (T == GgmlType::Q5_K) {  // bit s of qh[j] is the fifth bit of value j
-        const __m256i bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), _mm256_set1_epi8(1));
-        q = _mm256_or_si256(q, _mm256_slli_epi16(bit, 4));
-      }
+    for (int s = 0; s < 8; ++s) {
       __m256 v[4];
-      bytes_to_f32<false>(q, v);
+      bytes_to_f32<false>(sub_block_quants<T>(b, s), v);
       const __m256 ds = _mm256_set1_ps(d * float(sc[s])), dm = _mm256_set1_ps(dmin * float(mn[s]));
       for (int i = 0; i < 4; ++i) _mm256_storeu_ps(y + 32 * s + 8 * i, _mm256_sub_ps(_mm256_mul_ps(ds, v[i]), dm));
     }
@@ -255,43 +261,6 @@ PIVOTMT_AVX512 inline void block_values(const uint8_t* blk, __m512 v[2]) {
   }
 }
 
-template <GgmlType T, int M, int C>
-PIVOTMT_AVX512 void ggml_decode_rows(const float* x, const Matrix& w, float* y, size_t ldy, size_t n) {
-  constexpr size_t bb = T == GgmlType::Q8_0 ? 34 : T == GgmlType::Q4_0 ? 18 : 20;
-  const size_t K = w.in, blocks = K / kBlock;
-  const uint8_t* rows[C];
-#pragma GCC unroll 4
-  for (int c = 0; c < C; ++c) rows[c] = w.row_ggml(n + size_t(c));
-  __m512 acc[M][C];
-#pragma GCC unroll 16
-  for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (size_t b = 0; b < blocks; ++b) {
-    __m512 xv[M][2];
-#pragma GCC unroll 4
-    for (int r = 0; r < M; ++r) {
-      xv[r][0] = _mm512_loadu_ps(x + size_t(r) * K + b * kBlock);
-      xv[r][1] = _mm512_loadu_ps(x + size_t(r) * K + b * kBlock + 16);
-    }
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) {
-      _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 8) * bb), _MM_HINT_T0);
-      __m512 v[2];
-      block_values<T>(rows[c] + b * bb, v);
-#pragma GCC unroll 4
-      for (int r = 0; r < M; ++r) {
-        acc[r][c] = _mm512_fmadd_ps(v[0], xv[r][0], acc[r][c]);
-        acc[r][c] = _mm512_fmadd_ps(v[1], xv[r][1], acc[r][c]);
-      }
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) y[size_t(r) * ldy + n + size_t(c)] = _mm512_reduce_add_ps(acc[r][c]);
-}
-
 // The same for K super-blocks: per super-block and weight row its sub-block scales (and
 // minimums) as F32 — d · sc and dmin · m, Q6_K's d · sc per 16 values —, then each
 // sub-block of 32 values dequantised in registers (16 lanes at a time: the quants made
@@ -317,38 +286,31 @@ PIVOTMT_AVX512 inline void super_block_scales(const uint8_t* b, float ds[16], fl
 // Sub-block s (values 32 s .. 32 s + 31) of super-block b as two vectors of 16.
 template <GgmlType T>
 PIVOTMT_AVX512 inline void sub_block_values(const uint8_t* b, int s, const float ds[16], const float dm[8], __m512 v[2]) {
-  const __m256i low = _mm256_set1_epi8(0x0F);
-  __m256i q;
-  if constexpr (T == GgmlType::Q6_K) {
-    const int h = s / 4, u = s % 4;
-    const __m256i nibbles = _mm256_and_si256(
-        _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32 * (u % 2))),
-                         _mm_cvtsi32_si128(4 * (u / 2))),
-        low);
-    const __m256i highs = _mm256_and_si256(
-        _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)), _mm_cvtsi32_si128(2 * u)),
-        _mm256_set1_epi8(0x03));
-    q = _mm256_sub_epi8(_mm256_or_si256(nibbles, _mm256_slli_epi16(highs, 4)), _mm256_set1_epi8(32));
-    v[0] = _mm512_mul_ps(_mm512_set1_ps(ds[2 * s]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))));
-    v[1] = _mm512_mul_ps(_mm512_set1_ps(ds[2 * s + 1]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))));
-  } else {
-    q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (T == GgmlType::Q5_K ? 48 : 16) + 32 * (s / 2)));
-    if (s % 2) q = _mm256_srli_epi16(q, 4);
-    q = _mm256_and_si256(q, low);
-    if constexpr (T == GgmlType::Q5_K) {
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
-      q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), _mm256_set1_epi8(1)), 4));
+  const __m256i q = sub_block_quants<T>(b, s);
+  const __m128i halves[2] = {_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1)};
+  for (int i = 0; i < 2; ++i) {
+    if constexpr (T == GgmlType::Q6_K) {
+      v[i] = _mm512_mul_ps(_mm512_set1_ps(ds[2 * s + i]), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(halves[i])));
+    } else {
+      v[i] = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(ds[s]), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(halves[i]))),
+                           _mm512_set1_ps(dm[s]));
     }
-    const __m512 scale = _mm512_set1_ps(ds[s]), minimum = _mm512_set1_ps(dm[s]);
-    v[0] = _mm512_sub_ps(_mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(q)))), minimum);
-    v[1] = _mm512_sub_ps(_mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(q, 1)))), minimum);
   }
 }
 
+// Blocks of 32 one by one; K super-blocks a sub-block of 32 at a time, their scales
+// computed once per super-block and weight row.
 template <GgmlType T, int M, int C>
-PIVOTMT_AVX512 void ggml_decode_super_rows(const float* x, const Matrix& w, float* y, size_t ldy, size_t n) {
-  constexpr size_t bb = T == GgmlType::Q4_K ? 144 : T == GgmlType::Q5_K ? 176 : 210;
-  const size_t K = w.in, blocks = K / kSuper;
+PIVOTMT_AVX512 void ggml_decode_rows(const float* x, const Matrix& w, float* y, size_t ldy, size_t n) {
+  constexpr bool kK = T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == GgmlType::Q6_K;
+  constexpr size_t bb = T == GgmlType::Q8_0   ? 34
+                        : T == GgmlType::Q4_0 ? 18
+                        : T == GgmlType::Q4_1 ? 20
+                        : T == GgmlType::Q4_K ? 144
+                        : T == GgmlType::Q5_K ? 176
+                                              : 210;
+  constexpr size_t values = kK ? kSuper : kBlock;
+  const size_t K = w.in, blocks = K / values;
   const uint8_t* rows[C];
 #pragma GCC unroll 4
   for (int c = 0; c < C; ++c) rows[c] = w.row_ggml(n + size_t(c));
@@ -357,25 +319,32 @@ PIVOTMT_AVX512 void ggml_decode_super_rows(const float* x, const Matrix& w, floa
   for (int r = 0; r < M; ++r)
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-  float ds[C][16], dm[C][8];
+  float ds[C][16], dm[C][8];  // K: the super-block's sub-block scales and minimums
   for (size_t b = 0; b < blocks; ++b) {
+    if constexpr (kK) {
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) {
-      for (size_t line = 0; line < bb; line += 64)  // two super-blocks ahead, every cache line
-        _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 2) * bb + line), _MM_HINT_T0);
-      super_block_scales<T>(rows[c] + b * bb, ds[c], dm[c]);
+      for (int c = 0; c < C; ++c) {
+        for (size_t line = 0; line < bb; line += 64)  // two super-blocks ahead, every cache line
+          _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 2) * bb + line), _MM_HINT_T0);
+        super_block_scales<T>(rows[c] + b * bb, ds[c], dm[c]);
+      }
     }
-    for (int s = 0; s < 8; ++s) {
+    for (int s = 0; s < int(values / kBlock); ++s) {
       __m512 xv[M][2];
 #pragma GCC unroll 4
       for (int r = 0; r < M; ++r) {
-        xv[r][0] = _mm512_loadu_ps(x + size_t(r) * K + b * kSuper + 32 * size_t(s));
-        xv[r][1] = _mm512_loadu_ps(x + size_t(r) * K + b * kSuper + 32 * size_t(s) + 16);
+        xv[r][0] = _mm512_loadu_ps(x + size_t(r) * K + b * values + kBlock * size_t(s));
+        xv[r][1] = _mm512_loadu_ps(x + size_t(r) * K + b * values + kBlock * size_t(s) + 16);
       }
 #pragma GCC unroll 4
       for (int c = 0; c < C; ++c) {
         __m512 v[2];
-        sub_block_values<T>(rows[c] + b * bb, s, ds[c], dm[c], v);
+        if constexpr (kK) {
+          sub_block_values<T>(rows[c] + b * bb, s, ds[c], dm[c], v);
+        } else {
+          _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 8) * bb), _MM_HINT_T0);
+          block_values<T>(rows[c] + b * bb, v);
+        }
 #pragma GCC unroll 4
         for (int r = 0; r < M; ++r) {
           acc[r][c] = _mm512_fmadd_ps(v[0], xv[r][0], acc[r][c]);
@@ -393,13 +362,8 @@ PIVOTMT_AVX512 void ggml_decode_super_rows(const float* x, const Matrix& w, floa
 template <GgmlType T, int M>
 PIVOTMT_AVX512 void ggml_decode_range(const float* x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
   size_t n = n0;
-  if constexpr (T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == GgmlType::Q6_K) {
-    for (; n + kDecodeCols <= n1; n += kDecodeCols) ggml_decode_super_rows<T, M, kDecodeCols>(x, w, y, ldy, n);
-    for (; n < n1; ++n) ggml_decode_super_rows<T, M, 1>(x, w, y, ldy, n);
-  } else {
-    for (; n + kDecodeCols <= n1; n += kDecodeCols) ggml_decode_rows<T, M, kDecodeCols>(x, w, y, ldy, n);
-    for (; n < n1; ++n) ggml_decode_rows<T, M, 1>(x, w, y, ldy, n);
-  }
+  for (; n + kDecodeCols <= n1; n += kDecodeCols) ggml_decode_rows<T, M, kDecodeCols>(x, w, y, ldy, n);
+  for (; n < n1; ++n) ggml_decode_rows<T, M, 1>(x, w, y, ldy, n);
 }
 
 template <int M>
