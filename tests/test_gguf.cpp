@@ -22,6 +22,7 @@
 #include "io/safetensors.h"
 #include "models/llama_model.h"
 #include "models/model_config.h"
+#include "models/weights.h"
 #include "quant/ggml_quants.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -366,8 +367,11 @@ TEST_F(SmolLm2, FileBlocksInPlaceEqualTransformers) {
   for (size_t r : {0u, 1u, 3u}) check_logits_and_greedy(golden(), fast, r, "gguf blocks, " + std::to_string(r));
   LlamaModel reference(smollm2(), {DType::GGML, OpsImpl::Reference});
   check_logits_and_greedy(golden(), reference, 0, "gguf blocks, reference ops");
-  // Weights held: the quantised projections and the Q8_0 embedding as stored, the norms F32.
+  // Weights held: the quantised projections and the Q8_0 embedding as stored, the norms F32;
+  // what inspect and the run plan estimate before loading.
   EXPECT_LT(fast.weight_bytes(), size_t(100) << 20);
+  const Checkpoint ckpt(smollm2());
+  EXPECT_EQ(gguf_in_place_weight_bytes(expected_weights(load_model_config(smollm2()), ckpt), ckpt), fast.weight_bytes());
 }
 
 // A Q4_K_M-style file (the most common GGUF download: Q4_K projections, Q6_K for the
@@ -477,6 +481,9 @@ TEST(GgufModel, KQuantsInPlaceEqualTheDequantisedModel) {
       const Checkpoint ckpt(file);
       for (const auto& name : ckpt.tensor_names()) file_bytes += ckpt.at(name).end - ckpt.at(name).begin;
       EXPECT_LE(in_place.weight_bytes(), file_bytes) << what;
+      // What inspect and the run plan say before loading: the bytes the model holds.
+      EXPECT_EQ(gguf_in_place_weight_bytes(expected_weights(load_model_config(file), ckpt), ckpt), in_place.weight_bytes())
+          << what;
       in_place_bytes = in_place.weight_bytes();
     }
   }

@@ -78,6 +78,12 @@ TEST(RunPlan, TooLargeForTheDeviceSaysSo) {
   EXPECT_TRUE(q.fits);
   const std::string md = run_plan_markdown(q, q.seconds() / 3600 / 3.5);
   EXPECT_NE(md.find("it wants 4 devices"), std::string::npos) << md;
+  // A GGUF file's blocks kept in place: the bytes the file says (a Q4_K_M 7B: ~4.1 GB),
+  // not a byte a weight; on a GPU the model is F16 whatever the file holds.
+  const uint64_t q4_k_m = 4'080'000'000;
+  EXPECT_EQ(make_run_plan(tower_like(), 6'738'000'000, "gguf", w, small, q4_k_m).weight_bytes, q4_k_m);
+  EXPECT_EQ(make_run_plan(tower_like(), 6'738'000'000, "gguf-q8", w, small, q4_k_m).weight_bytes, q4_k_m);
+  EXPECT_EQ(make_run_plan(tower_like(), 6'738'000'000, "f16", w, small, q4_k_m).weight_bytes, 2 * 6'738'000'000ull);
 }
 
 TEST(RunPlan, CpuCeilingIsMeasured) {

@@ -144,8 +144,9 @@ void emit_sbatch_scripts(const CLI::App& cmd, const StudyArgs& args, const std::
       if (outcome.workload.rows == 0) continue;
       const ModelConfig model_config = load_model_config(config.model);
       const Checkpoint ckpt(config.model);
-      seconds += make_run_plan(model_config, parameter_count(expected_weights(model_config, ckpt)), config.weights,
-                               outcome.workload, ceiling)
+      const auto weights = expected_weights(model_config, ckpt);
+      seconds += make_run_plan(model_config, parameter_count(weights), config.weights, outcome.workload, ceiling,
+                               gguf_in_place_weight_bytes(weights, ckpt))
                      .seconds();
     }
     const double per_task = seconds / double(std::max<size_t>(1, request.tasks)) * 1.5 + 900;
@@ -271,14 +272,16 @@ void register_ablate(CLI::App& app) {
       if (planned.workload.rows > 0) {
         const ModelConfig model_config = load_model_config(config.model);
         const Checkpoint ckpt(config.model);
-        const uint64_t params = parameter_count(expected_weights(model_config, ckpt));
+        const auto weights = expected_weights(model_config, ckpt);
+        const uint64_t params = parameter_count(weights);
         std::string device = plan_device;
         if (device.empty()) {
           const Device d = resolve_device(config.device, config.weights == "f16");
           device = d.kind == DeviceKind::CUDA ? fmt::format("cuda:{}", d.index) : "cpu";
         }
         const DeviceCeiling ceiling = device == "cpu" ? measure_cpu_ceiling() : gpu_ceiling(device);
-        RunPlan run_plan = make_run_plan(model_config, params, config.weights, planned.workload, ceiling);
+        RunPlan run_plan = make_run_plan(model_config, params, config.weights, planned.workload, ceiling,
+                                         gguf_in_place_weight_bytes(weights, ckpt));
         // The stages after generation: sentences and segments of about the references' length.
         const auto& out_tokens = planned.workload.output_tokens;
         const double tokens =

@@ -112,7 +112,7 @@ DeviceCeiling gpu_ceiling(const std::string& device) {
 }
 
 RunPlan make_run_plan(const ModelConfig& m, uint64_t parameters, const std::string& weights, const StudyWorkload& w,
-                      const DeviceCeiling& device) {
+                      const DeviceCeiling& device, uint64_t stored_weight_bytes) {
   RunPlan p;
   p.device = device;
   const bool gpu = device.device != "cpu";
@@ -120,6 +120,7 @@ RunPlan make_run_plan(const ModelConfig& m, uint64_t parameters, const std::stri
   const double bytes_per_weight = p.weights == "f32" ? 4 : p.weights == "f16" ? 2 : p.weights == "nf4" ? 0.5625 : 1.0;
   p.parameters = parameters;
   p.weight_bytes = uint64_t(double(parameters) * bytes_per_weight);
+  if (!gpu && stored_weight_bytes && (weights == "gguf" || weights == "gguf-q8")) p.weight_bytes = stored_weight_bytes;
   const uint64_t act_bytes = gpu ? 2 : 4;  // F16 activations and cache on a GPU, F32 on the CPU
   p.kv_bytes_per_token = uint64_t(m.num_layers) * 2 * uint64_t(m.num_kv_heads) * uint64_t(m.head_dim) * act_bytes;
   const size_t prompt_p90 = percentile(w.prompt_tokens, 90);

@@ -101,8 +101,10 @@ struct RunPlan {
 };
 
 // `weights`: f32 | f16 | int8 | q8 | nf4 (a GPU stores F16).
+// stored_weight_bytes: what the weights take when known from the file (a GGUF model's
+// blocks kept in place, gguf_in_place_weight_bytes); 0 estimates from the storage.
 RunPlan make_run_plan(const ModelConfig& model, uint64_t parameters, const std::string& weights,
-                      const StudyWorkload& work, const DeviceCeiling& device);
+                      const StudyWorkload& work, const DeviceCeiling& device, uint64_t stored_weight_bytes = 0);
 
 // The plan in words: memory, batch, tokens, time on one device and the devices that would
 // finish within `within_hours`.

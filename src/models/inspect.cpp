@@ -83,6 +83,7 @@ nlohmann::json inspect_model(const std::string& model_dir) {
   r["rope_theta"] = cfg.is_decoder() ? nlohmann::json(cfg.rope_theta) : nlohmann::json(nullptr);
   r["sliding_window"] = cfg.sliding_window ? nlohmann::json(*cfg.sliding_window) : nlohmann::json(nullptr);
   r["memory_bytes"] = {{"fp16", mem.fp16}, {"int8", mem.int8}, {"nf4", mem.nf4}};
+  if (const uint64_t in_place = gguf_in_place_weight_bytes(weights, ckpt)) r["memory_bytes"]["gguf"] = in_place;
   // K and V, every layer, FP16.
   r["kv_cache_bytes_per_token"] = cfg.is_decoder() ? 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 2 : 0;
   r["absent_optional_tensors"] = absent_optional;
@@ -111,6 +112,7 @@ std::string format_inspect_report(const nlohmann::json& r) {
   row("weights in FP16", format_bytes(m["fp16"].get<double>()));
   row("weights in INT8", format_bytes(m["int8"].get<double>()));
   row("weights in NF4", format_bytes(m["nf4"].get<double>()));
+  if (m.contains("gguf")) row("weights as stored", format_bytes(m["gguf"].get<double>()) + " (--weights gguf, CPU)");
   if (r["kv_cache_bytes_per_token"].get<int64_t>() > 0)
     row("KV cache (FP16)", fmt::format("{} per token, {} at full context",
                                        format_bytes(r["kv_cache_bytes_per_token"].get<double>()),

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "quant/ggml_quants.h"
 
 namespace pivotmt {
 
@@ -45,6 +46,21 @@ uint64_t parameter_count(const std::vector<WeightSpec>& weights) {
   uint64_t n = 0;
   for (const auto& w : weights) n += w.numel();
   return n;
+}
+
+uint64_t gguf_in_place_weight_bytes(const std::vector<WeightSpec>& weights, const Checkpoint& ckpt) {
+  if (!ckpt.gguf()) return 0;
+  uint64_t bytes = 0;
+  for (const auto& w : weights) {
+    if (!ckpt.find(w.name)) continue;  // a tied output layer: the embedding's
+    const auto view = ckpt.ggml_view(w.name);
+    if (w.role == WeightRole::Norm || w.role == WeightRole::Bias) bytes += 4 * w.numel();
+    else if (view && w.shape.size() == 2 && view->rows == uint64_t(w.shape[0]) && view->cols == uint64_t(w.shape[1]) &&
+             ggml_multiplied_in_place(view->type, view->cols))
+      bytes += view->bytes.size();
+    else bytes += 2 * w.numel();
+  }
+  return bytes;
 }
 
 }  // namespace pivotmt

@@ -42,4 +42,9 @@ void verify_weights(const ModelConfig& c, const Checkpoint& ckpt);
 // the module once (tied embeddings counted once; BERT's pooler included).
 uint64_t parameter_count(const std::vector<WeightSpec>& weights);
 
+// Bytes of weights a GGUF checkpoint takes on the CPU with `--weights gguf` / `gguf-q8`:
+// the tensors the kernels multiply as blocks at the file's size (ggml_multiplied_in_place),
+// norms and biases F32, the rest F16. 0 for a checkpoint that is not a GGUF file.
+uint64_t gguf_in_place_weight_bytes(const std::vector<WeightSpec>& weights, const Checkpoint& ckpt);
+
 }  // namespace pivotmt

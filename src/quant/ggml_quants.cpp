@@ -137,6 +137,18 @@ void ggml_k4_scales(const uint8_t* s, uint8_t sc[8], uint8_t mn[8]) {
   }
 }
 
+bool ggml_multiplied_in_place(GgmlType t, uint64_t cols) {
+  switch (t) {
+    case GgmlType::Q8_0:
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1: return cols > 0 && cols % 32 == 0;
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K: return cols > 0 && cols % 256 == 0;
+    default: return false;
+  }
+}
+
 std::optional<GgmlTypeTraits> ggml_type_traits(uint32_t id) {
   for (const auto& [k, t] : kTypes)
     if (k == id) return t;

@@ -41,6 +41,11 @@ uint64_t ggml_row_bytes(GgmlType t, uint64_t n);
 // (gguf-py's get_scale_min); shared with the CPU kernels that multiply the blocks in place.
 void ggml_k4_scales(const uint8_t* packed, uint8_t scales[8], uint8_t minimums[8]);
 
+// Whether the CPU multiplies a tensor of this type with rows of `cols` values as its
+// blocks, in place (`--weights gguf` / `gguf-q8`): Q8_0, Q4_0, Q4_1 (cols a multiple of
+// 32), Q4_K, Q5_K, Q6_K (of 256). Anything else is stored as F16.
+bool ggml_multiplied_in_place(GgmlType t, uint64_t cols);
+
 // `n` values (a multiple of the block size) from `src` (exactly ggml_row_bytes(t, n)
 // bytes) into `dst`. Throws UnsupportedError for a type that is not dequantised.
 void ggml_dequantize(GgmlType t, std::span<const std::byte> src, float* dst, uint64_t n);

@@ -53,16 +53,12 @@ cpu::Matrix load_matrix(const Checkpoint& ckpt, const std::string& name, DType s
   if (storage == DType::GGML) {
     // A GGUF tensor in a type the kernels multiply (Q8_0, Q4_0, Q4_1; the K-quants Q4_K,
     // Q5_K, Q6_K) stays as the file stores it; any other tensor (F32 norms, Q5_0...) is
-    // stored as F16.
+    // stored as F16. (The kernels read out rows of ggml_row_bytes(in): the view must be
+    // exactly that.)
     const auto view = ckpt.ggml_view(name);
-    const bool blocks_of_32 = view && (view->type == GgmlType::Q8_0 || view->type == GgmlType::Q4_0 ||
-                                       view->type == GgmlType::Q4_1);
-    const bool k_quant = view && (view->type == GgmlType::Q4_K || view->type == GgmlType::Q5_K ||
-                                  view->type == GgmlType::Q6_K);
-    // (The kernels read out rows of ggml_row_bytes(in): the view must be exactly that.)
-    const bool kept = view && view->rows == m.out && view->cols == m.in &&
-                      ((blocks_of_32 && m.in % 32 == 0) || (k_quant && m.in % 256 == 0)) &&
+    const bool kept = view && view->rows == m.out && view->cols == m.in && ggml_multiplied_in_place(view->type, m.in) &&
                       view->bytes.size() == m.out * ggml_row_bytes(view->type, m.in);
+    const bool blocks_of_32 = kept && ggml_traits(view->type).block_size == 32;
     if (!kept) return load_matrix(ckpt, name, DType::F16, false);
     m.ggml_type = view->type;
     m.ggml_row_bytes = ggml_row_bytes(view->type, m.in);
