@@ -203,31 +203,6 @@ PIVOTMT_AVX2 void ggml_rows_avx2(const Matrix& w, size_t n0, size_t n1, float* o
   }
 }
 
-// AVX2: each weight row dequantised once into a buffer that stays in L1 (a 7B model's
-// longest row, 14336 values, is 56 KiB: L2 at worst), then multiplied with every
-// activation row, kRows at a time — so prefill pays the dequantisation once per weight
-// row, not once per activation row.
-PIVOTMT_AVX2 void gemm_ggml_avx2(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
-  const size_t K = w.in;
-  geometry(w);  // checks the matrix
-  static thread_local std::vector<float> buffer;
-  buffer.resize(K);
-  float* wf = buffer.data();
-  for (size_t n = n0; n < n1; ++n) {
-    ggml_rows_avx2(w, n, n + 1, wf);
-    for (size_t m0 = 0; m0 < M; m0 += kRows) {
-      const size_t rows = std::min(kRows, M - m0);
-      __m256 acc[kRows];
-      for (auto& a : acc) a = _mm256_setzero_ps();
-      for (size_t k = 0; k < K; k += 8) {
-        const __m256 wv = _mm256_loadu_ps(wf + k);
-        for (size_t r = 0; r < rows; ++r) acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (m0 + r) * K + k), acc[r]);
-      }
-      for (size_t r = 0; r < rows; ++r) y[(m0 + r) * ldy + n] = hsum(acc[r]);
-    }
-  }
-}
-
 namespace {
 
 // Decode's fused kernel: kDecodeCols weight rows at a time, each block of each row
@@ -267,7 +242,7 @@ PIVOTMT_AVX512 inline void block_values(const uint8_t* blk, __m512 v[2]) {
 // byte-wide as in super_block_avx2, widened, scaled) and multiplied straight into the
 // M × C accumulators.
 template <GgmlType T>
-PIVOTMT_AVX512 inline void super_block_scales(const uint8_t* b, float ds[16], float dm[8]) {
+PIVOTMT_AVX2 inline void super_block_scales(const uint8_t* b, float ds[16], float dm[8]) {
   if constexpr (T == GgmlType::Q6_K) {
     const auto* scales = reinterpret_cast<const int8_t*>(b + 192);
     const float d = half_f16c(b + 208);
@@ -378,6 +353,95 @@ PIVOTMT_AVX512 void ggml_decode_dispatch(const float* x, const Matrix& w, float*
   }
 }
 
+// The AVX2 twin of ggml_decode_rows: 8 lanes, a sub-block of 32 values as 4 vectors, each
+// multiplied into the M × C accumulators as it is made (AVX2 has 16 vector registers:
+// C = 2 columns keeps the accumulators, values and an activation vector in them).
+template <GgmlType T>
+PIVOTMT_AVX2 inline void values_avx2(const uint8_t* b, int s, const float ds[16], const float dm[8], __m256 v[4]) {
+  if constexpr (T == GgmlType::Q4_K || T == GgmlType::Q5_K) {
+    bytes_to_f32<false>(sub_block_quants<T>(b, s), v);
+    for (int i = 0; i < 4; ++i) v[i] = _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(ds[s]), v[i]), _mm256_set1_ps(dm[s]));
+  } else if constexpr (T == GgmlType::Q6_K) {
+    bytes_to_f32<true>(sub_block_quants<T>(b, s), v);
+    for (int i = 0; i < 4; ++i) v[i] = _mm256_mul_ps(_mm256_set1_ps(ds[2 * s + i / 2]), v[i]);
+  } else {
+    __m256i q[4];
+    quants_avx2(T, b, q);
+    const __m256 d = _mm256_set1_ps(half_f16c(b));
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(q[i]));
+      if constexpr (T == GgmlType::Q4_1) v[i] = _mm256_add_ps(v[i], _mm256_set1_ps(half_f16c(b + 2)));
+    }
+  }
+}
+
+template <GgmlType T, int M, int C>
+PIVOTMT_AVX2 void ggml_decode_rows_avx2(const float* x, const Matrix& w, float* y, size_t ldy, size_t n) {
+  constexpr bool kK = T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == GgmlType::Q6_K;
+  constexpr size_t bb = T == GgmlType::Q8_0   ? 34
+                        : T == GgmlType::Q4_0 ? 18
+                        : T == GgmlType::Q4_1 ? 20
+                        : T == GgmlType::Q4_K ? 144
+                        : T == GgmlType::Q5_K ? 176
+                                              : 210;
+  constexpr size_t values = kK ? kSuper : kBlock;
+  const size_t K = w.in, blocks = K / values;
+  const uint8_t* rows[C];
+  for (int c = 0; c < C; ++c) rows[c] = w.row_ggml(n + size_t(c));
+  __m256 acc[M][C];
+#pragma GCC unroll 8
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+  float ds[C][16], dm[C][8];
+  for (size_t b = 0; b < blocks; ++b) {
+    if constexpr (kK) {
+      for (int c = 0; c < C; ++c) {
+        for (size_t line = 0; line < bb; line += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 2) * bb + line), _MM_HINT_T0);
+        super_block_scales<T>(rows[c] + b * bb, ds[c], dm[c]);
+      }
+    }
+    for (int s = 0; s < int(values / kBlock); ++s) {
+      __m256 v[C][4];
+#pragma GCC unroll 2
+      for (int c = 0; c < C; ++c) {
+        if constexpr (!kK) _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 8) * bb), _MM_HINT_T0);
+        values_avx2<T>(rows[c] + b * bb, s, ds[c], dm[c], v[c]);
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+        for (int r = 0; r < M; ++r) {
+          const __m256 xv = _mm256_loadu_ps(x + size_t(r) * K + b * values + kBlock * size_t(s) + 8 * size_t(i));
+#pragma GCC unroll 2
+          for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(v[c][i], xv, acc[r][c]);
+        }
+    }
+  }
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < C; ++c) y[size_t(r) * ldy + n + size_t(c)] = hsum(acc[r][c]);
+}
+
+template <GgmlType T, int M>
+PIVOTMT_AVX2 void ggml_decode_range_avx2(const float* x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+  size_t n = n0;
+  for (; n + 2 <= n1; n += 2) ggml_decode_rows_avx2<T, M, 2>(x, w, y, ldy, n);
+  for (; n < n1; ++n) ggml_decode_rows_avx2<T, M, 1>(x, w, y, ldy, n);
+}
+
+template <int M>
+PIVOTMT_AVX2 void ggml_decode_dispatch_avx2(const float* x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+  switch (w.ggml_type) {
+    case GgmlType::Q8_0: return ggml_decode_range_avx2<GgmlType::Q8_0, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q4_0: return ggml_decode_range_avx2<GgmlType::Q4_0, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q4_1: return ggml_decode_range_avx2<GgmlType::Q4_1, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q4_K: return ggml_decode_range_avx2<GgmlType::Q4_K, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q5_K: return ggml_decode_range_avx2<GgmlType::Q5_K, M>(x, w, y, ldy, n0, n1);
+    default: return ggml_decode_range_avx2<GgmlType::Q6_K, M>(x, w, y, ldy, n0, n1);
+  }
+}
+
 // One super-block into y[256] with the decode kernel's 16-lane sub-blocks.
 template <GgmlType T>
 PIVOTMT_AVX512 void super_block_avx512(const uint8_t* b, float* y) {
@@ -432,6 +496,38 @@ PIVOTMT_AVX512 void ggml_rows_avx512(const Matrix& w, size_t n0, size_t n1, floa
         if (has_min) v = _mm512_add_ps(v, mn);
         _mm512_storeu_ps(dst + b * kBlock + 16 * i, v);
       }
+    }
+  }
+}
+
+// AVX2: decode (1-4 rows) fused as on AVX-512, 8 lanes; more rows (prefill): each weight
+// row dequantised once into a buffer that stays in L1 (a 7B model's longest row, 14336
+// values, is 56 KiB: L2 at worst), then multiplied with every activation row, kRows at a
+// time — so prefill pays the dequantisation once per weight row, not once per activation row.
+PIVOTMT_AVX2 void gemm_ggml_avx2(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+  const size_t K = w.in;
+  geometry(w);  // checks the matrix
+  switch (M) {
+    case 1: return ggml_decode_dispatch_avx2<1>(x, w, y, ldy, n0, n1);
+    case 2: return ggml_decode_dispatch_avx2<2>(x, w, y, ldy, n0, n1);
+    case 3: return ggml_decode_dispatch_avx2<3>(x, w, y, ldy, n0, n1);
+    case 4: return ggml_decode_dispatch_avx2<4>(x, w, y, ldy, n0, n1);
+    default: break;
+  }
+  static thread_local std::vector<float> buffer;
+  buffer.resize(K);
+  float* wf = buffer.data();
+  for (size_t n = n0; n < n1; ++n) {
+    ggml_rows_avx2(w, n, n + 1, wf);
+    for (size_t m0 = 0; m0 < M; m0 += kRows) {
+      const size_t rows = std::min(kRows, M - m0);
+      __m256 acc[kRows];
+      for (auto& a : acc) a = _mm256_setzero_ps();
+      for (size_t k = 0; k < K; k += 8) {
+        const __m256 wv = _mm256_loadu_ps(wf + k);
+        for (size_t r = 0; r < rows; ++r) acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (m0 + r) * K + k), acc[r]);
+      }
+      for (size_t r = 0; r < rows; ++r) y[(m0 + r) * ldy + n] = hsum(acc[r]);
     }
   }
 }
