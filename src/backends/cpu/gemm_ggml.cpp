@@ -273,18 +273,38 @@ PIVOTMT_AVX512 inline void sub_block_values(const uint8_t* b, int s, const float
   }
 }
 
+// Super-block b of C weight rows begins: the cache lines two super-blocks on prefetched,
+// each row's sub-block scales and minimums computed.
+template <GgmlType T, int C>
+PIVOTMT_AVX2 inline void super_block_start(const uint8_t* const rows[C], size_t b, float ds[][16], float dm[][8]) {
+  constexpr size_t bb = T == GgmlType::Q4_K ? 144 : T == GgmlType::Q5_K ? 176 : 210;
+#pragma GCC unroll 4
+  for (int c = 0; c < C; ++c) {
+    for (size_t line = 0; line < bb; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 2) * bb + line), _MM_HINT_T0);
+    super_block_scales<T>(rows[c] + b * bb, ds[c], dm[c]);
+  }
+}
+
+// A type's block, known at compile time: K super-block or block of 32, bytes, values.
+template <GgmlType T>
+struct Layout {
+  static constexpr bool super = T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == GgmlType::Q6_K;
+  static constexpr size_t bytes = T == GgmlType::Q8_0   ? 34
+                                  : T == GgmlType::Q4_0 ? 18
+                                  : T == GgmlType::Q4_1 ? 20
+                                  : T == GgmlType::Q4_K ? 144
+                                  : T == GgmlType::Q5_K ? 176
+                                                        : 210;
+  static constexpr size_t values = super ? kSuper : kBlock;
+};
+
 // Blocks of 32 one by one; K super-blocks a sub-block of 32 at a time, their scales
 // computed once per super-block and weight row.
 template <GgmlType T, int M, int C>
 PIVOTMT_AVX512 void ggml_decode_rows(const float* x, const Matrix& w, float* y, size_t ldy, size_t n) {
-  constexpr bool kK = T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == GgmlType::Q6_K;
-  constexpr size_t bb = T == GgmlType::Q8_0   ? 34
-                        : T == GgmlType::Q4_0 ? 18
-                        : T == GgmlType::Q4_1 ? 20
-                        : T == GgmlType::Q4_K ? 144
-                        : T == GgmlType::Q5_K ? 176
-                                              : 210;
-  constexpr size_t values = kK ? kSuper : kBlock;
+  constexpr bool kK = Layout<T>::super;
+  constexpr size_t bb = Layout<T>::bytes, values = Layout<T>::values;
   const size_t K = w.in, blocks = K / values;
   const uint8_t* rows[C];
 #pragma GCC unroll 4
@@ -296,14 +316,7 @@ PIVOTMT_AVX512 void ggml_decode_rows(const float* x, const Matrix& w, float* y, 
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   float ds[C][16], dm[C][8];  // K: the super-block's sub-block scales and minimums
   for (size_t b = 0; b < blocks; ++b) {
-    if constexpr (kK) {
-#pragma GCC unroll 4
-      for (int c = 0; c < C; ++c) {
-        for (size_t line = 0; line < bb; line += 64)  // two super-blocks ahead, every cache line
-          _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 2) * bb + line), _MM_HINT_T0);
-        super_block_scales<T>(rows[c] + b * bb, ds[c], dm[c]);
-      }
-    }
+    if constexpr (kK) super_block_start<T, C>(rows, b, ds, dm);
     for (int s = 0; s < int(values / kBlock); ++s) {
       __m512 xv[M][2];
 #pragma GCC unroll 4
@@ -341,18 +354,6 @@ PIVOTMT_AVX512 void ggml_decode_range(const float* x, const Matrix& w, float* y,
   for (; n < n1; ++n) ggml_decode_rows<T, M, 1>(x, w, y, ldy, n);
 }
 
-template <int M>
-PIVOTMT_AVX512 void ggml_decode_dispatch(const float* x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
-  switch (w.ggml_type) {
-    case GgmlType::Q8_0: return ggml_decode_range<GgmlType::Q8_0, M>(x, w, y, ldy, n0, n1);
-    case GgmlType::Q4_0: return ggml_decode_range<GgmlType::Q4_0, M>(x, w, y, ldy, n0, n1);
-    case GgmlType::Q4_1: return ggml_decode_range<GgmlType::Q4_1, M>(x, w, y, ldy, n0, n1);
-    case GgmlType::Q4_K: return ggml_decode_range<GgmlType::Q4_K, M>(x, w, y, ldy, n0, n1);
-    case GgmlType::Q5_K: return ggml_decode_range<GgmlType::Q5_K, M>(x, w, y, ldy, n0, n1);
-    default: return ggml_decode_range<GgmlType::Q6_K, M>(x, w, y, ldy, n0, n1);
-  }
-}
-
 // The AVX2 twin of ggml_decode_rows: 8 lanes, a sub-block of 32 values as 4 vectors, each
 // multiplied into the M × C accumulators as it is made (AVX2 has 16 vector registers:
 // C = 2 columns keeps the accumulators, values and an activation vector in them).
@@ -377,14 +378,8 @@ PIVOTMT_AVX2 inline void values_avx2(const uint8_t* b, int s, const float ds[16]
 
 template <GgmlType T, int M, int C>
 PIVOTMT_AVX2 void ggml_decode_rows_avx2(const float* x, const Matrix& w, float* y, size_t ldy, size_t n) {
-  constexpr bool kK = T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == GgmlType::Q6_K;
-  constexpr size_t bb = T == GgmlType::Q8_0   ? 34
-                        : T == GgmlType::Q4_0 ? 18
-                        : T == GgmlType::Q4_1 ? 20
-                        : T == GgmlType::Q4_K ? 144
-                        : T == GgmlType::Q5_K ? 176
-                                              : 210;
-  constexpr size_t values = kK ? kSuper : kBlock;
+  constexpr bool kK = Layout<T>::super;
+  constexpr size_t bb = Layout<T>::bytes, values = Layout<T>::values;
   const size_t K = w.in, blocks = K / values;
   const uint8_t* rows[C];
   for (int c = 0; c < C; ++c) rows[c] = w.row_ggml(n + size_t(c));
@@ -395,13 +390,7 @@ PIVOTMT_AVX2 void ggml_decode_rows_avx2(const float* x, const Matrix& w, float* 
     for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
   float ds[C][16], dm[C][8];
   for (size_t b = 0; b < blocks; ++b) {
-    if constexpr (kK) {
-      for (int c = 0; c < C; ++c) {
-        for (size_t line = 0; line < bb; line += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 2) * bb + line), _MM_HINT_T0);
-        super_block_scales<T>(rows[c] + b * bb, ds[c], dm[c]);
-      }
-    }
+    if constexpr (kK) super_block_start<T, C>(rows, b, ds, dm);
     for (int s = 0; s < int(values / kBlock); ++s) {
       __m256 v[C][4];
 #pragma GCC unroll 2
@@ -430,15 +419,39 @@ PIVOTMT_AVX2 void ggml_decode_range_avx2(const float* x, const Matrix& w, float*
   for (; n < n1; ++n) ggml_decode_rows_avx2<T, M, 1>(x, w, y, ldy, n);
 }
 
-template <int M>
-PIVOTMT_AVX2 void ggml_decode_dispatch_avx2(const float* x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+// Decode of M rows by the weights' type, with either ISA's kernels (Kernels::range<T, M>).
+struct Avx512Decode {
+  template <GgmlType T, int M>
+  static void range(const float* x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+    ggml_decode_range<T, M>(x, w, y, ldy, n0, n1);
+  }
+};
+struct Avx2Decode {
+  template <GgmlType T, int M>
+  static void range(const float* x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+    ggml_decode_range_avx2<T, M>(x, w, y, ldy, n0, n1);
+  }
+};
+template <class Kernels, int M>
+void decode_by_type(const float* x, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
   switch (w.ggml_type) {
-    case GgmlType::Q8_0: return ggml_decode_range_avx2<GgmlType::Q8_0, M>(x, w, y, ldy, n0, n1);
-    case GgmlType::Q4_0: return ggml_decode_range_avx2<GgmlType::Q4_0, M>(x, w, y, ldy, n0, n1);
-    case GgmlType::Q4_1: return ggml_decode_range_avx2<GgmlType::Q4_1, M>(x, w, y, ldy, n0, n1);
-    case GgmlType::Q4_K: return ggml_decode_range_avx2<GgmlType::Q4_K, M>(x, w, y, ldy, n0, n1);
-    case GgmlType::Q5_K: return ggml_decode_range_avx2<GgmlType::Q5_K, M>(x, w, y, ldy, n0, n1);
-    default: return ggml_decode_range_avx2<GgmlType::Q6_K, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q8_0: return Kernels::template range<GgmlType::Q8_0, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q4_0: return Kernels::template range<GgmlType::Q4_0, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q4_1: return Kernels::template range<GgmlType::Q4_1, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q4_K: return Kernels::template range<GgmlType::Q4_K, M>(x, w, y, ldy, n0, n1);
+    case GgmlType::Q5_K: return Kernels::template range<GgmlType::Q5_K, M>(x, w, y, ldy, n0, n1);
+    default: return Kernels::template range<GgmlType::Q6_K, M>(x, w, y, ldy, n0, n1);
+  }
+}
+// 1-4 rows: false for more (the callers' prefill paths).
+template <class Kernels>
+bool decode(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
+  switch (M) {
+    case 1: decode_by_type<Kernels, 1>(x, w, y, ldy, n0, n1); return true;
+    case 2: decode_by_type<Kernels, 2>(x, w, y, ldy, n0, n1); return true;
+    case 3: decode_by_type<Kernels, 3>(x, w, y, ldy, n0, n1); return true;
+    case 4: decode_by_type<Kernels, 4>(x, w, y, ldy, n0, n1); return true;
+    default: return false;
   }
 }
 
@@ -507,13 +520,7 @@ PIVOTMT_AVX512 void ggml_rows_avx512(const Matrix& w, size_t n0, size_t n1, floa
 PIVOTMT_AVX2 void gemm_ggml_avx2(const float* x, size_t M, const Matrix& w, float* y, size_t ldy, size_t n0, size_t n1) {
   const size_t K = w.in;
   geometry(w);  // checks the matrix
-  switch (M) {
-    case 1: return ggml_decode_dispatch_avx2<1>(x, w, y, ldy, n0, n1);
-    case 2: return ggml_decode_dispatch_avx2<2>(x, w, y, ldy, n0, n1);
-    case 3: return ggml_decode_dispatch_avx2<3>(x, w, y, ldy, n0, n1);
-    case 4: return ggml_decode_dispatch_avx2<4>(x, w, y, ldy, n0, n1);
-    default: break;
-  }
+  if (decode<Avx2Decode>(x, M, w, y, ldy, n0, n1)) return;
   static thread_local std::vector<float> buffer;
   buffer.resize(K);
   float* wf = buffer.data();
@@ -555,17 +562,11 @@ PIVOTMT_AVX512 void gemm_ggml_avx512(const float* x, size_t M, const Matrix& w, 
     }
     return;
   }
-  // Decode (a few rows): fused, see ggml_decode_rows.
-  switch (M) {
-    case 1: return ggml_decode_dispatch<1>(x, w, y, ldy, n0, n1);
-    case 2: return ggml_decode_dispatch<2>(x, w, y, ldy, n0, n1);
-    case 3: return ggml_decode_dispatch<3>(x, w, y, ldy, n0, n1);
-    case 4: return ggml_decode_dispatch<4>(x, w, y, ldy, n0, n1);
-    default:
-      for (size_t m0 = 0; m0 < M; m0 += 4) {
-        const size_t rows = std::min<size_t>(4, M - m0);
-        gemm_ggml_avx512(x + m0 * K, rows, w, y + m0 * ldy, ldy, n0, n1);
-      }
+  // Decode (a few rows): fused, see ggml_decode_rows; 5-7 rows as runs of up to 4.
+  if (decode<Avx512Decode>(x, M, w, y, ldy, n0, n1)) return;
+  for (size_t m0 = 0; m0 < M; m0 += 4) {
+    const size_t rows = std::min<size_t>(4, M - m0);
+    gemm_ggml_avx512(x + m0 * K, rows, w, y + m0 * ldy, ldy, n0, n1);
   }
 }
 
