@@ -11,7 +11,7 @@
 // products are exact in F32 anyway, at most 11 + 7 + 6 significant bits) and
 // multiplied with F32 activations, 8 (AVX2) or 16 (AVX-512) partial sums per (weight row,
 // activation row) pair, added at the end. AVX2 and AVX-512 prefill dequantise into a
-// buffer reused by every activation row; AVX-512 decode (1-4 rows) multiplies the
+// buffer reused by every activation row; decode (1-4 rows, both ISAs) multiplies the
 // dequantised values straight away (fused).
 // GCC 12 warns inside its own AVX-512 intrinsics' headers (their "undefined" source
 // operands), a known false positive; as in gemm_avx512.cpp.
