@@ -42,26 +42,17 @@ constexpr size_t kSuper = 256;    // Q4_K, Q5_K, Q6_K
 constexpr size_t kRows = 4;       // activation rows per pass over a dequantised weight row
 constexpr size_t kManyRows = 8;  // from here (prefill) the AVX-512 path hands dequantised blocks to the F32 GEMM
 
-// A matrix's block: values and bytes (checked: GGML storage of a type kept in place, rows
-// whole blocks).
+// A matrix's block: values and bytes, from ggml's table (checked: GGML storage of a type the
+// kernels multiply, rows whole blocks — the loader's rule, ggml_multiplied_in_place).
 struct Geometry {
   size_t values = 0, bytes = 0;
 };
 Geometry geometry(const Matrix& w) {
-  Geometry g;
-  if (w.dtype == DType::GGML) switch (w.ggml_type) {
-      case GgmlType::Q8_0: g = {kBlock, 34}; break;
-      case GgmlType::Q4_0: g = {kBlock, 18}; break;
-      case GgmlType::Q4_1: g = {kBlock, 20}; break;
-      case GgmlType::Q4_K: g = {kSuper, 144}; break;
-      case GgmlType::Q5_K: g = {kSuper, 176}; break;
-      case GgmlType::Q6_K: g = {kSuper, 210}; break;
-      default: throw UnsupportedError(fmt::format("GGUF kernels: {} weights are not kept quantised", ggml_type_name(w.ggml_type)));
-    }
-  if (g.values == 0 || w.in % g.values)
-    throw Error(fmt::format("GGUF kernels: a {} [{}, {}] matrix is not whole GGUF blocks",
+  if (w.dtype != DType::GGML || !ggml_multiplied_in_place(w.ggml_type, w.in))
+    throw Error(fmt::format("GGUF kernels: a {} [{}, {}] matrix is not whole blocks of a type they multiply",
                             w.dtype == DType::GGML ? ggml_type_name(w.ggml_type) : "non-GGUF", w.out, w.in));
-  return g;
+  const auto& traits = ggml_traits(w.ggml_type);
+  return {traits.block_size, traits.block_bytes};
 }
 
 inline bool super_blocks(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K; }
@@ -273,19 +264,6 @@ PIVOTMT_AVX512 inline void sub_block_values(const uint8_t* b, int s, const float
   }
 }
 
-// Super-block b of C weight rows begins: the cache lines two super-blocks on prefetched,
-// each row's sub-block scales and minimums computed.
-template <GgmlType T, int C>
-PIVOTMT_AVX2 inline void super_block_start(const uint8_t* const rows[C], size_t b, float ds[][16], float dm[][8]) {
-  constexpr size_t bb = T == GgmlType::Q4_K ? 144 : T == GgmlType::Q5_K ? 176 : 210;
-#pragma GCC unroll 4
-  for (int c = 0; c < C; ++c) {
-    for (size_t line = 0; line < bb; line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 2) * bb + line), _MM_HINT_T0);
-    super_block_scales<T>(rows[c] + b * bb, ds[c], dm[c]);
-  }
-}
-
 // A type's block, known at compile time: K super-block or block of 32, bytes, values.
 template <GgmlType T>
 struct Layout {
@@ -298,6 +276,19 @@ struct Layout {
                                                         : 210;
   static constexpr size_t values = super ? kSuper : kBlock;
 };
+
+// Super-block b of C weight rows begins: the cache lines two super-blocks on prefetched,
+// each row's sub-block scales and minimums computed.
+template <GgmlType T, int C>
+PIVOTMT_AVX2 inline void super_block_start(const uint8_t* const rows[C], size_t b, float ds[][16], float dm[][8]) {
+  constexpr size_t bb = Layout<T>::bytes;
+#pragma GCC unroll 4
+  for (int c = 0; c < C; ++c) {
+    for (size_t line = 0; line < bb; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(rows[c] + (b + 2) * bb + line), _MM_HINT_T0);
+    super_block_scales<T>(rows[c] + b * bb, ds[c], dm[c]);
+  }
+}
 
 // Blocks of 32 one by one; K super-blocks a sub-block of 32 at a time, their scales
 // computed once per super-block and weight row.
